@@ -1,0 +1,38 @@
+# The two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSDEPS := wordnet-base fonts-noto-color-emoji
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE := disabled
+export TOKENIZERS_PARALLELISM := true
+
+.PHONY: demo test sysdeps install clean
+
+# System packages: WordNet database files for query lists, colour emoji font for demo images.
+sysdeps:
+	@if ! dpkg -s $(SYSDEPS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+	  else \
+	    echo "missing system packages: $(SYSDEPS) (run as root: apt-get install $(SYSDEPS))" >&2; exit 2; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: sysdeps $(STAMP)
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+demo: install
+	$(PY) -m clipmodule.demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from clipmodule.cli import main
+
+sys.exit(main())

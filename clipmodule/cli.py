@@ -1,0 +1,44 @@
+"""`clipmodule <command>`: a thin dispatcher. Each command lives in its own module and is imported only
+when it runs, so `clipmodule --help` answers without importing torch, lightning or mlflow."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from clipmodule.errors import ClipModuleError
+
+# command -> (module, function, one-line help). The function takes argv (list[str]) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "convert": ("clipmodule.convert_cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
+    "models": ("clipmodule.convert_cli", "list_models", "list the registered model names with parameter counts"),
+}
+
+
+def _print_help() -> None:
+    print("usage: clipmodule <command> [options]\n\ncommands:")
+    for name, (_, _, text) in COMMANDS.items():
+        print(f"  {name:<14}{text}")
+    print("\n`clipmodule <command> --help` shows the options of one command.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        _print_help()
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"clipmodule: unknown command {command!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module_name, function_name, _ = COMMANDS[command]
+    function = getattr(importlib.import_module(module_name), function_name)
+    try:
+        return int(function(rest) or 0)
+    except ClipModuleError as error:
+        print(f"clipmodule {command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
