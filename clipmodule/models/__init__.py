@@ -1,0 +1,37 @@
+"""The model zoo: one registry of named configs (`config.MODEL_CONFIGS`) and the modules they build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clipmodule.models.clip import CLIP
+from clipmodule.models.config import (
+    MODEL_CONFIGS,
+    CLIPConfig,
+    TextConfig,
+    VisionConfig,
+    available_models,
+    get_model_config,
+)
+
+
+def create_model(name: str, **overrides: Any) -> CLIP:
+    """A randomly initialised CLIP model from a registered name, e.g. `create_model("ViT-B-32")`."""
+    return CLIP(get_model_config(name, **overrides))
+
+
+def count_parameters(model: CLIP) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+__all__ = [
+    "CLIP",
+    "CLIPConfig",
+    "MODEL_CONFIGS",
+    "TextConfig",
+    "VisionConfig",
+    "available_models",
+    "count_parameters",
+    "create_model",
+    "get_model_config",
+]

@@ -1,0 +1,71 @@
+"""CLIP: an image tower and a text tower projected into one space, compared by a scaled cosine similarity."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipmodule.models.config import CLIPConfig
+from clipmodule.models.transformer import LayerNorm, Transformer
+from clipmodule.models.vision import build_vision_tower
+
+
+class CLIP(nn.Module):
+    """The paper's model. Text modules sit at the top level, as in OpenAI's release, so state dicts match it."""
+
+    def __init__(self, config: CLIPConfig):
+        super().__init__()
+        self.config = config
+        text = config.text
+        self.visual = build_vision_tower(config.vision, config.embed_dim, config.quick_gelu)
+        self.token_embedding = nn.Embedding(text.vocab_size, text.width)
+        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
+        self.transformer = Transformer(text.width, text.layers, text.width // text.head_width, text.mlp_ratio, config.quick_gelu)
+        self.ln_final = LayerNorm(text.width)
+        self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        self.logit_bias = None
+        if config.init_logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=self.config.text.width**-0.5)
+        self.transformer.init_weights()
+        self.visual.init_weights()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.token_embedding.weight.dtype
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute activations in the backward pass: less memory, about a third more compute."""
+        self.transformer.grad_checkpointing = enabled
+        if hasattr(self.visual, "transformer"):
+            self.visual.transformer.grad_checkpointing = enabled
+        else:
+            self.visual.grad_checkpointing = enabled
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.visual(image.to(self.dtype))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        length = text.shape[1]
+        x = self.token_embedding(text) + self.positional_embedding[:length].to(self.dtype)
+        x = self.ln_final(self.transformer(x, causal=True))
+        # The end-of-text token has the largest id in the vocabulary, so argmax finds it.
+        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (logits_per_image [N_img, N_txt], logits_per_text [N_txt, N_img]), as OpenAI's `clip`."""
+        image_features = self.encode_image(image, normalize=True)
+        text_features = self.encode_text(text, normalize=True)
+        logits_per_image = self.logit_scale.exp() * image_features @ text_features.t()
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
+        return logits_per_image, logits_per_image.t()
