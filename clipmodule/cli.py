@@ -12,6 +12,7 @@ from clipmodule.errors import ClipModuleError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("clipmodule.convert_cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
     "models": ("clipmodule.convert_cli", "list_models", "list the registered model names with parameter counts"),
+    "compare": ("clipmodule.compare_cli", "main", "compare MLflow runs: table, markdown report, PNG curves"),
 }
 
 
