@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
@@ -57,7 +58,7 @@ def main(argv: list[str]) -> int:
     table = Table(*header, title=f"experiment {args.experiment!r} at {args.tracking_uri}")
     for row in rows:
         table.add_row(*row)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and logs get the full table
     console.print(table)
 
     out_dir = args.out or Path("compare") / args.experiment
