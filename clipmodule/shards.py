@@ -1,0 +1,276 @@
+"""Reading img2dataset's webdataset shards with a position that can be saved and restored.
+
+webdataset's own pipeline streams tar files and keeps no state: resuming it means re-reading everything
+that was skipped. Here a shard is first *indexed* (its tar headers only: member names, offsets, sizes),
+and a sample is a reference (shard id, sample number). The shuffle buffer holds references, not decoded
+images, so the whole reader position — pass, shard cursor, sample cursor, buffer, RNG state — is a few
+integers that a checkpoint stores and `load_state_dict` restores exactly. Samples are decoded only when
+they leave the buffer, reading their bytes by offset.
+
+Naming follows webdataset: a member `dir/000123.jpg` belongs to sample key `dir/000123`, field `jpg`.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+import tarfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import braceexpand
+import numpy as np
+
+from clipmodule.errors import ClipModuleError
+
+log = logging.getLogger(__name__)
+
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Shard paths from a brace pattern (`shards/{00000..00099}.tar`), a glob, a directory (its *.tar),
+    or a list of those. Every named shard must exist: a missing one is an error naming it."""
+    patterns = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    paths: list[str] = []
+    missing: list[str] = []
+    for pattern in patterns:
+        for item in braceexpand.braceexpand(str(pattern)):
+            if os.path.isdir(item):
+                found = sorted(glob.glob(os.path.join(item, "*.tar")))
+                if not found:
+                    raise ClipModuleError(f"no .tar shards in directory {item}")
+                paths.extend(found)
+            elif any(ch in item for ch in "*?["):
+                found = sorted(glob.glob(item))
+                if not found:
+                    raise ClipModuleError(f"no shards match {item}")
+                paths.extend(found)
+            elif not os.path.isfile(item):
+                missing.append(item)
+            else:
+                paths.append(item)
+    if missing:
+        total = len(missing) + len(paths)
+        raise ClipModuleError(f"{len(missing)} of {total} shards are missing, the first: {missing[0]}")
+    if not paths:
+        raise ClipModuleError(f"no shards given ({spec!r})")
+    return paths
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """webdataset's rule: the key runs to the first dot of the file name, the field is the rest."""
+    directory, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), (ext.lower() if dot else "")
+
+
+@dataclass
+class ShardIndex:
+    """The samples of one tar file: key and {field: (data offset, size)} per sample, in file order."""
+
+    path: str
+    keys: list[str] = field(default_factory=list)
+    members: list[dict[str, tuple[int, int]]] = field(default_factory=list)
+    error: str | None = None
+    """Why reading stopped early (a corrupt or truncated shard); the samples before the damage are kept."""
+
+
+def index_shard(path: str) -> ShardIndex:
+    """Read the tar headers of one shard (tarfile seeks over member data, so this reads little)."""
+    index = ShardIndex(path)
+    try:
+        size = os.path.getsize(path)
+        with tarfile.open(path, mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                if member.offset_data + member.size > size:
+                    index.error = f"truncated at member {member.name}"
+                    break
+                key, ext = split_member_name(member.name)
+                if not index.keys or index.keys[-1] != key:
+                    index.keys.append(key)
+                    index.members.append({})
+                index.members[-1][ext] = (member.offset_data, member.size)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
+        index.error = f"{type(error).__name__}: {error}"
+    return index
+
+
+def count_samples(paths: list[str]) -> int:
+    """Samples in the shards: from img2dataset's `<shard>_stats.json` ("successes") where present,
+    else by indexing the tar headers."""
+    total = 0
+    for path in paths:
+        stats = Path(path).with_name(Path(path).stem + "_stats.json")
+        try:
+            total += int(json.loads(stats.read_text())["successes"])
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        total += len(index_shard(path).keys)
+    return total
+
+
+class ShardCache:
+    """Open shard files and their indexes, least recently used dropped first (buffers span few shards)."""
+
+    def __init__(self, paths: list[str], capacity: int = 8):
+        self.paths = paths
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[ShardIndex, io.BufferedReader | None]] = OrderedDict()
+
+    def index(self, shard: int) -> ShardIndex:
+        return self._entry(shard)[0]
+
+    def read(self, shard: int, sample: int) -> tuple[str, dict[str, bytes]]:
+        index, handle = self._entry(shard)
+        if handle is None:
+            raise OSError(f"cannot open {index.path}")
+        data = {}
+        for ext, (offset, size) in index.members[sample].items():
+            handle.seek(offset)
+            data[ext] = handle.read(size)
+        return index.keys[sample], data
+
+    def _entry(self, shard: int):
+        if shard in self._entries:
+            self._entries.move_to_end(shard)
+            return self._entries[shard]
+        index = index_shard(self.paths[shard])
+        try:
+            handle = open(self.paths[shard], "rb")  # noqa: SIM115 - kept open while cached
+        except OSError:
+            handle = None
+        self._entries[shard] = (index, handle)
+        while len(self._entries) > self.capacity:
+            _, (_, old) = self._entries.popitem(last=False)
+            if old is not None:
+                old.close()
+        return self._entries[shard]
+
+    def close(self) -> None:
+        for _, handle in self._entries.values():
+            if handle is not None:
+                handle.close()
+        self._entries.clear()
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Which shards one worker reads, in which order. Identical on every rank for a given seed and epoch."""
+
+    num_shards: int
+    seed: int
+    epoch: int
+    worker: int
+    """This worker's global number: rank * workers_per_rank + local worker id."""
+    num_workers: int
+    """Workers over all ranks."""
+    resample: bool = False
+
+    def shard_at(self, pass_index: int, cursor: int) -> int | None:
+        """The cursor-th shard of a pass, None past its end. Without resampling a pass is this worker's
+        slice of one permutation of all shards; with resampling shards are drawn with replacement
+        (open_clip's ResampledShards) and a pass never ends."""
+        if self.resample:
+            draw = np.random.default_rng([self.seed, self.epoch, self.worker, cursor, 1])
+            return int(draw.integers(self.num_shards))
+        order = np.random.default_rng([self.seed, self.epoch, pass_index, 0]).permutation(self.num_shards)
+        mine = order[self.worker :: self.num_workers]
+        return int(mine[cursor]) if cursor < len(mine) else None
+
+
+class ShardStream:
+    """One worker's iterator of sample references through a shuffle buffer, resumable from its state.
+
+    Yields (shard id, sample number, key, raw fields). `state_dict()` after any sample, loaded into a
+    fresh stream with the same plan, continues with exactly the next sample."""
+
+    def __init__(self, paths: list[str], plan: StreamPlan, buffer_size: int, cache: ShardCache | None = None):
+        self.paths = paths
+        self.plan = plan
+        self.buffer_size = max(1, buffer_size)
+        self.cache = cache or ShardCache(paths)
+        self.pass_index = self.shard_cursor = self.sample_cursor = 0
+        self.pass_done = False
+        self.buffer: list[tuple[int, int]] = []
+        self.rng = np.random.default_rng([plan.seed, plan.epoch, plan.worker, 2])
+        self.corrupt_shards = 0
+        self._entered_shard = False
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.plan.epoch,
+            "pass_index": self.pass_index,
+            "shard_cursor": self.shard_cursor,
+            "sample_cursor": self.sample_cursor,
+            "pass_done": self.pass_done,
+            "buffer": [list(ref) for ref in self.buffer],
+            "rng": self.rng.bit_generator.state,
+            "corrupt_shards": self.corrupt_shards,
+            "entered_shard": self._entered_shard,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["epoch"] != self.plan.epoch:
+            raise ClipModuleError(f"data state is for epoch {state['epoch']}, the loader is at {self.plan.epoch}")
+        self.pass_index, self.shard_cursor = state["pass_index"], state["shard_cursor"]
+        self.sample_cursor, self.pass_done = state["sample_cursor"], state["pass_done"]
+        self.buffer = [tuple(ref) for ref in state["buffer"]]
+        self.rng.bit_generator.state = state["rng"]
+        self.corrupt_shards, self._entered_shard = state["corrupt_shards"], state["entered_shard"]
+
+    def next_reference(self) -> tuple[int, int]:
+        """The next (shard, sample) out of the shuffle buffer, refilling it from the shard sequence.
+
+        At the end of a pass the buffer drains before the next pass (a new permutation) begins, so a
+        sample repeats only once this worker has been through all of its shards."""
+        fresh_pass = False
+        while True:
+            while len(self.buffer) < self.buffer_size and not self.pass_done:
+                reference = self._read_reference()
+                if reference is None:
+                    self.pass_done = True
+                else:
+                    self.buffer.append(reference)
+            if self.buffer:
+                break
+            if fresh_pass:  # a whole pass over this worker's shards gave nothing
+                raise ClipModuleError(f"no readable samples in {len(self.paths)} shards, e.g. {self.paths[0]}")
+            self.pass_index, self.shard_cursor, self.sample_cursor = self.pass_index + 1, 0, 0
+            self.pass_done, fresh_pass = False, True
+        pick = int(self.rng.integers(len(self.buffer)))
+        self.buffer[pick], self.buffer[-1] = self.buffer[-1], self.buffer[pick]
+        return self.buffer.pop()
+
+    def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
+        shard, sample = reference
+        key, fields = self.cache.read(shard, sample)
+        return f"{Path(self.paths[shard]).name}/{key}", fields
+
+    def _read_reference(self) -> tuple[int, int] | None:
+        """The next sample in shard order; None at the end of this worker's slice of the pass."""
+        barren = 0  # shards in a row with nothing to read: with resampling a pass never ends
+        while barren <= 2 * self.plan.num_shards + 2:
+            shard = self.plan.shard_at(self.pass_index, self.shard_cursor)
+            if shard is None:
+                return None
+            index = self.cache.index(shard)
+            if not self._entered_shard:
+                self._entered_shard = True
+                if index.error is not None:
+                    self.corrupt_shards += 1
+                    log.warning("corrupt shard %s (%s): using the %d samples before the damage",
+                                index.path, index.error, len(index.keys))
+            if self.sample_cursor < len(index.keys):
+                self.sample_cursor += 1
+                return shard, self.sample_cursor - 1
+            self.shard_cursor, self.sample_cursor, self._entered_shard = self.shard_cursor + 1, 0, False
+            barren += 1
+        raise ClipModuleError(f"no readable samples in {len(self.paths)} shards, e.g. {self.paths[0]}")
