@@ -1,0 +1,148 @@
+"""`curation balance`: at most `t` rows per query in expectation, decided row by row from hashes.
+
+A row with queries Q is kept if, for any q in Q, its coin u(key, q, seed) < min(1, t / count[q]), where
+count[q] is the number of matched rows containing q. Each coin is a hash of (row key, query, seed) mapped
+to [0, 1), so whether a row is kept depends on nothing but the row and the counts: not on shard order,
+shard size or worker count. A query seen in c ≤ t rows keeps them all; rows of a single query with
+c > t rows are kept about t times.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.config import BalanceConfig
+from curation.errors import CurationError
+from curation.progress import report
+from curation.shards import ROWS_IN_KEY, input_rows, run_shards
+from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, stats_path
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
+    """p[q] = min(1, t / count[q]) (queries that matched nothing get 1; they are never asked)."""
+    return np.minimum(1.0, t / np.maximum(counts, 1).astype(np.float64))
+
+
+def key_hashes(keys: list[str]) -> np.ndarray:
+    """A stable 64-bit hash of each row key (BLAKE2b; Python's hash() changes between processes)."""
+    digests = b"".join(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys)
+    return np.frombuffer(digests, dtype="<u8").copy()
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: every input bit flips about half the output bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def coins(key_hash: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform [0, 1) values, one per (row key hash, query id) pair, fixed by the seed."""
+    salt = _mix(np.uint64(seed) * GOLDEN + query_ids.astype(np.uint64))
+    return (_mix(key_hash ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def balance_mask(key_hash: np.ndarray, query_ids: pa.ListArray, probabilities: np.ndarray, seed: int) -> np.ndarray:
+    """Which rows to keep: those where at least one of their queries' coins comes up."""
+    flat = query_ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = pc.list_parent_indices(query_ids).to_numpy(zero_copy_only=False)
+    heads = coins(key_hash[rows], flat, seed) < probabilities[flat]
+    keep = np.zeros(len(query_ids), dtype=bool)
+    keep[rows[heads]] = True
+    return keep
+
+
+@functools.cache
+def _probabilities(counts_file: str, t: int, signature: tuple[int, int]) -> np.ndarray:
+    return keep_probabilities(pq.read_table(counts_file, columns=["matched"])["matched"].to_numpy(), t)
+
+
+@dataclass(frozen=True)
+class BalanceTask:
+    source: Path
+    output: Path
+    counts_file: Path
+    config: BalanceConfig
+
+
+def balance_shard(task: BalanceTask) -> dict[str, Any]:
+    """Keep the rows of one matched shard whose coins come up; write them to `task.output`."""
+    stat = task.counts_file.stat()
+    probabilities = _probabilities(str(task.counts_file), task.config.t, (stat.st_size, stat.st_mtime_ns))
+    table = pq.read_table(task.source)
+    key_column = task.config.key_column
+    if key_column not in table.column_names or "query_ids" not in table.column_names:
+        missing = key_column if key_column not in table.column_names else "query_ids"
+        raise CurationError(f"{task.source}: no column {missing!r} (set balance.key_column; is this `match` output?)")
+    keys = pc.cast(table[key_column], pa.string()).combine_chunks()
+    if keys.null_count:
+        raise CurationError(f"{task.source}: key column {key_column!r} has {keys.null_count} null values")
+    query_ids = table["query_ids"].combine_chunks()
+    if len(query_ids) and pc.max(query_ids.flatten()).as_py() >= len(probabilities):
+        raise CurationError(f"{task.source}: query ids beyond the query list of {task.counts_file}")
+    keep = balance_mask(key_hashes(keys.to_pylist()), query_ids, probabilities, task.config.seed)
+    kept = table.filter(pa.array(keep))
+    with atomic_path(task.output) as tmp:
+        with pq.ParquetWriter(tmp, kept.schema) as writer:
+            writer.write_table(kept)
+            writer.add_key_value_metadata({ROWS_IN_KEY: str(table.num_rows)})
+    return {"name": task.output.name, "rows_in": table.num_rows, "rows_out": kept.num_rows}
+
+
+def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Balance `matched/*.parquet` into `out/*.parquet`, with `<out>.counts.parquet` (matched vs kept per query)."""
+    from curation.matching import count_matches
+
+    matched, out = Path(matched), Path(out)
+    match_stats = read_json(stats_path(matched), "match stats (run `curation match` first)")
+    counts_file = Path(match_stats.get("counts_file", sidecar(matched, ".counts.parquet")))
+    if not match_stats.get("finished") or not counts_file.is_file():
+        raise CurationError(f"{matched}: `curation match` has not finished there")
+    sources = [matched / shard["name"] for shard in match_stats["shards"]]
+    settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column}
+    fingerprint = {"config": settings, "inputs": file_signature([*sources, counts_file])}
+    out_counts = sidecar(out, ".counts.parquet")
+    stage = Stage("balance", out, fingerprint, overwrite, extra_outputs=(out_counts,))
+    if (done := stage.finished()) is not None:
+        report(f"balance: up to date ({done['rows_out']:,} of {done['rows_in']:,} rows kept in {out})")
+        return done
+    with stage.running():
+        out.mkdir(parents=True, exist_ok=True)
+        tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
+        todo = [task for task in tasks if not task.output.exists()]
+        total = sum(input_rows(task.source) for task in todo)
+        for result in run_shards(balance_shard, todo, config.workers, f"balance (t={config.t:,})", total):
+            stage.created(out / result["name"])
+        _probabilities.cache_clear()
+        table = pq.read_table(counts_file)
+        kept = count_matches([task.output for task in tasks], table.num_rows)
+        table = table.append_column("kept", pa.array(kept))
+        with atomic_path(out_counts) as tmp:
+            pq.write_table(table, tmp)
+        stats = stage.finish(_balance_stats(config, tasks, table, out_counts))
+    report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={config.t:,}); "
+           f"{stats['queries_capped']:,} queries over t → {out}")
+    return stats
+
+
+def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.Table, counts_file: Path) -> dict[str, Any]:
+    rows_in = sum(input_rows(task.source) for task in tasks)
+    rows_out = sum(input_rows(task.output) for task in tasks)
+    matched = counts["matched"].to_numpy()
+    return {"t": config.t, "seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
+            "rows_in": rows_in, "rows_out": rows_out, "keep_rate": rows_out / rows_in if rows_in else 0.0,
+            "queries_matched": int((matched > 0).sum()), "queries_capped": int((matched > config.t).sum()),
+            "shards": [{"name": task.output.name, "rows": input_rows(task.output)} for task in tasks]}

@@ -1,0 +1,85 @@
+"""The human-readable data card: the JSON card rendered section by section (see data_cards/TEMPLATE.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.1%}" if value <= 1 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def _summary(card: dict[str, Any]) -> str:
+    s = card["summary"]
+    rows = [["queries", s["queries"]], ["caption rows read", s["caption_rows"]],
+            ["rows containing a query", s["matched_rows"]], ["rows kept by balancing", s["balanced_rows"]],
+            ["images downloaded", s["images"]], ["shards", s["shards"]]]
+    return f"# Data card: {card['name']}\n\nContent hash (SHA-256 of the shard list): `{card['content_hash']}`\n\n" + \
+        _table(["", "count"], rows)
+
+
+def _queries(card: dict[str, Any]) -> str:
+    q = card["queries"]
+    rows = [[name, c["candidates"], c["in_list"]] for name, c in q["sources"].items()]
+    return (f"## Query list\n\n{q['terms']:,} queries (cap {q['max_terms']:,}; {q['dropped_by_cap']:,} dropped by the cap; "
+            f"unigram counts from {q.get('unigram_source', 'n/a')}).\n\n" + _table(["source", "terms", "in the list"], rows))
+
+
+def _matching(card: dict[str, Any]) -> str:
+    m = card["match"]
+    return (f"## Matching\n\n{m['rows_matched']:,} of {m['rows_in']:,} caption rows contain at least one query "
+            f"(match rate {m['match_rate']:.1%}); {m['rows_dropped']:,} rows matched nothing and were dropped. "
+            f"{m['queries_matched']:,} of {m['queries']:,} queries occur at least once.")
+
+
+def _balancing(card: dict[str, Any]) -> str:
+    b = card["balance"]
+    head = _table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
+    labels = list(dict.fromkeys([*b["buckets_before"], *b["buckets_after"]]))
+    buckets = _table(["rows per query", "queries before", "queries after"],
+                     [[label, b["buckets_before"].get(label, 0), b["buckets_after"].get(label, 0)] for label in labels])
+    d = b["matched_rows_per_query"]
+    return (f"## Balancing\n\nt = {b['t']:,}, seed {b['seed']}, row key `{b['key_column']}`: kept {b['rows_out']:,} of "
+            f"{b['rows_in']:,} rows ({b['keep_rate']:.1%}); {b['queries_capped']:,} queries had more than t rows. "
+            f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, max {d['max']:,}.\n\n"
+            f"![rows per query before and after balancing]({card['plot']})\n\n### Head: most matched queries\n\n{head}\n\n"
+            f"### Tail: queries by number of rows\n\n{buckets}")
+
+
+def _download(card: dict[str, Any]) -> str:
+    d = card["download"]
+    reasons = _table(["failure reason", "rows"], [[r, n] for r, n in d["failure_reasons"].items()]) \
+        if d["failure_reasons"] else "No failures."
+    return (f"## Download\n\n{d['successes']:,} of {d['input_rows']:,} images downloaded ({d['success_rate']:.1%}; "
+            f"{d['failed_to_download']:,} failed to download, {d['failed_to_resize']:,} failed to decode or resize), "
+            f"written as {d['output_format']}.\n\n{reasons}")
+
+
+def _shards(card: dict[str, Any]) -> str:
+    rows = [[s["name"], s["samples"], s["bytes"], f"`{s['sha256']}`"] for s in card["shards"]]
+    return "## Shards\n\n" + _table(["shard", "samples", "bytes", "sha256"], rows)
+
+
+def _config(card: dict[str, Any]) -> str:
+    text = yaml.safe_dump(card["config"], sort_keys=False, allow_unicode=True)
+    lineage = card["lineage"]
+    inputs = _table(["caption table", "bytes"], [[i["path"], i["bytes"]] for i in lineage["captions"]])
+    return f"## Configuration\n\n```yaml\n{text}```\n\n## Lineage\n\n{inputs}\n\nwordfreq {lineage['wordfreq']}; " \
+        f"work folder `{lineage['work_dir']}`."
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    sections = (_summary, _queries, _matching, _balancing, _download, _shards, _config)
+    return "\n\n".join(section(card) for section in sections) + "\n"

@@ -1,0 +1,161 @@
+"""`curation card`: the data card of a built dataset, from the stages' stats files.
+
+Writes `<cards_dir>/<name>.json` (everything, machine-readable), `<name>.md` (for people, following
+`data_cards/TEMPLATE.md`) and `<name>.png` (rows per query before and after balancing, log axes). The
+`content_hash` is the SHA-256 of the sorted "name sha256" lines of the data shards: training runs record it
+to say exactly which data they saw. Nothing time-dependent goes in, so rebuilding a card changes no byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curation.config import WorkLayout
+from curation.errors import CurationError
+from curation.progress import report
+from curation.stage import atomic_path, read_json, sidecar, stats_path
+
+HEAD = 10
+STAGES = ("queries", "match", "balance", "download")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash(shards: list[dict[str, Any]]) -> str:
+    lines = "".join(f"{s['name']} {s['sha256']}\n" for s in sorted(shards, key=lambda s: s["name"]))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _stage_stats(layout: WorkLayout) -> dict[str, dict[str, Any]]:
+    outputs = dict(zip(STAGES, (layout.queries, layout.matched, layout.balanced, layout.shards)))
+    found = {}
+    for stage, out in outputs.items():
+        stats = read_json(stats_path(out), f"{stage} stats (run `curation {stage}` first)")
+        if not stats.get("finished"):
+            raise CurationError(f"{stats_path(out)}: `curation {stage}` has not finished")
+        found[stage] = stats
+    return found
+
+
+def count_buckets(counts: np.ndarray) -> dict[str, int]:
+    """How many queries have 1, 2-10, 11-100, … rows (queries with no rows left out)."""
+    buckets: dict[str, int] = {}
+    low = 1
+    while low <= max(int(counts.max(initial=0)), 1):
+        high = 1 if low == 1 else low * 10 - 1
+        label = "1" if low == 1 else f"{low}-{high}"
+        buckets[label] = int(((counts >= low) & (counts <= high)).sum())
+        low = 2 if low == 1 else low * 10
+    return buckets
+
+
+def query_distribution(counts_file: Path, t: int) -> dict[str, Any]:
+    """Head (most matched queries) and the shape of the tail, before and after balancing."""
+    table = pq.read_table(counts_file, columns=["term", "matched", "kept"])
+    matched, kept = table["matched"].to_numpy(), table["kept"].to_numpy()
+    order = np.argsort(-matched, kind="stable")[:HEAD]
+    head = [{"term": table["term"][int(i)].as_py(), "matched": int(matched[i]), "kept": int(kept[i])} for i in order]
+    seen = matched[matched > 0]
+    quantiles = {f"p{q}": float(np.percentile(seen, q)) if len(seen) else 0.0 for q in (50, 90, 99)}
+    return {"head": head, "matched_rows_per_query": {**quantiles, "max": int(seen.max(initial=0))},
+            "buckets_before": count_buckets(matched), "buckets_after": count_buckets(kept),
+            "queries_over_t_after": int((kept > t).sum())}
+
+
+def plot_counts(counts_file: Path, t: int, path: Path) -> None:
+    """Rows per query, sorted, before and after balancing, on log-log axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pq.read_table(counts_file, columns=["matched", "kept"])
+    matched, kept = table["matched"].to_numpy(), table["kept"].to_numpy()
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for values, label in ((matched, "matched (before balancing)"), (kept, "kept (after balancing)")):
+        values = np.sort(values[values > 0])[::-1]
+        if len(values):
+            axes.plot(np.arange(1, len(values) + 1), values, label=label, drawstyle="steps-post")
+    axes.axhline(t, color="grey", linestyle="--", linewidth=1, label=f"t = {t:,}")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("query rank (queries sorted by rows, log scale)")
+    axes.set_ylabel("rows containing the query (log scale)")
+    axes.set_title("Rows per query before and after balancing")
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", metadata={"Software": None})
+    plt.close(figure)
+
+
+def shard_list(shards_dir: Path, download: dict[str, Any]) -> list[dict[str, Any]]:
+    samples = {}
+    for stats_file in shards_dir.glob("*_stats.json"):
+        samples[stats_file.name[: -len("_stats.json")]] = json.loads(stats_file.read_text())["successes"]
+    found = []
+    for name in download["data_files"]:
+        path = shards_dir / name
+        if not path.is_file():
+            raise CurationError(f"{path}: shard listed by the download stats is missing")
+        found.append({"name": name, "samples": samples.get(name.split(".")[0], 0), "bytes": path.stat().st_size,
+                      "sha256": sha256_file(path)})
+    return found
+
+
+def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
+    """Everything the card says, as one JSON-ready mapping."""
+    stats = _stage_stats(layout)
+    queries, match, balance, download = (stats[s] for s in STAGES)
+    shards = shard_list(layout.shards, download)
+    return {
+        "name": name,
+        "content_hash": content_hash(shards),
+        "summary": {"queries": queries["terms"], "caption_rows": match["rows_in"], "matched_rows": match["rows_matched"],
+                    "balanced_rows": balance["rows_out"], "images": download["successes"], "shards": len(shards)},
+        "queries": {k: queries[k] for k in ("terms", "unique_candidates", "dropped_by_cap", "max_terms", "sources",
+                                            "unigram_source") if k in queries},
+        "match": {k: match[k] for k in ("rows_in", "rows_matched", "rows_dropped", "match_rate", "queries",
+                                        "queries_matched")},
+        "balance": {**{k: balance[k] for k in ("t", "seed", "key_column", "rows_in", "rows_out", "keep_rate",
+                                               "queries_matched", "queries_capped")},
+                    **query_distribution(sidecar(layout.balanced, ".counts.parquet"), balance["t"])},
+        "download": {k: download[k] for k in ("input_rows", "successes", "failed", "success_rate", "failed_to_download",
+                                              "failed_to_resize", "failure_reasons", "output_format")},
+        "shards": shards,
+        "config": {stage: stats[stage]["fingerprint"].get("config") for stage in STAGES}
+        | {"download_settings": download.get("settings")},
+        "lineage": {"captions": match["fingerprint"]["inputs"], "query_sources": queries["fingerprint"]["inputs"],
+                    "wordnet": queries["fingerprint"].get("wordnet"), "wordfreq": queries["fingerprint"].get("wordfreq"),
+                    "work_dir": str(layout.work_dir)},
+        "plot": f"{name}.png",
+    }
+
+
+def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
+    """Write `<cards_dir>/<name>.{json,md,png}` for the dataset built in `work_dir`."""
+    from curation.card_markdown import render_markdown
+
+    layout = WorkLayout(Path(work_dir))
+    card = build_card(name, layout)
+    cards_dir = Path(cards_dir)
+    cards_dir.mkdir(parents=True, exist_ok=True)
+    plot_counts(sidecar(layout.balanced, ".counts.parquet"), card["balance"]["t"], cards_dir / f"{name}.png")
+    with atomic_path(cards_dir / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with atomic_path(cards_dir / f"{name}.md") as tmp:
+        tmp.write_text(render_markdown(card), encoding="utf-8")
+    report(f"card: {cards_dir / name}.md (content hash {card['content_hash'][:16]}…)")
+    return card

@@ -1,0 +1,155 @@
+"""`curation <stage>`: a thin CLI. Every option comes from a dataclass field (its docstring is the help), and
+each command imports its heavy modules (pyarrow, img2dataset, matplotlib) only when it runs, so
+`curation --help` answers at once. Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.config import BalanceConfig, DatasetConfig, DownloadConfig, MatchConfig, QueriesConfig
+from curation.errors import CurationError
+from curation.typed import add_arguments, from_namespace, load_yaml
+
+@dataclass
+class QueriesPaths:
+    out: Path = Path("work/queries.parquet")
+    """Query list to write; its stats go to <stem>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class MatchPaths:
+    captions: list[str]
+    """Caption tables (parquet, csv, tsv, jsonl; .gz/.bz2/.zst too): files, folders or glob patterns."""
+    queries: Path = Path("work/queries.parquet")
+    """Query list written by `curation queries`."""
+    out: Path = Path("work/matched")
+    """Folder for the matched shards (one per input table); <out>.counts.parquet and <out>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class BalancePaths:
+    input: Path = Path("work/matched")
+    """Folder written by `curation match`."""
+    out: Path = Path("work/balanced")
+    """Folder for the balanced shards; <out>.counts.parquet (matched vs kept per query) and <out>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class DownloadPaths:
+    input: Path = Path("work/balanced")
+    """Folder written by `curation balance`."""
+    out: Path = Path("work/shards")
+    """Folder for img2dataset's shards; <out>.stats.json (totals) and <out>.log (img2dataset's output) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class CardArgs:
+    name: str
+    """Dataset name: the card is written to <cards_dir>/<name>.{md,json,png}."""
+    work_dir: Path = Path("work")
+    """Folder holding queries.parquet, matched/, balanced/ and shards/ with their stats."""
+    cards_dir: Path = Path("data_cards")
+    """Folder for the card."""
+
+
+@dataclass
+class BuildArgs:
+    config: Path = field(metadata={"flags": ("-c", "--config")})
+    """Dataset YAML (see curation/configs/): runs queries, match, balance, download and card in order."""
+    overwrite: bool = False
+    """Rebuild stages whose settings changed (stages that are up to date are skipped)."""
+
+
+def _queries(args: argparse.Namespace) -> None:
+    from curation.queries import run_queries
+
+    paths = from_namespace(QueriesPaths, args)
+    run_queries(from_namespace(QueriesConfig, args), paths.out, paths.overwrite)
+
+
+def _match(args: argparse.Namespace) -> None:
+    from curation.matching import run_match
+
+    paths = from_namespace(MatchPaths, args)
+    run_match(from_namespace(MatchConfig, args), paths.queries, paths.captions, paths.out, paths.overwrite)
+
+
+def _balance(args: argparse.Namespace) -> None:
+    from curation.balancing import run_balance
+
+    paths = from_namespace(BalancePaths, args)
+    run_balance(from_namespace(BalanceConfig, args), paths.input, paths.out, paths.overwrite)
+
+
+def _download(args: argparse.Namespace) -> None:
+    from curation.download import run_download
+
+    paths = from_namespace(DownloadPaths, args)
+    run_download(from_namespace(DownloadConfig, args), paths.input, paths.out, paths.overwrite)
+
+
+def _card(args: argparse.Namespace) -> None:
+    from curation.cards import write_card
+
+    card = from_namespace(CardArgs, args)
+    write_card(card.name, card.work_dir, card.cards_dir)
+
+
+def _build(args: argparse.Namespace) -> None:
+    from curation.pipeline import build
+
+    options = from_namespace(BuildArgs, args)
+    build(load_yaml(options.config, DatasetConfig), options.overwrite)
+
+
+# command -> (help, option dataclasses, runner)
+COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], None]]] = {
+    "queries": ("build the query list (WordNet, unigrams, bigrams, titles)", (QueriesPaths, QueriesConfig), _queries),
+    "match": ("attach to each caption row the ids of the queries it contains", (MatchPaths, MatchConfig), _match),
+    "balance": ("keep at most t rows per query in expectation", (BalancePaths, BalanceConfig), _balance),
+    "download": ("download the balanced rows' images with img2dataset", (DownloadPaths, DownloadConfig), _download),
+    "card": ("write the data card from the stages' stats", (CardArgs,), _card),
+    "build": ("run every stage of a dataset YAML in order, skipping finished ones", (BuildArgs,), _build),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="curation", description="Dataset curation for CLIP-style pretraining: "
+        "queries → match → balance → download → card (or all of them: build).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name, (text, option_classes, _) in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        for option_class in option_classes:
+            add_arguments(sub, option_class)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        COMMANDS[args.command][2](args)
+    except CurationError as error:
+        print(f"curation {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"curation {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

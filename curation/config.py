@@ -1,0 +1,190 @@
+"""Typed settings of each curation stage and of a whole dataset build (`curation build -c <dataset>.yaml`).
+
+The attribute docstrings are the documentation: `curation <stage> --help` shows them, and the YAML keys
+of a dataset config are these field names. Values are checked when a config is created (`__post_init__`).
+This module imports nothing heavy, so the CLI can build its parser quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from curation.errors import CurationError
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CurationError(message)
+
+
+@dataclass
+class QueriesConfig:
+    """Where the query list comes from, and how it is cut."""
+
+    wordnet: bool = True
+    """Add the lemmas of every WordNet synset."""
+    wordnet_dir: Path = Path("/usr/share/wordnet")
+    """Folder with the WordNet 3.0 database files data.{noun,verb,adj,adv} (Debian package wordnet-base)."""
+    unigrams: Literal["auto", "corpus", "wordfreq", "none"] = "auto"
+    """Unigram counts: `corpus` counts words of `corpus`; `wordfreq` estimates counts from the wordfreq
+    package's English frequencies (offline); `auto`: corpus when one is given, else wordfreq."""
+    corpus: list[str] = field(default_factory=list)
+    """Text corpus for unigram and bigram counts: txt (a document per line), jsonl or parquet files."""
+    corpus_field: str = "text"
+    """Column holding the text in jsonl/parquet corpus files."""
+    min_count: int = 100
+    """Keep unigrams seen at least this often (the CLIP paper: 100 times in English Wikipedia)."""
+    wordfreq_corpus_words: int = 3_000_000_000
+    """Corpus size assumed when turning wordfreq frequencies into counts (about English Wikipedia's)."""
+    bigrams: bool = True
+    """Add corpus bigrams with high pointwise mutual information (only with a corpus)."""
+    bigram_min_count: int = 100
+    """Keep bigrams seen at least this often (PMI of rare pairs is noise)."""
+    min_pmi: float = 5.0
+    """Keep bigrams with PMI = ln(p(a b) / (p(a) p(b))) at least this."""
+    titles: str | None = None
+    """Titles to add (e.g. Wikipedia article titles): txt (one per line) or a table with `title_column`."""
+    title_column: str = "title"
+    """Column of `titles` holding the title."""
+    views_column: str = "views"
+    """Column of `titles` holding a view count; needed when `min_views` > 0."""
+    min_views: int = 0
+    """Keep titles viewed at least this often."""
+    max_terms: int = 500_000
+    """Cap on the list: terms are ranked by source (unigram, bigram, title, wordnet), then by count."""
+
+    def __post_init__(self) -> None:
+        self.wordnet_dir = Path(self.wordnet_dir)
+        _require(self.min_count >= 1, f"queries.min_count must be >= 1, got {self.min_count}")
+        _require(self.bigram_min_count >= 1, f"queries.bigram_min_count must be >= 1, got {self.bigram_min_count}")
+        _require(self.max_terms >= 1, f"queries.max_terms must be >= 1, got {self.max_terms}")
+        _require(self.wordfreq_corpus_words >= 1, "queries.wordfreq_corpus_words must be >= 1")
+        _require(self.min_views >= 0, f"queries.min_views must be >= 0, got {self.min_views}")
+        _require(self.unigrams != "corpus" or bool(self.corpus), "queries.unigrams is 'corpus' but no corpus is given")
+
+
+@dataclass
+class MatchConfig:
+    """How caption tables are read and matched against the query list."""
+
+    url_column: str = "url"
+    """Column with the image URL (renamed to `url` in the output)."""
+    caption_column: str = "caption"
+    """Column with the caption (renamed to `caption` in the output)."""
+    column_names: list[str] | None = None
+    """Column names for csv/tsv files without a header line (CC3M's TSV: [caption, url])."""
+    workers: int = 0
+    """Processes matching shards in parallel (0: one per CPU core, at most one per input file)."""
+    batch_rows: int = 65536
+    """Rows matched per batch; bounds memory per worker."""
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 0, f"match.workers must be >= 0, got {self.workers}")
+        _require(self.batch_rows >= 1, f"match.batch_rows must be >= 1, got {self.batch_rows}")
+
+
+@dataclass
+class BalanceConfig:
+    """t-capped sampling: each row is kept if, for any of its queries q, a coin with p = min(1, t/count[q]) comes up."""
+
+    t: int = 20_000
+    """Expected number of rows kept per query, at most (the CLIP paper: 20,000)."""
+    seed: int = 0
+    """Seed of the coins; each coin is a hash of (row key, query, seed)."""
+    key_column: str = "url"
+    """Column whose value identifies a row (the hash input)."""
+    workers: int = 0
+    """Processes balancing shards in parallel (0: one per CPU core); the output does not depend on it."""
+
+    def __post_init__(self) -> None:
+        _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")
+        _require(self.seed >= 0, f"balance.seed must be >= 0, got {self.seed}")
+        _require(self.workers >= 0, f"balance.workers must be >= 0, got {self.workers}")
+
+
+@dataclass
+class DownloadConfig:
+    """Options handed to img2dataset."""
+
+    output_format: Literal["webdataset", "parquet"] = "webdataset"
+    """Shard format: webdataset tars (for training) or parquet with the image bytes."""
+    image_size: int = 256
+    """Side of the stored images in pixels."""
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
+    """How images are brought to `image_size` (img2dataset's resize modes)."""
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    """Image encoding inside the shards."""
+    encode_quality: int = 95
+    """JPEG/WebP quality (PNG: compression level 0-9)."""
+    samples_per_shard: int = 10_000
+    """Rows per output shard."""
+    processes: int = 1
+    """Download processes."""
+    threads: int = 32
+    """Download threads per process."""
+    retries: int = 0
+    """Extra attempts per failed URL."""
+    timeout: int = 10
+    """Seconds to wait for one URL."""
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
+    """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
+    save_columns: list[str] = field(default_factory=list)
+    """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout"):
+            _require(getattr(self, name) >= 1, f"download.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.retries >= 0, f"download.retries must be >= 0, got {self.retries}")
+        reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
+        clash = sorted(reserved.intersection(self.save_columns))
+        _require(not clash, f"download.save_columns: {clash} are written by img2dataset itself")
+
+
+@dataclass
+class DatasetConfig:
+    """A whole dataset build: every stage's settings plus where inputs and outputs live."""
+
+    name: str
+    """Dataset name; names the data card (`<cards_dir>/<name>.md`)."""
+    captions: list[str]
+    """Caption tables: files, folders or glob patterns (paths relative to the current directory)."""
+    work_dir: Path | None = None
+    """Folder for the stages' files (default: work/<name>)."""
+    cards_dir: Path = Path("data_cards")
+    """Folder for the data card."""
+    queries: QueriesConfig = field(default_factory=QueriesConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
+                 f"name must be letters, digits, '-', '_' or '.', got {self.name!r}")
+        _require(bool(self.captions), "captions: give at least one caption table")
+        self.work_dir = Path(self.work_dir) if self.work_dir is not None else Path("work") / self.name
+        self.cards_dir = Path(self.cards_dir)
+
+
+@dataclass(frozen=True)
+class WorkLayout:
+    """Where each stage's files live inside a work folder."""
+
+    work_dir: Path
+
+    @property
+    def queries(self) -> Path:
+        return Path(self.work_dir) / "queries.parquet"
+
+    @property
+    def matched(self) -> Path:
+        return Path(self.work_dir) / "matched"
+
+    @property
+    def balanced(self) -> Path:
+        return Path(self.work_dir) / "balanced"
+
+    @property
+    def shards(self) -> Path:
+        return Path(self.work_dir) / "shards"

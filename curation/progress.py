@@ -1,0 +1,29 @@
+"""Progress bars and one-line summaries on stderr (rich), so stdout stays free for data."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+
+def console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: float | None) -> Iterator[Callable[[float], None]]:
+    """A bar for `total` units (None: unknown); yields `advance(units)`."""
+    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console(), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda units: bar.advance(task, units)
+
+
+def report(message: str) -> None:
+    """One summary line for a finished (or skipped) stage."""
+    console().print(message, soft_wrap=True)

@@ -1,0 +1,141 @@
+"""`curation queries`: the query list (CLIP's 500,000 queries) from sources that can each be switched off.
+
+Output `queries.parquet` with columns id (row number, the id `match` attaches), term (normalised as the
+matcher normalises captions), source (comma-joined sources that produced the term, best first) and count
+(the term's count in its best source: corpus or wordfreq estimate for unigrams, corpus count for bigrams,
+views for titles, null for WordNet). Rows are ranked by source (unigram, bigram, title, wordnet), then by
+count (highest first), then alphabetically; `max_terms` keeps the top of that ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.config import QueriesConfig
+from curation.errors import CurationError
+from curation.progress import progress_bar, report
+from curation.stage import Stage, atomic_path, file_signature
+from curation.text import normalize
+
+SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
+
+
+def collect_sources(config: QueriesConfig, advance=lambda units: None) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """Each enabled source's raw (term, count) table, plus facts about the sources for the stats."""
+    from curation import sources
+
+    found: dict[str, pa.Table] = {}
+    facts: dict[str, Any] = {}
+    unigram_source = config.unigrams
+    if unigram_source == "auto":
+        unigram_source = "corpus" if config.corpus else "wordfreq"
+    facts["unigram_source"] = unigram_source
+    corpus = [Path(p) for p in config.corpus]
+    if corpus and (unigram_source == "corpus" or config.bigrams):
+        unigrams, pairs, tokens = sources.count_corpus(corpus, config.corpus_field, config.bigrams)
+        facts["corpus_tokens"] = tokens
+        if unigram_source == "corpus":
+            found["unigram"] = unigrams.filter(pc.greater_equal(unigrams["count"], config.min_count))
+        if config.bigrams:
+            found["bigram"] = sources.pmi_bigrams(unigrams, pairs, tokens, config.bigram_min_count, config.min_pmi)
+        advance(1)
+    if unigram_source == "wordfreq":
+        found["unigram"] = sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words)
+        advance(1)
+    if config.titles:
+        found["title"] = sources.titles(Path(config.titles), config.title_column, config.views_column, config.min_views)
+        advance(1)
+    if config.wordnet:
+        found["wordnet"], facts["wordnet_synsets"] = sources.wordnet_lemmas(config.wordnet_dir)
+        advance(1)
+    return found, facts
+
+
+def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table, dict[str, Any]]:
+    """Normalise, dedupe (recording every source of a term), rank and cap. Returns the list and its counts."""
+    parts = []
+    for rank, name in enumerate(SOURCE_ORDER):
+        if name in found:
+            table = found[name]
+            terms = normalize(table["term"].combine_chunks() if table.num_rows else pa.array([], pa.string()))
+            parts.append(pa.table({"term": terms, "count": table["count"], "source": pa.repeat(name, len(terms)),
+                                   "rank": pa.repeat(rank, len(terms))}))
+    if not parts:
+        raise CurationError("queries: every source is switched off (wordnet, unigrams, bigrams, titles)")
+    table = pa.concat_tables(parts)
+    table = table.filter(pc.greater(pc.utf8_length(table["term"]), 0))
+    per_source = table.group_by(["term", "source"], use_threads=False).aggregate([("rank", "min"), ("count", "max")])
+    per_source = per_source.sort_by([("term", "ascending"), ("rank_min", "ascending")])
+    terms = per_source.group_by("term", use_threads=False).aggregate(
+        [("rank_min", "first"), ("count_max", "first"), ("source", "list")])
+    terms = terms.sort_by([("rank_min_first", "ascending"), ("count_max_first", "descending"), ("term", "ascending")])
+    kept = terms.slice(0, max_terms)
+    result = pa.table({
+        "id": pa.array(range(kept.num_rows), pa.int32()),
+        "term": kept["term"],
+        "source": pc.binary_join(kept["source_list"], ","),
+        "count": kept["count_max_first"],
+    })
+    counts = {}
+    for name in found:
+        in_list = pc.sum(pc.match_substring_regex(result["source"], rf"(^|,){name}(,|$)")).as_py() or 0
+        candidates = pc.sum(pc.equal(per_source["source"], name)).as_py() or 0
+        counts[name] = {"candidates": candidates, "in_list": in_list}
+    return result, {"terms": result.num_rows, "unique_candidates": terms.num_rows,
+                    "dropped_by_cap": terms.num_rows - result.num_rows, "sources": counts}
+
+
+def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
+    import wordfreq
+
+    inputs = [Path(p) for p in config.corpus] + ([Path(config.titles)] if config.titles else [])
+    missing = [p for p in inputs if not p.is_file()]
+    if missing:
+        raise CurationError(f"{missing[0]}: no such file")
+    wordnet = [config.wordnet_dir / name for name in ("data.noun", "data.verb", "data.adj", "data.adv")]
+    return {"config": asdict(config), "inputs": file_signature(inputs),
+            "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
+            "wordfreq": getattr(wordfreq, "__version__", "unknown")}
+
+
+def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Build the query list into `out` (a parquet file) and `<out stem>.stats.json`; a no-op when up to date."""
+    out = Path(out)
+    stage = Stage("queries", out, _fingerprint(config), overwrite)
+    if (done := stage.finished()) is not None:
+        report(f"queries: up to date ({done['terms']:,} terms in {out})")
+        return done
+    with stage.running():
+        steps = sum([bool(config.corpus), config.unigrams != "none", bool(config.titles), config.wordnet])
+        with progress_bar("queries: reading sources", max(steps, 1)) as advance:
+            found, facts = collect_sources(config, advance)
+        table, counts = merge_sources(found, config.max_terms)
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+        stats = stage.finish({"output": str(out), "max_terms": config.max_terms, **counts, **facts})
+    report(f"queries: {table.num_rows:,} terms → {out} (" +
+           ", ".join(f"{name} {c['in_list']:,}" for name, c in counts["sources"].items()) + ")")
+    return stats
+
+
+def read_queries(path: Path) -> pa.Table:
+    """The query list written by `run_queries`, checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurationError(f"{path}: query list not found (run `curation queries` first)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise CurationError(f"{path}: cannot read query list ({str(error).splitlines()[0]})") from None
+    missing = {"id", "term"} - set(table.column_names)
+    if missing:
+        raise CurationError(f"{path}: not a query list (no column {sorted(missing)[0]!r})")
+    if table.num_rows == 0:
+        raise CurationError(f"{path}: query list is empty")
+    return table

@@ -1,0 +1,159 @@
+"""What every stage shares: its stats file, resume-or-skip decisions, atomic writes, clean-up after bad input.
+
+A stage writes `<out>` (a file or a folder) and, beside it, `<out>.stats.json`. The stats file is written
+first with `"finished": false` and the stage's fingerprint (the settings and input files that decide its
+output), and rewritten with the results at the end. So on a re-run:
+
+* finished, same fingerprint → nothing to do (the old stats are returned);
+* unfinished, same fingerprint → resume: finished pieces are kept, the rest is redone;
+* different fingerprint → refuse, unless `overwrite` (then the old output is removed first).
+
+Bad input (`CurationError`) in a fresh run removes everything the run wrote; in a resumed run it removes
+what this run added. An interruption or `StageIncomplete` keeps finished pieces for the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from curation.errors import CurationError, StageIncomplete
+
+
+def sidecar(out: Path, suffix: str) -> Path:
+    """`work/matched` + `.stats.json` → `work/matched.stats.json`; `work/queries.parquet` → `work/queries.stats.json`."""
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix == ".parquet" else out.name
+    return out.with_name(stem + suffix)
+
+
+def stats_path(out: Path) -> Path:
+    return sidecar(out, ".stats.json")
+
+
+def read_json(path: Path, what: str = "file") -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise CurationError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CurationError(f"{path}: cannot read {what} ({error})") from None
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def file_signature(paths: list[Path]) -> list[dict[str, Any]]:
+    """Name, size and modification time of each input: cheap, and changes whenever a file is rewritten."""
+    return [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in paths]
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _first_difference(old: Any, new: Any, where: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+    if where.startswith("inputs"):
+        return "its input files changed"
+    return f"{where}: {json.dumps(old)} → {json.dumps(new)}"
+
+
+class Stage:
+    """One run of one stage over `out`; see the module docstring for the rules."""
+
+    def __init__(self, name: str, out: Path, fingerprint: dict[str, Any], overwrite: bool = False,
+                 extra_outputs: tuple[Path, ...] = ()):
+        self.name, self.out = name, Path(out)
+        self.stats_file = stats_path(self.out)
+        self.fingerprint = _plain(fingerprint)
+        self.overwrite = overwrite
+        self.extra_outputs = tuple(Path(p) for p in extra_outputs)
+        self.fresh = True
+        self._created: list[Path] = []
+
+    def finished(self) -> dict[str, Any] | None:
+        """The old stats if this exact stage already finished; otherwise prepare `out` for a (re)run."""
+        if self.stats_file.exists():
+            old = read_json(self.stats_file, f"{self.name} stats")
+            if old.get("fingerprint") == self.fingerprint:
+                if old.get("finished"):
+                    return old
+                self.fresh = False
+                self._remove_stale_temporaries()
+                return None
+            if not self.overwrite:
+                change = _first_difference(old.get("fingerprint", {}), self.fingerprint)
+                raise CurationError(f"{self.out}: made by an earlier `{self.name}` with other settings ({change}); "
+                                    f"pass --overwrite to rebuild it, or choose another output")
+            self._remove_outputs()
+        elif self.out.exists() and not (self.out.is_dir() and not any(self.out.iterdir())):
+            if not self.overwrite:
+                raise CurationError(f"{self.out}: already exists and has no {self.stats_file.name}; "
+                                    f"remove it, choose another output, or pass --overwrite")
+            self._remove_outputs()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.stats_file, {"stage": self.name, "finished": False, "fingerprint": self.fingerprint})
+        return None
+
+    def created(self, path: Path) -> None:
+        """Record a file this run wrote, so bad input later in the run can take it back."""
+        self._created.append(Path(path))
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Stage]:
+        try:
+            yield self
+        except StageIncomplete:
+            raise
+        except CurationError:
+            self._take_back()
+            raise
+
+    def finish(self, results: dict[str, Any]) -> dict[str, Any]:
+        stats = {"stage": self.name, "finished": True, "fingerprint": self.fingerprint, **_plain(results)}
+        write_json(self.stats_file, stats)
+        return stats
+
+    def _remove_stale_temporaries(self) -> None:
+        if self.out.is_dir():
+            for path in self.out.glob(".*.tmp-*"):
+                path.unlink()
+
+    def _take_back(self) -> None:
+        for path in self._created:
+            if path.is_file():
+                path.unlink()
+        if self.fresh:
+            self._remove_outputs()
+
+    def _remove_outputs(self) -> None:
+        for path in (self.out, *self.extra_outputs, self.stats_file):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
