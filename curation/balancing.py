@@ -26,7 +26,8 @@ from curation.progress import report
 from curation.shards import ROWS_IN_KEY, input_rows, run_shards
 from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, stats_path
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+GOLDEN = 0x9E3779B97F4A7C15
+MASK64 = (1 << 64) - 1
 
 
 def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
@@ -51,7 +52,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def coins(key_hash: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
     """Uniform [0, 1) values, one per (row key hash, query id) pair, fixed by the seed."""
-    salt = _mix(np.uint64(seed) * GOLDEN + query_ids.astype(np.uint64))
+    salt = _mix(np.uint64((seed * GOLDEN) & MASK64) + query_ids.astype(np.uint64))
     return (_mix(key_hash ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 

@@ -53,6 +53,8 @@ def _balancing(card: dict[str, Any]) -> str:
     d = b["matched_rows_per_query"]
     return (f"## Balancing\n\nt = {b['t']:,}, seed {b['seed']}, row key `{b['key_column']}`: kept {b['rows_out']:,} of "
             f"{b['rows_in']:,} rows ({b['keep_rate']:.1%}); {b['queries_capped']:,} queries had more than t rows. "
+            "A row is kept when any of its queries' coins comes up (p = min(1, t / rows of the query)), so a query "
+            "that shares rows with rarer ones can keep more than t. "
             f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, max {d['max']:,}.\n\n"
             f"![rows per query before and after balancing]({card['plot']})\n\n### Head: most matched queries\n\n{head}\n\n"
             f"### Tail: queries by number of rows\n\n{buckets}")

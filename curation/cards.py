@@ -50,14 +50,12 @@ def _stage_stats(layout: WorkLayout) -> dict[str, dict[str, Any]]:
 
 
 def count_buckets(counts: np.ndarray) -> dict[str, int]:
-    """How many queries have 1, 2-10, 11-100, … rows (queries with no rows left out)."""
-    buckets: dict[str, int] = {}
-    low = 1
-    while low <= max(int(counts.max(initial=0)), 1):
-        high = 1 if low == 1 else low * 10 - 1
-        label = "1" if low == 1 else f"{low}-{high}"
-        buckets[label] = int(((counts >= low) & (counts <= high)).sum())
-        low = 2 if low == 1 else low * 10
+    """How many queries have 1, 2-10, 11-100, 101-1000, … rows (queries with no rows left out)."""
+    buckets = {"1": int((counts == 1).sum())}
+    low, high = 2, 10
+    while low <= counts.max(initial=0):
+        buckets[f"{low:,}-{high:,}"] = int(((counts >= low) & (counts <= high)).sum())
+        low, high = high + 1, high * 10
     return buckets
 
 
@@ -135,8 +133,8 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
         "download": {k: download[k] for k in ("input_rows", "successes", "failed", "success_rate", "failed_to_download",
                                               "failed_to_resize", "failure_reasons", "output_format")},
         "shards": shards,
-        "config": {stage: stats[stage]["fingerprint"].get("config") for stage in STAGES}
-        | {"download_settings": download.get("settings")},
+        "config": {**{stage: stats[stage]["fingerprint"].get("config") for stage in STAGES[:3]},
+                   "download": download.get("settings")},
         "lineage": {"captions": match["fingerprint"]["inputs"], "query_sources": queries["fingerprint"]["inputs"],
                     "wordnet": queries["fingerprint"].get("wordnet"), "wordfreq": queries["fingerprint"].get("wordfreq"),
                     "work_dir": str(layout.work_dir)},

@@ -21,7 +21,11 @@ def progress_bar(description: str, total: float | None) -> Iterator[Callable[[fl
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console(), transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda units: bar.advance(task, units)
+        try:
+            yield lambda units: bar.advance(task, units)
+        except BaseException:
+            bar.update(task, visible=False)  # the error line alone says what happened
+            raise
 
 
 def report(message: str) -> None:

@@ -92,7 +92,7 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
 
 
 def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
-    import wordfreq
+    from importlib.metadata import version
 
     inputs = [Path(p) for p in config.corpus] + ([Path(config.titles)] if config.titles else [])
     missing = [p for p in inputs if not p.is_file()]
@@ -101,7 +101,7 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
     wordnet = [config.wordnet_dir / name for name in ("data.noun", "data.verb", "data.adj", "data.adv")]
     return {"config": asdict(config), "inputs": file_signature(inputs),
             "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
-            "wordfreq": getattr(wordfreq, "__version__", "unknown")}
+            "wordfreq": version("wordfreq")}
 
 
 def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> dict[str, Any]:

@@ -1,0 +1,157 @@
+"""Fixtures for the curation tests: a real loopback HTTP image server and tiny caption tables.
+
+The server renders real JPEGs (a named colour and shape, so captions describe their images) and also
+answers with the failures a web crawl meets: 404, 500, a web page instead of an image, a truncated JPEG;
+`closed_port_url` points at a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
+SHAPES = ("circle", "square", "triangle")
+FAILING_PATHS = ("/missing.jpg", "/error.jpg", "/page.html", "/truncated.jpg")
+
+
+def render(colour: str, shape: str, size: int = 48) -> bytes:
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    box = (size // 6, size // 6, size - size // 6, size - size // 6)
+    if shape == "circle":
+        draw.ellipse(box, fill=COLOURS[colour])
+    elif shape == "square":
+        draw.rectangle(box, fill=COLOURS[colour])
+    else:
+        draw.polygon([(size // 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=COLOURS[colour])
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class ImageServer:
+    """`/img/<anything>/<colour>_<shape>.jpg` → that image (after `delay` seconds); failures at FAILING_PATHS."""
+
+    def __init__(self, delay: float = 0.0):
+        images = {f"{c}_{s}.jpg": render(c, s) for c in COLOURS for s in SHAPES}
+        server_delay = delay
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                name = self.path.rsplit("/", 1)[-1]
+                if self.path.startswith("/img/") and name in images:
+                    time.sleep(server_delay)
+                    self._send(200, "image/jpeg", images[name])
+                elif self.path == "/error.jpg":
+                    self._send(500, "text/plain", b"internal error")
+                elif self.path == "/page.html":
+                    self._send(200, "text/html", b"<html><body>not an image</body></html>")
+                elif self.path == "/truncated.jpg":
+                    whole = images["red_circle.jpg"]
+                    self._send(200, "image/jpeg", whole[: len(whole) // 3])
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _send(self, code: int, kind: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ImageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/nobody-listens.jpg"
+
+
+def tiny_captions(base: str, copies: int = 4) -> pa.Table:
+    """Captions that describe their images, a few rows that match no query, and the failing URLs."""
+    urls, captions = [], []
+    for copy in range(copies):
+        for colour in COLOURS:
+            for shape in SHAPES:
+                urls.append(f"{base}/img/{copy}/{colour}_{shape}.jpg")
+                captions.append(f"A {colour} {shape} on a white background (photo {copy}).")
+    for path in FAILING_PATHS:
+        urls.append(base + path)
+        captions.append(f"a photo that will not download: {path}")
+    urls.append(closed_port_url())
+    captions.append("a photo from a server that is down")
+    urls += [f"{base}/img/x/red_circle.jpg", f"{base}/img/y/blue_square.jpg"]
+    captions += ["qzxv wqpz", "1234 5678"]  # no query in these
+    return pa.table({"url": urls, "caption": captions})
+
+
+@pytest.fixture
+def image_server():
+    with ImageServer() as server:
+        yield server
+
+
+@pytest.fixture
+def slow_image_server():
+    with ImageServer(delay=0.15) as server:
+        yield server
+
+
+@pytest.fixture
+def caption_table():
+    """For a server base URL: the tiny caption table (see `tiny_captions`)."""
+    return tiny_captions
+
+
+@pytest.fixture
+def failing_urls():
+    """For a server base URL: the URLs that fail (404, 500, a web page, a truncated JPEG, a closed port)."""
+    return lambda base: [base + path for path in FAILING_PATHS] + [closed_port_url()]
+
+
+@pytest.fixture
+def tiny_queries(tmp_path: Path) -> Path:
+    """A small query list in the format `curation queries` writes (building the real one takes seconds)."""
+    terms = ["red", "green", "blue", "yellow", "circle", "square", "triangle", "white background", "photo",
+             "a", "on", "server", "down"]
+    path = tmp_path / "queries.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(len(terms)), pa.int32()), "term": terms,
+                             "source": ["test"] * len(terms), "count": pa.nulls(len(terms), pa.int64())}), path)
+    return path
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """Environment for subprocesses: offline-safe img2dataset, no colours in rich output."""
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("TERM", "dumb")
+    return dict(os.environ)
