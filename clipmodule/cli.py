@@ -13,6 +13,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("clipmodule.convert_cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
     "models": ("clipmodule.convert_cli", "list_models", "list the registered model names with parameter counts"),
     "compare": ("clipmodule.compare_cli", "main", "compare MLflow runs: table, markdown report, PNG curves"),
+    "fit": ("clipmodule.train_cli", "fit", "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml"),
+    "validate": ("clipmodule.train_cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
+    "test": ("clipmodule.train_cli", "test", "as validate, on the test loaders (LightningCLI)"),
+    "predict": ("clipmodule.train_cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
 }
 
 

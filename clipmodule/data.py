@@ -62,10 +62,11 @@ def _label(fields: dict[str, bytes]) -> int:
 
 
 class TokenizingCollate:
-    """Stacks images and tokenises the batch's captions in one call (in the worker)."""
+    """Stacks images and tokenises the batch's captions in one call (in the worker). `task` tags the
+    batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
 
-    def __init__(self, context_length: int = 77):
-        self.context_length = context_length
+    def __init__(self, context_length: int = 77, task: str = "train"):
+        self.context_length, self.task = context_length, task
         self._tokenizer = None
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class TokenizingCollate:
             "text": self._tokenizer(texts, context_length=self.context_length, truncate=True),
             "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
             "key": [sample["key"] for sample in samples],
+            "task": self.task,
         }
 
 
@@ -247,6 +249,7 @@ class ShardDataModule(L.LightningDataModule):
                  shuffle_buffer: int = 5000, resample: bool = False, samples_per_epoch: int | None = None,
                  seed: int = 0, data_card: str | None = None):
         super().__init__()
+        self.save_hyperparameters()  # logged as MLflow params
         self.train_shards, self.val_shards, self.zeroshot_shards = train_shards, val_shards, zeroshot_shards
         self.zeroshot_classnames = zeroshot_classnames
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -283,21 +286,22 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[StatefulDataLoader]:
         """[retrieval shards, zero-shot shards], whichever are set, in that order."""
-        return [self._eval_loader(spec) for spec in (self.val_shards, self.zeroshot_shards) if spec is not None]
+        specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
+        return [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
 
     def test_dataloader(self) -> list[StatefulDataLoader]:
         return self.val_dataloader()
 
-    def _eval_loader(self, spec: str | list[str]) -> StatefulDataLoader:
+    def _eval_loader(self, spec: str | list[str], task: str) -> StatefulDataLoader:
         rank, world_size = self._rank()
         dataset = ShardEvalDataset(expand_shards(spec), image_transform(self.image_size, train=False), rank, world_size)
-        return StatefulDataLoader(dataset, **self._loader_options())
+        return StatefulDataLoader(dataset, **self._loader_options(task))
 
-    def _loader_options(self) -> dict[str, Any]:
+    def _loader_options(self, task: str = "train") -> dict[str, Any]:
         return {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "collate_fn": TokenizingCollate(self.context_length),
+            "collate_fn": TokenizingCollate(self.context_length, task),
             "persistent_workers": False,  # a fresh worker per epoch picks up the new epoch number
             "pin_memory": torch.cuda.is_available(),
         }
@@ -309,19 +313,36 @@ class ShardDataModule(L.LightningDataModule):
         return sum_counters(self._train_loader._iterator.state_dict())
 
     def data_card_hash(self) -> str | None:
-        """sha256 of the data card file, or None when no card is configured."""
+        """The `content_hash` of the data card (`curation card` output, json or the md beside it), or None
+        when no card is configured."""
         if self.data_card is None:
             return None
+        path = Path(self.data_card)
+        path = path.with_suffix(".json") if path.suffix == ".md" else path
         try:
-            return hashlib.sha256(Path(self.data_card).read_bytes()).hexdigest()
+            return str(json.loads(path.read_text())["content_hash"])
         except OSError as error:
-            raise ClipModuleError(f"cannot read data card {self.data_card}: {error.strerror}") from None
+            raise ClipModuleError(f"cannot read data card {path}: {error.strerror}") from None
+        except (ValueError, KeyError, TypeError):
+            raise ClipModuleError(f"data card {path} has no content_hash (is it a `curation card` json?)") from None
 
-    def shard_list_hash(self) -> str | None:
-        """sha256 over the training shards' names and sizes: identifies the data when there is no card."""
+    def shards_content_hash(self, max_bytes: int = 4 << 30) -> str | None:
+        """The data card's `content_hash` computed from the training shards themselves: sha256 of the sorted
+        "name sha256" lines (as `curation.cards.content_hash`). None above `max_bytes` of shards, where
+        hashing would take long: set `data_card` instead."""
         if self.train_shards is None:
             return None
-        digest = hashlib.sha256()
-        for path in expand_shards(self.train_shards):
-            digest.update(f"{Path(path).name}:{Path(path).stat().st_size}\n".encode())
-        return digest.hexdigest()
+        paths = [Path(p) for p in expand_shards(self.train_shards)]
+        if sum(p.stat().st_size for p in paths) > max_bytes:
+            log.warning("training shards exceed %d bytes: set data.data_card to tag the run with its hash", max_bytes)
+            return None
+        lines = sorted((p.name, _sha256_file(p)) for p in paths)
+        return hashlib.sha256("".join(f"{name} {digest}\n" for name, digest in lines).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from clipmodule.transforms import image_transform
@@ -110,4 +111,10 @@ class SyntheticDataModule(L.LightningDataModule):
                                   generator=generator)
 
     def val_dataloader(self) -> list[StatefulDataLoader]:
-        return [StatefulDataLoader(self.pairs, batch_size=self.batch_size)] * 2
+        """The same pairs twice: for retrieval, and (by label) for zero-shot classification."""
+        return [StatefulDataLoader(self.pairs, batch_size=self.batch_size, collate_fn=functools.partial(tagged, task=task))
+                for task in ("retrieval", "zeroshot")]
+
+
+def tagged(samples: list[dict[str, torch.Tensor]], task: str) -> dict:
+    return {**default_collate(samples), "task": task}
