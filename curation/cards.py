@@ -82,10 +82,12 @@ def plot_counts(counts_file: Path, t: int, path: Path) -> None:
     table = pq.read_table(counts_file, columns=["matched", "kept"])
     matched, kept = table["matched"].to_numpy(), table["kept"].to_numpy()
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    for values, label in ((matched, "matched (before balancing)"), (kept, "kept (after balancing)")):
+    lines = ((matched, "matched (before balancing)", 4.0, 0.45), (kept, "kept (after balancing)", 1.5, 1.0))
+    for values, label, width, alpha in lines:  # the wide, faint line stays visible where the two coincide
         values = np.sort(values[values > 0])[::-1]
         if len(values):
-            axes.plot(np.arange(1, len(values) + 1), values, label=label, drawstyle="steps-post")
+            axes.plot(np.arange(1, len(values) + 1), values, label=label, drawstyle="steps-post", linewidth=width,
+                      alpha=alpha)
     axes.axhline(t, color="grey", linestyle="--", linewidth=1, label=f"t = {t:,}")
     axes.set_xscale("log")
     axes.set_yscale("log")

@@ -10,11 +10,14 @@ state what is in them. `build_demo_source` writes
     eval/<task>/<class>/…png     held-out renders never served for training (other scales, positions,
                                  backgrounds; held-out digits; unseen colour-shape pairs), ImageFolder layout
     eval/<task>/classnames.txt, templates.txt   for zero-shot evaluation
+    eval_shards/<task>/000000.tar                the same images as labelled webdataset shards (png, cls)
 """
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import unicodedata
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -192,6 +195,7 @@ def _write_eval_sets(out: Path, config: DemoSourceConfig, rng: np.random.Generat
     pixels, labels = _mnist()
     for task, (classnames, templates) in tasks.items():
         root = out / "eval" / task
+        labelled: list[tuple[Image.Image, int, str]] = []
         for index, classname in enumerate(classnames):
             folder = root / classname
             folder.mkdir(parents=True, exist_ok=True)
@@ -206,10 +210,25 @@ def _write_eval_sets(out: Path, config: DemoSourceConfig, rng: np.random.Generat
                     colours = [c for c, s in HELD_OUT_PAIRS if s == classname]
                     image, _ = shape_scene(rng, [(str(rng.choice(colours)), classname)], config.canvas)
                 image.save(folder / f"{i:03d}.png")
+                labelled.append((image, index, classname))
+        _write_labelled_shard(out / "eval_shards" / task / "000000.tar", labelled)
         (root / "classnames.txt").write_text("\n".join(classnames) + "\n")
         (root / "templates.txt").write_text("\n".join(templates) + "\n")
         counts[task] = len(classnames) * config.eval_per_class
     return counts
+
+
+def _write_labelled_shard(path: Path, samples: list[tuple[Image.Image, int, str]]) -> None:
+    """A webdataset tar of png + cls (label index) + txt (class name), for zero-shot metrics during training."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as archive:
+        for number, (image, label, classname) in enumerate(samples):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            for suffix, payload in (("png", buffer.getvalue()), ("cls", str(label).encode()), ("txt", classname.encode())):
+                info = tarfile.TarInfo(f"{number:06d}.{suffix}")
+                info.size = len(payload)
+                archive.addfile(info, io.BytesIO(payload))
 
 
 def build_demo_source(out_dir: str | Path, base_url: str, config: DemoSourceConfig = DemoSourceConfig()) -> dict:

@@ -2,8 +2,9 @@
 
 Semantics (the contract `Matcher` and `curation match` keep):
 
-* Case-insensitive: caption and query are both lower-cased and NFC-normalised (`curation.text.normalize`);
-  runs of whitespace count as one space and the typographic apostrophe ’ equals '.
+* Case-insensitive: caption and query are both lower-cased and brought to one Unicode normal form
+  (`curation.text.normalize`), so "é" and "e + combining acute" are equal; accents still matter
+  ("école" is not "ecole"). Runs of whitespace count as one space; the typographic apostrophe ’ equals '.
 * A query matches where it occurs in the caption and the characters just before and just after the
   occurrence are not word characters (Unicode letters, marks or numbers), or the occurrence touches an end
   of the caption. So `cat` matches "a cat." and "cat-like" but not "cats" or "concat"; `new york` matches
@@ -33,7 +34,7 @@ from curation.progress import report
 from curation.shards import ROWS_IN_KEY, input_rows, rows_in, run_shards
 from curation.stage import Stage, atomic_path, file_signature, sidecar
 from curation.tables import caption_batches, expand_inputs
-from curation.text import LEFT, RIGHT, ROW_SEPARATOR, mark_boundaries, normalize
+from curation.text import LEFT, RIGHT, ROW_SEPARATOR, mark_boundaries, normalize, normalize_all
 
 
 class Matcher:
@@ -45,11 +46,11 @@ class Matcher:
     """
 
     def __init__(self, terms: Sequence[str]):
-        keys = normalize(pa.array(list(terms), pa.string()))
-        if keys.null_count or not pc.all(pc.greater(pc.utf8_length(keys), 0)).as_py():
+        keys = normalize_all(terms)
+        if not all(keys):
             raise ValueError("Matcher: every term must contain a non-space character")
         self.num_terms = len(keys)
-        marked = mark_boundaries(keys).to_pylist()
+        marked = [mark_boundaries(key) for key in keys]
         first_index: dict[str, int] = {}
         aliases: dict[int, list[int]] = {}
         self._automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
@@ -64,18 +65,25 @@ class Matcher:
 
     def find(self, text: str) -> list[int]:
         """Sorted indices (into `terms`) of the queries that `text` contains."""
-        return self.match_column(pa.array([text], pa.string()))[0].values.to_pylist()
+        found = {term for _, term in self._automaton.iter(LEFT + mark_boundaries(normalize(text)) + RIGHT)}
+        for term in [t for t in found if t in self._aliases]:
+            found.update(self._aliases[term])
+        return sorted(found)
 
     def find_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """`find` for many texts at once (much faster than a loop over `find`)."""
+        """`find` for many texts at once (faster than a loop over `find`)."""
         return self.match_column(pa.array(list(texts), pa.string())).to_pylist()
 
     def match_column(self, texts: pa.Array) -> pa.ListArray:
-        """For a string column (no nulls), the sorted unique query indices of each row, as list<int32>."""
-        marked = mark_boundaries(normalize(texts))
-        lengths = pc.utf8_length(marked).to_numpy(zero_copy_only=False).astype(np.int64)
+        """For a string column (no nulls), the sorted unique query indices of each row, as list<int32>.
+
+        All rows go through one automaton scan of the joined, marked texts (the per-call overhead of
+        pyahocorasick is paid once per batch, not once per row); hits are mapped back to rows with numpy.
+        """
+        marked = [mark_boundaries(normalize(text)) for text in texts.to_pylist()]
+        lengths = np.fromiter(map(len, marked), np.int64, len(marked))
         joiner = RIGHT + ROW_SEPARATOR + LEFT
-        haystack = LEFT + joiner.join(marked.to_pylist()) + RIGHT
+        haystack = LEFT + joiner.join(marked) + RIGHT
         # Row i's marked text starts at starts[i]; a hit ending in row i's span belongs to row i.
         starts = 1 + np.concatenate(([0], np.cumsum(lengths + len(joiner))[:-1])) if len(lengths) else lengths
         hits = list(self._automaton.iter(haystack))

@@ -1,7 +1,8 @@
 """`curation queries`: the query list (CLIP's 500,000 queries) from sources that can each be switched off.
 
-Output `queries.parquet` with columns id (row number, the id `match` attaches), term (normalised as the
-matcher normalises captions), source (comma-joined sources that produced the term, best first) and count
+Output `queries.parquet` with columns id (row number, the id `match` attaches), term (lower-case, single
+spaces, NFC; the matcher normalises it again exactly as it normalises captions), source (comma-joined
+sources that produced the term, best first) and count
 (the term's count in its best source: corpus or wordfreq estimate for unigrams, corpus count for bigrams,
 views for titles, null for WordNet). Rows are ranked by source (unigram, bigram, title, wordnet), then by
 count (highest first), then alphabetically; `max_terms` keeps the top of that ranking.
@@ -21,7 +22,7 @@ from curation.config import QueriesConfig
 from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.stage import Stage, atomic_path, file_signature
-from curation.text import normalize
+from curation.text import normalize_all
 
 SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
 
@@ -63,7 +64,7 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
     for rank, name in enumerate(SOURCE_ORDER):
         if name in found:
             table = found[name]
-            terms = normalize(table["term"].combine_chunks() if table.num_rows else pa.array([], pa.string()))
+            terms = pa.array(normalize_all(table["term"].to_pylist()), pa.string())
             parts.append(pa.table({"term": terms, "count": table["count"], "source": pa.repeat(name, len(terms)),
                                    "rank": pa.repeat(rank, len(terms))}))
     if not parts:

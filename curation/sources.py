@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from curation.errors import CurationError
 from curation.tables import read_batches, table_format
-from curation.text import WORD_CLASS, has_letter, normalize
+from curation.text import has_letter
 
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 COUNTS_SCHEMA = pa.schema([("term", pa.string()), ("count", pa.int64())])
@@ -91,9 +91,10 @@ def _corpus_chunks(path: Path, text_field: str) -> Iterator[pa.Array]:
 
 def _words(chunk: pa.Array) -> tuple[pa.Array, pa.Array]:
     """Tokens of a chunk and the line each came from. A token is a run of word characters, ' and -,
-    trimmed of ' and -; other punctuation becomes a `|` token, so no bigram spans it."""
-    text = normalize(chunk)
-    text = pc.replace_substring_regex(text, rf"[^{WORD_CLASS}'\s-]+", " | ")
+    trimmed of ' and -; other punctuation becomes a `|` token, so no bigram spans it. (Arrow kernels:
+    a corpus is large; the terms found are normalised like every other term afterwards.)"""
+    text = pc.replace_substring(pc.utf8_lower(chunk), "\u2019", "'")
+    text = pc.replace_substring_regex(text, r"[^\pL\pN\pM'\s-]+", " | ")
     tokens = pc.utf8_split_whitespace(text)
     return pc.utf8_trim(tokens.flatten(), "'-"), pc.list_parent_indices(tokens)
 

@@ -1,16 +1,21 @@
 """Text normalisation shared by the query list and the matcher, so both sides see the same characters.
 
-Everything runs as Arrow compute kernels over whole columns (utf8proc for case and normalisation, RE2 for
-the character classes); Python never touches single characters. A *word character* is a Unicode letter
-(L*), combining mark (M*) or number (N*); marks count because they belong to the letter before them.
+`normalize`: lower-case (Python's str.lower), Unicode NFC, the typographic apostrophe ’ → ', control
+characters and whitespace runs → one space, trimmed. A *word character* is a Unicode letter (L*),
+combining mark (M*) or number (N*); marks count because they belong to the letter before them.
+(Python rather than Arrow kernels: Arrow's NFC does not compose, apache/arrow#51225, and its regex
+kernels compile their pattern on every call, which costs milliseconds per caption in `Matcher.find`.)
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Iterable
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import regex
 
-WORD_CLASS = r"\pL\pN\pM"
 # Markers put around every non-word character by `mark_boundaries`: a left-edge marker where a term may
 # start, a right-edge marker where one may end. Normalisation turns control characters into spaces, so
 # neither marker nor the row separator can come from the text itself.
@@ -18,25 +23,33 @@ LEFT = "\x01"
 RIGHT = "\x02"
 ROW_SEPARATOR = "\x03"
 
-
-def normalize(values: pa.Array) -> pa.Array:
-    """Lower-case, NFC, typographic apostrophe → ', control characters and whitespace runs → one space, trim."""
-    values = pc.utf8_lower(values)
-    values = pc.utf8_normalize(values, form="NFC")
-    values = pc.replace_substring(values, "\u2019", "'")
-    values = pc.replace_substring_regex(values, r"[\s\p{Z}\p{Cc}]+", " ")
-    return pc.utf8_trim(values, " ")
+_CLEAN = {code: " " for code in (*range(0x20), *range(0x7F, 0xA0))} | {0x2019: "'"}
+_MARK_ASCII = {code: RIGHT + chr(code) + LEFT for code in range(0x80) if not chr(code).isalnum()}
+_NON_ASCII_NON_WORD = regex.compile(r"[^\p{L}\p{M}\p{N}\x00-\x7f]")
 
 
-def mark_boundaries(values: pa.Array) -> pa.Array:
-    """Surround each non-word character c by markers: c → RIGHT c LEFT (normalised text in).
+def normalize(text: str) -> str:
+    """Lower-case, NFC, ’ → ', control characters and whitespace runs → one space, trimmed."""
+    text = text.lower()
+    if not (text.isascii() and text.isprintable()):  # printable ASCII needs neither step
+        text = unicodedata.normalize("NFC", text.translate(_CLEAN))
+    return " ".join(text.split())
+
+
+def normalize_all(texts: Iterable[str]) -> list[str]:
+    return [normalize(text) for text in texts]
+
+
+def mark_boundaries(text: str) -> str:
+    """Surround each non-word character c of normalised text by markers: c → RIGHT c LEFT.
 
     A term t matches text s at word boundaries exactly when LEFT + mark(t) + RIGHT occurs in
     LEFT + mark(s) + RIGHT: the left marker is there only after a non-word character (or at the start),
     the right marker only before one (or at the end), and inside the term the markers are the same on
     both sides. So a plain Aho-Corasick scan finds only boundary-respecting matches, with no per-hit check.
     """
-    return pc.replace_substring_regex(values, rf"[^{WORD_CLASS}]", RIGHT + r"\0" + LEFT)
+    text = text.translate(_MARK_ASCII)  # the common case at C speed; the regex only for non-ASCII text
+    return text if text.isascii() else _NON_ASCII_NON_WORD.sub(RIGHT + r"\g<0>" + LEFT, text)
 
 
 def has_letter(values: pa.Array) -> pa.Array:

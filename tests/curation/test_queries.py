@@ -25,6 +25,7 @@ def test_offline_defaults_give_over_100k_normalised_terms_with_sources(tmp_path)
     assert terms["dog"]["source"] == "unigram,wordnet" and terms["dog"]["count"] >= 100
     assert terms["new york"]["source"].endswith("wordnet")  # WordNet's new_york, underscore → space
     assert "zymurgy" in terms and terms["zymurgy"]["source"] == "wordnet"
+    assert "caf\u00e9" in terms and "cafe\u0301" not in terms  # stored composed (NFC)
     assert all(t == t.lower().strip() and "_" not in t for t in itertools.islice(terms, 0, None, 997))
     assert stats["sources"]["wordnet"]["candidates"] > 140_000 and stats["wordnet_synsets"] > 110_000
     # a finished stage is a no-op; other settings need --overwrite
