@@ -1,9 +1,14 @@
-"""OpenAI's CLIP tokenizer: byte-level BPE over 49,408 tokens, run by the Rust `tokenizers` library.
+"""OpenAI's CLIP tokenizer: byte-level BPE over 49,408 tokens, the merges run by the Rust `tokenizers`.
 
 The ids equal OpenAI's `clip.tokenize` and open_clip's `SimpleTokenizer`: the same merges file
 (package data, MIT licence in assets/LICENSE-openai-clip.txt), the same vocabulary order, the same
-clean-up (ftfy, HTML unescaping twice, whitespace collapse, lower-casing) and the same split regex.
-Python only cleans the text; splitting, byte mapping, BPE, specials, truncation and padding run in Rust.
+clean-up (ftfy, HTML unescaping twice, whitespace collapse, lower-casing) and the same word split
+(OpenAI's regex, run by the same `regex` library with the same flags).
+
+Where the time goes: `tokenizers` costs ~2 us per token even for words it has cached (it tracks
+offsets and builds an Encoding per text), more than open_clip's whole pipeline on common words. So
+Python splits words with one C-level findall, looks each word up in a dict of word -> ids, and hands
+only the words it has never seen to Rust's BPE, all of them in one batch. There is no Python BPE loop.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import functools
 import gzip
 import html
 import json
+import re
 from itertools import chain
 from pathlib import Path
 
 import ftfy
 import numpy as np
+import regex
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from clipmodule.errors import ClipModuleError
 
@@ -28,18 +35,19 @@ DEFAULT_CONTEXT_LENGTH = 77
 # OpenAI reads lines 1 .. 49152-256-2 of the merges file: 48,894 merges, so that 256 byte tokens,
 # their 256 end-of-word twins, the merges and the 2 specials make 49,408 ids.
 NUM_MERGES = 49152 - 256 - 2
-# OpenAI's split regex. OpenAI compiles it with re.IGNORECASE, which on lower-cased text changes one
-# thing: "'ſ" (long s) counts as the contraction "'s". Oniguruma's `(?i)` does the same but made encoding
-# ~1.5x slower here, so SPLIT_PATTERN spells that case out instead; tests sweep every code point.
-OPENAI_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-SPLIT_PATTERN = r"""<\|[sſ]tartoftext\|>|<\|endoftext\|>|'[sſ]|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-# With IGNORECASE, Python's `regex` matches U+0345 (combining ypogegrammeni, which case-folds to a
-# letter) with no branch, so OpenAI's findall drops it like whitespace; Oniguruma calls it a mark.
-# Turning it into a space reproduces the drop: unmatched characters only ever separate tokens.
-_DROPPED_BY_OPENAI_REGEX = "\u0345"
-# Rust's BPE cache holds whole words; 10,000 (its default) is fewer than the distinct words of a
-# day of captions, and every miss reruns the merges. 100k words is ~15 MB.
-_BPE_CACHE_WORDS = 100_000
+# OpenAI's word split. A literal "<|endoftext|>" in a caption is one word whose id is 49407, as in
+# OpenAI's tokenizer and HF's (open_clip 3 names its specials "<end_of_text>", so it splits it up).
+SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+# Oniguruma (the regex engine inside `tokenizers`) would give other words for U+0345 and "'ſ" and
+# knows fewer Unicode versions of letters, so the split stays with Python's `regex`, as OpenAI's.
+_SPLIT_WORDS = regex.compile(SPLIT_PATTERN, regex.IGNORECASE)
+# On lower-cased printable ASCII the letters are a-z, the digits 0-9 and IGNORECASE has nothing to
+# fold, so this pattern cuts the same words; the stdlib `re` runs it twice as fast. Tests compare.
+_SPLIT_ASCII_WORDS = re.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+"""
+)
+# Word -> ids entries kept before the cache starts afresh (~200 bytes each); open_clip never stops.
+MAX_CACHED_WORDS = 200_000
 
 
 def default_bpe_path() -> Path:
@@ -65,7 +73,8 @@ def read_merges(bpe_path: str | Path | None = None) -> list[tuple[str, str]]:
     """The first 48,894 merges of a gzipped OpenAI merges file (line 0 is a version header)."""
     path = Path(bpe_path) if bpe_path is not None else default_bpe_path()
     try:
-        lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            lines = f.read().split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ClipModuleError(f"{path}: cannot read a gzipped BPE merges file ({exc})") from None
     merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
@@ -101,51 +110,55 @@ def _is_plain_ascii(text: str) -> bool:
 
 def _clean_text_full(text: str) -> str:
     """The clean-up without the fast path (tests compare the two)."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).replace(_DROPPED_BY_OPENAI_REGEX, " ")
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return " ".join(text.split()).lower()
 
 
-def _build_rust_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
-    """Split, byte mapping and BPE as OpenAI's; encodings come out as [SOT] + ids + [EOT]."""
-    bpe = models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", cache_capacity=_BPE_CACHE_WORDS)
-    tokenizer = Tokenizer(bpe)
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            # invert=True + "removed": keep the regex matches, drop what lies between (findall).
-            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+def split_words(text: str) -> list[str]:
+    """The words BPE runs on: `text` cleaned and cut as OpenAI's tokenizer cuts it."""
+    if _is_plain_ascii(text):
+        # Whitespace only separates words, so the fast path need not collapse it first.
+        return _SPLIT_ASCII_WORDS.findall(text.lower())
+    return _SPLIT_WORDS.findall(_clean_text_full(text))
+
+
+def _build_word_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """Rust BPE over single words: UTF-8 bytes mapped to OpenAI's characters, '</w>' on the last."""
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>"))
+    # Each input is already one word, so the byte mapping must not split it or add a space.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
-    # Added tokens are cut out before the split, so a literal "<|endoftext|>" in a caption becomes
-    # id 49407, as in OpenAI's tokenizer (its BPE cache maps that whole regex match to the special).
-    tokenizer.add_special_tokens([AddedToken(SOT_TOKEN, special=True), AddedToken(EOT_TOKEN, special=True)])
-    sot, eot = vocab[SOT_TOKEN], vocab[EOT_TOKEN]
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{SOT_TOKEN} $A {EOT_TOKEN}", special_tokens=[(SOT_TOKEN, sot), (EOT_TOKEN, eot)]
-    )
     return tokenizer
 
 
 class ClipTokenizer:
-    """OpenAI's CLIP tokenizer. `tokenizer(texts)` gives the [N, 77] id tensor a CLIP text tower eats."""
+    """OpenAI's CLIP tokenizer. `tokenizer(texts)` gives the [N, 77] id tensor a CLIP text tower eats.
 
-    def __init__(self, bpe_path: str | Path | None = None):
+    Safe to share between threads: the word cache is only added to, and when full it is replaced
+    by a fresh dict while callers holding the old one finish with it.
+    """
+
+    def __init__(self, bpe_path: str | Path | None = None, max_cached_words: int = MAX_CACHED_WORDS):
         merges = read_merges(bpe_path)
-        self._vocab = build_vocab(merges)
-        self._tokenizer = _build_rust_tokenizer(self._vocab, merges)
-        self.vocab_size = len(self._vocab)
-        self.sot_token_id = self._vocab[SOT_TOKEN]
-        self.eot_token_id = self._vocab[EOT_TOKEN]
+        vocab = build_vocab(merges)
+        self._bpe = _build_word_bpe(vocab, merges)
+        self.vocab_size = len(vocab)
+        self.sot_token_id = vocab[SOT_TOKEN]
+        self.eot_token_id = vocab[EOT_TOKEN]
+        # OpenAI's BPE cache starts with the specials too: that is what makes them one id each.
+        self._special_ids = {SOT_TOKEN: [self.sot_token_id], EOT_TOKEN: [self.eot_token_id]}
+        self._word_ids = dict(self._special_ids)
+        self._max_cached_words = max_cached_words
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of the cleaned text, without SOT/EOT."""
-        return self._tokenizer.encode(clean_text(text), add_special_tokens=False).ids
+        words = split_words(text)
+        return list(chain.from_iterable(map(self._word_ids_of([words]).__getitem__, words)))
 
     def decode(self, ids) -> str:
         """Text of `ids`, each end of word shown as a space, specials kept (OpenAI's decode)."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        return self._tokenizer.decode(ids, skip_special_tokens=False).replace("</w>", " ")
+        return self._bpe.decode(ids, skip_special_tokens=False).replace("</w>", " ")
 
     def __call__(
         self, texts: str | list[str], context_length: int = DEFAULT_CONTEXT_LENGTH, truncate: bool = True
@@ -159,8 +172,10 @@ class ClipTokenizer:
             texts = [texts]
         if context_length < 2:
             raise ClipModuleError(f"context_length must be at least 2 (for SOT and EOT), got {context_length}")
-        # encode_batch_fast skips character offsets, which nothing here needs.
-        rows = [e.ids for e in self._tokenizer.encode_batch_fast([clean_text(t) for t in texts])]
+        word_lists = [split_words(text) for text in texts]
+        ids_of = self._word_ids_of(word_lists).__getitem__
+        sot, eot = self.sot_token_id, self.eot_token_id
+        rows = [[sot, *chain.from_iterable(map(ids_of, words)), eot] for words in word_lists]
         lengths = np.fromiter(map(len, rows), np.int64, len(rows))
         too_long = np.flatnonzero(lengths > context_length)
         if len(too_long) and not truncate:
@@ -171,12 +186,19 @@ class ClipTokenizer:
             )
         return torch.from_numpy(self._pad(rows, lengths, context_length))
 
-    def _pad(self, rows: list[list[int]], lengths: np.ndarray, context_length: int) -> np.ndarray:
-        """Rows cut to `context_length` (EOT last when cut) and zero padded, in a few numpy ops.
+    def _word_ids_of(self, word_lists: list[list[str]]) -> dict[str, list[int]]:
+        """A word -> ids dict holding every word of `word_lists`; unseen words go to Rust in one batch."""
+        word_ids = self._word_ids
+        if len(word_ids) > self._max_cached_words:
+            word_ids = self._word_ids = dict(self._special_ids)
+        unseen = list({word for words in word_lists for word in words if word not in word_ids})
+        if unseen:
+            encodings = self._bpe.encode_batch_fast(unseen, add_special_tokens=False)
+            word_ids.update(zip(unseen, (e.ids for e in encodings)))
+        return word_ids
 
-        Equal in speed to letting Rust pad and truncate (measured), and the lengths stay exact
-        for the truncate=False error.
-        """
+    def _pad(self, rows: list[list[int]], lengths: np.ndarray, context_length: int) -> np.ndarray:
+        """Rows cut to `context_length` (EOT last when cut) and zero padded, in a few numpy ops."""
         flat = np.fromiter(chain.from_iterable(rows), np.int64, int(lengths.sum()))
         starts = np.cumsum(lengths) - lengths
         positions = np.arange(context_length)
