@@ -292,6 +292,9 @@ class ShardDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[StatefulDataLoader]:
         return self.val_dataloader()
 
+    def predict_dataloader(self) -> list[StatefulDataLoader]:
+        return self.val_dataloader()
+
     def _eval_loader(self, spec: str | list[str], task: str) -> StatefulDataLoader:
         rank, world_size = self._rank()
         dataset = ShardEvalDataset(expand_shards(spec), image_transform(self.image_size, train=False), rank, world_size)

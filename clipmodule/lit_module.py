@@ -194,6 +194,11 @@ class ClipLitModule(L.LightningModule):
             self.top1.reset()
             self.top5.reset()
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
+        return {"key": batch.get("key"), "image_features": self.model.encode_image(batch["image"], normalize=True),
+                "text_features": self.model.encode_text(batch["text"], normalize=True)}
+
     test_step = validation_step
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end

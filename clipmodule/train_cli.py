@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             temporary.unlink(missing_ok=True)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        if not Path(path).is_file():
-            raise ClipModuleError(f"checkpoint {path} does not exist")
-        try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as error:  # torch raises many types for a damaged or foreign file
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ClipModuleError(f"cannot load checkpoint {path}: {reason[:300]}") from None
+        return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code."""
+    if not Path(path).is_file():
+        raise ClipModuleError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, weights_only=True, **options)
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ClipModuleError(f"cannot load checkpoint {path}: {reason[:300]}") from None
 
 
 class DataHealth(Callback):
@@ -81,7 +87,7 @@ class RunRecorder(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.log_hyperparams(trainer_params(trainer))
-                for key, value in run_tags(trainer, folder).items():
+                for key, value in run_tags(trainer, folder, stage).items():
                     logger.experiment.set_tag(logger.run_id, key, value)
 
 
@@ -104,10 +110,10 @@ def trainer_params(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def run_tags(trainer: Trainer, folder: Path) -> dict[str, str]:
+def run_tags(trainer: Trainer, folder: Path, stage: str) -> dict[str, str]:
     tags = {"run_folder": str(folder), "command": " ".join(["clipmodule", *sys.argv[1:]])[:4000]}
     datamodule = trainer.datamodule
-    if hasattr(datamodule, "data_card_hash"):
+    if stage == "fit" and hasattr(datamodule, "data_card_hash"):
         card = datamodule.data_card_hash()
         tags[DATA_CARD_TAG] = card or datamodule.shards_content_hash() or "unknown"
     return tags
@@ -126,6 +132,14 @@ class ClipCLI(LightningCLI):
         parser.link_arguments("model", "data.context_length", apply_on="instantiate",
                               compute_fn=lambda module: module.model.config.text.context_length)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would merge the checkpoint's hyperparameters into the config; here the config stays
+        authoritative (the hyperparameters are a record), and the checkpoint is only checked to be loadable."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("last", "best", "hpc", "registry"):
+            load_checkpoint_safely(path, map_location="cpu", mmap=True)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         present = {type(callback) for callback in trainer.callbacks}
@@ -136,17 +150,49 @@ class ClipCLI(LightningCLI):
         return trainer
 
 
-def run_cli(subcommand: str, argv: list[str]) -> int:
-    defaults = {
-        "logger": {"class_path": "lightning.pytorch.loggers.MLFlowLogger",
-                   "init_args": {"experiment_name": "clipmodule", "tracking_uri": DEFAULT_TRACKING_URI}},
-        "default_root_dir": "runs",
-    }
+TRAINER_DEFAULTS = {
+    "logger": {"class_path": "lightning.pytorch.loggers.MLFlowLogger",
+               "init_args": {"experiment_name": "clipmodule", "tracking_uri": DEFAULT_TRACKING_URI}},
+    "default_root_dir": "runs",
+}
+
+
+def build_cli(args: list[str], run: bool = False) -> ClipCLI:
+    """The CLI over `args` (with a subcommand first when `run`); `run=False` parses and instantiates only."""
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, not sys.argv's
+    # Our IterableDataset's length is exact (every worker gets a fixed quota), which Lightning cannot know.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    check_config_files(args)
     try:
-        ClipCLI(ClipLitModule, ShardDataModule, args=[subcommand, *argv], trainer_defaults=defaults,
-                save_config_callback=RunRecorder, save_config_kwargs={"save_to_log_dir": False},
-                auto_configure_optimizers=False)
+        return ClipCLI(ClipLitModule, ShardDataModule, args=args, run=run, trainer_defaults=TRAINER_DEFAULTS,
+                       save_config_callback=RunRecorder, save_config_kwargs={"save_to_log_dir": False},
+                       auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+    except ArgumentError as error:
+        configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("-c", "--config")]
+        where = f" ({', '.join(configs)})" if configs else ""
+        raise ClipModuleError(f"bad configuration{where}: {one_line(str(error))}") from None
+
+
+def check_config_files(args: list[str]) -> None:
+    """Each `-c` file exists and is YAML: a one-line error naming the file, not a parser dump."""
+    import yaml
+
+    for flag, value in zip(args, args[1:]):
+        if flag not in ("-c", "--config"):
+            continue
+        try:
+            yaml.safe_load(Path(value).read_text())
+        except OSError as error:
+            raise ClipModuleError(f"config {value}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ClipModuleError(f"config {value}: malformed YAML{at}: {getattr(error, 'problem', error)}") from None
+
+
+def run_cli(subcommand: str, argv: list[str]) -> int:
+    try:
+        build_cli([subcommand, *argv], run=True)
     except ClipModuleError as error:
         raise ClipModuleError(one_line(str(error))) from None
     return 0
