@@ -23,6 +23,8 @@ _EXPORTS = {
     "load_checkpoint": "clipmodule.convert",
     "image_transform": "clipmodule.transforms",
     "ClipModuleError": "clipmodule.errors",
+    "get_model": "clipmodule.classifiers",
+    "inference_model": "clipmodule.inference",
 }
 
 

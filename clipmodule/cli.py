@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("clipmodule.train_cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
     "test": ("clipmodule.train_cli", "test", "as validate, on the test loaders (LightningCLI)"),
     "predict": ("clipmodule.train_cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
+    "eval": ("clipmodule.eval_cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
+    "classifiers": ("clipmodule.classifier_cli", "list_classifiers", "list mmpretrain's CLIP classifier names"),
 }
 
 
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipmodule: unknown command {command!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module_name, function_name, _ = COMMANDS[command]
+    if command == "test" and any(arg.split("=")[0] == "--checkpoint" for arg in rest):
+        module_name, function_name = "clipmodule.classifier_cli", "test"  # mmpretrain-style classifier test
     function = getattr(importlib.import_module(module_name), function_name)
     try:
         return int(function(rest) or 0)

@@ -40,7 +40,6 @@ SKIMAGE_CAPTIONS = {
     "immunohistochemistry": ["a microscope image of stained tissue", "an immunohistochemistry slide"],
     "retina": ["a photo of the retina of a human eye", "a fundus image of an eye"],
 }
-SUGGESTED_TEMPLATES = {"digits": ['a photo of the number: "{}".'], "shapes": ["a photo of a {}.", "a drawing of a {}."]}
 
 
 def _digits() -> tuple[list[Image.Image], list[int]]:
