@@ -139,7 +139,8 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     return stats
 
 
-def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.Table, counts_file: Path) -> dict[str, Any]:
+def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.Table,
+                   counts_file: Path) -> dict[str, Any]:
     rows_in = sum(input_rows(task.source) for task in tasks)
     rows_out = sum(input_rows(task.output) for task in tasks)
     matched = counts["matched"].to_numpy()

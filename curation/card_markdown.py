@@ -33,8 +33,9 @@ def _summary(card: dict[str, Any]) -> str:
 def _queries(card: dict[str, Any]) -> str:
     q = card["queries"]
     rows = [[name, c["candidates"], c["in_list"]] for name, c in q["sources"].items()]
-    return (f"## Query list\n\n{q['terms']:,} queries (cap {q['max_terms']:,}; {q['dropped_by_cap']:,} dropped by the cap; "
-            f"unigram counts from {q.get('unigram_source', 'n/a')}).\n\n" + _table(["source", "terms", "in the list"], rows))
+    return (f"## Query list\n\n{q['terms']:,} queries (cap {q['max_terms']:,}; {q['dropped_by_cap']:,} dropped by "
+            f"the cap; unigram counts from {q.get('unigram_source', 'n/a')}).\n\n"
+            + _table(["source", "terms", "in the list"], rows))
 
 
 def _matching(card: dict[str, Any]) -> str:
@@ -55,8 +56,9 @@ def _balancing(card: dict[str, Any]) -> str:
             f"{b['rows_in']:,} rows ({b['keep_rate']:.1%}); {b['queries_capped']:,} queries had more than t rows. "
             "A row is kept when any of its queries' coins comes up (p = min(1, t / rows of the query)), so a query "
             "that shares rows with rarer ones can keep more than t. "
-            f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, max {d['max']:,}.\n\n"
-            f"![rows per query before and after balancing]({card['plot']})\n\n### Head: most matched queries\n\n{head}\n\n"
+            f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, "
+            f"max {d['max']:,}.\n\n![rows per query before and after balancing]({card['plot']})\n\n"
+            f"### Head: most matched queries\n\n{head}\n\n"
             f"### Tail: queries by number of rows\n\n{buckets}")
 
 

@@ -123,8 +123,9 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
     return {
         "name": name,
         "content_hash": content_hash(shards),
-        "summary": {"queries": queries["terms"], "caption_rows": match["rows_in"], "matched_rows": match["rows_matched"],
-                    "balanced_rows": balance["rows_out"], "images": download["successes"], "shards": len(shards)},
+        "summary": {"queries": queries["terms"], "caption_rows": match["rows_in"],
+                    "matched_rows": match["rows_matched"], "balanced_rows": balance["rows_out"],
+                    "images": download["successes"], "shards": len(shards)},
         "queries": {k: queries[k] for k in ("terms", "unique_candidates", "dropped_by_cap", "max_terms", "sources",
                                             "unigram_source") if k in queries},
         "match": {k: match[k] for k in ("rows_in", "rows_matched", "rows_dropped", "match_rate", "queries",
@@ -138,8 +139,8 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
         "config": {**{stage: stats[stage]["fingerprint"].get("config") for stage in STAGES[:3]},
                    "download": download.get("settings")},
         "lineage": {"captions": match["fingerprint"]["inputs"], "query_sources": queries["fingerprint"]["inputs"],
-                    "wordnet": queries["fingerprint"].get("wordnet"), "wordfreq": queries["fingerprint"].get("wordfreq"),
-                    "work_dir": str(layout.work_dir)},
+                    "wordnet": queries["fingerprint"].get("wordnet"),
+                    "wordfreq": queries["fingerprint"].get("wordfreq"), "work_dir": str(layout.work_dir)},
         "plot": f"{name}.png",
     }
 

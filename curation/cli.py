@@ -40,7 +40,8 @@ class BalancePaths:
     input: Path = Path("work/matched")
     """Folder written by `curation match`."""
     out: Path = Path("work/balanced")
-    """Folder for the balanced shards; <out>.counts.parquet (matched vs kept per query) and <out>.stats.json beside it."""
+    """Folder for the balanced shards; <out>.counts.parquet (matched vs kept per query) and <out>.stats.json
+    beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 

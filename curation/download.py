@@ -121,7 +121,8 @@ def _watch(child: multiprocessing.Process, out: Path, expected_rows: int) -> Non
 def run_img2dataset(config: DownloadConfig, balanced: Path, out: Path, expected_rows: int, log_file: Path) -> None:
     """img2dataset in a spawned child (its own prints and signal handler stay there), with a progress bar."""
     context = multiprocessing.get_context("spawn")
-    child = context.Process(target=_img2dataset_child, args=(img2dataset_arguments(config, balanced, out), str(log_file)))
+    arguments = img2dataset_arguments(config, balanced, out)
+    child = context.Process(target=_img2dataset_child, args=(arguments, str(log_file)))
     child.start()
     try:
         _watch(child, out, expected_rows)

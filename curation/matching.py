@@ -17,6 +17,7 @@ Semantics (the contract `Matcher` and `curation match` keep):
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from curation.progress import report
 from curation.shards import ROWS_IN_KEY, input_rows, rows_in, run_shards
 from curation.stage import Stage, atomic_path, file_signature, sidecar
 from curation.tables import caption_batches, expand_inputs
-from curation.text import LEFT, RIGHT, ROW_SEPARATOR, mark_boundaries, normalize, normalize_all
+from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
 
 class Matcher:
@@ -66,53 +67,23 @@ class Matcher:
     def find(self, text: str) -> list[int]:
         """Sorted indices (into `terms`) of the queries that `text` contains."""
         found = {term for _, term in self._automaton.iter(LEFT + mark_boundaries(normalize(text)) + RIGHT)}
-        for term in [t for t in found if t in self._aliases]:
-            found.update(self._aliases[term])
+        if self._aliases:
+            for term in [t for t in found if t in self._aliases]:
+                found.update(self._aliases[term])
         return sorted(found)
 
     def find_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """`find` for many texts at once (faster than a loop over `find`)."""
-        return self.match_column(pa.array(list(texts), pa.string())).to_pylist()
+        """`find` for each text."""
+        return [self.find(text) for text in texts]
 
     def match_column(self, texts: pa.Array) -> pa.ListArray:
-        """For a string column (no nulls), the sorted unique query indices of each row, as list<int32>.
-
-        All rows go through one automaton scan of the joined, marked texts (the per-call overhead of
-        pyahocorasick is paid once per batch, not once per row); hits are mapped back to rows with numpy.
-        """
-        marked = [mark_boundaries(normalize(text)) for text in texts.to_pylist()]
-        lengths = np.fromiter(map(len, marked), np.int64, len(marked))
-        joiner = RIGHT + ROW_SEPARATOR + LEFT
-        haystack = LEFT + joiner.join(marked) + RIGHT
-        # Row i's marked text starts at starts[i]; a hit ending in row i's span belongs to row i.
-        starts = 1 + np.concatenate(([0], np.cumsum(lengths + len(joiner))[:-1])) if len(lengths) else lengths
-        hits = list(self._automaton.iter(haystack))
-        ends = np.fromiter((hit[0] for hit in hits), np.int64, len(hits))
-        terms = np.fromiter((hit[1] for hit in hits), np.int64, len(hits))
-        rows = np.searchsorted(starts, ends, side="right") - 1
-        rows, terms = self._expand_aliases(rows, terms)
-        return _group_sorted_unique(rows, terms, len(texts))
-
-    def _expand_aliases(self, rows: np.ndarray, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self._aliases:
-            return rows, terms
-        extra_rows, extra_terms = [], []
-        for row, term in zip(rows.tolist(), terms.tolist()):
-            for alias in self._aliases.get(term, ())[1:]:
-                extra_rows.append(row)
-                extra_terms.append(alias)
-        return np.concatenate((rows, extra_rows)).astype(np.int64), np.concatenate((terms, extra_terms)).astype(np.int64)
-
-
-def _group_sorted_unique(rows: np.ndarray, terms: np.ndarray, num_rows: int) -> pa.ListArray:
-    """(row, term) pairs → one sorted, duplicate-free list of terms per row."""
-    order = np.lexsort((terms, rows))
-    rows, terms = rows[order], terms[order]
-    fresh = np.ones(len(rows), dtype=bool)
-    fresh[1:] = (rows[1:] != rows[:-1]) | (terms[1:] != terms[:-1])
-    rows, terms = rows[fresh], terms[fresh]
-    offsets = np.searchsorted(rows, np.arange(num_rows + 1), side="left").astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(terms.astype(np.int32), pa.int32()))
+        """For a string column (no nulls), the sorted query indices of each row, as list<int32>."""
+        found = [self.find(text) for text in texts.to_pylist()]
+        # flat offsets + values: pa.array() on a list of lists costs more than the matching itself
+        offsets = np.zeros(len(found) + 1, dtype=np.int32)
+        np.cumsum(np.fromiter(map(len, found), np.int32, len(found)), out=offsets[1:])
+        values = np.fromiter(itertools.chain.from_iterable(found), np.int32, int(offsets[-1]))
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 # ---- the `curation match` stage -------------------------------------------------------------------------
@@ -197,9 +168,8 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         _cached_matcher.cache_clear()
         outputs = [task.output for task in tasks]
         counts = count_matches(outputs, terms.num_rows)
-        table = pa.table({"id": terms["id"], "term": terms["term"],
-                          "source": terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string()),
-                          "matched": pa.array(counts)})
+        sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
+        table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts)})
         with atomic_path(counts_file) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish(_match_stats(tasks, counts, queries, counts_file))

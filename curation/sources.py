@@ -23,7 +23,8 @@ COUNTS_SCHEMA = pa.schema([("term", pa.string()), ("count", pa.int64())])
 
 
 def wordnet_lemmas(wordnet_dir: Path) -> tuple[pa.Table, int]:
-    """Every lemma of every synset (underscores → spaces, adjective markers like `(a)` dropped); and the synset count."""
+    """Every lemma of every synset (underscores → spaces, adjective markers like `(a)` dropped), and the
+    number of synsets."""
     lemmas: list[str] = []
     synsets = 0
     for name in WORDNET_FILES:
@@ -142,8 +143,8 @@ def pmi_bigrams(unigrams: pa.Table, pairs: pa.Table, tokens: int, min_count: int
     left = unigrams.rename_columns(["left", "count_left"])
     right = unigrams.rename_columns(["right", "count_right"])
     joined = pairs.join(left, "left").join(right, "right")
-    ratio = pc.divide(pc.multiply(pc.cast(joined["count"], pa.float64()), float(tokens)),
-                      pc.multiply(pc.cast(joined["count_left"], pa.float64()), pc.cast(joined["count_right"], pa.float64())))
+    pair, first, second = (pc.cast(joined[c], pa.float64()) for c in ("count", "count_left", "count_right"))
+    ratio = pc.divide(pc.multiply(pair, float(tokens)), pc.multiply(first, second))
     keep = pc.greater_equal(pc.ln(ratio), min_pmi)
     joined = joined.filter(keep)
     terms = pc.binary_join_element_wise(joined["left"], joined["right"], " ")

@@ -26,7 +26,8 @@ from curation.errors import CurationError, StageIncomplete
 
 
 def sidecar(out: Path, suffix: str) -> Path:
-    """`work/matched` + `.stats.json` → `work/matched.stats.json`; `work/queries.parquet` → `work/queries.stats.json`."""
+    """A file beside a stage's output: `work/matched` + `.stats.json` → `work/matched.stats.json`, and
+    `work/queries.parquet` + `.stats.json` → `work/queries.stats.json`."""
     out = Path(out)
     stem = out.name[: -len(out.suffix)] if out.suffix == ".parquet" else out.name
     return out.with_name(stem + suffix)

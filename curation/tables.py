@@ -99,7 +99,10 @@ def _csv_batches(path: Path, fmt: str, column_names: list[str] | None, batch_row
 
     read = csv.ReadOptions(column_names=column_names, block_size=max(1 << 20, batch_rows * 256))
     # TSV is taken literally (no quoting), as the CC3M/CC12M files are written; CSV follows RFC 4180.
-    parse = csv.ParseOptions(delimiter="\t", quote_char=False) if fmt == "tsv" else csv.ParseOptions(newlines_in_values=True)
+    if fmt == "tsv":
+        parse = csv.ParseOptions(delimiter="\t", quote_char=False)
+    else:
+        parse = csv.ParseOptions(newlines_in_values=True)
     with pa.input_stream(str(path), compression="detect") as stream:
         header = csv.open_csv(stream, read_options=read, parse_options=parse).schema.names
     # Every column is read as text (empty fields stay ""): ids and numbers stay exactly as written, and
@@ -135,7 +138,8 @@ def check_caption_batch(path: Path, batch: pa.RecordBatch, url_column: str, capt
                                 f"set url_column/caption_column")
     for taken in ("url", "caption"):
         if taken in names and taken not in (url_column, caption_column):
-            raise CurationError(f"{path}: column {taken!r} clashes with the renamed {url_column}/{caption_column} columns")
+            raise CurationError(f"{path}: column {taken!r} clashes with the renamed "
+                                f"{url_column}/{caption_column} columns")
     columns = {}
     for name in names:
         values = batch.column(name)
@@ -155,7 +159,8 @@ def check_caption_batch(path: Path, batch: pa.RecordBatch, url_column: str, capt
 def _as_text(path: Path, name: str, values: pa.Array) -> pa.Array:
     if pa.types.is_string(values.type):
         return values
-    if pa.types.is_large_string(values.type) or pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+    kind = values.type
+    if pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         try:
             return values.cast(pa.string())
         except pa.ArrowInvalid:

@@ -18,10 +18,9 @@ import regex
 
 # Markers put around every non-word character by `mark_boundaries`: a left-edge marker where a term may
 # start, a right-edge marker where one may end. Normalisation turns control characters into spaces, so
-# neither marker nor the row separator can come from the text itself.
+# no marker can come from the text itself.
 LEFT = "\x01"
 RIGHT = "\x02"
-ROW_SEPARATOR = "\x03"
 
 _CLEAN = {code: " " for code in (*range(0x20), *range(0x7F, 0xA0))} | {0x2019: "'"}
 _MARK_ASCII = {code: RIGHT + chr(code) + LEFT for code in range(0x80) if not chr(code).isalnum()}

@@ -75,8 +75,9 @@ def write_matched(folder, shards: int, rows: int = 400) -> None:
     names = []
     for index, part in enumerate(np.array_split(np.arange(len(ids)), shards)):
         names.append(f"{index:05d}-p.parquet")
-        pq.write_table(pa.table({"url": [urls[i] for i in part], "caption": ["c"] * len(part),
-                                 "query_ids": pa.array([ids[i] for i in part], pa.list_(pa.int32()))}), folder / names[-1])
+        query_ids = pa.array([ids[i] for i in part], pa.list_(pa.int32()))
+        pq.write_table(pa.table({"url": [urls[i] for i in part], "caption": ["c"] * len(part), "query_ids": query_ids}),
+                       folder / names[-1])
     matched = np.bincount([q for row in ids for q in row], minlength=3)
     counts_file = folder.with_name(folder.name + ".counts.parquet")
     pq.write_table(pa.table({"id": [0, 1, 2], "term": ["a", "b", "c"], "matched": matched}), counts_file)

@@ -20,7 +20,8 @@ CONFIGS = sorted((Path(__file__).parents[2] / "curation" / "configs").glob("*.ya
 def test_help_is_fast_and_imports_nothing_heavy():
     code = ("import sys, time; t = time.perf_counter(); from curation.cli import build_parser; "
             "build_parser().format_help(); "
-            "heavy = [m for m in ('pyarrow', 'img2dataset', 'matplotlib', 'torch', 'ahocorasick') if m in sys.modules]; "
+            "heavy = [m for m in ('pyarrow', 'img2dataset', 'matplotlib', 'torch', 'ahocorasick') "
+            "if m in sys.modules]; "
             "print(heavy, time.perf_counter() - t)")
     heavy, seconds = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True
                                     ).stdout.rsplit(" ", 1)
@@ -54,8 +55,8 @@ def bad_caption_tables(tmp: Path) -> dict[str, tuple[Path, str]]:
         "non-UTF-8 jsonl": (tmp / "nonutf8.jsonl", "not valid UTF-8"),
         "non-UTF-8 parquet": (parquet(tmp / "binary.parquet", url=["http://a/1.jpg"], caption=pa.array([b"caf\xe9"])),
                               "not valid UTF-8"),
-        "null caption": (parquet(tmp / "nulls.parquet", url=["http://a/1.jpg", "http://a/2.jpg"], caption=["a cat", None]),
-                         "1 empty (null) values, first at row 1"),
+        "null caption": (parquet(tmp / "nulls.parquet", url=["http://a/1.jpg", "http://a/2.jpg"],
+                                 caption=["a cat", None]), "1 empty (null) values, first at row 1"),
         "empty parquet": (tmp / "empty.parquet", "file is empty (0 bytes)"),
         "parquet without rows": (parquet(tmp / "norows.parquet", url=pa.array([], pa.string()),
                                          caption=pa.array([], pa.string())), "has no rows"),

@@ -79,7 +79,8 @@ def test_killed_download_resumes_without_duplicates_or_losses(tmp_path, slow_ima
 def test_aggregate_counts_lost_samples_as_failures():
     shards = [{"count": 10, "successes": 7, "failed_to_download": 2, "failed_to_resize": 0,
                "status_dict": {"success": 7, "HTTP Error 404: Not Found": 2}},
-              {"count": 5, "successes": 5, "failed_to_download": 0, "failed_to_resize": 0, "status_dict": {"success": 5}}]
+              {"count": 5, "successes": 5, "failed_to_download": 0, "failed_to_resize": 0,
+               "status_dict": {"success": 5}}]
     totals = aggregate_shard_stats(shards, expected_rows=15)
     assert totals["rows_accounted"] == 15 and totals["successes"] == 12 and totals["failed"] == 3
     assert totals["failure_reasons"] == {"HTTP Error 404: Not Found": 2, "lost while writing (see the download log)": 1}

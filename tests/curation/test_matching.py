@@ -90,7 +90,8 @@ def test_match_stage_reads_every_format_and_counts(tmp_path, tiny_queries):
     assert stats["rows_in"] == 6 and stats["rows_matched"] == 4 and stats["rows_dropped"] == 2
     assert headerless["rows_in"] == 2 and headerless["rows_matched"] == 1
     terms = pq.read_table(tiny_queries)["term"].to_pylist()
-    out = pa.concat_tables(pq.read_table(p, columns=["url", "query_ids"]) for p in (tmp_path / "matched").glob("*.parquet"))
+    shards = (tmp_path / "matched").glob("*.parquet")
+    out = pa.concat_tables(pq.read_table(p, columns=["url", "query_ids"]) for p in shards)
     got = {row["url"]: sorted(terms[i] for i in row["query_ids"]) for row in out.to_pylist()}
     assert got == {"http://x/1": ["a", "circle", "red"], "http://x/3": ["photo"], "http://x/4": ["a", "blue", "square"],
                    "http://x/7": ["photo", "red"]}
