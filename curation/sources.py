@@ -101,21 +101,33 @@ def _words(chunk: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def count_corpus(paths: list[Path], text_field: str, bigrams: bool) -> tuple[pa.Table, pa.Table, int]:
-    """Unigram counts (term, count), bigram counts (left, right, count) and the number of word tokens."""
-    unigram_parts, bigram_parts, tokens = [], [], 0
+    """Unigram counts (term, count), bigram counts (left, right, count) and the number of word tokens.
+
+    All distinct unigrams and bigrams are held in memory (partial counts are merged every few chunks).
+    """
+    unigram_parts: list[pa.Table] = [_empty_counts(["term"])]
+    bigram_parts: list[pa.Table] = [_empty_counts(["left", "right"])]
+    tokens = 0
     for path in paths:
         for chunk in _corpus_chunks(Path(path), text_field):
             words, lines = _words(chunk)
             is_word = has_letter(words)
             tokens += pc.sum(is_word).as_py() or 0
-            kept = words.filter(is_word)
-            unigram_parts.append(pa.table({"term": kept}).group_by("term").aggregate([([], "count_all")]))
+            unigram_parts.append(_count_rows(pa.table({"term": words.filter(is_word)}), ["term"]))
             if bigrams and len(words) > 1:
                 bigram_parts.append(_chunk_bigrams(words, lines, is_word))
-    unigrams = _sum_counts(unigram_parts, ["term"])
-    pairs = _sum_counts(bigram_parts, ["left", "right"]) if bigram_parts else pa.table(
-        {"left": pa.array([], pa.string()), "right": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-    return unigrams, pairs, tokens
+            if len(unigram_parts) >= 16:
+                unigram_parts = [_sum_counts(unigram_parts, ["term"])]
+                bigram_parts = [_sum_counts(bigram_parts, ["left", "right"])]
+    return _sum_counts(unigram_parts, ["term"]), _sum_counts(bigram_parts, ["left", "right"]), tokens
+
+
+def _empty_counts(keys: list[str]) -> pa.Table:
+    return pa.schema([(key, pa.string()) for key in keys] + [("count", pa.int64())]).empty_table()
+
+
+def _count_rows(table: pa.Table, keys: list[str]) -> pa.Table:
+    return table.group_by(keys).aggregate([([], "count_all")]).rename_columns([*keys, "count"])
 
 
 def _chunk_bigrams(words: pa.Array, lines: pa.Array, is_word: pa.Array) -> pa.Table:
@@ -125,13 +137,11 @@ def _chunk_bigrams(words: pa.Array, lines: pa.Array, is_word: pa.Array) -> pa.Ta
     line = lines.to_numpy()
     first = np.flatnonzero(valid[:-1] & valid[1:] & (line[:-1] == line[1:]))
     table = pa.table({"left": words.take(pa.array(first)), "right": words.take(pa.array(first + 1))})
-    return table.group_by(["left", "right"]).aggregate([([], "count_all")])
+    return _count_rows(table, ["left", "right"])
 
 
 def _sum_counts(parts: list[pa.Table], keys: list[str]) -> pa.Table:
-    if not parts:
-        return COUNTS_SCHEMA.empty_table()
-    table = pa.concat_tables(parts).group_by(keys).aggregate([("count_all", "sum")])
+    table = pa.concat_tables(parts).group_by(keys).aggregate([("count", "sum")])
     return table.rename_columns([*keys, "count"])
 
 
