@@ -113,10 +113,9 @@ class Stage:
                                     f"pass --overwrite to rebuild it, or choose another output")
             self._remove_outputs()
         elif self.out.exists() and not (self.out.is_dir() and not any(self.out.iterdir())):
-            if not self.overwrite:
-                raise CurationError(f"{self.out}: already exists and has no {self.stats_file.name}; "
-                                    f"remove it, choose another output, or pass --overwrite")
-            self._remove_outputs()
+            # not made by a stage (no stats beside it): never removed, even with overwrite
+            raise CurationError(f"{self.out}: already exists and has no {self.stats_file.name} beside it; "
+                                f"remove it or choose another output")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.stats_file, {"stage": self.name, "finished": False, "fingerprint": self.fingerprint})
         return None

@@ -106,3 +106,14 @@ def test_stage_output_is_the_same_for_any_sharding_and_worker_count(tmp_path):
     assert run_balance(BalanceConfig(t=50, seed=5), tmp_path / "three", tmp_path / "out_a", overwrite=True)["t"] == 50
     other_seed = run_balance(BalanceConfig(t=100, seed=6, workers=1), tmp_path / "three", tmp_path / "out_c")
     assert balanced_urls(tmp_path / "out_c") != balanced_urls(tmp_path / "out_a") and other_seed["rows_out"] > 0
+
+
+def test_an_output_not_made_by_a_stage_is_never_replaced(tmp_path):
+    write_matched(tmp_path / "matched", shards=1)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(CurationError, match="precious: already exists and has no precious.stats.json"):
+            run_balance(BalanceConfig(workers=1), tmp_path / "matched", precious, overwrite=overwrite)
+    assert (precious / "data.txt").read_text() == "keep me"
