@@ -36,20 +36,9 @@ class ClassifierTestCommand:
 
 
 def _parse(argv: list[str]) -> ClassifierTestCommand:
-    from argparse import ArgumentError
+    from clipmodule.eval_cli import parse_dataclass
 
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="clipmodule test", description=ClassifierTestCommand.__doc__, exit_on_error=False)
-    parser.add_argument("-c", "--config", action=ActionConfigFile,
-                        help="classifier config, e.g. experiments/classifiers/vit-base-p32_pt-64xb64_in1k.yaml")
-    parser.add_class_arguments(ClassifierTestCommand)
-    try:
-        parsed = parser.instantiate(parser.parse_args(argv))
-    except ArgumentError as error:
-        raise ClipModuleError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())) from None
-    command = ClassifierTestCommand(**{key: value for key, value in vars(parsed).items() if key != "config"})
+    command = parse_dataclass(ClassifierTestCommand, "clipmodule test", argv)
     if not command.model:
         raise ClipModuleError("no classifier named: give -c <config> or --model <name> (see `clipmodule classifiers`)")
     return command
