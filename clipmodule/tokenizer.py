@@ -1,14 +1,14 @@
 """OpenAI's CLIP tokenizer: byte-level BPE over 49,408 tokens, the merges run by the Rust `tokenizers`.
 
-The ids equal OpenAI's `clip.tokenize` and open_clip's `SimpleTokenizer`: the same merges file
-(package data, MIT licence in assets/LICENSE-openai-clip.txt), the same vocabulary order, the same
-clean-up (ftfy, HTML unescaping twice, whitespace collapse, lower-casing) and the same word split
-(OpenAI's regex, run by the same `regex` library with the same flags).
+The ids equal open_clip's `SimpleTokenizer` (tests) and so OpenAI's `clip.tokenize`, whose code
+open_clip copied: the same merges file (package data, MIT licence in assets/LICENSE-openai-clip.txt),
+the same vocabulary order, the same clean-up (ftfy, HTML unescaping twice, whitespace collapse,
+lower-casing) and the same word split (OpenAI's regex, run by the same `regex` library, same flags).
 
-Where the time goes: `tokenizers` costs ~2 us per token even for words it has cached (it tracks
-offsets and builds an Encoding per text), more than open_clip's whole pipeline on common words. So
-Python splits words with one C-level findall, looks each word up in a dict of word -> ids, and hands
-only the words it has never seen to Rust's BPE, all of them in one batch. There is no Python BPE loop.
+Where the time goes: a `tokenizers` pipeline costs ~2 us per token on our 2-core dev VM even for
+words it has cached (it tracks offsets and builds an Encoding per text), more than open_clip spends
+on a common word. So Python splits words with one C-level findall, looks each word up in a dict of
+word -> ids, and hands only words it has not seen yet to Rust's BPE, in one batch. No Python BPE loop.
 """
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ NUM_MERGES = 49152 - 256 - 2
 # OpenAI's word split. A literal "<|endoftext|>" in a caption is one word whose id is 49407, as in
 # OpenAI's tokenizer and HF's (open_clip 3 names its specials "<end_of_text>", so it splits it up).
 SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
-# Oniguruma (the regex engine inside `tokenizers`) would give other words for U+0345 and "'ſ" and
-# knows fewer Unicode versions of letters, so the split stays with Python's `regex`, as OpenAI's.
+# Oniguruma (the regex engine inside `tokenizers`) cuts U+0345 and "'ſ" otherwise and classifies
+# letters by an older Unicode version, so the split stays with Python's `regex`, as OpenAI's does.
 _SPLIT_WORDS = regex.compile(SPLIT_PATTERN, regex.IGNORECASE)
 # On lower-cased printable ASCII the letters are a-z, the digits 0-9 and IGNORECASE has nothing to
 # fold, so this pattern cuts the same words; the stdlib `re` runs it twice as fast. Tests compare.
 _SPLIT_ASCII_WORDS = re.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+"""
 )
-# Word -> ids entries kept before the cache starts afresh (~200 bytes each); open_clip never stops.
-MAX_CACHED_WORDS = 200_000
+# Word -> ids entries kept before the cache starts afresh: ~250-300 bytes each, so <= ~30 MB per
+# process (open_clip's cache never stops growing). Frequent words come back within a batch or two.
+MAX_CACHED_WORDS = 100_000
 
 
 def default_bpe_path() -> Path:
