@@ -16,50 +16,16 @@ run one row through the same `run_task`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Callable
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.evaluate import LinearProbeOptions, LoaderOptions, Progress
+from clipmodule.eval_config import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
-TASKS = ("zeroshot", "retrieval", "linear-probe")
 # Table columns, in order; a row leaves blank what its task does not measure.
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
                  **{f"{direction}_R@{k}": f"{arrow} R@{k}" for direction, arrow in
                     (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
-
-
-@dataclass
-class TaskSpec:
-    """One evaluation: a task on a dataset (see `clipmodule.eval_data` for how datasets are named)."""
-
-    task: str
-    """zeroshot, retrieval or linear-probe."""
-    dataset: str | None = None
-    """Data of a zeroshot or retrieval task."""
-    train: str | None = None
-    """Training images of a linear probe (a validation split is held out of them)."""
-    test: str | None = None
-    """Test images of a linear probe."""
-    classnames: str | None = None
-    """Class-name file or `imagenet`; default: the dataset's own names (folders, CSV labels, builtin)."""
-    templates: str = "imagenet"
-    """Prompt-template file, `imagenet` (the paper's 80) or `simple`."""
-    recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
-    """The k of retrieval recall@k."""
-    name: str | None = None
-    """Row label; default `<task>:<dataset>`."""
-
-    def label(self) -> str:
-        return self.name or f"{self.task}:{self.dataset or self.test}"
-
-    def check(self) -> None:
-        if self.task not in TASKS:
-            raise ClipModuleError(f"{self.label()}: unknown task {self.task!r} (one of {', '.join(TASKS)})")
-        needed = ("train", "test") if self.task == "linear-probe" else ("dataset",)
-        missing = [key for key in needed if not getattr(self, key)]
-        if missing:
-            raise ClipModuleError(f"{self.label()}: a {self.task} task needs {' and '.join(missing)}")
 
 
 def _classnames(spec: TaskSpec) -> list[str] | None:
@@ -69,7 +35,7 @@ def _classnames(spec: TaskSpec) -> list[str] | None:
 
 
 def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions, probe: LinearProbeOptions,
-             progress: Progress = None) -> dict[str, Any]:
+             progress=None) -> dict[str, Any]:
     """The metrics of one task (see `clipmodule.evaluate`)."""
     from clipmodule import evaluate
     from clipmodule.eval_data import open_classification, open_retrieval, read_templates
@@ -87,23 +53,7 @@ def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions,
     return evaluate.linear_probe(model, train, test, len(train.classnames), probe, loader, progress)
 
 
-@dataclass
-class SuiteConfig:
-    """A benchmark suite: a model and the tasks to run it on."""
-
-    tasks: list[TaskSpec]
-    """The (task, dataset) rows."""
-    model: str | None = None
-    """CLIP checkpoint path or a model name with local weights (as `clipmodule.load`)."""
-    name: str = "suite"
-    """Suite name: the table is written to `<output>/<name>.md` and `.json`."""
-    output: str = "eval_results"
-    """Folder of the table files."""
-    loader: LoaderOptions = field(default_factory=LoaderOptions)
-    probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
-
-
-def run_suite(model, preprocess: Callable, config: SuiteConfig, progress: Progress = None) -> list[dict[str, Any]]:
+def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -> list[dict[str, Any]]:
     """One row per task: {name, task, dataset, metrics}. Bad rows fail before any evaluation starts."""
     if not config.tasks:
         raise ClipModuleError(f"suite {config.name!r} lists no tasks")

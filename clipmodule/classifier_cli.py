@@ -14,7 +14,7 @@ from typing import Any
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval_results import TrackingOptions
-from clipmodule.evaluate import LoaderOptions
+from clipmodule.eval_config import LoaderOptions
 
 
 @dataclass

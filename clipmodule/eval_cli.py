@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipmodule.benchmark import SuiteConfig, TaskSpec
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval_results import TrackingOptions
-from clipmodule.evaluate import LinearProbeOptions, LoaderOptions
+from clipmodule.eval_config import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
 
 @dataclass

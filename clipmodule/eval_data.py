@@ -133,9 +133,8 @@ class ShardImages(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
         import webdataset as wds
 
-        worker = torch.utils.data.get_worker_info()
-        urls = self.spec.urls if worker is None else self.spec.urls[worker.id :: worker.num_workers]
-        for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        # webdataset hands each DataLoader worker its own shards (split_by_worker).
+        for sample in wds.WebDataset(self.spec.urls, shardshuffle=False, empty_check=False):
             yield self._decode(sample)
 
     def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor, Any]:

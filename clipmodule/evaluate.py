@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,50 +22,10 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval_config import LinearProbeOptions, LoaderOptions
 from clipmodule.eval_data import make_loader
 
 Progress = Any  # rich.progress.Progress, optional everywhere
-
-
-@dataclass
-class LoaderOptions:
-    """How images are fed to the model."""
-
-    batch_size: int = 64
-    """Images per forward pass."""
-    num_workers: int = 0
-    """DataLoader worker processes decoding images (0: in the main process)."""
-    device: str = "auto"
-    """`cpu`, `cuda`, `cuda:1`…; `auto` picks CUDA when available."""
-
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-
-@dataclass
-class LinearProbeOptions:
-    """The paper's linear-probe protocol (Radford et al. 2021, appendix A.3)."""
-
-    val_fraction: float = 0.2
-    """Share of the training images held out (stratified) to choose C."""
-    log10_c_range: tuple[float, float] = (-6.0, 6.0)
-    """The sweep's range of log10(C), C = 1/λ."""
-    coarse_step: float = 2.0
-    """First grid step in decades; the step then halves around the best value…"""
-    steps_per_decade: int = 8
-    """…until it reaches this resolution."""
-    max_iter: int = 1000
-    """L-BFGS iterations per fit."""
-    features: str = "pre_projection"
-    """`pre_projection`: a ViT's class token before CLIP's projection (the paper's choice); `embedding`:
-    the image embedding (a ModifiedResNet always gives its attention-pooled embedding)."""
-    seed: int = 0
-    """Seed of the validation split."""
-    threads: int | None = None
-    """BLAS/OpenMP threads for the fits (None: the libraries' default). On a busy machine 1 is far faster:
-    idle threads spin-waiting for a core can slow small fits down thirtyfold."""
 
 
 def _worker_error(error: Exception) -> ClipModuleError:

@@ -123,6 +123,8 @@ def test_webdataset_shards_with_class_and_captions(tmp_path):
     features, labels = extract_features(lambda images: images.mean(dim=(2, 3)), dataset, LoaderOptions(batch_size=4))
     assert labels == [0, 1, 0, 1, 0, 1] and features.shape == (6, 3)
     assert torch.all((features[:, 0] > 0) == torch.tensor(labels, dtype=torch.bool))  # red channel ⇔ label 1
+    _, parallel = extract_features(lambda images: images.mean(dim=(2, 3)), dataset, LoaderOptions(2, num_workers=2))
+    assert sorted(parallel) == sorted(labels)  # each worker reads its own shard: nothing lost or doubled
     captions = [item[1] for item in open_retrieval(spec, TRANSFORM)]
     assert captions[0] == ["caption 0", "second 0"] and len(captions) == 6
     with pytest.raises(ClipModuleError, match="shards carry class indices"):
