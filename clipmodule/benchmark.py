@@ -28,6 +28,15 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
                     (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
 
 
+def _preflight(spec: TaskSpec) -> None:
+    from clipmodule.eval_data import read_templates
+
+    spec.check()
+    _classnames(spec)
+    if spec.task == "zeroshot":
+        read_templates(spec.templates)
+
+
 def _classnames(spec: TaskSpec) -> list[str] | None:
     from clipmodule.eval_data import read_classnames
 
@@ -54,7 +63,8 @@ def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions,
 
 
 def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -> list[dict[str, Any]]:
-    """One row per task: {name, task, dataset, metrics}. Bad rows fail before any evaluation starts."""
+    """One row per task: {name, task, dataset, metrics}. A row with an unknown task, missing data, or a
+    missing class-name or template file fails before any evaluation starts."""
     if not config.tasks:
         raise ClipModuleError(f"suite {config.name!r} lists no tasks")
     labels = [spec.label() for spec in config.tasks]
@@ -62,7 +72,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -
     if duplicated:
         raise ClipModuleError(f"suite {config.name!r}: task name {duplicated[0]!r} appears twice; give rows a name")
     for spec in config.tasks:
-        spec.check()
+        _preflight(spec)
     rows = []
     for spec in config.tasks:
         metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress)

@@ -73,6 +73,7 @@ def test(argv: list[str]) -> int:
     output = Path(command.output or Path("eval_results") / f"test-{command.model}.json")
     record = make_record("test", command.model, metrics, checkpoint=command.checkpoint, dataset=command.data,
                          config=asdict(command))
+    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
     record["mlflow_run_id"] = log_to_mlflow(
         command.tracking, f"test:{command.model}",
         {"task": "test", "model": command.model, "checkpoint": command.checkpoint, "dataset": command.data},

@@ -171,6 +171,7 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     output = Path(command.output or Path("eval_results") / f"{name}-{_slug(data)}.json")
     record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec))
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
+    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"{name}:{_slug(data)}", params,
                                             numeric_metrics(metrics), {"results_json": str(output.resolve())})
     write_json(output, record)
@@ -198,10 +199,11 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
               "tasks": ", ".join(row["name"] for row in rows)}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
+    write_text(output / f"{command.name}.md", table)
+    write_json(output / f"{command.name}.json", record)  # before MLflow, so a tracking failure keeps the table
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
                                             {"results_json": str((output / f"{command.name}.json").resolve())})
     write_json(output / f"{command.name}.json", record)
-    write_text(output / f"{command.name}.md", table)
     print_table(rows, f"{command.name}: {command.model}")
     print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")
     return record

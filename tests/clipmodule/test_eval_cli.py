@@ -112,8 +112,9 @@ def test_suite_writes_one_table_and_one_run(work, capsys):
 
 
 @pytest.mark.parametrize("case", ["class-names", "empty-folder", "unreadable-image", "malformed-yaml",
-                                  "unknown-task", "missing-model"])
-def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, case):
+                                  "unknown-task", "suite-class-names", "missing-model", "unreachable-mlflow"])
+def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, case):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # restored afterwards (the CLI only sets a default)
     model = ["--model", str(work / "tiny.safetensors")]
     zeroshot = ["eval", "zeroshot", *model, "--tracking.uri", "none", "--output", str(tmp_path / "out.json")]
     if case == "class-names":
@@ -132,13 +133,24 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, case):
     elif case == "unknown-task":
         (tmp_path / "suite.yaml").write_text("tasks:\n  - {task: segmentation, dataset: builtin:digits}\n")
         argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model], "unknown task 'segmentation'"
-    else:
+    elif case == "suite-class-names":  # the second row's missing file stops the suite before the first row runs
+        (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"output": str(tmp_path / "suite"), "tasks": [
+            {"task": "retrieval", "dataset": str(work / "captions.csv")},
+            {"task": "zeroshot", "dataset": str(work / "test"), "classnames": str(tmp_path / "gone.txt")}]}))
+        argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model], "gone.txt: no such class-name file"
+    elif case == "missing-model":
         argv, expected = ["eval", "retrieval", "--model", "nope.safetensors", "--dataset", "builtin:skimage"], \
             "nope.safetensors: neither an existing checkpoint path nor a model name"
+    else:  # nothing listens on port 9: the results are written all the same
+        argv = ["eval", "zeroshot", *model, "--dataset", str(work / "test"), "--templates", "simple",
+                "--output", str(tmp_path / "kept.json"), "--tracking.uri", "http://127.0.0.1:9"]
+        expected = "http://127.0.0.1:9: MLflow logging failed"
     assert clipmodule(argv) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err, err
-    assert not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "suite").exists()
+    if case == "unreachable-mlflow":
+        assert json.loads((tmp_path / "kept.json").read_text())["metrics"]["num_samples"] == 12
 
 
 @pytest.fixture(scope="module")
