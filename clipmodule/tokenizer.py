@@ -159,6 +159,10 @@ class ClipTokenizer:
     def decode(self, ids) -> str:
         """Text of `ids`, each end of word shown as a space, specials kept (OpenAI's decode)."""
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        # Rust would skip an unknown id without a word; OpenAI's decode fails on it, and so do we.
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ClipModuleError(f"cannot decode id {bad[0]}: ids run from 0 to {self.vocab_size - 1}")
         return self._bpe.decode(ids, skip_special_tokens=False).replace("</w>", " ")
 
     def __call__(
