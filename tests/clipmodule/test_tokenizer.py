@@ -41,7 +41,8 @@ VARIED = [
     "Привет, МИР! Ёлка",
     "ΟΔΟΣ ΣΟΦΟΣ Σίσυφος ὀδυσσεύς",
     "İstanbul ıIİi DİYARBAKIR",
-    "fish &amp; chips, &amp;amp; &lt;b&gt;bold&lt;/b&gt; &quot;q&quot; it&#39;s &#x27;x&#x27; a&nbsp;b &eacute;t&eacute;",
+    "fish &amp; chips, &amp;amp; &lt;b&gt;bold&lt;/b&gt; &quot;q&quot; it&#39;s &#x27;x&#x27; a&nbsp;b "
+    "&eacute;t&eacute;",
     "AT&T R&D Tom & Jerry &c &",
     "cafÃ© â€œmojibakeâ€\x9d Ã¡rvÃ­ztÅ±rÅ‘",
     "ﬁne ﬂour ＦＵＬＬＷＩＤＴＨ １２３",
