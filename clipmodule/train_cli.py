@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
@@ -139,6 +140,17 @@ class ClipCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path not in ("last", "best", "hpc", "registry"):
             load_checkpoint_safely(path, map_location="cpu", mmap=True)
+
+    def before_instantiate_classes(self) -> None:
+        """MLflow names unnamed runs from Python's `random`, which `seed_everything` has just seeded: every
+        run would get the same name. Name them after model, loss and start time instead."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        logger = config.trainer.get("logger")
+        init_args = getattr(logger, "init_args", None)
+        if init_args is None or "MLFlowLogger" not in str(getattr(logger, "class_path", "")) or init_args.run_name:
+            return
+        network = config.model.model.init_args.get("name", "model") if "init_args" in config.model.model else "model"
+        init_args.run_name = f"{network}-{config.model.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -117,3 +117,19 @@ def test_evaluation_reads_every_sample_exactly_once_over_ranks_and_workers(shard
             seen.update(batch["key"])
             assert (batch["label"] >= 0).all()
     assert len(seen) == 4 * SAMPLES_PER_SHARD and set(seen.values()) == {1}
+
+
+def test_the_run_tag_equals_the_data_cards_content_hash(shards, tmp_path):
+    from clipmodule.data import ShardDataModule
+
+    cards = pytest.importorskip("curation.cards")
+    directory = Path(shards[0]).parent
+    listed = [{"name": Path(p).name, "sha256": cards.sha256_file(Path(p))} for p in shards]
+    module = ShardDataModule(train_shards=str(directory))
+    assert module.shards_content_hash() == cards.content_hash(listed)
+    card = tmp_path / "mydata.json"
+    card.write_text('{"name": "mydata", "content_hash": "abc123"}')
+    (tmp_path / "mydata.md").write_text("# card")
+    assert ShardDataModule(data_card=str(tmp_path / "mydata.md")).data_card_hash() == "abc123"
+    with pytest.raises(ClipModuleError, match="nocard.json"):
+        ShardDataModule(data_card=str(tmp_path / "nocard.json")).data_card_hash()

@@ -150,3 +150,16 @@ def test_resume_mid_epoch_gives_the_same_weights_and_sample_order_as_an_unbroken
     assert first_log.keys + resumed_log.keys == straight_log.keys  # crosses the epoch boundary at step 8
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs by {(a - b).abs().max()}"
+
+
+def test_training_options_bf16_accumulation_checkpointing_patch_dropout_and_siglip_run(tmp_path):
+    network = build_network("tiny-vit", patch_dropout=0.5, init_logit_scale=math.log(10), init_logit_bias=-10.0)
+    module = ClipLitModule(network, loss="siglip", grad_checkpointing=True, optim=OptimConfig(warmup_steps=1))
+    bias_before = network.logit_bias.item()
+    recorder = LossRecorder()
+    trainer = _trainer(tmp_path, max_steps=2, precision="bf16-mixed", accumulate_grad_batches=2,
+                       callbacks=[recorder], enable_checkpointing=False, limit_val_batches=0)
+    trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=8, image_size=32))
+    assert len(recorder.losses) == 4 and all(math.isfinite(loss) for loss in recorder.losses)
+    assert trainer.global_step == 2 and network.logit_bias.item() != bias_before
+    assert network.transformer.grad_checkpointing
