@@ -4,6 +4,7 @@ when it runs, so `clipmodule --help` answers without importing torch, lightning 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from clipmodule.errors import ClipModuleError
@@ -30,6 +31,10 @@ def _print_help() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting make CPU runs several times slower as soon as anything else
+    # (a data-loader worker, another job) wants a core; passive waiting costs nothing when the cores are free.
+    # Set before torch is imported, which every command does lazily.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()
