@@ -71,6 +71,21 @@ def _download(card: dict[str, Any]) -> str:
             f"written as {d['output_format']}.\n\n{reasons}")
 
 
+def _decontamination(card: dict[str, Any]) -> str:
+    d = card.get("decontamination")
+    if d is None:
+        return ""  # not run: the card reads as it did before the stage existed
+    sets = _table(["evaluation set", "images", "training samples dropped"],
+                  [[s["source"], s["images"], s["training_samples_dropped"]] for s in d["eval_sets"]])
+    top = _table(["shard", "key", "distance", "evaluation image"],
+                 [[m["shard"], m["key"], m["distance"], m["eval_image"]] for m in d["top_matches"][:10]])
+    picture = f"\n\n![closest matches]({d['thumbnails']})" if d["thumbnails"] else ""
+    return (f"## Decontamination\n\n{d['samples_dropped']:,} of {d['samples_in']:,} training samples dropped: "
+            f"their {d['hash']} ({d['hash_bits']} bits) is within Hamming distance {d['threshold']} of an "
+            f"evaluation image's. The shards below are the cleaned ones; the drop list is `{d['drop_list']}`."
+            f"\n\n{sets}" + (f"\n\n### Closest matches\n\n{top}{picture}" if d["top_matches"] else ""))
+
+
 def _shards(card: dict[str, Any]) -> str:
     rows = [[s["name"], s["samples"], s["bytes"], f"`{s['sha256']}`"] for s in card["shards"]]
     return "## Shards\n\n" + _table(["shard", "samples", "bytes", "sha256"], rows)
@@ -85,5 +100,5 @@ def _config(card: dict[str, Any]) -> str:
 
 
 def render_markdown(card: dict[str, Any]) -> str:
-    sections = (_summary, _queries, _matching, _balancing, _download, _shards, _config)
-    return "\n\n".join(section(card) for section in sections) + "\n"
+    sections = (_summary, _queries, _matching, _balancing, _download, _decontamination, _shards, _config)
+    return "\n\n".join(text for section in sections if (text := section(card))) + "\n"

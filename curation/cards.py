@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,8 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
     stats = _stage_stats(layout)
     queries, match, balance, download = (stats[s] for s in STAGES)
     shards = shard_list(layout.shards, download)
-    return {
+    cleaned = decontamination(layout)
+    card = {
         "name": name,
         "content_hash": content_hash(shards),
         "summary": {"queries": queries["terms"], "caption_rows": match["rows_in"],
@@ -143,6 +145,25 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
                     "wordfreq": queries["fingerprint"].get("wordfreq"), "work_dir": str(layout.work_dir)},
         "plot": f"{name}.png",
     }
+    if cleaned is not None:  # the training data is the cleaned shards: the hash and shard list say so
+        card["decontamination"] = cleaned
+        card["summary"]["decontaminated_images"] = cleaned["samples_kept"]
+        card["shards"], card["content_hash"] = cleaned.pop("shards"), cleaned["content_hash"]
+    return card
+
+
+def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
+    """The finished `curation decontaminate` stats of this work folder, or None when it was not run there."""
+    path = stats_path(layout.decontaminated)
+    if not path.exists():
+        return None
+    stats = read_json(path, "decontaminate stats")
+    if not stats.get("finished"):
+        raise CurationError(f"{path}: `curation decontaminate` has not finished")
+    keys = ("hash", "hash_bits", "threshold", "eval_sets", "eval_images", "samples_in", "samples_dropped",
+            "samples_kept", "undecodable_kept", "distance_histogram", "top_matches", "drop_list", "thumbnails",
+            "content_hash", "shards")
+    return {k: stats[k] for k in keys}
 
 
 def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
@@ -154,6 +175,10 @@ def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
     cards_dir = Path(cards_dir)
     cards_dir.mkdir(parents=True, exist_ok=True)
     plot_counts(sidecar(layout.balanced, ".counts.parquet"), card["balance"]["t"], cards_dir / f"{name}.png")
+    if (thumbnails := card.get("decontamination", {}).get("thumbnails")) is not None:
+        with atomic_path(cards_dir / f"{name}.decontamination.png") as tmp:
+            shutil.copyfile(thumbnails, tmp)
+        card["decontamination"]["thumbnails"] = f"{name}.decontamination.png"
     with atomic_path(cards_dir / f"{name}.json") as tmp:
         tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with atomic_path(cards_dir / f"{name}.md") as tmp:

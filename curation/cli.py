@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.config import BalanceConfig, DatasetConfig, DownloadConfig, MatchConfig, QueriesConfig
+from curation.config import (BalanceConfig, DatasetConfig, DecontaminateConfig, DownloadConfig, MatchConfig,
+                             QueriesConfig)
 from curation.errors import CurationError
 from curation.typed import add_arguments, from_namespace, load_yaml
 
@@ -52,6 +53,18 @@ class DownloadPaths:
     """Folder written by `curation balance`."""
     out: Path = Path("work/shards")
     """Folder for img2dataset's shards; <out>.stats.json (totals) and <out>.log (img2dataset's output) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class DecontaminatePaths:
+    eval: list[str]
+    """Evaluation sets: folders of images (searched recursively) or webdataset .tar files."""
+    shards: list[str] = field(default_factory=lambda: ["work/shards"])
+    """Training shards: webdataset .tar files or folders of them (`curation download` output)."""
+    out: Path = Path("work/decontaminated")
+    """Folder for the cleaned shards (same names); <out>.drops.parquet, <out>.png and <out>.stats.json beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 
@@ -102,6 +115,13 @@ def _download(args: argparse.Namespace) -> None:
     run_download(from_namespace(DownloadConfig, args), paths.input, paths.out, paths.overwrite)
 
 
+def _decontaminate(args: argparse.Namespace) -> None:
+    from curation.decontaminate import run_decontaminate
+
+    paths = from_namespace(DecontaminatePaths, args)
+    run_decontaminate(from_namespace(DecontaminateConfig, args), paths.eval, paths.shards, paths.out, paths.overwrite)
+
+
 def _card(args: argparse.Namespace) -> None:
     from curation.cards import write_card
 
@@ -122,6 +142,8 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "match": ("attach to each caption row the ids of the queries it contains", (MatchPaths, MatchConfig), _match),
     "balance": ("keep at most t rows per query in expectation", (BalancePaths, BalanceConfig), _balance),
     "download": ("download the balanced rows' images with img2dataset", (DownloadPaths, DownloadConfig), _download),
+    "decontaminate": ("drop training samples that are near-copies of evaluation images",
+                      (DecontaminatePaths, DecontaminateConfig), _decontaminate),
     "card": ("write the data card from the stages' stats", (CardArgs,), _card),
     "build": ("run every stage of a dataset YAML in order, skipping finished ones", (BuildArgs,), _build),
 }

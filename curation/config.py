@@ -143,6 +143,29 @@ class DownloadConfig:
 
 
 @dataclass
+class DecontaminateConfig:
+    """Near-duplicates of evaluation images in the training shards, found by perceptual hash and dropped."""
+
+    hash: Literal["phash", "dhash", "whash", "average_hash"] = "phash"
+    """imagehash function: phash (DCT; robust to resizing and re-encoding), dhash, whash or average_hash."""
+    hash_size: int = 8
+    """Side of the hash grid: hash_size² bits (8 → 64-bit hashes)."""
+    threshold: int = 10
+    """Drop a training sample whose hash is within this Hamming distance of an evaluation image's."""
+    workers: int = 0
+    """Processes hashing training shards in parallel (0: one per CPU core)."""
+    thumbnails: int = 12
+    """Closest matches shown (evaluation image beside training image) in the PNG next to the output."""
+
+    def __post_init__(self) -> None:
+        _require(2 <= self.hash_size <= 32, f"decontaminate.hash_size must be in 2..32, got {self.hash_size}")
+        _require(0 <= self.threshold < self.hash_size ** 2,
+                 f"decontaminate.threshold must be in 0..{self.hash_size ** 2 - 1}, got {self.threshold}")
+        _require(self.workers >= 0, f"decontaminate.workers must be >= 0, got {self.workers}")
+        _require(self.thumbnails >= 0, f"decontaminate.thumbnails must be >= 0, got {self.thumbnails}")
+
+
+@dataclass
 class DatasetConfig:
     """A whole dataset build: every stage's settings plus where inputs and outputs live."""
 
@@ -188,3 +211,7 @@ class WorkLayout:
     @property
     def shards(self) -> Path:
         return Path(self.work_dir) / "shards"
+
+    @property
+    def decontaminated(self) -> Path:
+        return Path(self.work_dir) / "decontaminated"
