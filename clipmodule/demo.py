@@ -174,7 +174,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         "--plot", "train/loss,val/zeroshot_top1",
     ], paths["log"])
     report = {"results": results, "accounting": accounting, "seconds": time.time() - start,
-              "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().split())
+              "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().splitlines())
                          for task in EVAL_TASKS}}
     (plan.out / "demo_summary.json").write_text(json.dumps(report, indent=2))
     _print_summary(console, plan, paths, report)

@@ -173,10 +173,16 @@ def _image_folder(root: Path, classnames: list[str] | None, transform: Transform
         samples = make_dataset(str(root), folder_to_index, extensions=IMG_EXTENSIONS)
     except FileNotFoundError as error:
         raise ClipModuleError(f"{root}: empty dataset folder ({str(error).splitlines()[0]})") from None
+    names = [folder.replace("_", " ") for folder in folders]
     if classnames is None:
-        classnames = [folder.replace("_", " ") for folder in folders]
+        classnames = names
     elif len(classnames) != len(folders):
         raise ClipModuleError(f"{root}: {len(folders)} class folders but {len(classnames)} class names")
+    elif set(names) == set(classnames) and names != list(classnames):
+        # Folders named after the classes: label by name, so a class-name file in any order stays right
+        # (torchvision's sorted-folder indices would silently scramble the labels).
+        index = {name: classnames.index(name) for name in names}
+        samples = [(path, index[names[label]]) for path, label in samples]
     return LabelledImages([(Path(path), label) for path, label in samples], classnames, transform, str(root))
 
 

@@ -59,6 +59,16 @@ def test_image_folder_labels_follow_sorted_folders(tmp_path):
         open_classification(str(tmp_path), TRANSFORM, ["x", "y", "z"])
 
 
+def test_class_name_file_in_another_order_labels_folders_by_name(tmp_path):
+    _png(tmp_path / "zebra" / "1.png", (0, 0, 255))
+    _png(tmp_path / "apple" / "1.png", (255, 0, 0))
+    dataset = open_classification(str(tmp_path), TRANSFORM, ["zebra", "apple"])
+    labels = {Path(path).parent.name: label for path, label in dataset.items}
+    assert labels == {"zebra": 0, "apple": 1}  # not the sorted-folder indices, which would swap them
+    renamed = open_classification(str(tmp_path), TRANSFORM, ["first", "second"])  # other names: by position
+    assert {Path(path).parent.name: label for path, label in renamed.items} == {"apple": 0, "zebra": 1}
+
+
 def test_empty_dataset_folder(tmp_path):
     with pytest.raises(ClipModuleError, match=f"{tmp_path}: empty dataset folder"):
         open_classification(str(tmp_path), TRANSFORM)
