@@ -123,13 +123,19 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     with stage.running():
         out.mkdir(parents=True, exist_ok=True)
         tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
-        todo = [task for task in tasks if not task.output.exists()]
-        total = sum(input_rows(task.source) for task in todo)
-        for result in run_shards(balance_shard, todo, config.workers, f"balance (t={config.t:,})", total):
-            stage.created(out / result["name"])
-        _probabilities.cache_clear()
         table = pq.read_table(counts_file)
-        kept = count_matches([task.output for task in tasks], table.num_rows)
+        if config.engine == "ray":
+            from curation.ray_engine import BalanceActor, run_on_ray
+
+            arguments = {"counts_file": str(counts_file.resolve()), "config": config}
+            kept = run_on_ray(BalanceActor, arguments, tasks, config, table.num_rows, stage.created)
+        else:
+            todo = [task for task in tasks if not task.output.exists()]
+            total = sum(input_rows(task.source) for task in todo)
+            for result in run_shards(balance_shard, todo, config.workers, f"balance (t={config.t:,})", total):
+                stage.created(out / result["name"])
+            _probabilities.cache_clear()
+            kept = count_matches([task.output for task in tasks], table.num_rows)
         table = table.append_column("kept", pa.array(kept))
         with atomic_path(out_counts) as tmp:
             pq.write_table(table, tmp)

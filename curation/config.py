@@ -79,6 +79,10 @@ class MatchConfig:
     """Processes matching shards in parallel (0: one per CPU core, at most one per input file)."""
     batch_rows: int = 65536
     """Rows matched per batch; bounds memory per worker."""
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
+    ray_address: str | None = None
+    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, f"match.workers must be >= 0, got {self.workers}")
@@ -97,6 +101,10 @@ class BalanceConfig:
     """Column whose value identifies a row (the hash input)."""
     workers: int = 0
     """Processes balancing shards in parallel (0: one per CPU core); the output does not depend on it."""
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
+    ray_address: str | None = None
+    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
 
     def __post_init__(self) -> None:
         _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")

@@ -104,10 +104,11 @@ class MatchTask:
     config: MatchConfig
 
 
-def match_shard(task: MatchTask) -> dict[str, Any]:
+def match_shard(task: MatchTask, matcher: Matcher | None = None) -> dict[str, Any]:
     """Match one caption table; write its matching rows (with `query_ids`) to `task.output`."""
-    stat = task.queries.stat()
-    matcher = _cached_matcher(str(task.queries), (stat.st_size, stat.st_mtime_ns))
+    if matcher is None:
+        stat = task.queries.stat()
+        matcher = _cached_matcher(str(task.queries), (stat.st_size, stat.st_mtime_ns))
     config, rows, kept, writer = task.config, 0, 0, None
     with atomic_path(task.output) as tmp:
         try:
@@ -153,7 +154,7 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     terms = read_queries(queries)
     sources = expand_inputs(captions)
     counts_file = sidecar(out, ".counts.parquet")
-    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")}
     fingerprint = {"config": settings, "inputs": file_signature(sources), "queries": file_signature([queries])}
     stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,))
     if (done := stage.finished()) is not None:
@@ -162,12 +163,17 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     with stage.running():
         out.mkdir(parents=True, exist_ok=True)
         tasks = [MatchTask(src, out / _output_name(i, src), queries, config) for i, src in enumerate(sources)]
-        todo = [task for task in tasks if not task.output.exists()]
-        for result in run_shards(match_shard, todo, config.workers, "match", _known_rows(todo)):
-            stage.created(out / result["name"])
-        _cached_matcher.cache_clear()
-        outputs = [task.output for task in tasks]
-        counts = count_matches(outputs, terms.num_rows)
+        if config.engine == "ray":
+            from curation.ray_engine import MatchActor, run_on_ray
+
+            arguments = {"queries": str(queries.resolve()), "config": config}
+            counts = run_on_ray(MatchActor, arguments, tasks, config, terms.num_rows, stage.created)
+        else:
+            todo = [task for task in tasks if not task.output.exists()]
+            for result in run_shards(match_shard, todo, config.workers, "match", _known_rows(todo)):
+                stage.created(out / result["name"])
+            _cached_matcher.cache_clear()
+            counts = count_matches([task.output for task in tasks], terms.num_rows)
         sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
         table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts)})
         with atomic_path(counts_file) as tmp:

@@ -1,0 +1,184 @@
+"""`--engine ray` for `curation match` and `curation balance`: the same per-shard work, scheduled by Ray Data.
+
+A Ray Data dataset holds one row per caption shard. `map_batches` hands the rows to a pool of actors; each
+actor builds its `Matcher` (or loads the keep probabilities) once, in its constructor, and then runs the
+local engine's per-shard function, which writes the shard's output file itself (on a cluster: a shared
+filesystem). The per-query counts are a distributed aggregation: every actor returns its shard's sparse
+counts, and a Ray Data `groupby(query_id).sum()` adds them up. The coins are the same hashes of
+(row key, query, seed), so the output files are identical, row for row, to the local engine's.
+
+Ray is imported here only, so `curation --help` and the local engine never load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.errors import CurationError
+
+
+def _reachable(address: str) -> None:
+    """A one-line error now, instead of Ray's retries, when nothing listens at host:port."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise CurationError(f"ray address {address!r}: expected host:port (or ray://host:port, or 'auto')")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as error:
+        raise CurationError(f"ray address {address!r}: no Ray cluster reachable there ({error.strerror or error})"
+                            ) from None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, workers: int) -> Iterator[None]:
+    """Use the running Ray (a test's, a notebook's), else connect to `address`, else start a local one.
+    Only a Ray started or connected here is shut down here."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address and address != "auto":
+        _reachable(address)
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if not address:
+        cores = len(__import__("os").sched_getaffinity(0))
+        options.update(num_cpus=workers or cores, include_dashboard=False)
+    try:
+        ray.init(address=address or None, **options)
+    except (ConnectionError, RuntimeError) as error:
+        raise CurationError(f"ray address {address!r}: cannot connect ({str(error).splitlines()[0]})") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _pool_size(workers: int, tasks: int) -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(workers or cpus, tasks))
+
+
+def _sparse_counts(path: Path) -> tuple[list[int], list[int]]:
+    """(query ids, rows containing each) of one output shard: what an actor sends back instead of the
+    whole (500k-long) count vector."""
+    ids = pq.read_table(path, columns=["query_ids"])["query_ids"].combine_chunks().flatten()
+    unique, counts = np.unique(ids.to_numpy(zero_copy_only=False), return_counts=True)
+    return unique.tolist(), counts.tolist()
+
+
+def _shard_rows(results: list[dict[str, Any]]) -> pa.Table:
+    ids, counts = zip(*(r.pop("counts") for r in results)) if results else ((), ())
+    return pa.table({"result": [json.dumps(r) for r in results],
+                     "query_id": pa.array(ids, pa.list_(pa.int64())), "n": pa.array(counts, pa.list_(pa.int64()))})
+
+
+class MatchActor:
+    """One per Ray worker: the automaton is built here once and used for every shard the worker gets."""
+
+    def __init__(self, queries: str, config: Any):
+        from curation.matching import Matcher
+        from curation.queries import read_queries
+
+        self.matcher = Matcher(read_queries(Path(queries))["term"].to_pylist())
+        self.queries, self.config = Path(queries), config
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from curation.matching import MatchTask, match_shard
+
+        results = []
+        for source, output in zip(batch["source"].to_pylist(), batch["output"].to_pylist()):
+            task = MatchTask(Path(source), Path(output), self.queries, self.config)
+            done = task.output.exists()  # written by an earlier, interrupted run: only counted
+            result = {"name": task.output.name, "created": False} if done else \
+                {**match_shard(task, self.matcher), "created": True}
+            results.append({**result, "counts": _sparse_counts(task.output)})
+        return _shard_rows(results)
+
+
+class BalanceActor:
+    """One per Ray worker: the keep probabilities are read once (cached in the worker's process)."""
+
+    def __init__(self, counts_file: str, config: Any):
+        from curation.balancing import _probabilities
+
+        stat = Path(counts_file).stat()
+        _probabilities(counts_file, config.t, (stat.st_size, stat.st_mtime_ns))
+        self.counts_file, self.config = Path(counts_file), config
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from curation.balancing import BalanceTask, balance_shard
+
+        results = []
+        for source, output in zip(batch["source"].to_pylist(), batch["output"].to_pylist()):
+            task = BalanceTask(Path(source), Path(output), self.counts_file, self.config)
+            done = task.output.exists()
+            result = {"name": task.output.name, "created": False} if done else \
+                {**balance_shard(task), "created": True}
+            results.append({**result, "counts": _sparse_counts(task.output)})
+        return _shard_rows(results)
+
+
+def _explode(batch: pa.Table) -> pa.Table:
+    return pa.table({"query_id": pc.list_flatten(batch["query_id"]), "n": pc.list_flatten(batch["n"])})
+
+
+def run_on_ray(actor: type, arguments: dict[str, Any], tasks: list[Any], config: Any, num_terms: int,
+               created: Callable[[Path], None]) -> np.ndarray:
+    """Every task's shard through a pool of `actor(**arguments)`; `created(path)` for each output written now.
+    Returns the per-query row counts of all the output shards (Ray Data's progress bars show the progress)."""
+    import ray.data
+
+    with ray_session(config.ray_address, config.workers), _user_errors():
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # absolute: a worker's working directory is not the driver's
+        rows = [{"source": str(task.source.resolve()), "output": str(task.output.resolve())} for task in tasks]
+        shards = ray.data.from_items(rows).map_batches(
+            actor, fn_constructor_kwargs=arguments, batch_size=1, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=_pool_size(config.workers, len(tasks)))).materialize()
+        outputs = {task.output.name: task.output for task in tasks}
+        for row in shards.select_columns(["result"]).take_all():
+            if (result := json.loads(row["result"]))["created"]:
+                created(outputs[result["name"]])
+        totals = shards.map_batches(_explode, batch_format="pyarrow").groupby(
+            "query_id", num_partitions=2).sum("n").to_pandas()
+    counts = np.zeros(num_terms, dtype=np.int64)
+    if len(totals):
+        counts[totals["query_id"].to_numpy()] = totals["sum(n)"].to_numpy()
+    return counts
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """A worker's CurationError (bad input) arrives wrapped in Ray's exceptions: unwrap it."""
+    try:
+        yield
+    except CurationError:
+        raise
+    except Exception as error:
+        seen, cause = set(), error
+        while cause is not None and id(cause) not in seen:
+            if isinstance(cause, CurationError):
+                raise CurationError(str(cause).splitlines()[0]) from None
+            seen.add(id(cause))
+            cause = getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
+        # Ray may re-raise a worker's error as its own type; the original is named in the message
+        found = re.search(r"curation\.errors\.CurationError: (.*)", str(error))
+        if found:
+            raise CurationError(found.group(1).strip()) from None
+        raise
