@@ -26,6 +26,8 @@ from rich.rule import Rule
 from curation.demo_source import DemoSourceConfig, build_demo_source
 from curation.demo_server import LoopbackServer
 
+# The demo reads the configs of the checkout it runs from.
+REPO = Path(__file__).resolve().parents[1]
 RUNS = {"demo-clip": ["experiments/demo.yaml"], "demo-siglip": ["experiments/demo.yaml", "experiments/demo_siglip.yaml"]}
 EVAL_TASKS = ("emoji", "digits", "shapes")
 
@@ -37,6 +39,7 @@ class DemoPlan:
     out: Path = Path("demo_out")
     source: DemoSourceConfig = field(default_factory=DemoSourceConfig)
     fit_overrides: list[str] = field(default_factory=list)
+    eval_tasks: tuple[str, ...] = EVAL_TASKS
 
     @classmethod
     def small(cls, out: Path) -> DemoPlan:
@@ -46,7 +49,8 @@ class DemoPlan:
                 "text": {"layers": 3, "width": 128, "context_length": 24}}
         return cls(out=out, source=source, fit_overrides=[
             f"--model.model.init_args.overrides={json.dumps(tiny)}", "--trainer.max_steps=150",
-            "--trainer.val_check_interval=75", "--data.batch_size=64", "--checkpoint.every_n_train_steps=75"])
+            "--trainer.val_check_interval=75", "--data.batch_size=64", "--checkpoint.every_n_train_steps=75"],
+            eval_tasks=("emoji",))
 
 
 def _run(console: Console, title: str, command: list[str], log: Path) -> None:
@@ -74,16 +78,16 @@ def _paths(out: Path) -> dict[str, Path]:
 
 def _dataset_config(out: Path, paths: dict[str, Path]) -> Path:
     """The demo's dataset YAML with its folders moved under `out` (the shipped one uses demo_out/)."""
-    text = Path("curation/configs/demo.yaml").read_text().replace("demo_out/", f"{out.as_posix()}/")
+    text = (REPO / "curation/configs/demo.yaml").read_text().replace("demo_out/", f"{out.as_posix()}/")
     paths["config"].write_text(text)
     return paths["config"]
 
 
 def _fit_command(run_name: str, configs: list[str], plan: DemoPlan, paths: dict[str, Path], classnames: list[str]) -> list[str]:
     out = plan.out.as_posix()
-    command = [_bin("clipmodule"), "fit", "-c", "experiments/base.yaml"]
+    command = [_bin("clipmodule"), "fit", "-c", str(REPO / "experiments/base.yaml")]
     for config in configs:
-        command += ["-c", config]
+        command += ["-c", str(REPO / config)]
     return command + [
         f"--trainer.default_root_dir={paths['runs']}",
         f"--trainer.logger.init_args.tracking_uri=sqlite:///{paths['store']}",
@@ -111,24 +115,37 @@ def _training_runs(store: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _suite_config(plan: DemoPlan, paths: dict[str, Path]) -> Path:
+    """The held-out zero-shot tasks as one benchmark suite (one process per model, one table)."""
+    import yaml
+
+    tasks = []
+    for task in plan.eval_tasks:
+        folder = paths["source"] / "eval" / task
+        tasks.append({"name": task, "task": "zeroshot", "dataset": str(folder),
+                      "classnames": str(folder / "classnames.txt"), "templates": str(folder / "templates.txt")})
+    path = paths["eval"] / "heldout.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"output": str(paths["eval"]), "tasks": tasks}, sort_keys=False))
+    return path
+
+
 def _evaluate(console: Console, plan: DemoPlan, paths: dict[str, Path]) -> dict[str, dict[str, float]]:
-    """Zero-shot on every held-out task for each run; top-1 also logged to the training run in MLflow."""
+    """Zero-shot on every held-out task for each run; top-1 is also logged to the training run in MLflow."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{paths['store']}")
+    suite = _suite_config(plan, paths)
     results: dict[str, dict[str, float]] = {}
     for run_name, (run_id, folder) in _training_runs(paths["store"]).items():
         checkpoint = Path(folder) / "checkpoints" / "last.ckpt"
-        for task in EVAL_TASKS:
-            task_dir = paths["source"] / "eval" / task
-            output = paths["eval"] / f"{run_name}-{task}.json"
-            _run(console, f"zero-shot {task}: {run_name}", [
-                _bin("clipmodule"), "eval", "zeroshot", "--model", str(checkpoint), "--dataset", str(task_dir),
-                "--classnames", str(task_dir / "classnames.txt"), "--templates", str(task_dir / "templates.txt"),
-                "--output", str(output), f"--tracking.uri=sqlite:///{paths['store']}",
-                "--tracking.experiment=demo-eval", f"--tracking.run_name={run_name}-{task}",
-            ], paths["log"])
-            top1 = json.loads(output.read_text())["metrics"]["top1"]
+        _run(console, f"held-out zero-shot: {run_name}", [
+            _bin("clipmodule"), "eval", "suite", "-c", str(suite), "--model", str(checkpoint), "--name", run_name,
+            f"--tracking.uri=sqlite:///{paths['store']}", "--tracking.experiment=demo-eval",
+        ], paths["log"])
+        record = json.loads((paths["eval"] / f"{run_name}.json").read_text())
+        for task in plan.eval_tasks:
+            top1 = record["metrics"][task]["top1"]
             results.setdefault(run_name, {})[task] = top1
             client.log_metric(run_id, f"heldout/{task}_top1", top1)
     return results
@@ -170,12 +187,12 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
     _run(console, "clipmodule compare", [
         _bin("clipmodule"), "compare", "--experiment", "demo", "--tracking-uri", f"sqlite:///{paths['store']}",
         "--out", str(paths["compare"]), "--params", "loss,global_batch_size",
-        "--metrics", "train/loss,val/zeroshot_top1," + ",".join(f"heldout/{task}_top1" for task in EVAL_TASKS),
+        "--metrics", "train/loss,val/zeroshot_top1," + ",".join(f"heldout/{task}_top1" for task in plan.eval_tasks),
         "--plot", "train/loss,val/zeroshot_top1",
     ], paths["log"])
     report = {"results": results, "accounting": accounting, "seconds": time.time() - start,
               "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().splitlines())
-                         for task in EVAL_TASKS}}
+                         for task in plan.eval_tasks}}
     (plan.out / "demo_summary.json").write_text(json.dumps(report, indent=2))
     _print_summary(console, plan, paths, report)
     return report
