@@ -58,6 +58,9 @@ class OptimConfig:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.0
     """The cosine ends at lr * min_lr_ratio."""
+    fused: bool | None = None
+    """One fused kernel for the AdamW update; None: on when every parameter is a plain CPU or CUDA tensor.
+    On CPU it makes the update several times faster (the 49k-token embedding dominates small models)."""
 
 
 class WarmupCosine:
@@ -156,7 +159,11 @@ class ClipLitModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps)
+        fused = o.fused
+        if fused is None:
+            fused = all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") for p in self.model.parameters())
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps,
+                                      fused=fused)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else o.warmup_steps + 1
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(o.warmup_steps, total, o.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
