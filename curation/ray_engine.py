@@ -134,8 +134,24 @@ class BalanceActor:
         return _shard_rows(results)
 
 
-def _explode(batch: pa.Table) -> pa.Table:
-    return pa.table({"query_id": pc.list_flatten(batch["query_id"]), "n": pc.list_flatten(batch["n"])})
+def _query_counts(num_terms: int) -> Any:
+    """A Ray Data aggregation: each block's sparse (query_id, n) lists are added into a dense count vector,
+    and the partial vectors are summed (no shuffle by key: the vector is the accumulator)."""
+    from ray.data.aggregate import AggregateFnV2
+
+    class QueryCounts(AggregateFnV2):
+        def __init__(self) -> None:
+            super().__init__("query_counts", lambda: np.zeros(num_terms, np.int64), on=None, ignore_nulls=False)
+
+        def aggregate_block(self, block: pa.Table) -> np.ndarray:
+            ids = pc.list_flatten(block["query_id"]).to_numpy(zero_copy_only=False)
+            weights = pc.list_flatten(block["n"]).to_numpy(zero_copy_only=False)
+            return np.bincount(ids, weights=weights, minlength=num_terms).astype(np.int64)
+
+        def combine(self, current: np.ndarray, new: np.ndarray) -> np.ndarray:
+            return current + new
+
+    return QueryCounts()
 
 
 def run_on_ray(actor: type, arguments: dict[str, Any], tasks: list[Any], config: Any, num_terms: int,
@@ -148,18 +164,13 @@ def run_on_ray(actor: type, arguments: dict[str, Any], tasks: list[Any], config:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         # absolute: a worker's working directory is not the driver's
         rows = [{"source": str(task.source.resolve()), "output": str(task.output.resolve())} for task in tasks]
+        new_outputs = [task.output for task in tasks if not task.output.exists()]
         shards = ray.data.from_items(rows).map_batches(
             actor, fn_constructor_kwargs=arguments, batch_size=1, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=_pool_size(config.workers, len(tasks)))).materialize()
-        outputs = {task.output.name: task.output for task in tasks}
-        for row in shards.select_columns(["result"]).take_all():
-            if (result := json.loads(row["result"]))["created"]:
-                created(outputs[result["name"]])
-        totals = shards.map_batches(_explode, batch_format="pyarrow").groupby(
-            "query_id", num_partitions=2).sum("n").to_pandas()
-    counts = np.zeros(num_terms, dtype=np.int64)
-    if len(totals):
-        counts[totals["query_id"].to_numpy()] = totals["sum(n)"].to_numpy()
+            compute=ray.data.ActorPoolStrategy(size=_pool_size(config.workers, len(tasks))))
+        counts = shards.aggregate(_query_counts(num_terms))["query_counts"]  # one pass: shards, then counts
+    for path in new_outputs:
+        created(path)
     return counts
 
 
