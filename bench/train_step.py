@@ -7,14 +7,14 @@ Three contenders run the same step on the same in-memory batches (random pixels,
   open_clip      open_clip.CLIP of the same architecture + open_clip.loss.ClipLoss, a plain loop
   ours (plain)   clipmodule's CLIP + clipmodule.loss.clip_loss, the same plain loop
   ours (Lightning)  ClipLitModule under lightning.Trainer: what `clipmodule fit` runs
-Every step is forward, loss, backward, AdamW step (weight-decay groups, warmup-cosine schedule) and the
-logit-scale clamp. open_clip and our plain loop take turns batch by batch, so load from other processes
-meets both alike; figures are the batch size over the median step time of all rounds (steps after
-`--warmup`). Lightning cannot be interleaved per step: each round runs our plain loop and then Lightning
+Every step is forward, loss, backward, AdamW step (`clipmodule.lit_module.build_optimizer` for all three:
+weight-decay groups, fused update, warmup-cosine schedule) and the logit-scale clamp. open_clip and our
+plain loop take turns batch by batch, so load from other processes meets both alike; figures are the batch
+size over the median step time of all rounds (steps after `--warmup`), on the wall clock and in this
+process's CPU time. Lightning cannot be interleaved per step: each round runs our plain loop and Lightning
 on fresh models (in alternating order), and the overhead is the median over rounds of their median
-step-time ratio. Lightning's
-steps are timed between the starts of consecutive batches, so its start-up (once per run) is left out
-and its per-step hooks, logging and optimiser plumbing are counted.
+step-time ratio. Lightning's steps are timed between the starts of consecutive batches, so its start-up
+(once per run) is left out and its per-step hooks, logging and optimiser plumbing are counted.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from open_clip.loss import ClipLoss
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-from clipmodule.lit_module import MAX_LOG_SCALE, ClipLitModule, OptimConfig, WarmupCosine, parameter_groups
+from clipmodule.lit_module import MAX_LOG_SCALE, ClipLitModule, OptimConfig, build_optimizer
 from clipmodule.loss import clip_loss
 from clipmodule.models import create_model
 
@@ -64,10 +64,8 @@ def open_clip_twin(config) -> torch.nn.Module:
 
 
 def make_optimizer(model: torch.nn.Module, steps: int):
-    optim = OptimConfig(warmup_steps=2)
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas,
-                                  eps=optim.eps)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, steps))
+    """The optimiser `clipmodule fit` builds (fused AdamW where possible), for every contender alike."""
+    return build_optimizer(model, OptimConfig(warmup_steps=2), steps)
 
 
 def now() -> tuple[float, float]:

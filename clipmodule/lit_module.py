@@ -86,6 +86,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
+def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int):
+    """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps."""
+    fused = optim.fused
+    if fused is None:
+        fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas,
+                                  eps=optim.eps, fused=fused)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, total_steps,
+                                                                         optim.min_lr_ratio))
+    return optimizer, schedule
+
+
 class ClipLitModule(L.LightningModule):
     """Contrastive training of a CLIP model.
 
@@ -158,14 +170,8 @@ class ClipLitModule(L.LightningModule):
             self.model.logit_scale.clamp_(max=MAX_LOG_SCALE)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        o = self.optim
-        fused = o.fused
-        if fused is None:
-            fused = all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") for p in self.model.parameters())
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, o.weight_decay), lr=o.lr, betas=o.betas, eps=o.eps,
-                                      fused=fused)
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer else o.warmup_steps + 1
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(o.warmup_steps, total, o.min_lr_ratio))
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
+        optimizer, schedule = build_optimizer(self.model, self.optim, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
