@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,6 +50,13 @@ def query_list(path: Path) -> Path:
     pq.write_table(pa.table({"id": pa.array(range(len(terms)), pa.int32()), "term": terms,
                              "source": ["test"] * len(terms)}), path)
     return path
+
+
+def test_local_engine_and_help_do_not_import_ray(tmp_path):
+    code = ("import sys; from curation.cli import build_parser; build_parser().format_help(); "
+            "import curation.matching, curation.balancing, curation.decontaminate; "
+            "print([m for m in ('ray', 'imagehash') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_unreachable_address_is_one_line_and_writes_nothing(tmp_path, capsys):
