@@ -6,7 +6,6 @@ STAMP := $(VENV)/.installed
 SYSDEPS := wordnet-base fonts-noto-color-emoji fonts-dejavu-core
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE := disabled
-export TOKENIZERS_PARALLELISM := true
 # Spinning OpenMP waits slow CPU training several-fold whenever another process wants a core.
 export OMP_WAIT_POLICY := PASSIVE
 

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     # (a data-loader worker, another job) wants a core; passive waiting costs nothing when the cores are free.
     # Set before torch is imported, which every command does lazily.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The Rust tokenizer's thread pool does not survive fork: a data-loader worker forked after the trainer
+    # tokenised the zero-shot prompts would hang. Workers already tokenise in parallel, one each.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()
