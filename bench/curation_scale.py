@@ -89,7 +89,8 @@ def main() -> None:
         import ray
 
         start = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
         ray_start = time.perf_counter() - start
         try:
             results["Ray engine, 2 workers (local Ray)"] = run_engine(folder, "ray2", "ray", 2, queries, caption_dir,

@@ -16,7 +16,10 @@ import contextlib
 import json
 import logging
 import re
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,25 @@ def _reachable(address: str) -> None:
                             ) from None
 
 
+PROBE_SECONDS = 60
+
+
+def _probe(address: str) -> None:
+    """Connect once in a child process with a deadline: `ray.init` waits without end on a port held by
+    something that is not Ray, and a child can be killed where a thread could not (costs one connection)."""
+    code = (f"import logging, ray; ray.init(address={address!r}, logging_level=logging.ERROR, "
+            "log_to_driver=False); ray.shutdown()")
+    try:
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PROBE_SECONDS,
+                       check=True, env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "fatal"})
+    except subprocess.TimeoutExpired:
+        raise CurationError(f"ray address {address!r}: something listens there, but no Ray cluster answered "
+                            f"within {PROBE_SECONDS} s") from None
+    except subprocess.CalledProcessError as error:
+        last = (error.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CurationError(f"ray address {address!r}: cannot connect ({last})") from None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, workers: int) -> Iterator[None]:
     """Use the running Ray (a test's, a notebook's), else connect to `address`, else start a local one.
@@ -53,12 +75,13 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
         return
     if address and address != "auto":
         _reachable(address)
+        _probe(address)
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if not address:
-        cores = len(__import__("os").sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
         options.update(num_cpus=workers or cores, include_dashboard=False)
     try:
-        ray.init(address=address or None, **options)
+        ray.init(address=address or "local", **options)  # "local": a new one, even if `ray start` ran here
     except (ConnectionError, RuntimeError) as error:
         raise CurationError(f"ray address {address!r}: cannot connect ({str(error).splitlines()[0]})") from None
     try:

@@ -27,7 +27,8 @@ def local_ray():
     """A local Ray on 2 CPUs, always shut down."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
     try:
         yield
     finally:
@@ -67,6 +68,28 @@ def test_unreachable_address_is_one_line_and_writes_nothing(tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and "'127.0.0.1:9': no Ray cluster reachable there" in error[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["captions", "q.parquet"]
+
+
+def test_address_held_by_something_else_is_one_line(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    import curation.ray_engine
+
+    monkeypatch.setattr(curation.ray_engine, "PROBE_SECONDS", 8)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        config = MatchConfig(engine="ray", ray_address=address)
+        with pytest.raises(CurationError, match=f"ray address '{address}': (something listens|cannot connect)"):
+            run_match(config, query_list(tmp_path / "q.parquet"), [str(caption_shards(tmp_path / "c", 1, 10))],
+                      tmp_path / "matched")
+        assert not (tmp_path / "matched").exists() and not (tmp_path / "matched.stats.json").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_ray_engine_equals_local_engine_row_for_row(tmp_path, local_ray):
