@@ -45,10 +45,8 @@ class DemoPlan:
     def small(cls, out: Path) -> DemoPlan:
         source = DemoSourceConfig(emoji_classes=8, emoji_per_class=40, emoji_pairs=80, digits_per_class=20,
                                   shapes=60, eval_per_class=10, failing_urls=10)
-        tiny = {"embed_dim": 128, "image_size": 32, "vision": {"layers": 3, "width": 128},
-                "text": {"layers": 3, "width": 128, "context_length": 24}}
         return cls(out=out, source=source, fit_overrides=[
-            f"--model.model.init_args.overrides={json.dumps(tiny)}", "--trainer.max_steps=150",
+            "--trainer.max_steps=150",
             "--trainer.val_check_interval=75", "--data.batch_size=64", "--checkpoint.every_n_train_steps=75"],
             eval_tasks=("emoji",))
 
