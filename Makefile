@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -q --durations=15
 
 demo: install
-	$(PY) -m clipmodule.demo
+	$(PY) -m demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

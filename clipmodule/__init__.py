@@ -19,12 +19,12 @@ _EXPORTS = {
     "available_models": "clipmodule.models",
     "create_model": "clipmodule.models",
     "CLIP": "clipmodule.models",
-    "save_checkpoint": "clipmodule.convert",
-    "load_checkpoint": "clipmodule.convert",
+    "save_checkpoint": "clipmodule.checkpoints.io",
+    "load_checkpoint": "clipmodule.checkpoints.io",
     "image_transform": "clipmodule.transforms",
     "ClipModuleError": "clipmodule.errors",
-    "get_model": "clipmodule.classifiers",
-    "inference_model": "clipmodule.inference",
+    "get_model": "clipmodule.classifiers.zoo",
+    "inference_model": "clipmodule.classifiers.inference",
 }
 
 

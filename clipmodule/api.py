@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from clipmodule.convert import load_checkpoint
+from clipmodule.checkpoints.io import load_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
 from clipmodule.models.config import _ALIASES

@@ -11,15 +11,15 @@ from clipmodule.errors import ClipModuleError
 
 # command -> (module, function, one-line help). The function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "convert": ("clipmodule.convert_cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
-    "models": ("clipmodule.convert_cli", "list_models", "list the registered model names with parameter counts"),
-    "compare": ("clipmodule.compare_cli", "main", "compare MLflow runs: table, markdown report, PNG curves"),
-    "fit": ("clipmodule.train_cli", "fit", "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml"),
-    "validate": ("clipmodule.train_cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
-    "test": ("clipmodule.train_cli", "test", "as validate, on the test loaders (LightningCLI)"),
-    "predict": ("clipmodule.train_cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
-    "eval": ("clipmodule.eval_cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
-    "classifiers": ("clipmodule.classifier_cli", "list_classifiers", "list mmpretrain's CLIP classifier names"),
+    "convert": ("clipmodule.checkpoints.cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
+    "models": ("clipmodule.checkpoints.cli", "list_models", "list the registered model names with parameter counts"),
+    "compare": ("clipmodule.tracking.cli", "main", "compare MLflow runs: table, markdown report, PNG curves"),
+    "fit": ("clipmodule.train.cli", "fit", "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml"),
+    "validate": ("clipmodule.train.cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
+    "test": ("clipmodule.train.cli", "test", "as validate, on the test loaders (LightningCLI)"),
+    "predict": ("clipmodule.train.cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
+    "eval": ("clipmodule.eval.cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
+    "classifiers": ("clipmodule.classifiers.cli", "list_classifiers", "list mmpretrain's CLIP classifier names"),
 }
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name, _ = COMMANDS[command]
     if command == "test" and any(arg.split("=")[0] == "--checkpoint" for arg in rest):
-        module_name, function_name = "clipmodule.classifier_cli", "test"  # mmpretrain-style classifier test
+        module_name, function_name = "clipmodule.classifiers.cli", "test"  # mmpretrain-style classifier test
     function = getattr(importlib.import_module(module_name), function_name)
     try:
         return int(function(rest) or 0)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from curation.config import BalanceConfig
 from curation.errors import CurationError
 from curation.progress import report
-from curation.shards import ROWS_IN_KEY, input_rows, run_shards
+from curation.engines.local import ROWS_IN_KEY, input_rows, run_shards
 from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, stats_path
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -125,7 +125,7 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
         tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
         table = pq.read_table(counts_file)
         if config.engine == "ray":
-            from curation.ray_engine import BalanceActor, run_on_ray
+            from curation.engines.ray import BalanceActor, run_on_ray
 
             arguments = {"counts_file": str(counts_file.resolve()), "config": config}
             kept = run_on_ray(BalanceActor, arguments, tasks, config, table.num_rows, stage.created)

@@ -82,7 +82,7 @@ class CardArgs:
 @dataclass
 class BuildArgs:
     config: Path = field(metadata={"flags": ("-c", "--config")})
-    """Dataset YAML (see curation/configs/): runs queries, match, balance, download and card in order."""
+    """Dataset YAML (see experiments/datasets/): runs queries, match, balance, download and card in order."""
     overwrite: bool = False
     """Rebuild stages whose settings changed (stages that are up to date are skipped)."""
 

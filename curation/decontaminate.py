@@ -27,7 +27,7 @@ from curation.cards import content_hash, sha256_file
 from curation.config import DecontaminateConfig
 from curation.errors import CurationError
 from curation.progress import progress_bar, report
-from curation.shards import run_shards
+from curation.engines.local import run_shards
 from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, write_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")

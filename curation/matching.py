@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 from curation.config import MatchConfig
 from curation.errors import CurationError
 from curation.progress import report
-from curation.shards import ROWS_IN_KEY, input_rows, rows_in, run_shards
+from curation.engines.local import ROWS_IN_KEY, input_rows, rows_in, run_shards
 from curation.stage import Stage, atomic_path, file_signature, sidecar
-from curation.tables import caption_batches, expand_inputs
+from curation.formats.tables import caption_batches, expand_inputs
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
 
@@ -164,7 +164,7 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         out.mkdir(parents=True, exist_ok=True)
         tasks = [MatchTask(src, out / _output_name(i, src), queries, config) for i, src in enumerate(sources)]
         if config.engine == "ray":
-            from curation.ray_engine import MatchActor, run_on_ray
+            from curation.engines.ray import MatchActor, run_on_ray
 
             arguments = {"queries": str(queries.resolve()), "config": config}
             counts = run_on_ray(MatchActor, arguments, tasks, config, terms.num_rows, stage.created)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.errors import CurationError
-from curation.tables import read_batches, table_format
+from curation.formats.tables import read_batches, table_format
 from curation.text import has_letter
 
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-CONFIG = Path(__file__).parents[2] / "curation" / "configs" / "tiny_local.yaml"
+CONFIG = Path(__file__).parents[2] / "experiments" / "datasets" / "tiny_local.yaml"
 
 
 def test_build_runs_every_stage_then_is_a_no_op(tmp_path, image_server, caption_table, clean_env):

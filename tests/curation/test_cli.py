@@ -14,7 +14,7 @@ from curation.cli import main
 from curation.config import DatasetConfig
 from curation.typed import load_yaml
 
-CONFIGS = sorted((Path(__file__).parents[2] / "curation" / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "datasets").glob("*.yaml"))
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

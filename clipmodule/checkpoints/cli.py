@@ -1,0 +1,58 @@
+"""`clipmodule convert` and `clipmodule models`."""
+
+from __future__ import annotations
+
+import argparse
+
+from clipmodule.errors import ClipModuleError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="clipmodule convert",
+        description="Convert a CLIP checkpoint between OpenAI, open_clip and Hugging Face layouts. The source "
+        "layout and architecture are read from the file; weights are never unpickled as code.",
+    )
+    parser.add_argument("source", help="checkpoint file (.pt/.bin/.safetensors) or HF save_pretrained folder")
+    parser.add_argument("destination", help="output file (.safetensors or .pt), or a folder for --to hf")
+    parser.add_argument("--to", choices=("openai", "open_clip", "hf"), default="openai", help="output layout")
+    gelu = parser.add_mutually_exclusive_group()
+    gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_true", default=None,
+                      help="the source was trained with QuickGELU (OpenAI's models; default when unknown)")
+    gelu.add_argument("--gelu", dest="quick_gelu", action="store_false", help="the source uses exact GELU")
+    args = parser.parse_args(argv)
+
+    from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
+    from clipmodule.models import count_parameters
+
+    model = load_checkpoint(args.source, quick_gelu=args.quick_gelu)
+    written = save_checkpoint(model, args.destination, format=args.to)
+    vision = model.config.vision
+    tower = f"ModifiedResNet{tuple(vision.layers)}" if vision.is_resnet else f"ViT-{vision.layers}L/{vision.patch_size}"
+    print(f"{args.source} -> {written} ({args.to}): {tower} @ {vision.image_size}px, "
+          f"{count_parameters(model) / 1e6:.2f}M parameters")
+    return 0
+
+
+def list_models(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="clipmodule models", description="List the registered model names.")
+    parser.parse_args(argv)
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from clipmodule.models import available_models, count_parameters, create_model
+
+    table = Table("name", "image tower", "image size", "embed dim", "parameters")
+    for name in available_models():
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            model = create_model(name)
+        vision = model.config.vision
+        tower = f"ResNet {tuple(vision.layers)}" if vision.is_resnet else f"ViT {vision.layers}L p{vision.patch_size}"
+        table.add_row(name, tower, str(vision.image_size), str(model.config.embed_dim),
+                      f"{count_parameters(model) / 1e6:.2f}M")
+    Console().print(table)
+    return 0
+
+
+__all__ = ["ClipModuleError", "list_models", "main"]

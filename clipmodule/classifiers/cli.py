@@ -1,0 +1,113 @@
+"""`clipmodule test -c <classifier config> --checkpoint <weights> --data <folder>` and `clipmodule classifiers`.
+
+`clipmodule test` belongs to LightningCLI (training's `--ckpt_path`); the dispatcher sends it here when
+`--checkpoint` is given, which mirrors mmpretrain's `tools/test.py <config> <checkpoint>`: top-1 / top-5 of a
+named classifier (see `clipmodule.classifiers.zoo`) on a labelled image folder, e.g. ImageNet's validation set in
+ImageFolder layout (one folder per class, sorted folder order = class index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.results import TrackingOptions
+from clipmodule.eval.options import LoaderOptions
+
+
+@dataclass
+class ClassifierTestCommand:
+    """Top-1/top-5 of a named classifier on a labelled dataset, as mmpretrain's test command."""
+
+    checkpoint: str
+    """Classifier weights: this project's, timm's or mmpretrain's layout (.safetensors or .pth/.pt)."""
+    data: str
+    """Image folder (one sub-folder per class, sorted = class index), .csv/.tsv of path,label, or .tar shards."""
+    model: str = ""
+    """Classifier name (`clipmodule classifiers` lists them); usually set by the -c config."""
+    classnames: str = "imagenet"
+    """Class-name file, or `imagenet` for the 1000 ImageNet classes."""
+    output: str | None = None
+    """JSON results file; default eval_results/test-<model>.json."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+
+def _parse(argv: list[str]) -> ClassifierTestCommand:
+    from clipmodule.eval.cli import parse_dataclass
+
+    command = parse_dataclass(ClassifierTestCommand, "clipmodule test", argv)
+    if not command.model:
+        raise ClipModuleError("no classifier named: give -c <config> or --model <name> (see `clipmodule classifiers`)")
+    return command
+
+
+def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
+    """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
+    from clipmodule.classifiers.zoo import get_model
+    from clipmodule.eval.datasets import open_classification, read_classnames
+    from clipmodule.eval.tasks import classification_metrics, extract_features
+    from clipmodule.transforms import image_transform
+
+    classnames = read_classnames(command.classnames)
+    model = get_model(command.model, pretrained=command.checkpoint, classnames=classnames,
+                      device=command.loader.torch_device())
+    dataset = open_classification(command.data, image_transform(model.image_size), classnames)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        logits, labels = extract_features(model, dataset, command.loader, progress, f"test {command.model}")
+    import torch
+
+    return classification_metrics(logits, torch.tensor(labels), len(classnames))
+
+
+def test(argv: list[str]) -> int:
+    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, write_json
+
+    command = _parse(argv)
+    metrics = test_classifier(command)
+    output = Path(command.output or Path("eval_results") / f"test-{command.model}.json")
+    record = make_record("test", command.model, metrics, checkpoint=command.checkpoint, dataset=command.data,
+                         config=asdict(command))
+    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
+    record["mlflow_run_id"] = log_to_mlflow(
+        command.tracking, f"test:{command.model}",
+        {"task": "test", "model": command.model, "checkpoint": command.checkpoint, "dataset": command.data},
+        numeric_metrics({f"accuracy/{key}": value for key, value in metrics.items()}),
+        {"results_json": str(output.resolve())},
+    )
+    write_json(output, record)
+    line = f"accuracy/top1: {100 * metrics['top1']:.4f}"
+    if "top5" in metrics:
+        line += f"  accuracy/top5: {100 * metrics['top5']:.4f}"
+    print(f"{line}  ({metrics['num_samples']} images)")
+    print(f"results: {output}")
+    return 0
+
+
+def list_classifiers(argv: list[str]) -> int:
+    """`clipmodule classifiers`: the named classifiers with parameters and FLOPs counted here."""
+    import argparse
+
+    argparse.ArgumentParser(prog="clipmodule classifiers",
+                            description="List mmpretrain's CLIP classifier names with parameter and FLOP counts "
+                                        "(one multiply-add = one FLOP, as mmpretrain's table).").parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    from clipmodule.classifiers.zoo import CLASSIFIER_SPECS, CLIPImageClassifier
+    from clipmodule.classifiers.complexity import complexity_on_meta
+
+    table = Table(caption="ViT-B/32 or ViT-B/16 CLIP image trunk + linear head; the name says the pretraining")
+    table.add_column("name", no_wrap=True)
+    for header in ("px", "params (M)", "FLOPs (G)"):
+        table.add_column(header, justify="right")
+    for name, spec in CLASSIFIER_SPECS.items():
+        params, flops = complexity_on_meta(lambda: CLIPImageClassifier(spec), spec.image_size)
+        table.add_row(name, str(spec.image_size), f"{params / 1e6:.2f}", f"{flops / 1e9:.2f}")
+    Console().print(table)
+    return 0

@@ -1,0 +1,351 @@
+"""Data for training: img2dataset's webdataset shards (jpg/png/webp + txt + json) through torchdata's
+`StatefulDataLoader`, so that a checkpoint taken mid-epoch resumes at exactly the next sample.
+
+Decoding, augmentation and tokenisation run in the loader's workers. Shards are split by rank and worker;
+every rank yields the same number of batches per epoch (DDP needs that), `samples_per_epoch` in all.
+Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_counts`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.data.shards import IMAGE_FIELDS, ShardCache, ShardStream, StreamPlan, count_samples, expand_shards
+from clipmodule.transforms import image_transform
+
+log = logging.getLogger(__name__)
+
+
+def decode_sample(fields: dict[str, bytes], transform: Callable, seed: int) -> dict[str, Any] | None:
+    """Image tensor, caption and label (-1 if none) of one sample; None if it lacks an image or the
+    image does not decode. `seed` fixes the random augmentation, so a resumed run repeats it exactly."""
+    image_field = next((name for name in IMAGE_FIELDS if name in fields), None)
+    if image_field is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(fields[image_field])) as image:
+            image.load()
+            image = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        pixels = transform(image)
+    text = fields["txt"].decode("utf-8", errors="replace").strip() if "txt" in fields else ""
+    return {"image": pixels, "text": text, "label": _label(fields)}
+
+
+def _label(fields: dict[str, bytes]) -> int:
+    if "cls" in fields:
+        return int(fields["cls"].decode().strip())
+    if "json" in fields:
+        try:
+            label = json.loads(fields["json"]).get("label")
+            return int(label) if label is not None else -1
+        except (ValueError, TypeError, AttributeError):
+            return -1
+    return -1
+
+
+class TokenizingCollate:
+    """Stacks images and tokenises the batch's captions in one call (in the worker). `task` tags the
+    batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
+
+    def __init__(self, context_length: int = 77, task: str = "train"):
+        self.context_length, self.task = context_length, task
+        self._tokenizer = None
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self._tokenizer is None:
+            from clipmodule.tokenizer import ClipTokenizer
+
+            self._tokenizer = ClipTokenizer()
+        texts = [sample["text"] for sample in samples]
+        return {
+            "image": torch.stack([sample["image"] for sample in samples]),
+            "text": self._tokenizer(texts, context_length=self.context_length, truncate=True),
+            "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
+            "key": [sample["key"] for sample in samples],
+            "task": self.task,
+        }
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class TrainSamples:
+    """One worker's training samples for one epoch: a `ShardStream` cut at this worker's quota.
+
+    Stateful (`state_dict`/`load_state_dict`), so `StatefulDataLoader` checkpoints its position."""
+
+    def __init__(self, dataset: ShardTrainDataset, worker: int, workers: int):
+        d = dataset
+        plan = StreamPlan(len(d.paths), d.seed, d.epoch, d.rank * workers + worker, d.world_size * workers, d.resample)
+        self.stream = ShardStream(d.paths, plan, d.shuffle_buffer)
+        batches = d.batches_per_rank // workers + (worker < d.batches_per_rank % workers)
+        self.quota = batches * d.batch_size
+        self.transform, self.seed, self.epoch = d.transform, d.seed, d.epoch
+        self.emitted = self.corrupt_samples = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        while self.emitted < self.quota:
+            shard, sample = self.stream.next_reference()
+            try:
+                key, fields = self.stream.read((shard, sample))
+            except OSError as error:
+                key, fields = f"{shard}/{sample}", {"error": str(error).encode()}
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, shard, sample]).generate_state(1)[0])
+            decoded = decode_sample(fields, self.transform, seed)
+            if decoded is None or not decoded["text"]:
+                self.corrupt_samples += 1
+                log.warning("skipping corrupt or incomplete sample %s", key)
+                continue
+            self.emitted += 1
+            return {**decoded, "key": key}
+        raise StopIteration
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream.state_dict(), "emitted": self.emitted, "corrupt_samples": self.corrupt_samples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state["stream"])
+        self.emitted, self.corrupt_samples = state["emitted"], state["corrupt_samples"]
+
+
+class ShardTrainDataset(IterableDataset):
+    """Shuffled training samples; `len` is this rank's share, a whole number of batches."""
+
+    def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,
+                 rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, seed: int = 0,
+                 resample: bool = False):
+        self.paths, self.transform, self.batch_size = paths, transform, batch_size
+        self.batches_per_rank, self.rank, self.world_size = batches_per_rank, rank, world_size
+        self.shuffle_buffer, self.seed, self.resample = shuffle_buffer, seed, resample
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_rank * self.batch_size
+
+    def __iter__(self) -> TrainSamples:
+        return TrainSamples(self, *_worker())
+
+
+class ShardEvalDataset(IterableDataset):
+    """Every sample once, in shard order, dealt round-robin over ranks and workers (no shuffling)."""
+
+    def __init__(self, paths: list[str], transform: Callable, rank: int = 0, world_size: int = 1):
+        self.paths, self.transform, self.rank, self.world_size = paths, transform, rank, world_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker, workers = _worker()
+        mine, total = self.rank * workers + worker, self.world_size * workers
+        cache = ShardCache(self.paths, capacity=1)
+        number = 0
+        for shard, path in enumerate(self.paths):
+            index = cache.index(shard)
+            if index.error is not None:
+                log.warning("corrupt evaluation shard %s (%s)", path, index.error)
+            for sample in range(len(index.keys)):
+                number += 1
+                if (number - 1) % total != mine:
+                    continue
+                key, fields = cache.read(shard, sample)
+                decoded = decode_sample(fields, self.transform, seed=0)
+                if decoded is None:
+                    log.warning("skipping corrupt evaluation sample %s/%s", Path(path).name, key)
+                    continue
+                yield {**decoded, "key": f"{Path(path).name}/{key}"}
+        cache.close()
+
+
+class EpochLoader(StatefulDataLoader):
+    """A `StatefulDataLoader` that numbers its passes and tells the dataset (for its shard order and
+    augmentation seeds); the number is part of the state, so a resumed pass keeps its epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.epoch = -1
+        self._resumed_epoch: int | None = None
+
+    def _get_iterator(self):
+        if self.next_iter_state is None:
+            self.epoch += 1
+        else:
+            self.epoch = self._resumed_epoch
+        self.dataset.set_epoch(self.epoch)
+        return super()._get_iterator()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        return {"epoch": self.epoch, "loader": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_epoch = state_dict["epoch"]
+        super().load_state_dict(state_dict["loader"])
+
+
+def sum_counters(state: Any, names: tuple[str, ...] = ("corrupt_samples", "corrupt_shards")) -> dict[str, int]:
+    """Totals of the named counters anywhere in a (nested) loader state: one per worker."""
+    totals = dict.fromkeys(names, 0)
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for name in names:
+                if isinstance(item.get(name), int):
+                    totals[name] += item[name]
+            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(value for value in item if isinstance(value, (dict, list)))
+    return totals
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Training shards plus optional held-out shards for retrieval and labelled shards for zero-shot.
+
+    Args:
+        train_shards: img2dataset output: a directory, brace pattern (`shards/{00000..00099}.tar`),
+            glob, or list of those.
+        val_shards: held-out image-text shards: image<->text retrieval recall@1/5/10.
+        zeroshot_shards: labelled image shards (`cls` field, or `label` in the json) for zero-shot top-1/5.
+        zeroshot_classnames: the class names of `zeroshot_shards`, in label order.
+        batch_size: samples per device and step.
+        num_workers: loader processes per device.
+        image_size: side of the square model input (the model's `vision.image_size`).
+        context_length: text tokens per caption (the model's `text.context_length`).
+        shuffle_buffer: samples in the shuffle buffer (references only: cheap).
+        resample: draw shards with replacement (open_clip's `--dataset-resampled`); an epoch is then
+            `samples_per_epoch` samples rather than a pass over the shards.
+        samples_per_epoch: samples in one epoch over all ranks; default: the samples in `train_shards`.
+        seed: shard order, shuffling and augmentation all derive from it.
+        data_card: the data card (json or md) of the training data; its sha256 tags the MLflow run.
+    """
+
+    def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
+                 zeroshot_shards: str | list[str] | None = None, zeroshot_classnames: list[str] | None = None,
+                 batch_size: int = 256, num_workers: int = 4, image_size: int = 224, context_length: int = 77,
+                 shuffle_buffer: int = 5000, resample: bool = False, samples_per_epoch: int | None = None,
+                 seed: int = 0, data_card: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()  # logged as MLflow params
+        self.train_shards, self.val_shards, self.zeroshot_shards = train_shards, val_shards, zeroshot_shards
+        self.zeroshot_classnames = zeroshot_classnames
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.image_size, self.context_length = image_size, context_length
+        self.shuffle_buffer, self.resample, self.seed = shuffle_buffer, resample, seed
+        self.samples_per_epoch, self.data_card = samples_per_epoch, data_card
+        self._train_loader: EpochLoader | None = None
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataset(self) -> ShardTrainDataset:
+        if self.train_shards is None:
+            raise ClipModuleError("data.train_shards is not set")
+        paths = expand_shards(self.train_shards)
+        rank, world_size = self._rank()
+        workers = max(1, self.num_workers)
+        if not self.resample and len(paths) < world_size * workers:
+            raise ClipModuleError(f"{len(paths)} training shards cannot feed {world_size} ranks x {workers} workers;"
+                                  " use fewer workers, more shards, or data.resample=true")
+        samples = self.samples_per_epoch or count_samples(paths)
+        batches = samples // (world_size * self.batch_size)
+        if batches == 0:
+            raise ClipModuleError(f"{samples} training samples are fewer than one global batch "
+                                  f"({world_size} x {self.batch_size})")
+        return ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
+                                 batches_per_rank=batches, rank=rank, world_size=world_size,
+                                 shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample)
+
+    def train_dataloader(self) -> EpochLoader:
+        self._train_loader = EpochLoader(self.train_dataset(), **self._loader_options())
+        return self._train_loader
+
+    def val_dataloader(self) -> list[StatefulDataLoader]:
+        """[retrieval shards, zero-shot shards], whichever are set, in that order."""
+        specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
+        return [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
+
+    def test_dataloader(self) -> list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> list[StatefulDataLoader]:
+        return self.val_dataloader()
+
+    def _eval_loader(self, spec: str | list[str], task: str) -> StatefulDataLoader:
+        rank, world_size = self._rank()
+        dataset = ShardEvalDataset(expand_shards(spec), image_transform(self.image_size, train=False), rank, world_size)
+        return StatefulDataLoader(dataset, **self._loader_options(task))
+
+    def _loader_options(self, task: str = "train") -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": TokenizingCollate(self.context_length, task),
+            "persistent_workers": False,  # a fresh worker per epoch picks up the new epoch number
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def corrupt_counts(self) -> dict[str, int]:
+        """Corrupt samples and shard reads skipped so far this epoch, summed over this rank's workers."""
+        if self._train_loader is None or self._train_loader._iterator is None:
+            return {"corrupt_samples": 0, "corrupt_shards": 0}
+        return sum_counters(self._train_loader._iterator.state_dict())
+
+    def data_card_hash(self) -> str | None:
+        """The `content_hash` of the data card (`curation card` output, json or the md beside it), or None
+        when no card is configured."""
+        if self.data_card is None:
+            return None
+        path = Path(self.data_card)
+        path = path.with_suffix(".json") if path.suffix == ".md" else path
+        try:
+            return str(json.loads(path.read_text())["content_hash"])
+        except OSError as error:
+            raise ClipModuleError(f"cannot read data card {path}: {error.strerror}") from None
+        except (ValueError, KeyError, TypeError):
+            raise ClipModuleError(f"data card {path} has no content_hash (is it a `curation card` json?)") from None
+
+    def shards_content_hash(self, max_bytes: int = 4 << 30) -> str | None:
+        """The data card's `content_hash` computed from the training shards themselves: sha256 of the sorted
+        "name sha256" lines (as `curation.cards.content_hash`). None above `max_bytes` of shards, where
+        hashing would take long: set `data_card` instead."""
+        if self.train_shards is None:
+            return None
+        paths = [Path(p) for p in expand_shards(self.train_shards)]
+        if sum(p.stat().st_size for p in paths) > max_bytes:
+            log.warning("training shards exceed %d bytes: set data.data_card to tag the run with its hash", max_bytes)
+            return None
+        lines = sorted((p.name, _sha256_file(p)) for p in paths)
+        return hashlib.sha256("".join(f"{name} {digest}\n" for name, digest in lines).encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

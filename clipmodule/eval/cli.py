@@ -1,0 +1,228 @@
+"""`clipmodule eval zeroshot|retrieval|linear-probe|suite`: options generated from typed dataclasses.
+
+Each command loads a CLIP model (`clipmodule.load`: any supported checkpoint, or a name with local
+weights), evaluates, prints a table, writes a JSON record and logs an MLflow run. `-c file.yaml` reads
+the same options from YAML.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.results import TrackingOptions
+from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+
+
+@dataclass
+class ZeroShotCommand:
+    """Zero-shot classification with a prompt ensemble: top-1, top-5, mean per-class recall."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    dataset: str
+    """Image folder (one sub-folder per class), .csv/.tsv of path,label, .tar shards (jpg + cls) or builtin:<name>."""
+    classnames: str | None = None
+    """Class-name file (one per line) or `imagenet`; default: folder names / CSV labels / builtin names."""
+    templates: str = "imagenet"
+    """Prompt-template file ("{}" for the class name), `imagenet` (the paper's 80) or `simple`."""
+    output: str | None = None
+    """JSON results file; default eval_results/zeroshot-<dataset>.json."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("zeroshot", dataset=self.dataset, classnames=self.classnames, templates=self.templates)
+
+
+@dataclass
+class RetrievalCommand:
+    """Image→text and text→image recall@k; an image may have several captions."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    dataset: str
+    """.csv/.tsv of path,caption (repeat a path for more captions), .tar shards (jpg + txt, a caption per line) or builtin:<name>."""
+    recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
+    """The k of recall@k."""
+    output: str | None = None
+    """JSON results file; default eval_results/retrieval-<dataset>.json."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at))
+
+
+@dataclass
+class LinearProbeCommand:
+    """Linear probe on frozen features: L-BFGS logistic regression, C chosen on a validation split."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    train: str
+    """Training images (folder, .csv/.tsv, shards or builtin:<name>:train); the validation split comes from them."""
+    test: str
+    """Test images, labelled with the same classes."""
+    classnames: str | None = None
+    """Class-name file or `imagenet`; default: the training set's own names."""
+    output: str | None = None
+    """JSON results file; default eval_results/linear-probe-<test>.json."""
+    probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("linear-probe", train=self.train, test=self.test, classnames=self.classnames)
+
+
+@dataclass
+class SuiteCommand(SuiteConfig):
+    """A benchmark suite from YAML (-c suite.yaml): every task, one markdown + JSON table, one MLflow run."""
+
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+
+COMMANDS = {
+    "zeroshot": ZeroShotCommand,
+    "retrieval": RetrievalCommand,
+    "linear-probe": LinearProbeCommand,
+    "suite": SuiteCommand,
+}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Malformed or missing -c YAML files fail with one line naming the file (jsonargparse would not name it)."""
+    import yaml
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag not in ("-c", "--config"):
+            continue
+        path = Path(value)
+        if not path.is_file():
+            raise ClipModuleError(f"{value}: no such config file")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ClipModuleError(f"{value}: malformed YAML ({_one_line(error)})") from None
+        if not isinstance(loaded, dict):
+            raise ClipModuleError(f"{value}: expected a mapping of options, got {type(loaded).__name__}")
+
+
+def parse_dataclass(command: type, prog: str, argv: list[str]) -> Any:
+    """`command` (a dataclass) filled from argv and -c YAML files; bad options raise one line."""
+    from argparse import ArgumentError
+
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    _check_config_files(argv)
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docstrings become --help text
+    parser = ArgumentParser(prog=prog, description=command.__doc__, exit_on_error=False)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of these options")
+    parser.add_class_arguments(command)
+    try:
+        parsed = parser.instantiate(parser.parse_args(argv))
+    except ArgumentError as error:
+        raise ClipModuleError(_one_line(error)) from None
+    return command(**{key: value for key, value in vars(parsed).items() if key != "config"})
+
+
+def parse_command(name: str, argv: list[str]) -> Any:
+    return parse_dataclass(COMMANDS[name], f"clipmodule eval {name}", argv)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text.rstrip("/")).name or text).strip("_") or "data"
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True)
+
+
+def _load_model(model: str):
+    from clipmodule.api import load
+
+    return load(model, device="cpu")
+
+
+def run_single(name: str, command: Any) -> dict[str, Any]:
+    """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
+    from clipmodule.eval.suite import run_task
+    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, print_metrics, write_json
+
+    spec = command.task()
+    spec.check()
+    probe = getattr(command, "probe", LinearProbeOptions())
+    model, preprocess = _load_model(command.model)
+    with _progress() as progress:
+        metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
+    data = spec.dataset or spec.test
+    output = Path(command.output or Path("eval_results") / f"{name}-{_slug(data)}.json")
+    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec))
+    params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
+    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
+    record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"{name}:{_slug(data)}", params,
+                                            numeric_metrics(metrics), {"results_json": str(output.resolve())})
+    write_json(output, record)
+    print_metrics(f"{name} · {data}", metrics)
+    print(f"results: {output}")
+    return record
+
+
+def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
+    """Runs a suite; writes <output>/<name>.md and .json and one MLflow run."""
+    from clipmodule.eval.suite import markdown_table, print_table, run_suite
+    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, write_json, write_text
+
+    if not command.model:
+        raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
+    model, preprocess = _load_model(command.model)
+    with _progress() as progress:
+        rows = run_suite(model, preprocess, command, progress)
+    table = markdown_table(rows, f"{command.name}: {command.model}")
+    output = Path(command.output)
+    metrics: dict[str, float] = {}
+    for row in rows:
+        metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
+    params = {"task": "suite", "suite": command.name, "model": command.model,
+              "tasks": ", ".join(row["name"] for row in rows)}
+    record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
+                         rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
+    write_text(output / f"{command.name}.md", table)
+    write_json(output / f"{command.name}.json", record)  # before MLflow, so a tracking failure keeps the table
+    record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
+                                            {"results_json": str((output / f"{command.name}.json").resolve())})
+    write_json(output / f"{command.name}.json", record)
+    print_table(rows, f"{command.name}: {command.model}")
+    print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")
+    return record
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: clipmodule eval {zeroshot,retrieval,linear-probe,suite} [options]\n")
+        for name, command in COMMANDS.items():
+            print(f"  {name:<14}{command.__doc__.splitlines()[0]}")
+        print("\n`clipmodule eval <command> --help` lists a command's options.")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"clipmodule eval: unknown command {name!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    command = parse_command(name, rest)
+    if name == "suite":
+        run_suite_command(command)
+    else:
+        run_single(name, command)
+    return 0

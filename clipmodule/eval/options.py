@@ -1,0 +1,104 @@
+"""Typed options of the evaluations (dataclasses with docstrings: the CLIs are generated from them).
+
+Kept free of torch so that `clipmodule eval <command> --help` answers without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clipmodule.errors import ClipModuleError
+
+TASKS = ("zeroshot", "retrieval", "linear-probe")
+
+
+@dataclass
+class LoaderOptions:
+    """How images are fed to the model."""
+
+    batch_size: int = 64
+    """Images per forward pass."""
+    num_workers: int = 0
+    """DataLoader worker processes decoding images (0: in the main process)."""
+    device: str = "auto"
+    """`cpu`, `cuda`, `cuda:1`…; `auto` picks CUDA when available."""
+
+    def torch_device(self) -> "torch.device":  # noqa: F821 (torch is imported when called)
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class LinearProbeOptions:
+    """The paper's linear-probe protocol (Radford et al. 2021, appendix A.3)."""
+
+    val_fraction: float = 0.2
+    """Share of the training images held out (stratified) to choose C."""
+    log10_c_range: tuple[float, float] = (-6.0, 6.0)
+    """The sweep's range of log10(C), C = 1/λ."""
+    coarse_step: float = 2.0
+    """First grid step in decades; the step then halves around the best value…"""
+    steps_per_decade: int = 8
+    """…until it reaches this resolution."""
+    max_iter: int = 1000
+    """L-BFGS iterations per fit."""
+    features: str = "pre_projection"
+    """`pre_projection`: a ViT's class token before CLIP's projection (the paper's choice); `embedding`:
+    the image embedding (a ModifiedResNet always gives its attention-pooled embedding)."""
+    seed: int = 0
+    """Seed of the validation split."""
+    threads: int | None = None
+    """BLAS/OpenMP threads for the fits (None: the libraries' default). On a busy machine 1 is far faster:
+    idle threads spin-waiting for a core can slow small fits down thirtyfold."""
+
+
+@dataclass
+class TaskSpec:
+    """One evaluation: a task on a dataset (see `clipmodule.eval.datasets` for how datasets are named)."""
+
+    task: str
+    """zeroshot, retrieval or linear-probe."""
+    dataset: str | None = None
+    """Data of a zeroshot or retrieval task."""
+    train: str | None = None
+    """Training images of a linear probe (a validation split is held out of them)."""
+    test: str | None = None
+    """Test images of a linear probe."""
+    classnames: str | None = None
+    """Class-name file or `imagenet`; default: the dataset's own names (folders, CSV labels, builtin)."""
+    templates: str = "imagenet"
+    """Prompt-template file, `imagenet` (the paper's 80) or `simple`."""
+    recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
+    """The k of retrieval recall@k."""
+    name: str | None = None
+    """Row label; default `<task>:<dataset>`."""
+
+    def label(self) -> str:
+        return self.name or f"{self.task}:{self.dataset or self.test}"
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ClipModuleError(f"{self.label()}: unknown task {self.task!r} (one of {', '.join(TASKS)})")
+        needed = ("train", "test") if self.task == "linear-probe" else ("dataset",)
+        missing = [key for key in needed if not getattr(self, key)]
+        if missing:
+            raise ClipModuleError(f"{self.label()}: a {self.task} task needs {' and '.join(missing)}")
+
+
+@dataclass
+class SuiteConfig:
+    """A benchmark suite: a model and the tasks to run it on."""
+
+    tasks: list[TaskSpec]
+    """The (task, dataset) rows."""
+    model: str | None = None
+    """CLIP checkpoint path or a model name with local weights (as `clipmodule.load`)."""
+    name: str = "suite"
+    """Suite name: the table is written to `<output>/<name>.md` and `.json`."""
+    output: str = "eval_results"
+    """Folder of the table files."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)

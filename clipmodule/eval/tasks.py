@@ -1,0 +1,239 @@
+"""Evaluations of a CLIP model: zero-shot classification, image-text retrieval, linear probe.
+
+    zero-shot      class embeddings from class names × templates (`zeroshot.build_zeroshot_classifier`),
+                   logits 100 · image·W; top-1, top-5 and mean per-class recall (torchmetrics)
+    retrieval      image→text and text→image recall@k (torchmetrics' hit rate: a query scores when any
+                   of its matches ranks in the top k), several captions per image
+    linear probe   frozen features, scikit-learn's L-BFGS logistic regression; the inverse regularisation
+                   C is chosen on a validation split by the paper's sweep (10^-6..10^6, coarse-to-fine
+                   down to 8 steps per decade), then refit on train+validation and scored on the test set
+
+Every function takes a model, a dataset from `eval_data` and plain options, and returns a dict of metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.options import LinearProbeOptions, LoaderOptions
+from clipmodule.eval.datasets import make_loader
+
+Progress = Any  # rich.progress.Progress, optional everywhere
+
+
+def _worker_error(error: Exception) -> ClipModuleError:
+    # A DataLoader worker re-raises our error with its traceback prepended; keep the message line.
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    message = next((line.split("ClipModuleError: ", 1)[1] for line in reversed(lines) if "ClipModuleError: " in line),
+                   lines[0] if lines else "data loading failed")
+    return ClipModuleError(message)
+
+
+@torch.no_grad()
+def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, options: LoaderOptions,
+                     progress: Progress = None, description: str = "images", captions: bool = False) -> tuple[torch.Tensor, list]:
+    """(features [N, D] as float32 on the CPU, the second element of every item: labels or caption lists)."""
+    device = options.torch_device()
+    loader = make_loader(dataset, options.batch_size, options.num_workers, captions=captions)
+    total = len(dataset) if hasattr(dataset, "__len__") else None
+    task = progress.add_task(description, total=total) if progress is not None else None
+    features, targets = [], []
+    try:
+        for images, batch_targets in loader:
+            features.append(encode(images.to(device)).float().cpu())
+            targets.extend(batch_targets if captions else batch_targets.tolist())
+            if task is not None:
+                progress.advance(task, len(images))
+    except ClipModuleError as error:
+        raise _worker_error(error) from None
+    if not features:
+        raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: dataset is empty")
+    return torch.cat(features), targets
+
+
+def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """top1, top5 (when there are more than 5 classes) and mean per-class recall over the classes present."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+
+    scores, labels = scores.float(), labels.long()
+    metrics = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")(scores, labels).item()}
+    if num_classes > 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")(scores, labels).item()
+    per_class = MulticlassRecall(num_classes, average="none")(scores, labels)
+    present = torch.bincount(labels, minlength=num_classes) > 0
+    metrics["mean_per_class_recall"] = per_class[present].mean().item()
+    metrics["num_samples"] = int(len(labels))
+    return metrics
+
+
+def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tensor]:
+    """The BPE tokenizer at the model's context length; long captions are truncated."""
+    from clipmodule.tokenizer import tokenize
+
+    return functools.partial(tokenize, context_length=model.config.text.context_length, truncate=True)
+
+
+def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
+                            templates: Sequence[str], options: LoaderOptions | None = None,
+                            progress: Progress = None) -> dict[str, float]:
+    """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble."""
+    from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
+
+    options = options or LoaderOptions()
+    model = model.to(options.torch_device()).eval()
+    classifier = build_zeroshot_classifier(model, model_tokenizer(model), list(classnames), list(templates))
+    features, labels = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
+                                        progress, "zero-shot")
+    logits = zeroshot_logits(features, classifier.cpu())
+    return classification_metrics(logits, torch.tensor(labels), len(classnames))
+
+
+def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: Sequence[int],
+                      ks: Sequence[int] = (1, 5, 10), chunk: int = 1024) -> dict[str, float]:
+    """image→text and text→image recall@k; caption j belongs to image `text_to_image[j]`.
+
+    Scores are cosine similarities. Per chunk of queries only the top max(ks) candidates go to
+    torchmetrics (a hit at k ≤ max(ks) can only be among them), so memory stays N × max(ks)."""
+    images = torch.nn.functional.normalize(image_features.float(), dim=-1)
+    texts = torch.nn.functional.normalize(text_features.float(), dim=-1)
+    owner = torch.as_tensor(list(text_to_image), dtype=torch.long)
+    results = {}
+    for direction, queries, items in (("image_to_text", images, texts), ("text_to_image", texts, images)):
+        hits = _hit_rates(queries, items, owner, direction == "image_to_text", ks, chunk)
+        results.update({f"{direction}_R@{k}": value for k, value in hits.items()})
+    return results
+
+
+def _hit_rates(queries: torch.Tensor, items: torch.Tensor, owner: torch.Tensor, queries_are_images: bool,
+               ks: Sequence[int], chunk: int) -> dict[int, float]:
+    from torchmetrics.retrieval import RetrievalHitRate
+
+    metrics = {k: RetrievalHitRate(top_k=k) for k in ks}
+    depth = min(max(ks), len(items))
+    for start in range(0, len(queries), chunk):
+        query_ids = torch.arange(start, min(start + chunk, len(queries)))
+        scores = queries[query_ids] @ items.t()
+        if queries_are_images:  # item j (a caption) matches query i when the caption belongs to image i
+            relevant = owner[None, :] == query_ids[:, None]
+        else:  # item j (an image) matches query i (a caption) when it is the caption's image
+            relevant = torch.arange(len(items))[None, :] == owner[query_ids][:, None]
+        top_scores, top_items = scores.topk(depth, dim=1)
+        indexes = query_ids[:, None].expand(-1, depth).reshape(-1)
+        for metric in metrics.values():
+            metric.update(top_scores.reshape(-1), relevant.gather(1, top_items).reshape(-1), indexes=indexes)
+    return {k: metric.compute().item() for k, metric in metrics.items()}
+
+
+def retrieval(model: torch.nn.Module, dataset: Dataset, ks: Sequence[int] = (1, 5, 10),
+              options: LoaderOptions | None = None, progress: Progress = None) -> dict[str, float]:
+    """Recall@k both ways for a dataset of images with one or more captions each."""
+    options = options or LoaderOptions()
+    device = options.torch_device()
+    model = model.to(device).eval()
+    image_features, caption_lists = extract_features(
+        functools.partial(model.encode_image, normalize=True), dataset, options, progress, "retrieval", captions=True)
+    captions = [caption for captions in caption_lists for caption in captions]
+    text_to_image = [index for index, captions in enumerate(caption_lists) for _ in captions]
+    if not captions:
+        raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: no captions")
+    tokenizer = model_tokenizer(model)
+    with torch.no_grad():
+        text_features = torch.cat([
+            model.encode_text(tokenizer(captions[i : i + 256]).to(device), normalize=True).float().cpu()
+            for i in range(0, len(captions), 256)
+        ])
+    metrics = retrieval_metrics(image_features, text_features, text_to_image, ks)
+    return {**metrics, "num_images": len(caption_lists), "num_captions": len(captions)}
+
+
+def probe_encoder(model: torch.nn.Module, features: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The frozen image features a linear probe reads (see `LinearProbeOptions.features`)."""
+    if features not in ("pre_projection", "embedding"):
+        raise ClipModuleError(f"unknown linear-probe features {features!r} (pre_projection or embedding)")
+    visual = model.visual
+    if features == "pre_projection" and hasattr(visual, "forward_features") and getattr(visual, "proj", None) is not None:
+        return lambda images: visual.forward_features(images.to(model.dtype))[:, 0]
+    return model.encode_image
+
+
+def sweep_c(score: Callable[[float], float], options: LinearProbeOptions) -> tuple[float, dict[float, float]]:
+    """Best C by the paper's coarse-to-fine search over log10(C); ties keep the earlier best."""
+    low, high = options.log10_c_range
+    scores: dict[float, float] = {}
+
+    def at(exponent: float) -> float:
+        exponent = round(exponent, 6)
+        if exponent not in scores:
+            scores[exponent] = score(10.0**exponent)
+        return scores[exponent]
+
+    grid = np.arange(low, high + options.coarse_step / 2, options.coarse_step)
+    best = round(float(max(grid, key=at)), 6)
+    step = options.coarse_step
+    while step > 1.0 / options.steps_per_decade:
+        step /= 2
+        candidates = [best] + [e for e in (best - step, best + step) if low <= e <= high]
+        best = round(max(candidates, key=at), 6)
+    return 10.0**best, {10.0**exponent: value for exponent, value in sorted(scores.items())}
+
+
+def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int,
+                            threads: int | None = None):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(threads):
+        warnings.simplefilter("ignore", ConvergenceWarning)  # weak regularisation may stop at max_iter, as in the paper
+        return LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter).fit(features, labels)
+
+
+def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_classes: int,
+                 options: LinearProbeOptions | None = None, loader: LoaderOptions | None = None,
+                 progress: Progress = None) -> dict[str, float]:
+    """Linear-probe top-1/top-5/mean per-class recall on `test`, with C chosen on a split of `train`."""
+    from sklearn.model_selection import train_test_split
+
+    options, loader = options or LinearProbeOptions(), loader or LoaderOptions()
+    model = model.to(loader.torch_device()).eval()
+    encode = probe_encoder(model, options.features)
+    train_x, train_y = extract_features(encode, train, loader, progress, "probe train")
+    test_x, test_y = extract_features(encode, test, loader, progress, "probe test")
+    x, y = train_x.numpy(), np.asarray(train_y)
+    if len(np.unique(y)) < 2:
+        raise ClipModuleError(f"{getattr(train, 'name', 'train')}: a linear probe needs at least two classes")
+    try:  # stratified when every class can give the validation split an image
+        fit_x, val_x, fit_y, val_y = train_test_split(x, y, test_size=options.val_fraction,
+                                                      random_state=options.seed, stratify=y)
+    except ValueError:
+        fit_x, val_x, fit_y, val_y = train_test_split(x, y, test_size=options.val_fraction, random_state=options.seed)
+    def val_accuracy(c: float) -> float:
+        return fit_logistic_regression(fit_x, fit_y, c, options.max_iter, options.threads).score(val_x, val_y)
+
+    best_c, history = sweep_c(val_accuracy, options)
+    final = fit_logistic_regression(x, y, best_c, options.max_iter, options.threads)
+    scores = torch.zeros(len(test_y), num_classes)  # classes absent from the training split get probability 0
+    scores[:, torch.as_tensor(final.classes_)] = torch.as_tensor(final.predict_proba(test_x.numpy()), dtype=torch.float32)
+    metrics = classification_metrics(scores, torch.tensor(test_y), num_classes)
+    return {**metrics, "best_C": best_c, "val_accuracy": history[best_c], "num_train": int(len(y)),
+            "sweep": {f"{c:.6g}": value for c, value in history.items()}}
+
+
+__all__ = [
+    "LinearProbeOptions",
+    "LoaderOptions",
+    "classification_metrics",
+    "extract_features",
+    "linear_probe",
+    "retrieval",
+    "retrieval_metrics",
+    "sweep_c",
+    "zeroshot_classification",
+]

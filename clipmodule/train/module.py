@@ -1,0 +1,231 @@
+"""The LightningModule: wiring only. It receives a built CLIP model, computes the contrastive loss over the
+global batch, owns the optimiser and schedule, and reports zero-shot and retrieval metrics on validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.loss import clip_loss, siglip_loss
+from clipmodule.models import CLIP, create_model
+from clipmodule.eval.zeroshot import PairedEmbeddings, build_zeroshot_classifier, zeroshot_logits
+
+MAX_LOG_SCALE = math.log(100.0)
+
+
+def build_network(name: str, patch_dropout: float = 0.0, init_logit_scale: float | None = None,
+                  init_logit_bias: float | None = None, quick_gelu: bool | None = None,
+                  overrides: dict[str, Any] | None = None) -> CLIP:
+    """A randomly initialised CLIP from the model registry (`clipmodule models` lists the names).
+
+    Args:
+        name: registered model name, e.g. RN50, ViT-B-32, tiny-vit.
+        patch_dropout: FLIP: share of image patches dropped during training (ViT only).
+        init_logit_scale: initial log of the logit scale; default log(1/0.07). SigLIP uses log(10).
+        init_logit_bias: adds a learnable logit bias (SigLIP: -10).
+        quick_gelu: OpenAI's x*sigmoid(1.702x) activation instead of exact GELU; default: the config's.
+        overrides: any other config field, e.g. {"image_size": 128, "text": {"layers": 6}}.
+    """
+    options = dict(overrides or {})
+    options["patch_dropout"] = patch_dropout
+    options["init_logit_bias"] = init_logit_bias
+    if init_logit_scale is not None:
+        options["init_logit_scale"] = init_logit_scale
+    if quick_gelu is not None:
+        options["quick_gelu"] = quick_gelu
+    return create_model(name, **options)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a linear warmup and a cosine decay, stepped every optimiser step (the paper's recipe)."""
+
+    lr: float = 5e-4
+    """Peak learning rate, reached after the warmup."""
+    weight_decay: float = 0.2
+    """Applied to weight matrices only: gains, biases, embeddings' 1-d params and the logit scale/bias are exempt."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 2000
+    min_lr_ratio: float = 0.0
+    """The cosine ends at lr * min_lr_ratio."""
+    fused: bool | None = None
+    """One fused kernel for the AdamW update; None: on when every parameter is a plain CPU or CUDA tensor.
+    On CPU it makes the update several times faster (the 49k-token embedding dominates small models)."""
+
+
+class WarmupCosine:
+    """Learning-rate multiplier: linear 0->1 over `warmup` steps, then cosine 1->`floor` until `total`."""
+
+    def __init__(self, warmup: int, total: int, floor: float = 0.0):
+        self.warmup, self.total, self.floor = warmup, max(total, warmup + 1), floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and conv kernels; none on gains, biases and the logit scale/bias."""
+    decay, exempt = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (exempt if parameter.ndim < 2 or "logit_" in name else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int):
+    """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps."""
+    fused = optim.fused
+    if fused is None:
+        fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas,
+                                  eps=optim.eps, fused=fused)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, total_steps,
+                                                                         optim.min_lr_ratio))
+    return optimizer, schedule
+
+
+class ClipLitModule(L.LightningModule):
+    """Contrastive training of a CLIP model.
+
+    Args:
+        model: the network (see `build_network`).
+        loss: "clip" (the paper's softmax) or "siglip" (sigmoid; the model needs a logit bias).
+        local_loss: CLIP loss on this rank's rows against all columns (less memory, same result).
+        optim: optimiser and schedule.
+        grad_checkpointing: recompute activations in backward (less memory).
+        compile: `torch.compile` the image and text towers.
+        zeroshot_classnames: class names of the zero-shot validation shards, in label order.
+        zeroshot_templates: prompts with "{}" for the class name, averaged into the classifier.
+    """
+
+    def __init__(self, model: nn.Module, loss: Literal["clip", "siglip"] = "clip", local_loss: bool = False,
+                 optim: OptimConfig = OptimConfig(), grad_checkpointing: bool = False, compile: bool = False,
+                 zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None):
+        super().__init__()
+        if loss == "siglip" and getattr(model, "logit_bias", None) is None:
+            raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
+        self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        self.classnames = list(zeroshot_classnames or [])
+        self.templates = list(zeroshot_templates or ["a photo of a {}."])
+        if grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        if compile:
+            model.visual.compile()
+            model.transformer.compile()
+        self.save_hyperparameters({
+            "loss": loss, "local_loss": local_loss, "optim": dataclasses.asdict(optim),
+            "grad_checkpointing": grad_checkpointing, "compile": compile,
+            "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
+        })
+        self.retrieval = PairedEmbeddings()
+        if self.classnames:
+            classes = len(self.classnames)
+            self.top1 = MulticlassAccuracy(classes, top_k=1, average="micro")
+            self.top5 = MulticlassAccuracy(classes, top_k=min(5, classes), average="micro")
+        self._classifier: torch.Tensor | None = None
+
+    def contrastive_loss(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+        image_features = self.model.encode_image(images, normalize=True)
+        text_features = self.model.encode_text(texts, normalize=True)
+        scale = self.model.logit_scale.exp()
+        rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
+        if self.loss_name == "siglip":
+            return siglip_loss(image_features, text_features, scale, self.model.logit_bias,
+                               rank=rank, world_size=world_size)
+        return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
+                         local_loss=self.local_loss)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.contrastive_loss(batch["image"], batch["text"])
+        finite = torch.isfinite(loss.detach()).all()
+        if not self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True):
+            raise ClipModuleError(f"non-finite loss ({loss.item()}) at step {self.global_step}; training stopped, "
+                                  "the checkpoints written so far are intact")
+        batch_size = batch["image"].shape[0]
+        samples_seen = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) * batch_size * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
+        self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
+        if self.model.logit_bias is not None:
+            self.log("train/logit_bias", self.model.logit_bias, batch_size=batch_size)
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        with torch.no_grad():  # the paper: the scale may not exceed 100
+            self.model.logit_scale.clamp_(max=MAX_LOG_SCALE)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
+        optimizer, schedule = build_optimizer(self.model, self.optim, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
+
+    def on_validation_epoch_start(self) -> None:
+        self._classifier = None
+        if self.classnames:
+            from clipmodule.tokenizer import ClipTokenizer
+
+            context = self.model.config.text.context_length
+            tokenizer = functools.partial(ClipTokenizer(), context_length=context, truncate=True)
+            self._classifier = build_zeroshot_classifier(self.model, tokenizer, self.classnames, self.templates)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        image_features = self.model.encode_image(batch["image"], normalize=True)
+        if batch.get("task", "retrieval") == "zeroshot":
+            if self._classifier is None:
+                raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames")
+            logits = zeroshot_logits(image_features, self._classifier)
+            self.top1.update(logits, batch["label"])
+            self.top5.update(logits, batch["label"])
+        else:
+            self.retrieval.update(image_features, self.model.encode_text(batch["text"], normalize=True))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.retrieval.update_count:
+            for name, value in self.retrieval.compute().items():
+                self.log(f"val/{name}", value, sync_dist=False, rank_zero_only=False)
+        self.retrieval.reset()
+        if self.classnames and self.top1.update_count:
+            self.log("val/zeroshot_top1", self.top1.compute())
+            self.log("val/zeroshot_top5", self.top5.compute())
+            self.top1.reset()
+            self.top5.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
+        return {"key": batch.get("key"), "image_features": self.model.encode_image(batch["image"], normalize=True),
+                "text_features": self.model.encode_text(batch["text"], normalize=True)}
+
+    test_step = validation_step
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_end = on_validation_epoch_end
+
+    # --- exact resume: the random state (patch dropout) travels with the checkpoint. It is put back at
+    # train start, after the data loaders were created (creating one draws a seed from it). ---
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_state = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_rng_state", None) is not None:
+            torch.set_rng_state(self._rng_state)
+            self._rng_state = None

@@ -1,0 +1,145 @@
+"""Conversion against the peers: open_clip and HF models with random weights give the same outputs here."""
+
+import pickle
+
+import open_clip
+import pytest
+import torch
+from transformers import CLIPConfig as HFCLIPConfig
+from transformers import CLIPModel
+
+from clipmodule.checkpoints.io import infer_config, load_checkpoint, read_checkpoint, save_checkpoint
+from clipmodule.errors import ClipModuleError
+from clipmodule.models import CLIP, create_model
+
+TOL = 1e-5
+
+
+def _inputs(image_size, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, 3, image_size, image_size, generator=generator)
+    text = open_clip.tokenize(["a diagram", "a photo of a dog sitting on a red sofa, next to a cat"])
+    return images, text
+
+
+def _assert_same_outputs(theirs_image, theirs_text, theirs_logits, ours, images, text):
+    with torch.no_grad():
+        assert (ours.encode_image(images) - theirs_image).abs().max() <= TOL
+        assert (ours.encode_text(text) - theirs_text).abs().max() <= TOL
+        assert (ours(images, text)[0] - theirs_logits).abs().max() <= TOL * 100  # logits are x100
+
+
+def _open_clip_model(name):
+    torch.manual_seed(0)
+    if name == "small":
+        vision = open_clip.CLIPVisionCfg(layers=2, width=128, patch_size=8, image_size=32)
+        text = open_clip.CLIPTextCfg(width=128, heads=2, layers=2)
+        return open_clip.CLIP(64, vision, text, quick_gelu=True).eval()
+    return open_clip.create_model(f"{name}-quickgelu", pretrained=None).eval()
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32", "RN50", "small"])
+def test_open_clip_weights_give_open_clip_outputs(name, tmp_path):
+    theirs = _open_clip_model(name)
+    torch.save(theirs.state_dict(), tmp_path / "open_clip.pt")
+    ours = load_checkpoint(tmp_path / "open_clip.pt").eval()
+    images, text = _inputs(ours.config.vision.image_size)
+    with torch.no_grad():
+        expected = theirs.encode_image(images), theirs.encode_text(text), theirs(images, text)[0]
+    logits = theirs.logit_scale.exp() * torch.nn.functional.normalize(expected[0], dim=-1) @ \
+        torch.nn.functional.normalize(expected[1], dim=-1).t()
+    _assert_same_outputs(expected[0], expected[1], logits.detach(), ours, images, text)
+    # Round trip: ours -> open_clip layout -> a fresh open_clip model gives the same outputs again.
+    save_checkpoint(ours, tmp_path / "back.safetensors", format="open_clip")
+    state_dict, _ = read_checkpoint(tmp_path / "back.safetensors")
+    again = _open_clip_model(name)
+    again.load_state_dict(state_dict, strict=True)
+    with torch.no_grad():
+        assert (again.encode_image(images) - expected[0]).abs().max() <= TOL
+
+
+def _hf_model():
+    torch.manual_seed(0)
+    config = HFCLIPConfig(  # ViT-B/32 sized, built from a config: nothing is downloaded
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12),
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                           image_size=224, patch_size=32),
+        projection_dim=512,
+    )
+    return CLIPModel(config).eval()
+
+
+def test_hf_model_both_directions(tmp_path):
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = load_checkpoint(tmp_path / "hf").eval()
+    assert ours.config.vision.layers == 12 and ours.config.vision.patch_size == 32 and ours.config.quick_gelu
+    images, text = _inputs(224)
+    with torch.no_grad():
+        out = hf(input_ids=text, pixel_values=images)
+        image_features = hf.get_image_features(pixel_values=images)
+        text_features = hf.get_text_features(input_ids=text)
+    image_features = getattr(image_features, "pooler_output", image_features)
+    text_features = getattr(text_features, "pooler_output", text_features)
+    _assert_same_outputs(image_features, text_features, out.logits_per_image, ours, images, text)
+    # Export ours as an HF folder; transformers reads it and gives the same logits.
+    save_checkpoint(ours, tmp_path / "exported", format="hf")
+    reloaded = CLIPModel.from_pretrained(tmp_path / "exported").eval()
+    with torch.no_grad():
+        assert (reloaded(input_ids=text, pixel_values=images).logits_per_image - out.logits_per_image).abs().max() <= 1e-3
+
+
+def test_our_safetensors_keep_the_config(tmp_path):
+    model = create_model("tiny-rn", quick_gelu=False)
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    state_dict, info = read_checkpoint(tmp_path / "m.safetensors")
+    assert info["config"] == model.config
+    assert infer_config(state_dict, {}, quick_gelu=False) == model.config  # shapes alone give it back too
+
+
+def test_wrong_architecture_is_one_line_error(tmp_path):
+    save_checkpoint(create_model("tiny-vit"), tmp_path / "vit.pt")
+    with pytest.raises(ClipModuleError, match="weights do not fit this architecture") as info:
+        load_checkpoint(tmp_path / "vit.pt", expected=create_model("tiny-rn").config)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_file_is_one_line_error(tmp_path):
+    save_checkpoint(create_model("tiny-vit"), tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    for suffix in (".pt", ".safetensors"):
+        if suffix == ".safetensors":
+            save_checkpoint(create_model("tiny-vit"), tmp_path / "full.safetensors")
+            data = (tmp_path / "full.safetensors").read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(data[: len(data) // 2])
+        with pytest.raises(ClipModuleError, match="truncated|unreadable"):
+            load_checkpoint(tmp_path / f"cut{suffix}")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("this code must never run",))
+
+
+def test_pickle_with_code_is_refused(tmp_path, capsys):
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(ClipModuleError, match="refusing to unpickle"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "must never run" not in capsys.readouterr().out
+    with open(tmp_path / "plain.pkl", "wb") as handle:
+        pickle.dump(_Exploit(), handle)
+    with pytest.raises(ClipModuleError):
+        load_checkpoint(tmp_path / "plain.pkl")
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_not_a_clip_checkpoint(tmp_path):
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ClipModuleError, match="not a CLIP checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_resnet_cannot_be_exported_to_hf(tmp_path):
+    with pytest.raises(ClipModuleError, match="no ModifiedResNet"):
+        save_checkpoint(create_model("tiny-rn"), tmp_path / "hf", format="hf")
+    assert isinstance(create_model("tiny-rn"), CLIP)

@@ -1,0 +1,109 @@
+"""Zero-shot classification equals a brute-force reference computed here, one prompt and one image at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipmodule.classifiers.zoo import ZeroShotClassifier, build_zeroshot_model
+from clipmodule.eval.builtin import builtin_classification
+from clipmodule.eval.datasets import LabelledImages, read_templates
+from clipmodule.eval.tasks import LoaderOptions, zeroshot_classification
+from clipmodule.classifiers.inference import inference_model
+from clipmodule.models import create_model
+from clipmodule.tokenizer import tokenize
+from clipmodule.transforms import image_transform
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models on a shared 2-core machine: a second intra-op thread only waits for a core.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("tiny-vit").eval()
+
+
+def _every_third(dataset: LabelledImages, count: int) -> LabelledImages:
+    return LabelledImages(dataset.items[::3][:count], dataset.classnames, dataset.transform, dataset.name)
+
+
+@torch.no_grad()
+def brute_force(model, dataset, classnames, templates) -> dict[str, float]:
+    """The paper's recipe spelled out: one text and one image per forward pass, plain Python ranking."""
+    class_vectors = []
+    for name in classnames:
+        embeddings = []
+        for template in templates:
+            embedding = model.encode_text(tokenize([template.format(name)]))[0]
+            embeddings.append(embedding / embedding.norm())
+        mean = torch.stack(embeddings).mean(dim=0)
+        class_vectors.append(mean / mean.norm())
+    hits1 = hits5 = 0
+    per_class = {}
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        feature = model.encode_image(image[None])[0]
+        feature = feature / feature.norm()
+        scores = [100.0 * float(feature @ vector) for vector in class_vectors]
+        order = sorted(range(len(scores)), key=lambda c: -scores[c])
+        hits1 += order[0] == label
+        hits5 += label in order[:5]
+        seen, right = per_class.get(label, (0, 0))
+        per_class[label] = (seen + 1, right + (order[0] == label))
+    n = len(dataset)
+    recall = np.mean([right / seen for seen, right in per_class.values()])
+    return {"top1": hits1 / n, "top5": hits5 / n, "mean_per_class_recall": float(recall)}
+
+
+def test_digits_zero_shot_equals_brute_force(model):
+    dataset = _every_third(builtin_classification("builtin:digits:test", image_transform(32)), 150)
+    templates = ['a photo of the number: "{}".', "a drawing of the digit {}."]
+    metrics = zeroshot_classification(model, dataset, dataset.classnames, templates, LoaderOptions(batch_size=32))
+    reference = brute_force(model, dataset, dataset.classnames, templates)
+    assert metrics["num_samples"] == 150
+    for key, value in reference.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    assert 0.0 < metrics["top5"] < 1.0 and metrics["top1"] != metrics["mean_per_class_recall"]  # not a degenerate case
+
+
+def test_shapes_zero_shot_with_the_80_imagenet_templates(model):
+    dataset = _every_third(builtin_classification("builtin:shapes", image_transform(32)), 40)
+    templates = read_templates("imagenet")
+    metrics = zeroshot_classification(model, dataset, dataset.classnames, templates)
+    reference = brute_force(model, dataset, dataset.classnames, templates)
+    assert "top5" not in metrics  # 4 classes: top-5 would be trivially 1
+    assert metrics["top1"] == pytest.approx(reference["top1"], abs=1e-6)
+    assert metrics["mean_per_class_recall"] == pytest.approx(reference["mean_per_class_recall"], abs=1e-6)
+
+
+def test_zero_shot_classifier_through_inference_model(model):
+    classnames, templates = ["cat", "rocket", "cup of coffee"], ["a photo of a {}.", "a picture of a {}."]
+    zero_shot = build_zeroshot_model(model, classnames, templates)
+    assert isinstance(zero_shot, ZeroShotClassifier) and zero_shot.class_embeddings.shape == (64, 3)
+    from skimage import data
+
+    images = [data.chelsea(), data.rocket()]
+    results = inference_model(zero_shot, images, device="cpu")
+    preprocess = image_transform(32)
+    with torch.no_grad():
+        for image, result in zip(images, results):
+            feature = model.encode_image(preprocess(Image.fromarray(image))[None], normalize=True)[0]
+            scores = torch.stack([100 * feature @ zero_shot.class_embeddings[:, c] for c in range(3)])
+            assert result["pred_label"] == int(scores.argmax())
+            assert result["pred_class"] == classnames[result["pred_label"]]
+            np.testing.assert_allclose(result["pred_scores"], scores.softmax(0).numpy(), atol=1e-5)
+            assert result["pred_score"] == pytest.approx(float(result["pred_scores"].max()))
+    single = inference_model(model, images[0], classnames=classnames, templates=templates, device="cpu")
+    assert single["pred_label"] == results[0]["pred_label"]
+    feats = zero_shot.extract_feat(torch.zeros(2, 3, 32, 32))
+    assert isinstance(feats, tuple) and feats[0].shape == (2, 64)
+    assert torch.allclose(feats[0].norm(dim=-1), torch.ones(2))

@@ -1,0 +1,165 @@
+"""The LightningModule under a real Trainer: learning, the optimiser's rules, stopping on NaN, exact resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from clipmodule.data.datamodule import ShardDataModule
+from clipmodule.errors import ClipModuleError
+from clipmodule.train.module import ClipLitModule, OptimConfig, WarmupCosine, build_network, parameter_groups
+from clipmodule.data.synthetic import CLASSNAMES, SyntheticDataModule, write_synthetic_shards
+from clipmodule.train.cli import AtomicCheckpointIO
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 cores shared with other test processes: one intra-op thread is faster than two fighting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _trainer(tmp_path: Path, **options) -> L.Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                    plugins=[AtomicCheckpointIO()])
+    return L.Trainer(**{**defaults, **options})
+
+
+class LossRecorder(Callback):
+    def __init__(self):
+        self.losses, self.keys = [], []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        self.keys.append(list(batch.get("key", [])))
+
+
+def test_training_lowers_the_loss_and_validation_reports_zeroshot_and_retrieval(tmp_path):
+    torch.manual_seed(0)
+    module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(lr=2e-3, warmup_steps=3, weight_decay=0.0),
+                           zeroshot_classnames=CLASSNAMES)
+    recorder = LossRecorder()
+    trainer = _trainer(tmp_path, max_epochs=6, callbacks=[recorder], enable_checkpointing=False)
+    trainer.fit(module, SyntheticDataModule(num_samples=48, batch_size=16, image_size=32))
+    first, last = sum(recorder.losses[:3]) / 3, sum(recorder.losses[-3:]) / 3
+    assert last < first - 0.3, recorder.losses
+    metrics = trainer.callback_metrics
+    for name in ("val/zeroshot_top1", "val/zeroshot_top5", "val/image_to_text_R1", "val/text_to_image_R10"):
+        assert 0.0 <= float(metrics[name]) <= 1.0
+    assert float(metrics["val/zeroshot_top5"]) >= float(metrics["val/zeroshot_top1"])
+
+
+def test_logit_scale_is_clamped_at_100_after_each_step(tmp_path):
+    network = build_network("tiny-vit", init_logit_scale=math.log(100.0))
+    module = ClipLitModule(network, optim=OptimConfig(lr=0.5, warmup_steps=1))
+    with torch.no_grad():
+        network.logit_scale.fill_(math.log(100.0) - 1e-4)
+    _trainer(tmp_path, max_steps=3, enable_checkpointing=False, limit_val_batches=0).fit(
+        module, SyntheticDataModule(num_samples=32, batch_size=16, image_size=32))
+    assert network.logit_scale.item() <= math.log(100.0) + 1e-6
+
+
+def test_weight_decay_spares_gains_biases_and_the_logit_scale():
+    network = build_network("tiny-vit", init_logit_bias=-10.0)
+    decayed, exempt = parameter_groups(network, 0.2)
+    names = {id(p): n for n, p in network.named_parameters()}
+    exempt_names = {names[id(p)] for p in exempt["params"]}
+    assert {"logit_scale", "logit_bias"} <= exempt_names
+    assert all(p.ndim >= 2 for p in decayed["params"]) and decayed["weight_decay"] == 0.2
+    assert any(name.endswith(".bias") for name in exempt_names) and exempt["weight_decay"] == 0.0
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine():
+    schedule = WarmupCosine(warmup=10, total=110, floor=0.1)
+    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
+
+
+def test_siglip_needs_a_logit_bias():
+    with pytest.raises(ClipModuleError, match="init_logit_bias"):
+        ClipLitModule(build_network("tiny-vit"), loss="siglip")
+
+
+class PoisonAt(Callback):
+    """Turns the image tower's weights into NaN before the given step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                module.model.visual.conv1.weight.fill_(float("nan"))
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(warmup_steps=1))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=-1)
+    trainer = _trainer(tmp_path, max_steps=20, callbacks=[checkpoints, PoisonAt(5)], limit_val_batches=0)
+    with pytest.raises(ClipModuleError, match="non-finite loss .* at step 5"):
+        trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=16, image_size=32))
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert not list((tmp_path / "ckpt").glob("*.tmp*"))
+
+
+class StopAfter(Callback):
+    """Ends the run after `step` optimiser steps, as a pre-empted job would (same schedule length)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _resume_run(tmp_path: Path, shards: Path, stop: int = 0, ckpt_path: Path | None = None, every: int = 0):
+    torch.manual_seed(7)
+    module = ClipLitModule(build_network("tiny-vit", patch_dropout=0.5), optim=OptimConfig(lr=1e-3, warmup_steps=2))
+    data = ShardDataModule(train_shards=str(shards), batch_size=8, num_workers=2, image_size=32,
+                           shuffle_buffer=16, seed=3)
+    recorder = LossRecorder()
+    callbacks = [recorder, StopAfter(stop)] if stop else [recorder]
+    if every:
+        callbacks.append(ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1,
+                                         filename="step{step}", auto_insert_metric_name=False))
+    trainer = _trainer(tmp_path, max_steps=12, callbacks=callbacks, enable_checkpointing=bool(every),
+                       limit_val_batches=0)
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return module, recorder
+
+
+def test_resume_mid_epoch_gives_the_same_weights_and_sample_order_as_an_unbroken_run(tmp_path):
+    shards = tmp_path / "shards"
+    write_synthetic_shards(shards, 4, 16, image_size=32)  # 64 samples: 8 batches per epoch
+    straight, straight_log = _resume_run(tmp_path / "a", shards)
+    _, first_log = _resume_run(tmp_path / "b", shards, stop=6, every=6)
+    checkpoint = tmp_path / "b" / "ckpt" / "step6.ckpt"
+    resumed, resumed_log = _resume_run(tmp_path / "b", shards, ckpt_path=checkpoint)
+    assert first_log.keys + resumed_log.keys == straight_log.keys  # crosses the epoch boundary at step 8
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs by {(a - b).abs().max()}"
+
+
+def test_training_options_bf16_accumulation_checkpointing_patch_dropout_and_siglip_run(tmp_path):
+    network = build_network("tiny-vit", patch_dropout=0.5, init_logit_scale=math.log(10), init_logit_bias=-10.0)
+    module = ClipLitModule(network, loss="siglip", grad_checkpointing=True, optim=OptimConfig(warmup_steps=1))
+    bias_before = network.logit_bias.item()
+    recorder = LossRecorder()
+    trainer = _trainer(tmp_path, max_steps=2, precision="bf16-mixed", accumulate_grad_batches=2,
+                       callbacks=[recorder], enable_checkpointing=False, limit_val_batches=0)
+    trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=8, image_size=32))
+    assert len(recorder.losses) == 4 and all(math.isfinite(loss) for loss in recorder.losses)
+    assert trainer.global_step == 2 and network.logit_bias.item() != bias_before
+    assert network.transformer.grad_checkpointing

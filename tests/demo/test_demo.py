@@ -1,0 +1,34 @@
+"""The main job end to end, shrunk: embedded web on 127.0.0.1 → curation build (img2dataset) → two fits →
+held-out zero-shot → compare. Minutes, not more; the full version is `make demo`."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from demo.app import DemoPlan, run_demo
+
+
+@pytest.mark.timeout(900)
+def test_shrunken_demo_learns_and_accounts_for_every_row(tmp_path):
+    plan = DemoPlan.small(tmp_path / "demo")
+    report = run_demo(plan)
+
+    source_rows = json.loads((plan.out / "source" / "source.json").read_text())["rows"]
+    stages = {stage: (rows_in, rows_out, dropped) for stage, rows_in, rows_out, dropped in report["accounting"]}
+    assert stages["match"][0] == source_rows
+    for stage, (rows_in, rows_out, dropped) in stages.items():
+        assert rows_in == rows_out + dropped, stage
+    assert stages["balance"][0] == stages["match"][1] and stages["download"][0] == stages["balance"][1]
+    assert stages["download"][2] >= plan.source.failing_urls * 0.8  # the broken URLs really fail
+
+    chance = report["chance"]["emoji"]
+    assert report["results"]["demo-clip"]["emoji"] >= 3 * chance
+    assert report["results"]["demo-siglip"]["emoji"] >= 2 * chance
+
+    compare_md = (plan.out / "compare" / "compare.md").read_text()
+    assert "demo-clip" in compare_md and "demo-siglip" in compare_md and "heldout/emoji_top1" in compare_md
+    for name in ("train_loss_vs_step", "train_loss_vs_samples", "val_zeroshot_top1_vs_step"):
+        with Image.open(plan.out / "compare" / f"{name}.png") as image:
+            assert image.width > 400
+    assert (plan.out / "data_cards" / "demo.md").exists()
