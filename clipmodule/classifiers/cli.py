@@ -36,7 +36,7 @@ class ClassifierTestCommand:
 
 
 def _parse(argv: list[str]) -> ClassifierTestCommand:
-    from clipmodule.eval.cli import parse_dataclass
+    from clipmodule.options import parse_dataclass
 
     command = parse_dataclass(ClassifierTestCommand, "clipmodule test", argv)
     if not command.model:

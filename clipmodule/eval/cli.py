@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.options import parse_dataclass
 from clipmodule.eval.results import TrackingOptions
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
@@ -93,46 +94,6 @@ COMMANDS = {
     "linear-probe": LinearProbeCommand,
     "suite": SuiteCommand,
 }
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
-def _check_config_files(argv: list[str]) -> None:
-    """Malformed or missing -c YAML files fail with one line naming the file (jsonargparse would not name it)."""
-    import yaml
-
-    for flag, value in zip(argv, argv[1:]):
-        if flag not in ("-c", "--config"):
-            continue
-        path = Path(value)
-        if not path.is_file():
-            raise ClipModuleError(f"{value}: no such config file")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ClipModuleError(f"{value}: malformed YAML ({_one_line(error)})") from None
-        if not isinstance(loaded, dict):
-            raise ClipModuleError(f"{value}: expected a mapping of options, got {type(loaded).__name__}")
-
-
-def parse_dataclass(command: type, prog: str, argv: list[str]) -> Any:
-    """`command` (a dataclass) filled from argv and -c YAML files; bad options raise one line."""
-    from argparse import ArgumentError
-
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
-
-    _check_config_files(argv)
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docstrings become --help text
-    parser = ArgumentParser(prog=prog, description=command.__doc__, exit_on_error=False)
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML file with any of these options")
-    parser.add_class_arguments(command)
-    try:
-        parsed = parser.instantiate(parser.parse_args(argv))
-    except ArgumentError as error:
-        raise ClipModuleError(_one_line(error)) from None
-    return command(**{key: value for key, value in vars(parsed).items() if key != "config"})
 
 
 def parse_command(name: str, argv: list[str]) -> Any:

@@ -50,3 +50,26 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class UnreadableFile(ValueError):
+    """A file that is missing or cannot be parsed; the message is one line naming the file."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in `path`, or `UnreadableFile` with the line and column of a syntax error."""
+    import yaml  # the one non-stdlib import here, only when a config is read
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UnreadableFile(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UnreadableFile(f"{path}: cannot read config ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UnreadableFile(f"{path}: malformed YAML{at}: {problem}") from None
