@@ -7,7 +7,7 @@ Three contenders run the same step on the same in-memory batches (random pixels,
   open_clip      open_clip.CLIP of the same architecture + open_clip.loss.ClipLoss, a plain loop
   ours (plain)   clipmodule's CLIP + clipmodule.loss.clip_loss, the same plain loop
   ours (Lightning)  ClipLitModule under lightning.Trainer: what `clipmodule fit` runs
-Every step is forward, loss, backward, AdamW step (`clipmodule.train.module.build_optimizer` for all three:
+Every step is forward, loss, backward, AdamW step (`clipmodule.train.optim.build_optimizer` for all three:
 weight-decay groups, fused update, warmup-cosine schedule) and the logit-scale clamp. open_clip and our
 plain loop take turns batch by batch, so load from other processes meets both alike; figures are the batch
 size over the median step time of all rounds (steps after `--warmup`), on the wall clock and in this
@@ -32,7 +32,8 @@ from lightning.pytorch.callbacks import Callback
 from open_clip.loss import ClipLoss
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-from clipmodule.train.module import MAX_LOG_SCALE, ClipLitModule, OptimConfig, build_optimizer
+from clipmodule.train.module import MAX_LOG_SCALE, ClipLitModule
+from clipmodule.train.optim import OptimConfig, build_optimizer
 from clipmodule.loss import clip_loss
 from clipmodule.models import create_model
 

@@ -19,8 +19,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "test": ("clipmodule.train.cli", "test", "as validate, on the test loaders (LightningCLI)"),
     "predict": ("clipmodule.train.cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
     "eval": ("clipmodule.eval.cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
-    "classifiers": ("clipmodule.classifiers.cli", "list_classifiers", "list mmpretrain's CLIP classifier names"),
+    "classifiers": ("clipmodule.classifiers.cli", "main",
+                    "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`"),
 }
+
+
+def resolve_alias(command: str, rest: list[str]) -> tuple[str, list[str]]:
+    """`clipmodule test -c CONFIG --checkpoint W` is mmpretrain's spelling of a classifier test: an alias of
+    `clipmodule classifiers test` (LightningCLI's `test` has no `--checkpoint` option, so they never clash)."""
+    if command == "test" and any(arg.split("=")[0] == "--checkpoint" for arg in rest):
+        return "classifiers", ["test", *rest]
+    return command, rest
 
 
 def _print_help() -> None:
@@ -46,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"clipmodule: unknown command {command!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module_name, function_name, _ = COMMANDS[command]
-    if command == "test" and any(arg.split("=")[0] == "--checkpoint" for arg in rest):
-        module_name, function_name = "clipmodule.classifiers.cli", "test"  # mmpretrain-style classifier test
+    module_name, function_name, _ = COMMANDS[resolve_alias(command, rest)[0]]
+    rest = resolve_alias(command, rest)[1]
     function = getattr(importlib.import_module(module_name), function_name)
     try:
         return int(function(rest) or 0)

@@ -14,4 +14,6 @@ def one_line(error: BaseException | str) -> str:
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
         return last.split(": ", 1)[1] if ": " in last else last
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+    return text.splitlines()[0].strip()

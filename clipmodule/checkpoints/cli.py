@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
-
 from clipmodule.errors import ClipModuleError
+from clipmodule.options import new_parser, parse
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="clipmodule convert",
-        description="Convert a CLIP checkpoint between OpenAI, open_clip and Hugging Face layouts. The source "
+    parser = new_parser(
+        "clipmodule convert",
+        "Convert a CLIP checkpoint between OpenAI, open_clip and Hugging Face layouts. The source "
         "layout and architecture are read from the file; weights are never unpickled as code.",
     )
     parser.add_argument("source", help="checkpoint file (.pt/.bin/.safetensors) or HF save_pretrained folder")
     parser.add_argument("destination", help="output file (.safetensors or .pt), or a folder for --to hf")
     parser.add_argument("--to", choices=("openai", "open_clip", "hf"), default="openai", help="output layout")
     gelu = parser.add_mutually_exclusive_group()
-    gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_true", default=None,
+    gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_const", const=True, default=None,
                       help="the source was trained with QuickGELU (OpenAI's models; default when unknown)")
-    gelu.add_argument("--gelu", dest="quick_gelu", action="store_false", help="the source uses exact GELU")
-    args = parser.parse_args(argv)
+    gelu.add_argument("--gelu", dest="quick_gelu", action="store_const", const=False,
+                      help="the source uses exact GELU")
+    args = parse(parser, argv)
 
     from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
     from clipmodule.models import count_parameters
@@ -35,8 +35,7 @@ def main(argv: list[str]) -> int:
 
 
 def list_models(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="clipmodule models", description="List the registered model names.")
-    parser.parse_args(argv)
+    parse(new_parser("clipmodule models", "List the registered model names."), argv)
     import torch
     from rich.console import Console
     from rich.table import Table

@@ -1,7 +1,7 @@
-"""`clipmodule test -c <classifier config> --checkpoint <weights> --data <folder>` and `clipmodule classifiers`.
+"""`clipmodule classifiers` (the list) and `clipmodule classifiers test -c <config> --checkpoint <weights> --data <folder>`.
 
-`clipmodule test` belongs to LightningCLI (training's `--ckpt_path`); the dispatcher sends it here when
-`--checkpoint` is given, which mirrors mmpretrain's `tools/test.py <config> <checkpoint>`: top-1 / top-5 of a
+`classifiers test` mirrors mmpretrain's `tools/test.py <config> <checkpoint>`; `clipmodule test` with
+`--checkpoint` is kept as its alias (see `clipmodule.cli.resolve_alias`). It reports top-1 / top-5 of a
 named classifier (see `clipmodule.classifiers.zoo`) on a labelled image folder, e.g. ImageNet's validation set in
 ImageFolder layout (one folder per class, sorted folder order = class index).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.results import TrackingOptions
+from clipmodule.tracking.mlflow import TrackingOptions
 from clipmodule.eval.options import LoaderOptions
 
 
@@ -38,7 +38,7 @@ class ClassifierTestCommand:
 def _parse(argv: list[str]) -> ClassifierTestCommand:
     from clipmodule.options import parse_dataclass
 
-    command = parse_dataclass(ClassifierTestCommand, "clipmodule test", argv)
+    command = parse_dataclass(ClassifierTestCommand, "clipmodule classifiers test", argv)
     if not command.model:
         raise ClipModuleError("no classifier named: give -c <config> or --model <name> (see `clipmodule classifiers`)")
     return command
@@ -47,7 +47,8 @@ def _parse(argv: list[str]) -> ClassifierTestCommand:
 def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
     from clipmodule.classifiers.zoo import get_model
-    from clipmodule.eval.datasets import open_classification, read_classnames
+    from clipmodule.eval.datasets import read_classnames
+    from clipmodule.eval.sources import open_classification
     from clipmodule.eval.tasks import classification_metrics, extract_features
     from clipmodule.transforms import image_transform
 
@@ -66,7 +67,8 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
 
 
 def test(argv: list[str]) -> int:
-    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, write_json
+    from clipmodule.eval.results import make_record, write_json
+    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     command = _parse(argv)
     metrics = test_classifier(command)
@@ -89,13 +91,20 @@ def test(argv: list[str]) -> int:
     return 0
 
 
+def main(argv: list[str]) -> int:
+    """`clipmodule classifiers [list]` or `clipmodule classifiers test ...`."""
+    if argv and argv[0] == "test":
+        return test(argv[1:])
+    return list_classifiers(argv[1:] if argv and argv[0] == "list" else argv)
+
+
 def list_classifiers(argv: list[str]) -> int:
     """`clipmodule classifiers`: the named classifiers with parameters and FLOPs counted here."""
-    import argparse
+    from clipmodule.options import new_parser, parse
 
-    argparse.ArgumentParser(prog="clipmodule classifiers",
-                            description="List mmpretrain's CLIP classifier names with parameter and FLOP counts "
-                                        "(one multiply-add = one FLOP, as mmpretrain's table).").parse_args(argv)
+    parse(new_parser("clipmodule classifiers [list | test]",
+                     "List mmpretrain's CLIP classifier names with parameter and FLOP counts (one multiply-add = "
+                     "one FLOP, as mmpretrain's table). `clipmodule classifiers test --help`: test one."), argv)
     from rich.console import Console
     from rich.table import Table
 

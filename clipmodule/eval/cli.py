@@ -15,7 +15,7 @@ from typing import Any
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.options import parse_dataclass
-from clipmodule.eval.results import TrackingOptions
+from clipmodule.tracking.mlflow import TrackingOptions
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
 
@@ -120,7 +120,8 @@ def _load_model(model: str):
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
     from clipmodule.eval.suite import run_task
-    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, print_metrics, write_json
+    from clipmodule.eval.results import make_record, print_metrics, write_json
+    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     spec = command.task()
     spec.check()
@@ -144,7 +145,8 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
 def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     """Runs a suite; writes <output>/<name>.md and .json and one MLflow run."""
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
-    from clipmodule.eval.results import log_to_mlflow, make_record, numeric_metrics, write_json, write_text
+    from clipmodule.eval.results import make_record, write_json, write_text
+    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     if not command.model:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.options import new_parser, parse
 
 
 def _csv(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipmodule compare",
-        description="Compare runs of one MLflow experiment: params, final metrics, the data card each run "
+def _parser():
+    parser = new_parser(
+        "clipmodule compare",
+        "Compare runs of one MLflow experiment: params, final metrics, the data card each run "
         "trained on, and curves (loss, zero-shot top-1) against step and samples seen.",
     )
     parser.add_argument("--experiment", "-e", default="clipmodule", help="MLflow experiment name")
@@ -38,7 +38,7 @@ def _check_store(uri: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(_parser(), argv)
     _check_store(args.tracking_uri)
     from rich.console import Console
     from rich.table import Table

@@ -12,9 +12,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.errors import ClipModuleError
-from clipmodule.train.module import ClipLitModule, OptimConfig, WarmupCosine, build_network, parameter_groups
+from clipmodule.train.module import ClipLitModule, build_network
+from clipmodule.train.optim import OptimConfig, WarmupCosine, parameter_groups
 from clipmodule.data.synthetic import CLASSNAMES, SyntheticDataModule, write_synthetic_shards
-from clipmodule.train.cli import AtomicCheckpointIO
+from clipmodule.train.callbacks import AtomicCheckpointIO
 
 
 @pytest.fixture(autouse=True)

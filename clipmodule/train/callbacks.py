@@ -1,0 +1,109 @@
+"""What every `clipmodule fit` run uses besides the model and data: safe checkpoint IO, data-health logging,
+the run folder with its config and MLflow params/tags. `clipmodule fit --print_config` shows them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from clipmodule.errors import ClipModuleError, one_line
+from clipmodule.tracking.mlflow import DATA_CARD_TAG
+from curation.formats.files import atomic_path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to `<path>.tmp` and renamed (a crash never leaves a half-written file under the
+    real name), and loaded without executing pickled code."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code."""
+    if not Path(path).is_file():
+        raise ClipModuleError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, weights_only=True, **options)
+    except Exception as error:  # torch raises many types for a damaged or foreign file
+        raise ClipModuleError(f"cannot load checkpoint {path}: {one_line(error)[:300]}") from None
+
+
+class DataHealth(Callback):
+    """Logs how many corrupt samples and shard reads the training loader skipped (summed over ranks).
+
+    Args:
+        every_n_steps: how often; None: the trainer's `log_every_n_steps`.
+    """
+
+    def __init__(self, every_n_steps: int | None = None):
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if trainer.global_step % max(1, self.every_n_steps or trainer.log_every_n_steps) == 0:
+            self._log(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log(trainer, pl_module)
+
+    def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        counts = getattr(trainer.datamodule, "corrupt_counts", None)
+        if counts is None:
+            return
+        for name, value in counts().items():
+            pl_module.log(f"data/{name}", float(value), reduce_fx="sum", sync_dist=True)
+
+
+class RunRecorder(SaveConfigCallback):
+    """Saves the resolved config in the run folder and records params and tags in MLflow (rank 0)."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(folder / "config.yaml"), skip_none=False, overwrite=True)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.log_hyperparams(trainer_params(trainer))
+                for key, value in run_tags(trainer, folder, stage).items():
+                    logger.experiment.set_tag(logger.run_id, key, value)
+
+
+def run_folder(trainer: Trainer) -> Path:
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(trainer.default_root_dir) / str(logger.name) / version
+
+
+def trainer_params(trainer: Trainer) -> dict[str, Any]:
+    datamodule = trainer.datamodule
+    per_device = getattr(datamodule, "batch_size", None)
+    return {
+        "trainer/precision": str(trainer.precision), "trainer/world_size": trainer.world_size,
+        "trainer/max_steps": trainer.max_steps, "trainer/max_epochs": trainer.max_epochs,
+        "trainer/accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "global_batch_size": (per_device or 0) * trainer.world_size * trainer.accumulate_grad_batches,
+    }
+
+
+def run_tags(trainer: Trainer, folder: Path, stage: str) -> dict[str, str]:
+    tags = {"run_folder": str(folder), "command": " ".join(["clipmodule", *sys.argv[1:]])[:4000]}
+    datamodule = trainer.datamodule
+    if stage == "fit" and hasattr(datamodule, "data_card_hash"):
+        card = datamodule.data_card_hash()
+        tags[DATA_CARD_TAG] = card or datamodule.shards_content_hash() or "unknown"
+    return tags
