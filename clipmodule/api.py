@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from clipmodule.checkpoints.io import load_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
-from clipmodule.models.config import _ALIASES
+from clipmodule.models.config import ALIASES
 from clipmodule.transforms import image_transform
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.
@@ -38,18 +39,20 @@ def default_download_root() -> Path:
     return Path(os.environ.get("CLIPMODULE_HOME", Path.home() / ".cache" / "clip"))
 
 
-def _local_weights(name: str, download_root: Path) -> Path:
-    canonical = _ALIASES.get(name, name)
-    candidates = [download_root / f"{canonical}.safetensors"]
+def local_weights(name: str, instead: str, download_root: str | os.PathLike | None = None) -> Path:
+    """The local copy of a named model's weights: `<name>.safetensors`, `<name>.pth` or, for OpenAI's
+    models, the file their `clip.load` caches, in `download_root` (default: `default_download_root()`).
+
+    Weights are never fetched: without a copy, one line lists where it looked and what to do `instead`."""
+    root = Path(download_root) if download_root is not None else default_download_root()
+    canonical = ALIASES.get(name, name)
+    candidates = [root / f"{canonical}.safetensors", root / f"{canonical}.pth"]
     if canonical in _OPENAI_FILES:
-        candidates.append(download_root / _OPENAI_FILES[canonical])
+        candidates.append(root / _OPENAI_FILES[canonical])
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    raise ClipModuleError(
-        f"no local weights for {name!r} (looked for {', '.join(str(c) for c in candidates)}); nothing can be "
-        f"downloaded here: pass a checkpoint path, or use create_model({canonical!r}) for a randomly initialised model"
-    )
+    raise ClipModuleError(f"no local weights for {name!r} (looked for {', '.join(map(str, candidates))}); {instead}")
 
 
 def load(
@@ -66,12 +69,13 @@ def load(
     path = Path(name_or_path)
     if not path.exists():
         name = str(name_or_path)
-        if name not in available_models() and name not in _ALIASES:
+        if name not in available_models() and name not in ALIASES:
             raise ClipModuleError(
                 f"{name}: neither an existing checkpoint path nor a model name ({', '.join(available_models())})"
             )
-        root = Path(download_root) if download_root is not None else default_download_root()
-        path = _local_weights(name, root)
+        instead = (f"`load` reads local files only: pass a checkpoint path, or use "
+                   f"create_model({ALIASES.get(name, name)!r}) for a randomly initialised model")
+        path = local_weights(name, instead, download_root)
     model = load_checkpoint(path, quick_gelu=quick_gelu).to(device).eval()
     return model, image_transform(model.config.vision.image_size, train=False)
 
@@ -83,4 +87,4 @@ def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = 
     return _tokenize(texts, context_length=context_length, truncate=truncate)
 
 
-__all__ = ["available_models", "create_model", "default_download_root", "load", "tokenize"]
+__all__ = ["available_models", "create_model", "default_download_root", "load", "local_weights", "tokenize"]

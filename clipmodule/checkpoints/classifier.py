@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from clipmodule.checkpoints.io import _read_safetensors, _read_torch_file, load_state_dict_checked
+from clipmodule.checkpoints.io import load_state_dict_checked, read_safetensors, read_torch_file
 from clipmodule.errors import ClipModuleError
 
 StateDict = dict[str, torch.Tensor]
@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise ClipModuleError(f"{path}: no such checkpoint file")
-    state_dict = _read_safetensors(path)[0] if path.suffix == ".safetensors" else _read_torch_file(path)
+    state_dict = read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch_file(path)
     out = {}
     for key, value in state_dict.items():
         for prefix in _WRAPPER_PREFIXES:

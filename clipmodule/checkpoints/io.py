@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from clipmodule.errors import ClipModuleError
+from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIP, CLIPConfig, TextConfig, VisionConfig
 from clipmodule.checkpoints.hf import hf_config_dict, hf_to_openai, openai_to_hf
 
@@ -35,9 +35,9 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
     if path.is_dir():
         state_dict, info = _read_hf_folder(path)
     elif path.suffix == ".safetensors":
-        state_dict, info = _read_safetensors(path)
+        state_dict, info = read_safetensors(path)
     else:
-        state_dict, info = _read_torch_file(path), {}
+        state_dict, info = read_torch_file(path), {}
     state_dict = {_strip_prefix(key): value for key, value in state_dict.items() if not _IGNORED_KEYS.match(key)}
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         state_dict = hf_to_openai(state_dict)
@@ -53,7 +53,8 @@ def _strip_prefix(key: str) -> str:
     return key
 
 
-def _read_safetensors(path: Path) -> tuple[StateDict, dict]:
+def read_safetensors(path: Path) -> tuple[StateDict, dict]:
+    """(tensors of a .safetensors file as stored, {"config": CLIPConfig} when this project wrote it)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -61,28 +62,29 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict]:
             metadata = handle.metadata() or {}
             state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise ClipModuleError(f"{path}: unreadable safetensors file ({_first_line(error)})") from None
+        raise ClipModuleError(f"{path}: unreadable safetensors file ({one_line(error)[:200]})") from None
     info = {}
     if "clipmodule_config" in metadata:
         info["config"] = CLIPConfig.from_dict(json.loads(metadata["clipmodule_config"]))
     return state_dict, info
 
 
-def _read_torch_file(path: Path) -> StateDict:
+def read_torch_file(path: Path) -> StateDict:
+    """The tensors of a TorchScript archive or a torch state dict (unwrapped), never unpickling code."""
     if _is_torchscript(path):
         # OpenAI's released .pt files are TorchScript archives: their weights load without unpickling Python.
         try:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except RuntimeError as error:
-            raise ClipModuleError(f"{path}: broken TorchScript archive ({_first_line(error)})") from None
+            raise ClipModuleError(f"{path}: broken TorchScript archive ({one_line(error)[:200]})") from None
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ClipModuleError(
-            f"{path}: refusing to unpickle it: it holds code or objects other than tensors ({_first_line(error)})"
+            f"{path}: refusing to unpickle it: it holds code or objects other than tensors ({one_line(error)[:200]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ClipModuleError(f"{path}: truncated or not a checkpoint ({_first_line(error)})") from None
+        raise ClipModuleError(f"{path}: truncated or not a checkpoint ({one_line(error)[:200]})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
@@ -114,13 +116,8 @@ def _read_hf_folder(path: Path) -> tuple[StateDict, dict]:
         raise ClipModuleError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
     state_dict: StateDict = {}
     for file in files:
-        state_dict.update(_read_safetensors(file)[0] if file.suffix == ".safetensors" else _read_torch_file(file))
+        state_dict.update(read_safetensors(file)[0] if file.suffix == ".safetensors" else read_torch_file(file))
     return state_dict, {"hf_config": hf_config}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 def infer_config(state_dict: StateDict, info: dict | None = None, quick_gelu: bool | None = None) -> CLIPConfig:

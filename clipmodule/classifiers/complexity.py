@@ -9,11 +9,13 @@ only, no memory, no arithmetic, so the ViT-B/16 at 384 px counts in well under a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from clipmodule.models import count_parameters
 
 _aten = torch.ops.aten
 # Weight-carrying ops (a Linear is addmm/mm, a Conv2d is convolution) and the attention products.
@@ -25,10 +27,6 @@ ATTENTION_OPS = {
     _aten._scaled_dot_product_flash_attention,
     _aten._scaled_dot_product_cudnn_attention,
 }
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
 
 
 def count_flops(model: nn.Module, image_size: int, include_attention: bool = False) -> int:

@@ -11,21 +11,24 @@ a CLIP model together with `classnames` (a zero-shot classifier is built with th
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from clipmodule.classifiers.zoo import build_zeroshot_model, get_model
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.datasets import load_image
+from clipmodule.models import CLIP
+from clipmodule.transforms import image_transform
 
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 
 
 def _to_pil(image: ImageInput) -> Image.Image:
-    from clipmodule.eval.datasets import load_image
-
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
             raise ClipModuleError(f"image array must be uint8 HxW or HxWxC (RGB), got {image.dtype} {image.shape}")
@@ -39,11 +42,9 @@ def _to_pil(image: ImageInput) -> Image.Image:
 
 def _as_classifier(model: Any, classnames: Sequence[str] | None, templates: str | Sequence[str],
                    pretrained: bool | str | os.PathLike, device: str | torch.device) -> torch.nn.Module:
-    from clipmodule.classifiers.zoo import build_zeroshot_model, get_model
-    from clipmodule.models import CLIP
-
     if isinstance(model, str):
-        return get_model(model, pretrained=pretrained, classnames=list(classnames) if classnames else None, device=device)
+        names = list(classnames) if classnames else None
+        return get_model(model, pretrained=pretrained, classnames=names, device=device)
     if isinstance(model, CLIP):
         if not classnames:
             raise ClipModuleError("a CLIP model classifies zero-shot: pass classnames=[...]")
@@ -68,8 +69,6 @@ def inference_model(
     resized (bicubic, short side) and centre-cropped to the model's size with CLIP's mean/std.
     `pretrained` matters only for a name (see `get_model`); as in mmpretrain it defaults to True, which
     reads a local copy and never downloads."""
-    from clipmodule.transforms import image_transform
-
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     classifier = _as_classifier(model, classnames, templates, pretrained, device).eval()

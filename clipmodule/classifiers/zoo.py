@@ -15,15 +15,19 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from clipmodule.api import local_weights
+from clipmodule.checkpoints.classifier import load_classifier_weights
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.datasets import read_classnames, read_templates
+from clipmodule.eval.zeroshot import build_zeroshot_classifier
 from clipmodule.models import CLIP
 from clipmodule.models.config import VisionConfig
 from clipmodule.models.vision import VisionTransformer
+from clipmodule.tokenizer import tokenize
 
 ZERO_SHOT_LOGIT_SCALE = 100.0
 
@@ -42,7 +46,8 @@ class ClassifierSpec:
     layers: int = 12
 
     def vision_config(self) -> VisionConfig:
-        return VisionConfig(image_size=self.image_size, layers=self.layers, width=self.width, patch_size=self.patch_size)
+        return VisionConfig(image_size=self.image_size, layers=self.layers, width=self.width,
+                            patch_size=self.patch_size)
 
 
 # The seeds' table, in its order: (name, patch size, image size, pretraining data).
@@ -71,8 +76,6 @@ def available_classifiers() -> list[str]:
 
 
 def imagenet_classnames() -> list[str]:
-    from clipmodule.eval.datasets import read_classnames
-
     return read_classnames("imagenet")
 
 
@@ -126,29 +129,11 @@ def build_zeroshot_model(
 ) -> ZeroShotClassifier:
     """A zero-shot classifier over `classnames`: per class, the mean of the normalised embeddings of every
     template filled with its name, re-normalised (the paper's prompt ensemble)."""
-    from clipmodule.eval.datasets import read_templates
-    from clipmodule.eval.zeroshot import build_zeroshot_classifier
-
     if isinstance(templates, str):
         templates = read_templates(templates)
-    if tokenizer is None:
-        from clipmodule.tokenizer import tokenize as tokenizer
     with torch.no_grad():
-        weights = build_zeroshot_classifier(clip, tokenizer, classnames, templates)
+        weights = build_zeroshot_classifier(clip, tokenizer or tokenize, classnames, templates)
     return ZeroShotClassifier(clip, weights, classnames)
-
-
-def _local_weights(name: str) -> Path:
-    from clipmodule.api import default_download_root
-
-    root = default_download_root()
-    for candidate in (root / f"{name}.safetensors", root / f"{name}.pth"):
-        if candidate.exists():
-            return candidate
-    raise ClipModuleError(
-        f"{name}: pretrained=True would download its weights, and nothing can be downloaded here (no local "
-        f"copy at {root / f'{name}.safetensors'}); pass pretrained=<path to a checkpoint> or pretrained=False"
-    )
 
 
 def get_model(
@@ -167,13 +152,11 @@ def get_model(
         raise ClipModuleError(f"unknown classifier {name!r}; available: {', '.join(available_classifiers())}")
     model = CLIPImageClassifier(CLASSIFIER_SPECS[name], classnames)
     if pretrained is True:
-        pretrained = _local_weights(name)
-    if pretrained not in (False, None):
-        from clipmodule.checkpoints.classifier import load_classifier_weights
-
-        if not load_classifier_weights(model, pretrained):
-            warnings.warn(f"{pretrained}: a CLIP checkpoint has no classification head; the head of {name} is random",
-                          stacklevel=2)
+        pretrained = local_weights(name, "`get_model(pretrained=True)` reads local files only: pass "
+                                         "pretrained=<path to a checkpoint> or pretrained=False")
+    if pretrained not in (False, None) and not load_classifier_weights(model, pretrained):
+        warnings.warn(f"{pretrained}: a CLIP checkpoint has no classification head; the head of {name} is random",
+                      stacklevel=2)
     return model.to(device).eval()
 
 

@@ -65,7 +65,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         draw.rectangle((left, top + third, right, bottom - third), fill=colour)
 
 
-def render_shapes(per_class: int = SHAPES_PER_CLASS, seed: int = 0, size: int = 64) -> tuple[list[Image.Image], list[int], list[list[str]]]:
+def render_shapes(per_class: int = SHAPES_PER_CLASS, seed: int = 0,
+                  size: int = 64) -> tuple[list[Image.Image], list[int], list[list[str]]]:
     """(images, labels into SHAPE_CLASSES, captions) of shapes with random colour, size, place, background."""
     rng = np.random.default_rng(seed)
     images, labels, captions = [], [], []
@@ -101,7 +102,8 @@ def _parse(spec: str) -> tuple[str, str | None]:
     parts = spec.split(":")
     name, split = parts[1], parts[2] if len(parts) > 2 else None
     if len(parts) > 3 or name not in ("digits", "shapes", "skimage") or split not in (None, "train", "test"):
-        raise ClipModuleError(f"{spec}: unknown built-in dataset (builtin:digits|shapes|skimage, optional :train|:test)")
+        raise ClipModuleError(
+            f"{spec}: unknown built-in dataset (builtin:digits|shapes|skimage, optional :train|:test)")
     return name, split
 
 

@@ -23,7 +23,7 @@ class LoaderOptions:
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:1`…; `auto` picks CUDA when available."""
 
-    def torch_device(self) -> "torch.device":  # noqa: F821 (torch is imported when called)
+    def torch_device(self) -> torch.device:  # noqa: F821 (torch is imported when called)
         import torch
 
         if self.device == "auto":
@@ -57,7 +57,7 @@ class LinearProbeOptions:
 
 @dataclass
 class TaskSpec:
-    """One evaluation: a task on a dataset (see `clipmodule.eval.datasets` for how datasets are named)."""
+    """One evaluation: a task on a dataset (see `clipmodule.eval.sources` for how datasets are named)."""
 
     task: str
     """zeroshot, retrieval or linear-probe."""

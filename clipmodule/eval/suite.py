@@ -16,11 +16,15 @@ run one row through the same `run_task`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval import tasks as evaluate
+from clipmodule.eval.datasets import read_classnames, read_templates
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.sources import open_classification, open_retrieval
 
 # Table columns, in order; a row leaves blank what its task does not measure.
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
@@ -29,8 +33,6 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
 
 
 def _preflight(spec: TaskSpec) -> None:
-    from clipmodule.eval.datasets import read_templates
-
     spec.check()
     _classnames(spec)
     if spec.task == "zeroshot":
@@ -38,17 +40,12 @@ def _preflight(spec: TaskSpec) -> None:
 
 
 def _classnames(spec: TaskSpec) -> list[str] | None:
-    from clipmodule.eval.datasets import read_classnames
-
     return read_classnames(spec.classnames) if spec.classnames else None
 
 
 def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions, probe: LinearProbeOptions,
              progress=None) -> dict[str, Any]:
     """The metrics of one task (see `clipmodule.eval.tasks`)."""
-    from clipmodule.eval import tasks as evaluate
-    from clipmodule.eval.datasets import open_classification, open_retrieval, read_templates
-
     spec.check()
     if spec.task == "zeroshot":
         templates = read_templates(spec.templates)

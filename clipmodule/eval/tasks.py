@@ -2,43 +2,40 @@
 
     zero-shot      class embeddings from class names × templates (`zeroshot.build_zeroshot_classifier`),
                    logits 100 · image·W; top-1, top-5 and mean per-class recall (torchmetrics)
-    retrieval      image→text and text→image recall@k (torchmetrics' hit rate: a query scores when any
-                   of its matches ranks in the top k), several captions per image
+    retrieval      image→text and text→image recall@k (`metrics.recall_at_k`: a query scores when one of
+                   its matches ranks in the top k, ties counting against it), several captions per image
     linear probe   frozen features, scikit-learn's L-BFGS logistic regression; the inverse regularisation
                    C is chosen on a validation split by the paper's sweep (10^-6..10^6, coarse-to-fine
                    down to 8 steps per decade), then refit on train+validation and scored on the test set
 
-Every function takes a model, a dataset from `eval_data` and plain options, and returns a dict of metrics.
+Every function takes a model, a dataset from `eval.sources` and plain options, and returns a dict of metrics.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clipmodule.errors import ClipModuleError
-from clipmodule.eval.options import LinearProbeOptions, LoaderOptions
+from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.datasets import make_loader
+from clipmodule.eval.metrics import classification_metrics, retrieval_recall
+from clipmodule.eval.options import LinearProbeOptions, LoaderOptions
+from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
+from clipmodule.tokenizer import tokenize
 
 Progress = Any  # rich.progress.Progress, optional everywhere
 
 
-def _worker_error(error: Exception) -> ClipModuleError:
-    # A DataLoader worker re-raises our error with its traceback prepended; keep the message line.
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    message = next((line.split("ClipModuleError: ", 1)[1] for line in reversed(lines) if "ClipModuleError: " in line),
-                   lines[0] if lines else "data loading failed")
-    return ClipModuleError(message)
-
-
 @torch.no_grad()
 def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, options: LoaderOptions,
-                     progress: Progress = None, description: str = "images", captions: bool = False) -> tuple[torch.Tensor, list]:
+                     progress: Progress = None, description: str = "images",
+                     captions: bool = False) -> tuple[torch.Tensor, list]:
     """(features [N, D] as float32 on the CPU, the second element of every item: labels or caption lists)."""
     device = options.torch_device()
     loader = make_loader(dataset, options.batch_size, options.num_workers, captions=captions)
@@ -52,31 +49,14 @@ def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Da
             if task is not None:
                 progress.advance(task, len(images))
     except ClipModuleError as error:
-        raise _worker_error(error) from None
+        raise ClipModuleError(one_line(error)) from None  # a worker's error arrives wrapped in its traceback
     if not features:
         raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: dataset is empty")
     return torch.cat(features), targets
 
 
-def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """top1, top5 (when there are more than 5 classes) and mean per-class recall over the classes present."""
-    from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
-
-    scores, labels = scores.float(), labels.long()
-    metrics = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")(scores, labels).item()}
-    if num_classes > 5:
-        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")(scores, labels).item()
-    per_class = MulticlassRecall(num_classes, average="none")(scores, labels)
-    present = torch.bincount(labels, minlength=num_classes) > 0
-    metrics["mean_per_class_recall"] = per_class[present].mean().item()
-    metrics["num_samples"] = int(len(labels))
-    return metrics
-
-
 def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tensor]:
     """The BPE tokenizer at the model's context length; long captions are truncated."""
-    from clipmodule.tokenizer import tokenize
-
     return functools.partial(tokenize, context_length=model.config.text.context_length, truncate=True)
 
 
@@ -84,8 +64,6 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
                             templates: Sequence[str], options: LoaderOptions | None = None,
                             progress: Progress = None) -> dict[str, float]:
     """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble."""
-    from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
-
     options = options or LoaderOptions()
     model = model.to(options.torch_device()).eval()
     classifier = build_zeroshot_classifier(model, model_tokenizer(model), list(classnames), list(templates))
@@ -97,38 +75,9 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
 
 def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: Sequence[int],
                       ks: Sequence[int] = (1, 5, 10), chunk: int = 1024) -> dict[str, float]:
-    """image→text and text→image recall@k; caption j belongs to image `text_to_image[j]`.
-
-    Scores are cosine similarities. Per chunk of queries only the top max(ks) candidates go to
-    torchmetrics (a hit at k ≤ max(ks) can only be among them), so memory stays N × max(ks)."""
-    images = torch.nn.functional.normalize(image_features.float(), dim=-1)
-    texts = torch.nn.functional.normalize(text_features.float(), dim=-1)
-    owner = torch.as_tensor(list(text_to_image), dtype=torch.long)
-    results = {}
-    for direction, queries, items in (("image_to_text", images, texts), ("text_to_image", texts, images)):
-        hits = _hit_rates(queries, items, owner, direction == "image_to_text", ks, chunk)
-        results.update({f"{direction}_R@{k}": value for k, value in hits.items()})
-    return results
-
-
-def _hit_rates(queries: torch.Tensor, items: torch.Tensor, owner: torch.Tensor, queries_are_images: bool,
-               ks: Sequence[int], chunk: int) -> dict[int, float]:
-    from torchmetrics.retrieval import RetrievalHitRate
-
-    metrics = {k: RetrievalHitRate(top_k=k) for k in ks}
-    depth = min(max(ks), len(items))
-    for start in range(0, len(queries), chunk):
-        query_ids = torch.arange(start, min(start + chunk, len(queries)))
-        scores = queries[query_ids] @ items.t()
-        if queries_are_images:  # item j (a caption) matches query i when the caption belongs to image i
-            relevant = owner[None, :] == query_ids[:, None]
-        else:  # item j (an image) matches query i (a caption) when it is the caption's image
-            relevant = torch.arange(len(items))[None, :] == owner[query_ids][:, None]
-        top_scores, top_items = scores.topk(depth, dim=1)
-        indexes = query_ids[:, None].expand(-1, depth).reshape(-1)
-        for metric in metrics.values():
-            metric.update(top_scores.reshape(-1), relevant.gather(1, top_items).reshape(-1), indexes=indexes)
-    return {k: metric.compute().item() for k, metric in metrics.items()}
+    """image→text and text→image recall@k (`metrics.recall_at_k`); caption j belongs to image `text_to_image[j]`."""
+    recalls = retrieval_recall(image_features, text_features, text_to_image, ks, chunk)
+    return {f"{direction}_R@{k}": value for direction, by_k in recalls.items() for k, value in by_k.items()}
 
 
 def retrieval(model: torch.nn.Module, dataset: Dataset, ks: Sequence[int] = (1, 5, 10),
@@ -158,7 +107,8 @@ def probe_encoder(model: torch.nn.Module, features: str) -> Callable[[torch.Tens
     if features not in ("pre_projection", "embedding"):
         raise ClipModuleError(f"unknown linear-probe features {features!r} (pre_projection or embedding)")
     visual = model.visual
-    if features == "pre_projection" and hasattr(visual, "forward_features") and getattr(visual, "proj", None) is not None:
+    has_projection = getattr(visual, "proj", None) is not None
+    if features == "pre_projection" and hasattr(visual, "forward_features") and has_projection:
         return lambda images: visual.forward_features(images.to(model.dtype))[:, 0]
     return model.encode_image
 
@@ -220,7 +170,8 @@ def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_clas
     best_c, history = sweep_c(val_accuracy, options)
     final = fit_logistic_regression(x, y, best_c, options.max_iter, options.threads)
     scores = torch.zeros(len(test_y), num_classes)  # classes absent from the training split get probability 0
-    scores[:, torch.as_tensor(final.classes_)] = torch.as_tensor(final.predict_proba(test_x.numpy()), dtype=torch.float32)
+    probabilities = torch.as_tensor(final.predict_proba(test_x.numpy()), dtype=torch.float32)
+    scores[:, torch.as_tensor(final.classes_)] = probabilities
     metrics = classification_metrics(scores, torch.tensor(test_y), num_classes)
     return {**metrics, "best_C": best_c, "val_accuracy": history[best_c], "num_train": int(len(y)),
             "sweep": {f"{c:.6g}": value for c, value in history.items()}}

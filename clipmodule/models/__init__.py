@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from clipmodule.models.clip import CLIP
 from clipmodule.models.config import (
     MODEL_CONFIGS,
@@ -20,7 +22,8 @@ def create_model(name: str, **overrides: Any) -> CLIP:
     return CLIP(get_model_config(name, **overrides))
 
 
-def count_parameters(model: CLIP) -> int:
+def count_parameters(model: nn.Module) -> int:
+    """Every parameter's elements, trainable or not (the number the paper's and open_clip's tables give)."""
     return sum(parameter.numel() for parameter in model.parameters())
 
 

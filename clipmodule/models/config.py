@@ -116,7 +116,7 @@ MODEL_CONFIGS: dict[str, CLIPConfig] = {
 }
 
 # The OpenAI `clip` package spells names with slashes and '@'; accept those too.
-_ALIASES = {"ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336"}
+ALIASES = {"ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336"}
 
 
 def available_models() -> list[str]:
@@ -128,7 +128,7 @@ def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
     """The registered config for `name`, with top-level fields or `vision={...}`/`text={...}` replaced.
 
     Shortcuts: `image_size`, `patch_dropout` (vision) and `context_length` (text)."""
-    canonical = _ALIASES.get(name, name)
+    canonical = ALIASES.get(name, name)
     if canonical not in MODEL_CONFIGS:
         raise ClipModuleError(f"unknown model name {name!r}; available: {', '.join(available_models())}")
     return apply_overrides(MODEL_CONFIGS[canonical], **overrides)

@@ -5,13 +5,13 @@ Works the same on the embedded sqlite store (`sqlite:///mlruns.db`) and on an `m
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clipmodule.errors import ClipModuleError
+from clipmodule.errors import ClipModuleError, one_line
+from clipmodule.tracking.mlflow import DATA_CARD_TAG, client
+from curation.formats.files import write_text
 
-DATA_CARD_TAG = "data_card_hash"
 # Metrics that count training samples; used for the "against samples seen" plots when a run logged one.
 SAMPLES_METRICS = ("samples_seen", "trainer/samples_seen", "train/samples_seen")
 
@@ -36,16 +36,6 @@ class RunSummary:
         return "-"
 
 
-def _client(tracking_uri: str):
-    if tracking_uri.startswith(("http://", "https://")):
-        # Fail in seconds, not after minutes of retries, when the server is down.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
 def fetch_runs(
     tracking_uri: str,
     experiment: str,
@@ -56,17 +46,19 @@ def fetch_runs(
     """The runs of `experiment` (optionally only those named, or matching an MLflow filter), oldest first."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    tracker = client(tracking_uri)
     try:
-        found = client.get_experiment_by_name(experiment)
+        found = tracker.get_experiment_by_name(experiment)
         if found is None:
-            names = [e.name for e in client.search_experiments()]
-            raise ClipModuleError(f"no experiment {experiment!r} at {tracking_uri} (known: {', '.join(names) or 'none'})")
-        runs = client.search_runs([found.experiment_id], filter_string=filter_string, order_by=["attributes.start_time ASC"])
+            names = [e.name for e in tracker.search_experiments()]
+            known = ", ".join(names) or "none"
+            raise ClipModuleError(f"no experiment {experiment!r} at {tracking_uri} (known: {known})")
+        runs = tracker.search_runs([found.experiment_id], filter_string=filter_string,
+                                   order_by=["attributes.start_time ASC"])
     except MlflowException as error:
-        raise ClipModuleError(f"{tracking_uri}: {_first_line(error)}") from None
+        raise ClipModuleError(f"{tracking_uri}: {one_line(error)[:240]}") from None
     except OSError as error:  # requests' ConnectionError is an OSError
-        raise ClipModuleError(f"{tracking_uri}: tracking server unreachable ({_first_line(error)})") from None
+        raise ClipModuleError(f"{tracking_uri}: tracking server unreachable ({one_line(error)[:240]})") from None
     summaries = []
     for run in runs:
         name = run.data.tags.get("mlflow.runName", run.info.run_id[:8])
@@ -76,7 +68,7 @@ def fetch_runs(
                              {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
         for key in set(history_metrics or []) | set(SAMPLES_METRICS):
             if key in summary.metrics:
-                history = client.get_metric_history(run.info.run_id, key)
+                history = tracker.get_metric_history(run.info.run_id, key)
                 summary.histories[key] = sorted((m.step, m.value) for m in history)
         summaries.append(summary)
     if run_names:
@@ -86,11 +78,6 @@ def fetch_runs(
     if not summaries:
         raise ClipModuleError(f"experiment {experiment!r} has no runs matching the selection")
     return summaries
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:240] if lines else type(error).__name__
 
 
 def check_metrics(runs: list[RunSummary], metrics: list[str]) -> None:
@@ -170,9 +157,5 @@ def write_report(runs: list[RunSummary], header: list[str], rows: list[list[str]
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {title}", "", markdown_table(header, rows), ""]
     lines += [f"![{plot.stem}]({plot.name})" for plot in plots]
-    for name, text in (("compare.md", "\n".join(lines) + "\n"),
-                       ("compare.json", json.dumps([asdict(run) for run in runs], indent=2))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out_dir / name)
-    return out_dir / "compare.md"
+    write_text(out_dir / "compare.json", json.dumps([asdict(run) for run in runs], indent=2))
+    return write_text(out_dir / "compare.md", "\n".join(lines) + "\n")

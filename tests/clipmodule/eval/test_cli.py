@@ -11,8 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
-from clipmodule.cli import main as clipmodule
 from clipmodule.checkpoints.io import save_checkpoint
+from clipmodule.cli import main as clipmodule
 from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.models import create_model
 
@@ -63,7 +63,7 @@ def _run(root: Path, run_id: str):
 
 def test_zeroshot_command_writes_json_and_mlflow(work, capsys):
     from clipmodule.api import load
-    from clipmodule.eval.datasets import open_classification
+    from clipmodule.eval.sources import open_classification
     from clipmodule.eval.tasks import zeroshot_classification
 
     output = work / "zs.json"
@@ -122,7 +122,8 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
             "no_such_names.txt: no such class-name file"
     elif case == "empty-folder":
         (tmp_path / "empty").mkdir()
-        argv, expected = [*zeroshot, "--dataset", str(tmp_path / "empty")], f"{tmp_path / 'empty'}: empty dataset folder"
+        argv = [*zeroshot, "--dataset", str(tmp_path / "empty")]
+        expected = f"{tmp_path / 'empty'}: empty dataset folder"
     elif case == "unreadable-image":
         (tmp_path / "data" / "cat").mkdir(parents=True)
         (tmp_path / "data" / "cat" / "x.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -137,7 +138,8 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
         (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"output": str(tmp_path / "suite"), "tasks": [
             {"task": "retrieval", "dataset": str(work / "captions.csv")},
             {"task": "zeroshot", "dataset": str(work / "test"), "classnames": str(tmp_path / "gone.txt")}]}))
-        argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model], "gone.txt: no such class-name file"
+        argv = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model]
+        expected = "gone.txt: no such class-name file"
     elif case == "missing-model":
         argv, expected = ["eval", "retrieval", "--model", "nope.safetensors", "--dataset", "builtin:skimage"], \
             "nope.safetensors: neither an existing checkpoint path nor a model name"
@@ -163,14 +165,15 @@ def biased_b32(work) -> Path:
     model = get_model(B32)
     with torch.no_grad():
         model.head.bias[[1, 0, 2]] = torch.tensor([300.0, 200.0, 100.0])
-    save_file({key: value.half().contiguous() for key, value in model.state_dict().items()}, str(work / "b32.safetensors"))
+    half = {key: value.half().contiguous() for key, value in model.state_dict().items()}
+    save_file(half, str(work / "b32.safetensors"))
     return work / "b32.safetensors"
 
 
 def test_classifier_test_command_reports_top1_top5(work, biased_b32, capsys):
     from skimage import data
 
-    for index, name in enumerate(["astronaut", "chelsea", "coffee", "rocket", "camera", "moon"]):
+    for name in ["astronaut", "chelsea", "coffee", "rocket", "camera", "moon"]:
         Image.fromarray(getattr(data, name)()).save(work / f"{name}.png")
     lines = ["path,label", "astronaut.png,0", "chelsea.png,0", "coffee.png,1", "rocket.png,goldfish",
              "camera.png,2", "moon.png,great white shark"]

@@ -11,12 +11,8 @@ from PIL import Image
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval, render_shapes
-from clipmodule.eval.datasets import (
-    open_classification,
-    open_retrieval,
-    read_classnames,
-    read_templates,
-)
+from clipmodule.eval.datasets import read_classnames, read_templates
+from clipmodule.eval.sources import open_classification, open_retrieval
 from clipmodule.eval.tasks import LoaderOptions, extract_features
 from clipmodule.transforms import image_transform
 
@@ -34,7 +30,8 @@ def test_shipped_imagenet_names_and_templates_with_licence():
     assert len(names) == 1000 and names[0] == "tench" and names[-1] == "toilet paper"
     assert len(templates) == 80 and all("{}" in template for template in templates)
     assert templates[0] == "a bad photo of a {}."
-    notice = (Path(__file__).resolve().parents[3] / "clipmodule/assets/LICENSE-openai-clip-imagenet-prompts.txt").read_text()
+    assets = Path(__file__).resolve().parents[3] / "clipmodule/assets"
+    notice = (assets / "LICENSE-openai-clip-imagenet-prompts.txt").read_text()
     assert "MIT License" in notice and "imagenet_classnames.txt" in notice and "imagenet_templates.txt" in notice
 
 
@@ -139,14 +136,38 @@ def test_webdataset_shards_with_class_and_captions(tmp_path):
     assert captions[0] == ["caption 0", "second 0"] and len(captions) == 6
     with pytest.raises(ClipModuleError, match="shards carry class indices"):
         open_classification(spec, TRANSFORM)
-    with pytest.raises(ClipModuleError, match=r"no such shard .*eval-2.tar"):
+    with pytest.raises(ClipModuleError, match=r"1 of 3 shards are missing, the first: .*eval-2.tar"):
         open_classification(str(tmp_path / "eval-{0..2}.tar"), TRANSFORM, ["black", "red"])
     with pytest.raises(ClipModuleError, match=r"class '1' is not an index into the 1 class names"):
         extract_features(lambda images: images, open_classification(spec, TRANSFORM, ["black"]), LoaderOptions())
 
 
+def test_shards_labelled_in_json_as_fit_reads_them(tmp_path):
+    import io
+    import json
+
+    import webdataset as wds
+
+    def encoded(colour):
+        buffer = io.BytesIO()
+        Image.new("RGB", (20, 20), colour).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    with wds.TarWriter(str(tmp_path / "00000.tar")) as sink:  # no `cls`: the label is in the json, as `fit` takes it
+        for index in range(4):
+            sink.write({"__key__": f"{index:05d}", "jpg": encoded((255 * (index % 2), 0, 0)),
+                        "json": json.dumps({"label": index % 2, "caption": "x"}).encode()})
+        sink.write({"__key__": "00004", "jpg": encoded((0, 0, 0)), "json": json.dumps({"label": "red"}).encode()})
+    dataset = open_classification(str(tmp_path), TRANSFORM, ["black", "red"])  # a folder of shards
+    items = iter(dataset)
+    assert [next(items)[1] for _ in range(4)] == [0, 1, 0, 1]
+    with pytest.raises(ClipModuleError, match=r"00000.tar:00004: json label 'red' is not an integer"):
+        next(items)
+
+
 def test_builtin_sets():
-    train, test = builtin_classification("builtin:digits:train", TRANSFORM), builtin_classification("builtin:digits:test", TRANSFORM)
+    train = builtin_classification("builtin:digits:train", TRANSFORM)
+    test = builtin_classification("builtin:digits:test", TRANSFORM)
     assert len(train) + len(test) == 1797 and train.classnames == [str(d) for d in range(10)]
     assert np.bincount([label for _, label in test.items]).min() >= 85  # stratified halves
     images, labels, captions = render_shapes()

@@ -9,10 +9,10 @@ import torch
 
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
 from clipmodule.eval.datasets import LabelledImages
+from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.tasks import (
     LinearProbeOptions,
     LoaderOptions,
-    classification_metrics,
     linear_probe,
     retrieval,
     retrieval_metrics,

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from clipmodule.classifiers.inference import inference_model
 from clipmodule.classifiers.zoo import ZeroShotClassifier, build_zeroshot_model
 from clipmodule.eval.builtin import builtin_classification
 from clipmodule.eval.datasets import LabelledImages, read_templates
 from clipmodule.eval.tasks import LoaderOptions, zeroshot_classification
-from clipmodule.classifiers.inference import inference_model
 from clipmodule.models import create_model
 from clipmodule.tokenizer import tokenize
 from clipmodule.transforms import image_transform

@@ -1,0 +1,90 @@
+"""Every MLflow touch: the default store, the tags every run carries, the client, metric keys, logging.
+
+MLflow is imported inside the functions that talk to it, so the CLIs answer `--help` (and the core imports)
+without it. The client is bound to the URI given: nothing process-wide (the global tracking URI, an active
+run) is touched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from clipmodule.errors import ClipModuleError, one_line
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+"""The embedded store: an sqlite file in the working directory; a server URI works the same."""
+DATA_CARD_TAG = "data_card_hash"
+"""Tag naming the data card of a run's training data (`clipmodule compare` shows it)."""
+
+
+@dataclass
+class TrackingOptions:
+    """MLflow tracking of evaluation results."""
+
+    uri: str | None = DEFAULT_TRACKING_URI
+    """Tracking URI: an sqlite file (`sqlite:///path/mlruns.db`) or a server; null/`none` disables MLflow."""
+    experiment: str = "clipmodule-eval"
+    """MLflow experiment the run is logged under."""
+    run_name: str | None = None
+    """Run name; default: the task and dataset."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.uri not in (None, "", "none")
+
+
+def client(tracking_uri: str):
+    """An `MlflowClient` bound to `tracking_uri`."""
+    if str(tracking_uri).startswith(("http://", "https://")):
+        # Fail in seconds, not after minutes of retries, when the server is down.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def mlflow_key(key: str) -> str:
+    """MLflow metric names allow letters, digits and `_-. :/`; `R@5` becomes `R5`."""
+    return re.sub(r"[^\w\-. :/]", "", key)
+
+
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a metrics dict, keys prefixed and made MLflow-safe; nested dicts (sweeps and
+    other detail) stay in the JSON file."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[mlflow_key(f"{prefix}{key}")] = float(value)
+    return out
+
+
+def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any], metrics: dict[str, float],
+                  tags: dict[str, str] | None = None) -> str | None:
+    """One finished MLflow run with `params` and `metrics`; returns its id (None when tracking is off)."""
+    if not options.enabled:
+        return None
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracker = client(options.uri)
+        experiment = tracker.get_experiment_by_name(options.experiment)
+        experiment_id = experiment.experiment_id if experiment else tracker.create_experiment(options.experiment)
+        run = tracker.create_run(experiment_id, run_name=options.run_name or run_name)
+        now = int(datetime.datetime.now().timestamp() * 1000)
+        tracker.log_batch(
+            run.info.run_id,
+            metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
+            params=[Param(key, str(value)[:6000]) for key, value in params.items()],
+            tags=[RunTag(key, value) for key, value in (tags or {}).items()],
+        )
+        tracker.set_terminated(run.info.run_id, "FINISHED")
+    except MlflowException as error:
+        raise ClipModuleError(f"{options.uri}: MLflow logging failed ({one_line(error)[:200]})") from None
+    return run.info.run_id
