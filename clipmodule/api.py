@@ -18,6 +18,7 @@ from clipmodule.checkpoints.io import load_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
 from clipmodule.models.config import ALIASES
+from clipmodule.tokenizer import tokenize as _tokenize
 from clipmodule.transforms import image_transform
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.
@@ -82,8 +83,6 @@ def load(
 
 def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
     """OpenAI's `clip.tokenize`: [N, context_length] token ids; too-long texts raise unless `truncate`."""
-    from clipmodule.tokenizer import tokenize as _tokenize
-
     return _tokenize(texts, context_length=context_length, truncate=truncate)
 
 

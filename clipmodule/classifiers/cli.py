@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.tracking.mlflow import TrackingOptions
 from clipmodule.eval.options import LoaderOptions
+from clipmodule.tracking.mlflow import TrackingOptions
 
 
 @dataclass
@@ -108,8 +108,8 @@ def list_classifiers(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from clipmodule.classifiers.zoo import CLASSIFIER_SPECS, CLIPImageClassifier
     from clipmodule.classifiers.complexity import complexity_on_meta
+    from clipmodule.classifiers.zoo import CLASSIFIER_SPECS, CLIPImageClassifier
 
     table = Table(caption="ViT-B/32 or ViT-B/16 CLIP image trunk + linear head; the name says the pretraining")
     table.add_column("name", no_wrap=True)

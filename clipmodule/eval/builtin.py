@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipmodule.data.synthetic import draw_shape
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.datasets import CaptionedImages, LabelledImages, Transform
 
@@ -51,20 +52,6 @@ def _digits() -> tuple[list[Image.Image], list[int]]:
     return images, [int(label) for label in digits.target]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: tuple) -> None:
-    left, top, right, bottom = box
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif shape == "square":
-        draw.rectangle(box, fill=colour)
-    elif shape == "triangle":
-        draw.polygon([((left + right) // 2, top), (right, bottom), (left, bottom)], fill=colour)
-    else:  # cross: two bars a third of the box wide
-        third = (right - left) // 3
-        draw.rectangle((left + third, top, right - third, bottom), fill=colour)
-        draw.rectangle((left, top + third, right, bottom - third), fill=colour)
-
-
 def render_shapes(per_class: int = SHAPES_PER_CLASS, seed: int = 0,
                   size: int = 64) -> tuple[list[Image.Image], list[int], list[list[str]]]:
     """(images, labels into SHAPE_CLASSES, captions) of shapes with random colour, size, place, background."""
@@ -78,7 +65,7 @@ def render_shapes(per_class: int = SHAPES_PER_CLASS, seed: int = 0,
             extent = int(rng.integers(size // 2, size - 4)) if big else int(rng.integers(size // 5, size // 3))
             left, top = (int(v) for v in rng.integers(0, size - extent, size=2))
             image = Image.new("RGB", (size, size), BACKGROUNDS[background])
-            _draw_shape(ImageDraw.Draw(image), shape, (left, top, left + extent, top + extent), COLOURS[colour])
+            draw_shape(ImageDraw.Draw(image), shape, (left, top, left + extent, top + extent), COLOURS[colour])
             images.append(image)
             labels.append(label)
             size_word = "large" if big else "small"

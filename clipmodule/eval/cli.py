@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.options import parse_dataclass
 from clipmodule.tracking.mlflow import TrackingOptions
-from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
 
 @dataclass
@@ -119,8 +119,8 @@ def _load_model(model: str):
 
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
-    from clipmodule.eval.suite import run_task
     from clipmodule.eval.results import make_record, print_metrics, write_json
+    from clipmodule.eval.suite import run_task
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     spec = command.task()
@@ -144,8 +144,8 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
 
 def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     """Runs a suite; writes <output>/<name>.md and .json and one MLflow run."""
-    from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.eval.results import make_record, write_json, write_text
+    from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     if not command.model:

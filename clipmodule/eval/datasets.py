@@ -123,7 +123,7 @@ class ShardImages(IterableDataset):
         self.spec, self.transform, self.name, self.classnames = spec, transform, name, classnames
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
-        import webdataset as wds
+        import webdataset as wds  # the eval extra: `get_model` reads class names from here on a core install
 
         # webdataset hands each DataLoader worker its own shards (split_by_worker).
         for sample in wds.WebDataset(self.spec.urls, shardshuffle=False, empty_check=False):

@@ -18,6 +18,7 @@ import csv
 from pathlib import Path
 
 from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
@@ -37,8 +38,6 @@ def _shard_spec(spec: str, field: str) -> ShardSpec:
 
 
 def _image_folder(root: Path, classnames: list[str] | None, transform: Transform) -> LabelledImages:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
     try:
         folders, folder_to_index = find_classes(str(root))
         samples = make_dataset(str(root), folder_to_index, extensions=IMG_EXTENSIONS)

@@ -15,11 +15,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.metrics import PairedEmbeddings
+from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.optim import OptimConfig, build_optimizer
-from clipmodule.eval.metrics import PairedEmbeddings
-from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 MAX_LOG_SCALE = math.log(100.0)
 
