@@ -9,7 +9,7 @@ export WANDB_MODE := disabled
 # Spinning OpenMP waits slow CPU training several-fold whenever another process wants a core.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test sysdeps install clean
+.PHONY: demo test lint sysdeps install clean
 
 # System packages: WordNet database files for query lists, colour emoji font for demo images.
 sysdeps:
@@ -24,16 +24,21 @@ sysdeps:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)
 
-test: install
+# ruff, then the import contracts (pyproject.toml): a broken rule fails fast, before the slow tests.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q --durations=15
 
 demo: install
 	$(PY) -m demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .ruff_cache .import_linter_cache
