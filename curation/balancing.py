@@ -9,7 +9,6 @@ c > t rows are kept about t times.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.config import BalanceConfig
+from curation.engines import run_job
 from curation.errors import CurationError
+from curation.formats.files import atomic_path
+from curation.formats.tables import ROWS_IN_KEY, input_rows, query_id_counts
 from curation.progress import report
-from curation.engines.local import ROWS_IN_KEY, input_rows, run_shards
-from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, stats_path
+from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
 
 GOLDEN = 0x9E3779B97F4A7C15
 MASK64 = (1 << 64) - 1
@@ -66,11 +67,6 @@ def balance_mask(key_hash: np.ndarray, query_ids: pa.ListArray, probabilities: n
     return keep
 
 
-@functools.cache
-def _probabilities(counts_file: str, t: int, signature: tuple[int, int]) -> np.ndarray:
-    return keep_probabilities(pq.read_table(counts_file, columns=["matched"])["matched"].to_numpy(), t)
-
-
 @dataclass(frozen=True)
 class BalanceTask:
     source: Path
@@ -79,10 +75,8 @@ class BalanceTask:
     config: BalanceConfig
 
 
-def balance_shard(task: BalanceTask) -> dict[str, Any]:
+def balance_shard(task: BalanceTask, probabilities: np.ndarray) -> dict[str, Any]:
     """Keep the rows of one matched shard whose coins come up; write them to `task.output`."""
-    stat = task.counts_file.stat()
-    probabilities = _probabilities(str(task.counts_file), task.config.t, (stat.st_size, stat.st_mtime_ns))
     table = pq.read_table(task.source)
     key_column = task.config.key_column
     if key_column not in table.column_names or "query_ids" not in table.column_names:
@@ -96,17 +90,33 @@ def balance_shard(task: BalanceTask) -> dict[str, Any]:
         raise CurationError(f"{task.source}: query ids beyond the query list of {task.counts_file}")
     keep = balance_mask(key_hashes(keys.to_pylist()), query_ids, probabilities, task.config.seed)
     kept = table.filter(pa.array(keep))
-    with atomic_path(task.output) as tmp:
-        with pq.ParquetWriter(tmp, kept.schema) as writer:
-            writer.write_table(kept)
-            writer.add_key_value_metadata({ROWS_IN_KEY: str(table.num_rows)})
+    with atomic_path(task.output) as tmp, pq.ParquetWriter(tmp, kept.schema) as writer:
+        writer.write_table(kept)
+        writer.add_key_value_metadata({ROWS_IN_KEY: str(table.num_rows)})
     return {"name": task.output.name, "rows_in": table.num_rows, "rows_out": kept.num_rows}
+
+
+@dataclass(frozen=True)
+class BalanceJob:
+    """`curation balance` for an engine: each worker reads the keep probabilities once; a shard balanced by
+    an earlier, interrupted run is only counted. Every result carries the rows per query it kept."""
+
+    counts_file: Path
+    t: int
+    description: str = "balance"
+
+    def setup(self) -> np.ndarray:
+        return keep_probabilities(pq.read_table(self.counts_file, columns=["matched"])["matched"].to_numpy(), self.t)
+
+    def run(self, probabilities: np.ndarray, task: BalanceTask) -> dict[str, Any]:
+        done = task.output.exists()
+        result = {"name": task.output.name, "created": False} if done else \
+            {**balance_shard(task, probabilities), "created": True}
+        return {**result, "counts": query_id_counts(task.output)}
 
 
 def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Balance `matched/*.parquet` into `out/*.parquet`, with `<out>.counts.parquet` (matched vs kept per query)."""
-    from curation.matching import count_matches
-
     matched, out = Path(matched), Path(out)
     match_stats = read_json(stats_path(matched), "match stats (run `curation match` first)")
     counts_file = Path(match_stats.get("counts_file", sidecar(matched, ".counts.parquet")))
@@ -124,18 +134,10 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
         out.mkdir(parents=True, exist_ok=True)
         tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
         table = pq.read_table(counts_file)
-        if config.engine == "ray":
-            from curation.engines.ray import BalanceActor, run_on_ray
-
-            arguments = {"counts_file": str(counts_file.resolve()), "config": config}
-            kept = run_on_ray(BalanceActor, arguments, tasks, config, table.num_rows, stage.created)
-        else:
-            todo = [task for task in tasks if not task.output.exists()]
-            total = sum(input_rows(task.source) for task in todo)
-            for result in run_shards(balance_shard, todo, config.workers, f"balance (t={config.t:,})", total):
-                stage.created(out / result["name"])
-            _probabilities.cache_clear()
-            kept = count_matches([task.output for task in tasks], table.num_rows)
+        total = sum(input_rows(task.source) for task in tasks if not task.output.exists())
+        job = BalanceJob(counts_file, config.t, f"balance (t={config.t:,})")
+        kept = run_job(job, tasks, engine=config.engine, workers=config.workers, ray_address=config.ray_address,
+                       total_rows=total, count_size=table.num_rows, on_result=stage.record_output).counts
         table = table.append_column("kept", pa.array(kept))
         with atomic_path(out_counts) as tmp:
             pq.write_table(table, tmp)

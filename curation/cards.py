@@ -2,13 +2,13 @@
 
 Writes `<cards_dir>/<name>.json` (everything, machine-readable), `<name>.md` (for people, following
 `data_cards/TEMPLATE.md`) and `<name>.png` (rows per query before and after balancing, log axes). The
-`content_hash` is the SHA-256 of the sorted "name sha256" lines of the data shards: training runs record it
-to say exactly which data they saw. Nothing time-dependent goes in, so rebuilding a card changes no byte.
+`content_hash` (defined by the shard contract, `curation.formats.webdataset`) is the SHA-256 of the sorted
+"name sha256" lines of the data shards: training runs record it to say exactly which data they saw. Nothing
+time-dependent goes in, so rebuilding a card changes no byte.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,26 +17,16 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from curation.card_markdown import render_markdown
 from curation.config import WorkLayout
 from curation.errors import CurationError
+from curation.formats.files import atomic_path, write_text
+from curation.formats.webdataset import content_hash, shard_records
 from curation.progress import report
-from curation.stage import atomic_path, read_json, sidecar, stats_path
+from curation.stage import read_json, sidecar, stats_path
 
 HEAD = 10
 STAGES = ("queries", "match", "balance", "download")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_hash(shards: list[dict[str, Any]]) -> str:
-    lines = "".join(f"{s['name']} {s['sha256']}\n" for s in sorted(shards, key=lambda s: s["name"]))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _stage_stats(layout: WorkLayout) -> dict[str, dict[str, Any]]:
@@ -103,17 +93,12 @@ def plot_counts(counts_file: Path, t: int, path: Path) -> None:
 
 
 def shard_list(shards_dir: Path, download: dict[str, Any]) -> list[dict[str, Any]]:
-    samples = {}
-    for stats_file in shards_dir.glob("*_stats.json"):
-        samples[stats_file.name[: -len("_stats.json")]] = json.loads(stats_file.read_text())["successes"]
-    found = []
-    for name in download["data_files"]:
-        path = shards_dir / name
+    """The card's record of each shard the download stats list (samples as img2dataset recorded them)."""
+    paths = [shards_dir / name for name in download["data_files"]]
+    for path in paths:
         if not path.is_file():
             raise CurationError(f"{path}: shard listed by the download stats is missing")
-        found.append({"name": name, "samples": samples.get(name.split(".")[0], 0), "bytes": path.stat().st_size,
-                      "sha256": sha256_file(path)})
-    return found
+    return shard_records(paths)
 
 
 def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
@@ -168,8 +153,6 @@ def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
 
 def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
     """Write `<cards_dir>/<name>.{json,md,png}` for the dataset built in `work_dir`."""
-    from curation.card_markdown import render_markdown
-
     layout = WorkLayout(Path(work_dir))
     card = build_card(name, layout)
     cards_dir = Path(cards_dir)
@@ -179,9 +162,7 @@ def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
         with atomic_path(cards_dir / f"{name}.decontamination.png") as tmp:
             shutil.copyfile(thumbnails, tmp)
         card["decontamination"]["thumbnails"] = f"{name}.decontamination.png"
-    with atomic_path(cards_dir / f"{name}.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    with atomic_path(cards_dir / f"{name}.md") as tmp:
-        tmp.write_text(render_markdown(card), encoding="utf-8")
+    write_text(cards_dir / f"{name}.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    write_text(cards_dir / f"{name}.md", render_markdown(card))
     report(f"card: {cards_dir / name}.md (content hash {card['content_hash'][:16]}…)")
     return card

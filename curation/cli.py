@@ -11,10 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.config import (BalanceConfig, DatasetConfig, DecontaminateConfig, DownloadConfig, MatchConfig,
-                             QueriesConfig)
+from curation.config import (
+    BalanceConfig,
+    DatasetConfig,
+    DecontaminateConfig,
+    DownloadConfig,
+    MatchConfig,
+    QueriesConfig,
+)
 from curation.errors import CurationError
 from curation.typed import add_arguments, from_namespace, load_yaml
+
 
 @dataclass
 class QueriesPaths:

@@ -23,14 +23,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.cards import content_hash, sha256_file
-from curation.config import DecontaminateConfig
-from curation.errors import CurationError
-from curation.progress import progress_bar, report
-from curation.engines.local import run_shards
-from curation.stage import Stage, atomic_path, file_signature, read_json, sidecar, write_json
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+from curation.config import DecontaminateConfig
+from curation.decontaminate_plot import plot_matches
+from curation.engines import run_job
+from curation.errors import CurationError
+from curation.formats.files import atomic_path, write_json
+from curation.formats.webdataset import (
+    IMAGE_EXTENSIONS,
+    ShardSpecError,
+    content_hash,
+    expand_shards,
+    image_field,
+    shard_records,
+    split_member_name,
+)
+from curation.progress import progress_bar, report
+from curation.stage import Stage, file_signature, read_json, sidecar
+
+IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
 RESULT_SUFFIX = "_decontamination.json"
 TOP_MATCHES = 50
 
@@ -71,8 +85,7 @@ class BKTree:
 
 def image_hash(data: bytes, config: DecontaminateConfig) -> int | None:
     """The perceptual hash of encoded image bytes as an integer; None when the bytes do not decode."""
-    import imagehash
-    from PIL import Image, UnidentifiedImageError
+    import imagehash  # here: it loads scipy, which `curation --help` and the other stages do not need
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -83,15 +96,13 @@ def image_hash(data: bytes, config: DecontaminateConfig) -> int | None:
 
 
 def tar_samples(path: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, bytes]]]]:
-    """(key, members) per webdataset sample, in file order; a key is the member name up to its first dot."""
+    """(key, members) per webdataset sample, in file order (keys by the shard contract's member-name rule)."""
     key, members = None, []
     try:
         with tarfile.open(path, "r:*") as archive:
             for info in archive:
                 data = archive.extractfile(info).read() if info.isfile() else b""
-                name = info.name.rsplit("/", 1)
-                stem = name[-1].split(".", 1)[0]
-                member_key = (name[0] + "/" + stem) if len(name) == 2 else stem
+                member_key = split_member_name(info.name)[0]
                 if members and member_key != key:
                     yield key, members
                     members = []
@@ -103,11 +114,11 @@ def tar_samples(path: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, b
         yield key, members
 
 
-def _image_member(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes | None:
-    for info, data in members:
-        if info.name.lower().endswith(IMAGE_SUFFIXES):
-            return data
-    return None
+def sample_image(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes | None:
+    """The encoded image of one sample (the shard contract's image field), None when it has none."""
+    fields = {split_member_name(info.name)[1]: data for info, data in members if info.isfile()}
+    name = image_field(fields)
+    return fields[name] if name is not None else None
 
 
 # ---- evaluation images --------------------------------------------------------------------------------
@@ -119,7 +130,7 @@ def eval_images(source: Path) -> Iterator[tuple[str, bytes]]:
             yield str(path), path.read_bytes()
     elif source.is_file() and tarfile.is_tarfile(source):
         for key, members in tar_samples(source):
-            if (data := _image_member(members)) is not None:
+            if (data := sample_image(members)) is not None:
                 yield f"{source}::{key}", data
     elif source.exists():
         raise CurationError(f"{source}: evaluation set must be a folder of images or a webdataset .tar")
@@ -131,7 +142,7 @@ def load_eval_image(reference: str) -> bytes:
     if "::" not in reference:
         return Path(reference).read_bytes()
     shard, key = reference.rsplit("::", 1)
-    return next(_image_member(members) for k, members in tar_samples(Path(shard)) if k == key)
+    return next(sample_image(members) for k, members in tar_samples(Path(shard)) if k == key)
 
 
 def hash_eval_sets(sources: list[Path], config: DecontaminateConfig) -> tuple[BKTree, list[dict[str, Any]]]:
@@ -158,50 +169,57 @@ def hash_eval_sets(sources: list[Path], config: DecontaminateConfig) -> tuple[BK
 class ShardTask:
     source: Path
     output: Path
-    tree: BKTree
-    config: DecontaminateConfig
 
 
 def result_path(output: Path) -> Path:
     return output.with_name(output.name.split(".")[0] + RESULT_SUFFIX)
 
 
-def clean_shard(task: ShardTask) -> dict[str, Any]:
+def clean_shard(task: ShardTask, tree: BKTree, config: DecontaminateConfig) -> dict[str, Any]:
     """Copy the samples of one shard that match no evaluation image; the drops go to its result file."""
     samples = kept = undecodable = 0
     drops = []
-    with atomic_path(task.output) as tmp:
-        with tarfile.open(tmp, "w") as cleaned:
-            for key, members in tar_samples(task.source):
-                samples += 1
-                data = _image_member(members)
-                digest = image_hash(data, task.config) if data is not None else None
-                matches = task.tree.search(digest, task.config.threshold) if digest is not None else []
-                undecodable += digest is None
-                if matches:
-                    distance, image = matches[0]
-                    drops.append({"shard": task.source.name, "key": key, "eval_index": image, "distance": distance})
-                    continue
-                kept += 1
-                for info, payload in members:
-                    cleaned.addfile(info, io.BytesIO(payload) if info.isfile() else None)
+    with atomic_path(task.output) as tmp, tarfile.open(tmp, "w") as cleaned:
+        for key, members in tar_samples(task.source):
+            samples += 1
+            data = sample_image(members)
+            digest = image_hash(data, config) if data is not None else None
+            matches = tree.search(digest, config.threshold) if digest is not None else []
+            undecodable += digest is None
+            if matches:
+                distance, image = matches[0]
+                drops.append({"shard": task.source.name, "key": key, "eval_index": image, "distance": distance})
+                continue
+            kept += 1
+            for info, payload in members:
+                cleaned.addfile(info, io.BytesIO(payload) if info.isfile() else None)
     result = {"name": task.output.name, "rows_in": samples, "kept": kept, "undecodable": undecodable,
               "drops": drops}
     write_json(result_path(task.output), result)
     return result
 
 
+@dataclass(frozen=True)
+class DecontaminateJob:
+    """`curation decontaminate` for an engine: the evaluation hashes travel with the job, once per worker."""
+
+    tree: BKTree
+    config: DecontaminateConfig
+    description: str = "decontaminate"
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state: None, task: ShardTask) -> dict[str, Any]:
+        return clean_shard(task, self.tree, self.config)
+
+
 def training_shards(shards: list[str]) -> list[Path]:
-    found = []
-    for item in map(Path, shards):
-        if item.is_dir():
-            found += sorted(p for p in item.glob("*.tar") if not p.name.startswith("."))
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise CurationError(f"{item}: training shard or folder not found")
-    if not found:
-        raise CurationError(f"{', '.join(shards)}: no .tar training shards")
+    """The training tars (the shard contract's spec rule); outputs keep shard names, so names must differ."""
+    try:
+        found = [Path(p) for p in expand_shards(shards)]
+    except ShardSpecError as error:
+        raise CurationError(f"training shards: {error}") from None
     names = Counter(p.name for p in found)
     if (twice := [n for n, c in names.items() if c > 1]):
         raise CurationError(f"{twice[0]}: two training shards have this name (outputs keep shard names)")
@@ -227,18 +245,20 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
     with stage.running():
         tree, images = hash_eval_sets(sources, config)
         out.mkdir(parents=True, exist_ok=True)
-        tasks = [ShardTask(src, out / src.name, tree, config) for src in train]
+        tasks = [ShardTask(src, out / src.name) for src in train]
         todo = [t for t in tasks if not (t.output.exists() and result_path(t.output).exists())]
-        for result in run_shards(clean_shard, todo, config.workers, "decontaminate", None):
+
+        def record(result: dict[str, Any]) -> None:
             stage.created(out / result["name"])
             stage.created(result_path(out / result["name"]))
+
+        run_job(DecontaminateJob(tree, config), todo, workers=config.workers, on_result=record)
         results = [read_json(result_path(t.output), "shard result") for t in tasks]
         drops = _drop_rows(results, images)
         _write_drop_list(drops, drop_list)
         if drops and config.thumbnails:
-            from curation.decontaminate_plot import plot_matches
-
-            plot_matches(drops[: config.thumbnails], dict(zip((t.source.name for t in tasks), train)), plot)
+            shown = drops[: config.thumbnails]
+            plot_matches(shown, _matched_images(shown, dict(zip((t.source.name for t in tasks), train))), plot)
         stats = stage.finish(_stats(config, sources, images, tasks, results, drops, drop_list,
                                     plot if plot.exists() else None))
     report(f"decontaminate: dropped {stats['samples_dropped']:,} of {stats['samples_in']:,} training samples within "
@@ -246,16 +266,25 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
     return stats
 
 
+def _matched_images(drops: list[dict[str, Any]], shards: dict[str, Path]) -> list[tuple[bytes, bytes]]:
+    """(evaluation image, dropped training image) bytes of each drop, each training shard read once."""
+    wanted = {(d["shard"], d["key"]) for d in drops}
+    train_images = {}
+    for shard in sorted({d["shard"] for d in drops}):
+        for key, members in tar_samples(shards[shard]):
+            if (shard, key) in wanted:
+                train_images[shard, key] = sample_image(members)
+    return [(load_eval_image(d["eval_image"]), train_images[d["shard"], d["key"]]) for d in drops]
+
+
 def _drop_rows(results: list[dict[str, Any]], images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = [{"shard": d["shard"], "key": d["key"], "distance": d["distance"], "eval_set": images[d["eval_index"]]["set"],
-             "eval_image": images[d["eval_index"]]["image"]} for r in results for d in r["drops"]]
+    rows = [{"shard": d["shard"], "key": d["key"], "distance": d["distance"],
+             "eval_set": images[d["eval_index"]]["set"], "eval_image": images[d["eval_index"]]["image"]}
+            for r in results for d in r["drops"]]
     return sorted(rows, key=lambda row: (row["distance"], row["shard"], row["key"]))
 
 
 def _write_drop_list(drops: list[dict[str, Any]], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema([("shard", pa.string()), ("key", pa.string()), ("distance", pa.int32()),
                         ("eval_set", pa.string()), ("eval_image", pa.string())])
     with atomic_path(path) as tmp:
@@ -265,8 +294,7 @@ def _write_drop_list(drops: list[dict[str, Any]], path: Path) -> None:
 def _stats(config: DecontaminateConfig, sources: list[Path], images: list[dict[str, Any]], tasks: list[ShardTask],
            results: list[dict[str, Any]], drops: list[dict[str, Any]], drop_list: Path,
            plot: Path | None) -> dict[str, Any]:
-    shards = [{"name": r["name"], "samples": r["kept"], "bytes": t.output.stat().st_size,
-               "sha256": sha256_file(t.output)} for t, r in zip(tasks, results)]
+    shards = shard_records([t.output for t in tasks], samples={r["name"]: r["kept"] for r in results})
     samples_in = sum(r["rows_in"] for r in results)
     per_set = Counter(image["set"] for image in images)
     dropped_by_set = Counter(d["eval_set"] for d in drops)

@@ -1,4 +1,6 @@
-"""Thumbnails of the closest matches `curation decontaminate` found: evaluation image beside training image."""
+"""Thumbnails of the closest matches `curation decontaminate` found: evaluation image beside training image.
+
+It is handed the images' bytes: reading shards is the stage's job, drawing them is this module's."""
 
 from __future__ import annotations
 
@@ -6,25 +8,19 @@ import io
 from pathlib import Path
 from typing import Any
 
-from curation.stage import atomic_path
+from PIL import Image
+
+from curation.formats.files import atomic_path
 
 
-def plot_matches(drops: list[dict[str, Any]], shards: dict[str, Path], path: Path) -> None:
-    """One row per match (closest first): the evaluation image, the dropped training image, their distance."""
-    import matplotlib
+def plot_matches(drops: list[dict[str, Any]], images: list[tuple[bytes, bytes]], path: Path) -> None:
+    """One row per match (closest first): the evaluation image, the dropped training image (`images`, one
+    pair per drop), their distance."""
+    import matplotlib  # here: loading it takes a second that the stage spends only when it draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    from curation.decontaminate import _image_member, load_eval_image, tar_samples
-
-    wanted = {(d["shard"], d["key"]) for d in drops}
-    train_images = {}
-    for shard in sorted({d["shard"] for d in drops}):
-        for key, members in tar_samples(shards[shard]):
-            if (shard, key) in wanted:
-                train_images[shard, key] = _image_member(members)
     columns = 2
     rows = (len(drops) + columns - 1) // columns
     figure, axes = plt.subplots(rows, 2 * columns, figsize=(2 * columns * 1.6, rows * 1.75), dpi=100, squeeze=False)
@@ -32,8 +28,7 @@ def plot_matches(drops: list[dict[str, Any]], shards: dict[str, Path], path: Pat
         axis.axis("off")
     for index, drop in enumerate(drops):
         row, column = divmod(index, columns)
-        pair = (load_eval_image(drop["eval_image"]), train_images[drop["shard"], drop["key"]])
-        for offset, (data, label) in enumerate(zip(pair, ("evaluation", f"training, d={drop['distance']}"))):
+        for offset, (data, label) in enumerate(zip(images[index], ("evaluation", f"training, d={drop['distance']}"))):
             axis = axes[row, 2 * column + offset]
             with Image.open(io.BytesIO(data)) as image:
                 image.thumbnail((128, 128))

@@ -14,3 +14,12 @@ class StageIncomplete(CurationError):
 
     Unlike other errors, what the stage wrote is kept: running it again resumes.
     """
+
+
+def one_line(error: BaseException | str) -> str:
+    """The line of an error message a user needs: a traceback's last line (how a worker process or a child
+    reports the original error), anything else's first non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else "no message"
+    return lines[-1] if "Traceback (most recent call last)" in str(error) else lines[0]

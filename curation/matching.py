@@ -16,7 +16,6 @@ Semantics (the contract `Matcher` and `curation match` keep):
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,11 +29,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.config import MatchConfig
+from curation.engines import run_job
 from curation.errors import CurationError
+from curation.formats.files import atomic_path
+from curation.formats.tables import (
+    ROWS_IN_KEY,
+    caption_batches,
+    expand_inputs,
+    input_rows,
+    query_id_counts,
+    read_queries,
+    rows_in,
+)
 from curation.progress import report
-from curation.engines.local import ROWS_IN_KEY, input_rows, rows_in, run_shards
-from curation.stage import Stage, atomic_path, file_signature, sidecar
-from curation.formats.tables import caption_batches, expand_inputs
+from curation.stage import Stage, file_signature, sidecar
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
 
@@ -88,27 +96,15 @@ class Matcher:
 
 # ---- the `curation match` stage -------------------------------------------------------------------------
 
-@functools.cache
-def _cached_matcher(queries: str, signature: tuple[int, int]) -> Matcher:
-    """One matcher per process and query list (the worker keeps it for all its shards)."""
-    from curation.queries import read_queries
-
-    return Matcher(read_queries(Path(queries))["term"].to_pylist())
-
-
 @dataclass(frozen=True)
 class MatchTask:
     source: Path
     output: Path
-    queries: Path
     config: MatchConfig
 
 
-def match_shard(task: MatchTask, matcher: Matcher | None = None) -> dict[str, Any]:
+def match_shard(task: MatchTask, matcher: Matcher) -> dict[str, Any]:
     """Match one caption table; write its matching rows (with `query_ids`) to `task.output`."""
-    if matcher is None:
-        stat = task.queries.stat()
-        matcher = _cached_matcher(str(task.queries), (stat.st_size, stat.st_mtime_ns))
     config, rows, kept, writer = task.config, 0, 0, None
     with atomic_path(task.output) as tmp:
         try:
@@ -131,13 +127,22 @@ def match_shard(task: MatchTask, matcher: Matcher | None = None) -> dict[str, An
     return {"name": task.output.name, "source": str(task.source), "rows_in": rows, "rows_out": kept}
 
 
-def count_matches(paths: list[Path], num_terms: int) -> np.ndarray:
-    """How many rows of the given matched shards contain each query."""
-    counts = np.zeros(num_terms, dtype=np.int64)
-    for path in paths:
-        ids = pq.read_table(path, columns=["query_ids"])["query_ids"].combine_chunks().flatten()
-        counts += np.bincount(ids.to_numpy(zero_copy_only=False), minlength=num_terms)
-    return counts
+@dataclass(frozen=True)
+class MatchJob:
+    """`curation match` for an engine: each worker builds the automaton once; a shard matched by an earlier,
+    interrupted run is only counted. Every result carries the rows per query of its output shard."""
+
+    queries: Path
+    description: str = "match"
+
+    def setup(self) -> Matcher:
+        return Matcher(read_queries(self.queries)["term"].to_pylist())
+
+    def run(self, matcher: Matcher, task: MatchTask) -> dict[str, Any]:
+        done = task.output.exists()
+        result = {"name": task.output.name, "created": False} if done else \
+            {**match_shard(task, matcher), "created": True}
+        return {**result, "counts": query_id_counts(task.output)}
 
 
 def _output_name(index: int, source: Path) -> str:
@@ -148,8 +153,6 @@ def _output_name(index: int, source: Path) -> str:
 def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path,
               overwrite: bool = False) -> dict[str, Any]:
     """Match every caption table against the query list: `out/*.parquet`, `<out>.counts.parquet`, `<out>.stats.json`."""
-    from curation.queries import read_queries
-
     out, queries = Path(out), Path(queries)
     terms = read_queries(queries)
     sources = expand_inputs(captions)
@@ -162,18 +165,11 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         return done
     with stage.running():
         out.mkdir(parents=True, exist_ok=True)
-        tasks = [MatchTask(src, out / _output_name(i, src), queries, config) for i, src in enumerate(sources)]
-        if config.engine == "ray":
-            from curation.engines.ray import MatchActor, run_on_ray
-
-            arguments = {"queries": str(queries.resolve()), "config": config}
-            counts = run_on_ray(MatchActor, arguments, tasks, config, terms.num_rows, stage.created)
-        else:
-            todo = [task for task in tasks if not task.output.exists()]
-            for result in run_shards(match_shard, todo, config.workers, "match", _known_rows(todo)):
-                stage.created(out / result["name"])
-            _cached_matcher.cache_clear()
-            counts = count_matches([task.output for task in tasks], terms.num_rows)
+        tasks = [MatchTask(src, out / _output_name(i, src), config) for i, src in enumerate(sources)]
+        todo = [task for task in tasks if not task.output.exists()]
+        counts = run_job(MatchJob(queries), tasks, engine=config.engine, workers=config.workers,
+                         ray_address=config.ray_address, total_rows=_known_rows(todo), count_size=terms.num_rows,
+                         on_result=stage.record_output).counts
         sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
         table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts)})
         with atomic_path(counts_file) as tmp:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from curation.balancing import run_balance
+from curation.cards import write_card
 from curation.config import DatasetConfig, WorkLayout
+from curation.download import run_download
+from curation.matching import run_match
+from curation.queries import run_queries
 
 
 def build(config: DatasetConfig, overwrite: bool = False) -> dict[str, Any]:
     """queries → match → balance → download → card, in `config.work_dir`; returns the card."""
-    from curation.balancing import run_balance
-    from curation.cards import write_card
-    from curation.download import run_download
-    from curation.matching import run_match
-    from curation.queries import run_queries
-
     layout = WorkLayout(config.work_dir)
     run_queries(config.queries, layout.queries, overwrite)
     run_match(config.match, layout.queries, config.captions, layout.matched, overwrite)

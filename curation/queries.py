@@ -11,6 +11,7 @@ count (highest first), then alphabetically; `max_terms` keeps the top of that ra
 from __future__ import annotations
 
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation import sources
 from curation.config import QueriesConfig
 from curation.errors import CurationError
+from curation.formats.files import atomic_path
 from curation.progress import progress_bar, report
-from curation.stage import Stage, atomic_path, file_signature
+from curation.stage import Stage, file_signature
 from curation.text import normalize_all
 
 SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
@@ -29,8 +32,6 @@ SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
 
 def collect_sources(config: QueriesConfig, advance=lambda units: None) -> tuple[dict[str, pa.Table], dict[str, Any]]:
     """Each enabled source's raw (term, count) table, plus facts about the sources for the stats."""
-    from curation import sources
-
     found: dict[str, pa.Table] = {}
     facts: dict[str, Any] = {}
     unigram_source = config.unigrams
@@ -93,8 +94,6 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
 
 
 def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
-    from importlib.metadata import version
-
     inputs = [Path(p) for p in config.corpus] + ([Path(config.titles)] if config.titles else [])
     missing = [p for p in inputs if not p.is_file()]
     if missing:
@@ -123,20 +122,3 @@ def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> di
     report(f"queries: {table.num_rows:,} terms → {out} (" +
            ", ".join(f"{name} {c['in_list']:,}" for name, c in counts["sources"].items()) + ")")
     return stats
-
-
-def read_queries(path: Path) -> pa.Table:
-    """The query list written by `run_queries`, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise CurationError(f"{path}: query list not found (run `curation queries` first)")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise CurationError(f"{path}: cannot read query list ({str(error).splitlines()[0]})") from None
-    missing = {"id", "term"} - set(table.column_names)
-    if missing:
-        raise CurationError(f"{path}: not a query list (no column {sorted(missing)[0]!r})")
-    if table.num_rows == 0:
-        raise CurationError(f"{path}: query list is empty")
-    return table

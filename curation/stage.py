@@ -1,4 +1,4 @@
-"""What every stage shares: its stats file, resume-or-skip decisions, atomic writes, clean-up after bad input.
+"""What every stage shares: its stats file, resume-or-skip decisions, clean-up after bad input.
 
 A stage writes `<out>` (a file or a folder) and, beside it, `<out>.stats.json`. The stats file is written
 first with `"finished": false` and the stage's fingerprint (the settings and input files that decide its
@@ -10,19 +10,22 @@ output), and rewritten with the results at the end. So on a re-run:
 
 Bad input (`CurationError`) in a fresh run removes everything the run wrote; in a resumed run it removes
 what this run added. An interruption or `StageIncomplete` keeps finished pieces for the next run.
+
+A stage asks `finished()` (a pure check) and, when there is work, runs inside `running()`, which first
+prepares `out` (`start()`: resume, refuse or clear it) and writes the unfinished stats.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from curation.errors import CurationError, StageIncomplete
+from curation.formats.files import TEMP_MARK, write_json
 
 
 def sidecar(out: Path, suffix: str) -> Path:
@@ -45,24 +48,6 @@ def read_json(path: Path, what: str = "file") -> dict[str, Any]:
         raise CurationError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CurationError(f"{path}: cannot read {what} ({error})") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
 def file_signature(paths: list[Path]) -> list[dict[str, Any]]:
@@ -98,15 +83,22 @@ class Stage:
         self._created: list[Path] = []
 
     def finished(self) -> dict[str, Any] | None:
-        """The old stats if this exact stage already finished; otherwise prepare `out` for a (re)run."""
+        """The old stats if this exact stage already finished, else None. Reads only."""
+        if not self.stats_file.exists():
+            return None
+        old = read_json(self.stats_file, f"{self.name} stats")
+        return old if old.get("fingerprint") == self.fingerprint and old.get("finished") else None
+
+    def start(self) -> None:
+        """Prepare `out` for this run: resume an unfinished run of the same settings (its stale temporary
+        files removed), refuse other settings (or, with overwrite, remove their outputs), refuse a foreign
+        `out`; then write the unfinished stats."""
         if self.stats_file.exists():
             old = read_json(self.stats_file, f"{self.name} stats")
             if old.get("fingerprint") == self.fingerprint:
-                if old.get("finished"):
-                    return old
                 self.fresh = False
                 self._remove_stale_temporaries()
-                return None
+                return
             if not self.overwrite:
                 change = _first_difference(old.get("fingerprint", {}), self.fingerprint)
                 raise CurationError(f"{self.out}: made by an earlier `{self.name}` with other settings ({change}); "
@@ -118,14 +110,20 @@ class Stage:
                                 f"remove it or choose another output")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.stats_file, {"stage": self.name, "finished": False, "fingerprint": self.fingerprint})
-        return None
 
     def created(self, path: Path) -> None:
         """Record a file this run wrote, so bad input later in the run can take it back."""
         self._created.append(Path(path))
 
+    def record_output(self, result: dict[str, Any]) -> None:
+        """`created` for a job result that says it wrote `out/<name>` (`"created": true`)."""
+        if result.get("created"):
+            self.created(self.out / result["name"])
+
     @contextlib.contextmanager
     def running(self) -> Iterator[Stage]:
+        """`start()`, then the run; bad input in the run takes back what it wrote (see the module docstring)."""
+        self.start()  # outside the try: a refusal must not remove what it refused to touch
         try:
             yield self
         except StageIncomplete:
@@ -141,7 +139,7 @@ class Stage:
 
     def _remove_stale_temporaries(self) -> None:
         if self.out.is_dir():
-            for path in self.out.glob(".*.tmp-*"):
+            for path in self.out.glob(f".*{TEMP_MARK}*"):  # the names `atomic_path` writes to
                 path.unlink()
 
     def _take_back(self) -> None:

@@ -22,7 +22,7 @@ import regex
 LEFT = "\x01"
 RIGHT = "\x02"
 
-_CLEAN = {code: " " for code in (*range(0x20), *range(0x7F, 0xA0))} | {0x2019: "'"}
+_CLEAN = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0)), " ") | {0x2019: "'"}
 _MARK_ASCII = {code: RIGHT + chr(code) + LEFT for code in range(0x80) if not chr(code).isalnum()}
 _NON_ASCII_NON_WORD = regex.compile(r"[^\p{L}\p{M}\p{N}\x00-\x7f]")
 

@@ -23,12 +23,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from demo.source import DemoSourceConfig, build_demo_source
 from demo.server import LoopbackServer
+from demo.source import DemoSourceConfig, build_demo_source
 
 # The demo reads the configs of the checkout it runs from.
 REPO = Path(__file__).resolve().parents[1]
-RUNS = {"demo-clip": ["experiments/demo.yaml"], "demo-siglip": ["experiments/demo.yaml", "experiments/demo_siglip.yaml"]}
+RUNS = {"demo-clip": ["experiments/demo.yaml"],
+        "demo-siglip": ["experiments/demo.yaml", "experiments/demo_siglip.yaml"]}
 EVAL_TASKS = ("emoji", "digits", "shapes")
 
 
@@ -81,7 +82,8 @@ def _dataset_config(out: Path, paths: dict[str, Path]) -> Path:
     return paths["config"]
 
 
-def _fit_command(run_name: str, configs: list[str], plan: DemoPlan, paths: dict[str, Path], classnames: list[str]) -> list[str]:
+def _fit_command(run_name: str, configs: list[str], plan: DemoPlan, paths: dict[str, Path],
+                 classnames: list[str]) -> list[str]:
     out = plan.out.as_posix()
     command = [_bin("clipmodule"), "fit", "-c", str(REPO / "experiments/base.yaml")]
     for config in configs:

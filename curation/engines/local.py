@@ -1,4 +1,9 @@
-"""Run one function over many shards in worker processes (the local stand-in for a cluster), with progress."""
+"""The local engine: a job's tasks over worker processes on this machine, with a progress bar.
+
+Each worker process calls `job.setup()` once (the pool's initializer) and keeps that state for every task
+it is given; with one worker everything runs in this process. Workers are spawned, not forked: the
+progress bar runs a thread.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,16 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import numpy as np
 
+from curation.engines.job import JobOutcome, ShardJob, add_counts
 from curation.progress import progress_bar
 
-ROWS_IN_KEY = b"curation.rows_in"
+# In a worker process only: its job and what `job.setup()` built, or the error it raised (a pool initializer
+# can return neither, and an initializer that raises breaks the pool instead of reporting the error).
+_worker_job: tuple[ShardJob, Any, BaseException | None] | None = None
 
 
 def worker_count(requested: int, tasks: int) -> int:
@@ -22,41 +29,54 @@ def worker_count(requested: int, tasks: int) -> int:
     return max(1, min(requested or cores, tasks))
 
 
-def run_shards(function: Callable[[Any], dict[str, Any]], tasks: list[Any], workers: int, description: str,
-               total_rows: int | None) -> list[dict[str, Any]]:
-    """`function(task)` for every task; each result's `rows_in` advances the bar. One worker runs in-process.
+def _set_up_worker(job: ShardJob) -> None:
+    global _worker_job
+    try:
+        _worker_job = (job, job.setup(), None)
+    except Exception as error:  # noqa: BLE001 - re-raised by the first task, where the driver sees it
+        _worker_job = (job, None, error)
 
-    Workers are spawned (not forked: the progress bar runs a thread) and each keeps what it loads
-    (e.g. the matcher) for all the shards it is given.
-    """
-    results: list[dict[str, Any]] = []
-    with progress_bar(description, total_rows) as advance:
+
+def _run_in_worker(task: Any) -> dict[str, Any]:
+    job, state, error = _worker_job
+    if error is not None:
+        raise error
+    return job.run(state, task)
+
+
+def run_job(job: ShardJob, tasks: list[Any], workers: int, total_rows: int | None, count_size: int | None,
+            on_result: Callable[[dict[str, Any]], None] | None) -> JobOutcome:
+    """Every task through `job`; each result's `rows_in` advances the bar, its `counts` go into the sum."""
+    outcome = JobOutcome([], np.zeros(count_size, np.int64) if count_size is not None else None)
+
+    def collect(result: dict[str, Any]) -> int:
+        counts = result.pop("counts", None)
+        if outcome.counts is not None and counts is not None:
+            add_counts(outcome.counts, counts)
+        outcome.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        return int(result.get("rows_in", 0))
+
+    with progress_bar(job.description, total_rows) as advance:
+        if not tasks:
+            return outcome
         if worker_count(workers, len(tasks)) == 1:
+            state = job.setup()
             for task in tasks:
-                results.append(function(task))
-                advance(results[-1]["rows_in"])
-            return results
+                advance(collect(job.run(state, task)))
+            return outcome
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(worker_count(workers, len(tasks)), mp_context=context) as pool:
-            pending = {pool.submit(function, task) for task in tasks}
+        with ProcessPoolExecutor(worker_count(workers, len(tasks)), mp_context=context, initializer=_set_up_worker,
+                                 initargs=(job,)) as pool:
+            pending = {pool.submit(_run_in_worker, task) for task in tasks}
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                     for future in done:
-                        results.append(future.result())  # re-raises a worker's error here
-                        advance(results[-1]["rows_in"])
+                        advance(collect(future.result()))  # re-raises a worker's error here
             except BaseException:
                 for future in pending:
                     future.cancel()
                 raise
-    return results
-
-
-def rows_in(path: Path) -> int:
-    """Input rows a stage read to write this output shard (recorded in the shard's metadata)."""
-    metadata = pq.read_metadata(path).metadata or {}
-    return int(metadata.get(ROWS_IN_KEY, b"0"))
-
-
-def input_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
+    return outcome

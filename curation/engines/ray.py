@@ -1,22 +1,25 @@
-"""`--engine ray` for `curation match` and `curation balance`: the same per-shard work, scheduled by Ray Data.
+"""The Ray engine (`--engine ray`): a stage's job over its tasks, scheduled by Ray Data.
 
-A Ray Data dataset holds one row per caption shard. `map_batches` hands the rows to a pool of actors; each
-actor builds its `Matcher` (or loads the keep probabilities) once, in its constructor, and then runs the
-local engine's per-shard function, which writes the shard's output file itself (on a cluster: a shared
-filesystem). The per-query counts are a distributed aggregation: every actor returns its shard's sparse
-counts, and a Ray Data `groupby(query_id).sum()` adds them up. The coins are the same hashes of
-(row key, query, seed), so the output files are identical, row for row, to the local engine's.
+A Ray Data dataset holds one row per task (the pickled task). `map_batches` hands the rows to a pool of
+actors; each actor calls `job.setup()` once, in its constructor (the `Matcher`, the keep probabilities),
+and then `job.run` for each of its tasks, which writes the task's output file itself (on a cluster: a shared
+filesystem). The count vectors are a distributed aggregation: every actor returns its task's sparse counts,
+and a Ray Data aggregation adds them up. The job is the local engine's, so the output files are identical,
+row for row, to the local engine's.
 
-Ray is imported here only, so `curation --help` and the local engine never load it.
+Only `curation.engines.run_job` imports this module, for engine "ray": `curation --help` and the local
+engine never load Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import re
 import os
+import pickle
+import re
 import socket
 import subprocess
 import sys
@@ -27,9 +30,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from curation.errors import CurationError
+from curation.engines.job import JobOutcome, ShardJob
+from curation.errors import CurationError, one_line
 
 
 def _reachable(address: str) -> None:
@@ -60,8 +63,7 @@ def _probe(address: str) -> None:
         raise CurationError(f"ray address {address!r}: something listens there, but no Ray cluster answered "
                             f"within {PROBE_SECONDS} s") from None
     except subprocess.CalledProcessError as error:
-        last = (error.stderr.strip().splitlines() or ["no message"])[-1]
-        raise CurationError(f"ray address {address!r}: cannot connect ({last})") from None
+        raise CurationError(f"ray address {address!r}: cannot connect ({one_line(error.stderr)})") from None
 
 
 @contextlib.contextmanager
@@ -83,7 +85,7 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
     try:
         ray.init(address=address or "local", **options)  # "local": a new one, even if `ray start` ran here
     except (ConnectionError, RuntimeError) as error:
-        raise CurationError(f"ray address {address!r}: cannot connect ({str(error).splitlines()[0]})") from None
+        raise CurationError(f"ray address {address!r}: cannot connect ({one_line(error)})") from None
     try:
         yield
     finally:
@@ -97,104 +99,68 @@ def _pool_size(workers: int, tasks: int) -> int:
     return max(1, min(workers or cpus, tasks))
 
 
-def _sparse_counts(path: Path) -> tuple[list[int], list[int]]:
-    """(query ids, rows containing each) of one output shard: what an actor sends back instead of the
-    whole (500k-long) count vector."""
-    ids = pq.read_table(path, columns=["query_ids"])["query_ids"].combine_chunks().flatten()
-    unique, counts = np.unique(ids.to_numpy(zero_copy_only=False), return_counts=True)
-    return unique.tolist(), counts.tolist()
+def _absolute(item: Any) -> Any:
+    """`item` with its top-level path fields made absolute: a Ray worker's working directory is not the driver's."""
+    if not dataclasses.is_dataclass(item) or isinstance(item, type):
+        return item
+    paths = {f.name: getattr(item, f.name).resolve() for f in dataclasses.fields(item)
+             if isinstance(getattr(item, f.name), Path)}
+    return dataclasses.replace(item, **paths) if paths else item
 
 
-def _shard_rows(results: list[dict[str, Any]]) -> pa.Table:
-    ids, counts = zip(*(r.pop("counts") for r in results)) if results else ((), ())
-    return pa.table({"result": [json.dumps(r) for r in results],
-                     "query_id": pa.array(ids, pa.list_(pa.int64())), "n": pa.array(counts, pa.list_(pa.int64()))})
+class JobActor:
+    """One per Ray worker: `job.setup()` runs here once, and its state serves every shard the worker gets."""
 
-
-class MatchActor:
-    """One per Ray worker: the automaton is built here once and used for every shard the worker gets."""
-
-    def __init__(self, queries: str, config: Any):
-        from curation.matching import Matcher
-        from curation.queries import read_queries
-
-        self.matcher = Matcher(read_queries(Path(queries))["term"].to_pylist())
-        self.queries, self.config = Path(queries), config
+    def __init__(self, job: ShardJob):
+        self.job, self.state = job, job.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.matching import MatchTask, match_shard
-
-        results = []
-        for source, output in zip(batch["source"].to_pylist(), batch["output"].to_pylist()):
-            task = MatchTask(Path(source), Path(output), self.queries, self.config)
-            done = task.output.exists()  # written by an earlier, interrupted run: only counted
-            result = {"name": task.output.name, "created": False} if done else \
-                {**match_shard(task, self.matcher), "created": True}
-            results.append({**result, "counts": _sparse_counts(task.output)})
-        return _shard_rows(results)
+        results = [self.job.run(self.state, pickle.loads(task)) for task in batch["task"].to_pylist()]
+        ids, counts = zip(*(r.pop("counts", ((), ())) for r in results)) if results else ((), ())
+        return pa.table({"result": [json.dumps(r, default=str) for r in results],
+                         "query_id": pa.array(ids, pa.list_(pa.int64())), "n": pa.array(counts, pa.list_(pa.int64()))})
 
 
-class BalanceActor:
-    """One per Ray worker: the keep probabilities are read once (cached in the worker's process)."""
-
-    def __init__(self, counts_file: str, config: Any):
-        from curation.balancing import _probabilities
-
-        stat = Path(counts_file).stat()
-        _probabilities(counts_file, config.t, (stat.st_size, stat.st_mtime_ns))
-        self.counts_file, self.config = Path(counts_file), config
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from curation.balancing import BalanceTask, balance_shard
-
-        results = []
-        for source, output in zip(batch["source"].to_pylist(), batch["output"].to_pylist()):
-            task = BalanceTask(Path(source), Path(output), self.counts_file, self.config)
-            done = task.output.exists()
-            result = {"name": task.output.name, "created": False} if done else \
-                {**balance_shard(task), "created": True}
-            results.append({**result, "counts": _sparse_counts(task.output)})
-        return _shard_rows(results)
-
-
-def _query_counts(num_terms: int) -> Any:
+def _summed_counts(size: int) -> Any:
     """A Ray Data aggregation: each block's sparse (query_id, n) lists are added into a dense count vector,
     and the partial vectors are summed (no shuffle by key: the vector is the accumulator)."""
     from ray.data.aggregate import AggregateFnV2
 
-    class QueryCounts(AggregateFnV2):
+    class SummedCounts(AggregateFnV2):
         def __init__(self) -> None:
-            super().__init__("query_counts", lambda: np.zeros(num_terms, np.int64), on=None, ignore_nulls=False)
+            super().__init__("counts", lambda: np.zeros(size, np.int64), on=None, ignore_nulls=False)
 
         def aggregate_block(self, block: pa.Table) -> np.ndarray:
             ids = pc.list_flatten(block["query_id"]).to_numpy(zero_copy_only=False)
             weights = pc.list_flatten(block["n"]).to_numpy(zero_copy_only=False)
-            return np.bincount(ids, weights=weights, minlength=num_terms).astype(np.int64)
+            return np.bincount(ids, weights=weights, minlength=size).astype(np.int64)
 
         def combine(self, current: np.ndarray, new: np.ndarray) -> np.ndarray:
             return current + new
 
-    return QueryCounts()
+    return SummedCounts()
 
 
-def run_on_ray(actor: type, arguments: dict[str, Any], tasks: list[Any], config: Any, num_terms: int,
-               created: Callable[[Path], None]) -> np.ndarray:
-    """Every task's shard through a pool of `actor(**arguments)`; `created(path)` for each output written now.
-    Returns the per-query row counts of all the output shards (Ray Data's progress bars show the progress)."""
+def run_job(job: ShardJob, tasks: list[Any], workers: int, address: str | None, count_size: int | None,
+            on_result: Callable[[dict[str, Any]], None] | None) -> JobOutcome:
+    """Every task through a pool of `JobActor(job)`; the tasks' counts summed by a Ray Data aggregation.
+    Ray Data's progress bars show the progress."""
     import ray.data
 
-    with ray_session(config.ray_address, config.workers), _user_errors():
+    with ray_session(address, workers), _user_errors():
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        # absolute: a worker's working directory is not the driver's
-        rows = [{"source": str(task.source.resolve()), "output": str(task.output.resolve())} for task in tasks]
-        new_outputs = [task.output for task in tasks if not task.output.exists()]
+        if not tasks:
+            return JobOutcome([], np.zeros(count_size, np.int64) if count_size is not None else None)
+        rows = [{"task": pickle.dumps(_absolute(task))} for task in tasks]
         shards = ray.data.from_items(rows).map_batches(
-            actor, fn_constructor_kwargs=arguments, batch_size=1, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=_pool_size(config.workers, len(tasks))))
-        counts = shards.aggregate(_query_counts(num_terms))["query_counts"]  # one pass: shards, then counts
-    for path in new_outputs:
-        created(path)
-    return counts
+            JobActor, fn_constructor_kwargs={"job": _absolute(job)}, batch_size=1, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=_pool_size(workers, len(tasks)))).materialize()
+        counts = shards.aggregate(_summed_counts(count_size))["counts"] if count_size is not None else None
+        results = [json.loads(row["result"]) for row in shards.select_columns(["result"]).take_all()]
+    for result in results:
+        if on_result is not None:
+            on_result(result)
+    return JobOutcome(results, counts)
 
 
 @contextlib.contextmanager
@@ -208,7 +174,7 @@ def _user_errors() -> Iterator[None]:
         seen, cause = set(), error
         while cause is not None and id(cause) not in seen:
             if isinstance(cause, CurationError):
-                raise CurationError(str(cause).splitlines()[0]) from None
+                raise CurationError(one_line(cause)) from None
             seen.add(id(cause))
             cause = getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
         # Ray may re-raise a worker's error as its own type; the original is named in the message

@@ -1,4 +1,5 @@
-"""Reading caption tables (parquet, csv, tsv, jsonl; optionally .gz/.bz2/.zst) batch by batch, with checks.
+"""Reading caption tables (parquet, csv, tsv, jsonl; optionally .gz/.bz2/.zst) batch by batch, with checks;
+and what the stages' own parquet shards record (`query_ids` per row, the input rows they were made from).
 
 Every problem a user can cause becomes a one-line `CurationError` naming the file: missing file, unknown
 format, empty or corrupt file, missing column, non-text column, text that is not UTF-8, null caption or URL,
@@ -11,15 +12,19 @@ import glob
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from curation.errors import CurationError
+from curation.errors import CurationError, one_line
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 COMPRESSIONS = (".gz", ".bz2", ".zst")
 # scheme://something-without-spaces; garbage here usually means shifted columns, so it stops the run.
 URL_PATTERN = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\s]+$"
+ROWS_IN_KEY = b"curation.rows_in"
+"""Parquet metadata of a stage's output shard: the input rows it was made from."""
 
 
 def table_format(path: Path) -> str:
@@ -79,15 +84,13 @@ def read_batches(path: Path, columns: list[str] | None = None, column_names: lis
         else:
             yield from _jsonl_batches(path, batch_rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
-        message = str(error).splitlines()[0]
+        message = one_line(error)
         if "utf8" in message.lower() or "utf-8" in message.lower():
             message = f"not valid UTF-8 text ({message})"
         raise CurationError(f"{path}: cannot read {fmt} ({message})") from None
 
 
 def _parquet_batches(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
-
     parquet = pq.ParquetFile(path)
     if parquet.metadata.num_rows == 0:
         raise CurationError(f"{path}: parquet file has no rows")
@@ -184,3 +187,40 @@ def _check_urls(path: Path, name: str, urls: pa.Array, first_row: int) -> None:
         shown = urls[first].as_py()
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise CurationError(f"{path}: column {name!r} holds {shown!r} at row {first_row + first}, not a URL")
+
+
+# ---- the stages' own parquet shards ---------------------------------------------------------------------
+
+def rows_in(path: Path) -> int:
+    """Input rows a stage read to write this output shard (recorded in the shard's metadata)."""
+    metadata = pq.read_metadata(path).metadata or {}
+    return int(metadata.get(ROWS_IN_KEY, b"0"))
+
+
+def input_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def query_id_counts(path: Path) -> tuple[list[int], list[int]]:
+    """(query ids, rows containing each) of one matched or balanced shard: sparse, so a worker sends back
+    a few numbers instead of the whole (500k-long) count vector."""
+    ids = pq.read_table(path, columns=["query_ids"])["query_ids"].combine_chunks().flatten()
+    unique, counts = np.unique(ids.to_numpy(zero_copy_only=False), return_counts=True)
+    return unique.tolist(), counts.tolist()
+
+
+def read_queries(path: Path) -> pa.Table:
+    """The query list `curation queries` writes (id, term, source, count), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CurationError(f"{path}: query list not found (run `curation queries` first)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise CurationError(f"{path}: cannot read query list ({one_line(error)})") from None
+    missing = {"id", "term"} - set(table.column_names)
+    if missing:
+        raise CurationError(f"{path}: not a query list (no column {sorted(missing)[0]!r})")
+    if table.num_rows == 0:
+        raise CurationError(f"{path}: query list is empty")
+    return table

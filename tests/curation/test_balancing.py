@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.balancing import balance_mask, coins, key_hashes, keep_probabilities, run_balance
+from curation.balancing import balance_mask, coins, keep_probabilities, key_hashes, run_balance
 from curation.config import BalanceConfig
 from curation.errors import CurationError
 
@@ -25,7 +25,7 @@ def single_query_rows(counts: dict[int, int]) -> tuple[list[str], pa.ListArray]:
 def test_coins_are_uniform_and_fixed_by_key_query_and_seed():
     hashes = key_hashes([f"row {i}" for i in range(20000)])
     values = coins(hashes, np.full(len(hashes), 3), seed=0)
-    assert 0.0 <= values.min() and values.max() < 1.0
+    assert values.min() >= 0.0 and values.max() < 1.0
     assert abs(values.mean() - 0.5) < 0.01 and abs((values < 0.1).mean() - 0.1) < 0.01
     assert np.array_equal(values, coins(key_hashes([f"row {i}" for i in range(20000)]), np.full(20000, 3), seed=0))
     assert np.mean(values == coins(hashes, np.full(len(hashes), 4), seed=0)) < 0.001  # another query: other coins

@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(planted, tmp_path, capsys):
         "empty eval folder": ([str(empty)], [str(shards)], "empty_eval: no images"),
         "missing eval set": ([str(tmp_path / "absent")], [str(shards)], "absent: evaluation set not found"),
         "corrupt shard": ([str(eval_dir)], [str(corrupt)], "00001.tar: corrupt or truncated tar shard"),
-        "no shards": ([str(eval_dir)], [str(empty)], "no .tar training shards"),
+        "no shards": ([str(eval_dir)], [str(empty)], "no .tar shards in directory"),
     }
     for name, (eval_sets, shard_args, message) in cases.items():
         out = tmp_path / f"out-{name.replace(' ', '_')}"

@@ -44,7 +44,7 @@ def test_a_big_enough_corpus_reaches_500k_and_the_cap_keeps_the_best(tmp_path):
     words = pseudo_words(380_000)
     corpus = tmp_path / "corpus.txt"
     with open(corpus, "w") as handle:
-        for repeat in range(2):
+        for _ in range(2):
             for start in range(0, len(words), 12):
                 handle.write(" ".join(words[start:start + 12]) + ".\n")
     config = QueriesConfig(corpus=[str(corpus)], min_count=2, bigram_min_count=2)

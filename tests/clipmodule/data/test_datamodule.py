@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from clipmodule.data.datamodule import EpochLoader, ShardEvalDataset, ShardTrainDataset, TokenizingCollate, sum_counters
-from clipmodule.errors import ClipModuleError
-from clipmodule.data.shards import expand_shards, index_shard
+from clipmodule.data.shards import index_shard, shard_paths
 from clipmodule.data.synthetic import write_synthetic_shards
+from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform
+from curation.formats.webdataset import content_hash
 
 SAMPLES_PER_SHARD = 24
 
@@ -36,10 +37,10 @@ def _keys(loader) -> list[str]:
 
 def test_expand_shards_accepts_directories_and_brace_patterns_and_names_a_missing_shard(shards):
     directory = str(Path(shards[0]).parent)
-    assert expand_shards(directory) == shards
-    assert expand_shards(f"{directory}/{{00000..00003}}.tar") == shards
+    assert shard_paths(directory) == shards
+    assert shard_paths(f"{directory}/{{00000..00003}}.tar") == shards
     with pytest.raises(ClipModuleError, match="6 of 10 shards are missing, the first: .*00004.tar"):
-        expand_shards(f"{directory}/{{00000..00009}}.tar")
+        shard_paths(f"{directory}/{{00000..00009}}.tar")
 
 
 def test_an_epoch_is_every_sample_once_in_a_new_order_each_epoch(shards):
@@ -124,9 +125,13 @@ def test_the_run_tag_equals_the_data_cards_content_hash(shards, tmp_path):
 
     cards = pytest.importorskip("curation.cards")
     directory = Path(shards[0]).parent
-    listed = [{"name": Path(p).name, "sha256": cards.sha256_file(Path(p))} for p in shards]
     module = ShardDataModule(train_shards=str(directory))
-    assert module.shards_content_hash() == cards.content_hash(listed)
+    layout = cards.WorkLayout(tmp_path / "work")
+    layout.shards.mkdir(parents=True)
+    for shard in shards:
+        (layout.shards / Path(shard).name).write_bytes(Path(shard).read_bytes())
+    listed = cards.shard_list(layout.shards, {"data_files": [Path(p).name for p in shards]})
+    assert module.shards_content_hash() == content_hash(listed)  # the card's listing, the contract's hash
     card = tmp_path / "mydata.json"
     card.write_text('{"name": "mydata", "content_hash": "abc123"}')
     (tmp_path / "mydata.md").write_text("# card")
