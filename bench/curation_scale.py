@@ -105,7 +105,8 @@ def main() -> None:
     print(f"{len(terms):,} queries, {args.captions:,} captions in {args.shards} shards, t = {args.t:,}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; automaton build (one process) "
           f"{build:.1f} s; Ray start-up {ray_start:.1f} s (not counted below); balanced rows equal in all runs")
-    print("\n| engine | match s | balance s | captions/s (match + balance) | × local, 1 process |\n|---|---|---|---|---|")
+    print("\n| engine | match s | balance s | captions/s (match + balance) | × local, 1 process |")
+    print("|---|---|---|---|---|")
     base = None
     for name, r in results.items():
         rate = r["rows"] / (r["match_s"] + r["balance_s"])

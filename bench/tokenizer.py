@@ -71,7 +71,7 @@ def make_captions(n: int, seed: int = 0) -> list[str]:
         elif kind < 0.18:
             caption = caption.replace(" ", f" {rng.choice(ENTITY_PIECES)} ", 1)
         elif kind < 0.20:  # UTF-8 read as Latin-1, which ftfy repairs
-            caption = f"{caption} {rng.choice(UNICODE_PIECES)}".encode("utf-8").decode("latin-1")
+            caption = f"{caption} {rng.choice(UNICODE_PIECES)}".encode().decode("latin-1")
         elif kind < 0.23:  # longer than 77 tokens: exercises truncation
             caption = " ".join(fill(rng.choice(TEMPLATES)) for _ in range(6))
         captions.append(caption)

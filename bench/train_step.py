@@ -32,10 +32,10 @@ from lightning.pytorch.callbacks import Callback
 from open_clip.loss import ClipLoss
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-from clipmodule.train.module import MAX_LOG_SCALE, ClipLitModule
-from clipmodule.train.optim import OptimConfig, build_optimizer
 from clipmodule.loss import clip_loss
 from clipmodule.models import create_model
+from clipmodule.train.module import MAX_LOG_SCALE, ClipLitModule
+from clipmodule.train.optim import OptimConfig, build_optimizer
 
 
 def make_batches(config, batch_size: int, count: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -56,7 +56,8 @@ def open_clip_twin(config) -> torch.nn.Module:
     vision, text = config.vision, config.text
     return open_clip.CLIP(
         config.embed_dim,
-        CLIPVisionCfg(layers=vision.layers, width=vision.width, head_width=vision.head_width, mlp_ratio=vision.mlp_ratio,
+        CLIPVisionCfg(layers=vision.layers, width=vision.width, head_width=vision.head_width,
+                      mlp_ratio=vision.mlp_ratio,
                       patch_size=vision.patch_size, image_size=vision.image_size),
         CLIPTextCfg(context_length=text.context_length, vocab_size=text.vocab_size, width=text.width,
                     heads=text.width // text.head_width, layers=text.layers, mlp_ratio=text.mlp_ratio),
@@ -216,7 +217,8 @@ def run_rounds(config, batches, args):
     overhead: list[tuple[float, float]] = []
     for round_number in range(args.rounds):
         torch.manual_seed(round_number)
-        pair = {"open_clip": open_clip_step(config, batches, args), "ours (plain loop)": ours_step(config, batches, args)}
+        pair = {"open_clip": open_clip_step(config, batches, args),
+                "ours (plain loop)": ours_step(config, batches, args)}
         for name, values in alternating(pair, on_device, args.warmup, args.device).items():
             times[name] += values
         del pair

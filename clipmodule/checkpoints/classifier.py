@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from clipmodule.checkpoints.io import load_state_dict_checked, read_safetensors, read_torch_file
+from clipmodule.checkpoints.io import load_state_dict_checked
+from clipmodule.checkpoints.readers import read_safetensors, read_torch_file
 from clipmodule.errors import ClipModuleError
 
 StateDict = dict[str, torch.Tensor]

@@ -23,7 +23,8 @@ _BLOCK_RENAMES = [
     ("mlp.fc2", "mlp.c_proj"),
     ("self_attn.out_proj", "attn.out_proj"),
 ]
-_TOWERS = {"text_model.encoder.layers.": "transformer.resblocks.", "vision_model.encoder.layers.": "visual.transformer.resblocks."}
+_TOWERS = {"text_model.encoder.layers.": "transformer.resblocks.",
+           "vision_model.encoder.layers.": "visual.transformer.resblocks."}
 _PLAIN = {
     "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
     "text_model.final_layer_norm.weight": "ln_final.weight",

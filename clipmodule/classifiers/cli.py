@@ -1,4 +1,4 @@
-"""`clipmodule classifiers` (the list) and `clipmodule classifiers test -c <config> --checkpoint <weights> --data <folder>`.
+"""`clipmodule classifiers` (the list) and `clipmodule classifiers test -c CONFIG --checkpoint W --data FOLDER`.
 
 `classifiers test` mirrors mmpretrain's `tools/test.py <config> <checkpoint>`; `clipmodule test` with
 `--checkpoint` is kept as its alias (see `clipmodule.cli.resolve_alias`). It reports top-1 / top-5 of a
@@ -48,8 +48,9 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
     from clipmodule.classifiers.zoo import get_model
     from clipmodule.eval.datasets import read_classnames
+    from clipmodule.eval.metrics import classification_metrics
     from clipmodule.eval.sources import open_classification
-    from clipmodule.eval.tasks import classification_metrics, extract_features
+    from clipmodule.eval.tasks import extract_features
     from clipmodule.transforms import image_transform
 
     classnames = read_classnames(command.classnames)
@@ -116,7 +117,7 @@ def list_classifiers(argv: list[str]) -> int:
     for header in ("px", "params (M)", "FLOPs (G)"):
         table.add_column(header, justify="right")
     for name, spec in CLASSIFIER_SPECS.items():
-        params, flops = complexity_on_meta(lambda: CLIPImageClassifier(spec), spec.image_size)
+        params, flops = complexity_on_meta(lambda spec=spec: CLIPImageClassifier(spec), spec.image_size)
         table.add_row(name, str(spec.image_size), f"{params / 1e6:.2f}", f"{flops / 1e9:.2f}")
     Console().print(table)
     return 0

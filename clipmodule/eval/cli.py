@@ -47,7 +47,8 @@ class RetrievalCommand:
     model: str
     """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
     dataset: str
-    """.csv/.tsv of path,caption (repeat a path for more captions), .tar shards (jpg + txt, a caption per line) or builtin:<name>."""
+    """.csv/.tsv of path,caption (repeat a path for more captions), .tar shards (jpg + txt, a caption per line)
+    or builtin:<name>."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of recall@k."""
     output: str | None = None

@@ -2,7 +2,7 @@
 
 The named configs are the paper's model zoo (Radford et al. 2021, Table 19/20) plus small CPU configs for
 tests and the demo. Every attention head is 64 wide, as in the paper, so a checkpoint's shapes determine
-its config (see `clipmodule.checkpoints.io.infer_config`).
+its config (see `clipmodule.checkpoints.infer.infer_config`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.options import new_parser, parse
+from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -20,7 +21,7 @@ def _parser():
         "trained on, and curves (loss, zero-shot top-1) against step and samples seen.",
     )
     parser.add_argument("--experiment", "-e", default="clipmodule", help="MLflow experiment name")
-    parser.add_argument("--tracking-uri", default="sqlite:///mlruns.db", help="sqlite:///file.db or http://host:port")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="sqlite:///file.db or http://host:port")
     parser.add_argument("--runs", help="comma-separated run names (default: all runs)")
     parser.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.loss = 'siglip'\"")
     parser.add_argument("--params", help="comma-separated params to show (default: those that differ)")

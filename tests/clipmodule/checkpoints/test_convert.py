@@ -8,7 +8,9 @@ import torch
 from transformers import CLIPConfig as HFCLIPConfig
 from transformers import CLIPModel
 
-from clipmodule.checkpoints.io import infer_config, load_checkpoint, read_checkpoint, save_checkpoint
+from clipmodule.checkpoints.infer import infer_config
+from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
+from clipmodule.checkpoints.readers import read_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, create_model
 
@@ -86,7 +88,8 @@ def test_hf_model_both_directions(tmp_path):
     save_checkpoint(ours, tmp_path / "exported", format="hf")
     reloaded = CLIPModel.from_pretrained(tmp_path / "exported").eval()
     with torch.no_grad():
-        assert (reloaded(input_ids=text, pixel_values=images).logits_per_image - out.logits_per_image).abs().max() <= 1e-3
+        logits = reloaded(input_ids=text, pixel_values=images).logits_per_image
+        assert (logits - out.logits_per_image).abs().max() <= 1e-3
 
 
 def test_our_safetensors_keep_the_config(tmp_path):

@@ -11,11 +11,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from clipmodule.data.datamodule import ShardDataModule
+from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from clipmodule.errors import ClipModuleError
+from clipmodule.train.callbacks import AtomicCheckpointIO
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig, WarmupCosine, parameter_groups
-from clipmodule.data.synthetic import CLASSNAMES, SyntheticDataModule, write_synthetic_shards
-from clipmodule.train.callbacks import AtomicCheckpointIO
+from tests.clipmodule.fixtures import SyntheticDataModule
 
 
 @pytest.fixture(autouse=True)
