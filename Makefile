@@ -9,7 +9,7 @@ export WANDB_MODE := disabled
 # Spinning OpenMP waits slow CPU training several-fold whenever another process wants a core.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test lint sysdeps install clean
+.PHONY: demo test test-slow lint sysdeps install clean
 
 # System packages: WordNet database files for query lists, colour emoji font for demo images.
 sysdeps:
@@ -36,6 +36,10 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q --durations=15
+
+# The tests marked slow (outside `make test`'s budget).
+test-slow: install
+	$(PY) -m pytest -q --durations=15 -m slow
 
 demo: install
 	$(PY) -m demo

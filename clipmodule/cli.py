@@ -25,6 +25,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The optional dependency each extra brings (pyproject.toml): a command run on a smaller install names the
+# extra to add instead of a traceback.
+EXTRA_OF_MODULE = {
+    "lightning": "train", "torchdata": "train", "webdataset": "train", "mlflow": "train", "torchmetrics": "train",
+    "fsspec": "train", "s3fs": "train", "sklearn": "eval", "skimage": "eval", "matplotlib": "eval",
+    "threadpoolctl": "eval", "pyarrow": "curation",
+}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """`pip install 'clipmodule[<extra>]'` advice when `error` is an optional dependency, else None."""
+    extra = EXTRA_OF_MODULE.get((error.name or "").split(".")[0])
+    return f"needs {error.name!r}, which this install lacks: pip install 'clipmodule[{extra}]'" if extra else None
+
+
 def resolve_alias(command: str, rest: list[str]) -> tuple[str, list[str]]:
     """`clipmodule test -c CONFIG --checkpoint W` is mmpretrain's spelling of a classifier test: an alias of
     `clipmodule classifiers test` (LightningCLI's `test` has no `--checkpoint` option, so they never clash)."""
@@ -58,11 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name, _ = COMMANDS[resolve_alias(command, rest)[0]]
     rest = resolve_alias(command, rest)[1]
-    function = getattr(importlib.import_module(module_name), function_name)
     try:
+        function = getattr(importlib.import_module(module_name), function_name)
         return int(function(rest) or 0)
     except ClipModuleError as error:
         print(f"clipmodule {command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if missing_extra(error) is None:
+            raise
+        print(f"clipmodule {command}: error: {missing_extra(error)}", file=sys.stderr)
         return 2
 
 

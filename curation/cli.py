@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Optional dependencies (pyproject.toml extras `curation` and `ray`): a missing one is named, not a traceback.
+CURATION_EXTRAS = {"pyarrow", "img2dataset", "ahocorasick", "wordfreq", "imagehash", "matplotlib", "ray"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -178,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"curation {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        extra = "ray" if (error.name or "").startswith("ray") else "curation"
+        if (error.name or "").split(".")[0] not in CURATION_EXTRAS:
+            raise
+        print(f"curation {args.command}: error: needs {error.name!r}, which this install lacks: "
+              f"pip install 'clipmodule[{extra}]'", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -89,3 +89,25 @@ def test_help_loads_none_of_the_heavy_stacks(program, forbidden):
     """)
     assert program in loaded
     assert sorted(loaded & set(forbidden)) == []
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra():
+    """On a core-only install `clipmodule fit` / `curation match` say which extra to install, exit 2."""
+    result = _run_python("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("lightning", "ahocorasick"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Block())
+        from clipmodule.cli import main as clipmodule_main
+        from curation.cli import main as curation_main
+        print(clipmodule_main(["fit", "--help"]), curation_main(["match", "--captions", "x", "--queries", "y",
+                                                                   "--out", "z"]))
+    """)
+    assert result.stdout.split()[-2:] == ["2", "2"], result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith("clipmodule fit: error: needs 'lightning'") and "clipmodule[train]" in line
+               for line in lines), lines
+    assert any(line.startswith("curation match: error: needs 'ahocorasick'") and "clipmodule[curation]" in line
+               for line in lines), lines
