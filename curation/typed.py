@@ -16,9 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from curation.errors import CurationError
+from curation.formats.files import UnreadableFile, read_yaml
 
 MISSING = dataclasses.MISSING
 
@@ -93,18 +92,9 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
 def load_yaml(path: Path, cls: type) -> Any:
     """Read a YAML file into dataclass `cls`; every problem is a one-line CurationError naming the file."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CurationError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CurationError(f"{path}: cannot read config ({error})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise CurationError(f"{path}: invalid YAML{at}: {problem}") from None
+        data = read_yaml(path)
+    except UnreadableFile as error:
+        raise CurationError(str(error).replace("malformed YAML", "invalid YAML")) from None
     return from_mapping(cls, data, str(path))
 
 
