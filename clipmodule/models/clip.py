@@ -22,7 +22,8 @@ class CLIP(nn.Module):
         self.token_embedding = nn.Embedding(text.vocab_size, text.width)
         self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
         heads = text.width // text.head_width
-        self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu)
+        self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu,
+                                       text.ls_init_value)
         self.ln_final = LayerNorm(text.width)
         self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))

@@ -1,8 +1,10 @@
 """Typed model configs and the one registry of named configs.
 
-The named configs are the paper's model zoo (Radford et al. 2021, Table 19/20) plus small CPU configs for
-tests and the demo. Every attention head is 64 wide, as in the paper, so a checkpoint's shapes determine
-its config (see `clipmodule.checkpoints.infer.infer_config`).
+Names and semantics are open_clip's (its `model_configs/*.json` are the facts): a plain name (`ViT-B-32`,
+`ViT-H-14`) uses exact GELU, as the LAION/DataComp checkpoints; its `-quickgelu` twin uses OpenAI's QuickGELU.
+OpenAI's own spellings (`ViT-B/32`, `ViT-L/14@336px`) mean OpenAI's released models, i.e. the `-quickgelu`
+twins. Head widths other than 64 (ViT-H/g/bigG) cannot be read off a checkpoint's weights, which is why
+`clipmodule.checkpoints.infer` refuses a bare state dict it cannot name. Small CPU configs serve tests and the demo.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class VisionConfig:
     patch_size: int = 32
     head_width: int = 64
     mlp_ratio: float = 4.0
+    ls_init_value: float | None = None
+    """LayerScale: a learned per-channel gain on each residual branch, initialised to this value (None: off)."""
     patch_dropout: float = 0.0
     """FLIP: fraction of patch tokens dropped at random during training (ViT only)."""
 
@@ -43,6 +47,7 @@ class TextConfig:
     layers: int = 12
     head_width: int = 64
     mlp_ratio: float = 4.0
+    ls_init_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,18 +81,23 @@ def _rn(embed_dim: int, layers: tuple[int, int, int, int], width: int, image_siz
         embed_dim=embed_dim,
         vision=VisionConfig(image_size=image_size, layers=layers, width=width),
         text=TextConfig(width=text_width),
+        quick_gelu=False,
     )
 
 
-def _vit(embed_dim: int, layers: int, width: int, patch: int, image_size: int, text_width: int) -> CLIPConfig:
+def _vit(embed_dim: int, layers: int, width: int, patch: int, image_size: int, text_width: int,
+         text_layers: int = 12, head_width: int = 64, mlp_ratio: float = 4.0) -> CLIPConfig:
     return CLIPConfig(
         embed_dim=embed_dim,
-        vision=VisionConfig(image_size=image_size, layers=layers, width=width, patch_size=patch),
-        text=TextConfig(width=text_width),
+        vision=VisionConfig(image_size=image_size, layers=layers, width=width, patch_size=patch,
+                            head_width=head_width, mlp_ratio=mlp_ratio),
+        text=TextConfig(width=text_width, layers=text_layers),
+        quick_gelu=False,
     )
 
 
-MODEL_CONFIGS: dict[str, CLIPConfig] = {
+# open_clip's names and shapes (exact GELU); each also gets a `-quickgelu` twin below.
+_OPEN_CLIP_ZOO: dict[str, CLIPConfig] = {
     "RN50": _rn(1024, (3, 4, 6, 3), 64, 224, 512),
     "RN101": _rn(512, (3, 4, 23, 3), 64, 224, 512),
     "RN50x4": _rn(640, (4, 6, 10, 6), 80, 288, 640),
@@ -95,9 +105,15 @@ MODEL_CONFIGS: dict[str, CLIPConfig] = {
     "RN50x64": _rn(1024, (3, 15, 36, 10), 128, 448, 1024),
     "ViT-B-32": _vit(512, 12, 768, 32, 224, 512),
     "ViT-B-16": _vit(512, 12, 768, 16, 224, 512),
+    "ViT-B-16-plus-240": _vit(640, 12, 896, 16, 240, 640),
     "ViT-L-14": _vit(768, 24, 1024, 14, 224, 768),
     "ViT-L-14-336": _vit(768, 24, 1024, 14, 336, 768),
-    # Small configs that train on a CPU in seconds (tests) or minutes (the demo).
+    "ViT-H-14": _vit(1024, 32, 1280, 14, 224, 1024, text_layers=24, head_width=80),
+    "ViT-g-14": _vit(1024, 40, 1408, 14, 224, 1024, text_layers=24, head_width=88, mlp_ratio=4.3637),
+    "ViT-bigG-14": _vit(1280, 48, 1664, 14, 224, 1280, text_layers=32, head_width=104, mlp_ratio=4.9231),
+}
+# Small configs that train on a CPU in seconds (tests) or minutes (the demo); QuickGELU, as they always had.
+_SMALL: dict[str, CLIPConfig] = {
     "tiny-vit": CLIPConfig(
         embed_dim=64,
         vision=VisionConfig(image_size=32, layers=2, width=128, patch_size=8),
@@ -114,9 +130,20 @@ MODEL_CONFIGS: dict[str, CLIPConfig] = {
         text=TextConfig(width=256, layers=4),
     ),
 }
+MODEL_CONFIGS: dict[str, CLIPConfig] = {}
+for _name, _config in _OPEN_CLIP_ZOO.items():
+    MODEL_CONFIGS[_name] = _config
+    MODEL_CONFIGS[f"{_name}-quickgelu"] = dataclasses.replace(_config, quick_gelu=True)
+MODEL_CONFIGS.update(_SMALL)
 
-# The OpenAI `clip` package spells names with slashes and '@'; accept those too.
-ALIASES = {"ViT-B/32": "ViT-B-32", "ViT-B/16": "ViT-B-16", "ViT-L/14": "ViT-L-14", "ViT-L/14@336px": "ViT-L-14-336"}
+# OpenAI's released models, under the names its `clip.available_models()` gives them. The ResNets keep their
+# plain names there, so only `load` of OpenAI's files (TorchScript, or its exact shapes) means QuickGELU for them.
+OPENAI_MODELS = {"RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
+                 "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
+                 "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu",
+                 "ViT-L/14@336px": "ViT-L-14-336-quickgelu"}
+# OpenAI's slash spellings keep meaning OpenAI's (QuickGELU) models.
+ALIASES = {name: canonical for name, canonical in OPENAI_MODELS.items() if "/" in name}
 
 
 def available_models() -> list[str]:

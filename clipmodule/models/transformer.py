@@ -49,8 +49,20 @@ class SelfAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
+class LayerScale(nn.Module):
+    """A learned per-channel gain on a residual branch (CaiT); open_clip names its parameter `gamma`."""
+
+    def __init__(self, width: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((width,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool,
+                 ls_init_value: float | None = None):
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.ln_1 = LayerNorm(width)
@@ -60,18 +72,22 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(
             OrderedDict(c_fc=nn.Linear(width, hidden), gelu=activation, c_proj=nn.Linear(hidden, width))
         )
+        scaled = ls_init_value is not None
+        self.ls_1 = LayerScale(width, ls_init_value) if scaled else nn.Identity()
+        self.ls_2 = LayerScale(width, ls_init_value) if scaled else nn.Identity()
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
+        return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = True):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = True,
+                 ls_init_value: float | None = None):
         super().__init__()
         self.width = width
         self.resblocks = nn.ModuleList(
-            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu) for _ in range(layers)
+            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu, ls_init_value) for _ in range(layers)
         )
         self.grad_checkpointing = False
 

@@ -139,7 +139,8 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid**2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, config.layers, width // config.head_width, config.mlp_ratio, quick_gelu)
+        heads = width // config.head_width
+        self.transformer = Transformer(width, config.layers, heads, config.mlp_ratio, quick_gelu, config.ls_init_value)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 

@@ -10,14 +10,43 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.models import available_models, count_parameters, create_model, get_model_config
 
 PAPER_MODELS = ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"]
+OPEN_CLIP_ZOO = [*PAPER_MODELS, "ViT-B-16-plus-240", "ViT-H-14", "ViT-g-14", "ViT-bigG-14"]
 
 
-@pytest.mark.parametrize("name", PAPER_MODELS)
+@pytest.mark.parametrize("name", [*OPEN_CLIP_ZOO, *(f"{name}-quickgelu" for name in OPEN_CLIP_ZOO)])
 def test_parameter_count_equals_open_clip(name):
-    with torch.device("meta"):  # shapes only; both libraries build their modules the same way
+    # open_clip has no -quickgelu json for every name; QuickGELU has no parameters, so the plain config counts.
+    config = open_clip.get_model_config(name) or open_clip.get_model_config(name.removesuffix("-quickgelu"))
+    with torch.device("meta"):  # shapes only: bigG is 2.5B parameters
         ours = count_parameters(create_model(name))
-        theirs = open_clip.CLIP(**open_clip.get_model_config(name))
+        theirs = open_clip.CLIP(**config)
     assert ours == sum(p.numel() for p in theirs.parameters())
+
+
+@pytest.mark.parametrize("name", OPEN_CLIP_ZOO)
+def test_open_clip_semantics_plain_is_gelu_and_twin_is_quickgelu(name):
+    assert get_model_config(name).quick_gelu is False
+    assert get_model_config(f"{name}-quickgelu").quick_gelu is True
+    theirs = open_clip.get_model_config(name)["vision_cfg"]
+    ours = get_model_config(name).vision
+    assert ours.head_width == theirs.get("head_width", 64) and ours.mlp_ratio == theirs.get("mlp_ratio", 4.0)
+
+
+def test_layer_scale_equals_open_clip():
+    torch.manual_seed(0)
+    vision = open_clip.CLIPVisionCfg(layers=1, width=64, patch_size=8, image_size=16, ls_init_value=0.5)
+    text = open_clip.CLIPTextCfg(width=64, heads=1, layers=1, ls_init_value=0.5)
+    theirs = open_clip.CLIP(32, vision, text).eval()
+    for block in [*theirs.visual.transformer.resblocks, *theirs.transformer.resblocks]:
+        torch.nn.init.normal_(block.ls_1.gamma)
+    ours = create_model("tiny-vit", embed_dim=32, quick_gelu=False,
+                        vision=dict(layers=1, width=64, patch_size=8, image_size=16, ls_init_value=0.5),
+                        text=dict(width=64, layers=1, ls_init_value=0.5)).eval()
+    ours.load_state_dict(theirs.state_dict())
+    images, text_ids = torch.randn(2, 3, 16, 16), open_clip.tokenize(["a cat", "a dog"])
+    with torch.no_grad():
+        assert (ours.encode_image(images) - theirs.encode_image(images)).abs().max() < 1e-5
+        assert (ours.encode_text(text_ids) - theirs.encode_text(text_ids)).abs().max() < 1e-5
 
 
 def test_registry_lists_paper_models_and_small_configs():
@@ -26,9 +55,10 @@ def test_registry_lists_paper_models_and_small_configs():
     assert {"tiny-vit", "tiny-rn", "small-vit"} <= set(names)
 
 
-def test_openai_spellings_are_accepted():
-    assert get_model_config("ViT-B/32") == get_model_config("ViT-B-32")
-    assert get_model_config("ViT-L/14@336px").vision.image_size == 336
+def test_openai_spellings_mean_openai_quickgelu_models():
+    assert get_model_config("ViT-B/32") == get_model_config("ViT-B-32-quickgelu")
+    assert get_model_config("ViT-B/32").quick_gelu and not get_model_config("ViT-B-32").quick_gelu
+    assert get_model_config("ViT-L/14@336px") == get_model_config("ViT-L-14-336-quickgelu")
 
 
 def test_unknown_name_is_one_line_error():
