@@ -132,6 +132,25 @@ def _build_word_bpe(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tok
     return tokenizer
 
 
+def _split_all(texts) -> list[list[str]]:
+    """The words of every text; a non-str text (None, bytes, a number) is one line naming its position.
+
+    The type check runs only after splitting failed, so the common path pays nothing for it."""
+    if isinstance(texts, (bytes, bytearray)):
+        raise ClipModuleError("cannot tokenize bytes: decode them to a str (or pass a list of str)")
+    try:
+        return [split_words(text) for text in texts]
+    except (AttributeError, TypeError):
+        if not hasattr(texts, "__iter__"):
+            kind = type(texts).__name__
+            raise ClipModuleError(f"cannot tokenize an object of type {kind}: pass a str or a list of str") from None
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                kind = type(text).__name__
+                raise ClipModuleError(f"cannot tokenize text {i}: it is of type {kind}, not str") from None
+        raise
+
+
 class ClipTokenizer:
     """OpenAI's CLIP tokenizer. `tokenizer(texts)` gives the [N, 77] id tensor a CLIP text tower eats.
 
@@ -153,6 +172,8 @@ class ClipTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of the cleaned text, without SOT/EOT."""
+        if not isinstance(text, str):
+            raise ClipModuleError(f"cannot tokenize an object of type {type(text).__name__}: the text must be a str")
         words = split_words(text)
         return list(chain.from_iterable(map(self._word_ids_of([words]).__getitem__, words)))
 
@@ -177,7 +198,7 @@ class ClipTokenizer:
             texts = [texts]
         if context_length < 2:
             raise ClipModuleError(f"context_length must be at least 2 (for SOT and EOT), got {context_length}")
-        word_lists = [split_words(text) for text in texts]
+        word_lists = _split_all(texts)
         ids_of = self._word_ids_of(word_lists).__getitem__
         sot, eot = self.sot_token_id, self.eot_token_id
         rows = [[sot, *chain.from_iterable(map(ids_of, words)), eot] for words in word_lists]

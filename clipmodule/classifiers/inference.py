@@ -22,6 +22,7 @@ from PIL import Image
 from clipmodule.classifiers.zoo import build_zeroshot_model, get_model
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.datasets import load_image
+from clipmodule.eval.prompts import name_list
 from clipmodule.models import CLIP
 from clipmodule.transforms import image_transform
 
@@ -42,13 +43,13 @@ def _to_pil(image: ImageInput) -> Image.Image:
 
 def _as_classifier(model: Any, classnames: Sequence[str] | None, templates: str | Sequence[str],
                    pretrained: bool | str | os.PathLike, device: str | torch.device) -> torch.nn.Module:
+    names = None if classnames is None else name_list(classnames)
     if isinstance(model, str):
-        names = list(classnames) if classnames else None
-        return get_model(model, pretrained=pretrained, classnames=names, device=device)
+        return get_model(model, pretrained=pretrained, classnames=names or None, device=device)
     if isinstance(model, CLIP):
-        if not classnames:
+        if not names:
             raise ClipModuleError("a CLIP model classifies zero-shot: pass classnames=[...]")
-        return build_zeroshot_model(model.to(device).eval(), list(classnames), templates)
+        return build_zeroshot_model(model.to(device).eval(), names, templates)
     if not (hasattr(model, "extract_feat") and hasattr(model, "classnames")):
         raise ClipModuleError(f"{type(model).__name__} is not a classifier (no extract_feat/classnames)")
     return model

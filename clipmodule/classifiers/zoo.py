@@ -12,6 +12,7 @@ mmpretrain's), `model.classnames`, `model.image_size`.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from clipmodule.api import local_weights
 from clipmodule.checkpoints.classifier import load_classifier_weights
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.datasets import read_classnames, read_templates
+from clipmodule.eval.prompts import Prompts, name_list
 from clipmodule.eval.zeroshot import build_zeroshot_classifier
 from clipmodule.models import CLIP
 from clipmodule.models.config import VisionConfig
@@ -86,7 +88,7 @@ class CLIPImageClassifier(nn.Module):
         super().__init__()
         self.spec = spec
         self.image_size = spec.image_size
-        self.classnames = list(classnames) if classnames is not None else imagenet_classnames()
+        self.classnames = name_list(classnames) if classnames is not None else imagenet_classnames()
         if len(self.classnames) != spec.num_classes:
             raise ClipModuleError(f"{spec.name}: {spec.num_classes} classes but {len(self.classnames)} class names")
         self.backbone = VisionTransformer(spec.vision_config(), output_dim=1, quick_gelu=False)
@@ -113,7 +115,7 @@ class ZeroShotClassifier(nn.Module):
             raise ClipModuleError(f"{class_embeddings.shape[1]} class embeddings but {len(classnames)} class names")
         self.clip = clip
         self.register_buffer("class_embeddings", class_embeddings.detach().clone())
-        self.classnames = list(classnames)
+        self.classnames = name_list(classnames)
         self.image_size = clip.config.vision.image_size
 
     def extract_feat(self, images: torch.Tensor) -> tuple[torch.Tensor]:
@@ -125,14 +127,18 @@ class ZeroShotClassifier(nn.Module):
 
 
 def build_zeroshot_model(
-    clip: CLIP, classnames: list[str], templates: list[str] | str = "imagenet", tokenizer=None
+    clip: CLIP, classnames: list[str], templates: Prompts | str = "imagenet", tokenizer=None
 ) -> ZeroShotClassifier:
     """A zero-shot classifier over `classnames`: per class, the mean of the normalised embeddings of every
-    template filled with its name, re-normalised (the paper's prompt ensemble)."""
+    template filled with its name (or of the class's own prompts, given a dict), re-normalised (the paper's
+    prompt ensemble). A str `templates` names a template file or list (`read_templates`)."""
+    classnames = name_list(classnames)
+    where = templates if isinstance(templates, str) else "templates"
     if isinstance(templates, str):
         templates = read_templates(templates)
+    tokenizer = tokenizer or functools.partial(tokenize, context_length=clip.context_length, truncate=True)
     with torch.no_grad():
-        weights = build_zeroshot_classifier(clip, tokenizer or tokenize, classnames, templates)
+        weights = build_zeroshot_classifier(clip, tokenizer, classnames, templates, where=where)
     return ZeroShotClassifier(clip, weights, classnames)
 
 

@@ -30,7 +30,8 @@ class ZeroShotCommand:
     classnames: str | None = None
     """Class-name file (one per line) or `imagenet`; default: folder names / CSV labels / builtin names."""
     templates: str = "imagenet"
-    """Prompt-template file ("{}" for the class name), `imagenet` (the paper's 80) or `simple`."""
+    """Prompt-template file (one per line, one "{}" or "{c}" for the class name), `imagenet` (the paper's 80),
+    `simple`, or a .json list of templates or CuPL-style dict of class-specific prompts {class: [prompt, …]}."""
     output: str | None = None
     """JSON results file; default eval_results/zeroshot-<dataset>.json."""
     loader: LoaderOptions = field(default_factory=LoaderOptions)

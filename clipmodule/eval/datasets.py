@@ -8,6 +8,7 @@ label) raises `ClipModuleError` naming the input.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
-from clipmodule.errors import ClipModuleError
+from clipmodule.errors import ClipModuleError, one_line
+from clipmodule.eval.prompts import check_class_prompts, check_templates
 from curation.formats.webdataset import IMAGE_EXTENSIONS, image_field, sample_label
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -48,15 +50,29 @@ def read_classnames(source: str) -> list[str]:
     return _read_lines(source, CLASSNAME_FILES, "class-name")
 
 
-def read_templates(source: str) -> list[str]:
-    """Prompt templates with "{}" for the class name, from a file, "imagenet" (the paper's 80) or "simple"."""
+def read_templates(source: str) -> list[str] | dict[str, list[str]]:
+    """Prompt templates with one "{}" (or "{c}") for the class name, one per line, from a file, "imagenet"
+    (the paper's 80) or "simple"; or a .json file holding such a list, or a CuPL-style dict of class-specific
+    prompts {class name: [prompt, …]}."""
     if source == "simple":
         return list(SIMPLE_TEMPLATES)
-    templates = _read_lines(source, TEMPLATE_FILES, "template")
-    broken = [template for template in templates if "{}" not in template]
-    if broken:
-        raise ClipModuleError(f"{source}: template {broken[0]!r} has no {{}} for the class name")
-    return templates
+    if source.endswith(".json"):
+        return _read_json_prompts(source)
+    return check_templates(_read_lines(source, TEMPLATE_FILES, "template"), source)
+
+
+def _read_json_prompts(source: str) -> list[str] | dict[str, list[str]]:
+    try:
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipModuleError(f"{source}: no such template file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ClipModuleError(f"{source}: unreadable JSON template file ({one_line(error)})") from None
+    if isinstance(data, dict):
+        return check_class_prompts(data, source)
+    if isinstance(data, list):
+        return check_templates(data, source)
+    raise ClipModuleError(f"{source}: JSON templates are a list of templates or a dict of class name -> prompts")
 
 
 def load_image(source: str | Path | bytes | Image.Image, name: str | None = None) -> Image.Image:

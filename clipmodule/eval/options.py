@@ -70,7 +70,8 @@ class TaskSpec:
     classnames: str | None = None
     """Class-name file or `imagenet`; default: the dataset's own names (folders, CSV labels, builtin)."""
     templates: str = "imagenet"
-    """Prompt-template file, `imagenet` (the paper's 80) or `simple`."""
+    """Prompt-template file (one "{}" or "{c}" per line), `imagenet` (the paper's 80), `simple`, or a .json
+    list of templates or dict of class-specific prompts {class name: [prompt, …]}."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of retrieval recall@k."""
     name: str | None = None

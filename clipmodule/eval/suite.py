@@ -50,7 +50,8 @@ def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions,
     if spec.task == "zeroshot":
         templates = read_templates(spec.templates)
         dataset = open_classification(spec.dataset, preprocess, _classnames(spec))
-        return evaluate.zeroshot_classification(model, dataset, dataset.classnames, templates, loader, progress)
+        return evaluate.zeroshot_classification(model, dataset, dataset.classnames, templates, loader, progress,
+                                                where=spec.templates)
     if spec.task == "retrieval":
         dataset = open_retrieval(spec.dataset, preprocess)
         return evaluate.retrieval(model, dataset, spec.recall_at, loader, progress)

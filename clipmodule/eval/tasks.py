@@ -26,6 +26,7 @@ from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.datasets import make_loader
 from clipmodule.eval.metrics import classification_metrics, retrieval_recall
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions
+from clipmodule.eval.prompts import Prompts
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.tokenizer import tokenize
 
@@ -61,12 +62,13 @@ def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tenso
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
-                            templates: Sequence[str], options: LoaderOptions | None = None,
-                            progress: Progress = None) -> dict[str, float]:
-    """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble."""
+                            templates: Prompts, options: LoaderOptions | None = None,
+                            progress: Progress = None, where: str = "templates") -> dict[str, float]:
+    """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble (or class-specific
+    prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`."""
     options = options or LoaderOptions()
     model = model.to(options.torch_device()).eval()
-    classifier = build_zeroshot_classifier(model, model_tokenizer(model), list(classnames), list(templates))
+    classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
     features, labels = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
                                         progress, "zero-shot")
     logits = zeroshot_logits(features, classifier.cpu())

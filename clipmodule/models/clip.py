@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipmodule.errors import ClipModuleError
 from clipmodule.models.config import CLIPConfig
 from clipmodule.models.transformer import LayerNorm, Transformer
 from clipmodule.models.vision import build_vision_tower
@@ -43,6 +44,11 @@ class CLIP(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.token_embedding.weight.dtype
 
+    @property
+    def context_length(self) -> int:
+        """Text tokens the text tower reads: pass it to `tokenize(texts, context_length=...)`."""
+        return self.config.text.context_length  # the config, not the parameter's shape: FSDP flattens parameters
+
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass: less memory, about a third more compute."""
         self.transformer.grad_checkpointing = enabled
@@ -57,6 +63,9 @@ class CLIP(nn.Module):
 
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         length = text.shape[1]
+        if length > self.context_length:  # else a raw shape error from the addition below
+            raise ClipModuleError(f"text has {length} tokens but this model reads {self.context_length} tokens: "
+                                  f"tokenize(texts, context_length={self.context_length})")
         x = self.token_embedding(text) + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x, causal=True))
         # The end-of-text token has the largest id in the vocabulary, so argmax finds it.

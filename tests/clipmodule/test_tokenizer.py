@@ -225,3 +225,31 @@ def test_bad_merges_file_is_one_line_error(tmp_path):
             ClipTokenizer(path)
         assert str(path) in str(error.value) and "\n" not in str(error.value)
     assert ClipTokenizer(Path(default_bpe_path())).encode("a cat") == default_tokenizer().encode("a cat")
+
+
+@pytest.mark.parametrize("texts, named", [
+    ([None], "text 0: it is of type NoneType"),
+    (["a cat", b"a dog"], "text 1: it is of type bytes"),
+    (["a cat", 3], "text 1: it is of type int"),
+    (b"a cat", "cannot tokenize bytes"),
+    (None, "cannot tokenize an object of type NoneType"),
+])
+def test_a_text_that_is_not_a_str_is_one_line_naming_it(texts, named):
+    with pytest.raises(ClipModuleError, match=named) as error:
+        tokenize(texts)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ClipModuleError, match="of type bytes"):
+        default_tokenizer().encode(b"a cat")
+
+
+def test_a_model_reading_fewer_tokens_says_how_to_tokenize_for_it():
+    import clipmodule
+
+    model = clipmodule.create_model("tiny-vit", context_length=24).eval()  # as the demo trains it
+    assert model.context_length == 24 and clipmodule.create_model("tiny-vit").context_length == 77
+    with pytest.raises(ClipModuleError) as error:
+        model.encode_text(clipmodule.tokenize(["a cat"]))
+    assert str(error.value) == ("text has 77 tokens but this model reads 24 tokens: "
+                                "tokenize(texts, context_length=24)")
+    with torch.no_grad():
+        assert model.encode_text(clipmodule.tokenize(["a cat"], context_length=model.context_length)).shape == (1, 64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from PIL import Image
 
 from clipmodule.classifiers.inference import inference_model
 from clipmodule.classifiers.zoo import ZeroShotClassifier, build_zeroshot_model
+from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification
 from clipmodule.eval.datasets import LabelledImages, read_templates
 from clipmodule.eval.tasks import LoaderOptions, zeroshot_classification
@@ -107,3 +110,68 @@ def test_zero_shot_classifier_through_inference_model(model):
     feats = zero_shot.extract_feat(torch.zeros(2, 3, 32, 32))
     assert isinstance(feats, tuple) and feats[0].shape == (2, 64)
     assert torch.allclose(feats[0].norm(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("classnames, named", [
+    ("cat", "classnames must be a list of str, not one str 'cat'"),
+    (["cat", None], r"classnames\[1\] is of type NoneType"),
+    (["cat", ""], r"classnames\[1\] is empty"),
+])
+def test_class_names_that_are_not_a_list_of_str_are_refused(model, classnames, named):
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ClipModuleError, match=named):
+        inference_model(model, image, classnames=classnames, templates=["a {}"], device="cpu")
+    with pytest.raises(ClipModuleError, match=named):
+        build_zeroshot_model(model, classnames, ["a {}"])
+
+
+def test_zero_shot_of_a_model_reading_24_tokens_uses_its_context_length():
+    torch.manual_seed(0)
+    short = create_model("tiny-vit", context_length=24).eval()  # the demo's text context
+    result = inference_model(short, np.zeros((32, 32, 3), np.uint8), classnames=["cat", "dog"],
+                             templates=["a photo of a {}."], device="cpu")
+    assert result["pred_class"] in ("cat", "dog") and result["pred_scores"].shape == (2,)
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("a {} next to a {}.", "has 2 slots for the class name"),
+    ("a photo.", "has no slot for the class name"),
+    ("a {0} photo.", "has a field {0} other than {} or {c}"),
+    ("a {name}.", "has a field {name} other than"),
+    ("a {} photo }", "is malformed"),
+])
+def test_a_template_without_exactly_one_slot_is_one_line_naming_it(model, tmp_path, template, problem):
+    path = tmp_path / "templates.txt"
+    path.write_text(f"a photo of a {{}}.\n{template}\n")
+    with pytest.raises(ClipModuleError) as error:
+        read_templates(str(path))
+    message = str(error.value)
+    assert message.startswith(f"{path}: template {template!r}") and problem in message and "\n" not in message
+    with pytest.raises(ClipModuleError, match="templates: template"):
+        build_zeroshot_model(model, ["cat"], [template])
+
+
+def test_c_slot_equals_empty_slot_and_class_prompts_are_embedded_as_written(model, tmp_path):
+    classnames = ["cat", "rocket"]
+    plain = build_zeroshot_model(model, classnames, ["a photo of a {}.", "art of the {}."]).class_embeddings
+    named = build_zeroshot_model(model, classnames, ["a photo of a {c}.", "art of the {c}."]).class_embeddings
+    assert torch.equal(plain, named)
+    cupl = {"cat": ["a small furry pet that purrs", "a {} sleeping on a sofa"], "rocket": ["a rocket lifting off"],
+            "unused": ["ignored"]}
+    path = tmp_path / "cupl.json"
+    path.write_text(json.dumps(cupl))
+    assert read_templates(str(path)) == cupl
+    weights = build_zeroshot_model(model, classnames, str(path)).class_embeddings
+    with torch.no_grad():  # by hand: each class's own prompts, normalised, averaged, normalised again
+        for column, texts in enumerate([["a small furry pet that purrs", "a cat sleeping on a sofa"],
+                                        ["a rocket lifting off"]]):
+            embedded = model.encode_text(tokenize(texts), normalize=True).mean(dim=0)
+            torch.testing.assert_close(weights[:, column], embedded / embedded.norm(), atol=1e-6, rtol=0)
+    with pytest.raises(ClipModuleError, match=r"cupl.json: no prompts for class 'dog'"):
+        build_zeroshot_model(model, ["cat", "dog"], str(path))
+    path.write_text(json.dumps({"cat": []}))
+    with pytest.raises(ClipModuleError, match="class 'cat' has no prompts"):
+        read_templates(str(path))
+    path.write_text("{not json")
+    with pytest.raises(ClipModuleError, match="cupl.json: unreadable JSON template file"):
+        read_templates(str(path))
