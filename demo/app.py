@@ -163,6 +163,15 @@ def stage_accounting(curation_dir: Path) -> list[tuple[str, int, int, int]]:
     ]
 
 
+def capped_queries(curation_dir: Path, top: int = 5) -> list[tuple[str, int, int]]:
+    """(query, rows matched, rows kept) of the queries the balancing cap cut most, largest cut first."""
+    import pyarrow.parquet as pq
+
+    counts = pq.read_table(curation_dir / "balanced.counts.parquet", columns=["term", "matched", "kept"]).to_pylist()
+    cut = sorted((row for row in counts if row["kept"] < row["matched"]), key=lambda r: r["kept"] - r["matched"])
+    return [(row["term"], row["matched"], row["kept"]) for row in cut[:top]]
+
+
 def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
     """Runs the whole loop into `plan.out` (emptied first); returns the held-out zero-shot results and stats."""
     console = console or Console()
@@ -179,6 +188,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         _run(console, "curation build", [_bin("curation"), "build", "-c", str(_dataset_config(plan.out, paths))],
              paths["log"])
     accounting = stage_accounting(paths["curation"])
+    capped = capped_queries(paths["curation"])
     classnames = (paths["source"] / "eval" / "emoji" / "classnames.txt").read_text().split("\n")[:-1]
     for run_name, configs in RUNS.items():
         _run(console, f"clipmodule fit: {run_name}", _fit_command(run_name, configs, plan, paths, classnames),
@@ -190,7 +200,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         "--metrics", "train/loss,val/zeroshot_top1," + ",".join(f"heldout/{task}_top1" for task in plan.eval_tasks),
         "--plot", "train/loss,val/zeroshot_top1",
     ], paths["log"])
-    report = {"results": results, "accounting": accounting, "seconds": time.time() - start,
+    report = {"results": results, "accounting": accounting, "capped": capped, "seconds": time.time() - start,
               "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().splitlines())
                          for task in plan.eval_tasks}}
     (plan.out / "demo_summary.json").write_text(json.dumps(report, indent=2))
@@ -203,6 +213,9 @@ def _print_summary(console: Console, plan: DemoPlan, paths: dict[str, Path], rep
     for stage, rows_in, rows_out, dropped in report["accounting"]:
         mark = "ok" if rows_in == rows_out + dropped else "MISMATCH"
         console.print(f"{stage:<9} rows in {rows_in:>6} = out {rows_out:>6} + dropped/failed {dropped:>4}  [{mark}]")
+    balance = next(row for row in report["accounting"] if row[0] == "balance")
+    heads = ", ".join(f"{term!r} {matched:,}→{kept:,}" for term, matched, kept in report["capped"])
+    console.print(f"the balancing cap removed {balance[3]:,} rows; the queries it cut most: {heads or 'none'}")
     for run_name, tasks in report["results"].items():
         scores = ", ".join(f"{task} {top1:.1%} (chance {report['chance'][task]:.1%})" for task, top1 in tasks.items())
         console.print(f"held-out zero-shot top-1, {run_name}: {scores}")
