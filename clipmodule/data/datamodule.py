@@ -8,7 +8,6 @@ Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_cou
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -16,43 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.shards import ShardCache, ShardStream, StreamPlan, count_samples, shard_paths
 from clipmodule.errors import ClipModuleError
 from clipmodule.tokenizer import ClipTokenizer
-from clipmodule.transforms import image_transform
-from curation.formats.webdataset import content_hash, image_field, sample_label, shard_records
+from clipmodule.transforms import image_transform, normalize_batch
+from curation.formats.webdataset import content_hash, shard_records
 
 log = logging.getLogger(__name__)
 
-
-def decode_sample(fields: dict[str, bytes], transform: Callable, seed: int) -> dict[str, Any] | None:
-    """Image tensor, caption and label (-1 if none) of one sample; None if it lacks an image, the image does
-    not decode or its label is not an integer (the shard contract's rules). `seed` fixes the random
-    augmentation, so a resumed run repeats it exactly."""
-    name = image_field(fields)
-    try:
-        label = sample_label(fields)
-    except ValueError:
-        return None
-    if name is None:
-        return None
-    try:
-        with Image.open(io.BytesIO(fields[name])) as image:
-            image.load()
-            image = image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
-        return None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pixels = transform(image)
-    text = fields["txt"].decode("utf-8", errors="replace").strip() if "txt" in fields else ""
-    return {"image": pixels, "text": text, "label": -1 if label is None else label}
+# A shard set of bad samples would otherwise print one warning per sample, millions of lines: name the first
+# few skipped samples, then give a running count every `WARN_EVERY`.
+WARN_FIRST, WARN_EVERY = 5, 1000
 
 
 class TokenizingCollate:
@@ -67,8 +45,10 @@ class TokenizingCollate:
         if self._tokenizer is None:  # built in the worker, on first use
             self._tokenizer = ClipTokenizer()
         texts = [sample["text"] for sample in samples]
+        images = torch.stack([sample["image"] for sample in samples])
         return {
-            "image": torch.stack([sample["image"] for sample in samples]),
+            # the training augmentation gives uint8 pixels: normalised here, for the batch in one operation
+            "image": normalize_batch(images) if images.dtype == torch.uint8 else images,
             "text": self._tokenizer(texts, context_length=self.context_length, truncate=True),
             "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
             "key": [sample["key"] for sample in samples],
@@ -93,7 +73,9 @@ class TrainSamples:
         batches = d.batches_per_rank // workers + (worker < d.batches_per_rank % workers)
         self.quota = batches * d.batch_size
         self.transform, self.seed, self.epoch = d.transform, d.seed, d.epoch
-        self.emitted = self.corrupt_samples = 0
+        self.paths, self.max_unusable = d.paths, d.max_unusable
+        self.emitted = self.corrupt_samples = self.unusable_run = 0
+        self.good_pass = 0  # the stream's pass when the last usable sample came out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
@@ -105,22 +87,41 @@ class TrainSamples:
                 key, fields = self.stream.read((shard, sample))
             except OSError as error:
                 key, fields = f"{shard}/{sample}", {"error": str(error).encode()}
-            seed = int(np.random.SeedSequence([self.seed, self.epoch, shard, sample]).generate_state(1)[0])
-            decoded = decode_sample(fields, self.transform, seed)
+            seed = sample_seed(self.seed, self.epoch, shard, sample)
+            # an empty or missing caption is checked first: it makes the sample unusable without decoding
+            decoded = decode_sample(fields, self.transform, seed) if fields.get("txt", b"").strip() else None
             if decoded is None or not decoded["text"]:
-                self.corrupt_samples += 1
-                log.warning("skipping corrupt or incomplete sample %s", key)
+                self._skip(key)
                 continue
             self.emitted += 1
+            self.unusable_run, self.good_pass = 0, self.stream.pass_index
             return {**decoded, "key": key}
         raise StopIteration
 
+    def _skip(self, key: str) -> None:
+        """Counts an unusable sample; stops when nothing usable can come: a whole pass over this worker's
+        shards (the stream drains a pass before starting the next) or `max_unusable` samples in a row."""
+        self.corrupt_samples += 1
+        self.unusable_run += 1
+        if self.corrupt_samples <= WARN_FIRST:
+            log.warning("skipping corrupt or incomplete sample %s", key)
+        elif self.corrupt_samples % WARN_EVERY == 0:
+            log.warning("skipped %d corrupt or incomplete samples so far (latest %s)", self.corrupt_samples, key)
+        whole_pass = self.stream.pass_index >= self.good_pass + 2
+        if whole_pass or self.unusable_run >= self.max_unusable:
+            span = "a whole pass over" if whole_pass else f"{self.unusable_run} samples in a row from"
+            raise ClipModuleError(f"no usable training sample in {span} {len(self.paths)} shards (e.g. "
+                                  f"{self.paths[0]}): every image undecodable or caption empty or missing")
+
     def state_dict(self) -> dict[str, Any]:
-        return {"stream": self.stream.state_dict(), "emitted": self.emitted, "corrupt_samples": self.corrupt_samples}
+        return {"stream": self.stream.state_dict(), "emitted": self.emitted, "corrupt_samples": self.corrupt_samples,
+                "unusable_run": self.unusable_run, "good_pass": self.good_pass}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stream.load_state_dict(state["stream"])
         self.emitted, self.corrupt_samples = state["emitted"], state["corrupt_samples"]
+        self.unusable_run = state.get("unusable_run", 0)  # absent from checkpoints of earlier versions
+        self.good_pass = state.get("good_pass", self.stream.pass_index)
 
 
 class ShardTrainDataset(IterableDataset):
@@ -128,10 +129,11 @@ class ShardTrainDataset(IterableDataset):
 
     def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, seed: int = 0,
-                 resample: bool = False):
+                 resample: bool = False, max_unusable: int = 10_000):
         self.paths, self.transform, self.batch_size = paths, transform, batch_size
         self.batches_per_rank, self.rank, self.world_size = batches_per_rank, rank, world_size
         self.shuffle_buffer, self.seed, self.resample = shuffle_buffer, seed, resample
+        self.max_unusable = max_unusable
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -164,7 +166,7 @@ class ShardEvalDataset(IterableDataset):
                 if (number - 1) % total != mine:
                     continue
                 key, fields = cache.read(shard, sample)
-                decoded = decode_sample(fields, self.transform, seed=0)
+                decoded = decode_sample(fields, self.transform, seed=None)
                 if decoded is None:
                     log.warning("skipping corrupt evaluation sample %s/%s", Path(path).name, key)
                     continue
@@ -233,14 +235,20 @@ class ShardDataModule(L.LightningDataModule):
         samples_per_epoch: samples in one epoch over all ranks; default: the samples in `train_shards`.
         seed: shard order, shuffling and augmentation all derive from it.
         data_card: the data card (json or md) of the training data; its sha256 tags the MLflow run.
+        max_unusable_samples: training stops with an error after this many unusable samples in a row
+            (undecodable image, empty or missing caption), or after a whole pass over the shards without one.
     """
 
     def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
                  zeroshot_shards: str | list[str] | None = None, zeroshot_classnames: list[str] | None = None,
                  batch_size: int = 256, num_workers: int = 4, image_size: int = 224, context_length: int = 77,
                  shuffle_buffer: int = 5000, resample: bool = False, samples_per_epoch: int | None = None,
-                 seed: int = 0, data_card: str | None = None):
+                 seed: int = 0, data_card: str | None = None, max_unusable_samples: int = 10_000):
         super().__init__()
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                   ("max_unusable_samples", max_unusable_samples, 1)):
+            if not isinstance(value, int) or value < least:
+                raise ClipModuleError(f"data.{name} must be an integer >= {least}, got {value!r}")
         self.save_hyperparameters()  # logged as MLflow params
         self.train_shards, self.val_shards, self.zeroshot_shards = train_shards, val_shards, zeroshot_shards
         self.zeroshot_classnames = zeroshot_classnames
@@ -248,6 +256,7 @@ class ShardDataModule(L.LightningDataModule):
         self.image_size, self.context_length = image_size, context_length
         self.shuffle_buffer, self.resample, self.seed = shuffle_buffer, resample, seed
         self.samples_per_epoch, self.data_card = samples_per_epoch, data_card
+        self.max_unusable_samples = max_unusable_samples
         self._train_loader: EpochLoader | None = None
 
     def _rank(self) -> tuple[int, int]:
@@ -270,7 +279,8 @@ class ShardDataModule(L.LightningDataModule):
                                   f"({world_size} x {self.batch_size})")
         return ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
                                  batches_per_rank=batches, rank=rank, world_size=world_size,
-                                 shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample)
+                                 shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample,
+                                 max_unusable=self.max_unusable_samples)
 
     def train_dataloader(self) -> EpochLoader:
         self._train_loader = EpochLoader(self.train_dataset(), **self._loader_options())

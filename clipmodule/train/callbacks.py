@@ -3,6 +3,7 @@ the run folder with its config and MLflow params/tags. `clipmodule fit --print_c
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,32 +40,69 @@ def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True, **options)
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        raise ClipModuleError(f"cannot load checkpoint {path}: {one_line(error)[:300]}") from None
+        raise ClipModuleError(f"cannot load checkpoint {path}: {load_failure_reason(error)}") from None
+
+
+def load_failure_reason(error: BaseException) -> str:
+    """PyTorch's refusal of a pickled object is a paragraph inviting `weights_only=False` (which would run the
+    file's code); the reason is the unsupported global it names."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds a pickled Python object{what}, not only tensors; it is refused because loading it "
+                "would run code from the file")
+    return one_line(error)[:300]
 
 
 class DataHealth(Callback):
-    """Logs how many corrupt samples and shard reads the training loader skipped (summed over ranks).
+    """Logs how many corrupt samples and shard reads the training loader skipped since the run began: summed
+    over ranks and epochs, and carried by the checkpoint, so a resumed run goes on counting (the loader's
+    own counters start again every epoch).
 
     Args:
         every_n_steps: how often; None: the trainer's `log_every_n_steps`.
     """
 
+    NAMES = ("corrupt_samples", "corrupt_shards")
+
     def __init__(self, every_n_steps: int | None = None):
         self.every_n_steps = every_n_steps
+        self.finished = dict.fromkeys(self.NAMES, 0)  # all ranks' counts of the epochs that have ended
+        self.finished_epoch = -1
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if trainer.global_step % max(1, self.every_n_steps or trainer.log_every_n_steps) == 0:
-            self._log(trainer, pl_module)
+            self._log(pl_module, self._totals(trainer, pl_module, end_of_epoch=False))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._log(trainer, pl_module)
+        self._log(pl_module, self._totals(trainer, pl_module, end_of_epoch=True))
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _totals(self, trainer: Trainer, pl_module: LightningModule, end_of_epoch: bool) -> dict[str, int] | None:
         counts = getattr(trainer.datamodule, "corrupt_counts", None)
         if counts is None:
-            return
-        for name, value in counts().items():
-            pl_module.log(f"data/{name}", float(value), reduce_fx="sum", sync_dist=True)
+            return None
+        epoch = counts()  # this rank, this epoch
+        local = torch.tensor([float(epoch.get(name, 0)) for name in self.NAMES], dtype=torch.float64,
+                             device=pl_module.device)
+        summed = trainer.strategy.reduce(local, reduce_op="sum")  # every rank gets the same totals
+        current = {name: int(value) for name, value in zip(self.NAMES, summed.tolist())}
+        if not end_of_epoch or trainer.current_epoch <= self.finished_epoch:
+            return {name: self.finished[name] + current[name] for name in self.NAMES}
+        self.finished = {name: self.finished[name] + current[name] for name in self.NAMES}
+        self.finished_epoch = trainer.current_epoch
+        return dict(self.finished)
+
+    def _log(self, pl_module: LightningModule, totals: dict[str, int] | None) -> None:
+        for name, value in (totals or {}).items():
+            pl_module.log(f"data/{name}", float(value), sync_dist=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"finished": dict(self.finished), "finished_epoch": self.finished_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.finished = {name: int(state_dict["finished"].get(name, 0)) for name in self.NAMES}
+        self.finished_epoch = int(state_dict["finished_epoch"])
 
 
 class RunRecorder(SaveConfigCallback):

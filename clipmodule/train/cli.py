@@ -62,6 +62,17 @@ class ClipCLI(LightningCLI):
         network = config.model.model.init_args.get("name", "model") if "init_args" in config.model.model else "model"
         init_args.run_name = f"{network}-{config.model.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning turns SIGTERM into `SIGTERMException` (a `SystemExit` with code 0) at the next batch, without
+        saving; the checkpoints written so far are complete files (atomic writes). Say so, and exit 2."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        try:
+            super()._run_subcommand(subcommand)
+        except SIGTERMException:
+            raise ClipModuleError(f"stopped by SIGTERM at step {self.trainer.global_step}; the checkpoints written "
+                                  "so far are intact") from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
@@ -91,7 +102,14 @@ def build_cli(args: list[str], run: bool = False) -> ClipCLI:
     except ArgumentError as error:
         configs = config_files(args)
         where = f" ({', '.join(configs)})" if configs else ""
-        raise ClipModuleError(f"bad configuration{where}: {one_line(str(error))}") from None
+        raise ClipModuleError(f"bad configuration{where}: {parser_reason(error)}") from None
+
+
+def parser_reason(error: ArgumentError, limit: int = 400) -> str:
+    """jsonargparse's message on one line: the key *and* the reason on the lines below it; a union type's
+    list of every alternative is cut at `limit` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_cli(subcommand: str, argv: list[str]) -> int:

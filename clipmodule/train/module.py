@@ -19,6 +19,7 @@ from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.optim import OptimConfig, build_optimizer
+from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 
 MAX_LOG_SCALE = math.log(100.0)
 
@@ -164,16 +165,24 @@ class ClipLitModule(L.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
 
-    # --- exact resume: the random state (patch dropout) travels with the checkpoint. It is put back at
-    # train start, after the data loaders were created (creating one draws a seed from it). ---
+    # --- exact resume: every rank's loader position and random state (patch dropout) travel with the
+    # checkpoint (clipmodule.train.resume). The generators are put back at train start, after the data
+    # loaders were created (creating one draws a seed from the CPU generator). ---
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_state"] = torch.get_rng_state()
+        store_rank_states(checkpoint, self.device, self._world_size())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_state = checkpoint.get("rng_state")
+        trainer = self._trainer
+        source = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else "given"
+        if "FSDP" not in type(getattr(trainer, "strategy", None)).__name__:  # FSDP's own state dict is sharded
+            check_state_fits(checkpoint.get("state_dict", {}), self.state_dict(), source)
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def on_train_start(self) -> None:
-        if getattr(self, "_rng_state", None) is not None:
-            torch.set_rng_state(self._rng_state)
-            self._rng_state = None
+        restore_generators(getattr(self, "_rng_state", None), self.device)
+        self._rng_state = None
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
