@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
-from clipmodule.checkpoints.io import load_checkpoint
+from clipmodule.checkpoints.io import load_checkpoint, preprocess_of
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
 from clipmodule.models.config import ALIASES
 from clipmodule.tokenizer import tokenize as _tokenize
-from clipmodule.transforms import image_transform
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.
 _OPENAI_FILES = {
@@ -33,6 +32,7 @@ _OPENAI_FILES = {
     "ViT-L-14": "ViT-L-14.pt",
     "ViT-L-14-336": "ViT-L-14-336px.pt",
 }
+_OPENAI_FILES.update({f"{name}-quickgelu": file for name, file in _OPENAI_FILES.items()})
 
 
 def default_download_root() -> Path:
@@ -61,13 +61,18 @@ def load(
     device: str | torch.device = "cpu",
     download_root: str | os.PathLike | None = None,
     quick_gelu: bool | None = None,
+    model: str | None = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """(model in eval mode on `device`, its preprocess transform) from a model name or a checkpoint path.
 
-    A path may hold OpenAI (.pt TorchScript or state dict), open_clip, or Hugging Face (`save_pretrained`
-    folder or .safetensors) weights; the architecture is inferred from them. A name is looked up in
-    `download_root` (see `default_download_root`)."""
+    A path may hold OpenAI (.pt TorchScript or state dict), open_clip (file or hub folder), Hugging Face
+    (`save_pretrained` folder, hub cache `models--org--name`) or our .safetensors weights. The architecture is
+    `model` (a registered name or a config .json) if given, else the config the files carry, else OpenAI's for
+    OpenAI's releases; a bare state dict that is none of these is refused. The preprocess transform follows
+    open_clip's `preprocess_cfg` where the folder has one. A name is looked up in `download_root` (see
+    `default_download_root`), and a bare file found there is read as that name's architecture."""
     path = Path(name_or_path)
+    fallback = None
     if not path.exists():
         name = str(name_or_path)
         if name not in available_models() and name not in ALIASES:
@@ -77,8 +82,16 @@ def load(
         instead = (f"`load` reads local files only: pass a checkpoint path, or use "
                    f"create_model({ALIASES.get(name, name)!r}) for a randomly initialised model")
         path = local_weights(name, instead, download_root)
-    model = load_checkpoint(path, quick_gelu=quick_gelu).to(device).eval()
-    return model, image_transform(model.config.vision.image_size, train=False)
+        fallback = ALIASES.get(name, name)
+    try:
+        network = load_checkpoint(path, quick_gelu=quick_gelu, model=model)
+    except ClipModuleError as error:
+        # By name, a bare file is that name's architecture; files that say what they are win (OpenAI's .pt).
+        if model is not None or fallback is None or "a bare state dict" not in str(error):
+            raise
+        network = load_checkpoint(path, quick_gelu=quick_gelu, model=fallback)
+    network = network.to(device).eval()
+    return network, preprocess_of(network).transform()
 
 
 def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:

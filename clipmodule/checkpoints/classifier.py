@@ -8,8 +8,9 @@ A checkpoint may be in one of four layouts, told apart by their keys:
                      backbone.pre_norm.*, backbone.ln1.*, head.layers.head.weight  (timm's keys renamed)
     a CLIP model's   visual.* (its image tower: the trunk loads, the classifier's head keeps its init)
 
-Files are read with `clipmodule.checkpoints.io`'s readers (safetensors, or torch.load(weights_only=True)), so a
-file that would need to run pickled code is refused.
+Files are read with `clipmodule.checkpoints.readers` (safetensors, torch.load(weights_only=True), or TorchScript
+archives read without running them), so a file that would need to run pickled code is refused; integer or
+non-finite weights are refused by `io.checked_weights`.
 """
 
 from __future__ import annotations
@@ -122,7 +123,6 @@ def load_classifier_weights(model: torch.nn.Module, path: str | Path) -> bool:
 
     Returns False when the file is a CLIP checkpoint, whose image tower fills only the trunk."""
     state_dict, has_head = to_classifier_layout(read_state_dict(path), str(path))
-    state_dict = {key: value.float() for key, value in state_dict.items()}
     if has_head:
         load_state_dict_checked(model, state_dict, str(path))
     else:

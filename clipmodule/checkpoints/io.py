@@ -3,21 +3,45 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_config_dict, openai_to_hf
-from clipmodule.checkpoints.infer import infer_config
+from clipmodule.checkpoints.infer import resolve_config
+from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.checkpoints.readers import StateDict, read_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, CLIPConfig
-from curation.formats.files import atomic_path, write_text
+from curation.formats.files import atomic_path, temp_name, write_text
 
 FORMATS = ("openai", "open_clip", "hf")
+_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def load_state_dict_checked(model: CLIP, state_dict: StateDict, source: str) -> None:
+def checked_weights(state_dict: StateDict, expected: dict[str, torch.Tensor], source: str) -> StateDict:
+    """The weights as the model's dtypes; integer (quantized) or non-finite weights are refused by name.
+
+    A float model's weight stored as int8 is not a float weight: casting it would load a silently wrong model."""
+    out = {}
+    for key, value in state_dict.items():
+        want = expected.get(key)
+        if want is not None and want.is_floating_point():
+            if not value.is_floating_point():
+                raise ClipModuleError(f"{source}: weight {key} is stored as {str(value.dtype).removeprefix('torch.')}"
+                                      ", not floating point (a quantized checkpoint?); refusing to cast it")
+            if not torch.isfinite(value).all():
+                raise ClipModuleError(f"{source}: weight {key} holds NaN or infinite values")
+            value = value.to(want.dtype)
+        out[key] = value
+    return out
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: StateDict, source: str) -> None:
     """`model.load_state_dict(strict=True)`, with a one-line error saying how the weights do not fit."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -34,22 +58,33 @@ def load_state_dict_checked(model: CLIP, state_dict: StateDict, source: str) -> 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         raise ClipModuleError(f"{source}: weights do not fit this architecture: {'; '.join(parts)}")
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(checked_weights(state_dict, expected, source), strict=True)
 
 
-def load_checkpoint(path: str | Path, quick_gelu: bool | None = None, expected: CLIPConfig | None = None) -> CLIP:
-    """A CLIP model built from whatever checkpoint `path` holds (architecture inferred from the weights).
+def load_checkpoint(path: str | Path, quick_gelu: bool | None = None, expected: CLIPConfig | None = None,
+                    model: str | None = None) -> CLIP:
+    """A CLIP model built from whatever checkpoint `path` holds, its eval preprocessing as `model.preprocess_cfg`.
 
-    With `expected`, the model is built from that config instead and the weights must fit it."""
+    The architecture is the registered name or config file `model`, else `expected`, else the file's own config,
+    else OpenAI's for OpenAI's releases; anything else is refused (see `checkpoints.infer`)."""
     state_dict, info = read_checkpoint(path)
-    config = expected if expected is not None else infer_config(state_dict, info, quick_gelu)
-    model = CLIP(config)
-    load_state_dict_checked(model, {k: v.float() for k, v in state_dict.items()}, str(path))
-    return model
+    config = expected if expected is not None and model is None else resolve_config(
+        state_dict, info, str(path), model=model, quick_gelu=quick_gelu)
+    network = CLIP(config)
+    load_state_dict_checked(network, state_dict, str(path))
+    network.preprocess_cfg = open_clip.preprocess_from_open_clip(
+        info.get("preprocess_cfg", {}), config.vision.image_size, info.get("source", str(path)))
+    return network
+
+
+def preprocess_of(model: CLIP) -> Preprocess:
+    """The model's eval preprocessing: what its checkpoint said, else OpenAI's at its image size."""
+    return getattr(model, "preprocess_cfg", None) or Preprocess(model.config.vision.image_size)
 
 
 def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Path:
-    """Write `model` as `format`: "openai"/"open_clip" (a .safetensors or torch .pt/.bin state dict) or
+    """Write `model` as `format`: "openai"/"open_clip" (a .safetensors or torch .pt/.bin state dict; for open_clip
+    a path without one of those suffixes is a hub folder: open_clip_config.json + open_clip_model.safetensors) or
     "hf" (a folder with config.json + model.safetensors that `CLIPModel.from_pretrained` reads)."""
     from safetensors.torch import save_file
 
@@ -57,19 +92,51 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
         raise ClipModuleError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    metadata = {"clipmodule_config": json.dumps(model.config.to_dict()), "format": format}
+    preprocess = open_clip.preprocess_to_open_clip(preprocess_of(model))
     if format == "hf":
         if model.config.vision.is_resnet:
             raise ClipModuleError("Hugging Face CLIPModel has no ModifiedResNet tower; export RN models as openai")
-        path.mkdir(parents=True, exist_ok=True)
-        write_text(path / "config.json", json.dumps(hf_config_dict(model.config), indent=2))
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_file(openai_to_hf(state_dict, model.config), str(tmp), metadata={"format": "pt"})
-        return path
+        return _write_folder(path, {
+            "config.json": lambda file: write_text(file, json.dumps(hf_config_dict(model.config), indent=2)),
+            "model.safetensors": lambda file: save_file(openai_to_hf(state_dict, model.config), str(file),
+                                                        metadata={"format": "pt"}),
+        })
+    if format == "open_clip" and path.suffix not in _FILE_SUFFIXES:
+        hub_config = {"model_cfg": open_clip.config_to_open_clip(model.config), "preprocess_cfg": preprocess}
+        return _write_folder(path, {
+            open_clip.CONFIG_NAME: lambda file: write_text(file, json.dumps(hub_config, indent=2)),
+            open_clip.WEIGHT_NAMES[0]: lambda file: save_file(state_dict, str(file), metadata={"format": "pt"}),
+        })
+    metadata = {"clipmodule_config": json.dumps(model.config.to_dict()), "format": format,
+                "clipmodule_preprocess": json.dumps(preprocess)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             save_file(state_dict, str(tmp), metadata=metadata)
         else:
             torch.save(state_dict, tmp)
+    return path
+
+
+def _write_folder(path: Path, writers: dict[str, Callable[[Path], object]]) -> Path:
+    """Write every file into a hidden sibling folder, then swap it in: a killed write leaves the old folder whole."""
+    if path.exists() and not path.is_dir():
+        raise ClipModuleError(f"{path}: exists and is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging, old = temp_name(path), path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        for child in path.iterdir() if path.is_dir() else ():
+            if child.name not in writers:  # the user's other files (tokenizer, README) stay in the folder
+                copy = shutil.copytree if child.is_dir() else shutil.copy2
+                copy(child, staging / child.name)
+        for name, write in writers.items():
+            write(staging / name)
+        if path.exists():
+            path.replace(old)
+        staging.replace(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return path

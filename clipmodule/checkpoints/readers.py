@@ -2,7 +2,8 @@
 
 Our parameter names are OpenAI's, and open_clip's standard CLIP models use the same names, so those two
 layouts differ only in how files are wrapped; HF's layout is translated by `checkpoints.hf`. Weights are read
-with safetensors or `torch.load(weights_only=True)`: a file that would need to run pickled code is refused.
+with safetensors, `torch.load(weights_only=True)` or, for TorchScript archives, `checkpoints.torchscript`'s
+restricted reader: a file that would need to run pickled code is refused, and nothing in an archive runs.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 
+from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_to_openai
+from clipmodule.checkpoints.torchscript import is_torchscript, read_torchscript
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIPConfig
 
@@ -25,22 +27,89 @@ _IGNORED_KEYS = re.compile(r"^(input_resolution|context_length|vocab_size|.*posi
 
 
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
-    """The state dict in OpenAI layout, plus what the file says about the config (may be empty)."""
+    """The state dict in OpenAI layout, plus what the files say about the model (may be empty).
+
+    `info` keys: "config" (our own safetensors), "open_clip_config" (open_clip's model_cfg), "preprocess",
+    "hf_config" (transformers' config.json), "torchscript" (an OpenAI release archive), "source"."""
     path = Path(path)
     if not path.exists():
         raise ClipModuleError(f"{path}: no such checkpoint file or folder")
     if path.is_dir():
-        state_dict, info = _read_hf_folder(path)
-    elif path.suffix == ".safetensors":
-        state_dict, info = read_safetensors(path)
+        state_dict, info = _read_folder(hub_snapshot(path))
     else:
-        state_dict, info = read_torch_file(path), {}
+        state_dict, info = _read_file(path)
+        beside = path.parent / open_clip.CONFIG_NAME
+        if path.name in open_clip.WEIGHT_NAMES and beside.is_file():  # a file picked out of a hub folder
+            info.update(_open_clip_info(beside))
     state_dict = {_strip_prefix(key): value for key, value in state_dict.items() if not _IGNORED_KEYS.match(key)}
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         state_dict = hf_to_openai(state_dict)
     if "token_embedding.weight" not in state_dict or not any(key.startswith("visual.") for key in state_dict):
         raise ClipModuleError(f"{path}: not a CLIP checkpoint (no text token embedding or visual tower weights)")
     return state_dict, info
+
+
+def _read_file(path: Path) -> tuple[StateDict, dict]:
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if is_torchscript(path):
+        return read_torchscript(path), {"torchscript": True}
+    return read_torch_file(path), {}
+
+
+def hub_snapshot(path: Path) -> Path:
+    """The snapshot folder of a Hugging Face hub cache entry (`models--org--name`), else `path` itself."""
+    snapshots = path / "snapshots"
+    if not snapshots.is_dir():
+        return path
+    ref = path / "refs" / "main"
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    revisions = sorted(child for child in snapshots.iterdir() if child.is_dir())
+    if len(revisions) != 1:
+        raise ClipModuleError(f"{path}: hub cache holds {len(revisions)} snapshots and no refs/main; "
+                              "pass one snapshots/<revision> folder")
+    return revisions[0]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClipModuleError(f"{path}: malformed JSON ({one_line(error)[:120]})") from None
+    if not isinstance(data, dict):
+        raise ClipModuleError(f"{path}: expected a JSON object")
+    return data
+
+
+def _open_clip_info(config_file: Path) -> dict:
+    data = _read_json(config_file)
+    if "model_cfg" not in data:
+        raise ClipModuleError(f"{config_file}: no model_cfg (not an open_clip hub config)")
+    return {"open_clip_config": data["model_cfg"], "preprocess_cfg": data.get("preprocess_cfg") or {},
+            "source": str(config_file)}
+
+
+def _read_folder(path: Path) -> tuple[StateDict, dict]:
+    if (path / open_clip.CONFIG_NAME).is_file():
+        weights = [path / name for name in open_clip.WEIGHT_NAMES if (path / name).is_file()]
+        if not weights:
+            raise ClipModuleError(f"{path}: open_clip folder without {' or '.join(open_clip.WEIGHT_NAMES)}")
+        state_dict, info = _read_file(weights[0])
+        info.update(_open_clip_info(path / open_clip.CONFIG_NAME))
+        return state_dict, info
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ClipModuleError(f"{path}: folder has neither {open_clip.CONFIG_NAME} (open_clip) nor config.json "
+                              "(Hugging Face save_pretrained)")
+    hf_config = _read_json(config_file)
+    files = sorted(path.glob("model*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise ClipModuleError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
+    state_dict: StateDict = {}
+    for file in files:
+        state_dict.update(_read_file(file)[0])
+    return state_dict, {"hf_config": hf_config, "source": str(config_file)}
 
 
 def _strip_prefix(key: str) -> str:
@@ -60,20 +129,21 @@ def read_safetensors(path: Path) -> tuple[StateDict, dict]:
             state_dict = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as error:
         raise ClipModuleError(f"{path}: unreadable safetensors file ({one_line(error)[:200]})") from None
-    info = {}
-    if "clipmodule_config" in metadata:
-        info["config"] = CLIPConfig.from_dict(json.loads(metadata["clipmodule_config"]))
+    info: dict = {}
+    try:
+        if "clipmodule_config" in metadata:
+            info["config"] = CLIPConfig.from_dict(json.loads(metadata["clipmodule_config"]))
+        if "clipmodule_preprocess" in metadata:
+            info["preprocess_cfg"] = json.loads(metadata["clipmodule_preprocess"])
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ClipModuleError(f"{path}: malformed clipmodule metadata ({one_line(error)[:120]})") from None
     return state_dict, info
 
 
 def read_torch_file(path: Path) -> StateDict:
     """The tensors of a TorchScript archive or a torch state dict (unwrapped), never unpickling code."""
-    if _is_torchscript(path):
-        # OpenAI's released .pt files are TorchScript archives: their weights load without unpickling Python.
-        try:
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        except RuntimeError as error:
-            raise ClipModuleError(f"{path}: broken TorchScript archive ({one_line(error)[:200]})") from None
+    if is_torchscript(path):
+        return read_torchscript(path)
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -88,30 +158,3 @@ def read_torch_file(path: Path) -> StateDict:
     if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
         raise ClipModuleError(f"{path}: does not hold a state dict of tensors")
     return loaded
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") for name in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
-def _read_hf_folder(path: Path) -> tuple[StateDict, dict]:
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise ClipModuleError(f"{path}: folder has no config.json (expected a Hugging Face save_pretrained folder)")
-    try:
-        hf_config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ClipModuleError(f"{config_file}: malformed JSON ({error})") from None
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
-    if not files:
-        raise ClipModuleError(f"{path}: no model.safetensors or pytorch_model.bin in the folder")
-    state_dict: StateDict = {}
-    for file in files:
-        state_dict.update(read_safetensors(file)[0] if file.suffix == ".safetensors" else read_torch_file(file))
-    return state_dict, {"hf_config": hf_config}

@@ -1,5 +1,6 @@
 """Conversion against the peers: open_clip and HF models with random weights give the same outputs here."""
 
+import json
 import pickle
 
 import open_clip
@@ -8,7 +9,7 @@ import torch
 from transformers import CLIPConfig as HFCLIPConfig
 from transformers import CLIPModel
 
-from clipmodule.checkpoints.infer import infer_config
+from clipmodule.checkpoints.infer import infer_shapes
 from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
 from clipmodule.checkpoints.readers import read_checkpoint
 from clipmodule.errors import ClipModuleError
@@ -31,12 +32,15 @@ def _assert_same_outputs(theirs_image, theirs_text, theirs_logits, ours, images,
         assert (ours(images, text)[0] - theirs_logits).abs().max() <= TOL * 100  # logits are x100
 
 
+SMALL = {"embed_dim": 64, "quick_gelu": True, "vision_cfg": {"layers": 2, "width": 128, "patch_size": 8,
+                                                              "image_size": 32},
+         "text_cfg": {"width": 128, "heads": 2, "layers": 2}}
+
+
 def _open_clip_model(name):
     torch.manual_seed(0)
     if name == "small":
-        vision = open_clip.CLIPVisionCfg(layers=2, width=128, patch_size=8, image_size=32)
-        text = open_clip.CLIPTextCfg(width=128, heads=2, layers=2)
-        return open_clip.CLIP(64, vision, text, quick_gelu=True).eval()
+        return open_clip.CLIP(**SMALL).eval()
     return open_clip.create_model(f"{name}-quickgelu", pretrained=None).eval()
 
 
@@ -44,7 +48,10 @@ def _open_clip_model(name):
 def test_open_clip_weights_give_open_clip_outputs(name, tmp_path):
     theirs = _open_clip_model(name)
     torch.save(theirs.state_dict(), tmp_path / "open_clip.pt")
-    ours = load_checkpoint(tmp_path / "open_clip.pt").eval()
+    # OpenAI's shapes (ViT-B-32, RN50) load as OpenAI's models; others need their config (here open_clip's JSON).
+    (tmp_path / "small.json").write_text(json.dumps(SMALL))
+    model = str(tmp_path / "small.json") if name == "small" else None
+    ours = load_checkpoint(tmp_path / "open_clip.pt", model=model).eval()
     images, text = _inputs(ours.config.vision.image_size)
     with torch.no_grad():
         expected = theirs.encode_image(images), theirs.encode_text(text), theirs(images, text)[0]
@@ -97,7 +104,8 @@ def test_our_safetensors_keep_the_config(tmp_path):
     save_checkpoint(model, tmp_path / "m.safetensors")
     state_dict, info = read_checkpoint(tmp_path / "m.safetensors")
     assert info["config"] == model.config
-    assert infer_config(state_dict, {}, quick_gelu=False) == model.config  # shapes alone give it back too
+    assert load_checkpoint(tmp_path / "m.safetensors").config == model.config
+    assert infer_shapes(state_dict).vision == model.config.vision  # the shapes give the tower back too
 
 
 def test_wrong_architecture_is_one_line_error(tmp_path):

@@ -1,0 +1,153 @@
+"""open_clip's config files: `open_clip_config.json` ({"model_cfg", "preprocess_cfg"}) and its model configs.
+
+A hub folder holds that file beside `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`; the state
+dict keys are ours (OpenAI's names). Only what our modules build is accepted: a key that would change the
+architecture (a timm or HF tower, attention pooling, other pooling or norms) is refused by name, never dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from clipmodule.checkpoints.preprocess import Preprocess
+from clipmodule.errors import ClipModuleError
+from clipmodule.models import CLIPConfig, TextConfig, VisionConfig
+
+CONFIG_NAME = "open_clip_config.json"
+WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+# open_clip's defaults for the options we do not build: a config may spell them out, but only at these values.
+_VISION_INERT = {
+    "attentional_pool": False, "no_ln_pre": False, "pos_embed_type": "learnable", "final_ln_after_pool": False,
+    "pool_type": "tok", "output_tokens": False, "act_kwargs": None, "norm_kwargs": None, "block_type": None,
+    "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
+    "scale_attn": False, "scale_fc": False, "timm_model_name": None,
+}
+_TEXT_INERT = {
+    "hf_tokenizer_name": None, "tokenizer_mode": None, "tokenizer_kwargs": None, "embed_cls": False, "pad_id": 0,
+    "no_causal_mask": False, "final_ln_after_pool": False, "pool_type": "argmax", "proj_bias": False,
+    "proj_type": "linear", "output_tokens": False, "act_kwargs": None, "norm_kwargs": None, "block_type": None,
+    "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
+    "scale_attn": False, "scale_fc": False, "hf_model_name": None,
+}
+# Options that only matter when another option (checked above) is on.
+_VISION_DEPENDENT = ("attn_pooler_queries", "attn_pooler_heads", "timm_model_pretrained", "timm_pool", "timm_proj",
+                     "timm_proj_bias", "timm_drop", "timm_drop_path")
+_TEXT_DEPENDENT = ("eos_id", "hf_model_pretrained", "hf_proj_type", "hf_pooler_type")
+_VISION_BUILT = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio", "ls_init_value",
+                 "patch_dropout"}
+_TEXT_BUILT = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value"}
+_TOP_LEVEL = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
+              "cast_dtype", "nonscalar_logit_scale", "custom_text"}
+
+
+def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
+    """Our config for open_clip's `model_cfg` (plain names mean exact GELU: `quick_gelu` defaults to False)."""
+    if not isinstance(model_cfg, dict):
+        raise ClipModuleError(f"{source}: model_cfg is not a JSON object")
+    unknown = sorted(set(model_cfg) - _TOP_LEVEL)
+    if unknown:
+        raise ClipModuleError(f"{source}: open_clip option {unknown[0]!r} is not supported (e.g. CoCa)")
+    if model_cfg.get("custom_text") or model_cfg.get("nonscalar_logit_scale"):
+        key = "custom_text" if model_cfg.get("custom_text") else "nonscalar_logit_scale"
+        raise ClipModuleError(f"{source}: open_clip's {key}=true models (SigLIP, HF text towers) are not supported yet")
+    vision_cfg, text_cfg = dict(model_cfg.get("vision_cfg") or {}), dict(model_cfg.get("text_cfg") or {})
+    _refuse_active(vision_cfg, _VISION_INERT, {*_VISION_BUILT, *_VISION_DEPENDENT}, f"{source}: vision_cfg")
+    _refuse_active(text_cfg, _TEXT_INERT, {*_TEXT_BUILT, *_TEXT_DEPENDENT}, f"{source}: text_cfg")
+    image_size = vision_cfg.get("image_size", 224)
+    if isinstance(image_size, list | tuple):
+        if len(set(image_size)) != 1:
+            raise ClipModuleError(f"{source}: non-square image_size {image_size} is not supported")
+        image_size = image_size[0]
+    layers = vision_cfg.get("layers", 12)
+    try:
+        vision = VisionConfig(
+            image_size=int(image_size),
+            layers=tuple(layers) if isinstance(layers, list | tuple) else int(layers),
+            width=int(vision_cfg.get("width", 768)),
+            patch_size=int(vision_cfg.get("patch_size") or 16),
+            head_width=int(vision_cfg.get("head_width", 64)),
+            mlp_ratio=float(vision_cfg.get("mlp_ratio", 4.0)),
+            ls_init_value=vision_cfg.get("ls_init_value"),
+            patch_dropout=float(vision_cfg.get("patch_dropout", 0.0)),
+        )
+        width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
+        if width % heads:
+            raise ClipModuleError(f"{source}: text_cfg width {width} is not a multiple of heads {heads}")
+        text = TextConfig(
+            context_length=int(text_cfg.get("context_length", 77)),
+            vocab_size=int(text_cfg.get("vocab_size", 49408)),
+            width=width,
+            layers=int(text_cfg.get("layers", 12)),
+            head_width=width // heads,
+            mlp_ratio=float(text_cfg.get("mlp_ratio", 4.0)),
+            ls_init_value=text_cfg.get("ls_init_value"),
+        )
+        return CLIPConfig(
+            embed_dim=int(model_cfg["embed_dim"]),
+            vision=vision,
+            text=text,
+            quick_gelu=bool(model_cfg.get("quick_gelu", False)),
+            init_logit_scale=float(model_cfg.get("init_logit_scale", math.log(1 / 0.07))),
+            init_logit_bias=model_cfg.get("init_logit_bias"),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ClipModuleError(f"{source}: malformed open_clip model_cfg ({error!r})") from None
+
+
+def _refuse_active(section: dict[str, Any], inert: dict[str, Any], known: set[str], where: str) -> None:
+    for key, value in section.items():
+        if key not in inert and key not in known:
+            raise ClipModuleError(f"{where}.{key} is not an open_clip option this project knows")
+        if key in inert and value != inert[key] and not (key == "block_type" and value == "default"):
+            raise ClipModuleError(f"{where}.{key}={value!r} builds a tower this project does not have")
+
+
+def config_to_open_clip(config: CLIPConfig) -> dict[str, Any]:
+    """open_clip's `model_cfg` for our config; `config_from_open_clip` gives the same config back."""
+    vision, text = config.vision, config.text
+    vision_cfg: dict[str, Any] = {"image_size": vision.image_size,
+                                  "layers": list(vision.layers) if vision.is_resnet else vision.layers,
+                                  "width": vision.width, "patch_size": None if vision.is_resnet else vision.patch_size,
+                                  "head_width": vision.head_width, "mlp_ratio": vision.mlp_ratio}
+    text_cfg: dict[str, Any] = {"context_length": text.context_length, "vocab_size": text.vocab_size,
+                                "width": text.width, "heads": text.width // text.head_width, "layers": text.layers,
+                                "mlp_ratio": text.mlp_ratio}
+    if vision.ls_init_value is not None:
+        vision_cfg["ls_init_value"] = vision.ls_init_value
+    if vision.patch_dropout:
+        vision_cfg["patch_dropout"] = vision.patch_dropout
+    if text.ls_init_value is not None:
+        text_cfg["ls_init_value"] = text.ls_init_value
+    model_cfg: dict[str, Any] = {"embed_dim": config.embed_dim, "quick_gelu": config.quick_gelu,
+                                 "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    if config.init_logit_scale != math.log(1 / 0.07):
+        model_cfg["init_logit_scale"] = config.init_logit_scale
+    if config.init_logit_bias is not None:
+        model_cfg["init_logit_bias"] = config.init_logit_bias
+    return model_cfg
+
+
+def preprocess_from_open_clip(preprocess_cfg: dict[str, Any], image_size: int, source: str) -> Preprocess:
+    """open_clip's `preprocess_cfg` (its defaults where a key is absent) as our `Preprocess`."""
+    if not isinstance(preprocess_cfg, dict):
+        raise ClipModuleError(f"{source}: preprocess_cfg is not a JSON object")
+    default = Preprocess(image_size)
+    size = preprocess_cfg.get("size", image_size)
+    size = size[0] if isinstance(size, list | tuple) and len(set(size)) == 1 else size
+    if not isinstance(size, int):
+        raise ClipModuleError(f"{source}: preprocess_cfg size {size!r} is not a square size")
+    return Preprocess(
+        size=size,
+        mean=tuple(float(v) for v in preprocess_cfg.get("mean", default.mean)),
+        std=tuple(float(v) for v in preprocess_cfg.get("std", default.std)),
+        interpolation=preprocess_cfg.get("interpolation", default.interpolation),
+        resize_mode=preprocess_cfg.get("resize_mode", default.resize_mode),
+        fill_color=int(preprocess_cfg.get("fill_color", default.fill_color)),
+    ).checked(source)
+
+
+def preprocess_to_open_clip(preprocess: Preprocess) -> dict[str, Any]:
+    return {"size": preprocess.size, "mean": list(preprocess.mean), "std": list(preprocess.std),
+            "interpolation": preprocess.interpolation, "resize_mode": preprocess.resize_mode,
+            "fill_color": preprocess.fill_color}
