@@ -13,60 +13,61 @@ Which tars a spec names and how members group into samples is the shard contract
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import os
-import tarfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from clipmodule.data import remote
+from clipmodule.data.tar_index import ShardIndex, cached_index
 from clipmodule.errors import ClipModuleError
-from curation.formats.webdataset import ShardSpecError, expand_shards, recorded_samples, split_member_name
+from curation.formats.webdataset import ShardSpecError, expand_shards, recorded_samples
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ShardCache", "ShardIndex", "ShardStream", "StreamPlan", "count_samples", "index_shard", "shard_paths"]
+
+
 def shard_paths(spec: str | list[str]) -> list[str]:
-    """The tars a shard spec names (the rule is the shard contract's `expand_shards`), with a bad spec
-    reported as a `ClipModuleError` so the CLIs print it as one line."""
+    """The tars a shard spec names (the rule is the shard contract's `expand_shards`; `s3://`, `gs://`,
+    `https://` URLs through fsspec), with a bad spec reported as a `ClipModuleError` (one line)."""
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     try:
-        return expand_shards(spec)
+        if not any(remote.is_remote(str(item)) for item in items):
+            return expand_shards(spec)
+        return [path for item in items for path in
+                (remote.expand_remote(str(item)) if remote.is_remote(str(item)) else expand_shards(item))]
     except ShardSpecError as error:
         raise ClipModuleError(str(error)) from None
 
 
-@dataclass
-class ShardIndex:
-    """The samples of one tar file: key and {field: (data offset, size)} per sample, in file order."""
+def open_shard(path: str) -> tuple[BinaryIO | None, ShardIndex]:
+    """The open file of a shard and its index (an index with `error` set and no file when it cannot be read).
 
-    path: str
-    keys: list[str] = field(default_factory=list)
-    members: list[dict[str, tuple[int, int]]] = field(default_factory=list)
-    error: str | None = None
-    """Why reading stopped early (a corrupt or truncated shard); the samples before the damage are kept."""
+    Indexes are cached on local disk (`clipmodule.data.tar_index`): a shard's headers are read once."""
+    try:
+        if remote.is_remote(path):
+            handle, size, version = remote.open_remote(path)
+            identity = path
+        else:
+            handle = open(path, "rb")  # noqa: SIM115 - kept open while the shard is in use
+            stat = os.fstat(handle.fileno())
+            identity, size, version = os.path.abspath(path), stat.st_size, f"mtime_ns={stat.st_mtime_ns}"
+    except (OSError, ClipModuleError) as error:
+        return None, ShardIndex(path, error=str(error))
+    return handle, cached_index(path, identity, handle, size, version)
 
 
 def index_shard(path: str) -> ShardIndex:
-    """Read the tar headers of one shard (tarfile seeks over member data, so this reads little)."""
-    index = ShardIndex(path)
-    try:
-        size = os.path.getsize(path)
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                if member.offset_data + member.size > size:
-                    index.error = f"truncated at member {member.name}"
-                    break
-                key, ext = split_member_name(member.name)
-                if not index.keys or index.keys[-1] != key:
-                    index.keys.append(key)
-                    index.members.append({})
-                index.members[-1][ext] = (member.offset_data, member.size)
-    except (tarfile.TarError, OSError, EOFError, ValueError) as error:
-        index.error = f"{type(error).__name__}: {error}"
+    """The index of one shard (its tar headers; member data is not read)."""
+    handle, index = open_shard(path)
+    if handle is not None:
+        handle.close()
     return index
 
 
@@ -75,7 +76,7 @@ def count_samples(paths: list[str]) -> int:
     else by indexing the tar headers."""
     total = 0
     for path in paths:
-        recorded = recorded_samples(path)
+        recorded = remote.read_remote_stats(path) if remote.is_remote(path) else recorded_samples(path)
         total += recorded if recorded is not None else len(index_shard(path).keys)
     return total
 
@@ -86,30 +87,30 @@ class ShardCache:
     def __init__(self, paths: list[str], capacity: int = 8):
         self.paths = paths
         self.capacity = capacity
-        self._entries: OrderedDict[int, tuple[ShardIndex, io.BufferedReader | None]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[ShardIndex, BinaryIO | None]] = OrderedDict()
 
     def index(self, shard: int) -> ShardIndex:
         return self._entry(shard)[0]
 
     def read(self, shard: int, sample: int) -> tuple[str, dict[str, bytes]]:
+        """A sample's key and fields, read in one request: its members lie next to each other in the tar."""
         index, handle = self._entry(shard)
         if handle is None:
-            raise OSError(f"cannot open {index.path}")
-        data = {}
-        for ext, (offset, size) in index.members[sample].items():
-            handle.seek(offset)
-            data[ext] = handle.read(size)
-        return index.keys[sample], data
+            raise OSError(f"cannot open {index.path}: {index.error}")
+        start, end = index.spans[sample]
+        handle.seek(start)
+        data = handle.read(end - start)
+        if len(data) < end - start:
+            raise OSError(f"{index.path}: short read at byte {start}")
+        fields = {ext: data[offset - start : offset - start + size]
+                  for ext, (offset, size) in index.members[sample].items()}
+        return index.keys[sample], fields
 
     def _entry(self, shard: int):
         if shard in self._entries:
             self._entries.move_to_end(shard)
             return self._entries[shard]
-        index = index_shard(self.paths[shard])
-        try:
-            handle = open(self.paths[shard], "rb")  # noqa: SIM115 - kept open while cached
-        except OSError:
-            handle = None
+        handle, index = open_shard(self.paths[shard])
         self._entries[shard] = (index, handle)
         while len(self._entries) > self.capacity:
             _, (_, old) = self._entries.popitem(last=False)
@@ -122,6 +123,12 @@ class ShardCache:
             if handle is not None:
                 handle.close()
         self._entries.clear()
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_order(num_shards: int, seed: int, epoch: int, pass_index: int) -> np.ndarray:
+    """The permutation of all shards for one pass (drawn once: it was drawn for every sample)."""
+    return np.random.default_rng([seed, epoch, pass_index, 0]).permutation(num_shards)
 
 
 @dataclass(frozen=True)
@@ -144,8 +151,7 @@ class StreamPlan:
         if self.resample:
             draw = np.random.default_rng([self.seed, self.epoch, self.worker, cursor, 1])
             return int(draw.integers(self.num_shards))
-        order = np.random.default_rng([self.seed, self.epoch, pass_index, 0]).permutation(self.num_shards)
-        mine = order[self.worker :: self.num_workers]
+        mine = _pass_order(self.num_shards, self.seed, self.epoch, pass_index)[self.worker :: self.num_workers]
         return int(mine[cursor]) if cursor < len(mine) else None
 
 

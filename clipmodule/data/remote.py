@@ -1,0 +1,109 @@
+"""Shards in object storage: `s3://`, `gs://`, `https://` (any fsspec URL) read like local files.
+
+The reader needs three things of a shard: its size, its tar headers (the index) and the byte range of a
+sample. fsspec gives each as range requests, so nothing is downloaded whole. Indexes are cached on local
+disk keyed by the URL and the object's ETag and size (`clipmodule.data.tar_index`), so a second run, epoch
+or worker does not re-read the headers; sample data is never cached on disk. Credentials and endpoints
+come from each backend's usual settings (S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_ENDPOINT_URL`, `~/.aws`).
+
+A missing object, a denied request or an unreachable endpoint is a `ClipModuleError` of one line naming
+the URL.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import posixpath
+from typing import Any, BinaryIO
+
+from clipmodule.errors import ClipModuleError, one_line
+from curation.formats.webdataset import STATS_SUFFIX, expand_braces
+
+BLOCK_SIZE = 1 << 20
+"""Bytes per range request; fsspec keeps a few recent blocks of each open shard in memory."""
+
+
+def is_remote(path: str) -> bool:
+    """Whether `path` is a URL for fsspec (`file://` and plain paths are local)."""
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and scheme.lower() != "file" and scheme.isidentifier()
+
+
+def remote_error(url: str, error: BaseException) -> ClipModuleError:
+    """One line naming the URL and what went wrong."""
+    if isinstance(error, FileNotFoundError):
+        return ClipModuleError(f"{url}: no such object")
+    if isinstance(error, PermissionError):
+        return ClipModuleError(f"{url}: access denied ({one_line(error)[:200]})")
+    if isinstance(error, ImportError):
+        return ClipModuleError(f"{url}: {one_line(error)[:200]}")
+    return ClipModuleError(f"{url}: cannot read ({type(error).__name__}: {one_line(error)[:200]})")
+
+
+def _filesystem(url: str):
+    import fsspec  # the train extra; only remote shards need it
+
+    try:
+        fs, _ = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as error:  # no backend for the scheme (gs:// without gcsfs), a bad URL
+        raise remote_error(url, error) from None
+    return fs
+
+
+def _call(url: str, action, *args: Any):
+    try:
+        return action(*args)
+    except ClipModuleError:
+        raise
+    except Exception as error:  # each backend raises its own types (botocore, aiohttp): all are about the URL
+        raise remote_error(url, error) from None
+
+
+def _full_url(fs, url: str, path: str) -> str:
+    return path if "://" in path else fs.unstrip_protocol(path)
+
+
+def expand_remote(pattern: str) -> list[str]:
+    """The shards a remote pattern names, each checked to exist: a `.tar` URL, a glob (`s3://b/s/*.tar`) or a
+    folder (its `.tar` objects, sorted). Brace patterns are expanded first (the shard contract's rule)."""
+    paths: list[str] = []
+    for url in expand_braces(pattern):
+        fs = _filesystem(url)
+        if glob.has_magic(url.partition("://")[2]):
+            found = sorted(_full_url(fs, url, p) for p in _call(url, fs.glob, url) if p.endswith(".tar"))
+            if not found:
+                raise ClipModuleError(f"no shards match {url}")
+            paths.extend(found)
+        elif url.endswith(".tar"):
+            if not _call(url, fs.exists, url):
+                raise ClipModuleError(f"{url}: no such object")
+            paths.append(url)
+        else:
+            listed = _call(url, fs.ls, url.rstrip("/"), False)
+            found = sorted(_full_url(fs, url, p) for p in listed if str(p).endswith(".tar"))
+            if not found:
+                raise ClipModuleError(f"no .tar shards under {url}")
+            paths.extend(found)
+    return paths
+
+
+def open_remote(url: str) -> tuple[BinaryIO, int, str]:
+    """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory."""
+    fs = _filesystem(url)
+    info = _call(url, fs.info, url)
+    handle = _call(url, fs.open, url, "rb", BLOCK_SIZE, "blockcache")
+    version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "")
+    return handle, int(info["size"]), version
+
+
+def read_remote_stats(url: str) -> int | None:
+    """img2dataset's recorded sample count (`<name>_stats.json` "successes") beside a remote shard."""
+    directory, name = posixpath.split(url)
+    stats = f"{directory}/{name.split('.')[0]}{STATS_SUFFIX}"
+    fs = _filesystem(stats)
+    try:
+        return int(json.loads(fs.cat_file(stats))["successes"])
+    except Exception:  # no record (or an unreadable one): the caller indexes the tar instead
+        return None
