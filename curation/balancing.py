@@ -119,6 +119,9 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     """Balance `matched/*.parquet` into `out/*.parquet`, with `<out>.counts.parquet` (matched vs kept per query)."""
     matched, out = Path(matched), Path(out)
     match_stats = read_json(stats_path(matched), "match stats (run `curation match` first)")
+    if match_stats.get("stage") != "match":
+        raise CurationError(f"{matched}: made by `curation {match_stats.get('stage', '?')}`, not `curation match`; "
+                            f"give --input the output of `curation match`")
     counts_file = Path(match_stats.get("counts_file", sidecar(matched, ".counts.parquet")))
     if not match_stats.get("finished") or not counts_file.is_file():
         raise CurationError(f"{matched}: `curation match` has not finished there")
@@ -126,7 +129,8 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column}
     fingerprint = {"config": settings, "inputs": file_signature([*sources, counts_file])}
     out_counts = sidecar(out, ".counts.parquet")
-    stage = Stage("balance", out, fingerprint, overwrite, extra_outputs=(out_counts,))
+    stage = Stage("balance", out, fingerprint, overwrite, extra_outputs=(out_counts,),
+                  inputs=(matched, stats_path(matched), counts_file))
     if (done := stage.finished()) is not None:
         report(f"balance: up to date ({done['rows_out']:,} of {done['rows_in']:,} rows kept in {out})")
         return done

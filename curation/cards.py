@@ -151,8 +151,16 @@ def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
     return {k: stats[k] for k in keys}
 
 
+def check_card_name(name: str) -> None:
+    """A card name is a plain file name: path parts would write outside the cards folder."""
+    if not name or name in (".", "..") or name.startswith(".") or Path(name).name != name or "\\" in name:
+        raise CurationError(f"{name!r}: a card name must be a plain name (no '/', '\\' or leading '.'), "
+                            f"e.g. 'cc3m-small'")
+
+
 def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
     """Write `<cards_dir>/<name>.{json,md,png}` for the dataset built in `work_dir`."""
+    check_card_name(name)
     layout = WorkLayout(Path(work_dir))
     card = build_card(name, layout)
     cards_dir = Path(cards_dir)

@@ -6,7 +6,10 @@ each command imports its heavy modules (pyarrow, img2dataset, matplotlib) only w
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,8 @@ from curation.typed import add_arguments, from_namespace, load_yaml
 
 @dataclass
 class QueriesPaths:
-    out: Path = Path("work/queries.parquet")
-    """Query list to write; its stats go to <stem>.stats.json beside it."""
+    out: str = "work/queries.parquet"
+    """Query list to write (a file); its stats go to <stem>.stats.json beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 
@@ -98,7 +101,9 @@ def _queries(args: argparse.Namespace) -> None:
     from curation.queries import run_queries
 
     paths = from_namespace(QueriesPaths, args)
-    run_queries(from_namespace(QueriesConfig, args), paths.out, paths.overwrite)
+    if paths.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
+        raise CurationError(f"{paths.out}: --out must name a file (e.g. {paths.out}queries.parquet), not a folder")
+    run_queries(from_namespace(QueriesConfig, args), Path(paths.out), paths.overwrite)
 
 
 def _match(args: argparse.Namespace) -> None:
@@ -172,8 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
 CURATION_EXTRAS = {"pyarrow", "img2dataset", "ahocorasick", "wordfreq", "imagehash", "matplotlib", "ray"}
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so every `finally` and child clean-up runs (not an Exception:
+    no `except Exception` may swallow it)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command][2](args)
     except CurationError as error:
@@ -182,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"curation {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"curation {args.command}: terminated; run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except ModuleNotFoundError as error:
         extra = "ray" if (error.name or "").startswith("ray") else "curation"
         if (error.name or "").split(".")[0] not in CURATION_EXTRAS:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from curation.errors import CurationError
+from curation.formats.images import MAX_IMAGE_PIXELS
 
 
 def _require(condition: bool, message: str) -> None:
@@ -83,6 +84,9 @@ class MatchConfig:
     """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
     ray_address: str | None = None
     """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
+    allow_schemes: list[str] = field(default_factory=list)
+    """URL schemes kept besides http and https (e.g. file: then local files become samples). Rows with other
+    schemes or malformed URLs are dropped and counted by reason in the stats."""
 
     def __post_init__(self) -> None:
         _require(self.workers >= 0, f"match.workers must be >= 0, got {self.workers}")
@@ -96,7 +100,7 @@ class BalanceConfig:
     t: int = 20_000
     """Expected number of rows kept per query, at most (the CLIP paper: 20,000)."""
     seed: int = 0
-    """Seed of the coins; each coin is a hash of (row key, query, seed)."""
+    """Seed of the coins, in [0, 2**64); each coin is a hash of (row key, query, seed)."""
     key_column: str = "url"
     """Column whose value identifies a row (the hash input)."""
     workers: int = 0
@@ -108,7 +112,8 @@ class BalanceConfig:
 
     def __post_init__(self) -> None:
         _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")
-        _require(self.seed >= 0, f"balance.seed must be >= 0, got {self.seed}")
+        # the coins mix a 64-bit seed: a larger one would silently equal another (2**64 would be seed 0)
+        _require(0 <= self.seed < 2**64, f"balance.seed must be in [0, 2**64), got {self.seed}")
         _require(self.workers >= 0, f"balance.workers must be >= 0, got {self.workers}")
 
 
@@ -135,14 +140,21 @@ class DownloadConfig:
     retries: int = 0
     """Extra attempts per failed URL."""
     timeout: int = 10
-    """Seconds to wait for one URL."""
+    """Seconds one URL may take in all (connecting, redirects, reading the body), however slowly it trickles."""
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
     save_columns: list[str] = field(default_factory=list)
     """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
+    allow_schemes: list[str] = field(default_factory=list)
+    """URL schemes fetched besides http and https (e.g. file: then local files are read). Other URLs are
+    not opened; they count as failures with the reason."""
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    """Images whose header says width x height is over this are not decoded; they count as failures."""
+    dedup_urls: bool = False
+    """Download each URL once (the first row that has it); by default duplicates are only counted in the stats."""
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout"):
+        for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout", "max_image_pixels"):
             _require(getattr(self, name) >= 1, f"download.{name} must be >= 1, got {getattr(self, name)}")
         _require(self.retries >= 0, f"download.retries must be >= 0, got {self.retries}")
         reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
@@ -164,6 +176,9 @@ class DecontaminateConfig:
     """Processes hashing training shards in parallel (0: one per CPU core)."""
     thumbnails: int = 12
     """Closest matches shown (evaluation image beside training image) in the PNG next to the output."""
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    """Images whose header says width x height is over this are not decoded (an evaluation image: an error;
+    a training sample: kept and counted, like an undecodable one)."""
 
     def __post_init__(self) -> None:
         _require(2 <= self.hash_size <= 32, f"decontaminate.hash_size must be in 2..32, got {self.hash_size}")
@@ -171,6 +186,8 @@ class DecontaminateConfig:
                  f"decontaminate.threshold must be in 0..{self.hash_size ** 2 - 1}, got {self.threshold}")
         _require(self.workers >= 0, f"decontaminate.workers must be >= 0, got {self.workers}")
         _require(self.thumbnails >= 0, f"decontaminate.thumbnails must be >= 0, got {self.thumbnails}")
+        _require(self.max_image_pixels >= 1,
+                 f"decontaminate.max_image_pixels must be >= 1, got {self.max_image_pixels}")
 
 
 @dataclass

@@ -25,13 +25,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from curation.config import DecontaminateConfig
 from curation.decontaminate_plot import plot_matches
 from curation.engines import run_job
 from curation.errors import CurationError
 from curation.formats.files import atomic_path, write_json
+from curation.formats.images import ImageTooLarge, open_image
 from curation.formats.webdataset import (
     IMAGE_EXTENSIONS,
     ShardSpecError,
@@ -84,12 +85,15 @@ class BKTree:
 
 
 def image_hash(data: bytes, config: DecontaminateConfig) -> int | None:
-    """The perceptual hash of encoded image bytes as an integer; None when the bytes do not decode."""
+    """The perceptual hash of encoded image bytes as an integer; None when the bytes do not decode,
+    `ImageTooLarge` when the header announces more pixels than `config.max_image_pixels` (nothing decoded)."""
     import imagehash  # here: it loads scipy, which `curation --help` and the other stages do not need
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, config.max_image_pixels) as image:
             bits = getattr(imagehash, config.hash)(image.convert("RGB"), hash_size=config.hash_size).hash
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
     return int("".join("1" if bit else "0" for bit in bits.flatten()), 2)
@@ -152,7 +156,10 @@ def hash_eval_sets(sources: list[Path], config: DecontaminateConfig) -> tuple[BK
         for source in sources:
             before = len(images)
             for reference, data in eval_images(source):
-                digest = image_hash(data, config)
+                try:
+                    digest = image_hash(data, config)
+                except ImageTooLarge as error:
+                    raise CurationError(f"{reference}: evaluation {error} (see --max-image-pixels)") from None
                 if digest is None:
                     raise CurationError(f"{reference}: evaluation image does not decode")
                 tree.add(digest, len(images))
@@ -177,13 +184,16 @@ def result_path(output: Path) -> Path:
 
 def clean_shard(task: ShardTask, tree: BKTree, config: DecontaminateConfig) -> dict[str, Any]:
     """Copy the samples of one shard that match no evaluation image; the drops go to its result file."""
-    samples = kept = undecodable = 0
+    samples = kept = undecodable = too_large = 0
     drops = []
     with atomic_path(task.output) as tmp, tarfile.open(tmp, "w") as cleaned:
         for key, members in tar_samples(task.source):
             samples += 1
             data = sample_image(members)
-            digest = image_hash(data, config) if data is not None else None
+            try:
+                digest = image_hash(data, config) if data is not None else None
+            except ImageTooLarge:  # cannot be compared: kept and counted, as an undecodable sample is
+                digest, too_large = None, too_large + 1
             matches = tree.search(digest, config.threshold) if digest is not None else []
             undecodable += digest is None
             if matches:
@@ -194,7 +204,7 @@ def clean_shard(task: ShardTask, tree: BKTree, config: DecontaminateConfig) -> d
             for info, payload in members:
                 cleaned.addfile(info, io.BytesIO(payload) if info.isfile() else None)
     result = {"name": task.output.name, "rows_in": samples, "kept": kept, "undecodable": undecodable,
-              "drops": drops}
+              "over_pixel_limit": too_large, "drops": drops}
     write_json(result_path(task.output), result)
     return result
 
@@ -238,7 +248,8 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "thumbnails")}
     fingerprint = {"config": settings, "inputs": file_signature(train), "eval": file_signature(eval_files)}
     drop_list, plot = sidecar(out, ".drops.parquet"), sidecar(out, ".png")
-    stage = Stage("decontaminate", out, fingerprint, overwrite, extra_outputs=(drop_list, plot))
+    stage = Stage("decontaminate", out, fingerprint, overwrite, extra_outputs=(drop_list, plot),
+                  inputs=(*sources, *train), made=("*.tar", f"*{RESULT_SUFFIX}"))
     if (done := stage.finished()) is not None:
         report(f"decontaminate: up to date ({done['samples_dropped']:,} of {done['samples_in']:,} dropped in {out})")
         return done
@@ -303,6 +314,7 @@ def _stats(config: DecontaminateConfig, sources: list[Path], images: list[dict[s
                            dropped_by_set[str(s)]} for s in sources],
             "eval_images": len(images), "samples_in": samples_in, "samples_dropped": len(drops),
             "samples_kept": samples_in - len(drops), "undecodable_kept": sum(r["undecodable"] for r in results),
+            "over_pixel_limit_kept": sum(r.get("over_pixel_limit", 0) for r in results),
             "distance_histogram": {str(d): n for d, n in sorted(Counter(d["distance"] for d in drops).items())},
             "top_matches": drops[:TOP_MATCHES], "drop_list": str(drop_list),
             "thumbnails": str(plot) if plot else None, "content_hash": content_hash(shards), "shards": shards}

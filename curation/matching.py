@@ -17,6 +17,8 @@ Semantics (the contract `Matcher` and `curation match` keep):
 from __future__ import annotations
 
 import itertools
+import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,9 +43,13 @@ from curation.formats.tables import (
     read_queries,
     rows_in,
 )
+from curation.formats.urls import allowed_schemes, url_problem
 from curation.progress import report
 from curation.stage import Stage, file_signature, sidecar
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
+
+REFUSED_KEY = b"curation.urls_refused"
+"""Parquet metadata of a matched shard: its rows dropped for their URL, by reason (JSON)."""
 
 
 class Matcher:
@@ -55,6 +61,11 @@ class Matcher:
     """
 
     def __init__(self, terms: Sequence[str]):
+        if isinstance(terms, (str, bytes)):  # a str is a sequence of one-letter terms: never what was meant
+            raise TypeError(f"Matcher: terms must be a list of str, got a single {type(terms).__name__} {terms!r}")
+        terms = list(terms)
+        if (bad := next((i for i, t in enumerate(terms) if not isinstance(t, str)), None)) is not None:
+            raise TypeError(f"Matcher: terms must be str, got {type(terms[bad]).__name__} at index {bad}")
         keys = normalize_all(terms)
         if not all(keys):
             raise ValueError("Matcher: every term must contain a non-space character")
@@ -103,13 +114,25 @@ class MatchTask:
     config: MatchConfig
 
 
+def refuse_urls(batch: pa.RecordBatch, schemes: frozenset[str], refused: Counter[str]) -> pa.RecordBatch:
+    """The rows whose URL may be fetched (`curation.formats.urls`); the others counted by reason."""
+    problems = [url_problem(url, schemes) for url in batch.column("url").to_pylist()]
+    if not any(problems):
+        return batch
+    refused.update(p for p in problems if p is not None)
+    return batch.filter(pa.array([p is None for p in problems]))
+
+
 def match_shard(task: MatchTask, matcher: Matcher) -> dict[str, Any]:
     """Match one caption table; write its matching rows (with `query_ids`) to `task.output`."""
     config, rows, kept, writer = task.config, 0, 0, None
+    schemes, refused = allowed_schemes(config.allow_schemes), Counter()
     with atomic_path(task.output) as tmp:
         try:
             for batch in caption_batches(task.source, config.url_column, config.caption_column, config.column_names,
                                          config.batch_rows):
+                rows += batch.num_rows
+                batch = refuse_urls(batch, schemes, refused)
                 ids = matcher.match_column(batch.column("caption"))
                 matched = batch.append_column("query_ids", ids).filter(pc.greater(pc.list_value_length(ids), 0))
                 if writer is None:
@@ -117,14 +140,15 @@ def match_shard(task: MatchTask, matcher: Matcher) -> dict[str, Any]:
                         raise CurationError(f"{task.source}: already has a column 'query_ids' (is it matched output?)")
                     writer = pq.ParquetWriter(tmp, matched.schema)
                 writer.write_batch(matched.cast(writer.schema) if matched.schema != writer.schema else matched)
-                rows, kept = rows + batch.num_rows, kept + matched.num_rows
+                kept += matched.num_rows
             if writer is None:
                 raise CurationError(f"{task.source}: table has no rows")
-            writer.add_key_value_metadata({ROWS_IN_KEY: str(rows)})
+            writer.add_key_value_metadata({ROWS_IN_KEY: str(rows), REFUSED_KEY: json.dumps(dict(refused))})
         finally:
             if writer is not None:
                 writer.close()
-    return {"name": task.output.name, "source": str(task.source), "rows_in": rows, "rows_out": kept}
+    return {"name": task.output.name, "source": str(task.source), "rows_in": rows, "rows_out": kept,
+            "urls_refused": dict(refused)}
 
 
 @dataclass(frozen=True)
@@ -155,11 +179,12 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     """Match every caption table against the query list: `out/*.parquet`, `<out>.counts.parquet`, `<out>.stats.json`."""
     out, queries = Path(out), Path(queries)
     terms = read_queries(queries)
+    check_terms(queries, terms["term"])
     sources = expand_inputs(captions)
     counts_file = sidecar(out, ".counts.parquet")
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")}
     fingerprint = {"config": settings, "inputs": file_signature(sources), "queries": file_signature([queries])}
-    stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,))
+    stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,), inputs=(*sources, queries))
     if (done := stage.finished()) is not None:
         report(f"match: up to date ({done['rows_matched']:,} of {done['rows_in']:,} rows matched in {out})")
         return done
@@ -175,9 +200,23 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         with atomic_path(counts_file) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish(_match_stats(tasks, counts, queries, counts_file))
+    refused = stats["rows_refused_url"]
     report(f"match: {stats['rows_matched']:,} of {stats['rows_in']:,} rows contain a query "
-           f"({stats['match_rate']:.1%}); {stats['queries_matched']:,} queries matched → {out}")
+           f"({stats['match_rate']:.1%}); {stats['queries_matched']:,} queries matched → {out}"
+           + (f"; {refused:,} rows dropped for their URL ({', '.join(stats['urls_refused'])})" if refused else ""))
     return stats
+
+
+def check_terms(path: Path, terms: pa.ChunkedArray) -> None:
+    """Refuse a query list the matcher cannot use, before the stage writes anything."""
+    if not (pa.types.is_string(terms.type) or pa.types.is_large_string(terms.type)):
+        raise CurationError(f"{path}: column 'term' holds {terms.type}, expected text")
+    values = terms.to_pylist()
+    bad = next((i for i, term in enumerate(values) if term is None or not normalize(term)), None)
+    if bad is not None:
+        count = sum(term is None or not normalize(term) for term in values)
+        raise CurationError(f"{path}: {count:,} empty or null terms, first at row {bad} (every query needs a "
+                            f"non-space character)")
 
 
 def _known_rows(tasks: list[MatchTask]) -> int | None:
@@ -192,8 +231,17 @@ def _known_rows(tasks: list[MatchTask]) -> int | None:
 
 def _match_stats(tasks: list[MatchTask], counts: np.ndarray, queries: Path, counts_file: Path) -> dict[str, Any]:
     shards = [{"name": t.output.name, "source": str(t.source), "rows_in": rows_in(t.output),
-               "rows_out": input_rows(t.output)} for t in tasks]
+               "rows_out": input_rows(t.output), "urls_refused": _refused(t.output)} for t in tasks]
     rows, kept = sum(s["rows_in"] for s in shards), sum(s["rows_out"] for s in shards)
+    refused: Counter[str] = Counter()
+    for shard in shards:
+        refused.update(shard["urls_refused"])
     return {"queries_file": str(queries), "counts_file": str(counts_file), "rows_in": rows, "rows_matched": kept,
-            "rows_dropped": rows - kept, "match_rate": kept / rows if rows else 0.0, "queries": int(len(counts)),
-            "queries_matched": int((counts > 0).sum()), "shards": shards}
+            "rows_dropped": rows - kept, "rows_refused_url": sum(refused.values()),
+            "urls_refused": dict(refused.most_common()), "match_rate": kept / rows if rows else 0.0,
+            "queries": int(len(counts)), "queries_matched": int((counts > 0).sum()), "shards": shards}
+
+
+def _refused(shard: Path) -> dict[str, int]:
+    metadata = pq.read_metadata(shard).metadata or {}
+    return json.loads(metadata.get(REFUSED_KEY, b"{}"))

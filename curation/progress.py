@@ -26,7 +26,10 @@ def progress_bar(description: str, total: float | None) -> Iterator[Callable[[fl
     """A bar for `total` units (None: unknown); yields `advance(units)`."""
     columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console(), transient=False) as bar:
+    # Only on a terminal, and erased when done: in a log (stderr not a tty) a bar is a stale or blank line
+    # printed before the stage's one-line summary or error.
+    out = console()
+    with Progress(*columns, console=out, transient=True, disable=not out.is_terminal) as bar:
         task = bar.add_task(description, total=total)
         try:
             yield lambda units: bar.advance(task, units)

@@ -107,7 +107,10 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
 def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Build the query list into `out` (a parquet file) and `<out stem>.stats.json`; a no-op when up to date."""
     out = Path(out)
-    stage = Stage("queries", out, _fingerprint(config), overwrite)
+    if out.is_dir():
+        raise CurationError(f"{out}: is a folder; the query list is a file (e.g. {out / 'queries.parquet'})")
+    inputs = [Path(p) for p in config.corpus] + ([Path(config.titles)] if config.titles else [])
+    stage = Stage("queries", out, _fingerprint(config), overwrite, inputs=tuple(inputs))
     if (done := stage.finished()) is not None:
         report(f"queries: up to date ({done['terms']:,} terms in {out})")
         return done

@@ -6,7 +6,13 @@ output), and rewritten with the results at the end. So on a re-run:
 
 * finished, same fingerprint → nothing to do (the old stats are returned);
 * unfinished, same fingerprint → resume: finished pieces are kept, the rest is redone;
-* different fingerprint → refuse, unless `overwrite` (then the old output is removed first).
+* different fingerprint → refuse, unless `overwrite` (then the old output is removed first: only what this
+  stage makes, by the `made` name patterns; anything else inside `out` stops the overwrite).
+
+Before anything is read or written, a stage refuses an output that is, contains or lies inside one of its
+inputs, and an output of another stage. A run holds `<out>.lock` (see `curation.formats.locks`) from the
+start to the end: a second run on the same output stops with one line naming the holder. Every run removes
+the hidden temporaries (`.<name>.tmp-<pid>`) that killed runs left in and beside `out`.
 
 Bad input (`CurationError`) in a fresh run removes everything the run wrote; in a resumed run it removes
 what this run added. An interruption or `StageIncomplete` keeps finished pieces for the next run.
@@ -18,6 +24,8 @@ prepares `out` (`start()`: resume, refuse or clear it) and writes the unfinished
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import json
 import shutil
 from collections.abc import Iterator
@@ -26,6 +34,7 @@ from typing import Any
 
 from curation.errors import CurationError, StageIncomplete
 from curation.formats.files import TEMP_MARK, write_json
+from curation.formats.locks import OutputLock, OutputLocked
 
 
 def sidecar(out: Path, suffix: str) -> Path:
@@ -69,18 +78,48 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str:
     return f"{where}: {json.dumps(old)} → {json.dumps(new)}"
 
 
+def _relation(output: Path, source: Path) -> str | None:
+    """How an output path sits against an input path: 'is', 'contains', 'lies inside', or None (apart)."""
+    output, source = output.resolve(), source.resolve()
+    if output == source:
+        return "is"
+    if output in source.parents:
+        return "contains"
+    if source in output.parents:
+        return "lies inside"
+    return None
+
+
 class Stage:
-    """One run of one stage over `out`; see the module docstring for the rules."""
+    """One run of one stage over `out`; see the module docstring for the rules.
+
+    `inputs`: the files and folders the stage reads (refused as outputs); `made`: name patterns of what the
+    stage writes inside a folder `out` (what `overwrite` may remove)."""
 
     def __init__(self, name: str, out: Path, fingerprint: dict[str, Any], overwrite: bool = False,
-                 extra_outputs: tuple[Path, ...] = ()):
+                 extra_outputs: tuple[Path, ...] = (), inputs: tuple[Path, ...] = (),
+                 made: tuple[str, ...] = ("*.parquet",)):
         self.name, self.out = name, Path(out)
         self.stats_file = stats_path(self.out)
         self.fingerprint = _plain(fingerprint)
         self.overwrite = overwrite
         self.extra_outputs = tuple(Path(p) for p in extra_outputs)
+        self.made = made
         self.fresh = True
         self._created: list[Path] = []
+        self._check_paths(tuple(Path(p) for p in inputs))
+        self.lock = OutputLock(sidecar(self.out, ".lock"), f"curation {name}")
+
+    def _check_paths(self, inputs: tuple[Path, ...]) -> None:
+        """Refuse, before touching anything, an output that would overwrite an input or cannot be made."""
+        for output in (self.out, self.stats_file, *self.extra_outputs):
+            for source in inputs:
+                if (relation := _relation(output, source)) is not None:
+                    raise CurationError(f"{self.out}: this output {relation} the input {source}; "
+                                        f"choose an output apart from the inputs")
+        existing = next((p for p in self.out.parents if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise CurationError(f"{self.out}: cannot be created: {existing} is a file, not a folder")
 
     def finished(self) -> dict[str, Any] | None:
         """The old stats if this exact stage already finished, else None. Reads only."""
@@ -92,9 +131,12 @@ class Stage:
     def start(self) -> None:
         """Prepare `out` for this run: resume an unfinished run of the same settings (its stale temporary
         files removed), refuse other settings (or, with overwrite, remove their outputs), refuse a foreign
-        `out`; then write the unfinished stats."""
+        `out`; then write the unfinished stats. Refusals change nothing."""
         if self.stats_file.exists():
             old = read_json(self.stats_file, f"{self.name} stats")
+            if old.get("stage") != self.name:  # never removed, even with overwrite: another stage made it
+                raise CurationError(f"{self.out}: made by `curation {old.get('stage', '?')}`, not `{self.name}`; "
+                                    f"choose another output")
             if old.get("fingerprint") == self.fingerprint:
                 self.fresh = False
                 self._remove_stale_temporaries()
@@ -103,11 +145,12 @@ class Stage:
                 change = _first_difference(old.get("fingerprint", {}), self.fingerprint)
                 raise CurationError(f"{self.out}: made by an earlier `{self.name}` with other settings ({change}); "
                                     f"pass --overwrite to rebuild it, or choose another output")
-            self._remove_outputs()
+            self._remove_outputs(strict=True)
         elif self.out.exists() and not (self.out.is_dir() and not any(self.out.iterdir())):
             # not made by a stage (no stats beside it): never removed, even with overwrite
             raise CurationError(f"{self.out}: already exists and has no {self.stats_file.name} beside it; "
                                 f"remove it or choose another output")
+        self._remove_stale_temporaries()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.stats_file, {"stage": self.name, "finished": False, "fingerprint": self.fingerprint})
 
@@ -122,15 +165,26 @@ class Stage:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Stage]:
-        """`start()`, then the run; bad input in the run takes back what it wrote (see the module docstring)."""
-        self.start()  # outside the try: a refusal must not remove what it refused to touch
+        """Lock `out`, `start()`, then the run; bad input in the run takes back what it wrote (see the module
+        docstring). The lock is released however the run ends."""
         try:
-            yield self
-        except StageIncomplete:
-            raise
-        except CurationError:
-            self._take_back()
-            raise
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as error:
+            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
+        except OutputLocked as error:
+            raise CurationError(f"{self.out}: {error}") from None
+        try:
+            self.start()  # outside the inner try: a refusal must not remove what it refused to touch
+            try:
+                yield self
+            except StageIncomplete:
+                raise
+            except CurationError:
+                self._take_back()
+                raise
+        finally:
+            self.lock.release()
 
     def finish(self, results: dict[str, Any]) -> dict[str, Any]:
         stats = {"stage": self.name, "finished": True, "fingerprint": self.fingerprint, **_plain(results)}
@@ -138,8 +192,13 @@ class Stage:
         return stats
 
     def _remove_stale_temporaries(self) -> None:
-        if self.out.is_dir():
-            for path in self.out.glob(f".*{TEMP_MARK}*"):  # the names `atomic_path` writes to
+        """The names `atomic_path` writes to, left by killed runs (safe: this run holds the lock)."""
+        stale = list(self.out.glob(f".*{TEMP_MARK}*")) if self.out.is_dir() else []
+        for path in (self.out, self.stats_file, *self.extra_outputs):
+            if path.parent.is_dir():
+                stale += path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*")
+        for path in stale:
+            if path.is_file():
                 path.unlink()
 
     def _take_back(self) -> None:
@@ -147,10 +206,31 @@ class Stage:
             if path.is_file():
                 path.unlink()
         if self.fresh:
-            self._remove_outputs()
+            self._remove_outputs(strict=False)
 
-    def _remove_outputs(self) -> None:
-        for path in (self.out, *self.extra_outputs, self.stats_file):
+    def _made_here(self, path: Path) -> bool:
+        return TEMP_MARK in path.name or any(fnmatch.fnmatch(path.name, pattern) for pattern in self.made)
+
+    def discard_made(self) -> None:
+        """Remove what this stage made inside a folder `out`, keeping the folder and its stats."""
+        for path in self.out.iterdir() if self.out.is_dir() else ():
+            if self._made_here(path):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def _remove_outputs(self, strict: bool) -> None:
+        """Remove `out` (only what this stage makes: `strict` refuses anything else first), its sidecars and
+        stats."""
+        if self.out.is_dir():
+            foreign = sorted(p for p in self.out.iterdir() if not self._made_here(p))
+            if foreign and strict:
+                raise CurationError(f"{foreign[0]}: not made by `{self.name}`, so --overwrite does not remove it; "
+                                    f"move it away or choose another output")
+            self.discard_made()
+            if not foreign:
+                self.out.rmdir()
+        elif self.out.exists():
+            self.out.unlink()
+        for path in (*self.extra_outputs, self.stats_file):
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():

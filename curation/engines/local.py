@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from curation.engines.job import JobOutcome, ShardJob, add_counts
+from curation.engines.processes import die_with_parent
 from curation.progress import progress_bar
 
 # In a worker process only: its job and what `job.setup()` built, or the error it raised (a pool initializer
@@ -29,8 +30,9 @@ def worker_count(requested: int, tasks: int) -> int:
     return max(1, min(requested or cores, tasks))
 
 
-def _set_up_worker(job: ShardJob) -> None:
+def _set_up_worker(job: ShardJob, parent_pid: int) -> None:
     global _worker_job
+    die_with_parent(parent_pid)  # a killed driver must not leave workers behind, idle or writing
     try:
         _worker_job = (job, job.setup(), None)
     except Exception as error:  # noqa: BLE001 - re-raised by the first task, where the driver sees it
@@ -68,7 +70,7 @@ def run_job(job: ShardJob, tasks: list[Any], workers: int, total_rows: int | Non
             return outcome
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(worker_count(workers, len(tasks)), mp_context=context, initializer=_set_up_worker,
-                                 initargs=(job,)) as pool:
+                                 initargs=(job, os.getpid())) as pool:
             pending = {pool.submit(_run_in_worker, task) for task in tasks}
             try:
                 while pending:

@@ -1,0 +1,54 @@
+"""Child processes die with their parent: no worker keeps writing into an output after its run is gone.
+
+`die_with_parent` is called first thing in every child a stage starts (pool workers, img2dataset and its
+workers): on Linux it asks the kernel for SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), so even
+`kill -9` of `curation …` takes its children with it; elsewhere a thread watches the parent pid. A parent
+that is stopped cleanly (an error, Ctrl-C, SIGTERM) stops its child's whole process group (`stop_group`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
+
+from curation.formats.locks import group_alive
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """Have `sig` sent to this process when `parent_pid` (its parent) dies; now, if it already has."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid, sig), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed: it will never come
+        os.kill(os.getpid(), sig)
+
+
+def _watch_parent(parent_pid: int, sig: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os.kill(os.getpid(), sig)
+
+
+def stop_group(group: int, grace: float = 5.0) -> None:
+    """SIGTERM to every process of `group`, SIGKILL to what is left after `grace` seconds; returns when the
+    group is gone (or after another `grace`)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(group):
+                return
+            time.sleep(0.05)

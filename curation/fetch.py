@@ -1,0 +1,205 @@
+"""What runs inside img2dataset for `curation download`: its child process, and the policy its workers keep.
+
+img2dataset fetches with `urllib.urlopen(url, timeout=t)`, where `t` bounds each socket read, so a server
+that trickles a byte a second holds a URL for as long as it likes; it opens any scheme urllib knows
+(`file://` reads local files); and it decodes with OpenCV whatever size the header announces. So the child
+replaces, in img2dataset's own namespace and in each of its worker processes:
+
+* `img2dataset.downloader.download_image` by `fetch_image`: the URL checked first (`curation.formats.urls`),
+  redirects checked the same way, and `timeout` a deadline for the whole URL (a timer shuts the socket);
+* its `Resizer` by `LimitedResizer`: the header's width x height checked against the pixel limit before
+  OpenCV decodes anything (OpenCV's own limit is set to the same number as well);
+* its `Downloader` by `PolicedDownloader`, which installs the two above in each worker and makes the worker
+  die with its parent.
+
+The wrappers are plain classes (img2dataset's workers are spawned, so what they run must be importable by
+name); img2dataset is imported only inside the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.client
+import importlib
+import io
+import os
+import signal
+import socket
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from curation.engines.processes import die_with_parent
+from curation.formats.images import ImageTooLarge, open_image
+from curation.formats.urls import url_problem
+
+USER_AGENT = "Mozilla/5.0 (compatible; curation-download)"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    schemes: frozenset[str]
+    max_image_pixels: int
+
+
+class _Deadline:
+    """Shuts every socket of one URL when its time is up, whatever the socket is waiting for."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+class _WatchedHTTPS(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        self._deadline.watch(self.sock)
+
+
+def _opener(deadline: _Deadline, schemes: frozenset[str]) -> urllib.request.OpenerDirector:
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(functools.partial(_WatchedHTTP, deadline=deadline), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> Any:
+            return self.do_open(functools.partial(_WatchedHTTPS, deadline=deadline), req, context=self._context)
+
+    class Redirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+            if (problem := url_problem(newurl, schemes)) is not None:
+                raise urllib.error.HTTPError(newurl, code, f"redirect refused: {problem}", headers, fp)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(HTTP, HTTPS, Redirects)
+
+
+def fetch_image(row: tuple[int, str], timeout: float, user_agent_token: str | None,
+                disallowed_header_directives: Any, *, policy: FetchPolicy) -> tuple[int, io.BytesIO | None, str | None]:
+    """img2dataset's `download_image` contract: (key, bytes stream or None, error message or None)."""
+    key, url = row
+    if (problem := url_problem(url, policy.schemes)) is not None:
+        return key, None, f"URL refused: {problem}"
+    agent = USER_AGENT + (f" ({user_agent_token})" if user_agent_token else "")
+    deadline = _Deadline(timeout)
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": agent})
+        with _opener(deadline, policy.schemes).open(request, timeout=timeout) as response:
+            if disallowed_header_directives:
+                from img2dataset.downloader import is_disallowed  # only here: img2dataset imports for seconds
+
+                if is_disallowed(response.headers, user_agent_token, disallowed_header_directives):
+                    return key, None, "Use of image disallowed by X-Robots-Tag directive"
+            body = response.read()
+        if deadline.expired:  # a body cut short by the deadline may look complete
+            return key, None, f"timed out (deadline of {timeout:g} s per URL)"
+        return key, io.BytesIO(body), None
+    except Exception as error:  # noqa: BLE001 - every failure is a counted reason, as in img2dataset
+        if deadline.expired:
+            return key, None, f"timed out (deadline of {timeout:g} s per URL)"
+        return key, None, str(error)
+    finally:
+        deadline.cancel()
+
+
+class LimitedResizer:
+    """img2dataset's resizer, behind a header check against the pixel limit."""
+
+    def __init__(self, inner: Any, max_image_pixels: int):
+        self.inner, self.max_image_pixels = inner, max_image_pixels
+
+    def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:
+        try:
+            open_image(img_stream.getvalue(), self.max_image_pixels)  # a copy: PIL may close what it reads
+        except ImageTooLarge as error:
+            return None, None, None, None, None, str(error)
+        except Exception:  # noqa: BLE001 - a header PIL cannot read: OpenCV decides (and names the error)
+            pass
+        img_stream.seek(0)
+        return self.inner(img_stream, blurring_bbox_list)
+
+
+class PolicedDownloader:
+    """img2dataset's downloader; in each worker it first installs the policy and ties the worker's life to
+    the img2dataset process."""
+
+    def __init__(self, inner: Any, policy: FetchPolicy):
+        self.inner, self.policy, self.parent_pid = inner, policy, os.getpid()
+
+    def __call__(self, row: Any) -> Any:
+        if os.getpid() != self.parent_pid:
+            die_with_parent(self.parent_pid)
+        install(self.policy)
+        return self.inner(row)
+
+
+def install(policy: FetchPolicy) -> None:
+    """Replace img2dataset's fetch function in this process (idempotent)."""
+    import img2dataset.downloader
+
+    img2dataset.downloader.download_image = functools.partial(fetch_image, policy=policy)
+
+
+def _kill_own_group(signum: int, frame: object) -> None:
+    os.killpg(os.getpgid(0), signal.SIGKILL)  # img2dataset, its workers and its logger: none keeps writing
+
+
+def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int) -> None:
+    """The img2dataset child: its own process group, gone with its parent, quiet, offline-safe."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, _kill_own_group)
+    die_with_parent(parent_pid, signal.SIGTERM)  # SIGTERM, so the handler takes the whole group along
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"  # albumentations otherwise checks for updates online
+    os.environ["WANDB_MODE"] = "disabled"
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(policy.max_image_pixels)  # inherited by the workers
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    # the package's `main` attribute is its CLI function, which hides the module of the same name
+    main = importlib.import_module("img2dataset.main")
+    install(policy)
+    resizer, downloader = main.Resizer, main.Downloader
+    main.Resizer = lambda **kw: LimitedResizer(resizer(**kw), policy.max_image_pixels)
+    main.Downloader = lambda **kw: PolicedDownloader(downloader(**kw), policy)
+    main.download(**arguments)
