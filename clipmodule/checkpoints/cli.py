@@ -9,27 +9,31 @@ from clipmodule.options import new_parser, parse
 def main(argv: list[str]) -> int:
     parser = new_parser(
         "clipmodule convert",
-        "Convert a CLIP checkpoint between OpenAI, open_clip and Hugging Face layouts. The source "
-        "layout and architecture are read from the file; weights are never unpickled as code.",
+        "Convert a CLIP checkpoint between OpenAI, open_clip (file or hub folder) and Hugging Face layouts. The "
+        "architecture is --model, else the config the source carries, else OpenAI's for OpenAI's releases; a bare "
+        "state dict that is none of these is refused. Weights are never unpickled as code.",
     )
-    parser.add_argument("source", help="checkpoint file (.pt/.bin/.safetensors) or HF save_pretrained folder")
-    parser.add_argument("destination", help="output file (.safetensors or .pt), or a folder for --to hf")
+    parser.add_argument("source", help="checkpoint file (.pt/.bin/.safetensors), open_clip or HF folder, hub cache")
+    parser.add_argument("destination", help="output file (.safetensors or .pt), or a folder for --to hf/open_clip")
     parser.add_argument("--to", choices=("openai", "open_clip", "hf"), default="openai", help="output layout")
+    parser.add_argument("--model", default=None,
+                        help="registered architecture name (see `clipmodule models`) or config .json of the source")
     gelu = parser.add_mutually_exclusive_group()
     gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_const", const=True, default=None,
-                      help="the source was trained with QuickGELU (OpenAI's models; default when unknown)")
+                      help="override: the source was trained with QuickGELU (OpenAI's models)")
     gelu.add_argument("--gelu", dest="quick_gelu", action="store_const", const=False,
-                      help="the source uses exact GELU")
+                      help="override: the source uses exact GELU (open_clip's plain names)")
     args = parse(parser, argv)
 
     from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
     from clipmodule.models import count_parameters
 
-    model = load_checkpoint(args.source, quick_gelu=args.quick_gelu)
+    model = load_checkpoint(args.source, quick_gelu=args.quick_gelu, model=args.model)
     written = save_checkpoint(model, args.destination, format=args.to)
     vision = model.config.vision
     tower = f"ModifiedResNet{tuple(vision.layers)}" if vision.is_resnet else f"ViT-{vision.layers}L/{vision.patch_size}"
-    print(f"{args.source} -> {written} ({args.to}): {tower} @ {vision.image_size}px, "
+    activation = "QuickGELU" if model.config.quick_gelu else "GELU"
+    print(f"{args.source} -> {written} ({args.to}): {tower} @ {vision.image_size}px, {activation}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters")
     return 0
 
@@ -42,15 +46,18 @@ def list_models(argv: list[str]) -> int:
 
     from clipmodule.models import available_models, count_parameters, create_model
 
-    table = Table("name", "image tower", "image size", "embed dim", "parameters")
+    table = Table("name", "image tower", "image size", "activation", "context", "tokenizer", "embed dim",
+                  "parameters")
     for name in available_models():
-        with torch.device("meta"):  # shapes only: no memory, no init cost
+        with torch.device("meta"):  # shapes only: no memory, no init cost (bigG is 2.5B parameters)
             model = create_model(name)
-        vision = model.config.vision
+        config = model.config
+        vision = config.vision
         tower = f"ResNet {tuple(vision.layers)}" if vision.is_resnet else f"ViT {vision.layers}L p{vision.patch_size}"
-        table.add_row(name, tower, str(vision.image_size), str(model.config.embed_dim),
-                      f"{count_parameters(model) / 1e6:.2f}M")
-    Console().print(table)
+        table.add_row(name, tower, str(vision.image_size), "QuickGELU" if config.quick_gelu else "GELU",
+                      str(config.text.context_length), f"OpenAI BPE ({config.text.vocab_size})",
+                      str(config.embed_dim), f"{count_parameters(model) / 1e6:.2f}M")
+    Console(width=200).print(table)
     return 0
 
 
