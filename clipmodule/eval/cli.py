@@ -119,20 +119,29 @@ def _load_model(model: str):
     return load(model, device="cpu")
 
 
+def _check_tracking(tracking: TrackingOptions) -> None:
+    """A tracking URI that names no store fails before the evaluation, not after it (a new sqlite file is fine)."""
+    from clipmodule.tracking.mlflow import check_store
+
+    if tracking.enabled:
+        check_store(tracking.uri, must_exist=False)
+
+
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
-    from clipmodule.eval.results import make_record, print_metrics, write_json
-    from clipmodule.eval.suite import run_task
+    from clipmodule.eval.results import check_output_file, make_record, print_metrics, write_json
+    from clipmodule.eval.suite import preflight, run_task
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     spec = command.task()
-    spec.check()
+    preflight(spec)
+    data = spec.dataset or spec.test
+    output = check_output_file(command.output or Path("eval_results") / f"{name}-{_slug(data)}.json")
+    _check_tracking(command.tracking)
     probe = getattr(command, "probe", LinearProbeOptions())
     model, preprocess = _load_model(command.model)
     with _progress() as progress:
         metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
-    data = spec.dataset or spec.test
-    output = Path(command.output or Path("eval_results") / f"{name}-{_slug(data)}.json")
     record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec))
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
     write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
@@ -146,17 +155,18 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
 
 def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     """Runs a suite; writes <output>/<name>.md and .json and one MLflow run."""
-    from clipmodule.eval.results import make_record, write_json, write_text
+    from clipmodule.eval.results import check_output_dir, make_record, write_json, write_text
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
     if not command.model:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
+    output = check_output_dir(command.output, [f"{command.name}.md", f"{command.name}.json"])
+    _check_tracking(command.tracking)
     model, preprocess = _load_model(command.model)
     with _progress() as progress:
         rows = run_suite(model, preprocess, command, progress)
     table = markdown_table(rows, f"{command.name}: {command.model}")
-    output = Path(command.output)
     metrics: dict[str, float] = {}
     for row in rows:
         metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))

@@ -1,26 +1,24 @@
 """Evaluation data: class names, prompt templates, images, and the dataset classes the evaluations read.
 
 Which dataset a spec string names (folder, CSV, shards, builtin) is `clipmodule.eval.sources`'s business;
-the classes here only hold items and decode them. Every failure (missing file, unreadable image, unknown
-label) raises `ClipModuleError` naming the input.
+the classes here only hold items and decode them (shards: `clipmodule.eval.shards`). Every failure
+(missing file, unreadable image, unknown label) raises `ClipModuleError` naming the input.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.prompts import check_class_prompts, check_templates
-from curation.formats.webdataset import IMAGE_EXTENSIONS, image_field, sample_label
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Named lists shipped as package data (OpenAI's, MIT: assets/LICENSE-openai-clip-imagenet-prompts.txt).
@@ -120,55 +118,6 @@ class CaptionedImages(Dataset):
         return self.transform(load_image(source)), captions
 
 
-@dataclass
-class ShardSpec:
-    """Webdataset shards read in order (no shuffling: evaluation is deterministic)."""
-
-    urls: list[str]
-    """Local shard paths after brace expansion."""
-    field: str
-    """`cls` for classification (the shard contract's label: `cls`, else the json's `label`), `txt` for
-    retrieval (one caption per line)."""
-
-
-class ShardImages(IterableDataset):
-    """Samples of webdataset shards: (image tensor, label) for `cls`, (image tensor, captions) for `txt`.
-    The image field and the label follow `curation.formats.webdataset`, as training's reader does."""
-
-    def __init__(self, spec: ShardSpec, transform: Transform, name: str, classnames: list[str] | None = None):
-        self.spec, self.transform, self.name, self.classnames = spec, transform, name, classnames
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
-        import webdataset as wds  # the eval extra: `get_model` reads class names from here on a core install
-
-        # webdataset hands each DataLoader worker its own shards (split_by_worker).
-        for sample in wds.WebDataset(self.spec.urls, shardshuffle=False, empty_check=False):
-            yield self._decode(sample)
-
-    def _decode(self, sample: dict[str, Any]) -> tuple[torch.Tensor, Any]:
-        where = f"{sample.get('__url__')}:{sample.get('__key__')}"
-        image_key = image_field(sample)
-        if self.spec.field == "txt":
-            if image_key is None or "txt" not in sample:
-                raise ClipModuleError(f"{where}: sample lacks an image ({'|'.join(IMAGE_EXTENSIONS)}) or 'txt'")
-            text = sample["txt"].decode("utf-8")
-            return self._image(sample[image_key], where), [line.strip() for line in text.splitlines() if line.strip()]
-        try:
-            label = sample_label(sample)
-        except ValueError as error:
-            raise ClipModuleError(f"{where}: {error}") from None
-        if image_key is None or label is None:
-            raise ClipModuleError(
-                f"{where}: sample lacks an image ({'|'.join(IMAGE_EXTENSIONS)}) or a label ('cls' or json 'label')")
-        if not 0 <= label < len(self.classnames or []):
-            raise ClipModuleError(f"{where}: class {str(label)!r} is not an index into the "
-                                  f"{len(self.classnames or [])} class names")
-        return self._image(sample[image_key], where), label
-
-    def _image(self, data: bytes, where: str) -> torch.Tensor:
-        return self.transform(load_image(data, name=where))
-
-
 def collate_captions(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, list[list[str]]]:
     """Stacks the images and keeps each image's captions as a list (they differ in number)."""
     return torch.stack([image for image, _ in batch]), [captions for _, captions in batch]
@@ -176,8 +125,9 @@ def collate_captions(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int,
                 captions: bool = False) -> torch.utils.data.DataLoader:
-    if isinstance(dataset, ShardImages):
-        num_workers = min(num_workers, len(dataset.spec.urls))  # a worker without a shard would idle
+    if hasattr(dataset, "indexes"):  # shards (`eval.shards`): indexed here, once, before workers copy the dataset
+        dataset.indexes()
+        num_workers = min(num_workers, dataset.num_shards)  # a worker without a shard would idle
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -4,10 +4,45 @@
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Any
 
+from clipmodule.errors import ClipModuleError
 from curation.formats import files
+
+
+def check_output_file(path: str | Path, option: str = "--output") -> Path:
+    """`path` if a results file can be written there; checked before an evaluation that may take hours, so
+    that a folder in the way or a parent that is a file fails now instead of losing the results afterwards."""
+    path = Path(path)
+    if path.is_dir():
+        raise ClipModuleError(f"{path}: {option} is a folder; give a file name")
+    _check_parents(path, option)
+    return path
+
+
+def check_output_dir(path: str | Path, names: list[str], option: str = "--output") -> Path:
+    """`path` if the folder can hold the files `names`: not a file, under a writable folder, no folder named
+    like one of the files."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ClipModuleError(f"{path}: {option} is a file; give a folder")
+    for name in names:
+        if (path / name).is_dir():
+            raise ClipModuleError(f"{path / name}: a folder is in the way of the results file")
+    _check_parents(path / "_", option)
+    return path
+
+
+def _check_parents(path: Path, option: str) -> None:
+    for parent in path.parents:  # the nearest existing ancestor decides: the rest will be created in it
+        if parent.exists():
+            if not parent.is_dir():
+                raise ClipModuleError(f"{path}: cannot write the {option} file: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ClipModuleError(f"{path}: cannot write the {option} file: {parent} is not writable")
+            return
 
 
 def write_json(path: str | Path, record: dict[str, Any]) -> Path:

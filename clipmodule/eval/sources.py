@@ -22,7 +22,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
-from clipmodule.eval.datasets import CaptionedImages, LabelledImages, ShardImages, ShardSpec, Transform
+from clipmodule.eval.datasets import CaptionedImages, LabelledImages, Transform
+from clipmodule.eval.shards import ShardImages, ShardSpec
 from curation.formats.webdataset import ShardSpecError, expand_shards, is_shard_spec
 
 _PATH_COLUMNS = ("path", "filepath", "image", "filename")

@@ -32,7 +32,8 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
                     (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
 
 
-def _preflight(spec: TaskSpec) -> None:
+def preflight(spec: TaskSpec) -> None:
+    """The checks that need no model or images: the task, its data keys, class-name and template files."""
     spec.check()
     _classnames(spec)
     if spec.task == "zeroshot":
@@ -70,7 +71,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -
     if duplicated:
         raise ClipModuleError(f"suite {config.name!r}: task name {duplicated[0]!r} appears twice; give rows a name")
     for spec in config.tasks:
-        _preflight(spec)
+        preflight(spec)
     rows = []
     for spec in config.tasks:
         metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress)

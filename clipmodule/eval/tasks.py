@@ -56,6 +56,13 @@ def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Da
     return torch.cat(features), targets
 
 
+def data_damage(*datasets: Dataset) -> dict[str, int]:
+    """Shards read only up to their damage and incomplete samples skipped there (`eval.shards`), summed over
+    the datasets read from shards; {} when none was. Every evaluation reports them beside its metrics."""
+    counts = [dataset.damage() for dataset in datasets if hasattr(dataset, "damage")]
+    return {key: sum(count[key] for count in counts) for key in counts[0]} if counts else {}
+
+
 def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tensor]:
     """The BPE tokenizer at the model's context length; long captions are truncated."""
     return functools.partial(tokenize, context_length=model.config.text.context_length, truncate=True)
@@ -72,7 +79,7 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     features, labels = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
                                         progress, "zero-shot")
     logits = zeroshot_logits(features, classifier.cpu())
-    return classification_metrics(logits, torch.tensor(labels), len(classnames))
+    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
 
 
 def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: Sequence[int],
@@ -101,7 +108,7 @@ def retrieval(model: torch.nn.Module, dataset: Dataset, ks: Sequence[int] = (1, 
             for i in range(0, len(captions), 256)
         ])
     metrics = retrieval_metrics(image_features, text_features, text_to_image, ks)
-    return {**metrics, "num_images": len(caption_lists), "num_captions": len(captions)}
+    return {**metrics, "num_images": len(caption_lists), "num_captions": len(captions), **data_damage(dataset)}
 
 
 def probe_encoder(model: torch.nn.Module, features: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -176,7 +183,7 @@ def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_clas
     scores[:, torch.as_tensor(final.classes_)] = probabilities
     metrics = classification_metrics(scores, torch.tensor(test_y), num_classes)
     return {**metrics, "best_C": best_c, "val_accuracy": history[best_c], "num_train": int(len(y)),
-            "sweep": {f"{c:.6g}": value for c, value in history.items()}}
+            **data_damage(train, test), "sweep": {f"{c:.6g}": value for c, value in history.items()}}
 
 
 __all__ = [

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from clipmodule.errors import ClipModuleError
 from clipmodule.options import new_parser, parse
-from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI
+from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI, check_store
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -31,16 +30,9 @@ def _parser():
     return parser
 
 
-def _check_store(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        if not path.exists():  # MLflow would silently create an empty store here
-            raise ClipModuleError(f"{path}: no MLflow store (sqlite file) there")
-
-
 def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
-    _check_store(args.tracking_uri)
+    check_store(args.tracking_uri)
     from rich.console import Console
     from rich.table import Table
 

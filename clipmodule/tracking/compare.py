@@ -46,8 +46,8 @@ def fetch_runs(
     """The runs of `experiment` (optionally only those named, or matching an MLflow filter), oldest first."""
     from mlflow.exceptions import MlflowException
 
-    tracker = client(tracking_uri)
     try:
+        tracker = client(tracking_uri)
         found = tracker.get_experiment_by_name(experiment)
         if found is None:
             names = [e.name for e in tracker.search_experiments()]

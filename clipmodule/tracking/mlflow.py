@@ -7,11 +7,13 @@ run) is touched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError, one_line
@@ -36,6 +38,52 @@ class TrackingOptions:
     @property
     def enabled(self) -> bool:
         return self.uri not in (None, "", "none")
+
+
+# Schemes of the stores MLflow's tracking client reads; anything else fails deep inside MLflow.
+STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store(uri: str, must_exist: bool = True) -> None:
+    """One line now, without contacting anything, for a URI that names no MLflow store: an unknown scheme,
+    or an sqlite path that is a folder, is not an sqlite file, or (with `must_exist`, as when reading runs)
+    does not exist, where MLflow would silently create an empty store."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if "://" in uri and (scheme.split("+", 1)[0] not in STORE_SCHEMES):
+        raise ClipModuleError(f"{uri}: not a tracking URI MLflow reads (sqlite:///path/mlruns.db, "
+                              f"http(s)://host:port, or one of the schemes {', '.join(STORE_SCHEMES)})")
+    if scheme != "sqlite":
+        return
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if not path:
+        raise ClipModuleError(f"{uri}: an sqlite store is sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    if os.path.isdir(path):
+        raise ClipModuleError(f"{path}: a folder, not an MLflow store (sqlite file)")
+    if not os.path.exists(path):
+        if must_exist:
+            raise ClipModuleError(f"{path}: no MLflow store (sqlite file) there")
+        return
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise ClipModuleError(f"{path}: unreadable MLflow store ({error.strerror})") from None
+    if header != _SQLITE_HEADER:
+        raise ClipModuleError(f"{path}: not an sqlite database, so not an MLflow store")
+    if not _has_mlflow_tables(path):  # MLflow would add its tables to someone else's database
+        raise ClipModuleError(f"{path}: an sqlite database without MLflow's tables, not an MLflow store")
+
+
+def _has_mlflow_tables(path: str) -> bool:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as error:
+        raise ClipModuleError(f"{path}: unreadable sqlite database ({one_line(error)})") from None
+    return {"experiments", "runs"} <= tables
 
 
 def client(tracking_uri: str):

@@ -155,6 +155,53 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
         assert json.loads((tmp_path / "kept.json").read_text())["metrics"]["num_samples"] == 12
 
 
+def test_unwritable_output_or_store_fails_before_the_model_is_loaded(work, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    eval_cli = importlib.import_module("clipmodule.eval.cli")  # the module the dispatcher runs
+    monkeypatch.setattr(eval_cli, "_load_model", lambda model: pytest.fail("evaluated before checking the output"))
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"output": str(tmp_path / "a-file"), "tasks": [
+        {"task": "retrieval", "dataset": str(work / "captions.csv")}]}))
+    zeroshot = ["eval", "zeroshot", "--model", str(work / "tiny.safetensors"), "--dataset", str(work / "test")]
+    cases = [
+        ([*zeroshot, "--output", str(tmp_path / "a-file" / "out.json")], "a-file is a file, not a folder"),
+        ([*zeroshot, "--output", str(tmp_path)], "--output is a folder; give a file name"),
+        ([*zeroshot, "--templates", "simple", "--output", str(tmp_path / "z.json"), "--tracking.uri", "foo://x"],
+         "foo://x: not a tracking URI MLflow reads"),
+        (["eval", "suite", "-c", str(tmp_path / "suite.yaml"), "--model", str(work / "tiny.safetensors")],
+         "a-file: --output is a file; give a folder"),
+    ]
+    for argv, expected in cases:
+        assert clipmodule(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and "\n" not in err, err
+
+
+def test_a_truncated_shard_is_skipped_and_counted_in_the_results(work, tmp_path, capsys, caplog):
+    import io
+
+    import webdataset as wds
+
+    for shard in range(2):
+        with wds.TarWriter(str(tmp_path / f"{shard:05d}.tar")) as sink:
+            for index, path in enumerate(sorted((work / "test").glob("*/*.png"))[:4]):
+                buffer = io.BytesIO()
+                Image.open(path).save(buffer, format="PNG")
+                label = ["circle", "square", "triangle"].index(path.parent.name)
+                sink.write({"__key__": f"{shard}_{index}", "png": buffer.getvalue(), "cls": str(label).encode()})
+    whole = (tmp_path / "00000.tar").read_bytes()
+    (tmp_path / "00000.tar").write_bytes(whole[: whole.index(b"0_2.png") + 520])  # inside the 3rd sample's image
+    (tmp_path / "names.txt").write_text("circle\nsquare\ntriangle\n")
+    output = tmp_path / "zs.json"
+    assert clipmodule(["eval", "zeroshot", "--model", str(work / "tiny.safetensors"), "--dataset", str(tmp_path),
+                       "--classnames", str(tmp_path / "names.txt"), "--templates", "simple",
+                       "--output", str(output), "--tracking.uri", "none"]) == 0, capsys.readouterr().err
+    metrics = json.loads(output.read_text())["metrics"]
+    assert metrics["num_samples"] == 2 + 4 and metrics["corrupt_shards"] == 1 and metrics["skipped_samples"] == 1
+    assert "corrupt_shards" in capsys.readouterr().out and "00000.tar (truncated at member 0_2.png)" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def biased_b32(work) -> Path:
     """ViT-B/32 classifier weights (fp16) whose head prefers class 1, then 0, then 2, whatever the image."""

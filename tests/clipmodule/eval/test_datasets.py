@@ -180,3 +180,40 @@ def test_builtin_sets():
         builtin_classification("builtin:mnist", TRANSFORM)
     with pytest.raises(ClipModuleError, match="not an image folder"):
         open_classification("no/such/place", TRANSFORM)
+
+
+def _write_shards(root: Path, count: int = 2, per_shard: int = 3) -> str:
+    import io
+
+    import webdataset as wds
+
+    for shard in range(count):
+        with wds.TarWriter(str(root / f"part-{shard}.tar")) as sink:
+            for index in range(per_shard):
+                buffer = io.BytesIO()
+                Image.new("RGB", (20, 20), (255 * (index % 2), 0, 0)).save(buffer, format="PNG")
+                sink.write({"__key__": f"{shard}_{index}", "png": buffer.getvalue(), "cls": str(index % 2).encode(),
+                            "txt": f"caption {shard} {index}".encode()})
+    return str(root / f"part-{{0..{count - 1}}}.tar")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_truncated_shard_gives_its_samples_before_the_damage_and_is_counted(tmp_path, workers):
+    spec = _write_shards(tmp_path)
+    whole = (tmp_path / "part-0.tar").read_bytes()
+    # Cut inside the third sample's image (fields are written cls, png, txt): its label is there, its image is not.
+    cut = whole.index(b"0_2.png") + 512 + 10
+    (tmp_path / "part-0.tar").write_bytes(whole[:cut])
+    dataset = open_classification(spec, TRANSFORM, ["black", "red"])
+    _, labels = extract_features(lambda images: images.mean(dim=(2, 3)), dataset, LoaderOptions(2, workers))
+    assert labels == [0, 1, 0, 1, 0] if workers == 0 else sorted(labels) == [0, 0, 0, 1, 1]  # 2 before the damage + 3
+    assert dataset.damage() == {"corrupt_shards": 1, "skipped_samples": 1}
+    captions = [captions for _, captions in open_retrieval(spec, TRANSFORM)]
+    assert captions == [["caption 0 0"], ["caption 0 1"], ["caption 1 0"], ["caption 1 1"], ["caption 1 2"]]
+    (tmp_path / "part-0.tar").write_bytes(b"not a tar at all" * 100)
+    unreadable = open_classification(spec, TRANSFORM, ["black", "red"])
+    assert len(extract_features(lambda images: images, unreadable, LoaderOptions(4))[1]) == 3
+    assert unreadable.damage() == {"corrupt_shards": 1, "skipped_samples": 0}
+    (tmp_path / "intact").mkdir()
+    intact = open_classification(_write_shards(tmp_path / "intact"), TRANSFORM, ["black", "red"])
+    assert intact.damage() == {"corrupt_shards": 0, "skipped_samples": 0}

@@ -65,6 +65,28 @@ def test_compare_bad_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "missing.db").exists()
 
 
+def test_a_uri_naming_no_mlflow_store_is_one_line_and_left_untouched(tmp_path, capsys):
+    import sqlite3
+
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    (tmp_path / "folder.db").mkdir()
+    with sqlite3.connect(tmp_path / "other.db") as connection:  # somebody else's database
+        connection.execute("CREATE TABLE photos (id INTEGER)")
+    other = (tmp_path / "other.db").read_bytes()
+    cases = [
+        (f"sqlite:///{tmp_path / 'notes.txt'}", "notes.txt: not an sqlite database, so not an MLflow store"),
+        (f"sqlite:///{tmp_path / 'folder.db'}", "folder.db: a folder, not an MLflow store"),
+        (f"sqlite:///{tmp_path / 'other.db'}", "other.db: an sqlite database without MLflow's tables"),
+        ("foo://bar", "foo://bar: not a tracking URI MLflow reads"),
+    ]
+    for uri, message in cases:
+        capsys.readouterr()
+        assert main(["compare", "--tracking-uri", uri, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert (tmp_path / "other.db").read_bytes() == other and not (tmp_path / "x").exists()
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
