@@ -151,3 +151,84 @@ def clean_env(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("TERM", "dumb")
     return dict(os.environ)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height (a decompression bomb's first bytes); its pixels are
+    missing, so nothing can decode it, but reading the header costs nothing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+class HostileServer:
+    """What a hostile crawl meets: `/trickle.jpg` (a valid JPEG sent one byte every `gap` seconds), `/to-ftp`
+    (a redirect to an ftp:// URL, which urllib would follow), `/large.png` (a real 200x200 PNG, 40,000
+    pixels), `/bomb.png` (a header announcing 30000x30000). Stopped with the `with` block."""
+
+    def __init__(self, gap: float = 0.2):
+        jpeg = render("red", "circle")
+        buffer = io.BytesIO()
+        Image.new("RGB", (200, 200), "blue").save(buffer, "PNG")
+        large, bomb = buffer.getvalue(), png_header(30000, 30000)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                if self.path == "/trickle.jpg":
+                    self._head(200, len(jpeg))
+                    for index in range(len(jpeg)):
+                        self.wfile.write(jpeg[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(gap)
+                elif self.path == "/to-ftp":
+                    self.send_response(302)
+                    self.send_header("Location", "ftp://127.0.0.1:1/etc/hostname")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path in ("/large.png", "/bomb.png"):
+                    body = large if self.path == "/large.png" else bomb
+                    self._head(200, len(body), "image/png")
+                    self.wfile.write(body)
+                else:
+                    self._head(404, 0)
+
+            def _head(self, code: int, length: int, kind: str = "image/jpeg") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+
+            def handle(self) -> None:
+                import contextlib
+
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up: the point
+                    super().handle()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> HostileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def hostile_server():
+    with HostileServer() as server:
+        yield server

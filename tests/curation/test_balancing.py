@@ -117,3 +117,13 @@ def test_an_output_not_made_by_a_stage_is_never_replaced(tmp_path):
         with pytest.raises(CurationError, match="precious: already exists and has no precious.stats.json"):
             run_balance(BalanceConfig(workers=1), tmp_path / "matched", precious, overwrite=overwrite)
     assert (precious / "data.txt").read_text() == "keep me"
+
+
+def test_seeds_outside_64_bits_are_refused_not_folded_onto_others():
+    with pytest.raises(CurationError, match=r"balance.seed must be in \[0, 2\*\*64\), got 18446744073709551616"):
+        BalanceConfig(seed=2**64)
+    with pytest.raises(CurationError, match="got -1"):
+        BalanceConfig(seed=-1)
+    hashes = key_hashes([f"row {i}" for i in range(1000)])
+    ids = np.zeros(1000, dtype=np.int64)
+    assert not np.array_equal(coins(hashes, ids, BalanceConfig(seed=2**64 - 1).seed), coins(hashes, ids, 0))

@@ -111,3 +111,29 @@ def test_bad_configs_and_sources(tmp_path, capsys):
     assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "q.stats.json").exists()
     code, err = run_cli(["balance", "--input", tmp_path / "nothing", "--out", tmp_path / "b"], capsys)
     assert code == 2 and "nothing.stats.json: match stats (run `curation match` first) not found" in err
+
+
+def test_card_names_with_path_parts_are_refused(tmp_path, capsys):
+    for name in ("../../x", "a/b", "..", ".hidden", "a\\b"):
+        code, err = run_cli(["card", "--name", name, "--work-dir", tmp_path / "work", "--cards-dir",
+                             tmp_path / "cards"], capsys)
+        assert code == 2 and "a card name must be a plain name" in err and len(err.strip().splitlines()) == 1, name
+    assert not any(tmp_path.rglob("*"))
+
+
+def test_queries_out_must_be_a_file(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    for out, expected in ((f"{tmp_path}/new/", "--out must name a file"), (tmp_path / "folder", "is a folder")):
+        code, err = run_cli(["queries", "--unigrams", "none", "--out", out], capsys)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not any((tmp_path / "folder").iterdir())
+
+
+def test_no_progress_line_before_an_error_when_stderr_is_not_a_terminal(tmp_path, tiny_queries, clean_env):
+    captions = parquet(tmp_path / "c.parquet", url=["http://a/1.jpg"], caption=[None])
+    result = subprocess.run([sys.executable, "-m", "curation", "match", "--captions", str(captions), "--queries",
+                             str(tiny_queries), "--out", str(tmp_path / "m"), "--workers", "1"],
+                            capture_output=True, text=True, env=clean_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # the error alone: no blank or stale bar line
+    assert result.stderr.startswith("curation match: error: ")

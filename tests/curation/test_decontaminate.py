@@ -165,3 +165,26 @@ def test_stats_file_records_settings(planted, tmp_path):
     stats = json.loads((tmp_path / "clean.stats.json").read_text())
     assert stats["finished"] and stats["fingerprint"]["config"]["threshold"] == 0
     assert stats["samples_dropped"] == stats["distance_histogram"].get("0", 0) >= 1  # exact copies only
+
+
+def test_decompression_bombs_are_a_line_in_the_eval_set_and_a_count_in_the_shards(tmp_path, capsys):
+    from tests.conftest import png_header
+
+    bomb = png_header(30000, 30000)  # 900 Mpx announced: decoding would take 2.7 GB
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "a.png").write_bytes(encode(scene(1), "PNG"))
+    (eval_dir / "bomb.png").write_bytes(bomb)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_shard(shards / "00000.tar", [("000", encode(scene(2)), "x"), ("001", bomb, "y"),
+                                       ("002", encode(scene(1)), "z")])
+    out = tmp_path / "clean"
+    assert cli("--eval", str(eval_dir), "--shards", str(shards), "--out", str(out), "--workers", "1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bomb.png: evaluation image over the pixel limit (89,478,485 pixels)" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("clean")]
+    (eval_dir / "bomb.png").unlink()
+    assert cli("--eval", str(eval_dir), "--shards", str(shards), "--out", str(out), "--workers", "1") == 0
+    stats = json.loads((tmp_path / "clean.stats.json").read_text())
+    assert stats["over_pixel_limit_kept"] == 1 and stats["samples_dropped"] == 1 and stats["samples_kept"] == 2

@@ -121,3 +121,46 @@ def test_match_stage_is_the_same_with_processes_and_resumes(tmp_path, tiny_queri
     again = run_match(MatchConfig(workers=1), tiny_queries, [str(folder)], tmp_path / "one")
     assert again["rows_matched"] == 99 and again["rows_in"] == 150
     assert (tmp_path / "one" / "00000-part0.parquet").stat().st_mtime_ns == kept
+
+
+def test_a_str_where_a_list_of_terms_belongs_is_an_error():
+    with pytest.raises(TypeError, match="list of str, got a single str 'cat'"):
+        Matcher("cat")
+    with pytest.raises(TypeError, match="got NoneType at index 1"):
+        Matcher(["cat", None])
+
+
+def test_rows_with_urls_that_may_not_be_fetched_are_dropped_and_counted(tmp_path, tiny_queries):
+    urls = ["http://x/1.jpg", "file:///etc/passwd", "http:///a.jpg", "http://[::1", "http://u:p@x/2.jpg",
+            "https://x/3.jpg", "file:///data/4.jpg"]
+    pq.write_table(pa.table({"url": urls, "caption": ["a red circle"] * len(urls)}), tmp_path / "c.parquet")
+    stats = run_match(MatchConfig(workers=1), tiny_queries, [str(tmp_path / "c.parquet")], tmp_path / "m")
+    kept = pq.read_table(tmp_path / "m" / "00000-c.parquet")["url"].to_pylist()
+    assert kept == ["http://x/1.jpg", "https://x/3.jpg"]
+    assert stats["rows_in"] == 7 and stats["rows_matched"] == 2 and stats["rows_refused_url"] == 5
+    refused = stats["urls_refused"]
+    assert refused["scheme 'file' not allowed (only http, https; see --allow-schemes)"] == 2
+    assert refused["no host"] == 1 and refused["credentials (user:password@) in URL"] == 1
+    assert refused["malformed URL (bad host or port)"] == 1
+    local = run_match(MatchConfig(workers=1, allow_schemes=["file"]), tiny_queries, [str(tmp_path / "c.parquet")],
+                      tmp_path / "m2")
+    assert local["rows_matched"] == 4 and local["rows_refused_url"] == 3  # file:// only when asked for
+
+
+def test_empty_or_null_query_terms_are_one_line_and_leave_nothing_that_blocks_the_fixed_run(tmp_path, capsys):
+    from curation.cli import main
+
+    captions = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"url": ["http://x/1.jpg"], "caption": ["a red circle"]}), captions)
+    queries = tmp_path / "q.parquet"
+    for terms in (["red", None], ["red", "   "]):
+        pq.write_table(pa.table({"id": pa.array([0, 1], pa.int32()), "term": pa.array(terms, pa.string())}), queries)
+        code = main(["match", "--captions", str(captions), "--queries", str(queries), "--out", str(tmp_path / "m"),
+                     "--workers", "1"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.endswith("q.parquet: 1 empty or null terms, first at row 1 (every query needs a "
+                                          "non-space character)"), err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "m").exists()
+    pq.write_table(pa.table({"id": pa.array([0, 1], pa.int32()), "term": ["red", "circle"]}), queries)
+    assert main(["match", "--captions", str(captions), "--queries", str(queries), "--out", str(tmp_path / "m"),
+                 "--workers", "1"]) == 0
