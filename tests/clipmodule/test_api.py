@@ -47,6 +47,19 @@ def test_load_by_name_reads_local_weights(tiny_checkpoint, tmp_path, monkeypatch
     assert model.config.vision.image_size == 32
 
 
+def test_load_by_name_reads_a_bare_file_as_that_architecture(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    reference = clipmodule.create_model("tiny-vit").eval()
+    torch.save(reference.state_dict(), tmp_path / "tiny-vit.pth")
+    with pytest.raises(ClipModuleError, match="a bare state dict does not say"):
+        clipmodule.load(tmp_path / "tiny-vit.pth")  # by path nothing names it
+    monkeypatch.setenv("CLIPMODULE_HOME", str(tmp_path))
+    model, _ = clipmodule.load("tiny-vit")
+    assert model.config == reference.config
+    model, _ = clipmodule.load(tmp_path / "tiny-vit.pth", model="tiny-vit")
+    assert torch.equal(model.visual.proj, reference.visual.proj)
+
+
 def test_load_unknown_name_or_missing_path():
     with pytest.raises(ClipModuleError, match="neither an existing checkpoint path nor a model name"):
         clipmodule.load("no/such/file.pt")
@@ -74,6 +87,31 @@ def test_convert_command_round_trip_to_hf(tiny_checkpoint, tmp_path):
     model, _ = clipmodule.load(tmp_path / "hf")
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_convert_command_with_model_to_open_clip_folder(tiny_checkpoint, tmp_path):
+    reference, _ = tiny_checkpoint
+    torch.save(reference.state_dict(), tmp_path / "bare.pt")
+    refused = _run("convert", str(tmp_path / "bare.pt"), str(tmp_path / "hub"), "--to", "open_clip")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--model NAME" in refused.stderr
+    assert not (tmp_path / "hub").exists()
+    result = _run("convert", str(tmp_path / "bare.pt"), str(tmp_path / "hub"), "--to", "open_clip",
+                  "--model", "tiny-vit")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hub" / "open_clip_config.json").is_file() and "QuickGELU" in result.stdout
+    model, _ = clipmodule.load(tmp_path / "hub")
+    assert model.config == reference.config
+    wrong = _run("convert", str(tmp_path / "bare.pt"), str(tmp_path / "x.safetensors"), "--model", "tiny-rn")
+    assert wrong.returncode == 2 and "weights do not fit this architecture" in wrong.stderr
+
+
+def test_models_command_lists_every_name_with_its_facts():
+    result = _run("models")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert set(clipmodule.available_models()) <= set(rows)
+    assert "2539.57M" in rows["ViT-bigG-14"] and "GELU" in rows["ViT-bigG-14"] and "OpenAI BPE" in rows["ViT-H-14"]
+    assert "QuickGELU" in rows["ViT-B-32-quickgelu"] and " 77 " in rows["ViT-B-32"] and " 336 " in rows["ViT-L-14-336"]
 
 
 def test_convert_command_bad_input_is_one_line(tmp_path):
