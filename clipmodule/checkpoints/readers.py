@@ -52,9 +52,7 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
 def _read_file(path: Path) -> tuple[StateDict, dict]:
     if path.suffix == ".safetensors":
         return read_safetensors(path)
-    if is_torchscript(path):
-        return read_torchscript(path), {"torchscript": True}
-    return read_torch_file(path), {}
+    return _read_torch(path)
 
 
 def hub_snapshot(path: Path) -> Path:
@@ -142,8 +140,12 @@ def read_safetensors(path: Path) -> tuple[StateDict, dict]:
 
 def read_torch_file(path: Path) -> StateDict:
     """The tensors of a TorchScript archive or a torch state dict (unwrapped), never unpickling code."""
+    return _read_torch(path)[0]
+
+
+def _read_torch(path: Path) -> tuple[StateDict, dict]:
     if is_torchscript(path):
-        return read_torchscript(path)
+        return read_torchscript(path), {"torchscript": True}
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -152,9 +154,16 @@ def read_torch_file(path: Path) -> StateDict:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise ClipModuleError(f"{path}: truncated or not a checkpoint ({one_line(error)[:200]})") from None
+    info = {}
+    network = loaded.get("hyper_parameters", {}).get("network") if isinstance(loaded, dict) else None
+    if isinstance(network, dict):  # a `clipmodule fit` checkpoint (Lightning) records the network's config
+        try:
+            info["config"] = CLIPConfig.from_dict(network)
+        except (TypeError, ValueError) as error:
+            raise ClipModuleError(f"{path}: malformed hyper_parameters.network ({one_line(error)[:120]})") from None
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]
     if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
         raise ClipModuleError(f"{path}: does not hold a state dict of tensors")
-    return loaded
+    return loaded, info

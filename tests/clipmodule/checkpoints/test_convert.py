@@ -154,3 +154,13 @@ def test_resnet_cannot_be_exported_to_hf(tmp_path):
     with pytest.raises(ClipModuleError, match="no ModifiedResNet"):
         save_checkpoint(create_model("tiny-rn"), tmp_path / "hf", format="hf")
     assert isinstance(create_model("tiny-rn"), CLIP)
+
+
+def test_fit_checkpoint_loads_with_the_config_it_records(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("tiny-vit", context_length=24, quick_gelu=False)  # the demo's kind: nothing registered
+    state_dict = {f"model.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state_dict, "global_step": 3, "hyper_parameters": {"network": model.config.to_dict()}},
+               tmp_path / "last.ckpt")
+    loaded = load_checkpoint(tmp_path / "last.ckpt")
+    assert loaded.config == model.config and torch.equal(loaded.visual.proj, model.visual.proj)
