@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +75,29 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(out.transpose(1, 2).reshape(batch, width))
 
 
+@contextlib.contextmanager
+def _frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm in training mode normalises by the batch's statistics either way; with momentum 0 the running
+    mean/var it updates in place stay as they were (the same kernel runs, so the recomputation saves the same
+    tensors as the forward did), and the batch count is put back."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(norm.momentum, norm.num_batches_tracked.clone()) for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (momentum, count) in zip(norms, saved):
+            norm.momentum = momentum
+            norm.num_batches_tracked.copy_(count)
+
+
+def _recompute_without_stats(stage: nn.Module):
+    """Gradient checkpointing runs a stage's forward again in backward: the second run must not update the
+    BatchNorm running statistics a second time (forward context, recompute context)."""
+    return contextlib.nullcontext(), _frozen_batchnorm_stats(stage)
+
+
 class ModifiedResNet(nn.Module):
     """ResNet-D-like stem of three convs, anti-aliased downsampling, attention pooling instead of global avg."""
 
@@ -117,7 +143,8 @@ class ModifiedResNet(nn.Module):
         x = self.stem(x.to(self.conv1.weight.dtype))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(stage, x, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(stage, x, use_reentrant=False,
+                                                      context_fn=functools.partial(_recompute_without_stats, stage))
             else:
                 x = stage(x)
         return x
