@@ -96,6 +96,8 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
     if format == "hf":
         if model.config.vision.is_resnet:
             raise ClipModuleError("Hugging Face CLIPModel has no ModifiedResNet tower; export RN models as openai")
+        if model.config.vision.ls_init_value is not None or model.config.text.ls_init_value is not None:
+            raise ClipModuleError("Hugging Face CLIPModel has no LayerScale (ls_init_value); export as open_clip")
         return _write_folder(path, {
             "config.json": lambda file: write_text(file, json.dumps(hf_config_dict(model.config), indent=2)),
             "model.safetensors": lambda file: save_file(openai_to_hf(state_dict, model.config), str(file),

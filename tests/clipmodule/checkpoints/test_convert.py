@@ -164,3 +164,32 @@ def test_fit_checkpoint_loads_with_the_config_it_records(tmp_path):
                tmp_path / "last.ckpt")
     loaded = load_checkpoint(tmp_path / "last.ckpt")
     assert loaded.config == model.config and torch.equal(loaded.visual.proj, model.visual.proj)
+
+
+def test_layer_scale_model_cannot_be_exported_to_hf(tmp_path):
+    with pytest.raises(ClipModuleError, match="no LayerScale"):
+        save_checkpoint(create_model("tiny-vit", vision={"ls_init_value": 0.1}), tmp_path / "hf", format="hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_folder_is_swapped_in_whole_and_keeps_other_files(tmp_path, monkeypatch):
+    import clipmodule.checkpoints.io as io
+
+    first, second = create_model("tiny-vit"), create_model("tiny-vit", quick_gelu=False)
+    save_checkpoint(first, tmp_path / "hf", format="hf")
+    (tmp_path / "hf" / "tokenizer.json").write_text("{}")
+    before = (tmp_path / "hf" / "config.json").read_text()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after config.json, before the weights
+
+    monkeypatch.setattr(io, "openai_to_hf", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(second, tmp_path / "hf", format="hf")
+    assert (tmp_path / "hf" / "config.json").read_text() == before  # old config beside old weights
+    assert load_checkpoint(tmp_path / "hf").config.quick_gelu is True
+    monkeypatch.undo()
+    save_checkpoint(second, tmp_path / "hf", format="hf")
+    assert load_checkpoint(tmp_path / "hf").config.quick_gelu is False
+    assert (tmp_path / "hf" / "tokenizer.json").read_text() == "{}"
+    assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
