@@ -42,7 +42,14 @@ def _matching(card: dict[str, Any]) -> str:
     m = card["match"]
     return (f"## Matching\n\n{m['rows_matched']:,} of {m['rows_in']:,} caption rows contain at least one query "
             f"(match rate {m['match_rate']:.1%}); {m['rows_dropped']:,} rows matched nothing and were dropped. "
-            f"{m['queries_matched']:,} of {m['queries']:,} queries occur at least once.")
+            f"{m['queries_matched']:,} of {m['queries']:,} queries occur at least once."
+            + _refused(m.get("rows_refused_url", 0), m.get("urls_refused", {})))
+
+
+def _refused(rows: int, reasons: dict[str, int]) -> str:
+    if not rows:
+        return ""
+    return f" {rows:,} rows were dropped for their URL: " + "; ".join(f"{n:,} {r}" for r, n in reasons.items()) + "."
 
 
 def _balancing(card: dict[str, Any]) -> str:
@@ -68,7 +75,15 @@ def _download(card: dict[str, Any]) -> str:
         if d["failure_reasons"] else "No failures."
     return (f"## Download\n\n{d['successes']:,} of {d['input_rows']:,} images downloaded ({d['success_rate']:.1%}; "
             f"{d['failed_to_download']:,} failed to download, {d['failed_to_resize']:,} failed to decode or resize), "
-            f"written as {d['output_format']}.\n\n{reasons}")
+            f"written as {d['output_format']}." + _duplicates(d) + f"\n\n{reasons}")
+
+
+def _duplicates(d: dict[str, Any]) -> str:
+    repeats, dropped = d.get("duplicate_urls", 0), d.get("duplicates_dropped", 0)
+    if not repeats:
+        return ""
+    return (f" {repeats:,} rows repeat an earlier row's URL; " +
+            ("they were dropped (--dedup-urls)." if dropped else "they were kept (each is downloaded again)."))
 
 
 def _decontamination(card: dict[str, Any]) -> str:

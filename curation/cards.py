@@ -115,13 +115,17 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
                     "images": download["successes"], "shards": len(shards)},
         "queries": {k: queries[k] for k in ("terms", "unique_candidates", "dropped_by_cap", "max_terms", "sources",
                                             "unigram_source") if k in queries},
-        "match": {k: match[k] for k in ("rows_in", "rows_matched", "rows_dropped", "match_rate", "queries",
-                                        "queries_matched")},
+        "match": {**{k: match[k] for k in ("rows_in", "rows_matched", "rows_dropped", "match_rate", "queries",
+                                           "queries_matched")},
+                  "rows_refused_url": match.get("rows_refused_url", 0), "urls_refused": match.get("urls_refused", {})},
         "balance": {**{k: balance[k] for k in ("t", "seed", "key_column", "rows_in", "rows_out", "keep_rate",
                                                "queries_matched", "queries_capped")},
                     **query_distribution(sidecar(layout.balanced, ".counts.parquet"), balance["t"])},
-        "download": {k: download[k] for k in ("input_rows", "successes", "failed", "success_rate", "failed_to_download",
-                                              "failed_to_resize", "failure_reasons", "output_format")},
+        "download": {**{k: download[k] for k in ("input_rows", "successes", "failed", "success_rate",
+                                                 "failed_to_download", "failed_to_resize", "failure_reasons",
+                                                 "output_format")},
+                     "duplicate_urls": download.get("duplicate_urls", 0),
+                     "duplicates_dropped": download.get("duplicates_dropped", 0)},
         "shards": shards,
         "config": {**{stage: stats[stage]["fingerprint"].get("config") for stage in STAGES[:3]},
                    "download": download.get("settings")},
@@ -148,7 +152,7 @@ def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
     keys = ("hash", "hash_bits", "threshold", "eval_sets", "eval_images", "samples_in", "samples_dropped",
             "samples_kept", "undecodable_kept", "distance_histogram", "top_matches", "drop_list", "thumbnails",
             "content_hash", "shards")
-    return {k: stats[k] for k in keys}
+    return {**{k: stats[k] for k in keys}, "over_pixel_limit_kept": stats.get("over_pixel_limit_kept", 0)}
 
 
 def check_card_name(name: str) -> None:

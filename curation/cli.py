@@ -186,8 +186,16 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+# A stopped download's img2dataset group is killed; the semaphores of its pool are then unlinked by this
+# process's multiprocessing resource tracker, which also prints a warning about them after the one-line
+# message. The clean-up is wanted, the warning is noise: the tracker (a child interpreter) takes -W options.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
