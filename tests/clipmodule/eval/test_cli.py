@@ -155,6 +155,30 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
         assert json.loads((tmp_path / "kept.json").read_text())["metrics"]["num_samples"] == 12
 
 
+def test_zeroshot_reads_class_specific_prompts_from_json(work, tmp_path, capsys):
+    from clipmodule.api import load
+    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.tasks import zeroshot_classification
+
+    prompts = {"circle": ["a round shape", "a {c} drawn in colour"], "square": ["four equal sides"],
+               "triangle": ["three corners", "a pointed shape", "a {}"]}
+    (tmp_path / "cupl.json").write_text(json.dumps(prompts))
+    output = tmp_path / "zs.json"
+    assert clipmodule(["eval", "zeroshot", "--model", str(work / "tiny.safetensors"), "--dataset", str(work / "test"),
+                       "--templates", str(tmp_path / "cupl.json"), "--output", str(output),
+                       "--tracking.uri", "none"]) == 0, capsys.readouterr().err
+    model, preprocess = load(work / "tiny.safetensors")
+    dataset = open_classification(str(work / "test"), preprocess)
+    direct = zeroshot_classification(model, dataset, dataset.classnames, prompts)
+    assert json.loads(output.read_text())["metrics"] == pytest.approx(direct)
+    (tmp_path / "cupl.json").write_text(json.dumps({"circle": ["a round shape"]}))
+    assert clipmodule(["eval", "zeroshot", "--model", str(work / "tiny.safetensors"), "--dataset", str(work / "test"),
+                       "--templates", str(tmp_path / "cupl.json"), "--tracking.uri", "none",
+                       "--output", str(tmp_path / "missing.json")]) == 2
+    assert "cupl.json: no prompts for class 'square'" in capsys.readouterr().err
+    assert not (tmp_path / "missing.json").exists()
+
+
 def test_unwritable_output_or_store_fails_before_the_model_is_loaded(work, tmp_path, capsys, monkeypatch):
     import importlib
 
