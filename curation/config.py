@@ -140,7 +140,8 @@ class DownloadConfig:
     retries: int = 0
     """Extra attempts per failed URL."""
     timeout: int = 10
-    """Seconds one URL may take in all (connecting, redirects, reading the body), however slowly it trickles."""
+    """Seconds one attempt at a URL may take in all (connecting, redirects, reading the body), however slowly the
+    server trickles; each retry gets its own."""
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
     save_columns: list[str] = field(default_factory=list)
