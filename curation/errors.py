@@ -1,5 +1,7 @@
 """Errors a user can cause. The `curation` CLI prints them as one line and exits with code 2."""
 
+# Stdlib only: `clipmodule.errors.one_line` is this same function.
+
 
 class CurationError(Exception):
     """Bad input: a missing file, a missing column, text that is not UTF-8, a bad config.
@@ -16,10 +18,18 @@ class StageIncomplete(CurationError):
     """
 
 
+TRACEBACK_MARKS = ("Traceback (most recent call last)", "Original Traceback")
+
+
 def one_line(error: BaseException | str) -> str:
-    """The line of an error message a user needs: a traceback's last line (how a worker process or a child
-    reports the original error), anything else's first non-empty line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    """A traceback's last line without its exception type (the original error, as a worker reports it);
+    anything else's first non-empty line."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__ if isinstance(error, BaseException) else "no message"
-    return lines[-1] if "Traceback (most recent call last)" in str(error) else lines[0]
+    if any(mark in text for mark in TRACEBACK_MARKS):
+        last = lines[-1]
+        kind, _, message = last.partition(": ")
+        return message if message and kind.replace(".", "").replace("_", "").isalnum() else last
+    return lines[0]

@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from clipmodule.data.decode import decode_sample, sample_seed
+from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import ShardCache, ShardStream, StreamPlan, count_samples, shard_paths
 from clipmodule.errors import ClipModuleError
 from clipmodule.tokenizer import ClipTokenizer
@@ -336,7 +337,11 @@ class ShardDataModule(L.LightningDataModule):
         themselves. None above `max_bytes` of shards, where hashing would take long: set `data_card` instead."""
         if self.train_shards is None:
             return None
-        paths = [Path(p) for p in shard_paths(self.train_shards)]
+        listed = shard_paths(self.train_shards)
+        if any(is_remote(path) for path in listed):  # hashing them would download every shard
+            log.warning("training shards are remote: set data.data_card to tag the run with their hash")
+            return None
+        paths = [Path(p) for p in listed]
         if sum(p.stat().st_size for p in paths) > max_bytes:
             log.warning("training shards exceed %d bytes: set data.data_card to tag the run with its hash", max_bytes)
             return None

@@ -33,6 +33,8 @@ def is_remote(path: str) -> bool:
 
 def remote_error(url: str, error: BaseException) -> ClipModuleError:
     """One line naming the URL and what went wrong."""
+    if _denied(error):
+        return ClipModuleError(f"{url}: access denied ({one_line(error)[:200]})")
     if isinstance(error, FileNotFoundError):
         return ClipModuleError(f"{url}: no such object")
     if isinstance(error, PermissionError):
@@ -40,6 +42,17 @@ def remote_error(url: str, error: BaseException) -> ClipModuleError:
     if isinstance(error, ImportError):
         return ClipModuleError(f"{url}: {one_line(error)[:200]}")
     return ClipModuleError(f"{url}: cannot read ({type(error).__name__}: {one_line(error)[:200]})")
+
+
+def _denied(error: BaseException | None) -> bool:
+    """An HTTP 401/403 anywhere in the chain: fsspec's HTTP filesystem reports it as FileNotFoundError."""
+    for _ in range(4):
+        if error is None:
+            return False
+        if getattr(error, "status", None) in (401, 403):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _filesystem(url: str):
@@ -66,9 +79,11 @@ def _full_url(fs, url: str, path: str) -> str:
 
 
 def expand_remote(pattern: str) -> list[str]:
-    """The shards a remote pattern names, each checked to exist: a `.tar` URL, a glob (`s3://b/s/*.tar`) or a
-    folder (its `.tar` objects, sorted). Brace patterns are expanded first (the shard contract's rule)."""
+    """The shards a remote pattern names, each checked to exist: `.tar` URLs (brace patterns expanded by the
+    shard contract's rule), a glob (`s3://b/s/*.tar`) or a folder (its `.tar` objects, sorted)."""
     paths: list[str] = []
+    missing: list[str] = []
+    listings: dict[str, set[str] | None] = {}
     for url in expand_braces(pattern):
         fs = _filesystem(url)
         if glob.has_magic(url.partition("://")[2]):
@@ -77,24 +92,47 @@ def expand_remote(pattern: str) -> list[str]:
                 raise ClipModuleError(f"no shards match {url}")
             paths.extend(found)
         elif url.endswith(".tar"):
-            if not _call(url, fs.exists, url):
-                raise ClipModuleError(f"{url}: no such object")
-            paths.append(url)
+            (paths if _exists(fs, url, listings) else missing).append(url)
         else:
             listed = _call(url, fs.ls, url.rstrip("/"), False)
             found = sorted(_full_url(fs, url, p) for p in listed if str(p).endswith(".tar"))
             if not found:
                 raise ClipModuleError(f"no .tar shards under {url}")
             paths.extend(found)
+    if missing:
+        total = len(missing) + len(paths)
+        raise ClipModuleError(f"{len(missing)} of {total} shards are missing, the first: {missing[0]}")
     return paths
+
+
+def _exists(fs, url: str, listings: dict[str, set[str] | None]) -> bool:
+    """Whether an object exists: one listing of its folder serves every shard in it (thousands of shards
+    need no request each); where a folder cannot be listed (a web server), one request per shard."""
+    folder = url.rsplit("/", 1)[0]
+    if folder not in listings:
+        try:
+            listings[folder] = {fs._strip_protocol(p) for p in fs.ls(folder, detail=False)}
+        except Exception:  # not listable: ask per object below
+            listings[folder] = None
+    listed = listings[folder]
+    if listed is not None and fs._strip_protocol(url) in listed:
+        return True
+    try:  # info, not exists: fsspec's HTTP `exists` is a GET, which starts sending the whole object
+        _call(url, fs.info, url)
+    except ClipModuleError as error:
+        if str(error).endswith("no such object"):
+            return False
+        raise
+    return True
 
 
 def open_remote(url: str) -> tuple[BinaryIO, int, str]:
     """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory."""
     fs = _filesystem(url)
     info = _call(url, fs.info, url)
-    handle = _call(url, fs.open, url, "rb", BLOCK_SIZE, "blockcache")
-    version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or "")
+    handle = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_SIZE, cache_type="blockcache"))
+    version = next((str(info[name]) for name in ("ETag", "etag", "LastModified", "Last-Modified", "mtime", "updated")
+                    if info.get(name)), "")
     return handle, int(info["size"]), version
 
 

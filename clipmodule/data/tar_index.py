@@ -177,17 +177,20 @@ CACHE_FORMAT = 1
 
 def cached_index(path: str, identity: str, handle: BinaryIO, size: int, version: str) -> ShardIndex:
     """The index of a shard from the cache when its identity (absolute path or URL), size and version match,
-    else read and cached. A read that failed (a network error) is reported in `error` and not cached."""
-    cache_file = index_cache_path(identity, size, version)
+    else read and cached. A read that failed (a network error) is reported in `error` and not cached; without
+    a version (a web server that sends no ETag or Last-Modified) nothing is cached: a change would go unseen."""
+    cache_file = index_cache_path(identity, size, version) if version else None
     try:
-        return ShardIndex.from_json(path, json.loads(cache_file.read_text(encoding="utf-8")))
+        if cache_file is not None:
+            return ShardIndex.from_json(path, json.loads(cache_file.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass  # not cached yet, or a damaged entry: index again
     try:
         index = read_index(path, handle, size)
     except Exception as error:  # local OSError, or whatever a remote backend raises
         return ShardIndex(path, error=f"{type(error).__name__}: {error}")
-    _store(cache_file, index.to_json())
+    if cache_file is not None:
+        _store(cache_file, index.to_json())
     return index
 
 

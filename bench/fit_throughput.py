@@ -1,0 +1,227 @@
+"""Whole-process training throughput: `clipmodule fit` against open_clip's own trainer, same shards and settings.
+
+    .venv/bin/python bench/fit_throughput.py [--steps 15] [--rounds 3] [--batch-size 128] [--workers 1]
+                                             [--threads 2] [--loader-rounds 3] [--skip-fit]
+
+Both trainers train the demo's model (`experiments/demo.yaml`: ViT, 32 px, 3 layers, width 128, text context
+24; open_clip gets it as a model-config JSON) on the same webdataset shards of 64 px JPEGs in img2dataset's
+layout (jpg + txt + json, `_stats.json` beside each tar; `clipmodule.data.synthetic`), batch 128, one loader
+worker, two intra-op threads (OMP_NUM_THREADS), fp32 on CPU, no validation. Each trainer runs as a whole
+process for S and for 3S steps; the steady-state rate is 2S x batch over the difference of the two wall
+times, so start-up (imports, MLflow store, worker start, first shards, final checkpoint) cancels. Rounds
+alternate which trainer goes first; the table gives the median over rounds and the spread.
+
+open_clip runs through `bench/open_clip_peer.py` (`open_clip_train.main` plus a model-config flag and an
+adaptation of its webdataset grouping to webdataset 1.x; see that file).
+
+The loader comparison runs each pipeline in this process on one thread, as in one DataLoader worker: ours
+(`ShardTrainDataset` + `TokenizingCollate`: index, shuffle, read, decode, augment, tokenise, batch) against
+open_clip's `get_wds_dataset` pipeline (tar streaming, shuffle, decode "pilrgb", RandomResizedCrop +
+ToTensor + Normalize, open_clip's tokenizer, batch) over the same shards; samples per second of wall and CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MODEL_NAME = "bench-demo-vit"
+SAMPLES_PER_SHARD = 500
+
+
+def demo_model_config():
+    """Our config of the demo's model, read from experiments/demo.yaml's overrides of its named config."""
+    import yaml
+
+    from clipmodule.models.config import get_model_config
+
+    init = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())["model"]["model"]["init_args"]
+    return get_model_config(init["name"], **init.get("overrides", {}))
+
+
+def write_open_clip_config(config, path: Path) -> None:
+    """The same architecture as an open_clip model-config JSON."""
+    vision, text = config.vision, config.text
+    path.write_text(json.dumps({
+        "embed_dim": config.embed_dim, "quick_gelu": config.quick_gelu,
+        "vision_cfg": {"image_size": vision.image_size, "layers": vision.layers, "width": vision.width,
+                       "patch_size": vision.patch_size, "head_width": vision.head_width,
+                       "mlp_ratio": vision.mlp_ratio},
+        "text_cfg": {"context_length": text.context_length, "vocab_size": text.vocab_size, "width": text.width,
+                     "heads": text.width // text.head_width, "layers": text.layers, "mlp_ratio": text.mlp_ratio},
+    }))
+
+
+def environment(work: Path, threads: int) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               TOKENIZERS_PARALLELISM="false", CLIPMODULE_CACHE=str(work / "cache"), PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def ours_command(work: Path, shards: Path, steps: int, args, tag: str) -> list[str]:
+    return [PYTHON, "-m", "clipmodule", "fit", "-c", str(ROOT / "experiments/base.yaml"),
+            "-c", str(ROOT / "experiments/demo.yaml"), "--data.train_shards", str(shards),
+            "--data.zeroshot_shards", "null", "--data.data_card", "null",
+            "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.workers),
+            "--trainer.max_steps", str(steps), "--trainer.default_root_dir", str(work / "runs" / tag),
+            "--trainer.logger.init_args.tracking_uri", f"sqlite:///{work}/mlruns.db",
+            "--trainer.logger.init_args.run_name", tag, "--checkpoint.every_n_train_steps", "1000000"]
+
+
+def open_clip_command(work: Path, shards: Path, steps: int, args, tag: str) -> list[str]:
+    pattern = f"{shards}/{{00000..{args.num_shards - 1:05d}}}.tar"
+    return [PYTHON, str(ROOT / "bench/open_clip_peer.py"), "--model-config", str(work / f"{MODEL_NAME}.json"),
+            "--model", MODEL_NAME, "--train-data", pattern, "--dataset-type", "webdataset",
+            "--train-num-samples", str(steps * args.batch_size), "--batch-size", str(args.batch_size),
+            "--workers", str(args.workers), "--epochs", "1", "--lr", "1e-3", "--wd", "0.1", "--warmup", "40",
+            "--precision", "fp32", "--seed", "0", "--logs", str(work / "open_clip_logs"), "--name", tag,
+            "--report-to", "", "--log-every-n-steps", "10", "--save-frequency", "1"]
+
+
+def timed(command: list[str], env: dict[str, str], work: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def fit_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float, float, float]]]:
+    """Per trainer and round: (S-step seconds, 3S-step seconds, steady samples/s)."""
+    env = environment(work, args.threads)
+    commands = {"clipmodule fit": ours_command, "open_clip_train.main": open_clip_command}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    timed(ours_command(work, shards, 2, args, "warm-up"), env, work)  # fills the shard-index cache
+    for round_number in range(args.rounds):
+        order = list(commands) if round_number % 2 == 0 else list(commands)[::-1]
+        for name in order:
+            short, long = (timed(commands[name](work, shards, steps, args, f"r{round_number}-{steps}"), env, work)
+                           for steps in (args.steps, 3 * args.steps))
+            rate = 2 * args.steps * args.batch_size / (long - short)
+            results[name].append((short, long, rate))
+            print(f"round {round_number} {name}: {args.steps} steps {short:.1f} s, {3 * args.steps} steps "
+                  f"{long:.1f} s -> {rate:.1f} samples/s", flush=True)
+    return results
+
+
+def ours_loader(shards: Path, args, batches: int):
+    from clipmodule.data.datamodule import EpochLoader, ShardTrainDataset, TokenizingCollate
+    from clipmodule.data.shards import shard_paths
+    from clipmodule.transforms import image_transform
+
+    config = demo_model_config()
+    dataset = ShardTrainDataset(shard_paths(str(shards)), image_transform(config.vision.image_size, train=True),
+                                batch_size=args.batch_size, batches_per_rank=batches, shuffle_buffer=2000)
+    return EpochLoader(dataset, batch_size=args.batch_size, num_workers=0,
+                       collate_fn=TokenizingCollate(config.text.context_length))
+
+
+def open_clip_loader(work: Path, shards: Path, args, batches: int):
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from open_clip_peer import adapt_open_clip_data
+
+    open_clip.add_model_config(work / f"{MODEL_NAME}.json")
+    adapt_open_clip_data()
+    config = demo_model_config()
+    options = SimpleNamespace(train_data=f"{shards}/{{00000..{args.num_shards - 1:05d}}}.tar",
+                              train_num_samples=batches * args.batch_size, dataset_resampled=False,
+                              train_data_upsampling_factors=None, seed=0, batch_size=args.batch_size,
+                              workers=0, world_size=1)
+    preprocess = open_clip.image_transform(config.vision.image_size, is_train=True)
+    info = get_wds_dataset(options, preprocess, True, epoch=0, tokenizer=open_clip.get_tokenizer(MODEL_NAME))
+    return info.dataloader
+
+
+def loader_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float, float]]]:
+    """Per pipeline and round: (samples/s wall, samples/s CPU) over `--loader-batches` batches, in-process."""
+    import torch
+
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    makers = {"clipmodule.data (ours)": lambda n: ours_loader(shards, args, n),
+              "open_clip_train.data (webdataset)": lambda n: open_clip_loader(work, shards, args, n)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in makers}
+    for round_number in range(args.loader_rounds):
+        order = list(makers) if round_number % 2 == 0 else list(makers)[::-1]
+        for name in order:
+            iterator = iter(makers[name](args.loader_batches + 1))
+            next(iterator)  # first batch: tokenizer and shuffle buffer fill, not the steady rate
+            wall, cpu, samples = time.perf_counter(), time.process_time(), 0
+            for batch in iterator:
+                samples += len(batch["text"] if isinstance(batch, dict) else batch[1])
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            results[name].append((samples / wall, samples / cpu))
+            print(f"round {round_number} {name}: {samples / wall:.0f} samples/s wall, {samples / cpu:.0f} CPU",
+                  flush=True)
+    return results
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def report(fit: dict | None, loader: dict, args) -> None:
+    print(f"\nbatch {args.batch_size}, {args.workers} loader worker(s), {args.threads} intra-op threads, "
+          f"S = {args.steps} steps, {args.rounds} rounds; load average now {os.getloadavg()[0]:.1f}")
+    if fit:
+        print("\n| trainer (whole process) | S steps, s | 3S steps, s | steady samples/s: median (min-max) |")
+        print("|---|---|---|---|")
+        for name, rows in fit.items():
+            short, long, rates = zip(*rows)
+            print(f"| {name} | {statistics.median(short):.1f} | {statistics.median(long):.1f} | {spread(rates)} |")
+        ratios = [a[2] / b[2] for a, b in zip(*fit.values())]
+        print(f"\nclipmodule fit / open_clip_train, per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}x")
+    print("\n| loader, one worker (in-process, 1 thread) | samples/s wall | samples/CPU-s |")
+    print("|---|---|---|")
+    for name, rows in loader.items():
+        wall, cpu = zip(*rows)
+        print(f"| {name} | {spread(wall)} | {spread(cpu)} |")
+    ours, peer = loader.values()
+    ratios = [a[1] / b[1] for a, b in zip(ours, peer)]
+    print(f"\nloader ours / open_clip per round (CPU): {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"median {statistics.median(ratios):.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=15, help="S: the short run's steps (the long run: 3S)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--loader-rounds", type=int, default=3)
+    parser.add_argument("--loader-batches", type=int, default=15)
+    parser.add_argument("--skip-fit", action="store_true", help="only the loader comparison")
+    parser.add_argument("--work", help="keep the shards and runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    from clipmodule.data.synthetic import write_synthetic_shards
+
+    samples = max(3 * args.steps, args.loader_batches + 1) * args.batch_size
+    args.num_shards = max(2 * args.workers, -(-samples // SAMPLES_PER_SHARD))
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(args.work or scratch).resolve()
+        shards = work / "shards"
+        if not shards.is_dir():
+            write_synthetic_shards(shards, args.num_shards, SAMPLES_PER_SHARD, image_size=64)
+        write_open_clip_config(demo_model_config(), work / f"{MODEL_NAME}.json")
+        fit = None if args.skip_fit else fit_rounds(work, shards, args)
+        report(fit, loader_rounds(work, shards, args), args)
+
+
+if __name__ == "__main__":
+    main()
