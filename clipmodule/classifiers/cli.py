@@ -50,7 +50,7 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     from clipmodule.eval.datasets import read_classnames
     from clipmodule.eval.metrics import classification_metrics
     from clipmodule.eval.sources import open_classification
-    from clipmodule.eval.tasks import extract_features
+    from clipmodule.eval.tasks import data_damage, extract_features
     from clipmodule.transforms import image_transform
 
     classnames = read_classnames(command.classnames)
@@ -64,16 +64,18 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
         logits, labels = extract_features(model, dataset, command.loader, progress, f"test {command.model}")
     import torch
 
-    return classification_metrics(logits, torch.tensor(labels), len(classnames))
+    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
 
 
 def test(argv: list[str]) -> int:
-    from clipmodule.eval.results import make_record, write_json
-    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+    from clipmodule.eval.results import check_output_file, make_record, write_json
+    from clipmodule.tracking.mlflow import check_store, log_to_mlflow, numeric_metrics
 
     command = _parse(argv)
+    output = check_output_file(command.output or Path("eval_results") / f"test-{command.model}.json")
+    if command.tracking.enabled:  # before the test, which may take an hour on ImageNet
+        check_store(command.tracking.uri, must_exist=False)
     metrics = test_classifier(command)
-    output = Path(command.output or Path("eval_results") / f"test-{command.model}.json")
     record = make_record("test", command.model, metrics, checkpoint=command.checkpoint, dataset=command.data,
                          config=asdict(command))
     write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results

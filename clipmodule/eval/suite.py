@@ -98,6 +98,11 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", "Metrics in percent (R@k: recall at k, I→T image to text).", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
+    damaged = [row for row in rows if row["metrics"].get("corrupt_shards")]
+    if damaged:  # the numbers above were measured on less data than the task names
+        lines += ["", "Damaged data (read up to the damage, as training does):"]
+        lines += [f"- {row['name']}: {row['metrics']['corrupt_shards']} corrupt shard(s), "
+                  f"{row['metrics'].get('skipped_samples', 0)} incomplete sample(s) skipped" for row in damaged]
     return "\n".join(lines) + "\n"
 
 

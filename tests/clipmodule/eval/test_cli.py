@@ -196,6 +196,10 @@ def test_unwritable_output_or_store_fails_before_the_model_is_loaded(work, tmp_p
         (["eval", "suite", "-c", str(tmp_path / "suite.yaml"), "--model", str(work / "tiny.safetensors")],
          "a-file: --output is a file; give a folder"),
     ]
+    classifiers_cli = importlib.import_module("clipmodule.classifiers.cli")
+    monkeypatch.setattr(classifiers_cli, "test_classifier", lambda command: pytest.fail("tested before checking"))
+    cases.append((["test", "--model", B32, "--checkpoint", "w.safetensors", "--data", str(work / "test"),
+                   "--output", str(tmp_path / "a-file" / "t.json")], "a-file is a file, not a folder"))
     for argv, expected in cases:
         assert clipmodule(argv) == 2
         err = capsys.readouterr().err.strip()

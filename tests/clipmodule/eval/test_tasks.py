@@ -169,3 +169,14 @@ def test_coarse_to_fine_search_can_miss_the_best_c_of_the_fine_grid():
     assert best == pytest.approx(100.0) and history[best] == pytest.approx(0.8)
     fine_grid = [10.0 ** (e / 8) for e in range(-48, 49)]
     assert max(score(c) for c in fine_grid) == 0.9  # the full 1/8-decade grid would have found C = 1e-3
+
+
+def test_suite_table_names_the_rows_measured_on_damaged_shards():
+    from clipmodule.eval.suite import markdown_table
+
+    rows = [{"name": "clean", "task": "zeroshot", "dataset": "a", "metrics": {"top1": 0.5, "corrupt_shards": 0}},
+            {"name": "cut", "task": "zeroshot", "dataset": "b",
+             "metrics": {"top1": 0.25, "corrupt_shards": 2, "skipped_samples": 1}}]
+    table = markdown_table(rows, "t")
+    assert "| cut | zeroshot | b | 25.00 |" in table
+    assert table.endswith("- cut: 2 corrupt shard(s), 1 incomplete sample(s) skipped\n") and "- clean" not in table
