@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from curation.card_markdown import render_markdown
 from curation.config import WorkLayout
 from curation.errors import CurationError
-from curation.formats.files import atomic_path, write_text
+from curation.formats.files import atomic_path, remove_stale_temporaries, write_text
 from curation.formats.webdataset import content_hash, shard_records
 from curation.progress import report
 from curation.stage import read_json, sidecar, stats_path
@@ -169,6 +169,8 @@ def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
     card = build_card(name, layout)
     cards_dir = Path(cards_dir)
     cards_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".md", ".png", ".decontamination.png"):  # what killed card writes left
+        remove_stale_temporaries(cards_dir / f"{name}{suffix}")
     plot_counts(sidecar(layout.balanced, ".counts.parquet"), card["balance"]["t"], cards_dir / f"{name}.png")
     if (thumbnails := card.get("decontamination", {}).get("thumbnails")) is not None:
         with atomic_path(cards_dir / f"{name}.decontamination.png") as tmp:

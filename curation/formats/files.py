@@ -5,6 +5,7 @@ Stdlib only: `clipmodule` (checkpoints, eval records, reports) imports it as wel
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -18,6 +19,31 @@ TEMP_MARK = ".tmp-"
 def temp_name(path: Path) -> Path:
     """The hidden name a write goes to before it is renamed onto `path` (pid-tagged: two writers never share it)."""
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of `path` (`temp_name`) left by writers that were killed: those whose pid is no
+    live process here. A live writer's temporary is left alone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*") if path.parent.is_dir() else ():
+        pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
+        if pid.isdigit() and not _alive(int(pid)) and tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @contextlib.contextmanager

@@ -85,3 +85,17 @@ def test_stragglers_of_a_killed_run_are_waited_for_then_refused(tmp_path, monkey
     started = time.monotonic()
     OutputLock(path, "curation download").acquire()  # the group is gone: taken over at once
     assert time.monotonic() - started < 0.5
+
+
+def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
+    from curation.formats.files import remove_stale_temporaries, temp_name
+
+    target = tmp_path / "card.md"
+    dead = tmp_path / f".card.md.tmp-{dead_pid()}"
+    dead.write_text("half of a killed write")
+    live = temp_name(target)  # this process's: a write in progress
+    live.write_text("being written")
+    other = tmp_path / f".other.md.tmp-{dead_pid()}"
+    other.write_text("not this file's")
+    assert remove_stale_temporaries(target) == [dead]
+    assert live.exists() and other.exists() and not dead.exists()
