@@ -168,7 +168,8 @@ def run_img2dataset(config: DownloadConfig, source: Path, out: Path, expected_ro
 
     context = multiprocessing.get_context("spawn")
     arguments = img2dataset_arguments(config, source, out)
-    policy = fetch.FetchPolicy(allowed_schemes(config.allow_schemes), config.max_image_pixels)
+    policy = fetch.FetchPolicy(allowed_schemes(config.allow_schemes), config.max_image_pixels,
+                               workers_are_children=config.distributor == "multiprocessing")
     child = context.Process(target=fetch.child_main, args=(arguments, str(log_file), policy, os.getpid()))
     child.start()
     with contextlib.suppress(OSError):  # the child does the same: whichever runs first, the group exists

@@ -43,6 +43,9 @@ USER_AGENT = "Mozilla/5.0 (compatible; curation-download)"
 class FetchPolicy:
     schemes: frozenset[str]
     max_image_pixels: int
+    workers_are_children: bool = True
+    """img2dataset's multiprocessing workers are children of its process; pyspark's and Ray's are not (they
+    must not take the img2dataset process for their parent)."""
 
 
 class _Deadline:
@@ -168,7 +171,7 @@ class PolicedDownloader:
         self.inner, self.policy, self.parent_pid = inner, policy, os.getpid()
 
     def __call__(self, row: Any) -> Any:
-        if os.getpid() != self.parent_pid:
+        if self.policy.workers_are_children and os.getpid() != self.parent_pid:
             die_with_parent(self.parent_pid)
         install(self.policy)
         return self.inner(row)

@@ -45,3 +45,16 @@ def test_an_image_over_the_pixel_limit_is_never_decoded():
     small = png_header(100, 100)
     assert resizer(io.BytesIO(small)) == ("ok",) and decoded == [small]  # within the limit: decoded as before
     assert resizer(io.BytesIO(b"not an image")) == ("ok",)  # unreadable header: img2dataset decides and names it
+
+
+def test_only_img2dataset_multiprocessing_workers_are_tied_to_its_process(monkeypatch):
+    from curation import fetch
+
+    tied = []
+    monkeypatch.setattr(fetch, "die_with_parent", tied.append)
+    monkeypatch.setattr(fetch, "install", lambda policy: None)
+    for children in (True, False):
+        downloader = fetch.PolicedDownloader(len, FetchPolicy(allowed_schemes(), 1000, workers_are_children=children))
+        downloader.parent_pid = 1  # as seen from a worker: another process made the downloader
+        assert downloader((1, 2, 3)) == 3
+    assert tied == [1]  # pyspark's and Ray's workers are not img2dataset's children: never tied to it
