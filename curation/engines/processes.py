@@ -45,6 +45,8 @@ def stop_group(group: int, grace: float = 5.0) -> None:
     """SIGTERM to every process of `group`, SIGKILL to what is left after `grace` seconds; returns when the
     group is gone (or after another `grace`)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        if not group_alive(group):  # gone already: never signal a group id the system may reuse
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, sig)
         deadline = time.monotonic() + wait
