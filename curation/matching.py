@@ -184,7 +184,9 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     counts_file = sidecar(out, ".counts.parquet")
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")}
     fingerprint = {"config": settings, "inputs": file_signature(sources), "queries": file_signature([queries])}
-    stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,), inputs=(*sources, queries))
+    folders = [Path(c) for c in captions if Path(c).is_dir()]  # its sidecars there would be read as captions
+    stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,),
+                  inputs=(*sources, queries, *folders))
     if (done := stage.finished()) is not None:
         report(f"match: up to date ({done['rows_matched']:,} of {done['rows_in']:,} rows matched in {out})")
         return done

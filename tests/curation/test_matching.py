@@ -164,3 +164,12 @@ def test_empty_or_null_query_terms_are_one_line_and_leave_nothing_that_blocks_th
     pq.write_table(pa.table({"id": pa.array([0, 1], pa.int32()), "term": ["red", "circle"]}), queries)
     assert main(["match", "--captions", str(captions), "--queries", str(queries), "--out", str(tmp_path / "m"),
                  "--workers", "1"]) == 0
+
+
+def test_an_output_inside_a_caption_folder_is_refused(tmp_path, tiny_queries):
+    folder = tmp_path / "captions"
+    folder.mkdir()
+    pq.write_table(pa.table({"url": ["http://x/1.jpg"], "caption": ["a red circle"]}), folder / "c.parquet")
+    with pytest.raises(CurationError, match="matched: this output lies inside the input .*captions; choose"):
+        run_match(MatchConfig(workers=1), tiny_queries, [str(folder)], folder / "matched")
+    assert sorted(p.name for p in folder.iterdir()) == ["c.parquet"]
