@@ -37,10 +37,13 @@ def alive(pid: int) -> bool:
 
 
 def test_killing_match_kills_its_pool_workers(tmp_path, tiny_queries, clean_env):
+    (tmp_path / "captions").mkdir()
     for i in range(4):
         pq.write_table(pa.table({"url": [f"http://x/{i}/{j}.jpg" for j in range(20000)],
-                                 "caption": [f"a red circle {j}" for j in range(20000)]}), tmp_path / f"p{i}.parquet")
-    command = [sys.executable, "-m", "curation", "match", "--captions", str(tmp_path), "--queries", str(tiny_queries),
+                                 "caption": [f"a red circle {j}" for j in range(20000)]}),
+                       tmp_path / "captions" / f"p{i}.parquet")
+    command = [sys.executable, "-m", "curation", "match", "--captions", str(tmp_path / "captions"),
+               "--queries", str(tiny_queries),
                "--out", str(tmp_path / "matched"), "--workers", "2"]
     driver = subprocess.Popen(command, env=clean_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
