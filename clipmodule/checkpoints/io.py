@@ -17,6 +17,7 @@ from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.checkpoints.readers import StateDict, read_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, CLIPConfig
+from clipmodule.models.clip import SCALARS
 from curation.formats.files import atomic_path, temp_name, write_text
 
 FORMATS = ("openai", "open_clip", "hf")
@@ -46,7 +47,9 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: StateDict, sourc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [key for key in expected if key in state_dict and expected[key].shape != state_dict[key].shape]
+    # a 1-element logit scale/bias (a traced model of ours, open_clip's nonscalar_logit_scale) is the 0-d one
+    mismatched = [key for key in expected if key in state_dict and expected[key].shape != state_dict[key].shape
+                  and not (key in SCALARS and state_dict[key].numel() == 1)]
     if missing or unexpected or mismatched:
         parts = []
         if mismatched:

@@ -11,6 +11,22 @@ from clipmodule.models.config import CLIPConfig
 from clipmodule.models.transformer import LayerNorm, Transformer
 from clipmodule.models.vision import build_vision_tower
 
+SCALARS = ("logit_scale", "logit_bias")
+
+
+def _scalars_saved_0d(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for name in SCALARS:
+        value = state_dict.get(prefix + name)
+        if value is not None and value.shape == (1,):
+            state_dict[prefix + name] = value.reshape(())
+
+
+def _scalars_loaded_1d(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    for name in SCALARS:
+        value = state_dict.get(prefix + name)
+        if value is not None and value.dim() == 0:
+            state_dict[prefix + name] = value.reshape(1)
+
 
 class CLIP(nn.Module):
     """The paper's model. Text modules sit at the top level, as in OpenAI's release, so state dicts match it."""
@@ -27,10 +43,14 @@ class CLIP(nn.Module):
                                        text.ls_init_value)
         self.ln_final = LayerNorm(text.width)
         self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        # FSDP shards no 0-d parameter: the scale and bias are 1-element tensors here, and 0-d in state dicts
+        # (as in OpenAI's, open_clip's and HF's), so checkpoints and conversions see no difference.
+        self.logit_scale = nn.Parameter(torch.tensor([float(config.init_logit_scale)]))
         self.logit_bias = None
         if config.init_logit_bias is not None:
-            self.logit_bias = nn.Parameter(torch.tensor(float(config.init_logit_bias)))
+            self.logit_bias = nn.Parameter(torch.tensor([float(config.init_logit_bias)]))
+        self.register_state_dict_post_hook(_scalars_saved_0d)
+        self.register_load_state_dict_pre_hook(_scalars_loaded_1d)
         self.init_weights()
 
     def init_weights(self) -> None:

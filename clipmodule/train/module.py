@@ -18,7 +18,7 @@ from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
-from clipmodule.train.optim import OptimConfig, build_optimizer
+from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 
 MAX_LOG_SCALE = math.log(100.0)
@@ -69,6 +69,7 @@ class ClipLitModule(L.LightningModule):
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
         self.classnames = list(zeroshot_classnames or [])
+        self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
         self.templates = list(zeroshot_templates or ["a photo of a {}."])
         if grad_checkpointing:
             model.set_grad_checkpointing(True)
@@ -120,7 +121,7 @@ class ClipLitModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
-        optimizer, schedule = build_optimizer(self.model, self.optim, total)
+        optimizer, schedule = build_optimizer(self.model, self.optim, total, self._matrices)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---

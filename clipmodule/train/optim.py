@@ -41,22 +41,30 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices and conv kernels; none on gains, biases and the logit scale/bias."""
+def matrix_names(model: nn.Module) -> frozenset[str]:
+    """The parameters with 2 or more dimensions, read before FSDP turns every parameter into a 1-d shard."""
+    return frozenset(name for name, parameter in model.named_parameters() if parameter.ndim >= 2)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     matrices: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """Weight decay on matrices and conv kernels; none on gains, biases and the logit scale/bias.
+    `matrices`: the names of the matrices (`matrix_names` of the unwrapped model); default: read them now."""
+    matrices = matrix_names(model) if matrices is None else matrices
     decay, exempt = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (exempt if parameter.ndim < 2 or "logit_" in name else decay).append(parameter)
+        (exempt if name not in matrices or "logit_" in name else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int):
+def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int, matrices: frozenset[str] | None = None):
     """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps."""
     fused = optim.fused
     if fused is None:
         fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=optim.betas,
+    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay, matrices), lr=optim.lr, betas=optim.betas,
                                   eps=optim.eps, fused=fused)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, total_steps,
                                                                          optim.min_lr_ratio))
