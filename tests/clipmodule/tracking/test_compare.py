@@ -93,7 +93,6 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow  # starts an `mlflow server` process: over a minute on the shared 2-core machine
 @pytest.mark.timeout(240)
 def test_compare_against_a_real_mlflow_server(tmp_path, capsys):
     port = _free_port()
