@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load": "clipmodule.api",
     "tokenize": "clipmodule.api",
+    "get_tokenizer": "clipmodule.api",
     "default_download_root": "clipmodule.api",
     "available_models": "clipmodule.models",
     "create_model": "clipmodule.models",

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -99,4 +100,20 @@ def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = 
     return _tokenize(texts, context_length=context_length, truncate=truncate)
 
 
-__all__ = ["available_models", "create_model", "default_download_root", "load", "local_weights", "tokenize"]
+def get_tokenizer(model: CLIP, folder: str | os.PathLike | None = None) -> Callable[[str | list[str]], torch.Tensor]:
+    """The tokenizer `model` reads, at its context length: OpenAI's BPE (`tokenize`), or for an "hf:" tokenizer
+    (SigLIP's sentencepiece vocabulary) the `tokenizer.json` in `folder`, else beside the weights it was loaded from."""
+    text = model.config.text
+    if text.tokenizer == "openai_bpe":
+        return functools.partial(tokenize, context_length=text.context_length)
+    from clipmodule.hf_tokenizer import HFTokenizer
+
+    folder = folder if folder is not None else getattr(model, "tokenizer_folder", None)
+    if folder is None:
+        raise ClipModuleError(f"this model reads the {text.tokenizer!r} tokenizer and no tokenizer.json came with its "
+                              "weights: get_tokenizer(model, folder=<folder with tokenizer.json>)")
+    return HFTokenizer(folder, text.context_length, clean=text.tokenizer_clean)
+
+
+__all__ = ["available_models", "create_model", "default_download_root", "get_tokenizer", "load", "local_weights",
+           "tokenize"]

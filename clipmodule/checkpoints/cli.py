@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     model = load_checkpoint(args.source, quick_gelu=args.quick_gelu, model=args.model)
     written = save_checkpoint(model, args.destination, format=args.to)
     vision = model.config.vision
-    tower = f"ModifiedResNet{tuple(vision.layers)}" if vision.is_resnet else f"ViT-{vision.layers}L/{vision.patch_size}"
+    tower = _tower(vision)
     activation = "QuickGELU" if model.config.quick_gelu else "GELU"
     print(f"{args.source} -> {written} ({args.to}): {tower} @ {vision.image_size}px, {activation}, "
           f"{count_parameters(model) / 1e6:.2f}M parameters")
@@ -49,16 +49,26 @@ def list_models(argv: list[str]) -> int:
     table = Table("name", "image tower", "image size", "activation", "context", "tokenizer", "embed dim",
                   "parameters")
     for name in available_models():
-        with torch.device("meta"):  # shapes only: no memory, no init cost (bigG is 2.5B parameters)
-            model = create_model(name)
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no init cost (bigG is 2.5B parameters)
+                model = create_model(name)
+        except ClipModuleError as error:  # e.g. a timm tower without timm installed
+            table.add_row(name, str(error)[:60], *[""] * 6)
+            continue
         config = model.config
-        vision = config.vision
-        tower = f"ResNet {tuple(vision.layers)}" if vision.is_resnet else f"ViT {vision.layers}L p{vision.patch_size}"
-        table.add_row(name, tower, str(vision.image_size), "QuickGELU" if config.quick_gelu else "GELU",
-                      str(config.text.context_length), f"OpenAI BPE ({config.text.vocab_size})",
-                      str(config.embed_dim), f"{count_parameters(model) / 1e6:.2f}M")
+        tokenizer = "OpenAI BPE" if config.text.tokenizer == "openai_bpe" else config.text.tokenizer
+        table.add_row(name, _tower(config.vision), str(config.vision.image_size),
+                      "QuickGELU" if config.quick_gelu else "GELU", str(config.text.context_length),
+                      f"{tokenizer} ({config.text.vocab_size})", str(config.embed_dim),
+                      f"{count_parameters(model) / 1e6:.2f}M")
     Console(width=200).print(table)
     return 0
+
+
+def _tower(vision) -> str:
+    if vision.timm_model_name is not None:
+        return f"timm {vision.timm_model_name} ({vision.timm_pool})"
+    return f"ResNet {tuple(vision.layers)}" if vision.is_resnet else f"ViT {vision.layers}L p{vision.patch_size}"
 
 
 __all__ = ["ClipModuleError", "list_models", "main"]

@@ -78,7 +78,8 @@ def _from_shapes(state_dict: StateDict, source: str, torchscript: bool, quick_ge
     for name in OPENAI_MODELS.values():
         if _shape_key(MODEL_CONFIGS[name]) == key:
             return MODEL_CONFIGS[name]
-    fits = [name for name, config in MODEL_CONFIGS.items() if _shape_key(config) == key]
+    fits = [name for name, config in MODEL_CONFIGS.items()
+            if config.vision.timm_model_name is None and _shape_key(config) == key]
     if quick_gelu is not None:
         chosen = [name for name in fits if MODEL_CONFIGS[name].quick_gelu == quick_gelu]
         if len(chosen) == 1:

@@ -75,6 +75,8 @@ def load_checkpoint(path: str | Path, quick_gelu: bool | None = None, expected: 
         state_dict, info, str(path), model=model, quick_gelu=quick_gelu)
     network = CLIP(config)
     load_state_dict_checked(network, state_dict, str(path))
+    folder = Path(info["source"]).parent if "source" in info else Path(path).parent
+    network.tokenizer_folder = folder if (folder / "tokenizer.json").is_file() else None
     network.preprocess_cfg = open_clip.preprocess_from_open_clip(
         info.get("preprocess_cfg", {}), config.vision.image_size, info.get("source", str(path)))
     return network
@@ -101,11 +103,17 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
             raise ClipModuleError("Hugging Face CLIPModel has no ModifiedResNet tower; export RN models as openai")
         if model.config.vision.ls_init_value is not None or model.config.text.ls_init_value is not None:
             raise ClipModuleError("Hugging Face CLIPModel has no LayerScale (ls_init_value); export as open_clip")
+        text = model.config.text
+        if model.config.vision.timm_model_name or not text.causal or text.pool != "argmax" or text.proj_bias:
+            raise ClipModuleError("Hugging Face CLIPModel has no timm tower or SigLIP text tower; export as open_clip")
         return _write_folder(path, {
             "config.json": lambda file: write_text(file, json.dumps(hf_config_dict(model.config), indent=2)),
             "model.safetensors": lambda file: save_file(openai_to_hf(state_dict, model.config), str(file),
                                                         metadata={"format": "pt"}),
         })
+    if format == "open_clip" and open_clip.uses_custom_text(model.config):  # CustomTextCLIP: text under `text.`
+        state_dict = {key if key.startswith(("visual.", "logit_")) else f"text.{key}": value
+                      for key, value in state_dict.items()}
     if format == "open_clip" and path.suffix not in _FILE_SUFFIXES:
         hub_config = {"model_cfg": open_clip.config_to_open_clip(model.config), "preprocess_cfg": preprocess}
         return _write_folder(path, {

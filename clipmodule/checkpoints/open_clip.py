@@ -21,22 +21,21 @@ _VISION_INERT = {
     "attentional_pool": False, "no_ln_pre": False, "pos_embed_type": "learnable", "final_ln_after_pool": False,
     "pool_type": "tok", "output_tokens": False, "act_kwargs": None, "norm_kwargs": None, "block_type": None,
     "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
-    "scale_attn": False, "scale_fc": False, "timm_model_name": None,
+    "scale_attn": False, "scale_fc": False, "timm_model_pretrained": False,
 }
 _TEXT_INERT = {
-    "hf_tokenizer_name": None, "tokenizer_mode": None, "tokenizer_kwargs": None, "embed_cls": False, "pad_id": 0,
-    "no_causal_mask": False, "final_ln_after_pool": False, "pool_type": "argmax", "proj_bias": False,
-    "proj_type": "linear", "output_tokens": False, "act_kwargs": None, "norm_kwargs": None, "block_type": None,
+    "tokenizer_mode": None, "embed_cls": False, "use_pad_mask": False,
+    "final_ln_after_pool": False, "proj_type": "linear", "output_tokens": False, "act_kwargs": None, "block_type": None,
     "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
     "scale_attn": False, "scale_fc": False, "hf_model_name": None,
 }
 # Options that only matter when another option (checked above) is on.
-_VISION_DEPENDENT = ("attn_pooler_queries", "attn_pooler_heads", "timm_model_pretrained", "timm_pool", "timm_proj",
-                     "timm_proj_bias", "timm_drop", "timm_drop_path")
-_TEXT_DEPENDENT = ("eos_id", "hf_model_pretrained", "hf_proj_type", "hf_pooler_type")
+_VISION_DEPENDENT = ("attn_pooler_queries", "attn_pooler_heads", "timm_drop", "timm_drop_path")
+_TEXT_DEPENDENT = ("eos_id", "pad_id", "hf_model_pretrained", "hf_proj_type", "hf_pooler_type", "tokenizer_kwargs")
 _VISION_BUILT = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio", "ls_init_value",
-                 "patch_dropout"}
-_TEXT_BUILT = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value"}
+                 "patch_dropout", "timm_model_name", "timm_pool", "timm_proj", "timm_proj_bias"}
+_TEXT_BUILT = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value",
+               "no_causal_mask", "pool_type", "proj_bias", "norm_kwargs", "hf_tokenizer_name"}
 _TOP_LEVEL = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
               "cast_dtype", "nonscalar_logit_scale", "custom_text"}
 
@@ -48,9 +47,8 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
     unknown = sorted(set(model_cfg) - _TOP_LEVEL)
     if unknown:
         raise ClipModuleError(f"{source}: open_clip option {unknown[0]!r} is not supported (e.g. CoCa)")
-    if model_cfg.get("custom_text") or model_cfg.get("nonscalar_logit_scale"):
-        key = "custom_text" if model_cfg.get("custom_text") else "nonscalar_logit_scale"
-        raise ClipModuleError(f"{source}: open_clip's {key}=true models (SigLIP, HF text towers) are not supported yet")
+    if model_cfg.get("nonscalar_logit_scale"):
+        raise ClipModuleError(f"{source}: open_clip's nonscalar_logit_scale=true is not supported")
     vision_cfg, text_cfg = dict(model_cfg.get("vision_cfg") or {}), dict(model_cfg.get("text_cfg") or {})
     _refuse_active(vision_cfg, _VISION_INERT, {*_VISION_BUILT, *_VISION_DEPENDENT}, f"{source}: vision_cfg")
     _refuse_active(text_cfg, _TEXT_INERT, {*_TEXT_BUILT, *_TEXT_DEPENDENT}, f"{source}: text_cfg")
@@ -70,6 +68,10 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
             mlp_ratio=float(vision_cfg.get("mlp_ratio", 4.0)),
             ls_init_value=vision_cfg.get("ls_init_value"),
             patch_dropout=float(vision_cfg.get("patch_dropout", 0.0)),
+            timm_model_name=vision_cfg.get("timm_model_name"),
+            timm_pool=vision_cfg.get("timm_pool", "avg"),
+            timm_proj=vision_cfg.get("timm_proj", "linear"),
+            timm_proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
         )
         width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
         if width % heads:
@@ -82,6 +84,12 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
             head_width=width // heads,
             mlp_ratio=float(text_cfg.get("mlp_ratio", 4.0)),
             ls_init_value=text_cfg.get("ls_init_value"),
+            causal=not text_cfg.get("no_causal_mask", False),
+            pool=_text_pool(text_cfg.get("pool_type", "argmax"), source),
+            proj_bias=bool(text_cfg.get("proj_bias", False)),
+            norm_eps=_norm_eps(text_cfg.get("norm_kwargs"), source),
+            tokenizer=f"hf:{text_cfg['hf_tokenizer_name']}" if text_cfg.get("hf_tokenizer_name") else "openai_bpe",
+            tokenizer_clean=str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")),
         )
         return CLIPConfig(
             embed_dim=int(model_cfg["embed_dim"]),
@@ -93,6 +101,25 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ClipModuleError(f"{source}: malformed open_clip model_cfg ({error!r})") from None
+
+
+def _text_pool(pool_type: str, source: str) -> str:
+    if pool_type not in ("argmax", "last"):
+        raise ClipModuleError(f"{source}: text_cfg.pool_type={pool_type!r} is not supported (argmax, last)")
+    return pool_type
+
+
+def _norm_eps(norm_kwargs: dict | None, source: str) -> float:
+    norm_kwargs = dict(norm_kwargs or {})
+    eps = norm_kwargs.pop("eps", 1e-5)
+    if norm_kwargs:
+        raise ClipModuleError(f"{source}: text_cfg.norm_kwargs {sorted(norm_kwargs)} are not supported (only eps)")
+    return float(eps)
+
+
+def uses_custom_text(config: CLIPConfig) -> bool:
+    """open_clip's CustomTextCLIP layout (text weights under `text.`), as its SigLIP and timm-tower configs use."""
+    return config.vision.timm_model_name is not None or config.text.tokenizer != "openai_bpe"
 
 
 def _refuse_active(section: dict[str, Any], inert: dict[str, Any], known: set[str], where: str) -> None:
@@ -119,8 +146,19 @@ def config_to_open_clip(config: CLIPConfig) -> dict[str, Any]:
         vision_cfg["patch_dropout"] = vision.patch_dropout
     if text.ls_init_value is not None:
         text_cfg["ls_init_value"] = text.ls_init_value
+    if vision.timm_model_name is not None:
+        vision_cfg = {"image_size": vision.image_size, "timm_model_name": vision.timm_model_name,
+                      "timm_model_pretrained": False, "timm_pool": vision.timm_pool, "timm_proj": vision.timm_proj,
+                      "timm_proj_bias": vision.timm_proj_bias}
+    text_cfg.update({"no_causal_mask": not text.causal, "pool_type": text.pool, "proj_bias": text.proj_bias,
+                     "norm_kwargs": {"eps": text.norm_eps}})
+    if text.tokenizer.startswith("hf:"):
+        text_cfg["hf_tokenizer_name"] = text.tokenizer[len("hf:"):]
+        text_cfg["tokenizer_kwargs"] = {"clean": text.tokenizer_clean}
     model_cfg: dict[str, Any] = {"embed_dim": config.embed_dim, "quick_gelu": config.quick_gelu,
                                  "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+    if uses_custom_text(config):
+        model_cfg["custom_text"] = True
     if config.init_logit_scale != math.log(1 / 0.07):
         model_cfg["init_logit_scale"] = config.init_logit_scale
     if config.init_logit_bias is not None:

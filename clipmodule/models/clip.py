@@ -40,9 +40,11 @@ class CLIP(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
         heads = text.width // text.head_width
         self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu,
-                                       text.ls_init_value)
-        self.ln_final = LayerNorm(text.width)
-        self.text_projection = nn.Parameter(torch.empty(text.width, config.embed_dim))
+                                       text.ls_init_value, norm_eps=text.norm_eps)
+        self.ln_final = LayerNorm(text.width, eps=text.norm_eps)
+        # SigLIP's projection has a bias (an nn.Linear, weight transposed); OpenAI's is a bare matrix.
+        self.text_projection = nn.Linear(text.width, config.embed_dim) if text.proj_bias else \
+            nn.Parameter(torch.empty(text.width, config.embed_dim))
         # FSDP shards no 0-d parameter: the scale and bias are 1-element tensors here, and 0-d in state dicts
         # (as in OpenAI's, open_clip's and HF's), so checkpoints and conversions see no difference.
         self.logit_scale = nn.Parameter(torch.tensor([float(config.init_logit_scale)]))
@@ -56,7 +58,11 @@ class CLIP(nn.Module):
     def init_weights(self) -> None:
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=self.config.text.width**-0.5)
+        if isinstance(self.text_projection, nn.Linear):
+            nn.init.normal_(self.text_projection.weight, std=self.config.text.width**-0.5)
+            nn.init.zeros_(self.text_projection.bias)
+        else:
+            nn.init.normal_(self.text_projection, std=self.config.text.width**-0.5)
         self.transformer.init_weights()
         self.visual.init_weights()
 
@@ -87,9 +93,12 @@ class CLIP(nn.Module):
             raise ClipModuleError(f"text has {length} tokens but this model reads {self.context_length} tokens: "
                                   f"tokenize(texts, context_length={self.context_length})")
         x = self.token_embedding(text) + self.positional_embedding[:length].to(self.dtype)
-        x = self.ln_final(self.transformer(x, causal=True))
-        # The end-of-text token has the largest id in the vocabulary, so argmax finds it.
-        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
+        x = self.ln_final(self.transformer(x, causal=self.config.text.causal))
+        if self.config.text.pool == "last":
+            x = x[:, -1]
+        else:  # the end-of-text token has the largest id in OpenAI's vocabulary, so argmax finds it
+            x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]
+        x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) else x @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

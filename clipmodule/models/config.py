@@ -31,15 +31,26 @@ class VisionConfig:
     """LayerScale: a learned per-channel gain on each residual branch, initialised to this value (None: off)."""
     patch_dropout: float = 0.0
     """FLIP: fraction of patch tokens dropped at random during training (ViT only)."""
+    timm_model_name: str | None = None
+    """A timm model as the image tower (e.g. SigLIP's `vit_base_patch16_siglip_224`); the fields above are then
+    unused except image_size. Built by timm (`pip install timm`), never with pretrained weights."""
+    timm_pool: str = "avg"
+    """timm's `global_pool` ("map": SigLIP's attention-pool head; "avg", "token", "")."""
+    timm_proj: str = "linear"
+    """"linear": a projection to embed_dim after the trunk; "none": the trunk's own head gives embed_dim."""
+    timm_proj_bias: bool = False
 
     @property
     def is_resnet(self) -> bool:
-        return not isinstance(self.layers, int)
+        return self.timm_model_name is None and not isinstance(self.layers, int)
 
 
 @dataclass(frozen=True)
 class TextConfig:
-    """Causal text transformer over OpenAI's BPE; the feature is taken at the end-of-text token."""
+    """Causal text transformer over OpenAI's BPE; the feature is taken at the end-of-text token.
+
+    SigLIP's differs: no causal mask, the last token's feature, a biased projection, LayerNorm eps 1e-6, and a
+    sentencepiece tokenizer."""
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -48,6 +59,15 @@ class TextConfig:
     head_width: int = 64
     mlp_ratio: float = 4.0
     ls_init_value: float | None = None
+    causal: bool = True
+    pool: str = "argmax"
+    """"argmax": at the end-of-text token (the largest id, OpenAI's BPE); "last": the last position (SigLIP)."""
+    proj_bias: bool = False
+    norm_eps: float = 1e-5
+    tokenizer: str = "openai_bpe"
+    """"openai_bpe", or "hf:<repo>" for a `tokenizer.json` (sentencepiece-based for SigLIP) read by `tokenizers`."""
+    tokenizer_clean: str = "whitespace"
+    """Text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`; SigLIP: "canonicalize")."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,18 @@ for _name, _config in _OPEN_CLIP_ZOO.items():
     MODEL_CONFIGS[_name] = _config
     MODEL_CONFIGS[f"{_name}-quickgelu"] = dataclasses.replace(_config, quick_gelu=True)
 MODEL_CONFIGS.update(_SMALL)
+# SigLIP (Zhai et al. 2023) as open_clip builds it: a timm ViT with an attention-pool (MAP) head, no class token;
+# a bidirectional text tower read at the last token; sigmoid loss with a learned bias.
+MODEL_CONFIGS["ViT-B-16-SigLIP"] = CLIPConfig(
+    embed_dim=768,
+    vision=VisionConfig(image_size=224, timm_model_name="vit_base_patch16_siglip_224", timm_pool="map",
+                        timm_proj="none"),
+    text=TextConfig(context_length=64, vocab_size=32000, width=768, layers=12, causal=False, pool="last",
+                    proj_bias=True, norm_eps=1e-6, tokenizer="hf:timm/ViT-B-16-SigLIP",
+                    tokenizer_clean="canonicalize"),
+    quick_gelu=False,
+    init_logit_bias=-10.0,
+)
 
 # OpenAI's released models, under the names its `clip.available_models()` gives them. The ResNets keep their
 # plain names there, so only `load` of OpenAI's files (TorchScript, or its exact shapes) means QuickGELU for them.

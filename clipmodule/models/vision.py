@@ -199,6 +199,10 @@ class VisionTransformer(nn.Module):
 
 
 def build_vision_tower(config: VisionConfig, output_dim: int, quick_gelu: bool) -> nn.Module:
+    if config.timm_model_name is not None:
+        from clipmodule.models.timm_tower import TimmTower  # timm is optional: only these towers need it
+
+        return TimmTower(config, output_dim)
     if config.is_resnet:
         return ModifiedResNet(config, output_dim)
     return VisionTransformer(config, output_dim, quick_gelu)

@@ -1,0 +1,56 @@
+"""An image tower built by timm (SigLIP's MAP-head ViT, ConvNeXt, ...), laid out as open_clip's `TimmModel`.
+
+`visual.trunk.*` is timm's model and `visual.head.proj` the optional projection, so open_clip's state dicts
+load unchanged. timm builds the trunk from its own registry, never with pretrained weights (nothing downloads).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.models.config import VisionConfig
+
+
+class TimmTower(nn.Module):
+    def __init__(self, config: VisionConfig, output_dim: int):
+        super().__init__()
+        try:
+            import timm
+        except ImportError:
+            raise ClipModuleError(f"the image tower {config.timm_model_name!r} is built by timm: pip install timm") \
+                from None
+        if config.timm_proj not in ("none", "linear"):
+            raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none' or 'linear')")
+        options = dict(pretrained=False, img_size=config.image_size)
+        try:
+            if config.timm_proj == "none":  # the trunk's own head maps to output_dim (or is dropped when 0)
+                self.trunk = timm.create_model(config.timm_model_name, num_classes=0, global_pool=config.timm_pool,
+                                               **options)
+            else:
+                self.trunk = timm.create_model(config.timm_model_name, **options)
+                self.trunk.reset_classifier(0, global_pool=config.timm_pool)
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise ClipModuleError(f"timm cannot build {config.timm_model_name!r}: {error}") from None
+        head = OrderedDict()
+        if config.timm_proj == "linear":
+            head["drop"] = nn.Dropout(0.0)
+            head["proj"] = nn.Linear(self.trunk.num_features, output_dim, bias=config.timm_proj_bias)
+        self.head = nn.Sequential(head)
+
+    def init_weights(self) -> None:
+        """timm initialised the trunk; the projection keeps nn.Linear's init (as open_clip's)."""
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(getattr(self.trunk, "grad_checkpointing", False))
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enabled: bool) -> None:
+        self.trunk.set_grad_checkpointing(enabled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
