@@ -138,3 +138,16 @@ def test_the_run_tag_equals_the_data_cards_content_hash(shards, tmp_path):
     assert ShardDataModule(data_card=str(tmp_path / "mydata.md")).data_card_hash() == "abc123"
     with pytest.raises(ClipModuleError, match="nocard.json"):
         ShardDataModule(data_card=str(tmp_path / "nocard.json")).data_card_hash()
+
+
+def test_the_loader_state_a_checkpoint_stores_does_not_grow_as_the_epoch_goes_on(shards):
+    import pickle
+
+    loader = _loader(shards, batches=24, workers=0, buffer=16)
+    iterator = iter(loader)
+    sizes = {}
+    for step in range(20):
+        next(iterator)
+        if step in (1, 19):
+            sizes[step] = len(pickle.dumps(loader.state_dict()))
+    assert abs(sizes[19] - sizes[1]) < 64  # a few counters change; nothing accumulates per step
