@@ -70,7 +70,7 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
             patch_dropout=float(vision_cfg.get("patch_dropout", 0.0)),
             timm_model_name=vision_cfg.get("timm_model_name"),
             timm_pool=vision_cfg.get("timm_pool", "avg"),
-            timm_proj=vision_cfg.get("timm_proj", "linear"),
+            timm_proj=vision_cfg.get("timm_proj", "linear") or "",  # open_clip's null: timm's own classifier
             timm_proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
         )
         width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
@@ -148,8 +148,8 @@ def config_to_open_clip(config: CLIPConfig) -> dict[str, Any]:
         text_cfg["ls_init_value"] = text.ls_init_value
     if vision.timm_model_name is not None:
         vision_cfg = {"image_size": vision.image_size, "timm_model_name": vision.timm_model_name,
-                      "timm_model_pretrained": False, "timm_pool": vision.timm_pool, "timm_proj": vision.timm_proj,
-                      "timm_proj_bias": vision.timm_proj_bias}
+                      "timm_model_pretrained": False, "timm_pool": vision.timm_pool,
+                      "timm_proj": vision.timm_proj or None, "timm_proj_bias": vision.timm_proj_bias}
     text_cfg.update({"no_causal_mask": not text.causal, "pool_type": text.pool, "proj_bias": text.proj_bias,
                      "norm_kwargs": {"eps": text.norm_eps}})
     if text.tokenizer.startswith("hf:"):

@@ -37,7 +37,8 @@ class VisionConfig:
     timm_pool: str = "avg"
     """timm's `global_pool` ("map": SigLIP's attention-pool head; "avg", "token", "")."""
     timm_proj: str = "linear"
-    """"linear": a projection to embed_dim after the trunk; "none": the trunk's own head gives embed_dim."""
+    """"linear": a projection to embed_dim after the trunk; "none": the trunk's features as they are (SigLIP);
+    "": the trunk's own classifier, sized embed_dim (open_clip's null, EVA02)."""
     timm_proj_bias: bool = False
 
     @property
@@ -167,6 +168,23 @@ MODEL_CONFIGS["ViT-B-16-SigLIP"] = CLIPConfig(
     quick_gelu=False,
     init_logit_bias=-10.0,
 )
+MODEL_CONFIGS["ViT-SO400M-14-SigLIP"] = CLIPConfig(
+    embed_dim=1152,
+    vision=VisionConfig(image_size=224, timm_model_name="vit_so400m_patch14_siglip_224", timm_pool="map",
+                        timm_proj="none"),
+    text=TextConfig(context_length=16, vocab_size=32000, width=1152, layers=27, head_width=72, mlp_ratio=3.7362,
+                    causal=False, pool="last", proj_bias=True, norm_eps=1e-6, tokenizer="hf:timm/ViT-B-16-SigLIP",
+                    tokenizer_clean="canonicalize"),
+    quick_gelu=False,
+    init_logit_bias=-10.0,
+)
+# timm image towers with open_clip's standard text tower (open_clip's names).
+MODEL_CONFIGS["convnext_base"] = CLIPConfig(
+    embed_dim=512, vision=VisionConfig(image_size=224, timm_model_name="convnext_base", timm_pool="",
+                                       timm_proj="linear"), quick_gelu=False)
+MODEL_CONFIGS["EVA02-B-16"] = CLIPConfig(
+    embed_dim=512, vision=VisionConfig(image_size=224, timm_model_name="eva02_base_patch16_clip_224",
+                                       timm_pool="token", timm_proj=""), quick_gelu=False)
 
 # OpenAI's released models, under the names its `clip.available_models()` gives them. The ResNets keep their
 # plain names there, so only `load` of OpenAI's files (TorchScript, or its exact shapes) means QuickGELU for them.

@@ -1,7 +1,8 @@
 """An image tower built by timm (SigLIP's MAP-head ViT, ConvNeXt, ...), laid out as open_clip's `TimmModel`.
 
 `visual.trunk.*` is timm's model and `visual.head.proj` the optional projection, so open_clip's state dicts
-load unchanged. timm builds the trunk from its own registry, never with pretrained weights (nothing downloads).
+load unchanged. timm builds the trunk from its own registry, never with pretrained weights (nothing downloads),
+at its own image size (open_clip does not pass one either). timm's drop path is a training-only option not built.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ class TimmTower(nn.Module):
         except ImportError:
             raise ClipModuleError(f"the image tower {config.timm_model_name!r} is built by timm: pip install timm") \
                 from None
-        if config.timm_proj not in ("none", "linear"):
-            raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none' or 'linear')")
-        options = dict(pretrained=False, img_size=config.image_size)
+        if config.timm_proj not in ("none", "linear", ""):
+            raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none', 'linear' or '')")
         try:
-            if config.timm_proj == "none":  # the trunk's own head maps to output_dim (or is dropped when 0)
-                self.trunk = timm.create_model(config.timm_model_name, num_classes=0, global_pool=config.timm_pool,
-                                               **options)
+            if config.timm_proj != "linear":  # "": timm's own classifier maps to output_dim; "none": no head at all
+                classes = 0 if config.timm_proj == "none" else output_dim
+                self.trunk = timm.create_model(config.timm_model_name, num_classes=classes, pretrained=False,
+                                               global_pool=config.timm_pool)
             else:
-                self.trunk = timm.create_model(config.timm_model_name, **options)
-                self.trunk.reset_classifier(0, global_pool=config.timm_pool)
+                self.trunk = timm.create_model(config.timm_model_name, pretrained=False)
+                # an empty pool keeps the model's own pooling (open_clip's convention)
+                self.trunk.reset_classifier(0, **({"global_pool": config.timm_pool} if config.timm_pool else {}))
         except (RuntimeError, TypeError, ValueError) as error:
             raise ClipModuleError(f"timm cannot build {config.timm_model_name!r}: {error}") from None
         head = OrderedDict()
