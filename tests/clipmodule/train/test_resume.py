@@ -14,7 +14,14 @@ import torch
 from clipmodule.errors import ClipModuleError
 from clipmodule.train.callbacks import load_checkpoint_safely
 from clipmodule.train.module import ClipLitModule, build_network
-from clipmodule.train.resume import check_state_fits, gather_objects, rank_state, store_rank_states, take_rank_state
+from clipmodule.train.resume import (
+    check_state_fits,
+    gather_objects,
+    rank_state,
+    restore_generators,
+    store_rank_states,
+    take_rank_state,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["-c", str(REPO / "experiments" / "base.yaml"), "-c", str(REPO / "experiments" / "tiny_cpu.yaml")]
@@ -43,6 +50,21 @@ def test_every_rank_stores_its_loader_state_and_generator_and_restores_its_own()
         torch.set_rng_state(generators["cpu_rng"])
         assert torch.equal(torch.rand(3), expected)
     assert gather_objects("mine", 1) == ["mine"]
+
+
+def test_the_cuda_generator_is_stored_only_for_a_cuda_device():
+    assert "cuda_rng" not in rank_state({}, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_cuda_generator_travels_with_the_rank_state():
+    device = torch.device("cuda", 0)
+    torch.cuda.manual_seed(5)
+    state = rank_state({}, device)
+    expected = torch.rand(3, device=device)  # patch dropout draws like this on a GPU
+    torch.cuda.manual_seed(9)
+    restore_generators({"cpu_rng": torch.get_rng_state(), "cuda_rng": state["cuda_rng"]}, device)
+    assert torch.equal(torch.rand(3, device=device), expected)
 
 
 def test_resuming_on_another_number_of_ranks_is_refused_but_validating_is_not():
