@@ -52,55 +52,65 @@ def config_from_open_clip(model_cfg: dict[str, Any], source: str) -> CLIPConfig:
     vision_cfg, text_cfg = dict(model_cfg.get("vision_cfg") or {}), dict(model_cfg.get("text_cfg") or {})
     _refuse_active(vision_cfg, _VISION_INERT, {*_VISION_BUILT, *_VISION_DEPENDENT}, f"{source}: vision_cfg")
     _refuse_active(text_cfg, _TEXT_INERT, {*_TEXT_BUILT, *_TEXT_DEPENDENT}, f"{source}: text_cfg")
-    image_size = vision_cfg.get("image_size", 224)
-    if isinstance(image_size, list | tuple):
-        if len(set(image_size)) != 1:
-            raise ClipModuleError(f"{source}: non-square image_size {image_size} is not supported")
-        image_size = image_size[0]
-    layers = vision_cfg.get("layers", 12)
     try:
-        vision = VisionConfig(
-            image_size=int(image_size),
-            layers=tuple(layers) if isinstance(layers, list | tuple) else int(layers),
-            width=int(vision_cfg.get("width", 768)),
-            patch_size=int(vision_cfg.get("patch_size") or 16),
-            head_width=int(vision_cfg.get("head_width", 64)),
-            mlp_ratio=float(vision_cfg.get("mlp_ratio", 4.0)),
-            ls_init_value=vision_cfg.get("ls_init_value"),
-            patch_dropout=float(vision_cfg.get("patch_dropout", 0.0)),
-            timm_model_name=vision_cfg.get("timm_model_name"),
-            timm_pool=vision_cfg.get("timm_pool", "avg"),
-            timm_proj=vision_cfg.get("timm_proj", "linear") or "",  # open_clip's null: timm's own classifier
-            timm_proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
-        )
-        width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
-        if width % heads:
-            raise ClipModuleError(f"{source}: text_cfg width {width} is not a multiple of heads {heads}")
-        text = TextConfig(
-            context_length=int(text_cfg.get("context_length", 77)),
-            vocab_size=int(text_cfg.get("vocab_size", 49408)),
-            width=width,
-            layers=int(text_cfg.get("layers", 12)),
-            head_width=width // heads,
-            mlp_ratio=float(text_cfg.get("mlp_ratio", 4.0)),
-            ls_init_value=text_cfg.get("ls_init_value"),
-            causal=not text_cfg.get("no_causal_mask", False),
-            pool=_text_pool(text_cfg.get("pool_type", "argmax"), source),
-            proj_bias=bool(text_cfg.get("proj_bias", False)),
-            norm_eps=_norm_eps(text_cfg.get("norm_kwargs"), source),
-            tokenizer=f"hf:{text_cfg['hf_tokenizer_name']}" if text_cfg.get("hf_tokenizer_name") else "openai_bpe",
-            tokenizer_clean=str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")),
-        )
         return CLIPConfig(
             embed_dim=int(model_cfg["embed_dim"]),
-            vision=vision,
-            text=text,
+            vision=_vision_config(vision_cfg, source),
+            text=_text_config(text_cfg, source),
             quick_gelu=bool(model_cfg.get("quick_gelu", False)),
             init_logit_scale=float(model_cfg.get("init_logit_scale", math.log(1 / 0.07))),
             init_logit_bias=model_cfg.get("init_logit_bias"),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ClipModuleError(f"{source}: malformed open_clip model_cfg ({error!r})") from None
+
+
+def _vision_config(vision_cfg: dict[str, Any], source: str) -> VisionConfig:
+    image_size = vision_cfg.get("image_size", 224)
+    if isinstance(image_size, list | tuple):
+        if len(set(image_size)) != 1:
+            raise ClipModuleError(f"{source}: non-square image_size {image_size} is not supported")
+        image_size = image_size[0]
+    if vision_cfg.get("timm_model_name"):  # timm builds the tower by name: the ViT fields stay at our defaults
+        return VisionConfig(
+            image_size=int(image_size),
+            timm_model_name=vision_cfg["timm_model_name"],
+            timm_pool=vision_cfg.get("timm_pool", "avg"),
+            timm_proj=vision_cfg.get("timm_proj", "linear") or "",  # open_clip's null: timm's own classifier
+            timm_proj_bias=bool(vision_cfg.get("timm_proj_bias", False)),
+        )
+    layers = vision_cfg.get("layers", 12)
+    return VisionConfig(
+        image_size=int(image_size),
+        layers=tuple(layers) if isinstance(layers, list | tuple) else int(layers),
+        width=int(vision_cfg.get("width", 768)),
+        patch_size=int(vision_cfg.get("patch_size", 16) or 32),  # null for ResNets: our (unused) default
+        head_width=int(vision_cfg.get("head_width", 64)),
+        mlp_ratio=float(vision_cfg.get("mlp_ratio", 4.0)),
+        ls_init_value=vision_cfg.get("ls_init_value"),
+        patch_dropout=float(vision_cfg.get("patch_dropout", 0.0)),
+    )
+
+
+def _text_config(text_cfg: dict[str, Any], source: str) -> TextConfig:
+    width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
+    if width % heads:
+        raise ClipModuleError(f"{source}: text_cfg width {width} is not a multiple of heads {heads}")
+    return TextConfig(
+        context_length=int(text_cfg.get("context_length", 77)),
+        vocab_size=int(text_cfg.get("vocab_size", 49408)),
+        width=width,
+        layers=int(text_cfg.get("layers", 12)),
+        head_width=width // heads,
+        mlp_ratio=float(text_cfg.get("mlp_ratio", 4.0)),
+        ls_init_value=text_cfg.get("ls_init_value"),
+        causal=not text_cfg.get("no_causal_mask", False),
+        pool=_text_pool(text_cfg.get("pool_type", "argmax"), source),
+        proj_bias=bool(text_cfg.get("proj_bias", False)),
+        norm_eps=_norm_eps(text_cfg.get("norm_kwargs"), source),
+        tokenizer=f"hf:{text_cfg['hf_tokenizer_name']}" if text_cfg.get("hf_tokenizer_name") else "openai_bpe",
+        tokenizer_clean=str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")),
+    )
 
 
 def _text_pool(pool_type: str, source: str) -> str:

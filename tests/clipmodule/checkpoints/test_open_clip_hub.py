@@ -181,3 +181,17 @@ def test_preprocess_equals_open_clip(resize_mode):
     for shape in [(30, 70, 3), (81, 40, 3)]:
         image = Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
         assert torch.allclose(ours(image), theirs(image), atol=1e-6)
+
+
+def test_every_registered_name_is_open_clips_config_and_round_trips():
+    from clipmodule.checkpoints.open_clip import config_from_open_clip, config_to_open_clip
+    from clipmodule.models import MODEL_CONFIGS
+
+    compared = 0
+    for name, config in MODEL_CONFIGS.items():
+        assert config_from_open_clip(config_to_open_clip(config), name) == config, name
+        theirs = open_clip.get_model_config(name)
+        if theirs is not None:  # open_clip's own JSON for this name means exactly our registered model
+            assert config_from_open_clip(theirs, name) == config, name
+            compared += 1
+    assert compared >= 28
