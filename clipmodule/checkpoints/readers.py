@@ -109,7 +109,25 @@ def _read_folder(path: Path) -> tuple[StateDict, dict]:
     state_dict: StateDict = {}
     for file in files:
         state_dict.update(_read_file(file)[0])
-    return state_dict, {"hf_config": hf_config, "source": str(config_file)}
+    info = {"hf_config": hf_config, "source": str(config_file)}
+    if (path / "preprocessor_config.json").is_file():
+        info["preprocess_cfg"] = _hf_preprocess(_read_json(path / "preprocessor_config.json"))
+    return state_dict, info
+
+
+def _hf_preprocess(processor: dict) -> dict:
+    """transformers' CLIPImageProcessor settings as open_clip's preprocess_cfg (resize shortest side, crop)."""
+    cfg: dict = {}
+    if "image_mean" in processor and "image_std" in processor:
+        cfg["mean"], cfg["std"] = processor["image_mean"], processor["image_std"]
+    crop = processor.get("crop_size")
+    crop = crop.get("height") if isinstance(crop, dict) else crop
+    if isinstance(crop, int):
+        cfg["size"] = crop
+    resample = {2: "bilinear", 3: "bicubic"}.get(processor.get("resample"))
+    if resample:
+        cfg["interpolation"] = resample
+    return cfg
 
 
 def _strip_prefix(key: str) -> str:

@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 from transformers import CLIPConfig as HFCLIPConfig
-from transformers import CLIPModel
+from transformers import CLIPImageProcessor, CLIPModel
 
 import clipmodule
 from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
@@ -147,7 +147,14 @@ def test_hub_cache_transformers_repo(tmp_path):
                            image_size=28, patch_size=14, hidden_act="gelu"),
         projection_dim=32)).eval()
     hf.save_pretrained(tmp_path / "files")
-    ours, _ = clipmodule.load(_hub_cache(tmp_path / "models--org--tiny-clip", tmp_path / "files"))
+    processor = CLIPImageProcessor(image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4], size={"shortest_edge": 28},
+                                   crop_size={"height": 28, "width": 28})
+    processor.save_pretrained(tmp_path / "files")
+    ours, preprocess = clipmodule.load(_hub_cache(tmp_path / "models--org--tiny-clip", tmp_path / "files"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 64, 3), dtype=np.uint8))
+    expected_pixels = torch.from_numpy(processor(images=image, return_tensors="np")["pixel_values"][0])
+    difference = (preprocess(image) - expected_pixels).abs()  # its processor's mean, std and size
+    assert difference.max() <= 1 / 255 / 0.2 + 1e-6 and difference.mean() < 1e-3  # an 8-bit level at most
     assert ours.config.vision.head_width == 32 and ours.config.text.head_width == 64 and not ours.config.quick_gelu
     images, text = _inputs(28)
     with torch.no_grad():
