@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import write_synthetic_shards
@@ -14,15 +14,6 @@ from clipmodule.train.callbacks import AtomicCheckpointIO, DataHealth
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig
 from tests.clipmodule.train.test_bad_data import write_bad_shards
-
-
-class StopAfter(Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def _data(folder: Path) -> ShardDataModule:
@@ -43,13 +34,11 @@ def _expected_per_epoch(folder: Path, epochs: int) -> list[int]:
     return counts
 
 
-def _fit(folder: Path, root: Path, stop: int = 0, ckpt_path: Path | None = None) -> L.Trainer:
+def _fit(folder: Path, root: Path, ckpt_path: Path | None = None) -> L.Trainer:
     torch.manual_seed(0)
     callbacks = [DataHealth(every_n_steps=1),
                  ModelCheckpoint(dirpath=root, every_n_train_steps=6, save_top_k=-1, filename="step{step}",
                                  auto_insert_metric_name=False)]
-    if stop:
-        callbacks.append(StopAfter(stop))
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=8, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         default_root_dir=root, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
@@ -69,8 +58,8 @@ def test_corrupt_counts_add_up_over_epochs_and_survive_a_resume(tmp_path):
     straight = _fit(folder, tmp_path / "a")
     assert float(straight.callback_metrics["data/corrupt_samples"]) == sum(per_epoch)
 
-    _fit(folder, tmp_path / "b", stop=6)  # stopped in the second epoch, checkpoint at step 6
-    resumed = _fit(folder, tmp_path / "b2", ckpt_path=tmp_path / "b" / "step6.ckpt")
+    # resumed from the straight run's checkpoint at step 6, in the second epoch
+    resumed = _fit(folder, tmp_path / "b", ckpt_path=tmp_path / "a" / "step6.ckpt")
     assert resumed.global_step == 8
     assert float(resumed.callback_metrics["data/corrupt_samples"]) == sum(per_epoch)
     assert float(resumed.callback_metrics["data/corrupt_shards"]) == 0
