@@ -71,10 +71,11 @@ def config_for(model: str) -> CLIPConfig:
 
 
 def _from_shapes(state_dict: StateDict, source: str, torchscript: bool, quick_gelu: bool | None) -> CLIPConfig:
-    if "text_projection.weight" in state_dict or any(key.startswith("visual.trunk.") for key in state_dict):
-        raise ClipModuleError(f"{source}: a bare state dict of a timm or SigLIP model does not say its timm model, "
-                              "pooling or text options; pass model=NAME / --model NAME (e.g. ViT-B-16-SigLIP) "
-                              "or its open_clip_config.json")
+    if "text_projection.weight" in state_dict or any(key.startswith(("visual.trunk.", "text.transformer."))
+                                                     for key in state_dict):
+        raise ClipModuleError(f"{source}: a bare state dict of a timm, SigLIP or Hugging Face text tower model does "
+                              "not say its tower models, pooling or text options; pass model=NAME / --model NAME "
+                              "(e.g. ViT-B-16-SigLIP) or its open_clip_config.json")
     shapes = infer_shapes(state_dict)
     if torchscript:
         return shapes  # OpenAI's build: heads 64 wide, QuickGELU (what `infer_shapes` assumes)

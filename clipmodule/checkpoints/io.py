@@ -104,7 +104,8 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
         if model.config.vision.ls_init_value is not None or model.config.text.ls_init_value is not None:
             raise ClipModuleError("Hugging Face CLIPModel has no LayerScale (ls_init_value); export as open_clip")
         text = model.config.text
-        if model.config.vision.timm_model_name or not text.causal or text.pool != "argmax" or text.proj_bias:
+        if model.config.vision.timm_model_name or text.hf_model_name or not text.causal or text.pool != "argmax" \
+                or text.proj_bias:
             raise ClipModuleError("Hugging Face CLIPModel has no timm tower or SigLIP text tower; export as open_clip")
         return _write_folder(path, {
             "config.json": lambda file: write_text(file, json.dumps(hf_config_dict(model.config), indent=2)),
@@ -112,7 +113,7 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
                                                         metadata={"format": "pt"}),
         })
     if format == "open_clip" and open_clip.uses_custom_text(model.config):  # CustomTextCLIP: text under `text.`
-        state_dict = {key if key.startswith(("visual.", "logit_")) else f"text.{key}": value
+        state_dict = {key if key.startswith(("visual.", "logit_", "text.")) else f"text.{key}": value
                       for key, value in state_dict.items()}
     if format == "open_clip" and path.suffix not in _FILE_SUFFIXES:
         hub_config = {"model_cfg": open_clip.config_to_open_clip(model.config), "preprocess_cfg": preprocess}

@@ -27,15 +27,17 @@ _TEXT_INERT = {
     "tokenizer_mode": None, "embed_cls": False, "use_pad_mask": False,
     "final_ln_after_pool": False, "proj_type": "linear", "output_tokens": False, "act_kwargs": None, "block_type": None,
     "qk_norm": False, "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False,
-    "scale_attn": False, "scale_fc": False, "hf_model_name": None,
+    "scale_attn": False, "scale_fc": False,
 }
 # Options that only matter when another option (checked above) is on.
 _VISION_DEPENDENT = ("attn_pooler_queries", "attn_pooler_heads", "timm_drop", "timm_drop_path")
-_TEXT_DEPENDENT = ("eos_id", "pad_id", "hf_model_pretrained", "hf_proj_type", "hf_pooler_type", "tokenizer_kwargs")
+# hf_model_pretrained: open_clip would download the tower's weights; here they come from the checkpoint.
+_TEXT_DEPENDENT = ("eos_id", "pad_id", "hf_model_pretrained", "tokenizer_kwargs")
 _VISION_BUILT = {"image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio", "ls_init_value",
                  "patch_dropout", "timm_model_name", "timm_pool", "timm_proj", "timm_proj_bias"}
 _TEXT_BUILT = {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "ls_init_value",
-               "no_causal_mask", "pool_type", "proj_bias", "norm_kwargs", "hf_tokenizer_name"}
+               "no_causal_mask", "pool_type", "proj_bias", "norm_kwargs", "hf_tokenizer_name", "hf_model_name",
+               "hf_pooler_type", "hf_proj_type"}
 _TOP_LEVEL = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
               "cast_dtype", "nonscalar_logit_scale", "custom_text"}
 
@@ -93,6 +95,13 @@ def _vision_config(vision_cfg: dict[str, Any], source: str) -> VisionConfig:
 
 
 def _text_config(text_cfg: dict[str, Any], source: str) -> TextConfig:
+    tokenizer = f"hf:{text_cfg['hf_tokenizer_name']}" if text_cfg.get("hf_tokenizer_name") else "openai_bpe"
+    if text_cfg.get("hf_model_name"):  # transformers builds the tower from its config: our fields stay default
+        return TextConfig(context_length=int(text_cfg.get("context_length", 77)), tokenizer=tokenizer,
+                          tokenizer_clean=str((text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")),
+                          hf_model_name=str(text_cfg["hf_model_name"]),
+                          hf_pooler=text_cfg.get("hf_pooler_type", "mean_pooler"),
+                          hf_proj=text_cfg.get("hf_proj_type", "mlp") or "")
     width, heads = int(text_cfg.get("width", 512)), int(text_cfg.get("heads", 8))
     if width % heads:
         raise ClipModuleError(f"{source}: text_cfg width {width} is not a multiple of heads {heads}")
@@ -129,7 +138,8 @@ def _norm_eps(norm_kwargs: dict | None, source: str) -> float:
 
 def uses_custom_text(config: CLIPConfig) -> bool:
     """open_clip's CustomTextCLIP layout (text weights under `text.`), as its SigLIP and timm-tower configs use."""
-    return config.vision.timm_model_name is not None or config.text.tokenizer != "openai_bpe"
+    return (config.vision.timm_model_name is not None or config.text.tokenizer != "openai_bpe"
+            or config.text.hf_model_name is not None)
 
 
 def _refuse_active(section: dict[str, Any], inert: dict[str, Any], known: set[str], where: str) -> None:
@@ -162,6 +172,10 @@ def config_to_open_clip(config: CLIPConfig) -> dict[str, Any]:
                       "timm_proj": vision.timm_proj or None, "timm_proj_bias": vision.timm_proj_bias}
     text_cfg.update({"no_causal_mask": not text.causal, "pool_type": text.pool, "proj_bias": text.proj_bias,
                      "norm_kwargs": {"eps": text.norm_eps}})
+    if text.hf_model_name is not None:
+        text_cfg = {"context_length": text.context_length, "hf_model_name": text.hf_model_name,
+                    "hf_model_pretrained": False, "hf_pooler_type": text.hf_pooler,
+                    "hf_proj_type": text.hf_proj or None}
     if text.tokenizer.startswith("hf:"):
         text_cfg["hf_tokenizer_name"] = text.tokenizer[len("hf:"):]
         text_cfg["tokenizer_kwargs"] = {"clean": text.tokenizer_clean}

@@ -46,7 +46,8 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
         state_dict = hf_to_openai(state_dict)
     if "text.token_embedding.weight" in state_dict:  # open_clip's CustomTextCLIP (SigLIP): text under `text.`
         state_dict = {key.removeprefix("text."): value for key, value in state_dict.items()}
-    if "token_embedding.weight" not in state_dict or not any(key.startswith("visual.") for key in state_dict):
+    has_text = "token_embedding.weight" in state_dict or any(key.startswith("text.transformer.") for key in state_dict)
+    if not has_text or not any(key.startswith("visual.") for key in state_dict):
         raise ClipModuleError(f"{path}: not a CLIP checkpoint (no text token embedding or visual tower weights)")
     return state_dict, info
 

@@ -36,15 +36,12 @@ class CLIP(nn.Module):
         self.config = config
         text = config.text
         self.visual = build_vision_tower(config.vision, config.embed_dim, config.quick_gelu)
-        self.token_embedding = nn.Embedding(text.vocab_size, text.width)
-        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
-        heads = text.width // text.head_width
-        self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu,
-                                       text.ls_init_value, norm_eps=text.norm_eps)
-        self.ln_final = LayerNorm(text.width, eps=text.norm_eps)
-        # SigLIP's projection has a bias (an nn.Linear, weight transposed); OpenAI's is a bare matrix.
-        self.text_projection = nn.Linear(text.width, config.embed_dim) if text.proj_bias else \
-            nn.Parameter(torch.empty(text.width, config.embed_dim))
+        if text.hf_model_name is not None:  # open_clip's HFTextEncoder layout: text.transformer, text.proj
+            from clipmodule.models.hf_text import HFTextTower  # transformers is optional: only this tower needs it
+
+            self.text = HFTextTower(text, config.embed_dim)
+        else:
+            self._build_text_tower(config)
         # FSDP shards no 0-d parameter: the scale and bias are 1-element tensors here, and 0-d in state dicts
         # (as in OpenAI's, open_clip's and HF's), so checkpoints and conversions see no difference.
         self.logit_scale = nn.Parameter(torch.tensor([float(config.init_logit_scale)]))
@@ -55,7 +52,22 @@ class CLIP(nn.Module):
         self.register_load_state_dict_pre_hook(_scalars_loaded_1d)
         self.init_weights()
 
+    def _build_text_tower(self, config: CLIPConfig) -> None:
+        text = config.text
+        self.token_embedding = nn.Embedding(text.vocab_size, text.width)
+        self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
+        heads = text.width // text.head_width
+        self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu,
+                                       text.ls_init_value, norm_eps=text.norm_eps)
+        self.ln_final = LayerNorm(text.width, eps=text.norm_eps)
+        # SigLIP's projection has a bias (an nn.Linear, weight transposed); OpenAI's is a bare matrix.
+        self.text_projection = nn.Linear(text.width, config.embed_dim) if text.proj_bias else \
+            nn.Parameter(torch.empty(text.width, config.embed_dim))
+
     def init_weights(self) -> None:
+        self.visual.init_weights()
+        if self.config.text.hf_model_name is not None:
+            return  # transformers initialised its tower
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         if isinstance(self.text_projection, nn.Linear):
@@ -64,11 +76,10 @@ class CLIP(nn.Module):
         else:
             nn.init.normal_(self.text_projection, std=self.config.text.width**-0.5)
         self.transformer.init_weights()
-        self.visual.init_weights()
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.token_embedding.weight.dtype
+        return self.logit_scale.dtype
 
     @property
     def context_length(self) -> int:
@@ -77,7 +88,11 @@ class CLIP(nn.Module):
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute activations in the backward pass: less memory, about a third more compute."""
-        self.transformer.grad_checkpointing = enabled
+        if self.config.text.hf_model_name is not None:
+            self.text.transformer.gradient_checkpointing_enable() if enabled else \
+                self.text.transformer.gradient_checkpointing_disable()
+        else:
+            self.transformer.grad_checkpointing = enabled
         if hasattr(self.visual, "transformer"):
             self.visual.transformer.grad_checkpointing = enabled
         else:
@@ -92,6 +107,9 @@ class CLIP(nn.Module):
         if length > self.context_length:  # else a raw shape error from the addition below
             raise ClipModuleError(f"text has {length} tokens but this model reads {self.context_length} tokens: "
                                   f"tokenize(texts, context_length={self.context_length})")
+        if self.config.text.hf_model_name is not None:
+            x = self.text(text)
+            return F.normalize(x, dim=-1) if normalize else x
         x = self.token_embedding(text) + self.positional_embedding[:length].to(self.dtype)
         x = self.ln_final(self.transformer(x, causal=self.config.text.causal))
         if self.config.text.pool == "last":

@@ -69,6 +69,11 @@ class TextConfig:
     """"openai_bpe", or "hf:<repo>" for a `tokenizer.json` (sentencepiece-based for SigLIP) read by `tokenizers`."""
     tokenizer_clean: str = "whitespace"
     """Text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`; SigLIP: "canonicalize")."""
+    hf_model_name: str | None = None
+    """A transformers text tower (e.g. "xlm-roberta-base" or a folder) built from its local config.json; the
+    fields above are then unused except context_length and the tokenizer."""
+    hf_pooler: str = "mean_pooler"
+    hf_proj: str = "mlp"
 
 
 @dataclass(frozen=True)

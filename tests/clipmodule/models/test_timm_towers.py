@@ -64,7 +64,7 @@ def test_timm_tower_equals_open_clip_and_round_trips(case, tmp_path):
         assert (ours.encode_image(images) - theirs.encode_image(images)).abs().max() <= 1e-5
         assert (ours.encode_text(text) - theirs.encode_text(text)).abs().max() <= 1e-5
     torch.save(theirs.state_dict(), tmp_path / "bare.pt")
-    with pytest.raises(clipmodule.ClipModuleError, match="bare state dict of a timm or SigLIP model"):
+    with pytest.raises(clipmodule.ClipModuleError, match="bare state dict of a timm, SigLIP or Hugging Face"):
         clipmodule.load(tmp_path / "bare.pt")
     clipmodule.save_checkpoint(ours, tmp_path / "back", format="open_clip")
     reread, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'back'}")
