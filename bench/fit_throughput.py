@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/fit_throughput.py [--steps 15] [--rounds 3] [--batch-size 128] [--workers 1]
                                              [--threads 2] [--loader-rounds 3] [--skip-fit]
+                                             [--shard-size 64] [--crop-size N]
 
 Both trainers train the demo's model (`experiments/demo.yaml`: ViT, 32 px, 3 layers, width 128, text context
 24; open_clip gets it as a model-config JSON) on the same webdataset shards of 64 px JPEGs in img2dataset's
@@ -9,7 +10,8 @@ layout (jpg + txt + json, `_stats.json` beside each tar; `clipmodule.data.synthe
 worker, two intra-op threads (OMP_NUM_THREADS), fp32 on CPU, no validation. Each trainer runs as a whole
 process for S and for 3S steps; the steady-state rate is 2S x batch over the difference of the two wall
 times, so start-up (imports, MLflow store, worker start, first shards, final checkpoint) cancels. Rounds
-alternate which trainer goes first; the table gives the median over rounds and the spread.
+alternate which trainer goes first; the table gives the median over rounds and the spread (min-max), on the
+wall clock and in CPU seconds of the trainer and its loader worker (less disturbed by other jobs).
 
 open_clip runs through `bench/open_clip_peer.py` (`open_clip_train.main` plus a model-config flag and an
 adaptation of its webdataset grouping to webdataset 1.x; see that file).
@@ -25,6 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -89,30 +94,53 @@ def open_clip_command(work: Path, shards: Path, steps: int, args, tag: str) -> l
             "--report-to", "", "--log-every-n-steps", "10", "--save-frequency", "1"]
 
 
-def timed(command: list[str], env: dict[str, str], work: Path) -> float:
-    start = time.perf_counter()
+def timed(command: list[str], env: dict[str, str], work: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process and its loader workers, its output) of one whole run."""
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, cpu, done.stdout + done.stderr
 
 
-def fit_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float, float, float]]]:
-    """Per trainer and round: (S-step seconds, 3S-step seconds, steady samples/s)."""
+def reported_rate(name: str, output: str, work: Path, tag: str, batch_size: int) -> float:
+    """The trainer's own figure for its last steps, in samples/s: Lightning's progress bar (it/s) for ours,
+    open_clip's `Batch (t)` (mean step time since its previous log line) from its out.log."""
+    if name == "clipmodule fit":
+        found = re.findall(r"(\d+(?:\.\d+)?)(s/it|it/s)", output)
+        value, unit = found[-1] if found else ("nan", "it/s")
+        return batch_size * (float(value) if unit == "it/s" else 1 / float(value))
+    log = (work / "open_clip_logs" / tag / "out.log").read_text()
+    found = re.findall(r"Batch \(t\): (\d+\.\d+)", log)
+    return batch_size / float(found[-1]) if found else float("nan")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fit_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per trainer and round: (S-step seconds, 3S-step seconds, steady samples/s, steady samples/CPU-s,
+    the trainer's own samples/s at the end of the long run)."""
     env = environment(work, args.threads)
     commands = {"clipmodule fit": ours_command, "open_clip_train.main": open_clip_command}
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in commands}
     timed(ours_command(work, shards, 2, args, "warm-up"), env, work)  # fills the shard-index cache
     for round_number in range(args.rounds):
         order = list(commands) if round_number % 2 == 0 else list(commands)[::-1]
         for name in order:
-            short, long = (timed(commands[name](work, shards, steps, args, f"r{round_number}-{steps}"), env, work)
-                           for steps in (args.steps, 3 * args.steps))
-            rate = 2 * args.steps * args.batch_size / (long - short)
-            results[name].append((short, long, rate))
-            print(f"round {round_number} {name}: {args.steps} steps {short:.1f} s, {3 * args.steps} steps "
-                  f"{long:.1f} s -> {rate:.1f} samples/s", flush=True)
+            tags = [f"r{round_number}-{steps}" for steps in (args.steps, 3 * args.steps)]
+            short, long = (timed(commands[name](work, shards, steps, args, tag), env, work)
+                           for steps, tag in zip((args.steps, 3 * args.steps), tags))
+            samples = 2 * args.steps * args.batch_size
+            rate, cpu_rate = samples / (long[0] - short[0]), samples / (long[1] - short[1])
+            own = reported_rate(name, long[2], work, tags[1], args.batch_size)
+            results[name].append((short[0], long[0], rate, cpu_rate, own))
+            print(f"round {round_number} {name}: {args.steps} steps {short[0]:.1f} s, {3 * args.steps} steps "
+                  f"{long[0]:.1f} s -> {rate:.1f} samples/s, {cpu_rate:.1f} samples/CPU-s; its own figure "
+                  f"{own:.1f} samples/s", flush=True)
     return results
 
 
@@ -122,7 +150,8 @@ def ours_loader(shards: Path, args, batches: int):
     from clipmodule.transforms import image_transform
 
     config = demo_model_config()
-    dataset = ShardTrainDataset(shard_paths(str(shards)), image_transform(config.vision.image_size, train=True),
+    size = args.crop_size or config.vision.image_size
+    dataset = ShardTrainDataset(shard_paths(str(shards)), image_transform(size, train=True),
                                 batch_size=args.batch_size, batches_per_rank=batches, shuffle_buffer=2000)
     return EpochLoader(dataset, batch_size=args.batch_size, num_workers=0,
                        collate_fn=TokenizingCollate(config.text.context_length))
@@ -142,7 +171,7 @@ def open_clip_loader(work: Path, shards: Path, args, batches: int):
                               train_num_samples=batches * args.batch_size, dataset_resampled=False,
                               train_data_upsampling_factors=None, seed=0, batch_size=args.batch_size,
                               workers=0, world_size=1)
-    preprocess = open_clip.image_transform(config.vision.image_size, is_train=True)
+    preprocess = open_clip.image_transform(args.crop_size or config.vision.image_size, is_train=True)
     info = get_wds_dataset(options, preprocess, True, epoch=0, tokenizer=open_clip.get_tokenizer(MODEL_NAME))
     return info.dataloader
 
@@ -178,14 +207,17 @@ def report(fit: dict | None, loader: dict, args) -> None:
     print(f"\nbatch {args.batch_size}, {args.workers} loader worker(s), {args.threads} intra-op threads, "
           f"S = {args.steps} steps, {args.rounds} rounds; load average now {os.getloadavg()[0]:.1f}")
     if fit:
-        print("\n| trainer (whole process) | S steps, s | 3S steps, s | steady samples/s: median (min-max) |")
-        print("|---|---|---|---|")
+        print("\n| trainer (whole process) | S steps, s | 3S steps, s | steady samples/s | steady samples/CPU-s "
+              "| own log, samples/s |")
+        print("|---|---|---|---|---|---|")
         for name, rows in fit.items():
-            short, long, rates = zip(*rows)
-            print(f"| {name} | {statistics.median(short):.1f} | {statistics.median(long):.1f} | {spread(rates)} |")
-        ratios = [a[2] / b[2] for a, b in zip(*fit.values())]
-        print(f"\nclipmodule fit / open_clip_train, per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
-              f"median {statistics.median(ratios):.2f}x")
+            short, long, rates, cpu_rates, own = zip(*rows)
+            print(f"| {name} | {statistics.median(short):.1f} | {statistics.median(long):.1f} | {spread(rates)} "
+                  f"| {spread(cpu_rates)} | {spread(own)} |")
+        for which, column in (("wall", 2), ("CPU", 3), ("own log", 4)):
+            ratios = [a[column] / b[column] for a, b in zip(*fit.values())]
+            print(f"\nclipmodule fit / open_clip_train ({which}), per round: {', '.join(f'{r:.2f}' for r in ratios)};"
+                  f" median {statistics.median(ratios):.2f}x")
     print("\n| loader, one worker (in-process, 1 thread) | samples/s wall | samples/CPU-s |")
     print("|---|---|---|")
     for name, rows in loader.items():
@@ -207,17 +239,21 @@ def main() -> None:
     parser.add_argument("--loader-rounds", type=int, default=3)
     parser.add_argument("--loader-batches", type=int, default=15)
     parser.add_argument("--skip-fit", action="store_true", help="only the loader comparison")
+    parser.add_argument("--shard-size", type=int, default=64, help="side of the JPEGs in the shards")
+    parser.add_argument("--crop-size", type=int, help="the loaders' output side (default: the model's, 32)")
     parser.add_argument("--work", help="keep the shards and runs here (default: a temporary folder)")
     args = parser.parse_args()
     from clipmodule.data.synthetic import write_synthetic_shards
 
-    samples = max(3 * args.steps, args.loader_batches + 1) * args.batch_size
+    # twice the long run: both of our runs stop mid-epoch, so both wait alike for the loader worker to stop
+    samples = max(6 * args.steps, args.loader_batches + 1) * args.batch_size
     args.num_shards = max(2 * args.workers, -(-samples // SAMPLES_PER_SHARD))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch).resolve()
-        shards = work / "shards"
-        if not shards.is_dir():
-            write_synthetic_shards(shards, args.num_shards, SAMPLES_PER_SHARD, image_size=64)
+        shards = work / ("shards" if args.shard_size == 64 else f"shards{args.shard_size}")
+        if len(list(shards.glob("*.tar"))) != args.num_shards:  # both trainers read exactly these
+            shutil.rmtree(shards, ignore_errors=True)
+            write_synthetic_shards(shards, args.num_shards, SAMPLES_PER_SHARD, image_size=args.shard_size)
         write_open_clip_config(demo_model_config(), work / f"{MODEL_NAME}.json")
         fit = None if args.skip_fit else fit_rounds(work, shards, args)
         report(fit, loader_rounds(work, shards, args), args)
