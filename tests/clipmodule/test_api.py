@@ -101,8 +101,6 @@ def test_convert_command_with_model_to_open_clip_folder(tiny_checkpoint, tmp_pat
     assert (tmp_path / "hub" / "open_clip_config.json").is_file() and "QuickGELU" in result.stdout
     model, _ = clipmodule.load(tmp_path / "hub")
     assert model.config == reference.config
-    wrong = _run("convert", str(tmp_path / "bare.pt"), str(tmp_path / "x.safetensors"), "--model", "tiny-rn")
-    assert wrong.returncode == 2 and "weights do not fit this architecture" in wrong.stderr
 
 
 def test_models_command_lists_every_name_with_its_facts():
