@@ -108,11 +108,18 @@ class ClipLitModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         samples_seen = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) * batch_size * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
-        self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
-        if self.model.logit_bias is not None:
-            self.log("train/logit_bias", self.model.logit_bias, batch_size=batch_size)
+        if self._logging_step():
+            self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
+            self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
+            if self.model.logit_bias is not None:
+                self.log("train/logit_bias", self.model.logit_bias, batch_size=batch_size)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning hands this step's metrics to the logger (every `log_every_n_steps`). Every `self.log`
+        costs a share of the step, so the diagnostics the logger would drop are not logged at all."""
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

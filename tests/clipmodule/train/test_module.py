@@ -187,3 +187,15 @@ def test_training_options_bf16_accumulation_checkpointing_patch_dropout_and_sigl
     assert module.model.logit_bias.item() != -10.0  # the bias learns
     bf16, _ = _options_run(tmp_path / "bf16", "bf16-mixed", grad_checkpointing=True)
     assert bf16 == pytest.approx(plain, rel=0.02)
+
+
+def test_step_diagnostics_are_logged_only_on_the_steps_the_logger_receives(tmp_path):
+    """Every `self.log` is a share of the step; the logger only takes step metrics every log_every_n_steps."""
+    module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(warmup_steps=1))
+    calls = []
+    original = module.log
+    module.log = lambda name, *args, **kwargs: calls.append(name) or original(name, *args, **kwargs)
+    _trainer(tmp_path, max_steps=10, log_every_n_steps=5, enable_checkpointing=False, limit_val_batches=0).fit(
+        module, SyntheticDataModule(num_samples=80, batch_size=8, image_size=32))
+    assert calls.count("train/loss") == 10  # the progress bar shows it every step
+    assert calls.count("train/logit_scale") == calls.count("train/samples_seen") == 2
