@@ -8,6 +8,7 @@ and `checkpoints/`. The callbacks and checkpoint IO every run uses are declared 
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from argparse import ArgumentError
@@ -89,8 +90,27 @@ TRAINER_DEFAULTS = {
 }
 
 
+class _DropTips(logging.Filter):
+    """Lightning's advertisement for its cloud logger, printed at every fit start, says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def silence_known_notices() -> None:
+    """Notices that are known to be harmless here, silenced at their source by exact message; real warnings stay."""
+    # torchdata's StatefulDataLoader calls torch.set_vital, which torch itself deprecated: not our call to change.
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+    # Lightning's own use of a torch pytree API (lightning/pytorch/utilities/_pytree.py).
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(existing, _DropTips) for existing in tips.filters):
+        tips.addFilter(_DropTips())
+
+
 def build_cli(args: list[str], run: bool = False) -> ClipCLI:
     """The CLI over `args` (with a subcommand first when `run`); `run=False` parses and instantiates only."""
+    silence_known_notices()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is ours, not sys.argv's
     # Our IterableDataset's length is exact (every worker gets a fixed quota), which Lightning cannot know.
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
