@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
             "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml"),
     "validate": ("clipmodule.train.cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
     "test": ("clipmodule.train.cli", "test", "as validate, on the test loaders (LightningCLI)"),
-    "predict": ("clipmodule.train.cli", "predict", "image and text embeddings of the validation shards (LightningCLI)"),
+    "predict": ("clipmodule.train.cli", "predict", "write image and text embeddings of shards (LightningCLI)"),
     "eval": ("clipmodule.eval.cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
     "classifiers": ("clipmodule.classifiers.cli", "main",
                     "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`"),

@@ -24,6 +24,7 @@ from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.options import check_config_files, config_files
 from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI
 from clipmodule.train.callbacks import AtomicCheckpointIO, DataHealth, RunRecorder, load_checkpoint_safely
+from clipmodule.train.embeddings import EmbeddingWriter
 from clipmodule.train.module import ClipLitModule
 
 
@@ -38,6 +39,7 @@ class ClipCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(DataHealth, "data_health")
+        parser.add_lightning_class_args(EmbeddingWriter, "prediction_writer")
         parser.link_arguments("data.zeroshot_classnames", "model.zeroshot_classnames")
         parser.link_arguments("model", "data.image_size", apply_on="instantiate",
                               compute_fn=lambda module: module.model.config.vision.image_size)
