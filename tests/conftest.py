@@ -36,7 +36,37 @@ def render(colour: str, shape: str, size: int = 48) -> bytes:
     return buffer.getvalue()
 
 
-class ImageServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 (random port) for one `with` block; `base` is its URL."""
+
+    def __init__(self, handler: type) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only waits for a core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class ImageServer(LoopbackServer):
     """`/img/<anything>/<colour>_<shape>.jpg` → that image (after `delay` seconds); failures at FAILING_PATHS."""
 
     def __init__(self, delay: float = 0.0):
@@ -69,19 +99,7 @@ class ImageServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ImageServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        LoopbackServer.__init__(self, Handler)
 
 
 def closed_port_url() -> str:
@@ -167,7 +185,7 @@ def png_header(width: int, height: int) -> bytes:
         chunk(b"IEND", b"")
 
 
-class HostileServer:
+class HostileServer(LoopbackServer):
     """What a hostile crawl meets: `/trickle.jpg` (a valid JPEG sent one byte every `gap` seconds), `/to-ftp`
     (a redirect to an ftp:// URL, which urllib would follow), `/large.png` (a real 200x200 PNG, 40,000
     pixels), `/bomb.png` (a header announcing 30000x30000). Stopped with the `with` block."""
@@ -213,19 +231,7 @@ class HostileServer:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        LoopbackServer.__init__(self, Handler)
 
 
 @pytest.fixture

@@ -42,12 +42,7 @@ SMALL = ClassifierSpec("small", patch_size=8, image_size=32, pretrain="test", nu
 SMALL_NAMES = [f"class {i}" for i in range(7)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_the_14_names_match_the_seeds_table():

@@ -20,12 +20,7 @@ REPO = Path(__file__).resolve().parents[3]
 B32 = "vit-base-p32_clip-openai-pre_3rdparty_in1k"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

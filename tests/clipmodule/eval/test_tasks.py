@@ -23,13 +23,7 @@ from clipmodule.models import create_model
 from clipmodule.tokenizer import tokenize
 from clipmodule.transforms import image_transform
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # Three images (unit axes) and five captions; captions 0, 1 belong to image 0, caption 2 to image 1,
