@@ -42,25 +42,31 @@ def checked_weights(state_dict: StateDict, expected: dict[str, torch.Tensor], so
     return out
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: StateDict, source: str) -> None:
-    """`model.load_state_dict(strict=True)`, with a one-line error saying how the weights do not fit."""
-    expected = model.state_dict()
+def mismatch_summary(state_dict: StateDict, expected: StateDict) -> str | None:
+    """How `state_dict` does not fit a model whose own state dict is `expected` (one line), or None."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     # a 1-element logit scale/bias (a traced model of ours, open_clip's nonscalar_logit_scale) is the 0-d one
     mismatched = [key for key in expected if key in state_dict and expected[key].shape != state_dict[key].shape
                   and not (key in SCALARS and state_dict[key].numel() == 1)]
-    if missing or unexpected or mismatched:
-        parts = []
-        if mismatched:
-            key = mismatched[0]
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {key}: checkpoint "
-                         f"{tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)})")
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise ClipModuleError(f"{source}: weights do not fit this architecture: {'; '.join(parts)}")
+    parts = []
+    if mismatched:
+        key = mismatched[0]
+        parts.append(f"{len(mismatched)} shape mismatches (e.g. {key}: checkpoint "
+                     f"{tuple(state_dict[key].shape)} vs model {tuple(expected[key].shape)})")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return "; ".join(parts) or None
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: StateDict, source: str) -> None:
+    """`model.load_state_dict(strict=True)`, with a one-line error saying how the weights do not fit."""
+    expected = model.state_dict()
+    problem = mismatch_summary(state_dict, expected)
+    if problem:
+        raise ClipModuleError(f"{source}: weights do not fit this architecture: {problem}")
     model.load_state_dict(checked_weights(state_dict, expected, source), strict=True)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from clipmodule.checkpoints.io import mismatch_summary
 from clipmodule.errors import ClipModuleError
 
 RANK_STATES = "rank_states"
@@ -81,19 +82,6 @@ def restore_generators(state: dict[str, Any] | None, device: torch.device) -> No
 def check_state_fits(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
     """One line naming the checkpoint and how its tensors differ from the model's, instead of PyTorch's
     list of every mismatched key."""
-    missing = [key for key in expected if key not in saved]
-    unexpected = [key for key in saved if key not in expected]
-    shapes = [key for key in expected if key in saved and tuple(saved[key].shape) != tuple(expected[key].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        key = shapes[0]
-        parts.append(f"{len(shapes)} tensors differ in shape (e.g. {key}: {list(saved[key].shape)} in the "
-                     f"checkpoint, {list(expected[key].shape)} in the model)")
-    if missing:
-        parts.append(f"{len(missing)} of the model's tensors are missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} are not in the model (e.g. {unexpected[0]})")
-    raise ClipModuleError(f"checkpoint {source} is of another architecture than the configured model: "
-                          f"{'; '.join(parts)}")
+    problem = mismatch_summary(saved, expected)
+    if problem:
+        raise ClipModuleError(f"checkpoint {source} is of another architecture than the configured model: {problem}")
