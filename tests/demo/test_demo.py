@@ -28,6 +28,10 @@ def test_shrunken_demo_learns_and_accounts_for_every_row(tmp_path):
     assert planted_broken > 0
     assert stages["download"][2] == planted_broken and stages["download"][1] == len(kept) - planted_broken
 
+    # the cap bites: the queries it cut most are reported with their rows before and after
+    assert report["capped"] and all(kept < matched for _, matched, kept in report["capped"])
+    assert stages["balance"][2] > 0
+
     chance = report["chance"]["emoji"]
     assert report["results"]["demo-clip"]["emoji"] >= 3 * chance
     assert report["results"]["demo-siglip"]["emoji"] >= 2 * chance
