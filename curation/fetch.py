@@ -172,7 +172,7 @@ class PolicedDownloader:
 
     def __call__(self, row: Any) -> Any:
         if self.policy.workers_are_children and os.getpid() != self.parent_pid:
-            die_with_parent(self.parent_pid)
+            die_with_parent(self.parent_pid, kernel=False)  # pool workers: see die_with_parent
         install(self.policy)
         return self.inner(row)
 

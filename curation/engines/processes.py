@@ -20,17 +20,25 @@ import time
 from curation.formats.locks import group_alive
 
 PR_SET_PDEATHSIG = 1
+WATCH_THREAD = "curation-watch-parent"
 
 
-def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
-    """Have `sig` sent to this process when `parent_pid` (its parent) dies; now, if it already has."""
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL, kernel: bool = True) -> None:
+    """Have `sig` sent to this process when `parent_pid` (its parent) dies; now, if it already has.
+
+    `kernel=False` for a child that a helper thread of its parent may have started (multiprocessing.Pool
+    replaces retired workers from its worker-handler thread): the kernel's PR_SET_PDEATHSIG fires when the
+    *thread* that forked the child exits, so such a worker would be killed at the pool's shutdown while it
+    holds the pool's queue lock, and `Pool.terminate()` would wait for that lock for ever. Those children
+    poll their parent instead (every 0.5 s)."""
     armed = False
-    if sys.platform.startswith("linux"):
+    if kernel and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             armed = libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    if not armed:
-        threading.Thread(target=_watch_parent, args=(parent_pid, sig), daemon=True).start()
+    watching = any(thread.name == WATCH_THREAD for thread in threading.enumerate())  # called once per task
+    if not armed and not watching:
+        threading.Thread(target=_watch_parent, args=(parent_pid, sig), name=WATCH_THREAD, daemon=True).start()
     if os.getppid() != parent_pid:  # the parent died before the signal was armed: it will never come
         os.kill(os.getpid(), sig)
 
