@@ -219,3 +219,18 @@ def test_sigterm_stops_download_and_its_whole_process_group(tmp_path, slow_image
                                                                           "again to resume"), err
     assert not group_alive(group) and not (tmp_path / "shards.lock").exists()
     assert not json.loads((tmp_path / "shards.stats.json").read_text())["finished"]
+
+
+@pytest.mark.timeout(180)
+def test_more_shards_than_a_pool_worker_serves_finishes(tmp_path, image_server, clean_env):
+    """img2dataset retires a pool worker after 5 shards and its pool thread starts the next one: that worker
+    must not be killed when the thread exits at shutdown (Pool.terminate would then wait for ever)."""
+    urls = [f"{image_server.base}/img/{i}/red_circle.jpg" for i in range(14)]
+    write_balanced(tmp_path / "balanced", urls)
+    command = [sys.executable, "-m", "curation", "download", "--input", str(tmp_path / "balanced"),
+               "--out", str(tmp_path / "shards"), "--image-size", "32", "--samples-per-shard", "2",
+               "--processes", "1", "--threads", "2"]
+    done = subprocess.run(command, env=clean_env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "shards").glob("*.tar"))) == 7
+    assert sum(samples_in_tars(tmp_path / "shards").values()) == 14
