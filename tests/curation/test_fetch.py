@@ -51,10 +51,11 @@ def test_only_img2dataset_multiprocessing_workers_are_tied_to_its_process(monkey
     from curation import fetch
 
     tied = []
-    monkeypatch.setattr(fetch, "die_with_parent", tied.append)
+    monkeypatch.setattr(fetch, "die_with_parent", lambda pid, **options: tied.append((pid, options)))
     monkeypatch.setattr(fetch, "install", lambda policy: None)
     for children in (True, False):
         downloader = fetch.PolicedDownloader(len, FetchPolicy(allowed_schemes(), 1000, workers_are_children=children))
         downloader.parent_pid = 1  # as seen from a worker: another process made the downloader
         assert downloader((1, 2, 3)) == 3
-    assert tied == [1]  # pyspark's and Ray's workers are not img2dataset's children: never tied to it
+    # pyspark's and Ray's workers are not img2dataset's children: never tied to it (and polled, not prctl)
+    assert tied == [(1, {"kernel": False})]
