@@ -24,6 +24,7 @@ import torch
 from clipmodule.checkpoints.io import load_state_dict_checked
 from clipmodule.checkpoints.readers import read_safetensors, read_torch_file
 from clipmodule.errors import ClipModuleError
+from curation.formats.files import atomic_path
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -139,10 +140,6 @@ def save_classifier(model: torch.nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     metadata = {"clipmodule_classifier": json.dumps({"name": model.spec.name, "classes": len(model.classnames)})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(state_dict, str(tmp), metadata=metadata)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

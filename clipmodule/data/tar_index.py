@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from curation.formats.files import write_text
 from curation.formats.webdataset import split_member_name
 
 BLOCK = 512
@@ -204,8 +205,6 @@ def _store(path: Path, data: dict) -> None:
     """Written to a temporary file and renamed, so concurrent workers never read half an index."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temporary, path)
+        write_text(path, json.dumps(data))
     except OSError:  # a read-only home: the index is rebuilt next time, nothing else is lost
         pass

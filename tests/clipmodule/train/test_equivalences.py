@@ -11,13 +11,7 @@ import torch
 from clipmodule.loss import clip_loss
 from clipmodule.train.module import build_network
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _batch(image_size: int, n: int = 4):

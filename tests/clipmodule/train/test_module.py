@@ -18,14 +18,7 @@ from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig, WarmupCosine, parameter_groups
 from tests.clipmodule.fixtures import SyntheticDataModule
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 cores shared with other test processes: one intra-op thread is faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _trainer(tmp_path: Path, **options) -> L.Trainer:
