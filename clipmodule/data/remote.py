@@ -95,6 +95,8 @@ def expand_remote(pattern: str) -> list[str]:
             (paths if _exists(fs, url, listings) else missing).append(url)
         else:
             listed = _call(url, fs.ls, url.rstrip("/"), False)
+            if not listed:  # object stores have no empty folders; a cached listing may give [] for none
+                raise ClipModuleError(f"{url}: no such object")
             found = sorted(_full_url(fs, url, p) for p in listed if str(p).endswith(".tar"))
             if not found:
                 raise ClipModuleError(f"no .tar shards under {url}")
