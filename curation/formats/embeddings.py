@@ -19,16 +19,22 @@ each to a temporary name and renamed. `parts` lists only complete parts; `read_p
 files agree (rows, width, finite values) and reports a mismatch as one line. Arrays are read without
 unpickling (`allow_pickle=False`) and memory-mapped, so a set larger than memory can be iterated.
 
+The model side is a plugin: `curation embed` never imports a model library (curation never imports clipmodule).
+It loads the class its config names (`clipmodule.embedding:ShardEmbedder` by default) with importlib, at run
+time, and talks to it through `ShardEmbedder` below; the plugin returns `ShardEmbeddings` and raises
+`EmbedderError` for input it cannot use.
+
 numpy and pyarrow only (no torch): both packages import it (curation's stages, clipmodule's writer and search).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -43,10 +49,45 @@ KEY, SHARD = "key", "shard"
 DTYPES = ("float16", "float32")
 FOLDERS = (*KINDS.values(), METADATA)
 """What an embedding folder holds: a stage's `made` patterns for it."""
+INFO_KEY = b"curation.embeddings.info"
+"""Parquet metadata of a part's metadata file: JSON about how it was made (samples read, skipped by reason)."""
 
 
 class EmbeddingFilesError(ValueError):
     """An embedding folder or part that is missing, incomplete or inconsistent; the message is one line."""
+
+
+class EmbedderError(ValueError):
+    """Input an embedder cannot use (a model it cannot load, a shard it cannot read): one line naming it."""
+
+
+@dataclass
+class ShardEmbeddings:
+    """What an embedder returns for one shard: row i of each field is the i-th embedded sample, in shard order."""
+
+    metadata: dict[str, list[Any]]
+    """Columns: `key` (required) and any others (`caption`, `width`, `height`, `url`); `shard` is added by the
+    writer's caller."""
+    image: np.ndarray
+    """[n, d] float32, L2-normalised rows."""
+    text: np.ndarray
+    """[n, d] float32, L2-normalised rows (the captions' embeddings)."""
+    samples: int
+    """Samples in the shard, embedded or not."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Samples without a row, by reason ("no image", "undecodable image", ...)."""
+
+
+class ShardEmbedder(Protocol):
+    """The plugin `curation embed` loads by class path (`module:Class`, constructed without arguments).
+
+    `setup` runs once per worker (a Ray actor, a local process) and loads the model; it returns a description
+    of the model (`embed_dim` at least) for the stats. `embed_shard` embeds one webdataset shard's samples."""
+
+    def setup(self, model: str, device: str, batch_size: int, threads: int, max_image_pixels: int) -> dict[str, Any]:
+        ...
+
+    def embed_shard(self, shard: str) -> ShardEmbeddings: ...
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -83,10 +124,12 @@ def remove_part_temporaries(folder: str | os.PathLike, part: str) -> None:
 
 
 def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np.ndarray,
-               metadata: Mapping[str, Sequence[Any] | pa.Array], dtype: str = "float16") -> int:
+               metadata: Mapping[str, Sequence[Any] | pa.Array], dtype: str = "float16",
+               info: Mapping[str, Any] | None = None) -> int:
     """Write one part: `image` and `text` ([n, d], rows already L2-normalised: see `normalise`) and the
-    metadata columns (`key` and `shard` required, n values each). Returns n. A part of zero rows is written
-    too (a shard whose samples all failed is done, not missing)."""
+    metadata columns (`key` and `shard` required, n values each); `info` (JSON-ready) goes into the metadata
+    file's parquet metadata (`part_info`). Returns n. A part of zero rows is written too (a shard whose
+    samples all failed is done, not missing)."""
     if dtype not in DTYPES:
         raise EmbeddingFilesError(f"embedding dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     missing = [name for name in (KEY, SHARD) if name not in metadata]
@@ -110,9 +153,21 @@ def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np
             np.save(handle, array.astype(dtype), allow_pickle=False)
     path = metadata_path(folder, part)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if info is not None:
+        table = table.replace_schema_metadata({INFO_KEY: json.dumps(dict(info), default=str)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return table.num_rows
+
+
+def part_info(folder: str | os.PathLike, part: str) -> dict[str, Any]:
+    """The `info` a part was written with ({} without one)."""
+    path = metadata_path(folder, part)
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as error:
+        raise EmbeddingFilesError(f"{path}: cannot read embedding metadata ({str(error).splitlines()[0]})") from None
+    return json.loads(metadata[INFO_KEY]) if INFO_KEY in metadata else {}
 
 
 def parts(folder: str | os.PathLike) -> list[str]:
