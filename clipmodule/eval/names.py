@@ -1,0 +1,162 @@
+"""Class names and prompt templates of the benchmark datasets, by dataset name, from the data files shipped in
+clipmodule/assets/benchmarks/ (NOTICE.txt there says where each came from):
+
+    source "openai"          the CLIP paper's: OpenAI's data/prompts.md (26 datasets) and its ImageNet notebook
+                             (the 80 templates, also used for ImageNet's shifted test sets)
+    source "clip_benchmark"  CLIP_benchmark's English lists; like CLIP_benchmark, a dataset without templates
+                             of its own takes ImageNet's, and one without class names keeps the dataset's own
+
+Dataset names are CLIP_benchmark's (`cifar10`, `flowers`, `pets`, `imagenet-a`, `mscoco_captions`…); the common
+other spellings (`flowers102`, `oxford_pets`, `ImageNet-A`, `vtab/cifar10`, `wds/imagenet1k`) name the same one.
+
+`align_classnames` matches a list of names to the order of a dataset's own labels: data lists are in each
+dataset's canonical label order, but a layout may order its classes otherwise (FER2013's CSV and its folders).
+Kept free of torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.prompts import Prompts
+
+DATA = Path(__file__).resolve().parents[1] / "assets"
+SOURCES = ("openai", "clip_benchmark")
+
+# OpenAI's section titles in data/prompts.md, by the dataset name used here.
+OPENAI_SECTIONS = {
+    "birdsnap": "Birdsnap", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "clevr_count_all": "CLEVRCounts",
+    "caltech101": "Caltech101", "country211": "Country211", "dtd": "DescribableTextures", "eurosat": "EuroSAT",
+    "fgvc_aircraft": "FGVCAircraft", "fer2013": "FacialEmotionRecognition2013", "flowers": "Flowers102",
+    "food101": "Food101", "gtsrb": "GTSRB", "hateful_memes": "HatefulMemes",
+    "kitti_closest_vehicle_distance": "KITTI", "kinetics700": "Kinetics700", "mnist": "MNIST", "pets": "OxfordPets",
+    "voc2007": "PascalVOC2007", "pcam": "PatchCamelyon", "resisc45": "RESISC45", "renderedsst2": "SST2",
+    "stl10": "STL10", "sun397": "SUN397", "cars": "StanfordCars", "ucf101": "UCF101",
+}
+# ImageNet and the test sets that share its 1000 classes in its order; the subsets (A, R, O, ObjectNet) share
+# its templates only: their readers give the subset's names.
+IMAGENET_FULL = ("imagenet1k", "imagenetv2", "imagenet_sketch")
+IMAGENET_SUBSETS = ("imagenet-a", "imagenet-r", "imagenet-o", "objectnet")
+RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
+CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "voc2007_multilabel",
+             "caltech101_vtab", "svhn", "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy",
+             "smallnorb_label_azimuth", "smallnorb_label_elevation", "dsprites_label_x_position",
+             "dsprites_label_orientation")
+ALIASES = {
+    "imagenet": "imagenet1k", "in1k": "imagenet1k", "imagenetsketch": "imagenet_sketch", "sketch": "imagenet_sketch",
+    "flowers102": "flowers", "oxfordflowers102": "flowers", "oxfordflowers": "flowers", "oxfordpets": "pets",
+    "oxfordiiitpet": "pets", "oxfordiiitpets": "pets", "stanfordcars": "cars", "aircraft": "fgvc_aircraft",
+    "fgvcaircraft": "fgvc_aircraft", "describabletextures": "dtd", "patchcamelyon": "pcam", "sst2": "renderedsst2",
+    "pascalvoc2007": "voc2007", "mscoco": "mscoco_captions", "coco": "mscoco_captions", "flickr": "flickr30k",
+    "facialemotionrecognition2013": "fer2013", "kitti": "kitti_closest_vehicle_distance",
+    "clevrcount": "clevr_count_all", "clevrcounts": "clevr_count_all",
+    "clevrdistance": "clevr_closest_object_distance", "country": "country211",
+}
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+_BY_SQUASHED = {**{_squash(name): name for name in CANONICAL}, **ALIASES}
+
+
+def dataset_key(name: str) -> str | None:
+    """The dataset name used here for `name` (any case, `-`/`_`/space, a `vtab/` `wds/` `tfds/` prefix), or None."""
+    short = name.strip().split("/")[-1] if re.match(r"^(vtab|wds|tfds)/", name.strip()) else name.strip()
+    return _BY_SQUASHED.get(_squash(short))
+
+
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ClipModuleError(f"unknown source of class names/templates {source!r} (one of {', '.join(SOURCES)})")
+
+
+@functools.cache
+def _json(name: str) -> dict:
+    return json.loads((DATA / "benchmarks" / name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _imagenet(kind: str) -> tuple[str, ...]:
+    lines = (DATA / f"imagenet_{kind}.txt").read_text(encoding="utf-8").splitlines()
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+def _openai_entry(key: str) -> dict | None:
+    section = OPENAI_SECTIONS.get(key)
+    return _json("openai_prompts.json")[section] if section else None
+
+
+def _first(name: str | list[str]) -> str:
+    return name[0] if isinstance(name, list) else name
+
+
+def classnames_for(name: str, source: str = "openai") -> list[str] | None:
+    """The class names `source` gives the dataset `name`, in its label order, or None when it gives none
+    (the dataset's own names are then used; the ImageNet subsets' readers give theirs). Where OpenAI lists
+    synonyms for a class (FER2013), the first is the class's name and `templates_for` uses them all."""
+    _check_source(source)
+    key = dataset_key(name)
+    if key in IMAGENET_FULL:
+        return list(_imagenet("classnames"))
+    if source == "openai":
+        entry = _openai_entry(key)
+        return [_first(item) for item in entry["classes"]] if entry else None
+    names = _json("clip_benchmark_en_classnames.json")
+    return list(names[key]) if key in names else None
+
+
+def templates_for(name: str, source: str = "openai") -> Prompts:
+    """The prompt templates (`{}` or `{c}`) `source` gives the dataset `name`; for OpenAI's FER2013 a dict
+    {class: [prompts]} that spells each class with every synonym the paper used. A dataset `source` has no
+    templates for is a one-line error (CLIP_benchmark's fallback to ImageNet's is kept for its own datasets)."""
+    _check_source(source)
+    key = dataset_key(name)
+    if key in IMAGENET_FULL or key in IMAGENET_SUBSETS:
+        return list(_imagenet("templates"))
+    if source == "openai":
+        entry = _openai_entry(key)
+        if entry is None:
+            raise ClipModuleError(f"{name}: OpenAI's prompts.md has no templates for this dataset "
+                                  f"(it has {', '.join(sorted(OPENAI_SECTIONS))} and ImageNet's test sets)")
+        if any(isinstance(item, list) for item in entry["classes"]):
+            return {_first(item): [template.format(synonym) for synonym in (item if isinstance(item, list) else [item])
+                                   for template in entry["templates"]] for item in entry["classes"]}
+        return list(entry["templates"])
+    templates = _json("clip_benchmark_en_zeroshot_classification_templates.json")
+    if key is None:
+        raise ClipModuleError(f"{name}: not a dataset CLIP_benchmark names; pass a template file")
+    return list(templates.get(key, templates["imagenet1k"]))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_/-]+", " ", name.lower()).strip()
+
+
+def align_classnames(own: list[str], named: list[str], where: str) -> list[str]:
+    """`named` (a data list) in the order of the dataset's `own` label names.
+
+    Same length required. When every own name matches exactly one data name, equal or one a prefix of the
+    other after lower-casing and `_`/`-` to spaces (`disgust` ~ `disgusted`), the data names follow the own
+    order; otherwise (own names are numbers or codes, e.g. Flowers-102's) the lists are taken to be in the same
+    canonical order."""
+    if len(own) != len(named):
+        raise ClipModuleError(f"{where}: the dataset has {len(own)} classes but the class-name list has "
+                              f"{len(named)}; give a class-name file (--classnames)")
+    normal = [_normal(name) for name in named]
+    order = []
+    for name in own:
+        mine = _normal(name)
+        hits = [index for index, other in enumerate(normal) if other.startswith(mine) or mine.startswith(other)]
+        exact = [index for index in hits if normal[index] == mine]
+        hits = exact or hits
+        if len(hits) != 1:
+            return list(named)
+        order.append(hits[0])
+    return [named[index] for index in order] if len(set(order)) == len(order) else list(named)
+
