@@ -16,6 +16,8 @@ _EXPORTS = {
     "load": "clipmodule.api",
     "tokenize": "clipmodule.api",
     "get_tokenizer": "clipmodule.api",
+    "tokenizer_spec": "clipmodule.api",
+    "TokenizerSpec": "clipmodule.api",
     "default_download_root": "clipmodule.api",
     "available_models": "clipmodule.models",
     "create_model": "clipmodule.models",

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -100,20 +101,59 @@ def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = 
     return _tokenize(texts, context_length=context_length, truncate=truncate)
 
 
-def get_tokenizer(model: CLIP, folder: str | os.PathLike | None = None) -> Callable[[str | list[str]], torch.Tensor]:
-    """The tokenizer `model` reads, at its context length: OpenAI's BPE (`tokenize`), or for an "hf:" tokenizer
-    (SigLIP's sentencepiece vocabulary) the `tokenizer.json` in `folder`, else beside the weights it was loaded from."""
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer a model reads, as plain data: it travels into loader workers (which build it there, on first
+    use: the Rust tokenizer's threads do not survive fork) and into configs.
+
+    Args:
+        kind: "openai_bpe", or "hf:<repo>" for a `tokenizer.json` (SigLIP's sentencepiece vocabulary, XLM-R, ...).
+        context_length: tokens per text; longer texts are truncated keeping the end-of-text token.
+        folder: the folder holding the "hf:" kind's `tokenizer.json`.
+        clean: text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`).
+    """
+
+    kind: str = "openai_bpe"
+    context_length: int = 77
+    folder: str | None = None
+    clean: str = "whitespace"
+
+    def with_folder(self, folder: str | os.PathLike | None) -> TokenizerSpec:
+        """This spec with `folder` where it has none (an explicit folder fills a gap, it never replaces one)."""
+        return self if self.folder is not None or folder is None else dataclasses.replace(self, folder=str(folder))
+
+    def build(self, truncate: bool = True) -> Callable[[str | list[str]], torch.Tensor]:
+        """`tokenizer(texts)` -> [N, context_length] token ids."""
+        if self.kind == "openai_bpe":
+            return functools.partial(_tokenize, context_length=self.context_length, truncate=truncate)
+        if self.folder is None:
+            raise ClipModuleError(f"this model reads the {self.kind!r} tokenizer and no tokenizer.json came with its "
+                                  "weights: name a folder holding it (get_tokenizer(model, folder=...), fit's "
+                                  "data.tokenizer_folder, eval's --tokenizer_folder)")
+        from clipmodule.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer(self.folder, self.context_length, clean=self.clean)
+
+
+def tokenizer_spec(model: CLIP, folder: str | os.PathLike | None = None) -> TokenizerSpec:
+    """The tokenizer `model` reads: its config's kind and context length, the `tokenizer.json` folder that came with
+    its weights (else `folder`)."""
     text = model.config.text
-    if text.tokenizer == "openai_bpe":
-        return functools.partial(tokenize, context_length=text.context_length)
-    from clipmodule.hf_tokenizer import HFTokenizer
-
-    folder = folder if folder is not None else getattr(model, "tokenizer_folder", None)
-    if folder is None:
-        raise ClipModuleError(f"this model reads the {text.tokenizer!r} tokenizer and no tokenizer.json came with its "
-                              "weights: get_tokenizer(model, folder=<folder with tokenizer.json>)")
-    return HFTokenizer(folder, text.context_length, clean=text.tokenizer_clean)
+    own = getattr(model, "tokenizer_folder", None)
+    own = str(own) if own is not None else None
+    spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean)
+    return spec.with_folder(folder) if text.tokenizer != "openai_bpe" else spec
 
 
-__all__ = ["available_models", "create_model", "default_download_root", "get_tokenizer", "load", "local_weights",
-           "tokenize"]
+def get_tokenizer(model: CLIP, folder: str | os.PathLike | None = None) -> Callable[[str | list[str]], torch.Tensor]:
+    """The tokenizer `model` reads, at its context length: OpenAI's BPE (`tokenize`: too long a text is an error,
+    as in OpenAI's `clip`), or for an "hf:" tokenizer (SigLIP's sentencepiece vocabulary) the `tokenizer.json` that
+    came with its weights, else the one in `folder`."""
+    spec = tokenizer_spec(model)
+    if folder is not None and spec.kind != "openai_bpe":
+        spec = dataclasses.replace(spec, folder=str(folder))
+    return spec.build(truncate=False)
+
+
+__all__ = ["TokenizerSpec", "available_models", "create_model", "default_download_root", "get_tokenizer", "load",
+           "local_weights", "tokenize", "tokenizer_spec"]

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from clipmodule.api import TokenizerSpec
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import ShardCache, ShardStream, StreamPlan, count_samples, shard_paths
 from clipmodule.errors import ClipModuleError
-from clipmodule.tokenizer import ClipTokenizer
 from clipmodule.transforms import image_transform, normalize_batch
 from curation.formats.webdataset import content_hash, shard_records
 
@@ -38,19 +38,20 @@ class TokenizingCollate:
     """Stacks images and tokenises the batch's captions in one call (in the worker). `task` tags the
     batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
 
-    def __init__(self, context_length: int = 77, task: str = "train"):
-        self.context_length, self.task = context_length, task
+    def __init__(self, tokenizer: TokenizerSpec | int = 77, task: str = "train"):
+        self.spec = tokenizer if isinstance(tokenizer, TokenizerSpec) else TokenizerSpec(context_length=tokenizer)
+        self.task = task
         self._tokenizer = None
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if self._tokenizer is None:  # built in the worker, on first use
-            self._tokenizer = ClipTokenizer()
+            self._tokenizer = self.spec.build(truncate=True)
         texts = [sample["text"] for sample in samples]
         images = torch.stack([sample["image"] for sample in samples])
         return {
             # the training augmentation gives uint8 pixels: normalised here, for the batch in one operation
             "image": normalize_batch(images) if images.dtype == torch.uint8 else images,
-            "text": self._tokenizer(texts, context_length=self.context_length, truncate=True),
+            "text": self._tokenizer(texts),
             "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
             "key": [sample["key"] for sample in samples],
             "task": self.task,
@@ -229,7 +230,10 @@ class ShardDataModule(L.LightningDataModule):
         batch_size: samples per device and step.
         num_workers: loader processes per device.
         image_size: side of the square model input (the model's `vision.image_size`).
-        context_length: text tokens per caption (the model's `text.context_length`).
+        context_length: text tokens per caption (the model's `text.context_length`); used where `tokenizer` is unset.
+        tokenizer: the tokenizer the model reads (set by `fit` from the model: OpenAI's BPE, or a `tokenizer.json`).
+        tokenizer_folder: a folder with the `tokenizer.json` of a model whose weights came without one (a
+            randomly initialised SigLIP or HF-text model, for instance).
         shuffle_buffer: samples in the shuffle buffer (references only: cheap).
         resample: draw shards with replacement (open_clip's `--dataset-resampled`); an epoch is then
             `samples_per_epoch` samples rather than a pass over the shards.
@@ -244,7 +248,8 @@ class ShardDataModule(L.LightningDataModule):
                  zeroshot_shards: str | list[str] | None = None, zeroshot_classnames: list[str] | None = None,
                  batch_size: int = 256, num_workers: int = 4, image_size: int = 224, context_length: int = 77,
                  shuffle_buffer: int = 5000, resample: bool = False, samples_per_epoch: int | None = None,
-                 seed: int = 0, data_card: str | None = None, max_unusable_samples: int = 10_000):
+                 seed: int = 0, data_card: str | None = None, max_unusable_samples: int = 10_000,
+                 tokenizer: TokenizerSpec | None = None, tokenizer_folder: str | None = None):
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                    ("max_unusable_samples", max_unusable_samples, 1)):
@@ -258,6 +263,10 @@ class ShardDataModule(L.LightningDataModule):
         self.shuffle_buffer, self.resample, self.seed = shuffle_buffer, resample, seed
         self.samples_per_epoch, self.data_card = samples_per_epoch, data_card
         self.max_unusable_samples = max_unusable_samples
+        self.tokenizer = (tokenizer or TokenizerSpec(context_length=context_length)).with_folder(tokenizer_folder)
+        if self.tokenizer.kind != "openai_bpe" and self.tokenizer.folder is None:
+            raise ClipModuleError(f"the model reads the {self.tokenizer.kind!r} tokenizer and its weights came without "
+                                  "a tokenizer.json: set data.tokenizer_folder to a folder holding it")
         self._train_loader: EpochLoader | None = None
 
     def _rank(self) -> tuple[int, int]:
@@ -307,7 +316,7 @@ class ShardDataModule(L.LightningDataModule):
         return {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "collate_fn": TokenizingCollate(self.context_length, task),
+            "collate_fn": TokenizingCollate(self.tokenizer, task),
             "persistent_workers": False,  # a fresh worker per epoch picks up the new epoch number
             "pin_memory": torch.cuda.is_available(),
         }

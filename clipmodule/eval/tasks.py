@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.datasets import make_loader
 from clipmodule.eval.metrics import classification_metrics, retrieval_recall
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions
 from clipmodule.eval.prompts import Prompts
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
-from clipmodule.tokenizer import tokenize
 
 Progress = Any  # rich.progress.Progress, optional everywhere
 
@@ -64,8 +64,9 @@ def data_damage(*datasets: Dataset) -> dict[str, int]:
 
 
 def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tensor]:
-    """The BPE tokenizer at the model's context length; long captions are truncated."""
-    return functools.partial(tokenize, context_length=model.config.text.context_length, truncate=True)
+    """The tokenizer the model reads (OpenAI's BPE, or the `tokenizer.json` that came with its weights) at its
+    context length; long captions are truncated."""
+    return tokenizer_spec(model).build(truncate=True)
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from clipmodule.api import tokenizer_spec
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.options import check_config_files, config_files
@@ -43,8 +44,8 @@ class ClipCLI(LightningCLI):
         parser.link_arguments("data.zeroshot_classnames", "model.zeroshot_classnames")
         parser.link_arguments("model", "data.image_size", apply_on="instantiate",
                               compute_fn=lambda module: module.model.config.vision.image_size)
-        parser.link_arguments("model", "data.context_length", apply_on="instantiate",
-                              compute_fn=lambda module: module.model.config.text.context_length)
+        parser.link_arguments("model", "data.tokenizer", apply_on="instantiate",
+                              compute_fn=lambda module: tokenizer_spec(module.model))
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would merge the checkpoint's hyperparameters into the config; here the config stays

@@ -4,7 +4,6 @@ global batch, owns the optimiser and schedule, and reports zero-shot and retriev
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
@@ -136,11 +136,10 @@ class ClipLitModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._classifier = None
         if self.classnames:
-            from clipmodule.tokenizer import ClipTokenizer
-
-            context = self.model.config.text.context_length
-            tokenizer = functools.partial(ClipTokenizer(), context_length=context, truncate=True)
-            self._classifier = build_zeroshot_classifier(self.model, tokenizer, self.classnames, self.templates)
+            # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
+            data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            spec = getattr(data, "tokenizer", None) or tokenizer_spec(self.model)
+            self._classifier = build_zeroshot_classifier(self.model, spec.build(), self.classnames, self.templates)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         image_features = self.model.encode_image(batch["image"], normalize=True)

@@ -10,6 +10,7 @@ import torch
 import clipmodule
 from clipmodule.errors import ClipModuleError
 from clipmodule.hf_tokenizer import HFTokenizer
+from tests.clipmodule.spm import make_spm_tokenizer
 
 spm = pytest.importorskip("sentencepiece")
 CORPUS = ["a photo of a cat", "a photo of a dog sitting on a red sofa", "a diagram of the model",
@@ -18,23 +19,7 @@ CORPUS = ["a photo of a cat", "a photo of a dog sitting on a red sofa", "a diagr
 
 @pytest.fixture(scope="module")
 def tokenizer_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    root = tmp_path_factory.mktemp("spm")
-    (root / "corpus.txt").write_text("\n".join(CORPUS * 40))
-    spm.SentencePieceTrainer.train(input=str(root / "corpus.txt"), model_prefix=str(root / "m"), vocab_size=60,
-                                   hard_vocab_limit=False, model_type="unigram", pad_id=0, eos_id=1, unk_id=2,
-                                   bos_id=-1, minloglevel=2)
-    processor = spm.SentencePieceProcessor(model_file=str(root / "m.model"))
-    vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]
-    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))  # T5/SigLIP's kind of tokenizer
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(root / "tok")
-    return root / "tok"
+    return make_spm_tokenizer(tmp_path_factory.mktemp("spm"), CORPUS)
 
 
 @pytest.mark.parametrize("clean", ["canonicalize", "lower", "whitespace"])
