@@ -1,0 +1,201 @@
+"""Datasets distributed as arrays of pixels: CIFAR-10/100, MNIST, STL-10, SVHN, PatchCamelyon, FER2013.
+
+    cifar10     cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}   python pickles (safe_pickle)
+    cifar100    cifar-100-python/{train, test, meta}                               python pickles (safe_pickle)
+    mnist       MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]        idx files
+    stl10       stl10_binary/{train,test}_{X,y}.bin, class_names.txt               raw uint8, column-major
+    svhn        {train,test,extra}_32x32.mat                                       MATLAB (label 10 is digit 0)
+    pcam        pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5       HDF5 (h5py)
+    fer2013     fer2013/fer2013.csv | icml_face_data.csv | train.csv               48x48 grey pixels as text
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.readers.base import (
+    ArrayImage,
+    BenchmarkDataset,
+    H5Image,
+    folder_items,
+    loadmat,
+    read_text_lines,
+    register,
+)
+from clipmodule.eval.readers.safe_pickle import load_array_pickle
+
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# FER2013's CSV codes emotions 0..6 in this order; labels are renumbered into the sorted folder order of the
+# Kaggle image-folder copy (and CLIP_benchmark's names), so both copies of the dataset mean the same labels.
+FER_CSV_EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+FER_CLASSES = sorted(FER_CSV_EMOTIONS)
+FER_CSV_FILES = ("fer2013.csv", "icml_face_data.csv")
+
+
+def _cifar(folder: Path, name: str, batches: list[str], meta: str, label_key: str, names_key: str,
+           split: str) -> BenchmarkDataset:
+    pixels, labels = [], []
+    for batch in batches:
+        entry = load_array_pickle(folder / batch)
+        if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+            raise ClipModuleError(f"{folder / batch}: not a CIFAR batch (a dict with 'data' and '{label_key}')")
+        pixels.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(int(label) for label in entry[label_key])
+    images = np.concatenate(pixels).transpose(0, 2, 3, 1)  # CHW rows -> HWC images
+    meta_entry = load_array_pickle(folder / meta)
+    classnames = [str(name).replace("_", " ") for name in meta_entry[names_key]]
+    items = [(ArrayImage(images, index), label) for index, label in enumerate(labels)]
+    return BenchmarkDataset(name, split, "zeroshot_classification", items, classnames, folder)
+
+
+@register("cifar10", splits=("train", "test"), bases=("cifar-10-batches-py",),
+          expected=lambda split: [*CIFAR10_BATCHES[split], "batches.meta"],
+          layout="cifar-10-batches-py/ (python batches, read by a numpy-only unpickler)")
+def open_cifar10(folder: Path, split: str) -> BenchmarkDataset:
+    return _cifar(folder, "cifar10", CIFAR10_BATCHES[split], "batches.meta", "labels", "label_names", split)
+
+
+@register("cifar100", splits=("train", "test"), bases=("cifar-100-python",), expected=lambda split: [split, "meta"],
+          layout="cifar-100-python/{train,test,meta} (python pickles, numpy-only unpickler)")
+def open_cifar100(folder: Path, split: str) -> BenchmarkDataset:
+    return _cifar(folder, "cifar100", [split], "meta", "fine_labels", "fine_label_names", split)
+
+
+def _idx_prefix(split: str) -> str:
+    return "train" if split == "train" else "t10k"
+
+
+def _idx_files(split: str) -> list[str]:
+    return [f"{_idx_prefix(split)}-images-idx3-ubyte", f"{_idx_prefix(split)}-labels-idx1-ubyte"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file (big-endian header: 0, 0, type 0x08 = uint8, number of dims, the dims; then the data)."""
+    gz = path.with_name(path.name + ".gz")
+    source = path if path.exists() else gz
+    data = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ClipModuleError(f"{source}: not an idx file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int(value) for value in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise ClipModuleError(f"{source}: holds {body.size} bytes, its header says {shape}")
+    return body.reshape(shape)
+
+
+@register("mnist", splits=("train", "test"), bases=("MNIST/raw", "raw"),
+          expected=lambda split: [(name, f"{name}.gz") for name in _idx_files(split)],
+          layout="MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
+def open_mnist(folder: Path, split: str) -> BenchmarkDataset:
+    prefix = _idx_prefix(split)
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte")
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte")
+    if len(images) != len(labels):
+        raise ClipModuleError(f"{folder}: {len(images)} {prefix} images but {len(labels)} labels")
+    items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
+    return BenchmarkDataset("mnist", split, "zeroshot_classification", items, [str(d) for d in range(10)], folder)
+
+
+@register("stl10", splits=("train", "test"), bases=("stl10_binary",),
+          expected=lambda split: [f"{split}_X.bin", f"{split}_y.bin", "class_names.txt"],
+          layout="stl10_binary/{train,test}_{X,y}.bin, class_names.txt")
+def open_stl10(folder: Path, split: str) -> BenchmarkDataset:
+    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
+    if raw.size % (3 * 96 * 96):
+        raise ClipModuleError(f"{folder / f'{split}_X.bin'}: size is not a multiple of one 3x96x96 image")
+    images = raw.reshape(-1, 3, 96, 96).transpose(0, 3, 2, 1)  # stored channel-major and column-major
+    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1  # 1-based on disk
+    if len(labels) != len(images):
+        raise ClipModuleError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
+    classnames = read_text_lines(folder / "class_names.txt")
+    items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
+    return BenchmarkDataset("stl10", split, "zeroshot_classification", items, classnames, folder)
+
+
+@register("svhn", splits=("train", "test", "extra"), bases=("svhn",), expected=lambda split: [f"{split}_32x32.mat"],
+          layout="{train,test,extra}_32x32.mat (MATLAB; scipy)")
+def open_svhn(folder: Path, split: str) -> BenchmarkDataset:
+    mat = loadmat(folder / f"{split}_32x32.mat")
+    if "X" not in mat or "y" not in mat:
+        raise ClipModuleError(f"{folder / f'{split}_32x32.mat'}: expected arrays X and y")
+    images = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))  # HWCN -> NHWC
+    labels = np.asarray(mat["y"]).reshape(-1).astype(np.int64) % 10  # the digit 0 is stored as label 10
+    items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
+    return BenchmarkDataset("svhn", split, "zeroshot_classification", items, [str(d) for d in range(10)], folder)
+
+
+PCAM_SPLITS = {"train": "train", "val": "valid", "test": "test"}
+
+
+def _pcam_file(split: str, part: str) -> str:
+    return f"camelyonpatch_level_2_split_{PCAM_SPLITS[split]}_{part}.h5"
+
+
+@register("pcam", splits=("train", "val", "test"), bases=("pcam",), aliases=("patch_camelyon",),
+          expected=lambda split: [_pcam_file(split, "x"), _pcam_file(split, "y")],
+          layout="pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 (HDF5; h5py)")
+def open_pcam(folder: Path, split: str) -> BenchmarkDataset:
+    try:
+        import h5py
+    except ImportError:
+        raise ClipModuleError("pcam: reading PatchCamelyon's .h5 files needs h5py (pip install h5py)") from None
+    x_path, y_path = folder / _pcam_file(split, "x"), folder / _pcam_file(split, "y")
+    try:
+        with h5py.File(y_path, "r") as targets, h5py.File(x_path, "r") as images:
+            labels = np.asarray(targets["y"]).reshape(-1)
+            count = images["x"].shape[0]
+    except (OSError, KeyError) as error:
+        raise ClipModuleError(f"{folder}: unreadable PatchCamelyon files ({error})") from None
+    if count != len(labels):
+        raise ClipModuleError(f"{folder}: {count} {split} patches but {len(labels)} labels")
+    items = [(H5Image(str(x_path), "x", index), int(label)) for index, label in enumerate(labels)]
+    return BenchmarkDataset("pcam", split, "zeroshot_classification", items, ["0", "1"], folder)
+
+
+def _fer_rows(path: Path, split: str) -> list[tuple[np.ndarray, int]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)  # icml_face_data.csv has ", " separators
+        rows = list(reader)
+    if rows and ("emotion" not in rows[0] or "pixels" not in rows[0]):
+        raise ClipModuleError(f"{path}: expected columns emotion and pixels, got {list(rows[0])}")
+    if path.name != "train.csv":
+        wanted = ("Training",) if split == "train" else ("PublicTest", "PrivateTest")
+        rows = [row for row in rows if row.get("Usage") in wanted]
+    out = []
+    for line, row in enumerate(rows, start=2):
+        pixels = np.array(row["pixels"].split(), dtype=np.uint8)
+        if pixels.size != 48 * 48:
+            raise ClipModuleError(f"{path}:{line}: {pixels.size} pixels, expected 48x48")
+        out.append((pixels.reshape(48, 48), FER_CLASSES.index(FER_CSV_EMOTIONS[int(row["emotion"])])))
+    return out
+
+
+def _fer_expected(split: str) -> list:
+    if split == "train":
+        return [(*FER_CSV_FILES, "train.csv", "train")]
+    return [(*FER_CSV_FILES, "test")]
+
+
+@register("fer2013", splits=("train", "test"), bases=("fer2013",), expected=_fer_expected,
+          layout="fer2013/fer2013.csv (or icml_face_data.csv, train.csv), or Kaggle's {train,test}/<emotion>/*.jpg")
+def open_fer2013(folder: Path, split: str) -> BenchmarkDataset:
+    csv_file = next((folder / name for name in FER_CSV_FILES if (folder / name).is_file()), None)
+    if csv_file is None and split == "train" and (folder / "train.csv").is_file():
+        csv_file = folder / "train.csv"
+    if csv_file is not None:
+        rows = _fer_rows(csv_file, split)
+        images = np.stack([pixels for pixels, _ in rows]) if rows else np.zeros((0, 48, 48), np.uint8)
+        items = [(ArrayImage(images, index), label) for index, (_, label) in enumerate(rows)]
+        return BenchmarkDataset("fer2013", split, "zeroshot_classification", items, list(FER_CLASSES), folder)
+    present = sorted(entry.name for entry in (folder / split).iterdir() if entry.is_dir())
+    if present != FER_CLASSES:
+        raise ClipModuleError(f"{folder / split}: expected the emotion folders {', '.join(FER_CLASSES)}, "
+                              f"found {', '.join(present) or 'none'}")
+    return BenchmarkDataset("fer2013", split, "zeroshot_classification", folder_items(folder / split, FER_CLASSES),
+                            list(FER_CLASSES), folder)

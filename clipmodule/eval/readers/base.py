@@ -1,0 +1,285 @@
+"""What every reader returns (`BenchmarkDataset`), the lazy image sources it holds, and the registry.
+
+A reader is registered with the files it needs, relative to the dataset's base folder (`cifar-10-batches-py`,
+`food-101`, … as torchvision and CLIP_benchmark lay them out). The registry finds that folder under the
+given root (or takes the root itself when it is that folder), checks the files before anything is read,
+and answers a missing or incomplete copy with one line naming what it expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.datasets import load_image
+
+TASKS = ("zeroshot_classification", "multilabel", "retrieval")
+Expected = Callable[[str], Sequence[str | tuple[str, ...]]]
+
+
+# ---- lazy image sources: an item holds one of these (or a path / bytes), decoded only when read ----------
+
+
+@dataclass(frozen=True)
+class ArrayImage:
+    """Row `index` of an in-memory uint8 array of images (HWC or HW); the array is shared by all rows."""
+
+    array: np.ndarray = field(repr=False)
+    index: int
+
+    def read(self) -> Image.Image:
+        return Image.fromarray(np.ascontiguousarray(self.array[self.index])).convert("RGB")
+
+
+@functools.lru_cache(maxsize=8)
+def _h5_file(path: str, pid: int):  # one handle per file and process: h5py handles do not survive fork
+    import h5py
+
+    return h5py.File(path, "r")
+
+
+@dataclass(frozen=True)
+class H5Image:
+    """Row `index` of an HDF5 dataset (PatchCamelyon's `x`), read on demand."""
+
+    path: str
+    key: str
+    index: int
+
+    def read(self) -> Image.Image:
+        return Image.fromarray(_h5_file(self.path, os.getpid())[self.key][self.index]).convert("RGB")
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """`size` bytes at `offset` of a file: one image inside an uncompressed tar shard."""
+
+    path: str
+    offset: int
+    size: int
+
+    def read(self) -> Image.Image:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            return load_image(handle.read(self.size), name=f"{self.path}@{self.offset}")
+
+
+@dataclass(frozen=True)
+class CropImage:
+    """A box (left, top, right, bottom) of an image file: VOC2007's per-object classification crops."""
+
+    path: Path
+    box: tuple[int, int, int, int]
+
+    def read(self) -> Image.Image:
+        return load_image(self.path).crop(self.box)
+
+
+def read_image(source: Any) -> Image.Image:
+    return source.read() if hasattr(source, "read") else load_image(source)
+
+
+# ---- the dataset object every reader returns ---------------------------------------------------------------
+
+
+class BenchmarkDataset(Dataset):
+    """A benchmark dataset read from its local copy.
+
+    Items are (image, target): the image is a PIL RGB image, or `transform(image)` when a transform is set;
+    the target is the class index (`zeroshot_classification`), a 0/1 float tensor over `classnames`
+    (`multilabel`, CLIP_benchmark's convention, so batches stack), or the list of captions (`retrieval`).
+    `classnames` are the dataset's own, in label order (folder names, its class-list file; for a dataset
+    that ships no names, the label ids as it writes them); `templates` are set only when the copy carries
+    its own (CLIP_benchmark's webdataset layout)."""
+
+    def __init__(self, name: str, split: str, task: str, items: list[tuple[Any, Any]],
+                 classnames: list[str] | None = None, root: str | Path = "", templates: list[str] | None = None):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}")
+        if not items:
+            raise ClipModuleError(f"{name} ({split}) at {root}: the split holds no images")
+        self.name, self.split, self.task, self.items = name, split, task, items
+        if task != "retrieval":
+            _check_labels(name, split, root, items, classnames or [])
+        self.classnames, self.root, self.templates = classnames, str(root), templates
+        self.transform: Callable | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        source, target = self.items[index]
+        image = read_image(source)
+        if self.task == "multilabel":
+            target = torch.zeros(len(self.classnames)).index_fill_(0, torch.as_tensor(target, dtype=torch.long), 1)
+        return (self.transform(image) if self.transform is not None else image), target
+
+    def with_transform(self, transform: Callable | None) -> BenchmarkDataset:
+        """The same items, decoded through `transform` (the model's preprocessing)."""
+        other = copy.copy(self)
+        other.transform = transform
+        return other
+
+    def labels(self) -> list[Any]:
+        """Every item's target as stored (class index, class-index list, captions), without decoding images."""
+        return [target for _, target in self.items]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, split={self.split}, {len(self)} items, root={self.root})"
+
+
+def _check_labels(name: str, split: str, root: str | Path, items: list[tuple[Any, Any]], classnames: list[str]) -> None:
+    """Every label indexes `classnames`: a label past the names would score silently wrong."""
+    flat = [label for _, target in items for label in (target if isinstance(target, (list, tuple)) else [target])]
+    bad = next((label for label in flat if not 0 <= label < len(classnames)), None)
+    if bad is not None:
+        raise ClipModuleError(f"{name} ({split}) at {root}: label {bad} is not an index into its "
+                              f"{len(classnames)} classes")
+
+
+# ---- the registry --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reader:
+    name: str
+    open: Callable[[Path, str], BenchmarkDataset]
+    splits: tuple[str, ...]
+    expected: Expected
+    bases: tuple[str, ...] = ()
+    """Folder names the copy sits in under the root (the first is the distributed one); the root itself
+    is tried last, so `--dataset-root` may name the parent or the folder itself."""
+    layout: str = ""
+    """One line for the README's table and `known_datasets`."""
+    metric: str = "top-1, top-5, mean per-class recall"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def default_split(self) -> str:
+        return next((split for split in ("all", "test") if split in self.splits), self.splits[0])
+
+    @property
+    def train_split(self) -> str | None:
+        return next((split for split in ("train", "trainval") if split in self.splits), None)
+
+
+READERS: dict[str, Reader] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(name: str, *, splits: Sequence[str], expected: Expected, bases: Sequence[str] = (), layout: str = "",
+             metric: str | None = None, aliases: Sequence[str] = ()) -> Callable:
+    """Decorator: `open(base_folder, split) -> BenchmarkDataset` becomes the reader of `name`."""
+
+    def decorate(open_: Callable[[Path, str], BenchmarkDataset]) -> Callable:
+        extra = {"metric": metric} if metric else {}
+        READERS[name] = Reader(name, open_, tuple(splits), expected, tuple(bases), layout, aliases=tuple(aliases),
+                               **extra)
+        ALIASES.update(dict.fromkeys(aliases, name))
+        return open_
+
+    return decorate
+
+
+def reader(name: str) -> Reader:
+    canonical = ALIASES.get(name, name)
+    if canonical.startswith("wds/"):
+        canonical = "wds"
+    if canonical not in READERS:
+        raise ClipModuleError(f"{name}: unknown benchmark dataset (known: {', '.join(sorted(READERS))})")
+    return READERS[canonical]
+
+
+def _describe(entry: str | tuple[str, ...]) -> str:
+    return " or ".join(entry) if isinstance(entry, tuple) else entry
+
+
+def _missing(folder: Path, expected: Sequence[str | tuple[str, ...]]) -> list[str]:
+    alternatives = [entry if isinstance(entry, tuple) else (entry,) for entry in expected]
+    return [_describe(entry) for entry, options in zip(expected, alternatives)
+            if not any((folder / option).exists() for option in options)]
+
+
+def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
+    """(reader, the copy's base folder, the split), or one line saying what is missing where."""
+    entry = reader(name)
+    split = split or entry.default_split
+    if split not in entry.splits:
+        raise ClipModuleError(f"{name}: no split {split!r} (splits: {', '.join(entry.splits)})")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ClipModuleError(f"{name}: dataset root {root} is not a folder")
+    expected = entry.expected(split)
+    candidates = [root / base for base in entry.bases] + [root]
+    for folder in candidates:
+        if not _missing(folder, expected):
+            return entry, folder, split
+    folder = next((folder for folder in candidates if folder.is_dir()), root)
+    where = f"{root}/{entry.bases[0]}" if entry.bases else str(root)
+    missing = _missing(folder, expected)
+    raise ClipModuleError(f"{name} ({split}): {where} is missing {', '.join(missing[:6])}"
+                          f"{f' and {len(missing) - 6} more' if len(missing) > 6 else ''} "
+                          f"(expected there: {', '.join(_describe(item) for item in expected)})")
+
+
+def open_dataset(name: str, root: str | Path, split: str | None = None) -> BenchmarkDataset:
+    """The named benchmark dataset's `split` (default: its test split) read from the local copy at `root`."""
+    entry, folder, split = locate(name, root, split or "")
+    dataset = entry.open(folder, split)
+    if name.startswith("wds/"):
+        dataset.name = name
+    return dataset
+
+
+def check_dataset(name: str, root: str | Path, split: str | None = None) -> None:
+    """Raises the one-line error `open_dataset` would for a missing or incomplete copy, reading no images."""
+    locate(name, root, split or "")
+
+
+def known_datasets() -> list[str]:
+    """The registered names (CLIP_benchmark's where it has one), sorted."""
+    return sorted(READERS)
+
+
+def read_text_lines(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClipModuleError(f"{path}: unreadable ({error})") from None
+
+
+def loadmat(path: Path) -> dict[str, Any]:
+    """A MATLAB file (scipy.io.loadmat, squeezed): plain arrays and structs, no code is run."""
+    from scipy.io import loadmat as scipy_loadmat
+
+    try:
+        return scipy_loadmat(path, squeeze_me=True)
+    except (OSError, ValueError, TypeError, NotImplementedError) as error:
+        raise ClipModuleError(f"{path}: unreadable .mat file ({str(error).splitlines()[0][:160]})") from None
+
+
+def image_files(folder: Path, extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp",
+                                                            ".tif", ".tiff")) -> list[Path]:
+    """Image files directly in `folder`, sorted by name (the order torchvision's folder datasets use)."""
+    return sorted(path for path in folder.iterdir() if path.suffix.lower() in extensions and path.is_file())
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Sub-folder names, sorted (the class order of torchvision's ImageFolder)."""
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def folder_items(folder: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """(image, class index) for every image in each class's sub-folder."""
+    return [(path, label) for label, name in enumerate(classes) for path in image_files(folder / name)]
