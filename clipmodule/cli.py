@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("clipmodule.train.cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
     "test": ("clipmodule.train.cli", "test", "as validate, on the test loaders (LightningCLI)"),
     "predict": ("clipmodule.train.cli", "predict", "write image and text embeddings of shards (LightningCLI)"),
+    "search": ("clipmodule.search.cli", "main",
+               "nearest samples of a `curation index` to a caption or --image, with a PNG contact sheet"),
     "eval": ("clipmodule.eval.cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
     "classifiers": ("clipmodule.classifiers.cli", "main",
                     "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`"),
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 EXTRA_OF_MODULE = {
     "lightning": "train", "torchdata": "train", "webdataset": "train", "mlflow": "train", "torchmetrics": "train",
     "fsspec": "train", "s3fs": "train", "sklearn": "eval", "skimage": "eval", "matplotlib": "eval",
-    "threadpoolctl": "eval", "pyarrow": "curation",
+    "threadpoolctl": "eval", "pyarrow": "curation", "faiss": "curation",
 }
 
 

@@ -19,6 +19,8 @@ from curation.config import (
     DatasetConfig,
     DecontaminateConfig,
     DownloadConfig,
+    EmbedConfig,
+    IndexConfig,
     MatchConfig,
     QueriesConfig,
 )
@@ -63,6 +65,26 @@ class DownloadPaths:
     """Folder written by `curation balance`."""
     out: Path = Path("work/shards")
     """Folder for img2dataset's shards; <out>.stats.json (totals) and <out>.log (img2dataset's output) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class EmbedPaths:
+    shards: list[str] = field(default_factory=lambda: ["work/shards"])
+    """Shards to embed: webdataset .tar files, folders of them or brace patterns (`curation download` output)."""
+    out: Path = Path("work/embeddings")
+    """Folder for img_emb/, text_emb/ and metadata/ (one part per shard); <out>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class IndexPaths:
+    embeddings: Path = Path("work/embeddings")
+    """Embedding folder (`curation embed` or `clipmodule predict` output)."""
+    out: Path = Path("work/index")
+    """Folder for the faiss index, its rows and settings; <out>.stats.json (recall, build time) beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 
@@ -127,6 +149,20 @@ def _download(args: argparse.Namespace) -> None:
     run_download(from_namespace(DownloadConfig, args), paths.input, paths.out, paths.overwrite)
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from curation.embed import run_embed
+
+    paths = from_namespace(EmbedPaths, args)
+    run_embed(from_namespace(EmbedConfig, args), paths.shards, paths.out, paths.overwrite)
+
+
+def _index(args: argparse.Namespace) -> None:
+    from curation.index import run_index
+
+    paths = from_namespace(IndexPaths, args)
+    run_index(from_namespace(IndexConfig, args), paths.embeddings, paths.out, paths.overwrite)
+
+
 def _decontaminate(args: argparse.Namespace) -> None:
     from curation.decontaminate import run_decontaminate
 
@@ -154,6 +190,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "match": ("attach to each caption row the ids of the queries it contains", (MatchPaths, MatchConfig), _match),
     "balance": ("keep at most t rows per query in expectation", (BalancePaths, BalanceConfig), _balance),
     "download": ("download the balanced rows' images with img2dataset", (DownloadPaths, DownloadConfig), _download),
+    "embed": ("image and caption embeddings of shards with a CLIP model (one part per shard)",
+              (EmbedPaths, EmbedConfig), _embed),
+    "index": ("a faiss kNN index of an embedding folder, its recall measured", (IndexPaths, IndexConfig), _index),
     "decontaminate": ("drop training samples that are near-copies of evaluation images",
                       (DecontaminatePaths, DecontaminateConfig), _decontaminate),
     "card": ("write the data card from the stages' stats", (CardArgs,), _card),
@@ -174,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Optional dependencies (pyproject.toml extras `curation` and `ray`): a missing one is named, not a traceback.
-CURATION_EXTRAS = {"pyarrow", "img2dataset", "ahocorasick", "wordfreq", "imagehash", "matplotlib", "ray"}
+CURATION_EXTRAS = {"pyarrow", "img2dataset", "ahocorasick", "wordfreq", "imagehash", "matplotlib", "faiss", "ray"}
 
 
 class Terminated(BaseException):
