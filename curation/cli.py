@@ -18,7 +18,9 @@ from curation.config import (
     BalanceConfig,
     DatasetConfig,
     DecontaminateConfig,
+    DedupConfig,
     DownloadConfig,
+    FilterConfig,
     EmbedConfig,
     IndexConfig,
     MatchConfig,
@@ -85,6 +87,32 @@ class IndexPaths:
     """Embedding folder (`curation embed` or `clipmodule predict` output)."""
     out: Path = Path("work/index")
     """Folder for the faiss index, its rows and settings; <out>.stats.json (recall, build time) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class FilterPaths:
+    shards: list[str] = field(default_factory=lambda: ["work/shards"])
+    """Input shards: webdataset .tar files or folders of them (`curation download` output)."""
+    embeddings: Path = Path("work/embeddings")
+    """Embedding folder of those shards (`curation embed`)."""
+    out: Path = Path("work/filtered")
+    """Folder for the filtered shards (same names); <out>.rows.parquet (every sample's decision), <out>.png (CLIP
+    score histogram) and <out>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class DedupPaths:
+    shards: list[str] = field(default_factory=lambda: ["work/filtered"])
+    """Input shards: webdataset .tar files or folders of them."""
+    embeddings: Path = Path("work/embeddings")
+    """Embedding folder covering those shards' samples (`curation embed`; the unfiltered shards' is fine)."""
+    out: Path = Path("work/deduplicated")
+    """Folder for the deduplicated shards (same names); <out>.drops.parquet, <out>.png and <out>.stats.json
+    beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 
@@ -163,6 +191,20 @@ def _index(args: argparse.Namespace) -> None:
     run_index(from_namespace(IndexConfig, args), paths.embeddings, paths.out, paths.overwrite)
 
 
+def _filter(args: argparse.Namespace) -> None:
+    from curation.filter import run_filter
+
+    paths = from_namespace(FilterPaths, args)
+    run_filter(from_namespace(FilterConfig, args), paths.shards, paths.embeddings, paths.out, paths.overwrite)
+
+
+def _dedup(args: argparse.Namespace) -> None:
+    from curation.dedup import run_dedup
+
+    paths = from_namespace(DedupPaths, args)
+    run_dedup(from_namespace(DedupConfig, args), paths.shards, paths.embeddings, paths.out, paths.overwrite)
+
+
 def _decontaminate(args: argparse.Namespace) -> None:
     from curation.decontaminate import run_decontaminate
 
@@ -193,6 +235,9 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "embed": ("image and caption embeddings of shards with a CLIP model (one part per shard)",
               (EmbedPaths, EmbedConfig), _embed),
     "index": ("a faiss kNN index of an embedding folder, its recall measured", (IndexPaths, IndexConfig), _index),
+    "filter": ("keep samples by CLIP score, caption and image size, or image clusters near a target set",
+               (FilterPaths, FilterConfig), _filter),
+    "dedup": ("drop near-duplicate samples by image embedding (SemDeDup)", (DedupPaths, DedupConfig), _dedup),
     "decontaminate": ("drop training samples that are near-copies of evaluation images",
                       (DecontaminatePaths, DecontaminateConfig), _decontaminate),
     "card": ("write the data card from the stages' stats", (CardArgs,), _card),

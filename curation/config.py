@@ -180,8 +180,20 @@ class DecontaminateConfig:
     max_image_pixels: int = MAX_IMAGE_PIXELS
     """Images whose header says width x height is over this are not decoded (an evaluation image: an error;
     a training sample: kept and counted, like an undecodable one)."""
+    eval_embeddings: list[str] = field(default_factory=list)
+    """The embedding pass: embedding folders of the evaluation sets (`curation embed` of their tars). A training
+    sample whose image embedding (from the training embeddings) has at least embedding_threshold cosine with
+    one of theirs is dropped too (catches crops, flips and edits the hash misses)."""
+    embedding_threshold: float = 0.9
+    """Cosine at or above which a training image counts as a copy of an evaluation image (embedding pass)."""
+    truth: Path | None = None
+    """Parquet table (shard, key) of training samples known to be evaluation copies (planted); the stats then
+    report precision and recall against it."""
 
     def __post_init__(self) -> None:
+        self.truth = Path(self.truth) if self.truth is not None else None
+        _require(-1.0 <= self.embedding_threshold <= 1.0,
+                 f"decontaminate.embedding_threshold must be in [-1, 1], got {self.embedding_threshold}")
         _require(2 <= self.hash_size <= 32, f"decontaminate.hash_size must be in 2..32, got {self.hash_size}")
         _require(0 <= self.threshold < self.hash_size ** 2,
                  f"decontaminate.threshold must be in 0..{self.hash_size ** 2 - 1}, got {self.threshold}")
@@ -254,6 +266,87 @@ class IndexConfig:
 
 
 @dataclass
+class FilterConfig:
+    """Which samples `curation filter` keeps: DataComp's CLIP-score, basic and image-based baselines. A sample is
+    kept when it passes every filter that is on; a dropped one is counted under the first it fails, in the
+    order caption words, caption characters, image side, aspect ratio, CLIP score, image cluster."""
+
+    clip_score_threshold: float | None = None
+    """Keep samples whose CLIP score (cosine of image and caption embedding) is at least this (DataComp: 0.3
+    for ViT-L/14). At most one of this and clip_score_fraction."""
+    clip_score_fraction: float | None = None
+    """Keep the top fraction of all input samples by CLIP score: exactly floor(fraction x samples) of them,
+    ties broken by (shard, key) (DataComp's best: 0.3)."""
+    min_caption_words: int = 0
+    """Keep captions of at least this many whitespace-separated words (DataComp's basic filter: 3)."""
+    min_caption_chars: int = 0
+    """Keep captions of at least this many characters (DataComp's basic filter: 6)."""
+    min_image_side: int = 0
+    """Keep images whose shorter original side (the shard json's original_width/height, else width/height) is
+    at least this many pixels (DataComp's basic filter: 200); a sample without sides fails it."""
+    max_aspect_ratio: float | None = None
+    """Keep images whose longer/shorter original side is at most this (DataComp's basic filter: 3.0)."""
+    image_clusters: int = 0
+    """Image-based clustering (DataComp's ImageNet-cluster baseline): k-means of the input images into this
+    many clusters; keep samples whose nearest centre is the nearest centre of some target embedding (0: off)."""
+    target_embeddings: Path | None = None
+    """Embedding folder of the target set (e.g. ImageNet's training images, `curation embed`); needed with
+    image_clusters."""
+    seed: int = 0
+    """Seed of the k-means initialisation."""
+    kmeans_iterations: int = 20
+    """Lloyd iterations of the k-means (DataComp: 20)."""
+    kmeans_backend: Literal["auto", "numpy", "faiss"] = "auto"
+    """k-means implementation: faiss-cpu when installed (auto), or numpy."""
+
+    def __post_init__(self) -> None:
+        self.target_embeddings = Path(self.target_embeddings) if self.target_embeddings is not None else None
+        _require(self.clip_score_threshold is None or self.clip_score_fraction is None,
+                 "filter: give clip_score_threshold or clip_score_fraction, not both")
+        _require(self.clip_score_threshold is None or -1.0 <= self.clip_score_threshold <= 1.0,
+                 f"filter.clip_score_threshold must be in [-1, 1], got {self.clip_score_threshold}")
+        _require(self.clip_score_fraction is None or 0.0 < self.clip_score_fraction <= 1.0,
+                 f"filter.clip_score_fraction must be in (0, 1], got {self.clip_score_fraction}")
+        for name in ("min_caption_words", "min_caption_chars", "min_image_side", "image_clusters"):
+            _require(getattr(self, name) >= 0, f"filter.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.max_aspect_ratio is None or self.max_aspect_ratio >= 1.0,
+                 f"filter.max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
+        _require(self.kmeans_iterations >= 1, f"filter.kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
+        _require((self.image_clusters > 0) == (self.target_embeddings is not None),
+                 "filter: image_clusters and target_embeddings go together (give both or neither)")
+
+
+@dataclass
+class DedupConfig:
+    """SemDeDup: k-means clusters of the image embeddings, then within each cluster the pairs at or above a
+    cosine; of each such group the first sample by (shard, key) is kept."""
+
+    threshold: float = 0.95
+    """Two samples whose image embeddings have at least this cosine are duplicates (SemDeDup's 1 - eps)."""
+    clusters: int = 0
+    """k-means clusters (0: the square root of the samples, rounded up); duplicates in different clusters are
+    not compared."""
+    seed: int = 0
+    """Seed of the k-means initialisation."""
+    kmeans_iterations: int = 20
+    """Lloyd iterations of the k-means."""
+    kmeans_backend: Literal["auto", "numpy", "faiss"] = "auto"
+    """k-means implementation: faiss-cpu when installed (auto), or numpy."""
+    thumbnails: int = 12
+    """Closest pairs shown (kept sample beside dropped one) in the PNG beside the output."""
+    truth: Path | None = None
+    """Parquet table (shard, key) of samples known to be duplicates that should go (planted copies); the stats
+    then report precision and recall against it."""
+
+    def __post_init__(self) -> None:
+        self.truth = Path(self.truth) if self.truth is not None else None
+        _require(-1.0 <= self.threshold <= 1.0, f"dedup.threshold must be in [-1, 1], got {self.threshold}")
+        _require(self.clusters >= 0, f"dedup.clusters must be >= 0, got {self.clusters}")
+        _require(self.kmeans_iterations >= 1, f"dedup.kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
+        _require(self.thumbnails >= 0, f"dedup.thumbnails must be >= 0, got {self.thumbnails}")
+
+
+@dataclass
 class DatasetConfig:
     """A whole dataset build: every stage's settings plus where inputs and outputs live."""
 
@@ -269,8 +362,17 @@ class DatasetConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    filter: FilterConfig | None = None
+    """Optional stage after download (and embed): `curation filter` with these settings."""
+    dedup: DedupConfig | None = None
+    """Optional stage after filter: `curation dedup` with these settings."""
+    decontaminate: DecontaminateConfig | None = None
+    """Optional last stage: `curation decontaminate` against eval_sets with these settings."""
+    eval_sets: list[str] = field(default_factory=list)
+    """Evaluation sets for the decontaminate stage: folders of images or webdataset .tar files."""
 
     def __post_init__(self) -> None:
+        _require(self.decontaminate is None or bool(self.eval_sets), "decontaminate: give eval_sets to compare with")
         _require(bool(self.name) and self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
                  f"name must be letters, digits, '-', '_' or '.', got {self.name!r}")
         _require(bool(self.captions), "captions: give at least one caption table")
@@ -299,6 +401,18 @@ class WorkLayout:
     @property
     def shards(self) -> Path:
         return Path(self.work_dir) / "shards"
+
+    @property
+    def embeddings(self) -> Path:
+        return Path(self.work_dir) / "embeddings"
+
+    @property
+    def filtered(self) -> Path:
+        return Path(self.work_dir) / "filtered"
+
+    @property
+    def deduplicated(self) -> Path:
+        return Path(self.work_dir) / "deduplicated"
 
     @property
     def decontaminated(self) -> Path:

@@ -1,0 +1,81 @@
+"""`curation dedup`: planted near-duplicates are found (precision and recall in the stats), the first of each group
+by (shard, key) is kept whatever the shard order, the drops name it, and re-runs are no-ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curation.cli import main
+from curation.config import DedupConfig
+from curation.dedup import greedy_duplicates, run_dedup
+
+DIM = 32
+UNIQUE = 60
+PLANTED = 15
+
+
+@pytest.fixture
+def planted(tmp_path, embedded):
+    """60 unrelated samples and 15 near-copies (cosine ~0.98) of some of them, keyed after their originals."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(UNIQUE, DIM))
+    samples = [embedded.Sample(f"a{i:03d}", vectors[i], rng.normal(size=DIM), colour=(4 * i, 100, 200))
+               for i in range(UNIQUE)]
+    copies = {}
+    for j, i in enumerate(rng.choice(UNIQUE, PLANTED, replace=False)):
+        noisy = vectors[i] / np.linalg.norm(vectors[i]) + rng.normal(size=DIM) * 0.035
+        copies[f"b{j:03d}"] = f"a{i:03d}"
+        samples.append(embedded.Sample(f"b{j:03d}", noisy, rng.normal(size=DIM), colour=(4 * i, 100, 200)))
+    # originals and copies spread over both shards; a copy sorts after its original by (shard, key)
+    shards = {"00000.tar": samples[:40], "00001.tar": samples[40:]}
+    shard_dir, embeddings = embedded.write(tmp_path, shards)
+    where = {s.key: name for name, group in shards.items() for s in group}
+    truth = tmp_path / "truth.parquet"
+    pq.write_table(pa.table({"shard": [where[k] for k in copies], "key": list(copies)}), truth)
+    return shard_dir, embeddings, copies, where, truth
+
+
+def test_greedy_keeps_the_first_of_each_group_and_names_it():
+    base = np.eye(4, dtype=np.float32)
+    rows = np.stack([base[0], base[1], base[0], base[2], base[1], base[0]])
+    assert greedy_duplicates(rows, 0.99) == [(2, 0, 1.0), (4, 1, 1.0), (5, 0, 1.0)]
+    assert greedy_duplicates(rows, 1.5) == []
+
+
+def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, embedded):
+    shards, embeddings, copies, where, truth = planted
+    out = tmp_path / "deduplicated"
+    stats = run_dedup(DedupConfig(threshold=0.95, truth=truth), [str(shards)], embeddings, out)
+    assert stats["truth"]["precision"] == 1.0 and stats["truth"]["recall"] == 1.0
+    kept = {k for path in out.glob("*.tar") for k in embedded.keys(path)}
+    assert kept == {f"a{i:03d}" for i in range(UNIQUE)}
+    drops = pq.read_table(tmp_path / "deduplicated.drops.parquet").to_pylist()
+    assert {d["key"]: d["kept_key"] for d in drops} == copies
+    assert all(d["kept_shard"] == where[d["kept_key"]] and d["cosine"] >= 0.95 for d in drops)
+    assert stats["rows_in"] == UNIQUE + PLANTED and stats["rows_kept"] + stats["rows_dropped"] == stats["rows_in"]
+    assert sum(s["samples"] for s in stats["shards"]) == UNIQUE
+    assert Image.open(tmp_path / "deduplicated.png").size[0] > 300
+
+    reversed_out = tmp_path / "reversed"  # the shards listed the other way round: the same decisions
+    run_dedup(DedupConfig(threshold=0.95), [str(p) for p in sorted(shards.glob("*.tar"))[::-1]], embeddings,
+              reversed_out)
+    assert pq.read_table(tmp_path / "reversed.drops.parquet").to_pylist() == drops
+
+
+def test_rerun_is_a_no_op_and_bad_truth_is_one_line(planted, tmp_path, capsys):
+    shards, embeddings, _, _, truth = planted
+    args = ["dedup", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(tmp_path / "d")]
+    assert main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "d").iterdir()}
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "d").iterdir()} == before
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert main([*args[:-1], str(tmp_path / "e"), "--truth", str(tmp_path / "bad.parquet")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "bad.parquet: cannot read the truth table" in error
+    assert not (tmp_path / "e").exists() and not (tmp_path / "e.stats.json").exists()
