@@ -1,11 +1,13 @@
-"""`clipmodule predict` writes what it computes: image and text embeddings of the prediction shards in
-clip-retrieval's layout, one set of files per rank and chunk of batches:
+"""`clipmodule predict` writes what it computes: image and text embeddings of the prediction shards in the
+embedding contract's layout (`curation.formats.embeddings`, clip-retrieval's), one part per rank and chunk:
 
     <out>/img_emb/img_emb_<rank>_<chunk>.npy     float16 [n, embed_dim], L2-normalised
     <out>/text_emb/text_emb_<rank>_<chunk>.npy   the same rows' caption embeddings
-    <out>/metadata/metadata_<rank>_<chunk>.parquet   key (shard/sample), one row per embedding row
+    <out>/metadata/metadata_<rank>_<chunk>.parquet   key, shard: one row per embedding row
 
-Row i of the three files of a chunk is the same sample. Every file is written aside and renamed."""
+Row i of the three files of a part is the same sample. The parts are per rank and chunk, not per shard as
+`curation embed` writes them: the prediction loader deals every shard's samples round-robin over ranks and
+workers, so no rank sees a whole shard. `curation index`, `filter` and `dedup` read either."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from curation.formats.files import atomic_path
+from curation.formats.embeddings import normalise, write_part
 
 
 class EmbeddingWriter(BasePredictionWriter):
@@ -49,19 +51,12 @@ class EmbeddingWriter(BasePredictionWriter):
     def _flush(self, trainer: Trainer) -> None:
         if not self._pending:
             return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         name = f"{trainer.global_rank:04d}_{self._chunk:05d}"
-        arrays = {kind: np.concatenate([p[f"{kind}_features"].float().cpu().numpy() for p in self._pending])
+        arrays = {kind: normalise(np.concatenate([p[f"{kind}_features"].float().cpu().numpy() for p in self._pending]))
                   for kind in ("image", "text")}
-        keys = [key for p in self._pending for key in (p["key"] or [None] * len(p["image_features"]))]
-        out = self.folder(trainer)
-        for kind, folder, stem in (("image", "img_emb", "img_emb"), ("text", "text_emb", "text_emb")):
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            with atomic_path(out / folder / f"{stem}_{name}.npy") as tmp, open(tmp, "wb") as handle:
-                np.save(handle, arrays[kind].astype(self.dtype))
-        (out / "metadata").mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "metadata" / f"metadata_{name}.parquet") as tmp:
-            pq.write_table(pa.table({"key": pa.array(keys, pa.string())}), tmp)
+        names = [key for p in self._pending for key in (p["key"] or [None] * len(p["image_features"]))]
+        # the loader's keys are "<shard file>/<sample key>" (a sample key may itself hold "/": the first one splits)
+        split = [full.split("/", 1) if full and "/" in full else (None, full) for full in names]
+        write_part(self.folder(trainer), name, arrays["image"], arrays["text"],
+                   {"key": [key for _, key in split], "shard": [shard for shard, _ in split]}, str(self.dtype))
         self._pending, self._chunk = [], self._chunk + 1

@@ -12,6 +12,7 @@ import torch
 from clipmodule.cli import main
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.train.embeddings import EmbeddingWriter
+from curation.formats.embeddings import read_embeddings
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["-c", str(REPO / "experiments" / "base.yaml"), "-c", str(REPO / "experiments" / "tiny_cpu.yaml")]
@@ -33,6 +34,11 @@ def test_predict_writes_normalised_embeddings_and_their_keys(tmp_path, monkeypat
     assert sum(len(chunk) for chunk in keys) == 40 and len({key for chunk in keys for key in chunk}) == 40
     assert images[0].dtype == np.float16 and images[0].shape[1] == texts[0].shape[1]
     assert np.allclose(np.linalg.norm(images[0].astype(np.float32), axis=1), 1.0, atol=1e-2)
+    # the embedding contract's reader sees the same rows, each named by shard file and sample key
+    metadata, vectors = read_embeddings(out, "image")
+    assert vectors.shape == (40, images[0].shape[1])
+    assert set(metadata["shard"].to_pylist()) == {"00000.tar", "00001.tar"}
+    assert sorted(metadata["key"].to_pylist()) == sorted(f"{s:05d}{i:04d}" for s in range(2) for i in range(20))
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
