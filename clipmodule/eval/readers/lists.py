@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, loadmat, read_text_lines, register
+from clipmodule.eval.readers.base import BenchmarkDataset, class_folders, loadmat, read_text_lines, register
 
 
 @register("food101", splits=("train", "test"), bases=("food-101",),
@@ -61,27 +61,39 @@ def open_flowers(folder: Path, split: str) -> BenchmarkDataset:
           layout="dtd/dtd/labels/{train,val,test}1.txt + dtd/dtd/images/<class>/*.jpg (partition 1)")
 def open_dtd(folder: Path, split: str) -> BenchmarkDataset:
     entries = read_text_lines(folder / "labels" / f"{split}1.txt")
-    classes = sorted({entry.split("/", 1)[0] for entry in entries})
+    classes = class_folders(folder / "images")  # all 47, whichever a split file happens to list
     index = {cls: label for label, cls in enumerate(classes)}
+    unknown = next((entry for entry in entries if entry.split("/", 1)[0] not in index), None)
+    if unknown is not None:
+        raise ClipModuleError(f"{folder / 'labels' / f'{split}1.txt'}: {unknown} is in no folder of images/")
     items = [(folder / "images" / entry, index[entry.split("/", 1)[0]]) for entry in entries]
     return BenchmarkDataset("dtd", split, "zeroshot_classification", items, classes, folder)
+
+
+def _pet_lines(listing: Path) -> list[tuple[str, int]]:
+    """(image id, 0-based class) of an annotation list; '#' lines are comments (list.txt has some)."""
+    out = []
+    for line in read_text_lines(listing):
+        parts = line.split()
+        if line.startswith("#"):
+            continue
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise ClipModuleError(f"{listing}: line {line[:60]!r} is not '<image id> <class id> …'")
+        out.append((parts[0], int(parts[1]) - 1))
+    return out
 
 
 @register("pets", splits=("trainval", "test"), bases=("oxford-iiit-pet",), aliases=("oxford_pets",),
           expected=lambda split: [f"annotations/{split}.txt", "images"],
           layout="oxford-iiit-pet/annotations/{trainval,test}.txt + images/<Breed_Name>_<n>.jpg")
 def open_pets(folder: Path, split: str) -> BenchmarkDataset:
-    listing = folder / "annotations" / f"{split}.txt"
-    items, breeds = [], {}
-    for line in read_text_lines(listing):
-        if line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise ClipModuleError(f"{listing}: line {line[:60]!r} is not '<image id> <class id> …'")
-        image, label = parts[0], int(parts[1]) - 1
-        breeds.setdefault(label, image.rsplit("_", 1)[0])
-        items.append((folder / "images" / f"{image}.jpg", label))
+    pairs = _pet_lines(folder / "annotations" / f"{split}.txt")
+    items = [(folder / "images" / f"{image}.jpg", label) for image, label in pairs]
+    breeds: dict[int, str] = {}
+    for listing in ("trainval.txt", "test.txt"):  # names from both lists, so both splits name classes alike
+        if (folder / "annotations" / listing).is_file():
+            for image, label in _pet_lines(folder / "annotations" / listing):
+                breeds.setdefault(label, image.rsplit("_", 1)[0])
     # torchvision's names: the image-id prefix, words title-cased ("american_bulldog" -> "American Bulldog")
     names = [" ".join(word.title() for word in breeds.get(label, str(label + 1)).split("_"))
              for label in range(max(breeds, default=-1) + 1)]
