@@ -1,8 +1,8 @@
 """Tiny copies of benchmark datasets, written in each distribution's own on-disk format.
 
-Every image carries its own truth: the left half's grey level is 15 + 30 * label (labels 0..7), the right half's says the
-split (train 10, val 130, test 250). A reader that pairs an image with the wrong label or reads the wrong
-split is caught by `decode`, whatever the format stored (pickled arrays, idx, .mat, HDF5, JPEG, PNG, PPM).
+Every image carries its own truth: the left half's grey level is 15 + 30 * label (labels 0..7), the right
+half's says the split (train 10, val 130, test 250). A reader that pairs an image with the wrong label or
+reads the wrong split is caught by `decode`, whatever the format stored (pickles, idx, .mat, HDF5, JPEG…).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _idx(path: Path, array: np.ndarray, gz: bool) -> None:
 def write_mnist(root: Path, gz: bool = True) -> None:
     folder = root / "MNIST" / "raw"
     for prefix, split, labels in (("train", "train", [0, 1, 2, 3]), ("t10k", "test", [3, 1])):
-        _idx(folder / f"{prefix}-images-idx3-ubyte", np.stack([pixels(l, split, 28, 1) for l in labels]), gz)
+        _idx(folder / f"{prefix}-images-idx3-ubyte", np.stack([pixels(k, split, 28, 1) for k in labels]), gz)
         _idx(folder / f"{prefix}-labels-idx1-ubyte", np.asarray(labels), gz)
 
 

@@ -142,7 +142,7 @@ def write_fgvc_aircraft(root: Path) -> dict:
     listing = {"train": [("0034309", 0), ("1514522", 2)], "val": [("0062765", 1)], "trainval": [("0034309", 0)],
                "test": [("1916245", 2), ("0062777", 1)]}
     for split, entries in listing.items():
-        (base / f"images_variant_{split}.txt").write_text("".join(f"{i} {variants[l]}\n" for i, l in entries))
+        (base / f"images_variant_{split}.txt").write_text("".join(f"{i} {variants[k]}\n" for i, k in entries))
         for image, label in entries:
             if not (base / "images" / f"{image}.jpg").exists():
                 save(base / "images" / f"{image}.jpg", label, "train" if split == "trainval" else split)
