@@ -20,8 +20,8 @@ from curation.config import (
     DecontaminateConfig,
     DedupConfig,
     DownloadConfig,
-    FilterConfig,
     EmbedConfig,
+    FilterConfig,
     IndexConfig,
     MatchConfig,
     QueriesConfig,
@@ -72,26 +72,6 @@ class DownloadPaths:
 
 
 @dataclass
-class EmbedPaths:
-    shards: list[str] = field(default_factory=lambda: ["work/shards"])
-    """Shards to embed: webdataset .tar files, folders of them or brace patterns (`curation download` output)."""
-    out: Path = Path("work/embeddings")
-    """Folder for img_emb/, text_emb/ and metadata/ (one part per shard); <out>.stats.json beside it."""
-    overwrite: bool = False
-    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
-
-
-@dataclass
-class IndexPaths:
-    embeddings: Path = Path("work/embeddings")
-    """Embedding folder (`curation embed` or `clipmodule predict` output)."""
-    out: Path = Path("work/index")
-    """Folder for the faiss index, its rows and settings; <out>.stats.json (recall, build time) beside it."""
-    overwrite: bool = False
-    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
-
-
-@dataclass
 class FilterPaths:
     shards: list[str] = field(default_factory=lambda: ["work/shards"])
     """Input shards: webdataset .tar files or folders of them (`curation download` output)."""
@@ -118,6 +98,26 @@ class DedupPaths:
 
 
 @dataclass
+class EmbedPaths:
+    shards: list[str] = field(default_factory=lambda: ["work/shards"])
+    """Shards to embed: webdataset .tar files, folders of them or brace patterns (`curation download` output)."""
+    out: Path = Path("work/embeddings")
+    """Folder for img_emb/, text_emb/ and metadata/ (one part per shard); <out>.stats.json beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
+class IndexPaths:
+    embeddings: Path = Path("work/embeddings")
+    """Embedding folder (`curation embed` or `clipmodule predict` output)."""
+    out: Path = Path("work/index")
+    """Folder for the faiss index, its rows and settings; <out>.stats.json (recall, build time) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+@dataclass
 class DecontaminatePaths:
     eval: list[str]
     """Evaluation sets: folders of images (searched recursively) or webdataset .tar files."""
@@ -125,6 +125,8 @@ class DecontaminatePaths:
     """Training shards: webdataset .tar files or folders of them (`curation download` output)."""
     out: Path = Path("work/decontaminated")
     """Folder for the cleaned shards (same names); <out>.drops.parquet, <out>.png and <out>.stats.json beside it."""
+    embeddings: Path | None = None
+    """Embedding folder of the training shards' samples; needed with --eval-embeddings (the embedding pass)."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 
@@ -177,20 +179,6 @@ def _download(args: argparse.Namespace) -> None:
     run_download(from_namespace(DownloadConfig, args), paths.input, paths.out, paths.overwrite)
 
 
-def _embed(args: argparse.Namespace) -> None:
-    from curation.embed import run_embed
-
-    paths = from_namespace(EmbedPaths, args)
-    run_embed(from_namespace(EmbedConfig, args), paths.shards, paths.out, paths.overwrite)
-
-
-def _index(args: argparse.Namespace) -> None:
-    from curation.index import run_index
-
-    paths = from_namespace(IndexPaths, args)
-    run_index(from_namespace(IndexConfig, args), paths.embeddings, paths.out, paths.overwrite)
-
-
 def _filter(args: argparse.Namespace) -> None:
     from curation.filter import run_filter
 
@@ -205,11 +193,26 @@ def _dedup(args: argparse.Namespace) -> None:
     run_dedup(from_namespace(DedupConfig, args), paths.shards, paths.embeddings, paths.out, paths.overwrite)
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from curation.embed import run_embed
+
+    paths = from_namespace(EmbedPaths, args)
+    run_embed(from_namespace(EmbedConfig, args), paths.shards, paths.out, paths.overwrite)
+
+
+def _index(args: argparse.Namespace) -> None:
+    from curation.index import run_index
+
+    paths = from_namespace(IndexPaths, args)
+    run_index(from_namespace(IndexConfig, args), paths.embeddings, paths.out, paths.overwrite)
+
+
 def _decontaminate(args: argparse.Namespace) -> None:
     from curation.decontaminate import run_decontaminate
 
     paths = from_namespace(DecontaminatePaths, args)
-    run_decontaminate(from_namespace(DecontaminateConfig, args), paths.eval, paths.shards, paths.out, paths.overwrite)
+    run_decontaminate(from_namespace(DecontaminateConfig, args), paths.eval, paths.shards, paths.out, paths.overwrite,
+                      embeddings=paths.embeddings)
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -232,12 +235,12 @@ COMMANDS: dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], 
     "match": ("attach to each caption row the ids of the queries it contains", (MatchPaths, MatchConfig), _match),
     "balance": ("keep at most t rows per query in expectation", (BalancePaths, BalanceConfig), _balance),
     "download": ("download the balanced rows' images with img2dataset", (DownloadPaths, DownloadConfig), _download),
-    "embed": ("image and caption embeddings of shards with a CLIP model (one part per shard)",
-              (EmbedPaths, EmbedConfig), _embed),
-    "index": ("a faiss kNN index of an embedding folder, its recall measured", (IndexPaths, IndexConfig), _index),
     "filter": ("keep samples by CLIP score, caption and image size, or image clusters near a target set",
                (FilterPaths, FilterConfig), _filter),
     "dedup": ("drop near-duplicate samples by image embedding (SemDeDup)", (DedupPaths, DedupConfig), _dedup),
+    "embed": ("image and caption embeddings of shards with a CLIP model (one part per shard)",
+              (EmbedPaths, EmbedConfig), _embed),
+    "index": ("a faiss kNN index of an embedding folder, its recall measured", (IndexPaths, IndexConfig), _index),
     "decontaminate": ("drop training samples that are near-copies of evaluation images",
                       (DecontaminatePaths, DecontaminateConfig), _decontaminate),
     "card": ("write the data card from the stages' stats", (CardArgs,), _card),

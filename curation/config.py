@@ -204,68 +204,6 @@ class DecontaminateConfig:
 
 
 @dataclass
-class EmbedConfig:
-    """Which model embeds the shards, and where it runs (`curation embed`)."""
-
-    model: str
-    """Any model `clipmodule.load` reads: a checkpoint path (OpenAI, open_clip, Hugging Face, ours) or a name
-    whose weights are in $CLIPMODULE_HOME."""
-    embedder: str = "clipmodule.embedding:ShardEmbedder"
-    """The embedder plugin, `module:Class` (see curation.formats.embeddings.ShardEmbedder), imported by name when
-    the stage runs."""
-    dtype: Literal["float16", "float32"] = "float16"
-    """Stored precision of the (L2-normalised) embeddings; float16 is clip-retrieval's default."""
-    device: str = "cpu"
-    """Torch device of each worker's model (cpu, cuda, cuda:1); several GPUs: `clipmodule predict` (DDP)."""
-    batch_size: int = 64
-    """Samples per forward pass."""
-    workers: int = 1
-    """Worker processes (or Ray actors), each holding the model (0: one per CPU core)."""
-    threads: int = 0
-    """Torch threads per worker (0: torch's default)."""
-    engine: Literal["local", "ray"] = "local"
-    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
-    ray_address: str | None = None
-    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
-    max_image_pixels: int = MAX_IMAGE_PIXELS
-    """Images whose header says width x height is over this are not decoded; they get no row (counted)."""
-
-    def __post_init__(self) -> None:
-        _require(bool(self.model), "embed.model: give a checkpoint path or a model name")
-        for name, least in (("batch_size", 1), ("workers", 0), ("threads", 0), ("max_image_pixels", 1)):
-            _require(getattr(self, name) >= least, f"embed.{name} must be >= {least}, got {getattr(self, name)}")
-
-
-@dataclass
-class IndexConfig:
-    """The kNN index `curation index` builds over an embedding folder (faiss), chosen by size as autofaiss does."""
-
-    kind: Literal["image", "text"] = "image"
-    """Which embeddings are indexed (image: text-to-image and image-to-image search)."""
-    max_memory_gb: float = 4.0
-    """Memory the index may take (GiB): an exact index while it fits and the set is small, else HNSW while
-    it fits, else IVF-PQ codes sized to fit."""
-    exact_max: int = 100_000
-    """Sets of at most this many vectors get an exact (flat) index."""
-    target_recall: float = 0.95
-    """recall@k the search parameter (nprobe, efSearch) is tuned to reach on the held-out queries."""
-    k: int = 10
-    """Neighbours per query in the recall measurement (recall@k)."""
-    recall_queries: int = 1000
-    """Held-out queries: the other kind's embeddings (captions for an image index) of this many random rows."""
-    seed: int = 0
-    """Seed of the query sample and of the index training sample."""
-    threads: int = 0
-    """faiss threads (0: faiss's default, one per core)."""
-
-    def __post_init__(self) -> None:
-        _require(self.max_memory_gb > 0, f"index.max_memory_gb must be > 0, got {self.max_memory_gb}")
-        _require(0.0 < self.target_recall <= 1.0, f"index.target_recall must be in (0, 1], got {self.target_recall}")
-        for name, least in (("exact_max", 0), ("k", 1), ("recall_queries", 1), ("threads", 0)):
-            _require(getattr(self, name) >= least, f"index.{name} must be >= {least}, got {getattr(self, name)}")
-
-
-@dataclass
 class FilterConfig:
     """Which samples `curation filter` keeps: DataComp's CLIP-score, basic and image-based baselines. A sample is
     kept when it passes every filter that is on; a dropped one is counted under the first it fails, in the
@@ -344,6 +282,68 @@ class DedupConfig:
         _require(self.clusters >= 0, f"dedup.clusters must be >= 0, got {self.clusters}")
         _require(self.kmeans_iterations >= 1, f"dedup.kmeans_iterations must be >= 1, got {self.kmeans_iterations}")
         _require(self.thumbnails >= 0, f"dedup.thumbnails must be >= 0, got {self.thumbnails}")
+
+
+@dataclass
+class EmbedConfig:
+    """Which model embeds the shards, and where it runs (`curation embed`)."""
+
+    model: str
+    """Any model `clipmodule.load` reads: a checkpoint path (OpenAI, open_clip, Hugging Face, ours) or a name
+    whose weights are in $CLIPMODULE_HOME."""
+    embedder: str = "clipmodule.embedding:ShardEmbedder"
+    """The embedder plugin, `module:Class` (see curation.formats.embeddings.ShardEmbedder), imported by name when
+    the stage runs."""
+    dtype: Literal["float16", "float32"] = "float16"
+    """Stored precision of the (L2-normalised) embeddings; float16 is clip-retrieval's default."""
+    device: str = "cpu"
+    """Torch device of each worker's model (cpu, cuda, cuda:1); several GPUs: `clipmodule predict` (DDP)."""
+    batch_size: int = 64
+    """Samples per forward pass."""
+    workers: int = 1
+    """Worker processes (or Ray actors), each holding the model (0: one per CPU core)."""
+    threads: int = 0
+    """Torch threads per worker (0: torch's default)."""
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
+    ray_address: str | None = None
+    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    """Images whose header says width x height is over this are not decoded; they get no row (counted)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.model), "embed.model: give a checkpoint path or a model name")
+        for name, least in (("batch_size", 1), ("workers", 0), ("threads", 0), ("max_image_pixels", 1)):
+            _require(getattr(self, name) >= least, f"embed.{name} must be >= {least}, got {getattr(self, name)}")
+
+
+@dataclass
+class IndexConfig:
+    """The kNN index `curation index` builds over an embedding folder (faiss), chosen by size as autofaiss does."""
+
+    kind: Literal["image", "text"] = "image"
+    """Which embeddings are indexed (image: text-to-image and image-to-image search)."""
+    max_memory_gb: float = 4.0
+    """Memory the index may take (GiB): an exact index while it fits and the set is small, else HNSW while
+    it fits, else IVF-PQ codes sized to fit."""
+    exact_max: int = 100_000
+    """Sets of at most this many vectors get an exact (flat) index."""
+    target_recall: float = 0.95
+    """recall@k the search parameter (nprobe, efSearch) is tuned to reach on the held-out queries."""
+    k: int = 10
+    """Neighbours per query in the recall measurement (recall@k)."""
+    recall_queries: int = 1000
+    """Held-out queries: the other kind's embeddings (captions for an image index) of this many random rows."""
+    seed: int = 0
+    """Seed of the query sample and of the index training sample."""
+    threads: int = 0
+    """faiss threads (0: faiss's default, one per core)."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_memory_gb > 0, f"index.max_memory_gb must be > 0, got {self.max_memory_gb}")
+        _require(0.0 < self.target_recall <= 1.0, f"index.target_recall must be in (0, 1], got {self.target_recall}")
+        for name, least in (("exact_max", 0), ("k", 1), ("recall_queries", 1), ("threads", 0)):
+            _require(getattr(self, name) >= least, f"index.{name} must be >= {least}, got {getattr(self, name)}")
 
 
 @dataclass

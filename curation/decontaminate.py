@@ -9,40 +9,37 @@ list: shard, key, the evaluation image it matched and the distance), `<out>.png`
 closest matches) and `<out>.stats.json` (counts, read by `curation card`).
 
 A perceptual hash survives resizing and re-encoding well and crops of a few percent moderately; larger
-crops, flips and heavy edits need an embedding comparison, which this stage does not do.
+crops, flips and heavy edits need an embedding comparison: the embedding pass (`eval_embeddings`, with the
+training samples' embedding folder) also drops a training sample whose image embedding has at least
+`embedding_threshold` cosine with an evaluation image's (exact search: every training row against every
+evaluation row, in blocks). The drop list says which pass caught each sample (`phash` first).
 """
 
 from __future__ import annotations
 
 import io
 import tarfile
-import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import UnidentifiedImageError
 
 from curation.config import DecontaminateConfig
 from curation.decontaminate_plot import plot_matches
+from curation.embedding_rows import embedding_files, load_rows, precision_recall, read_truth, reference_set
 from curation.engines import run_job
 from curation.errors import CurationError
 from curation.formats.files import atomic_path, write_json
 from curation.formats.images import ImageTooLarge, open_image
-from curation.formats.webdataset import (
-    IMAGE_EXTENSIONS,
-    ShardSpecError,
-    content_hash,
-    expand_shards,
-    image_field,
-    shard_records,
-    split_member_name,
-)
+from curation.formats.webdataset import IMAGE_EXTENSIONS, content_hash, shard_records
 from curation.progress import progress_bar, report
+from curation.shardio import input_shards, sample_image, tar_samples
 from curation.stage import Stage, file_signature, read_json, sidecar
 
 IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
@@ -99,32 +96,6 @@ def image_hash(data: bytes, config: DecontaminateConfig) -> int | None:
     return int("".join("1" if bit else "0" for bit in bits.flatten()), 2)
 
 
-def tar_samples(path: Path) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, bytes]]]]:
-    """(key, members) per webdataset sample, in file order (keys by the shard contract's member-name rule)."""
-    key, members = None, []
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            for info in archive:
-                data = archive.extractfile(info).read() if info.isfile() else b""
-                member_key = split_member_name(info.name)[0]
-                if members and member_key != key:
-                    yield key, members
-                    members = []
-                key = member_key
-                members.append((info, data))
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise CurationError(f"{path}: corrupt or truncated tar shard ({error})") from None
-    if members:
-        yield key, members
-
-
-def sample_image(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes | None:
-    """The encoded image of one sample (the shard contract's image field), None when it has none."""
-    fields = {split_member_name(info.name)[1]: data for info, data in members if info.isfile()}
-    name = image_field(fields)
-    return fields[name] if name is not None else None
-
-
 # ---- evaluation images --------------------------------------------------------------------------------
 
 def eval_images(source: Path) -> Iterator[tuple[str, bytes]]:
@@ -176,6 +147,8 @@ def hash_eval_sets(sources: list[Path], config: DecontaminateConfig) -> tuple[BK
 class ShardTask:
     source: Path
     output: Path
+    embedding_matches: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Key → (evaluation row, cosine) of this shard's samples the embedding pass matched."""
 
 
 def result_path(output: Path) -> Path:
@@ -196,9 +169,13 @@ def clean_shard(task: ShardTask, tree: BKTree, config: DecontaminateConfig) -> d
                 digest, too_large = None, too_large + 1
             matches = tree.search(digest, config.threshold) if digest is not None else []
             undecodable += digest is None
-            if matches:
-                distance, image = matches[0]
-                drops.append({"shard": task.source.name, "key": key, "eval_index": image, "distance": distance})
+            near = task.embedding_matches.get(key)
+            if matches or near:
+                drop = {"shard": task.source.name, "key": key, "pass": "phash" if matches else "embedding",
+                        "eval_index": matches[0][1] if matches else None,
+                        "distance": matches[0][0] if matches else None,
+                        "eval_row": near[0] if near else None, "cosine": near[1] if near else None}
+                drops.append(drop)
                 continue
             kept += 1
             for info, payload in members:
@@ -225,20 +202,56 @@ class DecontaminateJob:
 
 
 def training_shards(shards: list[str]) -> list[Path]:
-    """The training tars (the shard contract's spec rule); outputs keep shard names, so names must differ."""
-    try:
-        found = [Path(p) for p in expand_shards(shards)]
-    except ShardSpecError as error:
-        raise CurationError(f"training shards: {error}") from None
-    names = Counter(p.name for p in found)
-    if (twice := [n for n, c in names.items() if c > 1]):
-        raise CurationError(f"{twice[0]}: two training shards have this name (outputs keep shard names)")
+    return input_shards(shards, "training shards")
+
+
+def embedding_matches(train: np.ndarray, evaluation: np.ndarray, threshold: float) -> dict[int, tuple[int, float]]:
+    """Training row → (nearest evaluation row, cosine) for the rows whose best cosine is at least `threshold`."""
+    found = {}
+    for start in range(0, len(train), 4096):
+        sims = train[start : start + 4096] @ evaluation.T
+        best = sims.argmax(axis=1)
+        cosine = sims[np.arange(len(best)), best]
+        for row in np.flatnonzero(cosine >= threshold):
+            found[start + int(row)] = (int(best[row]), float(cosine[row]))
     return found
 
 
+def _embedding_pass(config: DecontaminateConfig, train: list[Path], embeddings: Path | None,
+                    sources: list[Path]) -> tuple[dict[str, dict[str, tuple[int, float]]], list[dict[str, str]]]:
+    """Per training shard, key → (evaluation row, cosine) of its samples near an evaluation embedding; and each
+    evaluation row's set and reference (`<eval tar>::key` where that tar is among the evaluation sets)."""
+    references, image = [], []
+    tars = {s.name: s for s in sources if s.is_file()}
+    for folder in map(Path, config.eval_embeddings):
+        refs, vectors, _ = reference_set(folder, "decontaminate.eval_embeddings")
+        for ref in refs:
+            shard, key = ref.split("::", 1)
+            references.append({"set": str(folder),
+                               "image": f"{tars[shard]}::{key}" if shard in tars else f"{folder}/{ref}"})
+        image.append(vectors)
+    rows = load_rows(train, embeddings, text=False)
+    matched: dict[str, dict[str, tuple[int, float]]] = {}
+    for row, near in embedding_matches(rows.image, np.concatenate(image), config.embedding_threshold).items():
+        matched.setdefault(rows.shard[row], {})[rows.key[row]] = near
+    return matched, references
+
+
+def _embedding_fingerprint(config: DecontaminateConfig, train: list[Path], embeddings: Path | None) -> dict:
+    if not config.eval_embeddings:
+        return {}
+    if embeddings is None:
+        raise CurationError("decontaminate: --eval-embeddings needs --embeddings (the training shards' embedding "
+                            "folder, `curation embed`)")
+    references = [p for folder in config.eval_embeddings for p in reference_set(Path(folder), "eval embeddings")[2]]
+    return {"embeddings": file_signature(embedding_files(Path(embeddings), train)),
+            "eval_embeddings": file_signature(references)}
+
+
 def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards: list[str], out: Path,
-                      overwrite: bool = False) -> dict[str, Any]:
-    """Write `out/<shard>.tar` without the samples near an evaluation image, with the drop list and stats."""
+                      overwrite: bool = False, embeddings: Path | None = None) -> dict[str, Any]:
+    """Write `out/<shard>.tar` without the samples near an evaluation image (by hash, and by embedding when
+    `config.eval_embeddings` and the training `embeddings` are given), with the drop list and stats."""
     out, sources = Path(out), [Path(s) for s in eval_sets]
     train = training_shards(shards)
     for source in sources:
@@ -246,17 +259,23 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
             raise CurationError(f"{source}: evaluation set not found")
     eval_files = sorted(p for s in sources for p in ([s] if s.is_file() else s.rglob("*")) if p.is_file())
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "thumbnails")}
-    fingerprint = {"config": settings, "inputs": file_signature(train), "eval": file_signature(eval_files)}
+    fingerprint = {"config": settings, "inputs": file_signature(train), "eval": file_signature(eval_files),
+                   **_embedding_fingerprint(config, train, embeddings)}
+    if config.truth is not None:
+        fingerprint["truth"] = file_signature([config.truth]) if config.truth.is_file() else str(config.truth)
     drop_list, plot = sidecar(out, ".drops.parquet"), sidecar(out, ".png")
     stage = Stage("decontaminate", out, fingerprint, overwrite, extra_outputs=(drop_list, plot),
-                  inputs=(*sources, *train), made=("*.tar", f"*{RESULT_SUFFIX}"))
+                  inputs=(*sources, *train, *([Path(embeddings)] if embeddings else []),
+                          *map(Path, config.eval_embeddings)), made=("*.tar", f"*{RESULT_SUFFIX}"))
     if (done := stage.finished()) is not None:
         report(f"decontaminate: up to date ({done['samples_dropped']:,} of {done['samples_in']:,} dropped in {out})")
         return done
     with stage.running():
+        truth = read_truth(config.truth) if config.truth is not None else None
         tree, images = hash_eval_sets(sources, config)
+        near, references = _embedding_pass(config, train, embeddings, sources) if config.eval_embeddings else ({}, [])
         out.mkdir(parents=True, exist_ok=True)
-        tasks = [ShardTask(src, out / src.name) for src in train]
+        tasks = [ShardTask(src, out / src.name, near.get(src.name, {})) for src in train]
         todo = [t for t in tasks if not (t.output.exists() and result_path(t.output).exists())]
 
         def record(result: dict[str, Any]) -> None:
@@ -265,13 +284,15 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
 
         run_job(DecontaminateJob(tree, config), todo, workers=config.workers, on_result=record)
         results = [read_json(result_path(t.output), "shard result") for t in tasks]
-        drops = _drop_rows(results, images)
+        drops = _drop_rows(results, images, references)
         _write_drop_list(drops, drop_list)
         if drops and config.thumbnails:
             shown = drops[: config.thumbnails]
             plot_matches(shown, _matched_images(shown, dict(zip((t.source.name for t in tasks), train))), plot)
-        stats = stage.finish(_stats(config, sources, images, tasks, results, drops, drop_list,
-                                    plot if plot.exists() else None))
+        stats = _stats(config, sources, images, tasks, results, drops, drop_list, plot if plot.exists() else None)
+        stats["embedding_pass"] = _embedding_stats(config, references, drops) if config.eval_embeddings else None
+        stats["truth"] = precision_recall({(d["shard"], d["key"]) for d in drops}, truth) if truth else None
+        stats = stage.finish(stats)
     report(f"decontaminate: dropped {stats['samples_dropped']:,} of {stats['samples_in']:,} training samples within "
            f"distance {config.threshold} of {stats['eval_images']:,} evaluation images → {out}")
     return stats
@@ -285,19 +306,40 @@ def _matched_images(drops: list[dict[str, Any]], shards: dict[str, Path]) -> lis
         for key, members in tar_samples(shards[shard]):
             if (shard, key) in wanted:
                 train_images[shard, key] = sample_image(members)
-    return [(load_eval_image(d["eval_image"]), train_images[d["shard"], d["key"]]) for d in drops]
+    return [(_eval_image_or_none(d["eval_image"]), train_images[d["shard"], d["key"]]) for d in drops]
 
 
-def _drop_rows(results: list[dict[str, Any]], images: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = [{"shard": d["shard"], "key": d["key"], "distance": d["distance"],
-             "eval_set": images[d["eval_index"]]["set"], "eval_image": images[d["eval_index"]]["image"]}
-            for r in results for d in r["drops"]]
-    return sorted(rows, key=lambda row: (row["distance"], row["shard"], row["key"]))
+def _eval_image_or_none(reference: str) -> bytes | None:
+    """An evaluation image's bytes; None for an embedding row whose tar is not among the evaluation sets."""
+    shard = reference.rsplit("::", 1)[0]
+    return load_eval_image(reference) if "::" not in reference or Path(shard).is_file() else None
+
+
+def _drop_rows(results: list[dict[str, Any]], images: list[dict[str, Any]],
+               references: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The drop list: hash matches (closest first), then embedding-only matches (highest cosine first)."""
+    rows = []
+    for d in (d for r in results for d in r["drops"]):
+        matched = images[d["eval_index"]] if d.get("eval_index") is not None else references[d["eval_row"]]
+        rows.append({"shard": d["shard"], "key": d["key"], "pass": d.get("pass", "phash"), "distance": d["distance"],
+                     "cosine": d.get("cosine"), "eval_set": matched["set"], "eval_image": matched["image"]})
+    return sorted(rows, key=lambda row: (row["pass"] != "phash", row["distance"] or 0, -(row["cosine"] or 0),
+                                         row["shard"], row["key"]))
+
+
+def _embedding_stats(config: DecontaminateConfig, references: list[dict[str, str]],
+                     drops: list[dict[str, Any]]) -> dict[str, Any]:
+    cosines = [d["cosine"] for d in drops if d["cosine"] is not None]
+    return {"eval_embeddings": list(config.eval_embeddings), "threshold": config.embedding_threshold,
+            "eval_rows": len(references), "samples_matched": len(cosines),
+            "samples_dropped_only_by_embedding": sum(d["pass"] == "embedding" for d in drops),
+            "min_cosine": round(min(cosines), 6) if cosines else None}
 
 
 def _write_drop_list(drops: list[dict[str, Any]], path: Path) -> None:
-    schema = pa.schema([("shard", pa.string()), ("key", pa.string()), ("distance", pa.int32()),
-                        ("eval_set", pa.string()), ("eval_image", pa.string())])
+    schema = pa.schema([("shard", pa.string()), ("key", pa.string()), ("pass", pa.string()),
+                        ("distance", pa.int32()), ("cosine", pa.float64()), ("eval_set", pa.string()),
+                        ("eval_image", pa.string())])
     with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pylist(drops, schema=schema), tmp)
 
@@ -315,6 +357,8 @@ def _stats(config: DecontaminateConfig, sources: list[Path], images: list[dict[s
             "eval_images": len(images), "samples_in": samples_in, "samples_dropped": len(drops),
             "samples_kept": samples_in - len(drops), "undecodable_kept": sum(r["undecodable"] for r in results),
             "over_pixel_limit_kept": sum(r.get("over_pixel_limit", 0) for r in results),
-            "distance_histogram": {str(d): n for d, n in sorted(Counter(d["distance"] for d in drops).items())},
+            "distance_histogram": {str(d): n for d, n in sorted(Counter(d["distance"] for d in drops
+                                                                          if d["distance"] is not None).items())},
+            "dropped_by_pass": dict(Counter(d["pass"] for d in drops)),
             "top_matches": drops[:TOP_MATCHES], "drop_list": str(drop_list),
             "thumbnails": str(plot) if plot else None, "content_hash": content_hash(shards), "shards": shards}

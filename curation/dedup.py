@@ -26,8 +26,14 @@ import pyarrow.parquet as pq
 
 from curation.config import DedupConfig
 from curation.decontaminate_plot import plot_pairs
-from curation.embedding_rows import SampleRows, embedding_files, load_rows, write_kept_shards
-from curation.errors import CurationError
+from curation.embedding_rows import (
+    SampleRows,
+    embedding_files,
+    load_rows,
+    precision_recall,
+    read_truth,
+    write_kept_shards,
+)
 from curation.formats.files import atomic_path
 from curation.formats.webdataset import content_hash, shard_records
 from curation.kmeans import kmeans, nearest, resolve_backend
@@ -85,24 +91,6 @@ def find_duplicates(image: np.ndarray, config: DedupConfig) -> tuple[list[tuple[
             advance(1)
     return sorted(drops), {"clusters": len(centres), "kmeans_backend": backend,
                            "largest_cluster": int(sizes.max()), "mean_cluster": round(float(sizes.mean()), 2)}
-
-
-def read_truth(path: Path) -> set[tuple[str, str]]:
-    """The (shard, key) pairs of a truth table (parquet with `shard` and `key` columns)."""
-    try:
-        table = pq.read_table(path, columns=["shard", "key"])
-    except FileNotFoundError:
-        raise CurationError(f"{path}: truth table not found") from None
-    except (pa.ArrowInvalid, OSError, KeyError) as error:
-        raise CurationError(f"{path}: cannot read the truth table, a parquet with shard and key columns "
-                            f"({str(error).splitlines()[0]})") from None
-    return set(zip(table["shard"].to_pylist(), table["key"].to_pylist()))
-
-
-def precision_recall(dropped: set[tuple[str, str]], truth: set[tuple[str, str]]) -> dict[str, Any]:
-    hits = len(dropped & truth)
-    return {"truth": len(truth), "dropped": len(dropped), "true_drops": hits,
-            "precision": hits / len(dropped) if dropped else None, "recall": hits / len(truth) if truth else None}
 
 
 def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Path,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation.errors import CurationError
 from curation.formats.embeddings import EmbeddingFilesError, part_name, part_paths, parts, read_embeddings, read_part
@@ -118,3 +120,21 @@ def write_kept_shards(out: Path, sources: list[Path], rows: SampleRows, kept: np
                 created(out / source.name)
             advance(1)
     return counts
+
+
+def read_truth(path: Path) -> set[tuple[str, str]]:
+    """The (shard, key) pairs of a truth table (parquet with `shard` and `key` columns)."""
+    try:
+        table = pq.read_table(path, columns=["shard", "key"])
+    except FileNotFoundError:
+        raise CurationError(f"{path}: truth table not found") from None
+    except (pa.ArrowInvalid, OSError, KeyError) as error:
+        raise CurationError(f"{path}: cannot read the truth table, a parquet with shard and key columns "
+                            f"({str(error).splitlines()[0]})") from None
+    return set(zip(table["shard"].to_pylist(), table["key"].to_pylist()))
+
+
+def precision_recall(dropped: set[tuple[str, str]], truth: set[tuple[str, str]]) -> dict[str, Any]:
+    hits = len(dropped & truth)
+    return {"truth": len(truth), "dropped": len(dropped), "true_drops": hits,
+            "precision": hits / len(dropped) if dropped else None, "recall": hits / len(truth) if truth else None}

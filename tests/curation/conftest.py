@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ class Sample:
     width: int = 256
     height: int = 256
     colour: tuple[int, int, int] = (128, 128, 128)
-    extra: dict = field(default_factory=dict)
+    picture: bytes | None = None
+    """The encoded image (default: a square of `colour`)."""
 
 
 def jpeg(colour: tuple[int, int, int], size: int = 16) -> bytes:
@@ -36,12 +37,21 @@ def jpeg(colour: tuple[int, int, int], size: int = 16) -> bytes:
     return buffer.getvalue()
 
 
+def picture(seed: int, size: int = 64) -> bytes:
+    """A smooth random colour field: distinct seeds give images far apart under a perceptual hash."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
 def write_shard(path: Path, samples: list[Sample]) -> None:
     with tarfile.open(path, "w") as tar:
         for s in samples:
             meta = {"key": s.key, "caption": s.caption, "original_width": s.width, "original_height": s.height,
                     "width": 256, "height": 256}
-            for suffix, payload in ((".jpg", jpeg(s.colour)), (".txt", s.caption.encode()),
+            for suffix, payload in ((".jpg", s.picture or jpeg(s.colour)), (".txt", s.caption.encode()),
                                     (".json", json.dumps(meta).encode())):
                 info = tarfile.TarInfo(s.key + suffix)
                 info.size = len(payload)
@@ -73,6 +83,7 @@ class Embedded:
     write = staticmethod(write_embedded)
     keys = staticmethod(shard_keys)
     jpeg = staticmethod(jpeg)
+    picture = staticmethod(picture)
 
 
 @pytest.fixture
