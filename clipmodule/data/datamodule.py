@@ -21,11 +21,15 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from clipmodule.api import TokenizerSpec
 from clipmodule.data.decode import decode_sample, sample_seed
+from clipmodule.data.evaluation import FolderEvalDataset, ShardEvalDataset
+from clipmodule.data.mixing import MixedStream, drawn_per_source
 from clipmodule.data.remote import is_remote
-from clipmodule.data.shards import ShardCache, ShardStream, StreamPlan, count_samples, shard_paths
+from clipmodule.data.shards import StreamPlan, shard_paths
+from clipmodule.data.sources import TrainSource, TrainSourceConfig, mixture_shares, open_sources
+from clipmodule.data.zeroshot import OpenedSet, ZeroShotSet, open_set
 from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform, normalize_batch
-from curation.formats.webdataset import content_hash, shard_records
+from curation.formats.webdataset import content_hash, image_field, shard_records
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +74,11 @@ class TrainSamples:
 
     def __init__(self, dataset: ShardTrainDataset, worker: int, workers: int):
         d = dataset
-        plan = StreamPlan(len(d.paths), d.seed, d.epoch, d.rank * workers + worker, d.world_size * workers, d.resample)
-        self.stream = ShardStream(d.paths, plan, d.shuffle_buffer)
+        self.stream = d.open_stream(d.rank * workers + worker, d.world_size * workers)
         batches = d.batches_per_rank // workers + (worker < d.batches_per_rank % workers)
         self.quota = batches * d.batch_size
         self.transform, self.seed, self.epoch = d.transform, d.seed, d.epoch
-        self.paths, self.max_unusable = d.paths, d.max_unusable
+        self.max_unusable = d.max_unusable
         self.emitted = self.corrupt_samples = self.unusable_run = 0
         self.good_pass = 0  # the stream's pass when the last usable sample came out
 
@@ -87,33 +90,37 @@ class TrainSamples:
             shard, sample = self.stream.next_reference()
             try:
                 key, fields = self.stream.read((shard, sample))
-            except OSError as error:
-                key, fields = f"{shard}/{sample}", {"error": str(error).encode()}
+            except OSError as error:  # a shard read failed, or a table row's image file is missing
+                self._skip(self.stream.describe((shard, sample)), getattr(error, "strerror", None) or str(error))
+                continue
             seed = sample_seed(self.seed, self.epoch, shard, sample)
             # an empty or missing caption is checked first: it makes the sample unusable without decoding
-            decoded = decode_sample(fields, self.transform, seed) if fields.get("txt", b"").strip() else None
+            if not fields.get("txt", b"").strip():
+                self._skip(key, "empty or missing caption")
+                continue
+            decoded = decode_sample(fields, self.transform, seed)
             if decoded is None or not decoded["text"]:
-                self._skip(key)
+                self._skip(key, "undecodable image or bad label" if image_field(fields) else "no image")
                 continue
             self.emitted += 1
             self.unusable_run, self.good_pass = 0, self.stream.pass_index
             return {**decoded, "key": key}
         raise StopIteration
 
-    def _skip(self, key: str) -> None:
+    def _skip(self, key: str, reason: str) -> None:
         """Counts an unusable sample; stops when nothing usable can come: a whole pass over this worker's
         shards (the stream drains a pass before starting the next) or `max_unusable` samples in a row."""
         self.corrupt_samples += 1
         self.unusable_run += 1
         if self.corrupt_samples <= WARN_FIRST:
-            log.warning("skipping corrupt or incomplete sample %s", key)
+            log.warning("skipping corrupt or incomplete sample %s (%s)", key, reason)
         elif self.corrupt_samples % WARN_EVERY == 0:
             log.warning("skipped %d corrupt or incomplete samples so far (latest %s)", self.corrupt_samples, key)
         whole_pass = self.stream.pass_index >= self.good_pass + 2
         if whole_pass or self.unusable_run >= self.max_unusable:
             span = "a whole pass over" if whole_pass else f"{self.unusable_run} samples in a row from"
-            raise ClipModuleError(f"no usable training sample in {span} {len(self.paths)} shards (e.g. "
-                                  f"{self.paths[0]}): every image undecodable or caption empty or missing")
+            raise ClipModuleError(f"no usable training sample in {span} {self.stream.summary()}: every image "
+                                  "missing or undecodable, or caption empty or missing")
 
     def state_dict(self) -> dict[str, Any]:
         return {"stream": self.stream.state_dict(), "emitted": self.emitted, "corrupt_samples": self.corrupt_samples,
@@ -127,11 +134,15 @@ class TrainSamples:
 
 
 class ShardTrainDataset(IterableDataset):
-    """Shuffled training samples; `len` is this rank's share, a whole number of batches."""
+    """Shuffled training samples; `len` is this rank's share, a whole number of batches. `sources` (default: the
+    shards of `paths`) are the training sources, several drawn by their `shares` (`clipmodule.data.mixing`)."""
 
     def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, seed: int = 0,
-                 resample: bool = False, max_unusable: int = 10_000):
+                 resample: bool = False, max_unusable: int = 10_000, sources: list[TrainSource] | None = None,
+                 shares: list[float] | None = None):
+        self.sources = sources or [TrainSource("source0", list(paths))]
+        self.shares = shares or [1.0 / len(self.sources)] * len(self.sources)
         self.paths, self.transform, self.batch_size = paths, transform, batch_size
         self.batches_per_rank, self.rank, self.world_size = batches_per_rank, rank, world_size
         self.shuffle_buffer, self.seed, self.resample = shuffle_buffer, seed, resample
@@ -141,39 +152,21 @@ class ShardTrainDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def open_stream(self, worker: int, workers: int):
+        """The sample stream of global worker `worker` of `workers`: one source's, or a mixture's."""
+        streams = [source.stream(StreamPlan(len(source), self.seed, self.epoch, worker, workers, self.resample,
+                                            stream=number), self.shuffle_buffer)
+                   for number, source in enumerate(self.sources)]
+        if len(streams) == 1:
+            return streams[0]
+        names = [source.name for source in self.sources]
+        return MixedStream(streams, self.shares, names, self.seed, self.epoch, worker)
+
     def __len__(self) -> int:
         return self.batches_per_rank * self.batch_size
 
     def __iter__(self) -> TrainSamples:
         return TrainSamples(self, *_worker())
-
-
-class ShardEvalDataset(IterableDataset):
-    """Every sample once, in shard order, dealt round-robin over ranks and workers (no shuffling)."""
-
-    def __init__(self, paths: list[str], transform: Callable, rank: int = 0, world_size: int = 1):
-        self.paths, self.transform, self.rank, self.world_size = paths, transform, rank, world_size
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker, workers = _worker()
-        mine, total = self.rank * workers + worker, self.world_size * workers
-        cache = ShardCache(self.paths, capacity=1)
-        number = 0
-        for shard, path in enumerate(self.paths):
-            index = cache.index(shard)
-            if index.error is not None:
-                log.warning("corrupt evaluation shard %s (%s)", path, index.error)
-            for sample in range(len(index.keys)):
-                number += 1
-                if (number - 1) % total != mine:
-                    continue
-                key, fields = cache.read(shard, sample)
-                decoded = decode_sample(fields, self.transform, seed=None)
-                if decoded is None:
-                    log.warning("skipping corrupt evaluation sample %s/%s", Path(path).name, key)
-                    continue
-                yield {**decoded, "key": f"{Path(path).name}/{key}"}
-        cache.close()
 
 
 class EpochLoader(StatefulDataLoader):
@@ -223,10 +216,21 @@ class ShardDataModule(L.LightningDataModule):
 
     Args:
         train_shards: img2dataset output: a directory, brace pattern (`shards/{00000..00099}.tar`),
-            glob, or list of those.
+            glob, or list of those; or a CSV/TSV of image paths and captions, or a folder of images with
+            same-stem .txt captions; or several sources, `a::b` (open_clip's form) or a list of
+            {shards, weight, name} (`clipmodule.data.sources`), each sample's source drawn by weight.
+        upsampling_factors: with `a::b` sources: open_clip's `--train-data-upsampling-factors` (`1::2`): a
+            source's share of samples is its factor times its size; default all 1 (every sample equally likely).
+        csv_image_key: a CSV's image-path column (open_clip's `--csv-img-key`); default: the first of path,
+            filepath, image, image_path, filename, file.
+        csv_caption_key: a CSV's caption column (open_clip's `--csv-caption-key`); default: the first of
+            caption, title, text, txt.
+        csv_separator: the CSV's field separator; default tab for .tsv, comma otherwise.
         val_shards: held-out image-text shards: image<->text retrieval recall@1/5/10.
         zeroshot_shards: labelled image shards (`cls` field, or `label` in the json) for zero-shot top-1/5.
         zeroshot_classnames: the class names of `zeroshot_shards`, in label order.
+        zeroshot_sets: more zero-shot sets by name, each logged as `val/zeroshot/<name>/top1|top5`: labelled
+            shards or an ImageNet-style class-folder set, with its class names (`clipmodule.data.zeroshot`).
         batch_size: samples per device and step.
         num_workers: loader processes per device.
         image_size: side of the square model input (the model's `vision.image_size`).
@@ -237,19 +241,24 @@ class ShardDataModule(L.LightningDataModule):
         shuffle_buffer: samples in the shuffle buffer (references only: cheap).
         resample: draw shards with replacement (open_clip's `--dataset-resampled`); an epoch is then
             `samples_per_epoch` samples rather than a pass over the shards.
-        samples_per_epoch: samples in one epoch over all ranks; default: the samples in `train_shards`.
+        samples_per_epoch: samples in one epoch over all ranks; default: the samples in `train_shards` (all
+            sources together).
         seed: shard order, shuffling and augmentation all derive from it.
         data_card: the data card (json or md) of the training data; its sha256 tags the MLflow run.
         max_unusable_samples: training stops with an error after this many unusable samples in a row
             (undecodable image, empty or missing caption), or after a whole pass over the shards without one.
     """
 
-    def __init__(self, train_shards: str | list[str] | None = None, val_shards: str | list[str] | None = None,
+    def __init__(self, train_shards: str | list[str] | list[TrainSourceConfig] | None = None,
+                 val_shards: str | list[str] | None = None,
                  zeroshot_shards: str | list[str] | None = None, zeroshot_classnames: list[str] | None = None,
                  batch_size: int = 256, num_workers: int = 4, image_size: int = 224, context_length: int = 77,
                  shuffle_buffer: int = 5000, resample: bool = False, samples_per_epoch: int | None = None,
                  seed: int = 0, data_card: str | None = None, max_unusable_samples: int = 10_000,
-                 tokenizer: TokenizerSpec | None = None, tokenizer_folder: str | None = None):
+                 tokenizer: TokenizerSpec | None = None, tokenizer_folder: str | None = None,
+                 upsampling_factors: list[float] | str | None = None, csv_image_key: str | None = None,
+                 csv_caption_key: str | None = None, csv_separator: str | None = None,
+                 zeroshot_sets: dict[str, ZeroShotSet] | None = None):
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                    ("max_unusable_samples", max_unusable_samples, 1)):
@@ -263,6 +272,11 @@ class ShardDataModule(L.LightningDataModule):
         self.shuffle_buffer, self.resample, self.seed = shuffle_buffer, resample, seed
         self.samples_per_epoch, self.data_card = samples_per_epoch, data_card
         self.max_unusable_samples = max_unusable_samples
+        self.upsampling_factors = upsampling_factors
+        self.csv_options = {"csv_image_key": csv_image_key, "csv_caption_key": csv_caption_key,
+                            "csv_separator": csv_separator}
+        # checked here, when the CLI builds the module: a wrong path or class-name file stops the run before training
+        self.zeroshot_sets: list[OpenedSet] = [open_set(name, spec) for name, spec in (zeroshot_sets or {}).items()]
         self.tokenizer = (tokenizer or TokenizerSpec(context_length=context_length)).with_folder(tokenizer_folder)
         if self.tokenizer.kind != "openai_bpe" and self.tokenizer.folder is None:
             raise ClipModuleError(f"the model reads the {self.tokenizer.kind!r} tokenizer and its weights came without "
@@ -274,32 +288,50 @@ class ShardDataModule(L.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def train_dataset(self) -> ShardTrainDataset:
-        if self.train_shards is None:
-            raise ClipModuleError("data.train_shards is not set")
-        paths = shard_paths(self.train_shards)
+        sources = open_sources(self.train_shards, self.upsampling_factors, **self.csv_options)
         rank, world_size = self._rank()
         workers = max(1, self.num_workers)
-        if not self.resample and len(paths) < world_size * workers:
-            raise ClipModuleError(f"{len(paths)} training shards cannot feed {world_size} ranks x {workers} workers;"
-                                  " use fewer workers, more shards, or data.resample=true")
-        samples = self.samples_per_epoch or count_samples(paths)
+        for source in sources:
+            if not self.resample and len(source) < world_size * workers:
+                of = f" ({source.describe()})" if len(sources) > 1 or source.table is not None else ""
+                raise ClipModuleError(f"{len(source)} training shards{of} cannot feed {world_size} ranks x {workers} "
+                                      "workers; use fewer workers, more shards, or data.resample=true")
+        by_size = len(sources) > 1 and any(source.weight is None for source in sources)
+        counts = [source.samples() for source in sources] if by_size or not self.samples_per_epoch else None
+        samples = self.samples_per_epoch or sum(counts)
         batches = samples // (world_size * self.batch_size)
         if batches == 0:
             raise ClipModuleError(f"{samples} training samples are fewer than one global batch "
                                   f"({world_size} x {self.batch_size})")
+        paths = [path for source in sources for path in (source.shards or [source.table.source])]
+        shares = mixture_shares(sources, counts or [0] * len(sources)) if len(sources) > 1 else None
         return ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
                                  batches_per_rank=batches, rank=rank, world_size=world_size,
                                  shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample,
-                                 max_unusable=self.max_unusable_samples)
+                                 max_unusable=self.max_unusable_samples, sources=sources, shares=shares)
 
     def train_dataloader(self) -> EpochLoader:
         self._train_loader = EpochLoader(self.train_dataset(), **self._loader_options())
         return self._train_loader
 
     def val_dataloader(self) -> list[StatefulDataLoader]:
-        """[retrieval shards, zero-shot shards], whichever are set, in that order."""
+        """[retrieval shards, zero-shot shards, then each of `zeroshot_sets`], whichever are set, in that order.
+        A set's batches are tagged `zeroshot/<name>`."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
-        return [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
+        loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
+        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets]
+
+    def zeroshot_set_classes(self) -> dict[str, tuple[list[str], list[str] | str | None]]:
+        """Each zero-shot set's class names and templates as given (None: the model's), by name."""
+        return {opened.name: (opened.classnames, opened.templates) for opened in self.zeroshot_sets}
+
+    def _zeroshot_set_loader(self, opened: OpenedSet) -> StatefulDataLoader:
+        if opened.folder is None:
+            return self._eval_loader(opened.shards, f"zeroshot/{opened.name}")
+        rank, world_size = self._rank()
+        dataset = FolderEvalDataset(opened.folder, opened.classnames, image_transform(self.image_size, train=False),
+                                    rank, world_size)
+        return StatefulDataLoader(dataset, **self._loader_options(f"zeroshot/{opened.name}"))
 
     def test_dataloader(self) -> list[StatefulDataLoader]:
         return self.val_dataloader()
@@ -327,6 +359,13 @@ class ShardDataModule(L.LightningDataModule):
             return {"corrupt_samples": 0, "corrupt_shards": 0}
         return sum_counters(self._train_loader._iterator.state_dict())
 
+    def mix_counts(self) -> dict[str, int]:
+        """Samples drawn from each source of a mixture so far this epoch (corrupt ones included), summed over this
+        rank's workers; empty for a single source."""
+        if self._train_loader is None or self._train_loader._iterator is None:
+            return {}
+        return drawn_per_source(self._train_loader._iterator.state_dict())
+
     def data_card_hash(self) -> str | None:
         """The `content_hash` of the data card (`curation card` output, json or the md beside it), or None
         when no card is configured."""
@@ -346,7 +385,11 @@ class ShardDataModule(L.LightningDataModule):
         themselves. None above `max_bytes` of shards, where hashing would take long: set `data_card` instead."""
         if self.train_shards is None:
             return None
-        listed = shard_paths(self.train_shards)
+        sources = open_sources(self.train_shards, self.upsampling_factors, **self.csv_options)
+        if any(source.table is not None for source in sources):
+            log.warning("training data is a table of local images: set data.data_card to tag the run with a hash")
+            return None
+        listed = [path for source in sources for path in source.shards]
         if any(is_remote(path) for path in listed):  # hashing them would download every shard
             log.warning("training shards are remote: set data.data_card to tag the run with their hash")
             return None

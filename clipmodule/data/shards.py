@@ -118,6 +118,16 @@ class ShardCache:
                 old.close()
         return self._entries[shard]
 
+    def sample_name(self, shard: int, key: str) -> str:
+        return f"{Path(self.paths[shard]).name}/{key}"
+
+    def describe(self, shard: int, sample: int) -> str:
+        """A sample that could not be read, for the skip warning (its key is unknown then)."""
+        return f"{Path(self.paths[shard]).name} sample {sample}"
+
+    def summary(self) -> str:
+        return f"{len(self.paths)} shards (e.g. {self.paths[0]})"
+
     def close(self) -> None:
         for _, handle in self._entries.values():
             if handle is not None:
@@ -125,10 +135,16 @@ class ShardCache:
         self._entries.clear()
 
 
-@functools.lru_cache(maxsize=4)
-def _pass_order(num_shards: int, seed: int, epoch: int, pass_index: int) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _pass_order(num_shards: int, seed: int, epoch: int, pass_index: int, stream: int) -> np.ndarray:
     """The permutation of all shards for one pass (drawn once: it was drawn for every sample)."""
-    return np.random.default_rng([seed, epoch, pass_index, 0]).permutation(num_shards)
+    return np.random.default_rng(_entropy(stream, seed, epoch, pass_index, 0)).permutation(num_shards)
+
+
+def _entropy(stream: int, *parts: int) -> list[int]:
+    """An RNG key. The other sources of a mixture add their number, so that they draw independently of the
+    first, and the first source (or the only one) keeps the orders an unmixed run always had."""
+    return [*parts] if stream == 0 else [*parts, stream]
 
 
 @dataclass(frozen=True)
@@ -143,15 +159,18 @@ class StreamPlan:
     num_workers: int
     """Workers over all ranks."""
     resample: bool = False
+    stream: int = 0
+    """Which source of a weighted mixture (`clipmodule.data.mixing`) this plan belongs to."""
 
     def shard_at(self, pass_index: int, cursor: int) -> int | None:
         """The cursor-th shard of a pass, None past its end. Without resampling a pass is this worker's
         slice of one permutation of all shards; with resampling shards are drawn with replacement
         (open_clip's ResampledShards) and a pass never ends."""
         if self.resample:
-            draw = np.random.default_rng([self.seed, self.epoch, self.worker, cursor, 1])
+            draw = np.random.default_rng(_entropy(self.stream, self.seed, self.epoch, self.worker, cursor, 1))
             return int(draw.integers(self.num_shards))
-        mine = _pass_order(self.num_shards, self.seed, self.epoch, pass_index)[self.worker :: self.num_workers]
+        order = _pass_order(self.num_shards, self.seed, self.epoch, pass_index, self.stream)
+        mine = order[self.worker :: self.num_workers]
         return int(mine[cursor]) if cursor < len(mine) else None
 
 
@@ -159,17 +178,18 @@ class ShardStream:
     """One worker's iterator of sample references through a shuffle buffer, resumable from its state.
 
     Yields (shard id, sample number, key, raw fields). `state_dict()` after any sample, loaded into a
-    fresh stream with the same plan, continues with exactly the next sample."""
+    fresh stream with the same plan, continues with exactly the next sample. `cache` reads the samples: the
+    shards of `paths` by default; a table of local images (`clipmodule.data.tables`) reads one row per "shard"."""
 
-    def __init__(self, paths: list[str], plan: StreamPlan, buffer_size: int):
+    def __init__(self, paths: list[str], plan: StreamPlan, buffer_size: int, cache: ShardCache | None = None):
         self.paths = paths
         self.plan = plan
         self.buffer_size = max(1, buffer_size)
-        self.cache = ShardCache(paths)
+        self.cache = ShardCache(paths) if cache is None else cache
         self.pass_index = self.shard_cursor = self.sample_cursor = 0
         self.pass_done = False
         self.buffer: list[tuple[int, int]] = []
-        self.rng = np.random.default_rng([plan.seed, plan.epoch, plan.worker, 2])
+        self.rng = np.random.default_rng(_entropy(plan.stream, plan.seed, plan.epoch, plan.worker, 2))
         self.corrupt_shards = 0
         self._entered_shard = False
 
@@ -211,7 +231,7 @@ class ShardStream:
             if self.buffer:
                 break
             if fresh_pass:  # a whole pass over this worker's shards gave nothing
-                raise ClipModuleError(f"no readable samples in {len(self.paths)} shards, e.g. {self.paths[0]}")
+                raise ClipModuleError(f"no readable samples in {self.cache.summary()}")
             self.pass_index, self.shard_cursor, self.sample_cursor = self.pass_index + 1, 0, 0
             self.pass_done, fresh_pass = False, True
         pick = int(self.rng.integers(len(self.buffer)))
@@ -221,7 +241,13 @@ class ShardStream:
     def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
         shard, sample = reference
         key, fields = self.cache.read(shard, sample)
-        return f"{Path(self.paths[shard]).name}/{key}", fields
+        return self.cache.sample_name(shard, key), fields
+
+    def describe(self, reference: tuple[int, int]) -> str:
+        return self.cache.describe(*reference)
+
+    def summary(self) -> str:
+        return self.cache.summary()
 
     def _read_reference(self) -> tuple[int, int] | None:
         """The next sample in shard order; None at the end of this worker's slice of the pass."""
@@ -242,4 +268,4 @@ class ShardStream:
                 return shard, self.sample_cursor - 1
             self.shard_cursor, self.sample_cursor, self._entered_shard = self.shard_cursor + 1, 0, False
             barren += 1
-        raise ClipModuleError(f"no readable samples in {len(self.paths)} shards, e.g. {self.paths[0]}")
+        raise ClipModuleError(f"no readable samples in {self.cache.summary()}")

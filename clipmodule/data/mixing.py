@@ -1,0 +1,95 @@
+"""A weighted mixture of training sources, drawn sample by sample.
+
+Each worker keeps one shard stream per source (its own shard order, shuffle buffer and passes) and picks the
+source of every sample at random with the sources' shares: sampling with replacement, so a small source with a
+large share repeats (its stream starts its next pass) while a large one is only partly read in an epoch.
+Drawing per sample rather than per shard (open_clip draws whole shards) keeps the mix of an epoch of n samples
+within the binomial spread, sqrt(share x (1 - share) / n), whatever the shard sizes.
+
+The state is the draw generator's and every source stream's: a few integers per source, restored exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import numpy as np
+
+from clipmodule.data.shards import ShardStream
+from clipmodule.errors import ClipModuleError
+
+
+class MixedStream:
+    """The `ShardStream` interface over several sources. References carry a global shard number: source i's
+    shards follow those of sources 0..i-1, so augmentation seeds (seed, epoch, shard, sample) stay distinct."""
+
+    def __init__(self, streams: list[ShardStream], shares: list[float], names: list[str], seed: int, epoch: int,
+                 worker: int):
+        self.streams, self.names = streams, names
+        sizes = [stream.plan.num_shards for stream in streams]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        cumulative = np.cumsum(np.asarray(shares, dtype=np.float64))
+        self.cumulative = cumulative / cumulative[-1]
+        self.cumulative[-1] = 1.0  # draws lie in [0, 1): the last source takes everything above the others
+        self.rng = np.random.default_rng([seed, epoch, worker, 3])
+        self.drawn = [0] * len(streams)
+        """Samples taken from each source this epoch, corrupt ones included: the measured mix."""
+
+    @property
+    def pass_index(self) -> int:
+        """The pass every source has reached (a whole pass without a usable sample needs all of them)."""
+        return min(stream.pass_index for stream in self.streams)
+
+    def next_reference(self) -> tuple[int, int]:
+        source = int(np.searchsorted(self.cumulative, self.rng.random(), side="right"))
+        shard, sample = self.streams[source].next_reference()
+        self.drawn[source] += 1
+        return self.offsets[source] + shard, sample
+
+    def _local(self, reference: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+        shard, sample = reference
+        source = bisect.bisect_right(self.offsets, shard) - 1
+        return source, (shard - self.offsets[source], sample)
+
+    def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
+        source, local = self._local(reference)
+        key, fields = self.streams[source].read(local)
+        return f"{self.names[source]}:{key}", fields
+
+    def describe(self, reference: tuple[int, int]) -> str:
+        source, local = self._local(reference)
+        return f"{self.names[source]}:{self.streams[source].describe(local)}"
+
+    def summary(self) -> str:
+        return f"{len(self.streams)} sources ({'; '.join(s.summary() for s in self.streams)})"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sources": [stream.state_dict() for stream in self.streams], "rng": self.rng.bit_generator.state,
+                "drawn": list(self.drawn), "names": list(self.names)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("names") != self.names:
+            raise ClipModuleError(f"the checkpoint's data position is for the sources {state.get('names')}, "
+                                  f"data.train_shards now names {self.names}: resume with the data it was saved with")
+        for stream, stream_state in zip(self.streams, state["sources"]):
+            stream.load_state_dict(stream_state)
+        self.rng.bit_generator.state = state["rng"]
+        self.drawn = list(state["drawn"])
+
+
+def drawn_per_source(state: Any) -> dict[str, int]:
+    """Samples drawn from each named source, summed over the workers whose (nested) loader state is given."""
+    totals: dict[str, int] = {}
+    stack = [state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("drawn"), list) and isinstance(item.get("names"), list):
+                for name, count in zip(item["names"], item["drawn"]):
+                    totals[name] = totals.get(name, 0) + int(count)
+                continue
+            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(value for value in item if isinstance(value, (dict, list)))
+    return totals
