@@ -67,6 +67,12 @@ class TaskSpec:
     """Training images of a linear probe (a validation split is held out of them)."""
     test: str | None = None
     """Test images of a linear probe."""
+    root: str | None = None
+    """Folder of the local copy when `dataset` (or `train`/`test`) is a benchmark dataset's name (`cifar10`,
+    `imagenet1k`, `wds/<name>`…: `clipmodule.eval.readers`)."""
+    split: str | None = None
+    """Split of a named benchmark dataset (default: its test split; `all` where it has no official one); a
+    linear probe reads it as the test split and trains on the dataset's train (or trainval) split."""
     classnames: str | None = None
     """Class-name file or `imagenet`; default: the dataset's own names (folders, CSV labels, builtin)."""
     templates: str = "imagenet"

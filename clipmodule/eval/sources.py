@@ -7,6 +7,9 @@
                                   (`curation.formats.webdataset`): an image and a label (`cls`, or the json's
                                   `label`) or `txt`; a folder of .tar files or a glob works too
     builtin:digits[:train|:test]  data that ships with the installed packages (see `clipmodule.eval.builtin`)
+    cifar10 (with root=DIR)       a benchmark dataset by name, read from its local copy in the layout it is
+                                  distributed in (`clipmodule.eval.readers`; `wds/<name>`: CLIP_benchmark's
+                                  webdataset layout); `split` picks the split (default: its test split)
 
 Relative paths in a CSV are relative to the CSV's folder. Every failure (missing file, empty folder,
 unknown label) raises `ClipModuleError` naming the input.
@@ -23,6 +26,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
 from clipmodule.eval.datasets import CaptionedImages, LabelledImages, Transform
+from clipmodule.eval.readers import BenchmarkDataset, is_benchmark_name, open_dataset, reader
 from clipmodule.eval.shards import ShardImages, ShardSpec
 from curation.formats.webdataset import ShardSpecError, expand_shards, is_shard_spec
 
@@ -107,8 +111,44 @@ def _captioned_csv(path: Path, transform: Transform) -> CaptionedImages:
     return CaptionedImages(list(captions.items()), transform, str(path))
 
 
-def open_classification(spec: str, transform: Transform, classnames: list[str] | None = None) -> Dataset:
-    """A labelled dataset (see the module docstring); `classnames` override folder names / CSV labels."""
+def _is_named(spec: str, root: str | None) -> bool:
+    """A benchmark name: given with a root, or a registered name that is not also a path here."""
+    if root is not None:
+        return True
+    if is_benchmark_name(spec) and not Path(spec).exists():
+        raise ClipModuleError(f"{spec}: a benchmark dataset; give the folder of its local copy "
+                              "(--dataset_root DIR, or `root:` in the suite row)")
+    return False
+
+
+def open_benchmark(name: str, root: str, split: str | None, transform: Transform, tasks: tuple[str, ...],
+                   classnames: list[str] | None = None) -> BenchmarkDataset:
+    """A named benchmark dataset's split, decoded through `transform`. `split="train"` on a dataset whose
+    training split is called `trainval` (Pets) reads that; `classnames` replace its own names."""
+    entry = reader(name)
+    if split == "train" and "train" not in entry.splits:
+        if entry.train_split is None:
+            raise ClipModuleError(f"{name}: no training split (splits: {', '.join(entry.splits)})")
+        split = entry.train_split
+    dataset = open_dataset(name, root, split).with_transform(transform)
+    if dataset.task not in tasks:
+        wanted = "retrieval" if "retrieval" in tasks else "classification"
+        raise ClipModuleError(f"{name}: a {dataset.task.replace('_', ' ')} dataset, not a {wanted} one")
+    if classnames is not None:
+        if len(classnames) != len(dataset.classnames):
+            raise ClipModuleError(f"{name}: has {len(dataset.classnames)} classes but {len(classnames)} class "
+                                  "names were given")
+        dataset.classnames = list(classnames)
+    return dataset
+
+
+def open_classification(spec: str, transform: Transform, classnames: list[str] | None = None,
+                        root: str | None = None, split: str | None = None) -> Dataset:
+    """A labelled dataset (see the module docstring); `classnames` override folder names / CSV labels.
+    With `root`, `spec` names a benchmark dataset (multi-label ones too: VOC2007) and `split` its split."""
+    if _is_named(spec, root):
+        return open_benchmark(spec, root or "", split, transform, ("zeroshot_classification", "multilabel"),
+                              classnames)
     if spec.startswith("builtin:"):
         return builtin_classification(spec, transform, classnames)
     if is_shard_spec(spec):
@@ -123,8 +163,10 @@ def open_classification(spec: str, transform: Transform, classnames: list[str] |
     raise ClipModuleError(f"{spec}: not an image folder, a .csv/.tsv file, webdataset .tar shards or builtin:<name>")
 
 
-def open_retrieval(spec: str, transform: Transform) -> Dataset:
+def open_retrieval(spec: str, transform: Transform, root: str | None = None, split: str | None = None) -> Dataset:
     """A dataset of images with several captions each (see the module docstring)."""
+    if _is_named(spec, root):
+        return open_benchmark(spec, root or "", split, transform, ("retrieval",))
     if spec.startswith("builtin:"):
         return builtin_retrieval(spec, transform)
     if is_shard_spec(spec):

@@ -68,10 +68,20 @@ def _target(task: str, fields: dict[str, bytes], where: str):
         raise ClipModuleError(f"{where}: unreadable {TARGET_FIELDS[task]} field ({error})") from None
 
 
+def _complete(shard: Path) -> bool:
+    """A whole tar: whole 512-byte blocks ending in the two zero blocks that close an archive (the indexer
+    stops quietly at a shard cut inside a member, so this is checked here)."""
+    size = shard.stat().st_size
+    if size < 1024 or size % 512:
+        return False
+    return _read(shard, size - 1024, 1024) == bytes(1024)
+
+
 def _items(shard: Path, task: str) -> list[tuple[FileSlice, object]]:
     index = index_shard(str(shard))
-    if index.error is not None:
-        raise ClipModuleError(f"{shard}: truncated or corrupt shard ({index.error}); fetch it again")
+    if index.error is not None or not _complete(shard):
+        reason = f" ({index.error})" if index.error else ""
+        raise ClipModuleError(f"{shard}: truncated or corrupt shard{reason}; fetch it again")
     wanted = TARGET_FIELDS[task]
     items = []
     for key, members in zip(index.keys, index.members):

@@ -1,0 +1,55 @@
+"""Multi-label zero-shot classification (VOC2007 as CLIP_benchmark scores it): mean average precision.
+
+Each class's average precision ranks every image by its zero-shot score for that class (torchmetrics'
+`MultilabelAveragePrecision`, the step-wise definition scikit-learn's `average_precision_score` uses); the
+mean is over the classes that have at least one positive image (a class without positives has no AP).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from clipmodule.eval.options import LoaderOptions
+from clipmodule.eval.prompts import Prompts
+from clipmodule.eval.tasks import Progress, data_damage, extract_features, model_tokenizer
+from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
+
+
+def average_precision_per_class(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[C] average precision of each class (NaN where the class has no positive) from scores and 0/1 targets
+    of shape [N, C]."""
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    scores, targets = scores.float(), targets.long()
+    present = targets.sum(dim=0) > 0  # only these are scored: a class without positives has no AP
+    per_class = torch.full((scores.shape[1],), float("nan"))
+    if present.any():
+        per_class[present] = multilabel_average_precision(scores[:, present], targets[:, present],
+                                                          num_labels=int(present.sum()), average="none",
+                                                          thresholds=None).float()
+    return per_class
+
+
+def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """The mean of `average_precision_per_class` over the classes with a positive."""
+    per_class = average_precision_per_class(scores, targets)
+    return float(per_class[~per_class.isnan()].mean())
+
+
+def zeroshot_multilabel(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str], templates: Prompts,
+                        options: LoaderOptions | None = None, progress: Progress = None,
+                        where: str = "templates") -> dict[str, float]:
+    """{mean_average_precision, num_samples} of the prompt-ensemble zero-shot scores on a dataset whose items
+    are (image, 0/1 tensor over the classes)."""
+    options = options or LoaderOptions()
+    model = model.to(options.torch_device()).eval()
+    classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
+    features, targets = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
+                                         progress, "zero-shot (multi-label)")
+    logits = zeroshot_logits(features, classifier.cpu())
+    value = mean_average_precision(logits, torch.tensor(targets))
+    return {"mean_average_precision": value, "num_samples": len(targets), **data_damage(dataset)}
