@@ -20,6 +20,7 @@ from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
+from clipmodule.train.zeroshot_sets import TASK_PREFIX, ZeroShotSets
 
 MAX_LOG_SCALE = math.log(100.0)
 
@@ -134,16 +135,22 @@ class ClipLitModule(L.LightningModule):
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
 
     def on_validation_epoch_start(self) -> None:
-        self._classifier = None
-        if self.classnames:
+        self._classifier = self._zeroshot_sets = None
+        data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        sets = data.zeroshot_set_classes() if hasattr(data, "zeroshot_set_classes") else {}
+        if self.classnames or sets:
             # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
-            data = getattr(self.trainer, "datamodule", None) if self._trainer else None
-            spec = getattr(data, "tokenizer", None) or tokenizer_spec(self.model)
-            self._classifier = build_zeroshot_classifier(self.model, spec.build(), self.classnames, self.templates)
+            tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
+        if self.classnames:
+            self._classifier = build_zeroshot_classifier(self.model, tokenizer, self.classnames, self.templates)
+        if sets:  # data.zeroshot_sets: each set its classifier and metrics, logged as val/zeroshot/<name>/top1|top5
+            self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         image_features = self.model.encode_image(batch["image"], normalize=True)
-        if batch.get("task", "retrieval") == "zeroshot":
+        if batch.get("task", "").startswith(TASK_PREFIX):
+            self._zeroshot_sets.update(batch["task"], image_features, batch["label"])
+        elif batch.get("task", "retrieval") == "zeroshot":
             if self._classifier is None:
                 raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames")
             logits = zeroshot_logits(image_features, self._classifier)
@@ -162,6 +169,9 @@ class ClipLitModule(L.LightningModule):
             self.log("val/zeroshot_top5", self.top5.compute())
             self.top1.reset()
             self.top5.reset()
+        sets = getattr(self, "_zeroshot_sets", None)
+        for name, value in (sets.results() if sets is not None else {}).items():
+            self.log(name, value)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
