@@ -18,6 +18,7 @@ from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
+from clipmodule.train.accumulate import accumulated_step, check_trainer_options
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 from clipmodule.train.zeroshot_sets import TASK_PREFIX, ZeroShotSets
@@ -60,12 +61,24 @@ class ClipLitModule(L.LightningModule):
         compile: `torch.compile` the image and text towers.
         zeroshot_classnames: class names of the zero-shot validation shards, in label order.
         zeroshot_templates: prompts with "{}" for the class name, averaged into the classifier.
+        accum_freq: k > 1 splits each batch into k micro-batches and accumulates their gradients while the loss
+            still contrasts the whole batch (GradCache: features cached without gradients, then each micro-batch
+            re-encoded with them); activations are held for batch/k pairs. Runs under manual optimisation.
+        accum_grad_clip: gradient-norm clip of the accumulated steps (trainer.gradient_clip_val with accum_freq 1).
+        siglip_exchange: how the SigLIP loss reaches the other ranks' texts: "gather" all at once, or pass them
+            round the ranks ("shift", "bidir": both ways at once), one block at a time; the same loss.
     """
 
     def __init__(self, model: nn.Module, loss: Literal["clip", "siglip"] = "clip", local_loss: bool = False,
                  optim: OptimConfig = OptimConfig(), grad_checkpointing: bool = False, compile: bool = False,
-                 zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None):
+                 zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
+                 accum_freq: int = 1, accum_grad_clip: float | None = None,
+                 siglip_exchange: Literal["gather", "shift", "bidir"] = "gather"):
         super().__init__()
+        if accum_freq < 1:
+            raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
+        self.accum_freq, self.accum_grad_clip, self.siglip_exchange = accum_freq, accum_grad_clip, siglip_exchange
+        self.automatic_optimization = accum_freq == 1
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
@@ -79,7 +92,8 @@ class ClipLitModule(L.LightningModule):
             model.transformer.compile()
         self.save_hyperparameters({
             "loss": loss, "local_loss": local_loss, "optim": dataclasses.asdict(optim),
-            "grad_checkpointing": grad_checkpointing, "compile": compile,
+            "grad_checkpointing": grad_checkpointing, "compile": compile, "accum_freq": accum_freq,
+            "accum_grad_clip": accum_grad_clip, "siglip_exchange": siglip_exchange,
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
         })
         self.retrieval = PairedEmbeddings()
@@ -90,22 +104,41 @@ class ClipLitModule(L.LightningModule):
         self._classifier: torch.Tensor | None = None
 
     def contrastive_loss(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-        image_features = self.model.encode_image(images, normalize=True)
-        text_features = self.model.encode_text(texts, normalize=True)
-        scale = self.model.logit_scale.exp()
+        return self.loss_of_features(*self.encode_pair({"image": images, "text": texts}))
+
+    def encode_pair(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.model.encode_image(batch["image"], normalize=True)
+        return images, self.model.encode_text(batch["text"], normalize=True)
+
+    def loss_of_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                         scale_grad: bool = True) -> torch.Tensor:
+        """The loss of this rank's features against every rank's; `scale_grad=False` holds the logit scale and
+        bias constant (accumulation takes their gradient in one of its k passes)."""
+        scale, bias = self.model.logit_scale.exp(), self.model.logit_bias
+        if not scale_grad:
+            scale, bias = scale.detach(), None if bias is None else bias.detach()
         rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
         if self.loss_name == "siglip":
-            return siglip_loss(image_features, text_features, scale, self.model.logit_bias,
-                               rank=rank, world_size=world_size)
+            return siglip_loss(image_features, text_features, scale, bias, rank=rank, world_size=world_size,
+                               exchange=self.siglip_exchange)
         return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
                          local_loss=self.local_loss)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.accum_freq > 1:
+            return accumulated_step(self, batch)
         loss = self.contrastive_loss(batch["image"], batch["text"])
+        self.check_finite(loss)
+        self.log_step(loss, batch)
+        return loss
+
+    def check_finite(self, loss: torch.Tensor) -> None:
         finite = torch.isfinite(loss.detach()).all()
         if not self.trainer.strategy.reduce_boolean_decision(bool(finite), all=True):
             raise ClipModuleError(f"non-finite loss ({loss.item()}) at step {self.global_step}; training stopped, "
                                   "the checkpoints written so far are intact")
+
+    def log_step(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
         batch_size = batch["image"].shape[0]
         samples_seen = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) * batch_size * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -114,7 +147,6 @@ class ClipLitModule(L.LightningModule):
             self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
             if self.model.logit_bias is not None:
                 self.log("train/logit_bias", self.model.logit_bias, batch_size=batch_size)
-        return loss
 
     def _logging_step(self) -> bool:
         """Whether Lightning hands this step's metrics to the logger (every `log_every_n_steps`). Every `self.log`
@@ -124,8 +156,17 @@ class ClipLitModule(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
+        self.clamp_logit_scale()
+
+    def clamp_logit_scale(self) -> None:
         with torch.no_grad():  # the paper: the scale may not exceed 100
             self.model.logit_scale.clamp_(max=MAX_LOG_SCALE)
+
+    def configure_callbacks(self) -> list[Any]:
+        """Lightning calls this before it checks its own loop configuration: the refusals that must come first."""
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            check_trainer_options(self.trainer, self.accum_freq)
+        return []
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
