@@ -8,6 +8,7 @@ Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_cou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -195,6 +196,17 @@ class EpochLoader(StatefulDataLoader):
         super().load_state_dict(state_dict["loader"])
 
 
+def plain_data(value: Any) -> Any:
+    """`value` with every dataclass in it turned into a dict (nested in lists and dicts too)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [plain_data(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain_data(item) for key, item in value.items()}
+    return value
+
+
 def sum_counters(state: Any, names: tuple[str, ...] = ("corrupt_samples", "corrupt_shards")) -> dict[str, int]:
     """Totals of the named counters anywhere in a (nested) loader state: one per worker."""
     totals = dict.fromkeys(names, 0)
@@ -265,6 +277,10 @@ class ShardDataModule(L.LightningDataModule):
             if not isinstance(value, int) or value < least:
                 raise ClipModuleError(f"data.{name} must be an integer >= {least}, got {value!r}")
         self.save_hyperparameters()  # logged as MLflow params
+        # ... and stored in checkpoints, which are read weights-only: dataclass options (training sources, zero-shot
+        # sets, the tokenizer) are kept as plain dicts, or every checkpoint of such a run would be refused
+        for name, value in list(self.hparams.items()):
+            self.hparams[name] = plain_data(value)
         self.train_shards, self.val_shards, self.zeroshot_shards = train_shards, val_shards, zeroshot_shards
         self.zeroshot_classnames = zeroshot_classnames
         self.batch_size, self.num_workers = batch_size, num_workers

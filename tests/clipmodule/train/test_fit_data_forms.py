@@ -3,6 +3,7 @@ zero-shot set in an ImageNet-style folder: it trains, counts the bad rows and lo
 
 from __future__ import annotations
 
+import torch
 import yaml
 
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
@@ -37,3 +38,9 @@ def test_fit_on_a_mixture_with_a_csv_and_a_zeroshot_folder_from_yaml(tmp_path):
     metrics = record.data.metrics
     assert 0.0 <= metrics["val/zeroshot/folder/top1"] <= metrics["val/zeroshot/folder/top5"] <= 1.0
     assert metrics["data/corrupt_samples"] >= 1
+    # the checkpoint holds the options as plain data: it loads weights-only (so --ckpt_path resumes the run)
+    checkpoint = torch.load(tmp_path / record.data.tags["run_folder"] / "checkpoints" / "last.ckpt", weights_only=True)
+    options = checkpoint["datamodule_hyper_parameters"]
+    assert options["train_shards"][0] == {"shards": str(csv), "weight": 0.5, "name": "mine", "csv_image_key": None,
+                                          "csv_caption_key": None}
+    assert options["zeroshot_sets"]["folder"]["classnames"] == str(tmp_path / "names.txt")
