@@ -3,7 +3,9 @@
 
 Decoding, augmentation and tokenisation run in the loader's workers. Shards are split by rank and worker;
 every rank yields the same number of batches per epoch (DDP needs that), `samples_per_epoch` in all.
-Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_counts`).
+Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_counts`). The training data may
+also be a CSV/TSV or a folder of image + .txt pairs (`clipmodule.data.tables`) or a weighted mixture of sources
+(`clipmodule.data.sources`, `clipmodule.data.mixing`); named zero-shot sets are `clipmodule.data.zeroshot`'s.
 """
 
 from __future__ import annotations
