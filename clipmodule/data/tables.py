@@ -58,7 +58,7 @@ class ImageTextTable:
 
 def _read_header(path: Path, delimiter: str) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM (Excel writes one) is no column name
             return next(csv.reader(handle, delimiter=delimiter), [])
     except FileNotFoundError:
         raise ClipModuleError(f"{path}: no such CSV file") from None

@@ -110,6 +110,9 @@ def test_a_missing_csv_or_wrong_columns_is_one_line_naming_the_file_and_its_colu
         ShardDataModule(train_shards=str(path)).train_dataset()
     with pytest.raises(ClipModuleError, match=r"odd.csv: no column 'caption' \(its columns: picture, words\)"):
         ShardDataModule(train_shards=str(path), csv_image_key="picture", csv_caption_key="caption").train_dataset()
+    excel = tmp_path / "excel.csv"  # Excel's "CSV UTF-8" starts with a byte-order mark
+    excel.write_bytes("\ufeffpath,caption\na.jpg,a cat\n".encode())
+    assert len(ShardDataModule(train_shards=str(excel), num_workers=1, batch_size=1).train_dataset()) == 1
     with pytest.raises(ClipModuleError, match=r"empty: no .tar shards and no images"):
         (tmp_path / "empty").mkdir()
         ShardDataModule(train_shards=str(tmp_path / "empty")).train_dataset()
