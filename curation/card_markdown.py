@@ -25,7 +25,11 @@ def _summary(card: dict[str, Any]) -> str:
     s = card["summary"]
     rows = [["queries", s["queries"]], ["caption rows read", s["caption_rows"]],
             ["rows containing a query", s["matched_rows"]], ["rows kept by balancing", s["balanced_rows"]],
-            ["images downloaded", s["images"]], ["shards", s["shards"]]]
+            ["images downloaded", s["images"]]]
+    rows += [[label, s[key]] for key, label in (("filtered_images", "kept by the filter"),
+                                                ("deduplicated_images", "kept by dedup"),
+                                                ("decontaminated_images", "kept by decontamination")) if key in s]
+    rows.append(["shards", s["shards"]])
     return f"# Data card: {card['name']}\n\nContent hash (SHA-256 of the shard list): `{card['content_hash']}`\n\n" + \
         _table(["", "count"], rows)
 
@@ -86,6 +90,55 @@ def _duplicates(d: dict[str, Any]) -> str:
             ("they were dropped (--dedup-urls)." if dropped else "they were kept (each is downloaded again)."))
 
 
+def _embeddings(card: dict[str, Any]) -> str:
+    e = card.get("embeddings")
+    if e is None:
+        return ""
+    model = e["model"]
+    skipped = "; ".join(f"{n:,} {r}" for r, n in e["skipped"].items()) or "none"
+    return (f"## Embeddings\n\n{e['rows_out']:,} of {e['rows_in']:,} samples embedded with `{model.get('name')}` "
+            f"(width {model.get('embed_dim', '?')}, stored {e['dtype']}, L2-normalised); skipped: {skipped}.")
+
+
+def _filter(card: dict[str, Any]) -> str:
+    f = card.get("filter")
+    if f is None:
+        return ""
+    reasons = _table(["dropped for", "samples"], [[r, n] for r, n in f["dropped_by_reason"].items()]) \
+        if f["dropped_by_reason"] else "Nothing dropped."
+    score = f["clip_score"]
+    cut = f"; score cut {score['threshold']:.4f}" if score.get("threshold") is not None else ""
+    settings = ", ".join(f"{k} = {v}" for k, v in f["filters"].items())
+    clusters = f.get("image_clustering")
+    clustered = (f" Image-based clustering: {clusters['clusters']:,} clusters, {clusters['clusters_targeted']:,} "
+                 f"nearest to the {clusters['target_embeddings']:,} target embeddings." if clusters else "")
+    return (f"## Filter\n\nKept {f['rows_kept']:,} of {f['rows_in']:,} samples ({settings}). A dropped sample is "
+            f"counted under the first filter it fails.{clustered} CLIP score (cosine of image and caption "
+            f"embeddings): mean {score['mean']:.3f}, median {score['p50']:.3f}, p5 {score['p5']:.3f}, "
+            f"p95 {score['p95']:.3f}{cut}. Every sample's decision: `{f['rows_file']}`.\n\n{reasons}\n\n"
+            f"![CLIP-score histogram]({f['histogram_png']})")
+
+
+def _dedup(card: dict[str, Any]) -> str:
+    d = card.get("dedup")
+    if d is None:
+        return ""
+    pairs = _table(["dropped", "kept", "cosine"], [[f"{p['shard']}:{p['key']}", f"{p['kept_shard']}:{p['kept_key']}",
+                                                   f"{p['cosine']:.4f}"] for p in d["top_pairs"]])
+    picture = f"\n\n![closest near-duplicates]({d['thumbnails']})" if d["thumbnails"] else ""
+    return (f"## Deduplication\n\n{d['rows_dropped']:,} of {d['rows_in']:,} samples dropped as near-duplicates "
+            f"(SemDeDup: {d['clusters']:,} k-means clusters, image-embedding cosine >= {d['threshold']} within a "
+            f"cluster; the first by shard and key is kept)" + _truth(d.get("truth")) + f". Drop list: "
+            f"`{d['drop_list']}`." + (f"\n\n### Closest pairs\n\n{pairs}{picture}" if d["top_pairs"] else ""))
+
+
+def _truth(truth: dict[str, Any] | None) -> str:
+    if not truth or truth.get("precision") is None or truth.get("recall") is None:
+        return ""
+    return (f"; against {truth['truth']:,} known cases: precision {truth['precision']:.3f}, "
+            f"recall {truth['recall']:.3f}")
+
+
 def _decontamination(card: dict[str, Any]) -> str:
     d = card.get("decontamination")
     if d is None:
@@ -97,8 +150,17 @@ def _decontamination(card: dict[str, Any]) -> str:
     picture = f"\n\n![closest matches]({d['thumbnails']})" if d["thumbnails"] else ""
     return (f"## Decontamination\n\n{d['samples_dropped']:,} of {d['samples_in']:,} training samples dropped: "
             f"their {d['hash']} ({d['hash_bits']} bits) is within Hamming distance {d['threshold']} of an "
-            f"evaluation image's. The shards below are the cleaned ones; the drop list is `{d['drop_list']}`."
+            f"evaluation image's" + _embedding_pass(d) + _truth(d.get("truth")) +
+            f". The shards below are the cleaned ones; the drop list is `{d['drop_list']}`."
             f"\n\n{sets}" + (f"\n\n### Closest matches\n\n{top}{picture}" if d["top_matches"] else ""))
+
+
+def _embedding_pass(d: dict[str, Any]) -> str:
+    e = d.get("embedding_pass")
+    if not e:
+        return ""
+    return (f", or their image embedding has cosine >= {e['threshold']} with one of {e['eval_rows']:,} evaluation "
+            f"embeddings ({e['samples_dropped_only_by_embedding']:,} caught by the embedding pass alone)")
 
 
 def _shards(card: dict[str, Any]) -> str:
@@ -110,10 +172,13 @@ def _config(card: dict[str, Any]) -> str:
     text = yaml.safe_dump(card["config"], sort_keys=False, allow_unicode=True)
     lineage = card["lineage"]
     inputs = _table(["caption table", "bytes"], [[i["path"], i["bytes"]] for i in lineage["captions"]])
+    stages = " → ".join(f"{s['stage']} (`{s['output']}`)" for s in lineage.get("stages", []))
+    after = f" After download: {stages}." if stages else ""
     return f"## Configuration\n\n```yaml\n{text}```\n\n## Lineage\n\n{inputs}\n\nwordfreq {lineage['wordfreq']}; " \
-        f"work folder `{lineage['work_dir']}`."
+        f"work folder `{lineage['work_dir']}`.{after}"
 
 
 def render_markdown(card: dict[str, Any]) -> str:
-    sections = (_summary, _queries, _matching, _balancing, _download, _decontamination, _shards, _config)
+    sections = (_summary, _queries, _matching, _balancing, _download, _embeddings, _filter, _dedup, _decontamination,
+                _shards, _config)
     return "\n\n".join(text for section in sections if (text := section(card))) + "\n"

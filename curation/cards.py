@@ -1,7 +1,11 @@
 """`curation card`: the data card of a built dataset, from the stages' stats files.
 
 Writes `<cards_dir>/<name>.json` (everything, machine-readable), `<name>.md` (for people, following
-`data_cards/TEMPLATE.md`) and `<name>.png` (rows per query before and after balancing, log axes). The
+`data_cards/TEMPLATE.md`) and `<name>.png` (rows per query before and after balancing, log axes), plus the
+plots of the optional stages that ran after download (embed → filter → dedup → decontaminate: the filter's
+CLIP-score histogram, dedup's and decontamination's thumbnails). Each optional stage must have read the
+shards the stage before it wrote as they are now (names, sizes and times in its stats), else the card is
+refused; the dataset is the last stage's shards. The
 `content_hash` (defined by the shard contract, `curation.formats.webdataset`) is the SHA-256 of the sorted
 "name sha256" lines of the data shards: training runs record it to say exactly which data they saw. Nothing
 time-dependent goes in, so rebuilding a card changes no byte.
@@ -27,6 +31,11 @@ from curation.stage import read_json, sidecar, stats_path
 
 HEAD = 10
 STAGES = ("queries", "match", "balance", "download")
+OPTIONAL = ("embed", "filter", "dedup", "decontaminate")
+SHARD_STAGES = ("filter", "dedup", "decontaminate")
+PLOTS = {"filter": ("histogram_png", "filter"), "dedup": ("thumbnails", "dedup"),
+         "decontamination": ("thumbnails", "decontamination")}
+"""Card section → (its field naming a PNG, the suffix of the copy beside the card)."""
 
 
 def _stage_stats(layout: WorkLayout) -> dict[str, dict[str, Any]]:
@@ -101,12 +110,45 @@ def shard_list(shards_dir: Path, download: dict[str, Any]) -> list[dict[str, Any
     return shard_records(paths)
 
 
-def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
-    """Everything the card says, as one JSON-ready mapping."""
+def optional_outputs(layout: WorkLayout) -> dict[str, Path]:
+    return dict(zip(OPTIONAL, (layout.embeddings, layout.filtered, layout.deduplicated, layout.decontaminated)))
+
+
+def optional_stats(layout: WorkLayout, stages: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """The finished stats of the optional stages (`stages`, or those with stats in the work folder), in order,
+    after checking that each read the current shards of the stage before it."""
+    outputs = optional_outputs(layout)
+    names = stages if stages is not None else tuple(n for n in OPTIONAL if stats_path(outputs[n]).exists())
+    found, source = {}, layout.shards
+    for name in (n for n in OPTIONAL if n in names):
+        stats = read_json(stats_path(outputs[name]), f"{name} stats (run `curation {name}` first)")
+        if not stats.get("finished"):
+            raise CurationError(f"{stats_path(outputs[name])}: `curation {name}` has not finished")
+        _check_read(name, outputs[name], stats["fingerprint"].get("inputs", []),
+                    layout.shards if name == "embed" else source)
+        found[name] = stats
+        source = outputs[name] if name in SHARD_STAGES else source
+    return found
+
+
+def _check_read(name: str, out: Path, inputs: list[dict[str, Any]], folder: Path) -> None:
+    """Refuse a stage whose recorded input shards are not the current files of `folder` (a stale output)."""
+    for record in inputs:
+        current = folder / Path(record["path"]).name
+        info = current.stat() if current.is_file() else None
+        if info is None or (info.st_size, info.st_mtime_ns) != (record["bytes"], record["mtime_ns"]):
+            raise CurationError(f"{out}: `curation {name}` read {record['path']}, which is not the current "
+                                f"{current}; re-run `curation {name}` on {folder} or remove {out}")
+
+
+def build_card(name: str, layout: WorkLayout, stages: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Everything the card says, as one JSON-ready mapping (`stages`: the optional stages it covers; None:
+    those found in the work folder)."""
     stats = _stage_stats(layout)
     queries, match, balance, download = (stats[s] for s in STAGES)
     shards = shard_list(layout.shards, download)
-    cleaned = decontamination(layout)
+    extra = optional_stats(layout, stages)
+    cleaned = decontamination(layout) if "decontaminate" in extra else None
     card = {
         "name": name,
         "content_hash": content_hash(shards),
@@ -134,11 +176,38 @@ def build_card(name: str, layout: WorkLayout) -> dict[str, Any]:
                     "wordfreq": queries["fingerprint"].get("wordfreq"), "work_dir": str(layout.work_dir)},
         "plot": f"{name}.png",
     }
-    if cleaned is not None:  # the training data is the cleaned shards: the hash and shard list say so
+    _add_optional(card, extra, layout)
+    if cleaned is not None:
         card["decontamination"] = cleaned
         card["summary"]["decontaminated_images"] = cleaned["samples_kept"]
-        card["shards"], card["content_hash"] = cleaned.pop("shards"), cleaned["content_hash"]
+        cleaned.pop("shards")
     return card
+
+
+def _add_optional(card: dict[str, Any], extra: dict[str, dict[str, Any]], layout: WorkLayout) -> None:
+    """The optional stages' sections, configs and lineage; the dataset is the last shard stage's shards."""
+    if "embed" in extra:
+        e = extra["embed"]
+        card["embeddings"] = {"model": e["model"], "dtype": e["dtype"], "rows_in": e["rows_in"],
+                              "rows_out": e["rows_out"], "skipped": e.get("skipped", {})}
+    if "filter" in extra:
+        f = extra["filter"]
+        card["filter"] = {k: f[k] for k in ("rows_in", "rows_kept", "rows_dropped", "dropped_by_reason", "filters",
+                                            "clip_score", "image_clustering", "rows_file", "histogram_png")}
+        card["summary"]["filtered_images"] = f["rows_kept"]
+    if "dedup" in extra:
+        d = extra["dedup"]
+        card["dedup"] = {**{k: d[k] for k in ("threshold", "clusters", "kmeans_backend", "rows_in", "rows_kept",
+                                              "rows_dropped", "truth", "drop_list", "thumbnails")},
+                         "top_pairs": d["top_pairs"][:HEAD]}
+        card["summary"]["deduplicated_images"] = d["rows_kept"]
+    for name, stats in extra.items():
+        card["config"][name] = stats["fingerprint"].get("config")
+    outputs = optional_outputs(layout)
+    card["lineage"]["stages"] = [{"stage": name, "output": str(outputs[name])} for name in extra]
+    last = next((extra[n] for n in reversed(SHARD_STAGES) if n in extra), None)
+    if last is not None:  # the training data is the last stage's shards: the hash and shard list say so
+        card["shards"], card["content_hash"] = last["shards"], last["content_hash"]
 
 
 def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
@@ -152,7 +221,8 @@ def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
     keys = ("hash", "hash_bits", "threshold", "eval_sets", "eval_images", "samples_in", "samples_dropped",
             "samples_kept", "undecodable_kept", "distance_histogram", "top_matches", "drop_list", "thumbnails",
             "content_hash", "shards")
-    return {**{k: stats[k] for k in keys}, "over_pixel_limit_kept": stats.get("over_pixel_limit_kept", 0)}
+    later = {k: stats.get(k) for k in ("dropped_by_pass", "embedding_pass", "truth")}  # absent in older stats
+    return {**{k: stats[k] for k in keys}, "over_pixel_limit_kept": stats.get("over_pixel_limit_kept", 0), **later}
 
 
 def check_card_name(name: str) -> None:
@@ -162,20 +232,22 @@ def check_card_name(name: str) -> None:
                             f"e.g. 'cc3m-small'")
 
 
-def write_card(name: str, work_dir: Path, cards_dir: Path) -> dict[str, Any]:
-    """Write `<cards_dir>/<name>.{json,md,png}` for the dataset built in `work_dir`."""
+def write_card(name: str, work_dir: Path, cards_dir: Path, stages: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Write `<cards_dir>/<name>.{json,md,png}` for the dataset built in `work_dir` (`stages`: the optional
+    stages the card covers, as `build` ran them; None: those found in `work_dir`)."""
     check_card_name(name)
     layout = WorkLayout(Path(work_dir))
-    card = build_card(name, layout)
+    card = build_card(name, layout, stages)
     cards_dir = Path(cards_dir)
     cards_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".json", ".md", ".png", ".decontamination.png"):  # what killed card writes left
+    for suffix in (".json", ".md", ".png", *(f".{copy}.png" for _, copy in PLOTS.values())):  # killed writes' leftovers
         remove_stale_temporaries(cards_dir / f"{name}{suffix}")
     plot_counts(sidecar(layout.balanced, ".counts.parquet"), card["balance"]["t"], cards_dir / f"{name}.png")
-    if (thumbnails := card.get("decontamination", {}).get("thumbnails")) is not None:
-        with atomic_path(cards_dir / f"{name}.decontamination.png") as tmp:
-            shutil.copyfile(thumbnails, tmp)
-        card["decontamination"]["thumbnails"] = f"{name}.decontamination.png"
+    for section, (field, copy) in PLOTS.items():
+        if (source := card.get(section, {}).get(field)) is not None and Path(source).is_file():
+            with atomic_path(cards_dir / f"{name}.{copy}.png") as tmp:
+                shutil.copyfile(source, tmp)
+            card[section][field] = f"{name}.{copy}.png"
     write_text(cards_dir / f"{name}.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     write_text(cards_dir / f"{name}.md", render_markdown(card))
     report(f"card: {cards_dir / name}.md (content hash {card['content_hash'][:16]}…)")

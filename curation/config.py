@@ -362,8 +362,11 @@ class DatasetConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    embed: EmbedConfig | None = None
+    """Optional stage after download: `curation embed` of the shards into <work_dir>/embeddings (needed by
+    filter, dedup and decontaminate's embedding pass)."""
     filter: FilterConfig | None = None
-    """Optional stage after download (and embed): `curation filter` with these settings."""
+    """Optional stage after embed: `curation filter` with these settings."""
     dedup: DedupConfig | None = None
     """Optional stage after filter: `curation dedup` with these settings."""
     decontaminate: DecontaminateConfig | None = None
@@ -373,6 +376,10 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         _require(self.decontaminate is None or bool(self.eval_sets), "decontaminate: give eval_sets to compare with")
+        needs = [name for name in ("filter", "dedup") if getattr(self, name) is not None]
+        needs += ["decontaminate.eval_embeddings"] if self.decontaminate and self.decontaminate.eval_embeddings else []
+        _require(self.embed is not None or not needs,
+                 f"{needs[0] if needs else ''}: needs the embed stage (give embed: {{model: ...}})")
         _require(bool(self.name) and self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
                  f"name must be letters, digits, '-', '_' or '.', got {self.name!r}")
         _require(bool(self.captions), "captions: give at least one caption table")

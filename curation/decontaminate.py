@@ -213,7 +213,7 @@ def embedding_matches(train: np.ndarray, evaluation: np.ndarray, threshold: floa
         best = sims.argmax(axis=1)
         cosine = sims[np.arange(len(best)), best]
         for row in np.flatnonzero(cosine >= threshold):
-            found[start + int(row)] = (int(best[row]), float(cosine[row]))
+            found[start + int(row)] = (int(best[row]), min(float(cosine[row]), 1.0))  # fp16 rows: 1.0002
     return found
 
 

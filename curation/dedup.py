@@ -129,7 +129,7 @@ def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Pat
 
 def _drop_rows(rows: SampleRows, duplicates: list[tuple[int, int, float, int]]) -> list[dict[str, Any]]:
     found = [{"shard": rows.shard[a], "key": rows.key[a], "kept_shard": rows.shard[b], "kept_key": rows.key[b],
-              "cosine": round(cosine, 6), "cluster": cluster} for a, b, cosine, cluster in duplicates]
+              "cosine": round(min(cosine, 1.0), 6), "cluster": cluster} for a, b, cosine, cluster in duplicates]
     return sorted(found, key=lambda d: (-d["cosine"], d["shard"], d["key"]))
 
 

@@ -36,6 +36,9 @@ from curation.stage import Stage, file_signature, sidecar
 
 REASONS = ("caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score", "image_cluster")
 BINS = 40
+ACTIVE = ("clip_score_threshold", "clip_score_fraction", "min_caption_words", "min_caption_chars", "min_image_side",
+          "max_aspect_ratio", "image_clusters", "target_embeddings")
+"""The settings that switch a filter on (the card lists those that are on)."""
 
 
 def clip_scores(image: np.ndarray, text: np.ndarray) -> np.ndarray:
@@ -168,8 +171,9 @@ def _stats(config: FilterConfig, sources: list[Path], out: Path, rows: SampleRow
     shards = shard_records([out / s.name for s in sources], samples={s.name: per_shard.get(s.name, 0)
                                                                      for s in sources})
     dropped = {r: int((reasons == r).sum()) for r in REASONS if (reasons == r).any()}
+    active = {k: v for k, v in asdict(config).items() if k in ACTIVE and v not in (None, 0)}
     return {"rows_in": len(rows), "rows_kept": int(kept.sum()), "rows_dropped": int((~kept).sum()),
-            "dropped_by_reason": dropped, "filters": {k: v for k, v in asdict(config).items() if v not in (None, 0)},
+            "dropped_by_reason": dropped, "filters": active,
             "clip_score": {"threshold": threshold, **score_summary(scores, kept)},
             "image_clustering": clustering or None, "rows_file": str(rows_file), "histogram_png": str(plot),
             "content_hash": content_hash(shards), "shards": shards}

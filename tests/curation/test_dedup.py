@@ -61,14 +61,15 @@ def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, 
     assert Image.open(tmp_path / "deduplicated.png").size[0] > 300
 
     reversed_out = tmp_path / "reversed"  # the shards listed the other way round: the same decisions
-    run_dedup(DedupConfig(threshold=0.95), [str(p) for p in sorted(shards.glob("*.tar"))[::-1]], embeddings,
+    run_dedup(DedupConfig(threshold=0.95, thumbnails=0), [str(p) for p in sorted(shards.glob("*.tar"))[::-1]], embeddings,
               reversed_out)
     assert pq.read_table(tmp_path / "reversed.drops.parquet").to_pylist() == drops
 
 
 def test_rerun_is_a_no_op_and_bad_truth_is_one_line(planted, tmp_path, capsys):
     shards, embeddings, _, _, truth = planted
-    args = ["dedup", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(tmp_path / "d")]
+    args = ["dedup", "--shards", str(shards), "--embeddings", str(embeddings), "--thumbnails", "0",
+            "--out", str(tmp_path / "d")]
     assert main(args) == 0
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "d").iterdir()}
     assert main(args) == 0
