@@ -61,8 +61,8 @@ def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, 
     assert Image.open(tmp_path / "deduplicated.png").size[0] > 300
 
     reversed_out = tmp_path / "reversed"  # the shards listed the other way round: the same decisions
-    run_dedup(DedupConfig(threshold=0.95, thumbnails=0), [str(p) for p in sorted(shards.glob("*.tar"))[::-1]], embeddings,
-              reversed_out)
+    listed = [str(p) for p in sorted(shards.glob("*.tar"))[::-1]]
+    run_dedup(DedupConfig(threshold=0.95, thumbnails=0), listed, embeddings, reversed_out)
     assert pq.read_table(tmp_path / "reversed.drops.parquet").to_pylist() == drops
 
 
