@@ -128,3 +128,27 @@ def test_rerun_is_a_no_op_other_settings_are_refused_and_bad_input_is_one_line(s
     assert main(["filter", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(tmp_path / "y"),
                  "--clip-score-fraction", "0.5", "--clip-score-threshold", "0.1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_stopped_run_resumes_and_the_card_refuses_stale_inputs(tmp_path, embedded):
+    from curation.cards import optional_stats
+    from curation.config import WorkLayout
+    from curation.errors import CurationError
+
+    layout = WorkLayout(tmp_path)
+    samples = pool(embedded, np.random.default_rng(3))
+    shards, embeddings = embedded.write(tmp_path, {"00000.tar": samples[:25], "00001.tar": samples[25:]})
+    config = FilterConfig(clip_score_fraction=0.5)
+    stats = run_filter(config, [str(shards)], embeddings, layout.filtered)
+    stats_file = tmp_path / "filtered.stats.json"  # as a run killed after its first shard leaves it
+    stats_file.write_text(json.dumps({"stage": "filter", "finished": False, "fingerprint": stats["fingerprint"]}))
+    (layout.filtered / "00001.tar").unlink()
+    kept_first = (layout.filtered / "00000.tar").stat().st_mtime_ns
+    resumed = run_filter(config, [str(shards)], embeddings, layout.filtered)
+    assert resumed["content_hash"] == stats["content_hash"] and resumed["rows_kept"] == 25
+    assert (layout.filtered / "00000.tar").stat().st_mtime_ns == kept_first
+
+    assert list(optional_stats(layout)) == ["filter"]
+    (shards / "00001.tar").write_bytes((shards / "00001.tar").read_bytes())  # rewritten after the filter read it
+    with pytest.raises(CurationError, match="which is not the current"):
+        optional_stats(layout)
