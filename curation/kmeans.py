@@ -54,7 +54,8 @@ def kmeans(vectors: np.ndarray, k: int, seed: int = 0, iterations: int = 20, bac
         import faiss
 
         model = faiss.Kmeans(vectors.shape[1], k, niter=iterations, seed=seed, spherical=True,
-                             max_points_per_centroid=len(vectors))  # never sub-sample the rows
+                             max_points_per_centroid=len(vectors),  # never sub-sample the rows
+                             min_points_per_centroid=1)  # few rows per centre is allowed: no warning printed
         model.train(vectors)
         return normalise(model.centroids)
     centres = _plus_plus(vectors, k, np.random.default_rng(seed))
