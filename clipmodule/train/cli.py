@@ -63,7 +63,9 @@ class ClipCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is None or "MLFlowLogger" not in str(getattr(logger, "class_path", "")) or init_args.run_name:
             return
-        network = config.model.model.init_args.get("name", "model") if "init_args" in config.model.model else "model"
+        network_config = config.model.model
+        network = network_config.init_args.get("name", "model") if network_config and "init_args" in network_config \
+            else "model"  # null: the architecture comes from model.init_from
         init_args.run_name = f"{network}-{config.model.loss}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def _run_subcommand(self, subcommand: str) -> None:

@@ -19,6 +19,8 @@ from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
+from clipmodule.train.init import start_from_weights
+from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 from clipmodule.train.zeroshot_sets import TASK_PREFIX, ZeroShotSets
@@ -53,7 +55,7 @@ class ClipLitModule(L.LightningModule):
     """Contrastive training of a CLIP model.
 
     Args:
-        model: the network (see `build_network`).
+        model: the network (see `build_network`); null with `init_from`: the file's architecture.
         loss: "clip" (the paper's softmax) or "siglip" (sigmoid; the model needs a logit bias).
         local_loss: CLIP loss on this rank's rows against all columns (less memory, same result).
         optim: optimiser and schedule.
@@ -67,14 +69,27 @@ class ClipLitModule(L.LightningModule):
         accum_grad_clip: gradient-norm clip of the accumulated steps (trainer.gradient_clip_val with accum_freq 1).
         siglip_exchange: how the SigLIP loss reaches the other ranks' texts: "gather" all at once, or pass them
             round the ranks ("shift", "bidir": both ways at once), one block at a time; the same loss.
+        init_from: start from these weights (anything `clipmodule.load` reads; `clipmodule.train.init`); `model`, if
+            given, must be the file's architecture. Recorded in MLflow (init_from/path, init_from/sha256).
+            `--ckpt_path` still resumes, and its weights win.
+        init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
+        lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
     """
 
-    def __init__(self, model: nn.Module, loss: Literal["clip", "siglip"] = "clip", local_loss: bool = False,
-                 optim: OptimConfig = OptimConfig(), grad_checkpointing: bool = False, compile: bool = False,
+    def __init__(self, model: nn.Module | None = None, loss: Literal["clip", "siglip"] = "clip",
+                 local_loss: bool = False, optim: OptimConfig = OptimConfig(), grad_checkpointing: bool = False,
+                 compile: bool = False,
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
-                 siglip_exchange: Literal["gather", "shift", "bidir"] = "gather"):
+                 siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
+                 init_architecture: str | None = None, lock: LockConfig = LockConfig()):
         super().__init__()
+        self.init_source: dict[str, str] | None = None
+        if init_from is not None:
+            model, self.init_source = start_from_weights(init_from, init_architecture, model)
+        elif model is None:
+            raise ClipModuleError("no network: set model.model (e.g. clipmodule.train.module.build_network) or "
+                                  "model.init_from")
         if accum_freq < 1:
             raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
         self.accum_freq, self.accum_grad_clip, self.siglip_exchange = accum_freq, accum_grad_clip, siglip_exchange
@@ -82,6 +97,7 @@ class ClipLitModule(L.LightningModule):
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        self._keep_in_eval = apply_lock(model, lock)  # before compile: the no-grad hooks are compiled with the tower
         self.classnames = list(zeroshot_classnames or [])
         self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
         self.templates = list(zeroshot_templates or ["a photo of a {}."])
@@ -95,6 +111,7 @@ class ClipLitModule(L.LightningModule):
             "grad_checkpointing": grad_checkpointing, "compile": compile, "accum_freq": accum_freq,
             "accum_grad_clip": accum_grad_clip, "siglip_exchange": siglip_exchange,
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
+            "init_from": self.init_source, "lock": dataclasses.asdict(lock),
         })
         self.retrieval = PairedEmbeddings()
         if self.classnames:
@@ -237,6 +254,12 @@ class ClipLitModule(L.LightningModule):
             check_state_fits(checkpoint.get("state_dict", {}), self.state_dict(), source)
         fitting = trainer is not None and trainer.state.fn == "fit"
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
+
+    def train(self, mode: bool = True) -> ClipLitModule:
+        """Towers locked whole (and locked BatchNorms on request) stay in eval mode whatever Lightning asks."""
+        super().train(mode)
+        keep_in_eval(getattr(self, "_keep_in_eval", []))
+        return self
 
     def on_train_start(self) -> None:
         restore_generators(getattr(self, "_rng_state", None), self.device)

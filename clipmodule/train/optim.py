@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from clipmodule.errors import ClipModuleError
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -60,12 +62,15 @@ def parameter_groups(model: nn.Module, weight_decay: float,
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int, matrices: frozenset[str] | None = None):
-    """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps."""
+    """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps.
+    Parameters without `requires_grad` (locked towers, `clipmodule.train.lock`) are not in it."""
+    groups = parameter_groups(model, optim.weight_decay, matrices)
+    if not any(group["params"] for group in groups):
+        raise ClipModuleError("nothing to train: every parameter is locked (model.lock); unlock some groups")
     fused = optim.fused
     if fused is None:
         fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
-    optimizer = torch.optim.AdamW(parameter_groups(model, optim.weight_decay, matrices), lr=optim.lr, betas=optim.betas,
-                                  eps=optim.eps, fused=fused)
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, total_steps,
                                                                          optim.min_lr_ratio))
     return optimizer, schedule
