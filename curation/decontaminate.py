@@ -232,7 +232,9 @@ def _embedding_pass(config: DecontaminateConfig, train: list[Path], embeddings: 
         image.append(vectors)
     rows = load_rows(train, embeddings, text=False)
     matched: dict[str, dict[str, tuple[int, float]]] = {}
-    for row, near in embedding_matches(rows.image, np.concatenate(image), config.embedding_threshold).items():
+    present = np.flatnonzero(rows.embedded)  # samples the embed stage skipped cannot be compared: kept
+    for at, near in embedding_matches(rows.image[present], np.concatenate(image), config.embedding_threshold).items():
+        row = int(present[at])
         matched.setdefault(rows.shard[row], {})[rows.key[row]] = near
     return matched, references
 

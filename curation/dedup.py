@@ -78,6 +78,8 @@ def find_duplicates(image: np.ndarray, config: DedupConfig) -> tuple[list[tuple[
                                                                       dict[str, Any]]:
     """(dropped row, kept row, cosine, cluster) of every duplicate, and facts about the clustering."""
     backend = resolve_backend(config.kmeans_backend)
+    if not len(image):
+        return [], {"clusters": 0, "kmeans_backend": backend, "largest_cluster": 0, "mean_cluster": 0.0}
     k = config.clusters or math.ceil(math.sqrt(len(image)))
     centres = kmeans(image, k, config.seed, config.kmeans_iterations, backend)
     assigned, _ = nearest(image, centres)
@@ -112,7 +114,9 @@ def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Pat
     with stage.running():
         truth = read_truth(config.truth) if config.truth is not None else None
         rows = load_rows(sources, embeddings, text=False)
-        duplicates, clustering = find_duplicates(rows.image, config)
+        present = np.flatnonzero(rows.embedded)  # samples the embed stage skipped are kept, not compared
+        found, clustering = find_duplicates(rows.image[present], config)
+        duplicates = [(int(present[a]), int(present[b]), c, cluster) for a, b, c, cluster in found]
         kept = np.ones(len(rows), dtype=bool)
         kept[[d[0] for d in duplicates]] = False
         write_kept_shards(out, sources, rows, kept, stage.created)
@@ -164,7 +168,7 @@ def _stats(config: DedupConfig, sources: list[Path], out: Path, rows: SampleRows
     edges = np.linspace(config.threshold, 1.0, 11) if config.threshold < 1 else np.array([1.0, 1.0 + 1e-6])
     dropped = {(d["shard"], d["key"]) for d in drops}
     return {"threshold": config.threshold, **clustering, "rows_in": len(rows), "rows_kept": int(kept.sum()),
-            "rows_dropped": len(drops),
+            "rows_dropped": len(drops), "kept_without_embedding": int((~rows.embedded).sum()),
             "cosine_histogram": {"edges": [round(float(e), 4) for e in edges],
                                  "counts": np.histogram(np.clip(cosines, edges[0], edges[-1]), edges)[0].tolist()},
             "truth": precision_recall(dropped, truth) if truth is not None else None,

@@ -19,7 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import CurationError
-from curation.formats.embeddings import EmbeddingFilesError, part_name, part_paths, parts, read_embeddings, read_part
+from curation.formats.embeddings import (
+    EmbeddingFilesError,
+    part_info,
+    part_name,
+    part_paths,
+    parts,
+    read_embeddings,
+    read_part,
+)
 from curation.progress import progress_bar
 from curation.shardio import sample_meta, tar_samples, write_subset
 
@@ -34,6 +42,8 @@ class SampleRows:
     image: np.ndarray
     """[n, d] float32 unit rows."""
     text: np.ndarray | None
+    embedded: np.ndarray
+    """Whether each sample has an embedding row (the embed stage skips samples without a decodable image)."""
 
     def __len__(self) -> int:
         return len(self.key)
@@ -62,34 +72,48 @@ def _shard_samples(shards: list[Path]) -> list[tuple[str, str, dict[str, Any]]]:
     return sorted(found, key=lambda row: (row[0], row[1]))
 
 
+def _part_rows(folder: Path, shard: str, keys: list[str], kinds: tuple[str, ...]) -> tuple[np.ndarray, Any]:
+    """The row of each key in its shard's part (-1: none). A sample may lack a row only when the embed stage
+    recorded skipping that many of the shard's samples (no image, undecodable, over the pixel limit)."""
+    try:
+        part = read_part(folder, part_name(shard), kinds)
+        info = part_info(folder, part_name(shard))
+    except EmbeddingFilesError as error:
+        raise CurationError(str(error)) from None
+    where = {key: row for row, key in enumerate(part.keys)}
+    absent = [k for k in keys if k not in where]
+    skipped = int(info.get("rows_in", 0)) - int(info.get("rows_out", 0)) if info else 0
+    if len(absent) > skipped:
+        raise CurationError(f"{shard}: sample {absent[0]!r} has no row in {folder} (embedded from other shards?)")
+    return np.asarray([where.get(k, -1) for k in keys], dtype=np.int64), part
+
+
 def load_rows(shards: list[Path], folder: Path, text: bool = True) -> SampleRows:
-    """Every sample of `shards` with its image (and caption) embedding from `folder`."""
+    """Every sample of `shards` with its image (and caption) embedding from `folder`; a sample the embed stage
+    skipped has zero vectors and `embedded` False."""
     samples = _shard_samples(shards)
     kinds = ("image", "text") if text else ("image",)
     image = text_rows = None
+    embedded = np.zeros(len(samples), dtype=bool)
     by_shard: dict[str, list[int]] = {}
     for index, (shard, _, _) in enumerate(samples):
         by_shard.setdefault(shard, []).append(index)
     for shard, indices in by_shard.items():
-        try:
-            part = read_part(folder, part_name(shard), kinds)
-        except EmbeddingFilesError as error:
-            raise CurationError(str(error)) from None
-        where = {key: row for row, key in enumerate(part.keys)}
-        keys = [samples[i][1] for i in indices]
-        if (absent := next((k for k in keys if k not in where), None)) is not None:
-            raise CurationError(f"{shard}: sample {absent!r} has no row in {folder} (embedded from other shards?)")
-        picked = np.asarray([where[k] for k in keys], dtype=np.int64)
+        picked, part = _part_rows(folder, shard, [samples[i][1] for i in indices], kinds)
         if image is None:
             width = part.image.shape[1]
             image = np.zeros((len(samples), width), np.float32)
             text_rows = np.zeros((len(samples), width), np.float32) if text else None
-        image[indices] = np.asarray(part.image, dtype=np.float32)[picked]
+        have = picked >= 0
+        targets = np.asarray(indices, dtype=np.int64)[have]
+        embedded[targets] = True
+        image[targets] = np.asarray(part.image, dtype=np.float32)[picked[have]]
         if text:
-            text_rows[indices] = np.asarray(part.text, dtype=np.float32)[picked]
+            text_rows[targets] = np.asarray(part.text, dtype=np.float32)[picked[have]]
     if image is None:
         raise CurationError(f"{', '.join(str(s) for s in shards[:3])}: the input shards hold no samples")
-    return SampleRows([s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples], image, text_rows)
+    return SampleRows([s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples], image, text_rows,
+                      embedded)
 
 
 def reference_set(folder: Path, what: str) -> tuple[list[str], np.ndarray, list[Path]]:

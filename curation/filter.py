@@ -7,6 +7,8 @@
 * image-based clustering (DataComp's ImageNet-cluster baseline): spherical k-means of the input images;
   a sample is kept when its nearest centre is the nearest centre of at least one target embedding.
 
+A sample the embed stage skipped (no decodable image) is dropped as `no_embedding`.
+
 Every sample gets one decision: kept, or dropped for the first filter it fails (in `REASONS` order). The
 kept samples are copied byte for byte into shards of the same names in `out` (the shard contract, so
 `clipmodule fit` reads them). Beside `out`: `<out>.rows.parquet` (shard, key, clip_score, kept, reason for
@@ -34,7 +36,8 @@ from curation.progress import report
 from curation.shardio import input_shards
 from curation.stage import Stage, file_signature, sidecar
 
-REASONS = ("caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score", "image_cluster")
+REASONS = ("no_embedding", "caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score",
+           "image_cluster")
 BINS = 40
 ACTIVE = ("clip_score_threshold", "clip_score_fraction", "min_caption_words", "min_caption_chars", "min_image_side",
           "max_aspect_ratio", "image_clusters", "target_embeddings")
@@ -76,6 +79,9 @@ def basic_failures(meta: list[dict[str, Any]], config: FilterConfig) -> dict[str
 def cluster_keep(image: np.ndarray, target: np.ndarray, config: FilterConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """Mask of samples whose nearest k-means centre is the nearest centre of some target embedding."""
     backend = resolve_backend(config.kmeans_backend)
+    if not len(image):
+        return np.zeros(0, dtype=bool), {"clusters": 0, "clusters_targeted": 0, "target_embeddings": len(target),
+                                         "kmeans_backend": backend}
     centres = kmeans(image, config.image_clusters, config.seed, config.kmeans_iterations, backend)
     assigned, _ = nearest(image, centres)
     targeted = np.unique(nearest(target, centres)[0])
@@ -87,15 +93,16 @@ def decide(rows: SampleRows, config: FilterConfig, target: np.ndarray | None) ->
                                                                                          dict[str, Any]]:
     """(reason per sample, '' when kept; CLIP scores; clustering facts). The first failing filter names it."""
     scores = clip_scores(rows.image, rows.text)
-    failing = basic_failures(rows.meta, config)
+    failing = {"no_embedding": ~rows.embedded, **basic_failures(rows.meta, config)}
     if config.clip_score_threshold is not None:
         failing["clip_score"] = ~(scores >= config.clip_score_threshold)
     elif config.clip_score_fraction is not None:
         failing["clip_score"] = ~top_fraction(scores, config.clip_score_fraction)
     clustering: dict[str, Any] = {}
     if config.image_clusters:
-        kept_by_cluster, clustering = cluster_keep(rows.image, target, config)
-        failing["image_cluster"] = ~kept_by_cluster
+        kept_by_cluster, clustering = cluster_keep(rows.image[rows.embedded], target, config)
+        failing["image_cluster"] = np.ones(len(rows), dtype=bool)
+        failing["image_cluster"][rows.embedded] = ~kept_by_cluster
     reasons = np.full(len(rows), "", dtype=object)
     for reason in reversed(REASONS):  # the earliest failing filter is written last, so it is the one that stays
         if reason in failing:

@@ -29,6 +29,8 @@ class Sample:
     colour: tuple[int, int, int] = (128, 128, 128)
     picture: bytes | None = None
     """The encoded image (default: a square of `colour`)."""
+    embedded: bool = True
+    """False: in the shard but not in the embeddings, as the embed stage skips an undecodable image."""
 
 
 def jpeg(colour: tuple[int, int, int], size: int = 16) -> bytes:
@@ -64,10 +66,11 @@ def write_embedded(root: Path, shards: dict[str, list[Sample]], dtype: str = "fl
     shard_dir.mkdir(parents=True, exist_ok=True)
     for name, samples in shards.items():
         write_shard(shard_dir / name, samples)
-        write_part(embeddings, name.split(".")[0], normalise(np.stack([s.image for s in samples])),
-                   normalise(np.stack([s.text for s in samples])),
-                   {"key": [s.key for s in samples], "shard": [name] * len(samples),
-                    "caption": [s.caption for s in samples]}, dtype=dtype)
+        rows = [s for s in samples if s.embedded]
+        write_part(embeddings, name.split(".")[0], normalise(np.stack([s.image for s in rows])),
+                   normalise(np.stack([s.text for s in rows])),
+                   {"key": [s.key for s in rows], "shard": [name] * len(rows), "caption": [s.caption for s in rows]},
+                   dtype=dtype, info={"rows_in": len(samples), "rows_out": len(rows)})
     return shard_dir, embeddings
 
 

@@ -31,6 +31,7 @@ def planted(tmp_path, embedded):
         copies[f"b{j:03d}"] = f"a{i:03d}"
         samples.append(embedded.Sample(f"b{j:03d}", noisy, rng.normal(size=DIM), colour=(4 * i, 100, 200)))
     # originals and copies spread over both shards; a copy sorts after its original by (shard, key)
+    samples.append(embedded.Sample("a999", vectors[0], vectors[0], embedded=False))  # no embedding: kept
     shards = {"00000.tar": samples[:40], "00001.tar": samples[40:]}
     shard_dir, embeddings = embedded.write(tmp_path, shards)
     where = {s.key: name for name, group in shards.items() for s in group}
@@ -52,18 +53,21 @@ def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, 
     stats = run_dedup(DedupConfig(threshold=0.95, truth=truth), [str(shards)], embeddings, out)
     assert stats["truth"]["precision"] == 1.0 and stats["truth"]["recall"] == 1.0
     kept = {k for path in out.glob("*.tar") for k in embedded.keys(path)}
-    assert kept == {f"a{i:03d}" for i in range(UNIQUE)}
+    assert kept == {f"a{i:03d}" for i in range(UNIQUE)} | {"a999"} and stats["kept_without_embedding"] == 1
     drops = pq.read_table(tmp_path / "deduplicated.drops.parquet").to_pylist()
     assert {d["key"]: d["kept_key"] for d in drops} == copies
     assert all(d["kept_shard"] == where[d["kept_key"]] and d["cosine"] >= 0.95 for d in drops)
-    assert stats["rows_in"] == UNIQUE + PLANTED and stats["rows_kept"] + stats["rows_dropped"] == stats["rows_in"]
-    assert sum(s["samples"] for s in stats["shards"]) == UNIQUE
+    assert stats["rows_in"] == UNIQUE + PLANTED + 1 and stats["rows_kept"] + stats["rows_dropped"] == stats["rows_in"]
+    assert sum(s["samples"] for s in stats["shards"]) == UNIQUE + 1
     assert Image.open(tmp_path / "deduplicated.png").size[0] > 300
 
     reversed_out = tmp_path / "reversed"  # the shards listed the other way round: the same decisions
     listed = [str(p) for p in sorted(shards.glob("*.tar"))[::-1]]
     run_dedup(DedupConfig(threshold=0.95, thumbnails=0), listed, embeddings, reversed_out)
     assert pq.read_table(tmp_path / "reversed.drops.parquet").to_pylist() == drops
+    run_dedup(DedupConfig(threshold=0.95, thumbnails=0, kmeans_backend="numpy"), listed, embeddings,
+              tmp_path / "numpy")  # the other k-means (faiss is used when installed) finds the same pairs
+    assert {d["key"]: d["kept_key"] for d in pq.read_table(tmp_path / "numpy.drops.parquet").to_pylist()} == copies
 
 
 def test_rerun_is_a_no_op_and_bad_truth_is_one_line(planted, tmp_path, capsys):

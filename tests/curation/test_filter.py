@@ -79,14 +79,15 @@ def test_basic_filters_drop_by_the_first_failing_reason(tmp_path, embedded):
     samples[2].width = 120                           # short side 120
     samples[3].width, samples[3].height = 900, 250   # ratio 3.6
     samples[4].width, samples[4].height = 600, 200   # ratio 3.0 exactly: kept
+    samples[5].embedded, samples[5].caption = False, "x"  # skipped by the embed stage: that reason comes first
     shards, embeddings = embedded.write(tmp_path, {"00000.tar": samples})
     config = FilterConfig(min_caption_words=3, min_caption_chars=6, min_image_side=200, max_aspect_ratio=3.0)
     stats = run_filter(config, [str(shards)], embeddings, tmp_path / "basic")
     rows = {r["key"]: r["reason"] for r in pq.read_table(tmp_path / "basic.rows.parquet").to_pylist()}
     assert rows == {"s000": "caption_words", "s001": "caption_words", "s002": "image_side",
-                    "s003": "aspect_ratio", "s004": "", "s005": "", "s006": "", "s007": ""}
-    assert stats["dropped_by_reason"] == {"caption_words": 2, "image_side": 1, "aspect_ratio": 1}
-    assert kept_keys(tmp_path / "basic", embedded) == {"s004", "s005", "s006", "s007"}
+                    "s003": "aspect_ratio", "s004": "", "s005": "no_embedding", "s006": "", "s007": ""}
+    assert stats["dropped_by_reason"] == {"no_embedding": 1, "caption_words": 2, "image_side": 1, "aspect_ratio": 1}
+    assert kept_keys(tmp_path / "basic", embedded) == {"s004", "s006", "s007"}
 
 
 def test_image_clusters_keep_the_pool_clusters_nearest_the_target(tmp_path, embedded):
