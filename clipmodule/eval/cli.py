@@ -154,8 +154,10 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
 
 
 def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
-    """Runs a suite; writes <output>/<name>.md and .json and one MLflow run."""
-    from clipmodule.eval.results import check_output_dir, make_record, write_json, write_text
+    """Runs a suite (resuming: tasks finished for this model and data are not run again); writes
+    <output>/<name>.md and .json and one MLflow run."""
+    from clipmodule.eval.groups import group_metrics, grouped_averages
+    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, write_json, write_text
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
 
@@ -163,23 +165,29 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
     output = check_output_dir(command.output, [f"{command.name}.md", f"{command.name}.json"])
     _check_tracking(command.tracking)
+    fingerprint = model_fingerprint(command.model)
     model, preprocess = _load_model(command.model)
     with _progress() as progress:
-        rows = run_suite(model, preprocess, command, progress)
-    table = markdown_table(rows, f"{command.name}: {command.model}")
-    metrics: dict[str, float] = {}
+        run = run_suite(model, preprocess, command, progress, model_id=fingerprint,
+                        store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
+    rows, groups = run.rows, grouped_averages(run.rows)
+    title = f"{command.name}: {command.model}"
+    metrics: dict[str, float] = group_metrics(groups)
     for row in rows:
         metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
-    params = {"task": "suite", "suite": command.name, "model": command.model,
-              "tasks": ", ".join(row["name"] for row in rows)}
+    params = {"task": "suite", "suite": command.name, "model": command.model, "model_sha": fingerprint,
+              "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-"}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
+                         model_sha=fingerprint, groups=groups, missing=run.missing, reused=run.reused,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
-    write_text(output / f"{command.name}.md", table)
+    write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing))
     write_json(output / f"{command.name}.json", record)  # before MLflow, so a tracking failure keeps the table
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
                                             {"results_json": str((output / f"{command.name}.json").resolve())})
     write_json(output / f"{command.name}.json", record)
-    print_table(rows, f"{command.name}: {command.model}")
+    print_table(rows, title)
+    if run.missing:
+        print(f"not run, data missing: {', '.join(run.missing)}", file=sys.stderr)
     print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")
     return record
 

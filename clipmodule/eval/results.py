@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,44 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return files.write_text(path, text)
+
+
+RECORD_FORMAT = 1  # bump when a metric's definition changes: older per-task records are then not reused
+
+
+def model_fingerprint(model: str) -> str:
+    """What identifies the model's weights: the sha256 of a checkpoint file, of a folder's files (a hub
+    folder) in name order, or the model name itself when it names locally cached weights."""
+    path = Path(model)
+    if path.is_file():
+        return f"sha256:{files.sha256_file(path)}"
+    if path.is_dir():
+        digests = [f"{item.relative_to(path)}:{files.sha256_file(item)}" for item in sorted(path.rglob("*"))
+                   if item.is_file()]
+        return "sha256-folder:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return f"name:{model}"
+
+
+def task_key(model: str, spec: dict[str, Any], options: dict[str, Any]) -> str:
+    """The key of one finished task: the model's fingerprint, the task spec (its data, class names,
+    templates; not its row name) and the options that change its result (the probe's), hashed."""
+    identity = {"format": RECORD_FORMAT, "model": model, "spec": {k: v for k, v in spec.items() if k != "name"},
+                "options": options}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def task_record_path(folder: str | Path, key: str) -> Path:
+    return Path(folder) / f"{key}.json"
+
+
+def read_task_record(folder: str | Path, key: str) -> dict[str, Any] | None:
+    """A finished task's record, or None when there is none (or it is unreadable: the task is run again)."""
+    path = task_record_path(folder, key)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("key") == key and "metrics" in record else None
 
 
 def make_record(task: str, model: str, metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -9,27 +9,60 @@ A suite is a YAML file (see experiments/benchmarks/):
       - {task: retrieval, dataset: "builtin:skimage"}
       - {task: linear-probe, train: "builtin:digits:train", test: "builtin:digits:test"}
 
-`clipmodule eval suite -c suite.yaml` evaluates every row, writes `<output>/<name>.md` and `.json`, and logs
-one MLflow run whose metrics are `<row name>/<metric>`. The single commands (`clipmodule eval zeroshot`…)
-run one row through the same `run_task`.
+`templates: openai` or `templates: clip_benchmark` take the dataset's class names and templates from the
+shipped data (`eval.names`) by the dataset's name. `clipmodule eval suite -c suite.yaml`:
+
+- checks every row's options first (an unknown task or a missing template file stops it before any work);
+- says which datasets cannot be opened (missing or incomplete on disk), one line each, and runs the rest;
+- skips a task already finished for the same model and data: each task's record is written atomically to
+  `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`), so a suite that crashed resumes
+  where it stopped;
+- computes a dataset's image features once for all the tasks reading it (`tasks.FeatureCache`);
+- writes `<output>/<name>.md` and `.json` with DataComp-style grouped averages (`eval.groups`) and logs one
+  MLflow run whose metrics are `<row name>/<metric>` and `avg/<group>`.
+
+The single commands (`clipmodule eval zeroshot`…) run one row through the same `run_task`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from clipmodule.errors import ClipModuleError
+from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval import tasks as evaluate
 from clipmodule.eval.datasets import read_classnames, read_templates
+from clipmodule.eval.groups import grouped_averages, markdown_lines
+from clipmodule.eval.multilabel import zeroshot_multilabel
+from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.results import make_record, read_task_record, task_key, task_record_path, write_json
 from clipmodule.eval.sources import open_classification, open_retrieval
 
 # Table columns, in order; a row leaves blank what its task does not measure.
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
+                 "mean_average_precision": "mAP",
                  **{f"{direction}_R@{k}": f"{arrow} R@{k}" for direction, arrow in
                     (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
+
+
+def _own_templates(spec: TaskSpec, dataset) -> bool:
+    """CLIP_benchmark's webdataset copies carry their own names and templates, which CLIP_benchmark uses."""
+    return spec.templates == "clip_benchmark" and getattr(dataset, "templates", None) is not None
+
+
+def _templates(spec: TaskSpec, dataset=None):
+    """The row's prompts: from the shipped data by dataset name (`openai`, `clip_benchmark`: a webdataset
+    copy's own), or `read_templates`."""
+    if dataset is not None and _own_templates(spec, dataset):
+        return list(dataset.templates)
+    if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
+        return None  # known once the copy is opened (the preflight cannot tell)
+    if spec.templates in SOURCES:
+        return templates_for(spec.dataset, spec.templates)
+    return read_templates(spec.templates)
 
 
 def preflight(spec: TaskSpec) -> None:
@@ -37,33 +70,63 @@ def preflight(spec: TaskSpec) -> None:
     spec.check()
     _classnames(spec)
     if spec.task == "zeroshot":
-        read_templates(spec.templates)
+        _templates(spec)
 
 
 def _classnames(spec: TaskSpec) -> list[str] | None:
     return read_classnames(spec.classnames) if spec.classnames else None
 
 
-def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions, probe: LinearProbeOptions,
-             progress=None) -> dict[str, Any]:
-    """The metrics of one task (see `clipmodule.eval.tasks`)."""
-    spec.check()
+def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
+    """The names the prompts use: a class-name file's, the shipped data's (put in the dataset's label order),
+    or the dataset's own."""
+    if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
+        return list(dataset.classnames)
+    named = classnames_for(spec.dataset, spec.templates)
+    return align_classnames(list(dataset.classnames), named, spec.label()) if named else list(dataset.classnames)
+
+
+def open_data(spec: TaskSpec, preprocess: Callable) -> tuple:
+    """The row's datasets (one, or a probe's train and test), opened: a missing copy fails here, before any
+    model work."""
     if spec.task == "zeroshot":
-        templates = read_templates(spec.templates)
-        dataset = open_classification(spec.dataset, preprocess, _classnames(spec))
-        return evaluate.zeroshot_classification(model, dataset, dataset.classnames, templates, loader, progress,
-                                                where=spec.templates)
+        return (open_classification(spec.dataset, preprocess, _classnames(spec), root=spec.root, split=spec.split),)
     if spec.task == "retrieval":
-        dataset = open_retrieval(spec.dataset, preprocess)
-        return evaluate.retrieval(model, dataset, spec.recall_at, loader, progress)
-    train = open_classification(spec.train, preprocess, _classnames(spec))
-    test = open_classification(spec.test, preprocess, list(train.classnames))
-    return evaluate.linear_probe(model, train, test, len(train.classnames), probe, loader, progress)
+        return (open_retrieval(spec.dataset, preprocess, root=spec.root, split=spec.split),)
+    train = open_classification(spec.train, preprocess, _classnames(spec), root=spec.root, split="train")
+    return train, open_classification(spec.test, preprocess, list(train.classnames), root=spec.root, split=spec.split)
 
 
-def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -> list[dict[str, Any]]:
-    """One row per task: {name, task, dataset, metrics}. A row with an unknown task, missing data, or a
-    missing class-name or template file fails before any evaluation starts."""
+def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions, probe: LinearProbeOptions,
+             progress=None, data: tuple | None = None, cache: evaluate.FeatureCache | None = None) -> dict[str, Any]:
+    """The metrics of one task (see `clipmodule.eval.tasks`), on `data` from `open_data` if given."""
+    spec.check()
+    data = data or open_data(spec, preprocess)
+    if spec.task == "zeroshot":
+        dataset = data[0]
+        names, templates = prompt_classnames(spec, dataset), _templates(spec, dataset)
+        if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP (eval.multilabel)
+            return zeroshot_multilabel(model, dataset, names, templates, loader, progress, where=spec.templates)
+        return evaluate.zeroshot_classification(model, dataset, names, templates, loader, progress,
+                                                where=spec.templates, cache=cache)
+    if spec.task == "retrieval":
+        return evaluate.retrieval(model, data[0], spec.recall_at, loader, progress)
+    train, test = data
+    return evaluate.linear_probe(model, train, test, len(train.classnames), probe, loader, progress, cache=cache)
+
+
+@dataclass
+class SuiteRun:
+    """What a suite run produced: its rows in suite order, the rows skipped because their data could not be
+    opened ({row name: reason}) and the rows reused from an earlier run."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    image_passes: int = 0
+
+
+def _check_rows(config: SuiteConfig) -> None:
     if not config.tasks:
         raise ClipModuleError(f"suite {config.name!r} lists no tasks")
     labels = [spec.label() for spec in config.tasks]
@@ -72,12 +135,55 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None) -
         raise ClipModuleError(f"suite {config.name!r}: task name {duplicated[0]!r} appears twice; give rows a name")
     for spec in config.tasks:
         preflight(spec)
-    rows = []
+
+
+def _row(spec: TaskSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"name": spec.label(), "task": spec.task, "dataset": spec.dataset or f"{spec.train} → {spec.test}",
+            "metrics": metrics, "spec": asdict(spec)}
+
+
+def _register(cache: evaluate.FeatureCache, spec: TaskSpec, data: tuple) -> None:
+    """Datasets named alike (spec string, class names) hold the same images in the same order: one key."""
+    specs = (spec.dataset,) if spec.task != "linear-probe" else (spec.train, spec.test)
+    for name, dataset in zip(specs, data):
+        cache.register(dataset, (name, spec.classnames, spec.root, getattr(dataset, "split", None)))
+
+
+def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *, model_id: str = "",
+              store: str | Path | None = None, say: Callable[[str], None] = print) -> SuiteRun:
+    """Every row of the suite (see the module docstring); `model_id` is the model's fingerprint and `store`
+    the folder of per-task records (None: no resume)."""
+    _check_rows(config)
+    run, cache, pending = SuiteRun(), evaluate.FeatureCache(), {}
+    keys = {spec.label(): task_key(model_id, asdict(spec), asdict(config.probe) if spec.task == "linear-probe"
+                                   else {}) for spec in config.tasks}
     for spec in config.tasks:
-        metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress)
-        rows.append({"name": spec.label(), "task": spec.task, "dataset": spec.dataset or f"{spec.train} → {spec.test}",
-                     "metrics": metrics, "spec": asdict(spec)})
-    return rows
+        label = spec.label()
+        if store is not None and (record := read_task_record(store, keys[label])) is not None:
+            run.reused.append(label)
+            continue
+        try:
+            pending[label] = open_data(spec, preprocess)
+        except ClipModuleError as error:
+            run.missing[label] = one_line(error)
+            say(f"missing: {label}: {run.missing[label]}")
+            continue
+        _register(cache, spec, pending[label])
+    if run.reused:
+        say(f"finished before (same model and data), not run again: {', '.join(run.reused)}")
+    for spec in config.tasks:
+        label = spec.label()
+        if label in pending:
+            metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress, pending.pop(label),
+                               cache)
+            if store is not None:
+                record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}))
+                write_json(task_record_path(store, keys[label]), record)
+            run.rows.append(_row(spec, metrics))
+        elif label in run.reused:
+            run.rows.append(_row(spec, read_task_record(store, keys[label])["metrics"]))
+    run.image_passes = cache.passes
+    return run
 
 
 def _cell(value: Any) -> str:
@@ -93,16 +199,19 @@ def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     return headers, cells
 
 
-def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
+def markdown_table(rows: list[dict[str, Any]], title: str, missing: dict[str, str] | None = None) -> str:
     headers, cells = table_cells(rows)
     lines = [f"# {title}", "", "Metrics in percent (R@k: recall at k, I→T image to text).", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += markdown_lines(grouped_averages(rows))
     damaged = [row for row in rows if row["metrics"].get("corrupt_shards")]
     if damaged:  # the numbers above were measured on less data than the task names
         lines += ["", "Damaged data (read up to the damage, as training does):"]
         lines += [f"- {row['name']}: {row['metrics']['corrupt_shards']} corrupt shard(s), "
                   f"{row['metrics'].get('skipped_samples', 0)} incomplete sample(s) skipped" for row in damaged]
+    if missing:  # rows not run: the averages above are over fewer tasks than the suite lists
+        lines += ["", "Not run, data missing on disk:"] + [f"- {name}: {reason}" for name, reason in missing.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -117,4 +226,10 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(header, justify="right")
     for row in cells:
         table.add_row(row[0], *row[3:])
+    groups = grouped_averages(rows)
+    if groups:
+        table.add_section()
+        for group in groups:
+            count = str(group["count"]) + ("" if group["of"] is None else f"/{group['of']}")
+            table.add_row(f"avg {group['group']} ({count})", _cell(group["score"]), *[""] * (len(headers) - 4))
     Console().print(table)

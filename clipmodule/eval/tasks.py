@@ -71,14 +71,18 @@ def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tenso
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
                             templates: Prompts, options: LoaderOptions | None = None,
-                            progress: Progress = None, where: str = "templates") -> dict[str, float]:
+                            progress: Progress = None, where: str = "templates",
+                            cache: FeatureCache | None = None) -> dict[str, float]:
     """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble (or class-specific
-    prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`."""
+    prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`.
+    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`)."""
     options = options or LoaderOptions()
+    if len(classnames) < 2:  # torchmetrics' own error is a traceback
+        raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: zero-shot classification needs at least "
+                              f"two classes, not {len(classnames)}")
     model = model.to(options.torch_device()).eval()
     classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
-    features, labels = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
-                                        progress, "zero-shot")
+    features, labels = image_features(model, "embedding", dataset, options, progress, "zero-shot", cache)
     logits = zeroshot_logits(features, classifier.cpu())
     return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
 
@@ -123,6 +127,59 @@ def probe_encoder(model: torch.nn.Module, features: str) -> Callable[[torch.Tens
     return model.encode_image
 
 
+def _projection(model: torch.nn.Module) -> torch.Tensor | None:
+    """The ViT's projection when its image embedding is exactly `pre_projection @ proj` (see `probe_encoder`)."""
+    visual = model.visual
+    if hasattr(visual, "forward_features") and getattr(visual, "proj", None) is not None:
+        return visual.proj
+    return None
+
+
+class FeatureCache:
+    """Image features of one model, computed once per dataset and reused by every task that reads it.
+
+    A dataset is known by the key it was `register`ed with (the suite's: its spec, split and class names;
+    an unregistered one is read every time). For a ViT the cache
+    holds the class token before the projection: the linear probe reads it as is, zero-shot projects it
+    (`@ visual.proj`, the same product `encode_image` takes), so one pass over the images serves both."""
+
+    def __init__(self):
+        self.store: dict[tuple, tuple[torch.Tensor, list]] = {}
+        self.keys: dict[int, tuple] = {}  # id(dataset) -> key; the suite keeps its datasets alive
+        self.passes = 0  # image passes actually run (what the reuse saves is visible in tests and logs)
+
+    def register(self, dataset: Dataset, key: tuple) -> None:
+        self.keys[id(dataset)] = key
+
+    def knows(self, dataset: Dataset) -> bool:
+        return id(dataset) in self.keys
+
+    def features(self, model, kind: str, dataset: Dataset, options: LoaderOptions, progress: Progress,
+                 description: str) -> tuple[torch.Tensor, list]:
+        projection = _projection(model)
+        stored = "pre_projection" if projection is not None else "embedding"
+        key = (self.keys[id(dataset)], stored)
+        if key not in self.store:
+            encode = probe_encoder(model, stored) if stored == "pre_projection" else model.encode_image
+            self.store[key] = extract_features(encode, dataset, options, progress, description)
+            self.passes += 1
+        features, labels = self.store[key]
+        if kind == "embedding" and projection is not None:
+            with torch.no_grad():
+                features = (features.to(projection.dtype) @ projection.detach().cpu()).float()
+        return features, labels
+
+
+def image_features(model: torch.nn.Module, kind: str, dataset: Dataset, options: LoaderOptions,
+                   progress: Progress, description: str, cache: FeatureCache | None) -> tuple[torch.Tensor, list]:
+    """Features of `kind` (`embedding`, or a probe's `LinearProbeOptions.features`) and the labels, from the
+    cache when it knows the dataset, else by a pass over the images."""
+    encode = probe_encoder(model, kind) if kind != "embedding" else model.encode_image  # checks `kind`
+    if cache is None or not cache.knows(dataset):
+        return extract_features(encode, dataset, options, progress, description)
+    return cache.features(model, kind, dataset, options, progress, description)
+
+
 def sweep_c(score: Callable[[float], float], options: LinearProbeOptions) -> tuple[float, dict[float, float]]:
     """Best C by the paper's coarse-to-fine search over log10(C); ties keep the earlier best."""
     low, high = options.log10_c_range
@@ -157,15 +214,15 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, 
 
 def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_classes: int,
                  options: LinearProbeOptions | None = None, loader: LoaderOptions | None = None,
-                 progress: Progress = None) -> dict[str, float]:
-    """Linear-probe top-1/top-5/mean per-class recall on `test`, with C chosen on a split of `train`."""
+                 progress: Progress = None, cache: FeatureCache | None = None) -> dict[str, float]:
+    """Linear-probe top-1/top-5/mean per-class recall on `test`, with C chosen on a split of `train` (features
+    reused from `cache` as in `zeroshot_classification`)."""
     from sklearn.model_selection import train_test_split
 
     options, loader = options or LinearProbeOptions(), loader or LoaderOptions()
     model = model.to(loader.torch_device()).eval()
-    encode = probe_encoder(model, options.features)
-    train_x, train_y = extract_features(encode, train, loader, progress, "probe train")
-    test_x, test_y = extract_features(encode, test, loader, progress, "probe test")
+    train_x, train_y = image_features(model, options.features, train, loader, progress, "probe train", cache)
+    test_x, test_y = image_features(model, options.features, test, loader, progress, "probe test", cache)
     x, y = train_x.numpy(), np.asarray(train_y)
     if len(np.unique(y)) < 2:
         raise ClipModuleError(f"{getattr(train, 'name', 'train')}: a linear probe needs at least two classes")
@@ -191,6 +248,7 @@ __all__ = [
     "LinearProbeOptions",
     "LoaderOptions",
     "classification_metrics",
+    "FeatureCache",
     "extract_features",
     "linear_probe",
     "retrieval",

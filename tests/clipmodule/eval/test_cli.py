@@ -95,8 +95,10 @@ def test_suite_writes_one_table_and_one_run(work, capsys):
     assert clipmodule(["eval", "suite", "-c", str(work / "suite.yaml"), *_tracking(work)]) == 0, capsys.readouterr().err
     table = (work / "suite" / "shapes.md").read_text()
     assert "| task | kind | data | top-1 | mean recall | I→T R@1 | I→T R@5 | T→I R@1 | T→I R@5 |" in table
-    assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:] == [
+    rows = table.split("\n\nGrouped averages")[0]
+    assert [line.split(" | ")[0] for line in rows.splitlines() if line.startswith("| ") and "---" not in line][1:] == [
         "| shapes-zeroshot", "| captions", "| probe"]
+    assert "| Average | " in table  # zero-shot and retrieval rows; a linear probe joins no group
     record = json.loads((work / "suite" / "shapes.json").read_text())
     assert set(record["metrics"]) == {"shapes-zeroshot", "captions", "probe"}
     assert record["metrics"]["captions"]["num_captions"] == 2 * record["metrics"]["captions"]["num_images"] == 24

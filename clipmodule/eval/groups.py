@@ -1,0 +1,90 @@
+"""DataComp-style grouped averages of a suite's rows (Gadre et al. 2023, `aggregate_scores.py` in
+mlfoundations/datacomp): one main metric per task, averaged over
+
+    ImageNet               imagenet1k
+    ImageNet dist. shifts  ImageNet-Sketch, -V2, -A, -O, -R, ObjectNet
+    VTAB                   Caltech-101, CIFAR-100, CLEVR Counts and Distance, DTD, EuroSAT, KITTI distance,
+                           Flowers-102, Pets, PatchCamelyon, RESISC45, SVHN, SUN397
+    Retrieval              Flickr30k, MS-COCO (DataComp also counts WinoGAViL; any retrieval row counts here)
+    Average                every zero-shot and retrieval row
+
+The main metric is DataComp's: mean per-class recall on Caltech-101, FGVC-Aircraft, Flowers-102 and Pets,
+top-1 elsewhere, the mean of both directions' recall@1 for retrieval, mAP for a multi-label set. Linear-probe
+rows are not zero-shot results and join no group. A group reports how many of its datasets the suite ran:
+a partial group is an average over fewer datasets than DataComp's, and says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clipmodule.eval.names import dataset_key
+
+MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+GROUPS = {
+    "ImageNet": ("imagenet1k",),
+    "ImageNet dist. shifts": ("imagenet_sketch", "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "objectnet"),
+    "VTAB": ("caltech101", "cifar100", "clevr_count_all", "clevr_closest_object_distance", "dtd", "eurosat",
+             "kitti_closest_vehicle_distance", "flowers", "pets", "pcam", "resisc45", "svhn", "sun397"),
+    "Retrieval": ("flickr30k", "mscoco_captions"),
+}
+MLFLOW_NAMES = {"ImageNet": "imagenet", "ImageNet dist. shifts": "imagenet_shifts", "VTAB": "vtab",
+                "Retrieval": "retrieval", "Average": "all"}
+
+
+def main_metric(row: dict[str, Any]) -> tuple[str, float] | None:
+    """(metric name, value) DataComp ranks the row by, or None (a linear probe, or a row without it)."""
+    metrics, task = row["metrics"], row["task"]
+    if task == "retrieval":
+        recalls = [metrics.get(f"{direction}_R@1") for direction in ("image_to_text", "text_to_image")]
+        return ("mean_R@1", sum(recalls) / 2) if None not in recalls else None
+    if task != "zeroshot":
+        return None
+    if "mean_average_precision" in metrics:
+        return "mean_average_precision", metrics["mean_average_precision"]
+    name = "mean_per_class_recall" if row_dataset(row) in MEAN_RECALL_SETS else "top1"
+    return (name, metrics[name]) if name in metrics else None
+
+
+def row_dataset(row: dict[str, Any]) -> str | None:
+    """The benchmark dataset a row evaluates (`names.dataset_key` of its data), None for other data."""
+    return dataset_key(str(row.get("dataset") or ""))
+
+
+def grouped_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """[{group, score, count, of}] for every group with at least one row; `of` is the group's size in
+    DataComp (None for Average and for Retrieval rows on other data)."""
+    scored = [(row, main_metric(row)) for row in rows]
+    scored = [(row, metric[1]) for row, metric in scored if metric is not None]
+    out = []
+    for group, members in GROUPS.items():
+        of = len(members)
+        if group == "Retrieval":
+            chosen = [(row, value) for row, value in scored if row["task"] == "retrieval"]
+            of = of if all(row_dataset(row) in members for row, _ in chosen) else None
+        else:
+            chosen = [(row, value) for row, value in scored
+                      if row["task"] == "zeroshot" and row_dataset(row) in members]
+        if chosen:
+            values = [value for _, value in chosen]
+            out.append({"group": group, "score": sum(values) / len(values), "count": len(values), "of": of})
+    if scored:
+        out.append({"group": "Average", "score": sum(value for _, value in scored) / len(scored),
+                    "count": len(scored), "of": None})
+    return out
+
+
+def group_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
+    """The groups as MLflow metrics: `avg/imagenet`, `avg/imagenet_shifts`, `avg/vtab`, `avg/retrieval`, `avg/all`."""
+    return {f"avg/{MLFLOW_NAMES[group['group']]}": group["score"] for group in groups}
+
+
+def markdown_lines(groups: list[dict[str, Any]]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", "Grouped averages (DataComp's main metric per task, in percent):", "",
+             "| group | score | tasks |", "|---|---|---|"]
+    for group in groups:
+        count = f"{group['count']}" if group["of"] is None else f"{group['count']} of {group['of']}"
+        lines.append(f"| {group['group']} | {100 * group['score']:.2f} | {count} |")
+    return lines
