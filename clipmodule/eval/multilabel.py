@@ -24,13 +24,18 @@ def average_precision_per_class(scores: torch.Tensor, targets: torch.Tensor) -> 
     of shape [N, C]."""
     from torchmetrics.functional.classification import multilabel_average_precision
 
-    scores, targets = scores.float(), targets.long()
+    # torchmetrics reads scores outside [0, 1] as logits and applies a sigmoid, which saturates zero-shot
+    # logits (100 x cosine, ~20) into ties at 1.0 in float32; a per-class min-max map in float64 keeps the
+    # order, which is all average precision depends on.
+    scores, targets = scores.double(), targets.long()
+    low, high = scores.min(dim=0).values, scores.max(dim=0).values
+    scores = (scores - low) / (high - low).clamp_min(torch.finfo(torch.float64).tiny)
     present = targets.sum(dim=0) > 0  # only these are scored: a class without positives has no AP
-    per_class = torch.full((scores.shape[1],), float("nan"))
+    per_class = torch.full((scores.shape[1],), float("nan"), dtype=torch.float64)
     if present.any():
         per_class[present] = multilabel_average_precision(scores[:, present], targets[:, present],
                                                           num_labels=int(present.sum()), average="none",
-                                                          thresholds=None).float()
+                                                          thresholds=None).double()
     return per_class
 
 

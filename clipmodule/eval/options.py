@@ -31,6 +31,27 @@ class LoaderOptions:
         return torch.device(self.device)
 
 
+@dataclass(kw_only=True)
+class NamedDataOptions:
+    """A benchmark dataset given by name (`--dataset cifar10 --dataset-root DIR`; `clipmodule.eval.readers`)."""
+
+    dataset_root: str | None = None
+    """Folder of the local copy when the dataset is a benchmark name (cifar10, imagenet1k, voc2007_multilabel,
+    flickr30k, wds/<name>…), in the layout it is distributed in (torchvision's or CLIP_benchmark's)."""
+    split: str | None = None
+    """Split of a named benchmark dataset (default: its test split, or `all` where it has no official one);
+    a linear probe trains on its train (or trainval) split and tests on this one."""
+
+    def named_data(self) -> dict[str, str | None]:
+        return {"root": self.dataset_root, "split": self.split}
+
+
+def hyphenated_flags(argv: list[str]) -> list[str]:
+    """`--dataset-root` spelled as the issue and README write it, for the option field `dataset_root`."""
+    return [f"--dataset_root{arg[len('--dataset-root'):]}" if arg.split("=")[0] == "--dataset-root" else arg
+            for arg in argv]
+
+
 @dataclass
 class LinearProbeOptions:
     """The paper's linear-probe protocol (Radford et al. 2021, appendix A.3)."""

@@ -71,8 +71,9 @@ def test_mean_average_precision_equals_scikit_learn():
     rng = np.random.default_rng(0)
     targets = (rng.random((60, 20)) < 0.2).astype(int)
     targets[:, 3] = 0  # a class without positives has no AP and stays out of the mean
-    scores = rng.normal(size=(60, 20)) + 1.5 * targets
-    scores[:10, 5] = scores[10:20, 5] = 0.25  # ties
+    # zero-shot logits: 100 x cosine, all near 20 (a sigmoid of them is 1.0 in float32: no order left)
+    scores = 20 + rng.normal(size=(60, 20)) + 0.5 * targets
+    scores[:10, 5] = scores[10:20, 5] = 20.25  # ties
     present = targets.sum(axis=0) > 0
     ours = average_precision_per_class(torch.tensor(scores), torch.tensor(targets))
     sklearn = average_precision_score(targets[:, present], scores[:, present], average=None)
