@@ -122,6 +122,11 @@ def test_every_experiment_config_parses_and_instantiates(recipe, tmp_path, monke
     underlying = EXPERIMENTS / (recipe.rsplit("_", 1)[0] + ".yaml")  # tiny_cpu_siglip.yaml overlays tiny_cpu.yaml
     if underlying.is_file():
         chain.insert(1, underlying)
+    if "init_from" in (yaml.safe_load((EXPERIMENTS / recipe).read_text()).get("model") or {}):
+        import clipmodule  # a fine-tuning recipe names no weights of its own: start it from a tiny model's
+
+        local += ["--model.init_from", str(clipmodule.save_checkpoint(clipmodule.create_model("tiny-vit"),
+                                                                       tmp_path / "start.safetensors"))]
     cli = build_cli([arg for path in chain for arg in ("-c", str(path))] + local)
     assert cli.model.model.config.vision.image_size == cli.datamodule.image_size
     assert cli.config.data.train_shards and cli.config.model.optim.lr > 0
