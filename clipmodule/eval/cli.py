@@ -185,7 +185,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
                                             {"results_json": str((output / f"{command.name}.json").resolve())})
     write_json(output / f"{command.name}.json", record)
-    print_table(rows, title)
+    if rows:
+        print_table(rows, title)
     if run.missing:
         print(f"not run, data missing: {', '.join(run.missing)}", file=sys.stderr)
     print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")

@@ -34,7 +34,8 @@ OPENAI_SECTIONS = {
     "fgvc_aircraft": "FGVCAircraft", "fer2013": "FacialEmotionRecognition2013", "flowers": "Flowers102",
     "food101": "Food101", "gtsrb": "GTSRB", "hateful_memes": "HatefulMemes",
     "kitti_closest_vehicle_distance": "KITTI", "kinetics700": "Kinetics700", "mnist": "MNIST", "pets": "OxfordPets",
-    "voc2007": "PascalVOC2007", "pcam": "PatchCamelyon", "resisc45": "RESISC45", "renderedsst2": "SST2",
+    "voc2007": "PascalVOC2007", "voc2007_multilabel": "PascalVOC2007", "pcam": "PatchCamelyon",
+    "resisc45": "RESISC45", "renderedsst2": "SST2",
     "stl10": "STL10", "sun397": "SUN397", "cars": "StanfordCars", "ucf101": "UCF101",
 }
 # ImageNet and the test sets that share its 1000 classes in its order; the subsets (A, R, O, ObjectNet) share
@@ -42,9 +43,9 @@ OPENAI_SECTIONS = {
 IMAGENET_FULL = ("imagenet1k", "imagenetv2", "imagenet_sketch")
 IMAGENET_SUBSETS = ("imagenet-a", "imagenet-r", "imagenet-o", "objectnet")
 RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
-CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "voc2007_multilabel",
-             "caltech101_vtab", "svhn", "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy",
-             "smallnorb_label_azimuth", "smallnorb_label_elevation", "dsprites_label_x_position",
+CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "caltech101_vtab", "svhn",
+             "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy", "smallnorb_label_azimuth",
+             "smallnorb_label_elevation", "dsprites_label_x_position", "dsprites_label_y_position",
              "dsprites_label_orientation")
 ALIASES = {
     "imagenet": "imagenet1k", "in1k": "imagenet1k", "imagenetsketch": "imagenet_sketch", "sketch": "imagenet_sketch",

@@ -113,3 +113,25 @@ def test_the_data_ships_as_package_data_with_its_notice():
     notice = (DATA / "benchmarks" / "NOTICE.txt").read_text()
     assert notice.count("MIT License") == 2 and "Copyright (c) 2021 OpenAI" in notice
     assert "Copyright (c) 2022, Mehdi Cherti" in notice
+
+
+def test_shipped_suites_parse_and_name_datasets_the_readers_know():
+    from clipmodule.eval.cli import parse_command
+    from clipmodule.eval.groups import GROUPS
+    from clipmodule.eval.readers import known_datasets
+    from clipmodule.eval.suite import preflight
+
+    known = set(known_datasets())
+    assert {dataset_key(name) for name in known - {"wds"}} == known - {"wds"}  # one spelling for both modules
+    counts = {}
+    for name in ("clip_paper", "clip_benchmark"):
+        config = REPO / "experiments" / "benchmarks" / f"{name}.yaml"
+        suite = parse_command("suite", ["-c", str(config), "--model", "m"])
+        for task in suite.tasks:
+            preflight(task)  # templates and class names resolve for every row before any data is read
+            short = task.dataset.removeprefix("wds/")
+            assert dataset_key(short) is not None, task.dataset
+            assert task.dataset.startswith("wds/") or task.dataset in known
+        counts[name] = len(suite.tasks)
+    assert counts == {"clip_paper": 26, "clip_benchmark": 39}
+    assert all(dataset_key(member) for members in GROUPS.values() for member in members)
