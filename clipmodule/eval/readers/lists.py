@@ -30,7 +30,8 @@ def open_food101(folder: Path, split: str) -> BenchmarkDataset:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ClipModuleError(f"{listing}: unreadable JSON ({str(error).splitlines()[0][:120]})") from None
     classes = sorted(metadata)
-    items = [(folder / "images" / f"{image}.jpg", label) for label, cls in enumerate(classes)
+    index = {cls: label for label, cls in enumerate(classes)}
+    items = [(folder / "images" / f"{image}.jpg", index[cls]) for cls in metadata  # the file's order, as torchvision
              for image in metadata[cls]]
     names = [cls.replace("_", " ") for cls in classes]
     return BenchmarkDataset("food101", split, "zeroshot_classification", items, names, folder)
