@@ -14,13 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.options import (
+    LinearProbeOptions,
+    LoaderOptions,
+    NamedDataOptions,
+    SuiteConfig,
+    TaskSpec,
+    hyphenated_flags,
+)
 from clipmodule.options import parse_dataclass
 from clipmodule.tracking.mlflow import TrackingOptions
 
 
 @dataclass
-class ZeroShotCommand:
+class ZeroShotCommand(NamedDataOptions):
     """Zero-shot classification with a prompt ensemble: top-1, top-5, mean per-class recall."""
 
     model: str
@@ -38,11 +45,12 @@ class ZeroShotCommand:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def task(self) -> TaskSpec:
-        return TaskSpec("zeroshot", dataset=self.dataset, classnames=self.classnames, templates=self.templates)
+        return TaskSpec("zeroshot", dataset=self.dataset, classnames=self.classnames, templates=self.templates,
+                        **self.named_data())
 
 
 @dataclass
-class RetrievalCommand:
+class RetrievalCommand(NamedDataOptions):
     """Image→text and text→image recall@k; an image may have several captions."""
 
     model: str
@@ -58,11 +66,11 @@ class RetrievalCommand:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def task(self) -> TaskSpec:
-        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at))
+        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at), **self.named_data())
 
 
 @dataclass
-class LinearProbeCommand:
+class LinearProbeCommand(NamedDataOptions):
     """Linear probe on frozen features: L-BFGS logistic regression, C chosen on a validation split."""
 
     model: str
@@ -80,7 +88,8 @@ class LinearProbeCommand:
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def task(self) -> TaskSpec:
-        return TaskSpec("linear-probe", train=self.train, test=self.test, classnames=self.classnames)
+        return TaskSpec("linear-probe", train=self.train, test=self.test, classnames=self.classnames,
+                        **self.named_data())
 
 
 @dataclass
@@ -99,7 +108,7 @@ COMMANDS = {
 
 
 def parse_command(name: str, argv: list[str]) -> Any:
-    return parse_dataclass(COMMANDS[name], f"clipmodule eval {name}", argv)
+    return parse_dataclass(COMMANDS[name], f"clipmodule eval {name}", hyphenated_flags(argv))
 
 
 def _slug(text: str) -> str:
