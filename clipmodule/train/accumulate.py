@@ -5,7 +5,8 @@ micro-batch's features; then each micro-batch is encoded again with gradients, p
 cached features, and the loss of the whole k·b batch is backpropagated. The gradient reaching the towers is
 the full batch's, micro-batch by micro-batch, and their sum is the gradient of one step on k·b pairs, while
 activations are only ever held for b. The logit scale and bias enter every pass; their gradient is taken in
-the first pass only, since the loss (and so its derivative in them) is the same in all k.
+the last pass only, since the loss (and so its derivative in them) is the same in all k. (The last, because
+under DDP that pass is the one that all-reduces, and DDP expects a gradient for every parameter then.)
 
 The random state (patch dropout) is put back before each re-encoding, so a micro-batch gets the same features
 in both passes; at the end the generators stand where the caching pass left them.
@@ -76,7 +77,7 @@ def accumulate_gradients(model: torch.nn.Module, micro_batches: list[dict[str, A
         restore_generators(states[index], device)
         image_features, text_features = encode(micro)
         loss = loss_of_features(_with_slice(images, index, image_features), _with_slice(texts, index, text_features),
-                                index == 0)
+                                index == len(micro_batches) - 1)
         backward(loss, index)
     restore_generators(after_caching, device)
     return loss.detach()

@@ -130,7 +130,7 @@ class ClipLitModule(L.LightningModule):
     def loss_of_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
                          scale_grad: bool = True) -> torch.Tensor:
         """The loss of this rank's features against every rank's; `scale_grad=False` holds the logit scale and
-        bias constant (accumulation takes their gradient in one of its k passes)."""
+        bias constant (accumulation takes their gradient in the last of its k passes)."""
         scale, bias = self.model.logit_scale.exp(), self.model.logit_bias
         if not scale_grad:
             scale, bias = scale.detach(), None if bias is None else bias.detach()

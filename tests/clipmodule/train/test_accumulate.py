@@ -4,6 +4,9 @@ the whole batch, keep the random state of patch dropout, resume exactly, and ref
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +24,7 @@ from clipmodule.train.optim import OptimConfig
 from tests.clipmodule.fixtures import SyntheticDataModule, SyntheticPairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+REPO = Path(__file__).resolve().parents[3]
 
 # Adam divides each gradient by its running magnitude: a gradient that is zero in exact arithmetic (the attention
 # key biases: softmax ignores a constant shift) is fp32 rounding noise, which eps=1e-6 would turn into steps of
@@ -159,3 +163,19 @@ def test_options_that_would_change_the_negatives_or_cannot_apply_are_refused_in_
     assert "\n" not in str(error.value)
     with pytest.raises(ClipModuleError, match="model.accum_freq must be 1 or more"):
         ClipLitModule(_network("clip"), accum_freq=0)
+
+
+@pytest.mark.slow  # 6 two-rank fits: about a minute on the shared 2 cores
+def test_on_two_ranks_k_micro_batches_give_the_weights_of_steps_on_the_whole_batch(tmp_path):
+    """DDP over 2 gloo ranks: the micro-batches' gradients are all-reduced once, after the last one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("accumulate_ddp_worker.py")), str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    weights = torch.load(tmp_path / "weights.pt", weights_only=True)
+    start = _network("clip").state_dict()
+    for variant in VARIANTS:
+        whole, micro = weights[f"{variant}/1"], weights[f"{variant}/4"]
+        for name, value in whole.items():
+            assert (value - micro[name]).abs().max().item() <= 1e-6, f"{variant}: {name} differs"
+    assert (weights["clip/1"]["visual.conv1.weight"] - start["visual.conv1.weight"]).abs().max() > 1e-3
