@@ -325,7 +325,7 @@ class IndexConfig:
     """Which embeddings are indexed (image: text-to-image and image-to-image search)."""
     max_memory_gb: float = 4.0
     """Memory the index may take (GiB): an exact index while it fits and the set is small, else HNSW while
-    it fits, else IVF-PQ codes sized to fit."""
+    it fits, else IVF with 8-bit scalar codes, else IVF-PQ codes sized to fit."""
     exact_max: int = 100_000
     """Sets of at most this many vectors get an exact (flat) index."""
     target_recall: float = 0.95
