@@ -1,0 +1,70 @@
+"""`clipmodule search`: the hits of a text or image query are brute force's over the embeddings; a PNG sheet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clipmodule
+from clipmodule.cli import main
+from clipmodule.data.synthetic import write_synthetic_shards
+from curation.config import EmbedConfig, IndexConfig
+from curation.embed import run_embed
+from curation.formats.embeddings import read_embeddings
+from curation.index import run_index
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("search")
+    model = root / "tiny.safetensors"
+    clipmodule.save_checkpoint(clipmodule.create_model("tiny-vit"), model)
+    write_synthetic_shards(root / "shards", 3, 12, image_size=32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_embed(EmbedConfig(model=str(model)), [str(root / "shards")], root / "emb")
+    finally:
+        torch.set_num_threads(before)
+    run_index(IndexConfig(recall_queries=20), root / "emb", root / "index")
+    return root, model
+
+
+def brute_force(root, query: np.ndarray, k: int) -> list[tuple[str, str]]:
+    metadata, vectors = read_embeddings(root / "emb", "image")
+    order = np.argsort(-(vectors @ query), kind="stable")[:k]
+    return [(metadata["shard"][int(i)].as_py(), metadata["key"][int(i)].as_py()) for i in order]
+
+
+def test_text_and_image_hits_equal_brute_force(indexed, tmp_path, one_thread):
+    root, model_path = indexed
+    model, preprocess = clipmodule.load(model_path)
+    image_file = tmp_path / "query.png"
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(image_file)
+    with torch.no_grad():
+        text = model.encode_text(clipmodule.tokenize(["a red circle"]), normalize=True)[0].numpy()
+        image = model.encode_image(preprocess(Image.open(image_file).convert("RGB"))[None], normalize=True)[0].numpy()
+    for argv, query in ((["a red circle"], text), (["--image", str(image_file)], image)):
+        out = tmp_path / "sheet.png"
+        assert main(["search", *argv, "--index", str(root / "index"), "-k", "7", "--out", str(out)]) == 0
+        hits = json.loads(out.with_suffix(".json").read_text())["hits"]
+        assert [(h["shard"], h["key"]) for h in hits] == brute_force(root, query, 7)
+        assert [h["rank"] for h in hits] == list(range(1, 8))
+        assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:]))
+        with Image.open(out) as sheet:
+            assert sheet.format == "PNG" and sheet.width > 600
+
+
+def test_bad_queries_are_one_line(indexed, tmp_path, capsys):
+    root, _ = indexed
+    for argv, expected in ((["a cat", "--index", str(tmp_path / "none")], "index folder not found"),
+                           (["--index", str(root / "index")], "give a text query or --image"),
+                           (["--image", str(tmp_path / "none.png"), "--index", str(root / "index")], "cannot read")):
+        assert main(["search", *argv, "--out", str(tmp_path / "s.png")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert expected in error and len(error.splitlines()) == 1, error
