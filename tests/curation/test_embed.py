@@ -158,3 +158,25 @@ def test_resume_after_sigkill_neither_duplicates_nor_skips_a_shard(tmp_path, tin
     expected = [(s.stem, f"{n:05d}{i:04d}") for n, s in enumerate(shards) for i in range(6)]
     assert keys == expected  # every sample once, in shard order
     assert not [p for p in out.rglob("*") if TEMP_MARK in p.name]
+
+
+@pytest.mark.slow  # Ray's start and two actors importing torch: about a minute here
+def test_ray_engine_writes_the_same_files_as_the_local_engine(tmp_path, tiny_model, one_thread):
+    import logging
+
+    import ray
+
+    write_synthetic_shards(tmp_path / "shards", 3, 5, image_size=32)
+    odd_shard(tmp_path / "shards" / "00003.tar")
+    run_embed(EmbedConfig(model=str(tiny_model), threads=1), [str(tmp_path / "shards")], tmp_path / "local")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        run_embed(EmbedConfig(model=str(tiny_model), threads=1, engine="ray", workers=2),
+                  [str(tmp_path / "shards")], tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
+    assert local == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
+    assert len(local) == 4 * 3
+    for path in local:
+        assert (tmp_path / "local" / path).read_bytes() == (tmp_path / "ray" / path).read_bytes(), path
