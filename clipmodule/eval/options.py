@@ -5,6 +5,7 @@ Kept free of torch so that `clipmodule eval <command> --help` answers without im
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from clipmodule.errors import ClipModuleError
@@ -16,12 +17,22 @@ TASKS = ("zeroshot", "retrieval", "linear-probe")
 class LoaderOptions:
     """How images are fed to the model."""
 
-    batch_size: int = 64
+    batch_size: int = 256
     """Images per forward pass."""
-    num_workers: int = 0
-    """DataLoader worker processes decoding images (0: in the main process)."""
+    num_workers: int | None = None
+    """DataLoader worker processes decoding images (0: in the main process). None: one per CPU core this
+    process may use, at most 8, and none for a set of fewer than 4 batches (starting them costs more)."""
     device: str = "auto"
     """`cpu`, `cuda`, `cuda:1`…; `auto` picks CUDA when available."""
+
+    def workers_for(self, size: int | None) -> int:
+        """The worker count for a dataset of `size` items (None: unknown, e.g. shards)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        if size is not None and size < 4 * self.batch_size:
+            return 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return min(8, cores)
 
     def torch_device(self) -> torch.device:  # noqa: F821 (torch is imported when called)
         import torch

@@ -39,8 +39,8 @@ def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Da
                      captions: bool = False) -> tuple[torch.Tensor, list]:
     """(features [N, D] as float32 on the CPU, the second element of every item: labels or caption lists)."""
     device = options.torch_device()
-    loader = make_loader(dataset, options.batch_size, options.num_workers, captions=captions)
     total = len(dataset) if hasattr(dataset, "__len__") else None
+    loader = make_loader(dataset, options.batch_size, options.workers_for(total), captions=captions)
     task = progress.add_task(description, total=total) if progress is not None else None
     features, targets = [], []
     try:
@@ -65,8 +65,21 @@ def data_damage(*datasets: Dataset) -> dict[str, int]:
 
 def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tensor]:
     """The tokenizer the model reads (OpenAI's BPE, or the `tokenizer.json` that came with its weights) at its
-    context length; long captions are truncated."""
-    return tokenizer_spec(model).build(truncate=True)
+    context length; long captions are truncated.
+
+    For a causal text tower pooled at the end-of-text token (`argmax` of the ids: OpenAI's), a batch's ids are
+    cut after its last pooled position: under causal attention the padding after it cannot change what is
+    pooled, and for short prompts it is most of the work (a zero-shot classifier is 80 templates × classes)."""
+    tokenize = tokenizer_spec(model).build(truncate=True)
+    text = model.config.text
+    if text.hf_model_name is not None or not text.causal or text.pool == "last":
+        return tokenize
+
+    def trimmed(texts: list[str]) -> torch.Tensor:
+        ids = tokenize(texts)
+        return ids[:, : int(ids.argmax(dim=-1).max()) + 1] if len(ids) else ids
+
+    return trimmed
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
@@ -77,12 +90,17 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`.
     With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`)."""
     options = options or LoaderOptions()
+    model = model.to(options.torch_device()).eval()
+    key = (tuple(classnames), repr(templates))  # ImageNet, -V2 and -Sketch share one classifier
+    classifier = cache.classifiers.get(key) if cache is not None else None
+    if classifier is None:
+        classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
+        if cache is not None:
+            cache.classifiers[key] = classifier
+    features, labels = image_features(model, "embedding", dataset, options, progress, "zero-shot", cache)
     if len(classnames) < 2:  # torchmetrics' own error is a traceback
         raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: zero-shot classification needs at least "
                               f"two classes, not {len(classnames)}")
-    model = model.to(options.torch_device()).eval()
-    classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
-    features, labels = image_features(model, "embedding", dataset, options, progress, "zero-shot", cache)
     logits = zeroshot_logits(features, classifier.cpu())
     return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
 
@@ -136,7 +154,8 @@ def _projection(model: torch.nn.Module) -> torch.Tensor | None:
 
 
 class FeatureCache:
-    """Image features of one model, computed once per dataset and reused by every task that reads it.
+    """Image features of one model, computed once per dataset and reused by every task that reads it (and
+    its zero-shot classifiers, built once per class names and templates).
 
     A dataset is known by the key it was `register`ed with (the suite's: its spec, split and class names;
     an unregistered one is read every time). For a ViT the cache
@@ -146,6 +165,7 @@ class FeatureCache:
     def __init__(self):
         self.store: dict[tuple, tuple[torch.Tensor, list]] = {}
         self.keys: dict[int, tuple] = {}  # id(dataset) -> key; the suite keeps its datasets alive
+        self.classifiers: dict[tuple, torch.Tensor] = {}  # zero-shot class embeddings by (names, templates)
         self.passes = 0  # image passes actually run (what the reuse saves is visible in tests and logs)
 
     def register(self, dataset: Dataset, key: tuple) -> None:
