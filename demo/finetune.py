@@ -32,7 +32,7 @@ from rich.rule import Rule
 from demo.app import REPO, _bin, _run, _training_runs
 
 EXPERIMENT = "demo-finetune"
-# The demo's 40 emoji (demo.source.EMOJI, named by unicodedata) in German: the new names the fine-tuning teaches.
+# The demo's emoji (demo.source.EMOJI, named by unicodedata) in German: the new names the fine-tuning teaches.
 GERMAN = {
     "dog face": "hund", "cat face": "katze", "mouse face": "maus", "rabbit face": "hase", "fox face": "fuchs",
     "bear face": "bär", "panda face": "panda", "frog face": "frosch", "monkey face": "affe", "pig face": "schwein",
@@ -43,7 +43,7 @@ GERMAN = {
     "birthday cake": "geburtstagstorte", "rocket": "rakete", "automobile": "auto", "bicycle": "fahrrad",
     "house building": "haus", "cactus": "kaktus", "sunflower": "sonnenblume", "mushroom": "pilz",
     "soccer ball": "fußball", "guitar": "gitarre", "key": "schlüssel", "electric light bulb": "glühbirne",
-    "balloon": "luftballon",
+    "balloon": "luftballon", "crown": "krone", "fire": "feuer",
 }
 # Longest names first, whole words only: "monkey face" must not become "mon" + "schlüssel".
 _NAMES = re.compile(r"\b(" + "|".join(re.escape(name) for name in sorted(GERMAN, key=len, reverse=True)) + r")\b")
@@ -116,6 +116,25 @@ def _latest_checkpoint(runs: Path) -> Path:
     return found[-1]
 
 
+def _fit_run(store: Path) -> tuple[object, str | None]:
+    """(MLflow client, id of the latest fine-tuning fit run in EXPERIMENT or None)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'finetune-lit-fit'",
+                              order_by=["attributes.start_time DESC"]) if experiment else []
+    return client, runs[0].info.run_id if runs else None
+
+
+def _forget_earlier_runs(store: Path) -> None:
+    """A re-run replaces the last one's runs in the comparison (MLflow keeps them, marked deleted)."""
+    client, _ = _fit_run(store)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    for run in client.search_runs([experiment.experiment_id]) if experiment else []:
+        client.delete_run(run.info.run_id)
+
+
 def run_finetune(demo_out: Path, steps: int | None = None, console: Console | None = None) -> dict:
     console = console or Console()
     start, store = time.time(), demo_out / "mlruns.db"
@@ -125,6 +144,7 @@ def run_finetune(demo_out: Path, steps: int | None = None, console: Console | No
     base = Path(runs["demo-clip"][1]) / "checkpoints" / "last.ckpt"
     work, log = demo_out / "finetune", demo_out / "finetune" / "finetune.log"
     shutil.rmtree(work / "runs", ignore_errors=True)
+    _forget_earlier_runs(store)
     console.print(Rule("[bold]new captions"))
     with console.status("re-captioning the demo's shards"):
         counts = write_training_shards(demo_out / "curation" / "shards", work / "shards")
@@ -146,9 +166,14 @@ def run_finetune(demo_out: Path, steps: int | None = None, console: Console | No
             f"--tracking.uri={store_uri}", f"--tracking.experiment={EXPERIMENT}"], log)
         metrics = json.loads((work / "eval" / f"{name}.json").read_text())["metrics"]
         results[name] = {task: metrics[task]["top1"] for task in ("emoji_de", "emoji")}
+    # The fit's val/zeroshot_top1 is the emoji_de task (same images, names and templates); its curve starts at
+    # validation step 50, so the base checkpoint's score is its step 0.
+    client, fit_run = _fit_run(store)
+    client.log_metric(fit_run, "val/zeroshot_top1", results["base"]["emoji_de"], step=0)
     _run(console, "clipmodule compare", [
         _bin("clipmodule"), "compare", "--experiment", EXPERIMENT, "--tracking-uri", store_uri,
-        "--out", str(work / "compare"), "--metrics", "emoji_de/top1,emoji/top1,val/zeroshot_top1,train/loss",
+        "--out", str(work / "compare"), "--params", "init_from/sha256,lock/lock_image",
+        "--metrics", "emoji_de/top1,emoji/top1,val/zeroshot_top1,train/loss",
         "--plot", "val/zeroshot_top1,train/loss"], log)
     summary = {"base_checkpoint": str(base), "finetuned_checkpoint": str(tuned), "captions": counts,
                "top1": results, "chance": 1 / len(german), "seconds": time.time() - start}
