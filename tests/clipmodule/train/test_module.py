@@ -159,17 +159,17 @@ def _options_run(tmp_path: Path, precision: str, grad_checkpointing: bool) -> tu
     torch.manual_seed(0)
     network = build_network("tiny-vit", patch_dropout=0.5, init_logit_scale=math.log(10), init_logit_bias=-10.0)
     module = ClipLitModule(network, loss="siglip", grad_checkpointing=grad_checkpointing,
-                           optim=OptimConfig(warmup_steps=1))
+                           optim=OptimConfig(warmup_steps=1), accum_freq=2)
     recorder = LossRecorder()
-    trainer = _trainer(tmp_path, max_steps=2, precision=precision, accumulate_grad_batches=2,
+    trainer = _trainer(tmp_path, max_steps=2, precision=precision,
                        callbacks=[recorder], enable_checkpointing=False, limit_val_batches=0)
-    trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=8, image_size=32))
-    assert trainer.global_step == 2 and len(recorder.losses) == 4
+    trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=16, image_size=32))
+    assert trainer.global_step == 2 and len(recorder.losses) == 2
     return recorder.losses, module
 
 
 def test_training_options_bf16_accumulation_checkpointing_patch_dropout_and_siglip_agree(tmp_path):
-    """The same 4 micro-batches (2 accumulated steps, SigLIP, patch dropout): gradient checkpointing gives the
+    """The same 4 micro-batches (2 steps of model.accum_freq 2, SigLIP, patch dropout): gradient checkpointing gives the
     plain run's losses (1e-5) and weights; bf16-mixed stays within 2% of fp32."""
     plain, plain_module = _options_run(tmp_path / "plain", "32-true", grad_checkpointing=False)
     checkpointed, module = _options_run(tmp_path / "ckpt", "32-true", grad_checkpointing=True)
