@@ -168,6 +168,8 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
             run.missing[label] = one_line(error)
             say(f"missing: {label}: {run.missing[label]}")
             continue
+        if spec.task == "zeroshot":  # names that do not fit the copy stop the suite now, not hours later
+            prompt_classnames(spec, pending[label][0])
         _register(cache, spec, pending[label])
     if run.reused:
         say(f"finished before (same model and data), not run again: {', '.join(run.reused)}")

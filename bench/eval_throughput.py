@@ -1,0 +1,170 @@
+"""Zero-shot throughput: `clipmodule eval`'s pipeline against CLIP_benchmark's own, same model, data and device.
+
+    .venv/bin/python bench/eval_throughput.py [--model tiny-vit] [--per-class 10] [--rounds 3] [--threads 2]
+                                              [--batch-size 64] [--workers 2]
+
+The data is an ImageNet-R copy in its distributed layout (200 WordNet-id folders of JPEGs; synthetic 500x375
+photos, `--per-class` each), which both pipelines read from disk: CLIP_benchmark through its own
+`build_dataset("imagenet-r")` (torchvision's ImageFolder, its class names and its 80 ImageNet templates) and
+DataLoader, ours through `eval.suite.run_task` (the `imagenet-r` reader, `templates: clip_benchmark`, the same
+80 templates and names). Both get the same model object (ours, random weights of `--model`, fp32), the same
+preprocess, the same intra-op threads and the CPU; CLIP_benchmark's text side gets the model's tokenizer
+at full context length (what open_clip's gives it). Each round runs both, alternating which goes first;
+the table gives medians over rounds of the whole zero-shot evaluation (class embeddings + image pass +
+metrics) in images per second, and of each phase.
+
+Two settings: "same loader" (both with --batch-size and --workers) and "defaults" (ours: batch 256 and
+workers by data size; CLIP_benchmark's CLI: batch 64, 4 workers, amp on, which on a CPU is bfloat16
+autocast). CLIP_benchmark 1.6.2's `accuracy` fails under numpy 2 (`float()` of a 1-element array): the bench
+replaces it with the same arithmetic taking `.item()`, the one-line fix, before running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def write_imagenet_r(root: Path, per_class: int, seed: int = 0) -> Path:
+    """200 wnid folders of `per_class` 500x375 JPEGs (smooth colour fields with noise: photo-like to decode)."""
+    from clipmodule.eval.readers.imagenet import subset_wnids
+
+    folder = root / "imagenet-r"
+    rng = np.random.default_rng(seed)
+    for index, wnid in enumerate(subset_wnids("imagenet_r")):
+        (folder / wnid).mkdir(parents=True, exist_ok=True)
+        for item in range(per_class):
+            base = rng.integers(0, 255, size=(6, 8, 3), dtype=np.uint8)
+            image = Image.fromarray(base).resize((500, 375), Image.BICUBIC)
+            noisy = np.asarray(image, dtype=np.int16) + rng.integers(-20, 20, size=(375, 500, 3))
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / wnid / f"{index}_{item}.jpg",
+                                                                         quality=90)
+    return folder
+
+
+def fixed_accuracy(output, target, topk=(1,)):
+    """CLIP_benchmark's `accuracy` with `.item()` for numpy 2 (see the module docstring)."""
+    pred = output.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [correct[:k].reshape(-1).float().sum(0, keepdim=True).item() / len(target) for k in topk]
+
+
+class Timed:
+    """Wall seconds spent inside wrapped functions, by label."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.originals: list[tuple] = []
+
+    def restore(self) -> None:
+        for owner, name, original in self.originals:
+            setattr(owner, name, original)
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        self.originals.append((owner, name, original))
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def run_ours(model, preprocess, folder: Path, batch_size: int | None, workers: int | None) -> dict:
+    from clipmodule.eval import suite, tasks
+    from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
+
+    timer = Timed()
+    timer.wrap(tasks, "build_zeroshot_classifier", "text")
+    timer.wrap(tasks, "image_features", "images")
+    loader = LoaderOptions(device="cpu", num_workers=workers) if batch_size is None else \
+        LoaderOptions(batch_size=batch_size, num_workers=workers, device="cpu")
+    spec = TaskSpec("zeroshot", dataset="imagenet-r", root=str(folder), templates="clip_benchmark")
+    start = time.perf_counter()
+    metrics = suite.run_task(model, preprocess, spec, loader, LinearProbeOptions())
+    total = time.perf_counter() - start
+    timer.restore()
+    return {"total": total, **timer.seconds, "top1": metrics["top1"], "n": metrics["num_samples"]}
+
+
+def run_clip_benchmark(model, preprocess, folder: Path, batch_size: int, workers: int, amp: bool) -> dict:
+    from clip_benchmark.datasets.builder import build_dataset
+    from clip_benchmark.metrics import zeroshot_classification as zs
+
+    from clipmodule.api import tokenizer_spec
+
+    zs.accuracy = fixed_accuracy
+    timer = Timed()
+    timer.wrap(zs, "zero_shot_classifier", "text")
+    timer.wrap(zs, "run_classification", "images")
+    start = time.perf_counter()
+    dataset = build_dataset("imagenet-r", root=str(folder), transform=preprocess, split="test", download=False)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    tokenizer = tokenizer_spec(model).build(truncate=True)
+    metrics = zs.evaluate(model, loader, tokenizer, dataset.classes, dataset.templates, "cpu", amp=amp)
+    total = time.perf_counter() - start
+    timer.restore()
+    return {"total": total, **timer.seconds, "top1": metrics["acc1"], "n": len(dataset)}
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-vit")
+    parser.add_argument("--per-class", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settings", default="same,defaults")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from clipmodule.checkpoints.io import preprocess_of
+    from clipmodule.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    preprocess = preprocess_of(model).transform()  # what `clipmodule.load` hands out with the model
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_imagenet_r(Path(tmp), args.per_class)
+        settings = {"same": ((args.batch_size, args.workers), (args.batch_size, args.workers, False)),
+                    "defaults": ((None, None), (64, 4, True))}
+        for setting in args.settings.split(","):
+            ours_args, theirs_args = settings[setting]
+            runs = {"ours": [], "theirs": []}
+            for round_ in range(args.rounds):
+                for who in ("ours", "theirs") if round_ % 2 == 0 else ("theirs", "ours"):
+                    run = run_ours if who == "ours" else run_clip_benchmark
+                    runs[who].append(run(model, preprocess, folder, *(ours_args if who == "ours" else theirs_args)))
+            report(setting, args, runs["ours"], runs["theirs"])
+
+
+def report(setting: str, args, ours: list[dict], theirs: list[dict]) -> None:
+    n = ours[0]["n"]
+    print(f"\n{setting}: {args.model}, {n} images, {args.rounds} rounds, {args.threads} threads, medians")
+    print("| pipeline | images/s (whole eval) | class embeddings s | image pass s | top-1 |")
+    print("|---|---|---|---|---|")
+    for name, runs in (("clipmodule eval", ours), ("CLIP_benchmark", theirs)):
+        print(f"| {name} | {n / median(runs, 'total'):.1f} | {median(runs, 'text'):.1f} | "
+              f"{median(runs, 'images'):.1f} | {100 * median(runs, 'top1'):.2f} |")
+    print(f"ratio (whole eval): {median(theirs, 'total') / median(ours, 'total'):.2f}x; "
+          f"image pass: {median(theirs, 'images') / median(ours, 'images'):.2f}x; "
+          f"class embeddings: {median(theirs, 'text') / median(ours, 'text'):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
