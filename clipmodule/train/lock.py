@@ -157,11 +157,10 @@ def apply_lock(model: nn.Module, config: LockConfig) -> list[nn.Module]:
         elif config.image_freeze_bn_stats:
             keep += _batch_norms(locked)
     if config.lock_text:
-        _lock_groups("text", text_groups(model), config.text_unlocked_layers, config.freeze_layer_norm,
-                     "text_unlocked_layers")
-        modules = text_modules(model)
-        if not any(p.requires_grad for module in modules for p in module.parameters()) \
-                and not getattr(model, "positional_embedding", torch.zeros(())).requires_grad:
+        groups = text_groups(model)
+        _lock_groups("text", groups, config.text_unlocked_layers, config.freeze_layer_norm, "text_unlocked_layers")
+        if not any(parameter.requires_grad for group in groups for _, parameter in _parameters(group)):
+            modules = text_modules(model)
             keep += modules
             _run_without_grad(modules)
     keep_in_eval(keep)

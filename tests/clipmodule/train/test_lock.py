@@ -153,3 +153,14 @@ def test_bad_lock_settings_are_one_line():
         ClipLitModule(build_network("tiny-vit"), lock=LockConfig(lock_image=True, image_unlocked_groups=9))
     with pytest.raises(ClipModuleError, match="need lock.lock_image: true"):
         ClipLitModule(build_network("tiny-vit"), lock=LockConfig(image_unlocked_groups=1))
+
+
+def test_our_text_tower_is_locked_whole_only_when_its_projection_is_locked_too():
+    projection_only = ClipLitModule(build_network("tiny-vit"), lock=LockConfig(lock_text=True, text_unlocked_layers=1))
+    projection_only.train()
+    assert {name for name in _trainable(projection_only.model) if not name.startswith("visual.")} == \
+        {"text_projection", "logit_scale"}
+    assert projection_only.model.transformer.training  # a partly locked tower keeps Lightning's mode
+    whole = ClipLitModule(build_network("tiny-vit"), lock=LockConfig(lock_text=True))
+    whole.train()
+    assert not whole.model.transformer.training and not whole.model.encode_text(torch.zeros(2, 77).long()).requires_grad
