@@ -109,7 +109,7 @@ def build(vectors: np.ndarray, factory: str, seed: int) -> tuple[Any, dict[str, 
     started = time.perf_counter()
     if not index.is_trained:
         lists = int(factory[3:].split(",")[0]) if factory.startswith("IVF") else 1
-        size = min(len(vectors), max(256 * 64, lists * 64))
+        size = min(len(vectors), 39 * max(256, lists))  # faiss's least for k-means: 39 points a centroid
         sample = np.random.default_rng(seed).choice(len(vectors), size=size, replace=False)
         index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
     trained = time.perf_counter()
