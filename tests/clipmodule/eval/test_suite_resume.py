@@ -143,3 +143,20 @@ def test_grouped_averages_use_datacomps_main_metrics():
     assert groups["Retrieval"]["score"] == pytest.approx(0.4)
     assert groups["Average"]["score"] == pytest.approx((0.6 + 0.3 + 0.5 + 0.8 + 0.4 + 0.4) / 6)
     assert groups["Average"]["count"] == 6  # the linear probe is not a zero-shot result
+
+
+def test_the_papers_names_follow_a_copys_label_order_and_a_misfit_stops_the_suite(work, model, tmp_path):
+    from clipmodule.eval.suite import open_data, prompt_classnames
+    from tests.clipmodule.eval.readers.copies import write_cifar10, write_fer2013_folders
+
+    net, preprocess = model
+    write_fer2013_folders(tmp_path / "fer2013")  # Kaggle's folders: angry, disgust, fear, happy, neutral, …
+    spec = TaskSpec("zeroshot", dataset="fer2013", root=str(tmp_path), templates="openai")
+    assert prompt_classnames(spec, open_data(spec, preprocess)[0]) == [
+        "angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised"]
+    write_cifar10(tmp_path)  # a copy whose meta names 3 classes, where the paper names 10
+    config = _suite(work, TaskSpec("zeroshot", dataset="cifar10", root=str(tmp_path), templates="openai",
+                                   name="c10"))
+    with pytest.raises(ClipModuleError, match="c10: the dataset has 3 classes but the class-name list has 10"):
+        run_suite(net, preprocess, config, store=tmp_path / "tasks", say=lambda line: None)
+    assert not (tmp_path / "tasks").exists()  # stopped before the first task ran
