@@ -179,3 +179,23 @@ def test_on_two_ranks_k_micro_batches_give_the_weights_of_steps_on_the_whole_bat
         for name, value in whole.items():
             assert (value - micro[name]).abs().max().item() <= 1e-6, f"{variant}: {name} differs"
     assert (weights["clip/1"]["visual.conv1.weight"] - start["visual.conv1.weight"]).abs().max() > 1e-3
+
+
+class PoisonAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                module.model.visual.conv1.weight.fill_(float("nan"))
+
+
+@pytest.mark.slow
+def test_a_non_finite_accumulated_loss_stops_before_the_step(tmp_path):
+    module = ClipLitModule(_network("clip"), optim=OPTIM, accum_freq=2)
+    trainer = _trainer(tmp_path, max_steps=5, callbacks=[PoisonAt(2)])
+    with pytest.raises(ClipModuleError, match="non-finite loss .* at step 2"):
+        trainer.fit(module, SyntheticDataModule(num_samples=64, batch_size=16, image_size=32))
+    assert trainer.global_step == 2
+    assert torch.isfinite(module.model.text_projection).all()  # the poisoned step changed nothing else
