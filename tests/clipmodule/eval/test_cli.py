@@ -103,8 +103,12 @@ def test_suite_writes_one_table_and_one_run(work, capsys):
     assert set(record["metrics"]) == {"shapes-zeroshot", "captions", "probe"}
     assert record["metrics"]["captions"]["num_captions"] == 2 * record["metrics"]["captions"]["num_images"] == 24
     run = _run(work, record["mlflow_run_id"])
-    for key in ("shapes-zeroshot/top1", "captions/image_to_text_R5", "probe/top1", "probe/best_C"):
+    for key in ("shapes-zeroshot/top1", "captions/image_to_text_R5", "probe/top1", "probe/best_C", "avg/all"):
         assert key in run.data.metrics
+    captions = record["metrics"]["captions"]
+    mean_r1 = (captions["image_to_text_R@1"] + captions["text_to_image_R@1"]) / 2  # DataComp's retrieval metric
+    assert run.data.metrics["avg/all"] == pytest.approx((record["metrics"]["shapes-zeroshot"]["top1"] + mean_r1) / 2)
+    assert run.data.metrics["avg/retrieval"] == pytest.approx(mean_r1) and record["groups"][-1]["count"] == 2
     assert run.data.metrics["probe/top1"] == pytest.approx(record["metrics"]["probe"]["top1"])
 
 
