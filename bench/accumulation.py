@@ -16,7 +16,8 @@ Memory is the peak of the bytes torch's CPU allocator holds during one step abov
 allocation and free, in order, attributed to the op that made it): the activations, feature caches and
 gradients of the step, not the process's RSS (which also counts the allocator's cached pages and Python).
 Time is the median wall-clock step time. Each round measures both contenders (alternating which goes first,
-so load from other processes meets both alike); figures are medians over rounds.
+so load from other processes meets both alike); figures are medians over rounds, the time ratio the median
+of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -114,11 +115,13 @@ def main() -> None:
             f"{name} {memory[name][-1] / 2**20:.0f} MiB {times[name][-1]:.2f} s" for name in names), flush=True)
     print(f"\n{args.model}, {args.loss} loss, batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps, "
           f"{args.threads} thread(s)\n")
-    print("| step | peak step memory (MiB) | × whole | step time (s) | × whole |\n|---|---|---|---|---|")
-    base_memory, base_time = statistics.median(memory[names[0]]), statistics.median(times[names[0]])
+    print("| step | peak step memory (MiB) | × whole | step time (s) | × whole (median of the rounds' ratios) |")
+    print("|---|---|---|---|---|")
+    base_memory, base_times = statistics.median(memory[names[0]]), times[names[0]]
     for name in names:
         peak, seconds = statistics.median(memory[name]), statistics.median(times[name])
-        print(f"| {name} | {peak / 2**20:.0f} | {peak / base_memory:.2f} | {seconds:.2f} | {seconds / base_time:.2f} |")
+        ratio = statistics.median(mine / base for mine, base in zip(times[name], base_times))
+        print(f"| {name} | {peak / 2**20:.0f} | {peak / base_memory:.2f} | {seconds:.2f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
