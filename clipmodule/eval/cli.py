@@ -41,6 +41,9 @@ class ZeroShotCommand(NamedDataOptions):
     `simple`, or a .json list of templates or CuPL-style dict of class-specific prompts {class: [prompt, …]}."""
     output: str | None = None
     """JSON results file; default eval_results/zeroshot-<dataset>.json."""
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one (e.g. a fit checkpoint of a
+    SigLIP model); default: the one beside the weights."""
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
@@ -62,6 +65,9 @@ class RetrievalCommand(NamedDataOptions):
     """The k of recall@k."""
     output: str | None = None
     """JSON results file; default eval_results/retrieval-<dataset>.json."""
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one (e.g. a fit checkpoint of a
+    SigLIP model); default: the one beside the weights."""
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
@@ -84,6 +90,9 @@ class LinearProbeCommand(NamedDataOptions):
     output: str | None = None
     """JSON results file; default eval_results/linear-probe-<test>.json."""
     probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one (e.g. a fit checkpoint of a
+    SigLIP model); default: the one beside the weights."""
     loader: LoaderOptions = field(default_factory=LoaderOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
@@ -97,6 +106,9 @@ class SuiteCommand(SuiteConfig):
     """A benchmark suite from YAML (-c suite.yaml): every task, one markdown + JSON table, one MLflow run."""
 
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one (e.g. a fit checkpoint of a
+    SigLIP model); default: the one beside the weights."""
 
 
 COMMANDS = {
@@ -122,10 +134,13 @@ def _progress():
                     transient=True)
 
 
-def _load_model(model: str):
+def _load_model(model: str, tokenizer_folder: str | None = None):
     from clipmodule.api import load
 
-    return load(model, device="cpu")
+    network, preprocess = load(model, device="cpu")
+    if tokenizer_folder is not None:  # named by the user: it wins over a tokenizer.json found beside the weights
+        network.tokenizer_folder = Path(tokenizer_folder)
+    return network, preprocess
 
 
 def _check_tracking(tracking: TrackingOptions) -> None:
@@ -148,7 +163,7 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     output = check_output_file(command.output or Path("eval_results") / f"{name}-{_slug(data)}.json")
     _check_tracking(command.tracking)
     probe = getattr(command, "probe", LinearProbeOptions())
-    model, preprocess = _load_model(command.model)
+    model, preprocess = _load_model(command.model, command.tokenizer_folder)
     with _progress() as progress:
         metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
     record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec))
@@ -175,7 +190,7 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     output = check_output_dir(command.output, [f"{command.name}.md", f"{command.name}.json"])
     _check_tracking(command.tracking)
     fingerprint = model_fingerprint(command.model)
-    model, preprocess = _load_model(command.model)
+    model, preprocess = _load_model(command.model, command.tokenizer_folder)
     with _progress() as progress:
         run = run_suite(model, preprocess, command, progress, model_id=fingerprint,
                         store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))

@@ -57,10 +57,17 @@ class NamedDataOptions:
         return {"root": self.dataset_root, "split": self.split}
 
 
+HYPHENATED = ("--dataset-root", "--tokenizer-folder")
+
+
 def hyphenated_flags(argv: list[str]) -> list[str]:
-    """`--dataset-root` spelled as the issue and README write it, for the option field `dataset_root`."""
-    return [f"--dataset_root{arg[len('--dataset-root'):]}" if arg.split("=")[0] == "--dataset-root" else arg
-            for arg in argv]
+    """`--dataset-root` / `--tokenizer-folder` spelled as the README writes them, for the fields `dataset_root` /
+    `tokenizer_folder` (jsonargparse reads only the field's own spelling)."""
+    def spelled(arg: str) -> str:
+        flag, sep, value = arg.partition("=")
+        return flag.replace("-", "_").replace("__", "--", 1) + sep + value if flag in HYPHENATED else arg
+
+    return [spelled(arg) for arg in argv]
 
 
 @dataclass

@@ -87,3 +87,10 @@ def test_fit_and_eval_a_model_with_its_own_tokenizer(work, tmp_path, monkeypatch
     assert main(["eval", "zeroshot", "--model", str(folder / "model.safetensors"), "--dataset", str(images),
                  "--tracking.uri", "none", "--output", str(out)]) == 0
     assert 0.0 <= json.loads(out.read_text())["metrics"]["top1"] <= 1.0
+
+    (checkpoint,) = tmp_path.glob("**/last.ckpt")  # the fit's own checkpoint: no tokenizer.json beside it
+    zeroshot = ["eval", "zeroshot", "--model", str(checkpoint), "--dataset", str(images), "--tracking.uri", "none",
+                "--output", str(tmp_path / "ckpt.json")]
+    capsys.readouterr()
+    assert main(zeroshot) == 2 and "--tokenizer_folder" in capsys.readouterr().err
+    assert main([*zeroshot, "--tokenizer-folder", str(work / "spm" / "tok")]) == 0
