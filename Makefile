@@ -34,8 +34,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# Both cores: a worker per core, each test file kept on one worker (module fixtures are built once).
 test: lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The tests marked slow (outside `make test`'s budget).
 test-slow: install
