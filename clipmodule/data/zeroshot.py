@@ -15,12 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipmodule.data.name_files import CLASSNAME_FILES, read_lines
 from clipmodule.errors import ClipModuleError
 from curation.formats.webdataset import IMAGE_EXTENSIONS, is_shard_spec
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# Built-in class-name lists (the same files `clipmodule eval --classnames imagenet` reads).
-CLASSNAME_FILES = {"imagenet": ASSETS / "imagenet_classnames.txt"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -57,14 +55,10 @@ def read_classnames(source: list[str] | str, where: str) -> list[str]:
     if not isinstance(source, str):
         names = [str(name).strip() for name in source]
     else:
-        path = CLASSNAME_FILES.get(source, Path(source))
         try:
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except FileNotFoundError:
-            raise ClipModuleError(f"{where}: no class-name file {source} (or built-in name: "
-                                  f"{', '.join(CLASSNAME_FILES)})") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ClipModuleError(f"{where}: unreadable class-name file {source} ({error})") from None
+            names = read_lines(source, CLASSNAME_FILES, "class-name")
+        except ClipModuleError as error:
+            raise ClipModuleError(f"{where}: {error}") from None
     names = [name for name in names if name]
     if not names:
         raise ClipModuleError(f"{where}: no class names")

@@ -17,35 +17,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clipmodule.data.name_files import ASSETS, CLASSNAME_FILES, read_lines
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.prompts import check_class_prompts, check_templates
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# Named lists shipped as package data (OpenAI's, MIT: assets/LICENSE-openai-clip-imagenet-prompts.txt).
-CLASSNAME_FILES = {"imagenet": ASSETS / "imagenet_classnames.txt"}
 TEMPLATE_FILES = {"imagenet": ASSETS / "imagenet_templates.txt"}
 SIMPLE_TEMPLATES = ["a photo of a {}."]
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
 
-def _read_lines(source: str, named: dict[str, Path], what: str) -> list[str]:
-    path = named.get(source, Path(source))
-    if not path.is_file():
-        raise ClipModuleError(f"{source}: no such {what} file (or built-in name: {', '.join(named)})")
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ClipModuleError(f"{source}: unreadable {what} file ({error})") from None
-    lines = [line for line in lines if line]
-    if not lines:
-        raise ClipModuleError(f"{source}: empty {what} file")
-    return lines
-
-
 def read_classnames(source: str) -> list[str]:
     """Class names, one per line, from a file or a built-in name ("imagenet": the 1000 ImageNet classes)."""
-    return _read_lines(source, CLASSNAME_FILES, "class-name")
+    return read_lines(source, CLASSNAME_FILES, "class-name")
 
 
 def read_templates(source: str) -> list[str] | dict[str, list[str]]:
@@ -56,7 +40,7 @@ def read_templates(source: str) -> list[str] | dict[str, list[str]]:
         return list(SIMPLE_TEMPLATES)
     if source.endswith(".json"):
         return _read_json_prompts(source)
-    return check_templates(_read_lines(source, TEMPLATE_FILES, "template"), source)
+    return check_templates(read_lines(source, TEMPLATE_FILES, "template"), source)
 
 
 def _read_json_prompts(source: str) -> list[str] | dict[str, list[str]]:

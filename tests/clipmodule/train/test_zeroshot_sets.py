@@ -84,7 +84,7 @@ def test_a_bad_set_is_refused_when_the_datamodule_is_built(data, tmp_path):
     root = data["root"]
     for sets, message in (
         ({"wnids": {"data": str(root / "wnids"), "classnames": CLASSNAMES[:5]}}, "12 class folders but 5 class names"),
-        ({"wnids": {"data": str(root / "wnids"), "classnames": str(tmp_path / "none.txt")}}, "no class-name file"),
+        ({"wnids": {"data": str(root / "wnids"), "classnames": str(tmp_path / "none.txt")}}, "no such class-name file"),
         ({"labelled": {"data": str(data["shard"])}}, "shards carry class indices; give the class names"),
         ({"bad name": {"data": str(root / "wnids")}}, "is not a metric name"),
     ):
