@@ -3,7 +3,8 @@
 Both losses see the whole global batch: features from every rank are gathered with an all_gather that
 carries gradients back to the rank that produced them. The backward pass of the gather *sums* the gradient
 each rank computed for a slice, so with DDP's gradient averaging the update equals that of one process
-running the concatenated batch (see tests/clipmodule/test_loss_ddp.py).
+running the concatenated batch (see tests/clipmodule/test_loss_ddp.py). SigLIP can instead pass the texts
+round the ranks, one block at a time (`siglip_loss(..., exchange="shift"|"bidir")`), for the same gradients.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -82,68 +84,97 @@ def _exchange(sends: list[tuple[torch.Tensor, int]], receives_from: list[int],
     return received
 
 
-class _ShiftWithGrad(torch.autograd.Function):
-    """Send `tensor` to `to_rank`, receive the one `from_rank` sent; backward returns the gradient of the
-    received tensor to `from_rank` and receives the gradient of the sent one from `to_rank`."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, to_rank: int, from_rank: int) -> torch.Tensor:
-        ctx.to_rank, ctx.from_rank = to_rank, from_rank
-        return _exchange([(tensor, to_rank)], [from_rank], tensor)[0]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _exchange([(grad, ctx.from_rank)], [ctx.to_rank], grad)[0], None, None
-
-
-class _BothWaysWithGrad(torch.autograd.Function):
-    """One tensor to the left neighbour and one to the right at once; returns (from the right, from the left).
-    The gradients travel back the way each tensor came."""
-
-    @staticmethod
-    def forward(ctx, to_left: torch.Tensor, to_right: torch.Tensor, left: int, right: int):
-        ctx.left, ctx.right = left, right
-        from_right, from_left = _exchange([(to_left, left), (to_right, right)], [right, left], to_left)
-        return from_right, from_left
-
-    @staticmethod
-    def backward(ctx, grad_from_right: torch.Tensor, grad_from_left: torch.Tensor):
-        grad_to_right, grad_to_left = _exchange([(grad_from_left, ctx.left), (grad_from_right, ctx.right)],
-                                                [ctx.right, ctx.left], grad_from_right)
-        return grad_to_left, grad_to_right, None, None
+def _signs(logits: torch.Tensor, positives_offset: int | None) -> torch.Tensor:
+    """-1 for every pair except, when `positives_offset` is given, image i with text i + offset (+1)."""
+    signs = -torch.ones_like(logits)
+    if positives_offset is not None:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        signs[rows, rows + positives_offset] = 1.0
+    return signs
 
 
 def _sigmoid_terms(image_features: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor,
                    logit_bias: torch.Tensor, positives_offset: int | None) -> torch.Tensor:
-    """Sum of -log sigmoid(±logit) of `image_features` against one block of texts: every pair negative except,
-    when `positives_offset` is given, image i with text i + offset."""
+    """Sum of -log sigmoid(±logit) of `image_features` against one block of texts (signs from `_signs`)."""
     logits = logit_scale * image_features @ texts.t() + logit_bias
-    signs = -torch.ones_like(logits)
-    if positives_offset is not None:
-        rows = torch.arange(image_features.shape[0], device=logits.device)
-        signs[rows, rows + positives_offset] = 1.0
-    return -F.logsigmoid(signs * logits).sum()
+    return -F.logsigmoid(_signs(logits, positives_offset) * logits).sum()
 
 
-def _siglip_ring(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                 logit_bias: torch.Tensor, rank: int, world_size: int, both_ways: bool) -> torch.Tensor:
-    """open_clip's `shift`/`bidir`: this rank's own block, then the other ranks' texts arrive one block per round
-    from the neighbours (both neighbours at once with `both_ways`), each scored as negatives only. No
-    (N_global × d) text tensor and no (N_local × N_global) logit matrix is ever built: each round's logits are
-    N_local × N_local. Autograd still keeps every received block for the backward pass, which sends each
-    block's gradient back round the ring to the rank that owns it."""
+def _sigmoid_block_grads(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                         positives_offset: int | None, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Gradients of `weight * _sigmoid_terms(...)` for (images, texts, scale, bias), written out so that no
+    autograd graph is built: d/dz -log sigmoid(s z) = -s sigmoid(-s z)."""
+    products = images @ texts.t()
+    logits = scale * products + bias
+    signs = _signs(logits, positives_offset)
+    dlogits = -weight * signs * torch.sigmoid(-signs * logits)
+    return (scale * dlogits @ texts, scale * dlogits.t() @ images, (dlogits * products).sum().reshape(scale.shape),
+            dlogits.sum().reshape(bias.shape))
+
+
+def _ring_loss_sum(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                   rank: int, world_size: int, both_ways: bool) -> torch.Tensor:
+    """The forward pass (no gradients): this rank's own block with its positives, then the other ranks' text
+    blocks as they arrive from the neighbours, one block a round (both neighbours at once with `both_ways`:
+    half the rounds). Only the running sum is kept; each received block is dropped once it is scored."""
     left, right = (rank - 1) % world_size, (rank + 1) % world_size
-    total = _sigmoid_terms(image_features, text_features, logit_scale, logit_bias, positives_offset=0)
-    to_left = to_right = text_features
+    total = _sigmoid_terms(images, texts, scale, bias, positives_offset=0)
+    to_left = to_right = texts
     rounds, remainder = divmod(world_size - 1, 2) if both_ways else (0, world_size - 1)
     for _ in range(rounds):
-        to_left, to_right = _BothWaysWithGrad.apply(to_left, to_right, left, right)
-        for block in (to_left, to_right):
-            total = total + _sigmoid_terms(image_features, block, logit_scale, logit_bias, None)
+        to_left, to_right = _exchange([(to_left, left), (to_right, right)], [right, left], texts)
+        total = total + _sigmoid_terms(images, to_left, scale, bias, None)
+        total = total + _sigmoid_terms(images, to_right, scale, bias, None)
     for _ in range(remainder):
-        to_right = _ShiftWithGrad.apply(to_right, right, left)
-        total = total + _sigmoid_terms(image_features, to_right, logit_scale, logit_bias, None)
-    return total / image_features.shape[0]
+        (to_right,) = _exchange([(to_right, right)], [left], texts)
+        total = total + _sigmoid_terms(images, to_right, scale, bias, None)
+    return total
+
+
+def _ring_grads(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                rank: int, world_size: int, weight: torch.Tensor) -> list[torch.Tensor]:
+    """The backward pass: every text block goes once round the ring to the right together with its gradient
+    accumulator (one tensor, the two stacked), each rank scoring the block again and adding its share; one
+    last hop brings the accumulator home, where it meets the owner's own share. The image, scale and bias
+    gradients stay local. A rank holds one travelling pair and one received pair at any time."""
+    left, right = (rank - 1) % world_size, (rank + 1) % world_size
+    grads = list(_sigmoid_block_grads(images, texts, scale, bias, 0, weight))
+    travelling = torch.stack([texts, torch.zeros_like(texts)])
+    for _ in range(world_size - 1):
+        (travelling,) = _exchange([(travelling, right)], [left], travelling)
+        image_grad, text_grad, scale_grad, bias_grad = _sigmoid_block_grads(images, travelling[0], scale, bias,
+                                                                            None, weight)
+        travelling[1] += text_grad
+        grads[0], grads[2], grads[3] = grads[0] + image_grad, grads[2] + scale_grad, grads[3] + bias_grad
+    (accumulated,) = _exchange([(travelling[1], right)], [left], texts)
+    grads[1] = grads[1] + accumulated
+    return grads
+
+
+class _SigLIPRing(torch.autograd.Function):
+    """open_clip's `shift`/`bidir` exchanges with memory flat in the number of ranks: the forward pass keeps
+    only the loss (not the received text blocks, nor their logits) and saves only this rank's features, scale
+    and bias; the backward pass passes the texts round again, recomputing each block's logits.
+
+    The backward pass goes one way round for both exchanges: a block's gradient has to come home, and sending
+    it back the way it came is as many rounds as carrying it on round the ring (world_size in all), so a
+    two-way backward would save no rounds, only add code. "bidir" keeps its two-way forward (half the rounds)."""
+
+    @staticmethod
+    def forward(ctx, images, texts, scale, bias, rank: int, world_size: int, both_ways: bool):
+        ctx.save_for_backward(images, texts, scale, bias)
+        ctx.rank, ctx.world_size = rank, world_size
+        return _ring_loss_sum(images, texts, scale, bias, rank, world_size, both_ways) / images.shape[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        images, texts, scale, bias = ctx.saved_tensors
+        # the ring runs whichever inputs want a gradient here: every rank must take part in every round
+        grads = _ring_grads(images, texts, scale, bias, ctx.rank, ctx.world_size, grad / images.shape[0])
+        wanted = [g.to(t.dtype) if need else None
+                  for g, t, need in zip(grads, (images, texts, scale, bias), ctx.needs_input_grad)]
+        return *wanted, None, None, None
 
 
 def siglip_loss(
@@ -162,12 +193,13 @@ def siglip_loss(
     so the mean over ranks is the paper's loss over the global batch. `exchange` says how the texts reach
     each rank: "gather" (all at once, one N_local × N_global logit matrix), "shift" (passed round the ring,
     one block per round) or "bidir" (passed both ways round the ring: half the rounds). All three give the
-    same loss and gradients."""
+    same loss and gradients; the ring's memory per rank stays flat as ranks are added (it recomputes each
+    block's logits in the backward pass, `_SigLIPRing`), the gather's grows with the global batch."""
     if exchange not in SIGLIP_EXCHANGES:
         raise ValueError(f"siglip exchange {exchange!r} is not one of {', '.join(SIGLIP_EXCHANGES)}")
     if exchange != "gather" and world_size > 1:
-        return _siglip_ring(image_features, text_features, logit_scale, logit_bias, rank, world_size,
-                            both_ways=exchange == "bidir")
+        return _SigLIPRing.apply(image_features, text_features, logit_scale, logit_bias, rank, world_size,
+                                 exchange == "bidir")
     all_texts = gather_with_grad(text_features, rank, world_size)
     rows = image_features.shape[0]
     return _sigmoid_terms(image_features, all_texts, logit_scale, logit_bias, positives_offset=rank * rows) / rows

@@ -1,6 +1,7 @@
 """Run by test_loss_siglip_chunked.py: WORLD gloo processes score their share of one batch of features with the
 SigLIP loss under every text exchange ("gather", "shift", "bidir") and write the loss and the gradients of
-their image and text features, logit scale and bias to OUT/rank{r}.pt.
+their image and text features, logit scale and bias, and how many elements autograd saved for the backward
+pass, to OUT/rank{r}.pt.
 
 Usage: python siglip_chunked_worker.py OUT WORLD"""
 
@@ -35,10 +36,18 @@ def loss_and_grads(inputs: dict[str, torch.Tensor], rank: int, world_size: int, 
     leaves = {"images": inputs["images"][mine].clone().requires_grad_(),
               "texts": inputs["texts"][mine].clone().requires_grad_(),
               "scale": inputs["scale"].clone().requires_grad_(), "bias": inputs["bias"].clone().requires_grad_()}
-    loss = siglip_loss(leaves["images"], leaves["texts"], leaves["scale"], leaves["bias"], rank=rank,
-                       world_size=world_size, exchange=exchange)
+    saved: dict[int, int] = {}  # storage address -> elements: what autograd keeps for the backward pass
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved[tensor.untyped_storage().data_ptr()] = tensor.numel()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = siglip_loss(leaves["images"], leaves["texts"], leaves["scale"], leaves["bias"], rank=rank,
+                           world_size=world_size, exchange=exchange)
     loss.backward()
-    return {"loss": loss.detach(), **{name: leaf.grad for name, leaf in leaves.items()}}
+    return {"loss": loss.detach(), "saved_elements": torch.tensor(sum(saved.values())),
+            **{name: leaf.grad for name, leaf in leaves.items()}}
 
 
 def run_rank(rank: int, world_size: int, out_dir: str) -> None:

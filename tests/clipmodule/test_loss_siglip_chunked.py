@@ -1,4 +1,5 @@
-"""SigLIP with the texts passed round the ranks ("shift", "bidir") gives the all-gather's loss and gradients."""
+"""SigLIP with the texts passed round the ranks ("shift", "bidir") gives the all-gather's loss and gradients,
+and keeps only this rank's features for the backward pass."""
 
 from __future__ import annotations
 
@@ -43,21 +44,39 @@ def _assert_exchanges_agree(ranks: list[dict], world_size: int) -> None:
             for name in ("images", "texts", "scale", "bias"):
                 diff = (result[exchange][name] - gathered[name]).abs().max().item()
                 assert diff <= 1e-12, f"{exchange}, rank {rank}: gradient of {name} differs by {diff}"
-        # each rank's feature gradients are its rows of the one-process gradient (the scale's: the rank mean)
-        rows = worker.ROWS_PER_RANK
+        # each rank's feature gradients are its rows of the one-process gradient; the scale's and bias's
+        # the mean over ranks of theirs (as DDP averages them)
         for name in ("images", "texts"):
             stacked = torch.cat([rank[exchange][name] for rank in ranks]) / world_size
-            assert torch.allclose(stacked, leaves[name].grad, rtol=0, atol=1e-12), (exchange, name, rows)
+            assert torch.allclose(stacked, leaves[name].grad, rtol=0, atol=1e-12), (exchange, name)
+        for name in ("scale", "bias"):
+            mean = sum(rank[exchange][name] for rank in ranks) / world_size
+            assert torch.allclose(mean, leaves[name].grad, rtol=0, atol=1e-12), (exchange, name)
     assert ranks[0]["shift"]["texts"].abs().max() > 1e-3  # not vacuous: the texts do get a gradient
+    assert ranks[0]["bidir"]["scale"].abs() > 1e-3
+
+
+def _assert_the_ring_keeps_only_the_local_features(ranks: list[dict], world_size: int) -> None:
+    """What the backward pass holds on to: the ring only this rank's features, scale and bias, however many
+    ranks there are; the gather the N_global texts and the N_local x N_global logits, growing with the ranks."""
+    worker = _worker()
+    local = 2 * worker.ROWS_PER_RANK * worker.WIDTH + 2
+    for rank in ranks:
+        assert rank["shift"]["saved_elements"] == rank["bidir"]["saved_elements"] == local
+        assert rank["gather"]["saved_elements"] >= local + worker.ROWS_PER_RANK * world_size * worker.WIDTH
 
 
 def test_two_ranks_passing_texts_round_equal_the_all_gather(tmp_path):
-    _assert_exchanges_agree(_run(tmp_path, 2), 2)
+    ranks = _run(tmp_path, 2)
+    _assert_exchanges_agree(ranks, 2)
+    _assert_the_ring_keeps_only_the_local_features(ranks, 2)
 
 
 def test_four_ranks_both_ways_round_equal_the_all_gather(tmp_path):
     """4 ranks: "bidir" takes one round both ways and one shift; "shift" three rounds."""
-    _assert_exchanges_agree(_run(tmp_path, 4), 4)
+    ranks = _run(tmp_path, 4)
+    _assert_exchanges_agree(ranks, 4)
+    _assert_the_ring_keeps_only_the_local_features(ranks, 4)
 
 
 def test_one_process_needs_no_exchange_and_an_unknown_one_is_refused():
