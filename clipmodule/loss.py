@@ -145,7 +145,10 @@ def _ring_grads(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, 
         image_grad, text_grad, scale_grad, bias_grad = _sigmoid_block_grads(images, travelling[0], scale, bias,
                                                                             None, weight)
         travelling[1] += text_grad
-        grads[0], grads[2], grads[3] = grads[0] + image_grad, grads[2] + scale_grad, grads[3] + bias_grad
+        grads[0] += image_grad
+        grads[2] += scale_grad
+        grads[3] += bias_grad
+        del image_grad, text_grad  # before the next round's logits: one block's gradients alive at a time
     (accumulated,) = _exchange([(travelling[1], right)], [left], texts)
     grads[1] = grads[1] + accumulated
     return grads
