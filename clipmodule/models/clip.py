@@ -110,14 +110,24 @@ class CLIP(nn.Module):
         if self.config.text.hf_model_name is not None:
             x = self.text(text)
             return F.normalize(x, dim=-1) if normalize else x
-        x = self.token_embedding(text) + self.positional_embedding[:length].to(self.dtype)
-        x = self.ln_final(self.transformer(x, causal=self.config.text.causal))
-        if self.config.text.pool == "last":
-            x = x[:, -1]
-        else:  # the end-of-text token has the largest id in OpenAI's vocabulary, so argmax finds it
-            x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]
+        text, pooled = self._pooled_tokens(text)
+        x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]].to(self.dtype)
+        x = self.ln_final(self.transformer(x, causal=self.config.text.causal, pooled=pooled))
         x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) else x @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
+
+    def _pooled_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the ids the tower must read, the position pooled in each row). The end-of-text token has the largest
+        id in OpenAI's vocabulary, so argmax finds it. Under causal attention nothing after a row's pooled token
+        can change it, so the batch is cut after its last pooled position: short captions in a long context
+        are mostly padding. Not while tracing or compiling, where the cut length would be baked in."""
+        if self.config.text.pool == "last":
+            return text, torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
+        pooled = text.argmax(dim=-1)
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if self.config.text.causal and not tracing and len(text):
+            text = text[:, : int(pooled.max()) + 1]
+        return text, pooled
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logits_per_image [N_img, N_txt], logits_per_text [N_txt, N_img]), as OpenAI's `clip`."""

@@ -3,6 +3,12 @@
 Parameter names follow OpenAI's release (`in_proj_weight`, `c_fc`, `c_proj`, `ln_1`, ...), so an OpenAI or
 open_clip state dict loads without renaming. Tensors are batch-first; attention runs through
 `F.scaled_dot_product_attention`.
+
+A tower that pools one token per sample (the ViT's class token, the text tower's end-of-text token) asks
+`Transformer.forward` for that token only (`pooled=`). The last block then computes its query, its attention
+output and its MLP for that one token; only the keys and values need every token. Each token's output depends
+on the others only through attention's keys and values, so the pooled token comes out as the full pass would
+give it (to float rounding) at ~1/12 of the last block's per-token work: a third less for a 3-layer tower.
 """
 
 from __future__ import annotations
@@ -48,6 +54,19 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
 
+    def forward_query(self, x: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention of one query token per sample (`query` [B, 1, width]) over all of `x`'s tokens; `mask`
+        ([B, 1, 1, L] booleans, or None for all) says which keys each query may see."""
+        batch, length, width = x.shape
+        head_width = width // self.heads
+        weight_q, weight_kv = self.in_proj_weight.split([width, 2 * width])
+        bias_q, bias_kv = self.in_proj_bias.split([width, 2 * width])
+        q = F.linear(query, weight_q, bias_q).view(batch, 1, self.heads, head_width).transpose(1, 2)
+        kv = F.linear(x, weight_kv, bias_kv).view(batch, length, 2, self.heads, head_width)
+        k, v = kv.permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, 1, width))
+
 
 class LayerScale(nn.Module):
     """A learned per-channel gain on a residual branch (CaiT); open_clip names its parameter `gamma`."""
@@ -76,9 +95,20 @@ class ResidualAttentionBlock(nn.Module):
         self.ls_1 = LayerScale(width, ls_init_value) if scaled else nn.Identity()
         self.ls_2 = LayerScale(width, ls_init_value) if scaled else nn.Identity()
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
-        return x + self.ls_2(self.mlp(self.ln_2(x)))
+    def forward(self, x: torch.Tensor, causal: bool = False, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, width] → [B, L, width]; with `pooled` (each sample's token position, [B]) only those tokens'
+        outputs, [B, width]."""
+        if pooled is None:
+            x = x + self.ls_1(self.attn(self.ln_1(x), causal=causal))
+            return x + self.ls_2(self.mlp(self.ln_2(x)))
+        normed = self.ln_1(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        mask = None
+        if causal:  # the pooled token sees itself and the tokens before it
+            mask = (torch.arange(x.shape[1], device=x.device) <= pooled[:, None])[:, None, None, :]
+        query = x[rows, pooled].unsqueeze(1)
+        query = query + self.ls_1(self.attn.forward_query(normed, normed[rows, pooled].unsqueeze(1), mask))
+        return (query + self.ls_2(self.mlp(self.ln_2(query)))).squeeze(1)
 
 
 class Transformer(nn.Module):
@@ -91,12 +121,18 @@ class Transformer(nn.Module):
         )
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        for block in self.resblocks:
+    def forward(self, x: torch.Tensor, causal: bool = False, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token's output [B, L, width], or with `pooled` (a token position per sample, [B]) only those
+        tokens' outputs [B, width], the last block computing nothing else (see the module's docstring)."""
+        last = len(self.resblocks) - 1
+        if last < 0 and pooled is not None:
+            return x[torch.arange(x.shape[0], device=x.device), pooled]
+        for index, block in enumerate(self.resblocks):
+            at = pooled if index == last else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, causal, use_reentrant=False)
+                x = checkpoint(block, x, causal, at, use_reentrant=False)
             else:
-                x = block(x, causal=causal)
+                x = block(x, causal=causal, pooled=at)
         return x
 
     def init_weights(self) -> None:

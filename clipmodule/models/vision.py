@@ -184,18 +184,25 @@ class VisionTransformer(nn.Module):
         indices = torch.cat([indices.new_zeros(batch, 1), indices], dim=1)
         return x.gather(1, indices.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The transformer's input: the class token and the patch embeddings, positions added ([B, 1 + patches,
+        width]; fewer patches under patch dropout)."""
+        x = self.conv1(x.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)  # B, grid*grid, width
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(self.drop_patches(x))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Every token after the last block, layer-normed by `ln_post` ([B, 1 + patches, width]).
 
         LayerNorm acts per token, so normalising all tokens leaves the class token exactly as the paper's."""
-        x = self.conv1(x.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)  # B, grid*grid, width
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.ln_pre(self.drop_patches(x))
-        return self.ln_post(self.transformer(x))
+        return self.ln_post(self.transformer(self.tokens(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[:, 0] @ self.proj
+        """The class token's embedding; the last block computes the class token only (`Transformer`)."""
+        x = self.tokens(x)
+        cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.ln_post(self.transformer(x, pooled=cls)) @ self.proj
 
 
 def build_vision_tower(config: VisionConfig, output_dim: int, quick_gelu: bool) -> nn.Module:
