@@ -159,9 +159,11 @@ class _SigLIPRing(torch.autograd.Function):
     only the loss (not the received text blocks, nor their logits) and saves only this rank's features, scale
     and bias; the backward pass passes the texts round again, recomputing each block's logits.
 
-    The backward pass goes one way round for both exchanges: a block's gradient has to come home, and sending
-    it back the way it came is as many rounds as carrying it on round the ring (world_size in all), so a
-    two-way backward would save no rounds, only add code. "bidir" keeps its two-way forward (half the rounds)."""
+    The backward pass goes one way round for both exchanges. A block's gradient has to come home: carried on
+    round the ring that is world_size rounds; sent both ways it would reach every rank in half the rounds, but
+    its two accumulators would then take as many again to travel back, so a two-way backward saves no rounds,
+    only adds code. "bidir" keeps its two-way forward (half the rounds). Under autocast the backward pass
+    recomputes in the features' own dtype (it runs outside autocast, like every backward pass)."""
 
     @staticmethod
     def forward(ctx, images, texts, scale, bias, rank: int, world_size: int, both_ways: bool):
