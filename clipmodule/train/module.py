@@ -68,7 +68,8 @@ class ClipLitModule(L.LightningModule):
             re-encoded with them); activations are held for batch/k pairs. Runs under manual optimisation.
         accum_grad_clip: gradient-norm clip of the accumulated steps (trainer.gradient_clip_val with accum_freq 1).
         siglip_exchange: how the SigLIP loss reaches the other ranks' texts: "gather" all at once, or pass them
-            round the ranks ("shift", "bidir": both ways at once), one block at a time; the same loss.
+            round the ranks ("shift", "bidir": both ways at once), one block at a time, recomputed in the backward
+            pass; the same loss and gradients, and loss memory per rank that stays flat as ranks are added.
         init_from: start from these weights (anything `clipmodule.load` reads; `clipmodule.train.init`); `model`, if
             given, must be the file's architecture. Recorded in MLflow (init_from/path, init_from/sha256).
             `--ckpt_path` still resumes, and its weights win.
