@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,11 +82,17 @@ def count_samples(paths: list[str]) -> int:
 
 
 class ShardCache:
-    """Open shard files and their indexes, least recently used dropped first (buffers span few shards)."""
+    """Open shard files and their indexes, least recently used dropped first, except the shards in `held`.
 
-    def __init__(self, paths: list[str], capacity: int = 8):
+    A shuffle buffer holds samples of many shards: a sample stays in it for about `buffer_size` draws, so the
+    last ~ln(shard size) × buffer_size / shard size shards all still have samples there (about 20 for the
+    demo's 2,000-sample buffer over 500-sample shards). An LRU of 8 dropped and re-parsed their indexes every
+    few samples; `held` (shard → samples of it in the buffer, kept by `ShardStream`) pins them instead."""
+
+    def __init__(self, paths: list[str], capacity: int = 8, held: Counter[int] | None = None):
         self.paths = paths
         self.capacity = capacity
+        self.held: Counter[int] = Counter() if held is None else held
         self._entries: OrderedDict[int, tuple[ShardIndex, BinaryIO | None]] = OrderedDict()
 
     def index(self, shard: int) -> ShardIndex:
@@ -112,11 +118,19 @@ class ShardCache:
             return self._entries[shard]
         handle, index = open_shard(self.paths[shard])
         self._entries[shard] = (index, handle)
-        while len(self._entries) > self.capacity:
-            _, (_, old) = self._entries.popitem(last=False)
-            if old is not None:
-                old.close()
+        if len(self._entries) > self.capacity:
+            self._evict()
         return self._entries[shard]
+
+    def _evict(self) -> None:
+        """Drop the least recently used shards nothing in the buffer refers to, down to `capacity` (never the
+        one just opened)."""
+        for shard in [shard for shard in list(self._entries)[:-1] if not self.held.get(shard)]:
+            if len(self._entries) <= self.capacity:
+                return
+            _, handle = self._entries.pop(shard)
+            if handle is not None:
+                handle.close()
 
     def sample_name(self, shard: int, key: str) -> str:
         return f"{Path(self.paths[shard]).name}/{key}"
@@ -185,7 +199,8 @@ class ShardStream:
         self.paths = paths
         self.plan = plan
         self.buffer_size = max(1, buffer_size)
-        self.cache = ShardCache(paths) if cache is None else cache
+        self.held: Counter[int] = Counter()  # shard → its samples in the buffer (ShardCache keeps those open)
+        self.cache = ShardCache(paths, held=self.held) if cache is None else cache
         self.pass_index = self.shard_cursor = self.sample_cursor = 0
         self.pass_done = False
         self.buffer: list[tuple[int, int]] = []
@@ -212,6 +227,8 @@ class ShardStream:
         self.pass_index, self.shard_cursor = state["pass_index"], state["shard_cursor"]
         self.sample_cursor, self.pass_done = state["sample_cursor"], state["pass_done"]
         self.buffer = [tuple(ref) for ref in state["buffer"]]
+        self.held.clear()
+        self.held.update(shard for shard, _ in self.buffer)
         self.rng.bit_generator.state = state["rng"]
         self.corrupt_shards, self._entered_shard = state["corrupt_shards"], state["entered_shard"]
 
@@ -228,6 +245,7 @@ class ShardStream:
                     self.pass_done = True
                 else:
                     self.buffer.append(reference)
+                    self.held[reference[0]] += 1
             if self.buffer:
                 break
             if fresh_pass:  # a whole pass over this worker's shards gave nothing
@@ -236,7 +254,11 @@ class ShardStream:
             self.pass_done, fresh_pass = False, True
         pick = int(self.rng.integers(len(self.buffer)))
         self.buffer[pick], self.buffer[-1] = self.buffer[-1], self.buffer[pick]
-        return self.buffer.pop()
+        reference = self.buffer.pop()
+        self.held[reference[0]] -= 1
+        if not self.held[reference[0]]:
+            del self.held[reference[0]]
+        return reference
 
     def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
         shard, sample = reference
