@@ -29,23 +29,12 @@ import time
 from collections.abc import Callable
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from memory import peak_allocated_bytes  # bench/memory.py: the script's folder is on sys.path
 
 from clipmodule.models import create_model
 from clipmodule.train.accumulate import accumulate_gradients, split_batch
 from clipmodule.train.module import ClipLitModule
 from clipmodule.train.optim import OptimConfig, build_optimizer
-
-
-def peak_allocated_bytes(step: Callable[[], None]) -> int:
-    """The highest number of bytes allocated during `step` above the level before it (torch's CPU allocator)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    level = peak = 0
-    for event in sorted(prof.events(), key=lambda event: event.time_range.start):
-        level += event.self_cpu_memory_usage
-        peak = max(peak, level)
-    return peak
 
 
 def make_batch(config, batch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fit_throughput.py [--steps 15] [--rounds 3] [--batch-size 128] [--workers 1]
                                              [--threads 2] [--loader-rounds 3] [--skip-fit]
-                                             [--shard-size 64] [--crop-size N]
+                                             [--shard-size 64] [--crop-size N] [--long-captions]
 
 Both trainers train the demo's model (`experiments/demo.yaml`: ViT, 32 px, 3 layers, width 128, text context
 24; open_clip gets it as a model-config JSON) on the same webdataset shards of 64 px JPEGs in img2dataset's
@@ -25,6 +25,7 @@ ToTensor + Normalize, open_clip's tokenizer, batch) over the same shards; sample
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -199,13 +200,42 @@ def loader_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float,
     return results
 
 
+# Appended to every caption by --long-captions: past the 24-token context, so every caption is truncated
+# and fills it, and cutting padding (`CLIP.encode_text`) saves nothing.
+FILLER = (" drawn in the middle of a small square card lying on a plain wooden table next to an open notebook,"
+          " a pencil and a cup of tea, in soft morning light from a window on the left")
+
+
+def lengthen_captions(shards: Path) -> None:
+    """Rewrite each tar with FILLER appended to its captions (the `txt` members and the json's caption)."""
+    import tarfile
+
+    for path in sorted(shards.glob("*.tar")):
+        members = []
+        with tarfile.open(path) as tar:
+            for info in tar.getmembers():
+                data = tar.extractfile(info).read()
+                if info.name.endswith(".txt"):
+                    data = data + FILLER.encode()
+                elif info.name.endswith(".json"):
+                    meta = json.loads(data)
+                    data = json.dumps({**meta, "caption": meta["caption"] + FILLER}).encode()
+                members.append((info, data))
+        with tarfile.open(path.with_suffix(".tmp"), "w", format=tarfile.USTAR_FORMAT) as tar:
+            for info, data in members:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        path.with_suffix(".tmp").replace(path)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def report(fit: dict | None, loader: dict, args) -> None:
+    captions = ", captions filling the context" if args.long_captions else ""
     print(f"\nbatch {args.batch_size}, {args.workers} loader worker(s), {args.threads} intra-op threads, "
-          f"S = {args.steps} steps, {args.rounds} rounds; load average now {os.getloadavg()[0]:.1f}")
+          f"S = {args.steps} steps, {args.rounds} rounds{captions}; load average now {os.getloadavg()[0]:.1f}")
     if fit:
         print("\n| trainer (whole process) | S steps, s | 3S steps, s | steady samples/s | steady samples/CPU-s "
               "| own log, samples/s |")
@@ -242,6 +272,8 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=64, help="side of the JPEGs in the shards")
     parser.add_argument("--crop-size", type=int, help="the loaders' output side (default: the model's, 32)")
     parser.add_argument("--work", help="keep the shards and runs here (default: a temporary folder)")
+    parser.add_argument("--long-captions", action="store_true",
+                        help="captions longer than the context (so cutting padding cannot help)")
     args = parser.parse_args()
     from clipmodule.data.synthetic import write_synthetic_shards
 
@@ -250,10 +282,12 @@ def main() -> None:
     args.num_shards = max(2 * args.workers, -(-samples // SAMPLES_PER_SHARD))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch).resolve()
-        shards = work / ("shards" if args.shard_size == 64 else f"shards{args.shard_size}")
+        shards = work / (f"shards{args.shard_size}" + ("-long" if args.long_captions else ""))
         if len(list(shards.glob("*.tar"))) != args.num_shards:  # both trainers read exactly these
             shutil.rmtree(shards, ignore_errors=True)
             write_synthetic_shards(shards, args.num_shards, SAMPLES_PER_SHARD, image_size=args.shard_size)
+            if args.long_captions:
+                lengthen_captions(shards)
         write_open_clip_config(demo_model_config(), work / f"{MODEL_NAME}.json")
         fit = None if args.skip_fit else fit_rounds(work, shards, args)
         report(fit, loader_rounds(work, shards, args), args)

@@ -19,34 +19,15 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
+from memory import peak_allocated_bytes  # bench/memory.py: the script's folder is on sys.path
 
 from clipmodule.loss import SIGLIP_EXCHANGES, siglip_loss
-
-
-def peak_allocated_bytes(step: Callable[[], None]) -> int:
-    """The highest number of bytes torch's CPU allocator held during `step` above the level before it, from
-    the profiler's allocation records, each allocation and free at the time it happened. (Summing the ops'
-    self memory in start order instead, bench/accumulation.py's way, undercounts here: an enclosing event,
-    such as an autograd Function's forward or a backward node, books the frees made inside it at its start,
-    before its children allocate.)"""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    records = [event for event in prof.profiler.kineto_results.events()
-               if event.name() == "[memory]" and event.device_type() == DeviceType.CPU]
-    level = peak = 0
-    for event in sorted(records, key=lambda event: event.start_ns()):
-        level += event.nbytes()
-        peak = max(peak, level)
-    return peak
 
 
 def rank_features(rank: int, rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
