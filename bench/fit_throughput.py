@@ -178,7 +178,10 @@ def open_clip_loader(work: Path, shards: Path, args, batches: int):
 
 
 def loader_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float, float]]]:
-    """Per pipeline and round: (samples/s wall, samples/s CPU) over `--loader-batches` batches, in-process."""
+    """Per pipeline and round: (samples/s wall, samples/s CPU) over `--loader-batches` batches, in-process,
+    after `--loader-warmup` batches: the steady rate comes once the shuffle buffers have filled and turned
+    over several shards (ours fell 7x there, to ~280 samples/s, before its shard cache kept the shards the
+    buffer holds; the first 15 batches had not shown it)."""
     import torch
 
     torch.set_num_threads(1)  # as in a DataLoader worker
@@ -188,8 +191,9 @@ def loader_rounds(work: Path, shards: Path, args) -> dict[str, list[tuple[float,
     for round_number in range(args.loader_rounds):
         order = list(makers) if round_number % 2 == 0 else list(makers)[::-1]
         for name in order:
-            iterator = iter(makers[name](args.loader_batches + 1))
-            next(iterator)  # first batch: tokenizer and shuffle buffer fill, not the steady rate
+            iterator = iter(makers[name](args.loader_warmup + args.loader_batches))
+            for _ in range(args.loader_warmup):  # tokenizer, shuffle buffer fill and turnover
+                next(iterator)
             wall, cpu, samples = time.perf_counter(), time.process_time(), 0
             for batch in iterator:
                 samples += len(batch["text"] if isinstance(batch, dict) else batch[1])
@@ -267,7 +271,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--loader-rounds", type=int, default=3)
-    parser.add_argument("--loader-batches", type=int, default=15)
+    parser.add_argument("--loader-batches", type=int, default=40, help="measured batches per loader round")
+    parser.add_argument("--loader-warmup", type=int, default=40, help="batches read before measuring")
     parser.add_argument("--skip-fit", action="store_true", help="only the loader comparison")
     parser.add_argument("--shard-size", type=int, default=64, help="side of the JPEGs in the shards")
     parser.add_argument("--crop-size", type=int, help="the loaders' output side (default: the model's, 32)")
@@ -278,7 +283,7 @@ def main() -> None:
     from clipmodule.data.synthetic import write_synthetic_shards
 
     # twice the long run: both of our runs stop mid-epoch, so both wait alike for the loader worker to stop
-    samples = max(6 * args.steps, args.loader_batches + 1) * args.batch_size
+    samples = max(6 * args.steps, args.loader_warmup + args.loader_batches) * args.batch_size
     args.num_shards = max(2 * args.workers, -(-samples // SAMPLES_PER_SHARD))
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch).resolve()

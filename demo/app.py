@@ -45,7 +45,8 @@ class DemoPlan:
     @classmethod
     def small(cls, out: Path) -> DemoPlan:
         source = DemoSourceConfig(emoji_classes=8, emoji_per_class=40, emoji_pairs=80, digits_per_class=20,
-                                  shapes=60, eval_per_class=10, failing_urls=10)
+                                  shapes=60, eval_per_class=10, shape_eval_per_class=10,
+                                  failing_urls=10)
         return cls(out=out, source=source, fit_overrides=[
             "--trainer.max_steps=150",
             "--trainer.val_check_interval=75", "--data.batch_size=64", "--checkpoint.every_n_train_steps=75"],

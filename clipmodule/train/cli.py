@@ -79,6 +79,13 @@ class ClipCLI(LightningCLI):
             raise ClipModuleError(f"stopped by SIGTERM at step {self.trainer.global_step}; the checkpoints written "
                                   "so far are intact") from None
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        """`trainer.enable_progress_bar: false` drops the progress bar this CLI always adds (Lightning would
+        refuse the pair with a traceback)."""
+        if config.get("enable_progress_bar") is False:
+            callbacks = [callback for callback in callbacks if not isinstance(callback, RichProgressBar)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:

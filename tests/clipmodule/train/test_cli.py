@@ -65,8 +65,9 @@ def test_tiny_fit_learns_is_tracked_in_mlflow_and_its_checkpoint_validates(shard
 
     from clipmodule.cli import main  # in this process: the dispatcher's own path, without a second start-up
 
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # (and without the progress bar the CLI otherwise always adds)
     assert main(["validate", *TINY, "--data.val_shards", str(shards / "val"), "--data.num_workers", "0",
+                 "--trainer.enable_progress_bar", "false",
                  "--ckpt_path", str(folder / "checkpoints" / "last.ckpt")]) == 0
 
 
