@@ -67,19 +67,10 @@ def model_tokenizer(model: torch.nn.Module) -> Callable[[list[str]], torch.Tenso
     """The tokenizer the model reads (OpenAI's BPE, or the `tokenizer.json` that came with its weights) at its
     context length; long captions are truncated.
 
-    For a causal text tower pooled at the end-of-text token (`argmax` of the ids: OpenAI's), a batch's ids are
-    cut after its last pooled position: under causal attention the padding after it cannot change what is
-    pooled, and for short prompts it is most of the work (a zero-shot classifier is 80 templates × classes)."""
+    Each batch of ids is cut by `CLIP.cut_padding` (the rule `encode_text` applies too): for short prompts the
+    padding is most of the work (a zero-shot classifier is 80 templates × classes)."""
     tokenize = tokenizer_spec(model).build(truncate=True)
-    text = model.config.text
-    if text.hf_model_name is not None or not text.causal or text.pool == "last":
-        return tokenize
-
-    def trimmed(texts: list[str]) -> torch.Tensor:
-        ids = tokenize(texts)
-        return ids[:, : int(ids.argmax(dim=-1).max()) + 1] if len(ids) else ids
-
-    return trimmed
+    return lambda texts: model.cut_padding(tokenize(texts))
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],

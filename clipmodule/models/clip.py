@@ -116,18 +116,24 @@ class CLIP(nn.Module):
         x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) else x @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
+    def cut_padding(self, text: torch.Tensor) -> torch.Tensor:
+        """`text` cut after the batch's last end-of-text token where nothing after it can change the features:
+        a causal tower pooled at the end-of-text token (the largest id in OpenAI's vocabulary, found by
+        argmax). Short captions in a long context are mostly padding. Unchanged for other towers, and while
+        tracing or compiling, where the cut length would be baked in."""
+        config = self.config.text
+        if config.hf_model_name is not None or not config.causal or config.pool == "last" or not len(text):
+            return text
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return text
+        return text[:, : int(text.argmax(dim=-1).max()) + 1]
+
     def _pooled_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the ids the tower must read, the position pooled in each row). The end-of-text token has the largest
-        id in OpenAI's vocabulary, so argmax finds it. Under causal attention nothing after a row's pooled token
-        can change it, so the batch is cut after its last pooled position: short captions in a long context
-        are mostly padding. Not while tracing or compiling, where the cut length would be baked in."""
+        """(the ids the tower must read, the position pooled in each row)."""
         if self.config.text.pool == "last":
             return text, torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
-        pooled = text.argmax(dim=-1)
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if self.config.text.causal and not tracing and len(text):
-            text = text[:, : int(pooled.max()) + 1]
-        return text, pooled
+        text = self.cut_padding(text)
+        return text, text.argmax(dim=-1)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (logits_per_image [N_img, N_txt], logits_per_text [N_txt, N_img]), as OpenAI's `clip`."""
