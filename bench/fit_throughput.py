@@ -17,9 +17,11 @@ open_clip runs through `bench/open_clip_peer.py` (`open_clip_train.main` plus a 
 adaptation of its webdataset grouping to webdataset 1.x; see that file).
 
 The loader comparison runs each pipeline in this process on one thread, as in one DataLoader worker: ours
-(`ShardTrainDataset` + `TokenizingCollate`: index, shuffle, read, decode, augment, tokenise, batch) against
-open_clip's `get_wds_dataset` pipeline (tar streaming, shuffle, decode "pilrgb", RandomResizedCrop +
-ToTensor + Normalize, open_clip's tokenizer, batch) over the same shards; samples per second of wall and CPU.
+(`ShardTrainDataset` + `TokenizingCollate`: index, shuffle, read, decode, augment, tokenise, batch of uint8
+pixels, which `ClipLitModule` normalises on the device) against open_clip's `get_wds_dataset` pipeline (tar
+streaming, shuffle, decode "pilrgb", RandomResizedCrop + ToTensor + Normalize in the worker, open_clip's
+tokenizer, batch) over the same shards; samples per second of wall and CPU. The whole-process fit comparison
+includes our normalisation (on CPU it runs in the training process).
 """
 
 from __future__ import annotations

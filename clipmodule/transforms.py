@@ -83,7 +83,8 @@ class TrainTransform:
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float, scaled to [0, 1] and normalised with OpenAI's mean and std."""
     # in place on the fresh float copy: the out-of-place broadcast form ran ~50x slower here (torch 2.14, CPU)
-    return images.float().sub_(_MEAN_255).mul_(_INVERSE_STD_255)
+    mean, inverse_std = _MEAN_255.to(images.device), _INVERSE_STD_255.to(images.device)
+    return images.float().sub_(mean).mul_(inverse_std)
 
 
 def image_transform(image_size: int, train: bool = False) -> T.Compose | TrainTransform:

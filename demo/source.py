@@ -39,9 +39,10 @@ COLOURS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 200), 
            "purple": (130, 60, 170), "orange": (240, 140, 30), "white": (245, 245, 245), "black": (20, 20, 20),
            "grey": (128, 128, 128), "pink": (240, 150, 190)}
 SHAPES = ("circle", "square", "triangle")
-# Colours training never draws a shape in; the shapes eval draws only in these. Holding out colour-shape
-# pairs instead (a red circle) made colour anti-predictive: red was only ever a square or a triangle, so the
-# model, which learns colour first, scored below chance on exactly those pairs. Novel colours carry no hint.
+# Colours no training shape scene uses, for shape or background; the shapes eval draws its shapes only in
+# these. Holding out colour-shape pairs instead (a red circle) made colour anti-predictive: red was only ever
+# a square or a triangle, so the model, which learns colour first, scored below chance on exactly those pairs.
+# Letting training use these colours as backgrounds taught it that they are background, not figure.
 EVAL_SHAPE_COLOURS = ("pink", "grey", "white")
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CORNERS = {"top left": (0.0, 0.0), "top right": (1.0, 0.0), "bottom left": (0.0, 1.0), "bottom right": (1.0, 1.0)}
@@ -60,8 +61,10 @@ class DemoSourceConfig:
     as MetaCLIP's balancing does for the web's "dog" photos."""
     popular_per_class: int = 800
     digits_per_class: int = 120
-    shapes: int = 2400
+    shapes: int = 4800
     eval_per_class: int = 12
+    shape_pair_share: float = 0.3
+    """Share of shape scenes with two (smaller) shapes; the rest hold one."""
     shape_eval_per_class: int = 48
     """Shapes has 3 classes: 48 images each keep its top-1 within about ±4 points (12 each gave ±8)."""
     canvas: int = 96
@@ -133,8 +136,10 @@ def digit_caption(rng: np.random.Generator, label: int) -> str:
 
 
 def shape_scene(rng: np.random.Generator, pairs: list[tuple[str, str]], size: int) -> tuple[Image.Image, str]:
-    """One or two coloured shapes on a background of a third colour; the caption names colour and shape."""
-    background = str(rng.choice([c for c in COLOURS if c not in {p[0] for p in pairs}]))
+    """One or two coloured shapes on a background of another colour (never an eval colour); the caption names
+    the shapes and sometimes the background, never the shapes' colours."""
+    backgrounds = [c for c in COLOURS if c not in EVAL_SHAPE_COLOURS and c not in {p[0] for p in pairs}]
+    background = str(rng.choice(backgrounds))
     canvas = Image.new("RGB", (size, size), COLOURS[background])
     draw = ImageDraw.Draw(canvas)
     width = size // len(pairs)
@@ -143,13 +148,15 @@ def shape_scene(rng: np.random.Generator, pairs: list[tuple[str, str]], size: in
         x0 = index * width + int(rng.uniform(0, width - extent))
         y0 = int(rng.uniform(0, size - extent))
         draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), COLOURS[colour])
-    words = [f"{colour} {shape}" for colour, shape in pairs]
-    if len(words) == 1:
-        shape = pairs[0][1]
-        # Captions that name the shape alone make the text, and so the image, carry shape and not only colour.
-        return canvas, str(rng.choice([f"a {words[0]}", f"a {words[0]} on a {background} background",
-                                       f"a {shape}", f"a drawing of a {shape} on {background}"]))
-    return canvas, str(rng.choice([f"a {words[0]} left of a {words[1]}", f"a {words[0]} and a {words[1]}"]))
+    shapes = [shape for _, shape in pairs]
+    # Captions name the shapes, not their colours: colour is what a small model learns first, and captions
+    # that name it let colour alone tell most shape captions apart, so shape was never learned (chance).
+    if len(shapes) == 1:
+        return canvas, str(rng.choice([f"a {shapes[0]}", f"a drawing of a {shapes[0]}",
+                                       f"a {shapes[0]} on a {background} background"]))
+    if shapes[0] == shapes[1]:
+        return canvas, str(rng.choice([f"two {shapes[0]}s", f"two {shapes[0]}s side by side"]))
+    return canvas, str(rng.choice([f"a {shapes[0]} left of a {shapes[1]}", f"a {shapes[0]} and a {shapes[1]}"]))
 
 
 def _mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +191,9 @@ def _training_items(config: DemoSourceConfig, rng: np.random.Generator) -> list[
             items.append((digit_image(pixels[row], rng, config.canvas), digit_caption(rng, label), "digit"))
     seen = [(c, s) for c in COLOURS for s in SHAPES if c not in EVAL_SHAPE_COLOURS]
     for _ in range(config.shapes):
-        chosen = [seen[i] for i in rng.choice(len(seen), size=int(rng.integers(1, 3)), replace=False)]
-        if len({c for c, _ in chosen}) == len(chosen):  # two shapes of one colour would make "x left of x"
+        count = 2 if rng.random() < config.shape_pair_share else 1
+        chosen = [seen[i] for i in rng.choice(len(seen), size=count, replace=False)]
+        if len({c for c, _ in chosen}) == len(chosen):  # a pair is drawn in two colours
             image, caption = shape_scene(rng, chosen, config.canvas)
             items.append((image, caption, "shape"))
     return items

@@ -31,7 +31,7 @@ from clipmodule.data.shards import StreamPlan, shard_paths
 from clipmodule.data.sources import TrainSource, TrainSourceConfig, mixture_shares, open_sources
 from clipmodule.data.zeroshot import OpenedSet, ZeroShotSet, open_set
 from clipmodule.errors import ClipModuleError
-from clipmodule.transforms import image_transform, normalize_batch
+from clipmodule.transforms import image_transform
 from curation.formats.webdataset import content_hash, image_field, shard_records
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ class TokenizingCollate:
         texts = [sample["text"] for sample in samples]
         images = torch.stack([sample["image"] for sample in samples])
         return {
-            # the training augmentation gives uint8 pixels: normalised here, for the batch in one operation
-            "image": normalize_batch(images) if images.dtype == torch.uint8 else images,
+            # the training augmentation gives uint8 pixels; they stay uint8 (a quarter of the bytes through
+            # shared memory and to the device) and `ClipLitModule` normalises them there (`normalize_batch`)
+            "image": images,
             "text": self._tokenizer(texts),
             "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
             "key": [sample["key"] for sample in samples],

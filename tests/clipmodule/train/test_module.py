@@ -16,6 +16,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.train.callbacks import AtomicCheckpointIO
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig, WarmupCosine, parameter_groups
+from clipmodule.transforms import normalize_batch
 from tests.clipmodule.fixtures import SyntheticDataModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -192,3 +193,13 @@ def test_step_diagnostics_are_logged_only_on_the_steps_the_logger_receives(tmp_p
         module, SyntheticDataModule(num_samples=80, batch_size=8, image_size=32))
     assert calls.count("train/loss") == 10  # the progress bar shows it every step
     assert calls.count("train/logit_scale") == calls.count("train/samples_seen") == 2
+
+
+def test_uint8_training_batches_are_normalised_on_the_device_and_float_ones_pass_through():
+    module = ClipLitModule(build_network("tiny-vit"))
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    batch = module.on_after_batch_transfer({"image": pixels, "text": torch.zeros(2, 77, dtype=torch.long)}, 0)
+    assert batch["image"].dtype == torch.float32
+    assert torch.equal(batch["image"], normalize_batch(pixels))
+    floats = torch.randn(2, 3, 32, 32)
+    assert module.on_after_batch_transfer({"image": floats}, 0)["image"] is floats
