@@ -1,7 +1,9 @@
 """Data for training: img2dataset's webdataset shards (jpg/png/webp + txt + json) through torchdata's
 `StatefulDataLoader`, so that a checkpoint taken mid-epoch resumes at exactly the next sample.
 
-Decoding, augmentation and tokenisation run in the loader's workers. Shards are split by rank and worker;
+Decoding, augmentation and tokenisation run in the loader's workers. Training batches carry uint8 pixels:
+`ClipLitModule` normalises them on the device (outside Lightning, call `clipmodule.transforms.normalize_batch`
+on them). Shards are split by rank and worker;
 every rank yields the same number of batches per epoch (DDP needs that), `samples_per_epoch` in all.
 Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_counts`). The training data may
 also be a CSV/TSV or a folder of image + .txt pairs (`clipmodule.data.tables`) or a weighted mixture of sources
@@ -42,7 +44,8 @@ WARN_FIRST, WARN_EVERY = 5, 1000
 
 
 class TokenizingCollate:
-    """Stacks images and tokenises the batch's captions in one call (in the worker). `task` tags the
+    """Stacks images (uint8 from the training augmentation, float from the eval transform) and tokenises the
+    batch's captions in one call (in the worker). `task` tags the
     batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
 
     def __init__(self, tokenizer: TokenizerSpec | int = 77, task: str = "train"):
