@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.synthetic import render_sample
@@ -64,3 +65,18 @@ def test_any_torchvision_transform_still_gets_a_fixed_seed():
     assert image.size == (64, 64)
     a, b = (decode_sample(_fields(), transform, seed)["image"] for seed in (7, 7))
     assert torch.equal(a, b) and a.dtype == torch.float32
+
+
+def test_the_crop_is_resized_as_torchvisions_pil_resized_crop_within_one_grey_level():
+    """torchvision's RandomResizedCrop on a PIL image (open_clip's) crops, then resizes bicubic."""
+    for source, size, number in ((64, 32, 1), (256, 224, 2), (300, 224, 3)):
+        image = render_sample(number, image_size=source)[0].convert("RGB").crop((0, 0, source, source * 3 // 4))
+        transform = TrainTransform(size)
+        box = transform.crop_box(image.width, image.height, random.Random(number))
+        left, top, right, bottom = box
+        expected = TF.resized_crop(image, top, left, bottom - top, right - left, [size, size],
+                                   T.InterpolationMode.BICUBIC)
+        expected = np.asarray(expected).transpose(2, 0, 1)
+        pixels = transform.augment(image, random.Random(number))
+        assert pixels.dtype == torch.uint8 and pixels.shape == (3, size, size) and pixels.is_contiguous()
+        assert np.abs(pixels.numpy().astype(int) - expected.astype(int)).max() <= 1
