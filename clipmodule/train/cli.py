@@ -118,6 +118,9 @@ def silence_known_notices() -> None:
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     # Lightning's own use of a torch pytree API (lightning/pytorch/utilities/_pytree.py).
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Said whenever a LightningModule has a batch-transfer hook and a datamodule is passed; ours normalises the
+    # datamodule's uint8 images on the device, which is the intent.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(existing, _DropTips) for existing in tips.filters):
         tips.addFilter(_DropTips())
