@@ -168,10 +168,9 @@ def shape_scene(rng: np.random.Generator, pairs: list[tuple[Colour, str]], size:
     """One or two shapes (RGB colour, shape name) on a background from the palette (never an eval colour)
     that stands out from them; the caption names the shapes and sometimes the background, never the shapes'
     colours."""
-    backgrounds = [c for c in COLOURS if c not in EVAL_SHAPE_COLOURS]
-    contrast = [c for c in backgrounds if min(_distance(COLOURS[c], rgb) for rgb, _ in pairs) >= SHAPE_CONTRAST]
-    background = str(rng.choice(contrast)) if contrast else max(
-        backgrounds, key=lambda c: min(_distance(COLOURS[c], rgb) for rgb, _ in pairs))
+    gaps = {c: min(_distance(COLOURS[c], rgb) for rgb, _ in pairs) for c in COLOURS if c not in EVAL_SHAPE_COLOURS}
+    contrast = [c for c, gap in gaps.items() if gap >= SHAPE_CONTRAST]
+    background = str(rng.choice(contrast)) if contrast else max(gaps, key=gaps.get)
     canvas = Image.new("RGB", (size, size), COLOURS[background])
     draw = ImageDraw.Draw(canvas)
     width = size // len(pairs)
