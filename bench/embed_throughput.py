@@ -26,11 +26,11 @@ import webdataset as wds
 from PIL import Image
 
 import clipmodule
+from clipformats.embeddings import normalise, read_embeddings
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.embedding import text_tokenizer
 from curation.config import EmbedConfig
 from curation.embed import run_embed
-from curation.formats.embeddings import normalise, read_embeddings
 
 
 def plain_loop(model_path: Path, shards: list[Path], out: Path, batch_size: int) -> int:

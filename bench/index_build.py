@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clipformats.embeddings import normalise, write_part
 from curation.config import IndexConfig
-from curation.formats.embeddings import normalise, write_part
 from curation.index import run_index
 
 PARTS = 10

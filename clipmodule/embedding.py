@@ -1,4 +1,4 @@
-"""`curation embed`'s model side: `ShardEmbedder` implements the plugin interface `curation.formats.embeddings`
+"""`curation embed`'s model side: `ShardEmbedder` implements the plugin interface `clipformats.embeddings`
 declares (curation loads it by class path, `clipmodule.embedding:ShardEmbedder`, and never imports clipmodule).
 
 One shard is read in file order (the shard contract's keys and image field), every decodable image is
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from clipformats.embeddings import EmbedderError, ShardEmbeddings, normalise
+from clipformats.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image
+from clipformats.webdataset import image_field
 from clipmodule.api import get_tokenizer, load, tokenize
 from clipmodule.data.shards import ShardCache
 from clipmodule.errors import ClipModuleError
-from curation.formats.embeddings import EmbedderError, ShardEmbeddings, normalise
-from curation.formats.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image
-from curation.formats.webdataset import image_field
 
 
 def text_tokenizer(model: Any) -> Callable[[list[str]], torch.Tensor]:

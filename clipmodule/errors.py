@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curation.errors import one_line  # one definition for both packages (stdlib only)
+from clipformats.errors import one_line  # one definition for both packages (stdlib only)
 
 __all__ = ["ClipModuleError", "one_line"]
 

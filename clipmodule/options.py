@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clipformats.files import UnreadableFile, read_yaml
 from clipmodule.errors import ClipModuleError
-from curation.formats.files import UnreadableFile, read_yaml
 
 CONFIG_FLAGS = ("-c", "--config")
 

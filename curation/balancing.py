@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
 from curation.config import BalanceConfig
 from curation.engines import run_job
 from curation.errors import CurationError
-from curation.formats.files import atomic_path
 from curation.formats.tables import ROWS_IN_KEY, input_rows, query_id_counts
 from curation.progress import report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path

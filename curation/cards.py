@@ -6,7 +6,7 @@ plots of the optional stages that ran after download (embed → filter → dedup
 CLIP-score histogram, dedup's and decontamination's thumbnails). Each optional stage must have read the
 shards the stage before it wrote as they are now (names, sizes and times in its stats), else the card is
 refused; the dataset is the last stage's shards. The
-`content_hash` (defined by the shard contract, `curation.formats.webdataset`) is the SHA-256 of the sorted
+`content_hash` (defined by the shard contract, `clipformats.webdataset`) is the SHA-256 of the sorted
 "name sha256" lines of the data shards: training runs record it to say exactly which data they saw. Nothing
 time-dependent goes in, so rebuilding a card changes no byte.
 """
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path, remove_stale_temporaries, write_text
+from clipformats.webdataset import content_hash, shard_records
 from curation.card_markdown import render_markdown
 from curation.config import WorkLayout
 from curation.errors import CurationError
-from curation.formats.files import atomic_path, remove_stale_temporaries, write_text
-from curation.formats.webdataset import content_hash, shard_records
 from curation.progress import report
 from curation.stage import read_json, sidecar, stats_path
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from clipformats.images import MAX_IMAGE_PIXELS
 from curation.errors import CurationError
-from curation.formats.images import MAX_IMAGE_PIXELS
 
 
 def _require(condition: bool, message: str) -> None:
@@ -292,7 +292,7 @@ class EmbedConfig:
     """Any model `clipmodule.load` reads: a checkpoint path (OpenAI, open_clip, Hugging Face, ours) or a name
     whose weights are in $CLIPMODULE_HOME."""
     embedder: str = "clipmodule.embedding:ShardEmbedder"
-    """The embedder plugin, `module:Class` (see curation.formats.embeddings.ShardEmbedder), imported by name when
+    """The embedder plugin, `module:Class` (see clipformats.embeddings.ShardEmbedder), imported by name when
     the stage runs."""
     dtype: Literal["float16", "float32"] = "float16"
     """Stored precision of the (L2-normalised) embeddings; float16 is clip-retrieval's default."""

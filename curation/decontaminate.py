@@ -30,14 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import UnidentifiedImageError
 
+from clipformats.files import atomic_path, write_json
+from clipformats.images import ImageTooLarge, open_image
+from clipformats.webdataset import IMAGE_EXTENSIONS, content_hash, shard_records
 from curation.config import DecontaminateConfig
 from curation.decontaminate_plot import plot_matches
 from curation.embedding_rows import embedding_files, load_rows, precision_recall, read_truth, reference_set
 from curation.engines import run_job
 from curation.errors import CurationError
-from curation.formats.files import atomic_path, write_json
-from curation.formats.images import ImageTooLarge, open_image
-from curation.formats.webdataset import IMAGE_EXTENSIONS, content_hash, shard_records
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, sample_image, tar_samples
 from curation.stage import Stage, file_signature, read_json, sidecar

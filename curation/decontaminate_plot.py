@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from curation.formats.files import atomic_path
+from clipformats.files import atomic_path
 
 
 def plot_pairs(images: list[tuple[bytes | None, bytes]], titles: list[tuple[str, str]], footers: list[str],

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
+from clipformats.webdataset import content_hash, shard_records
 from curation.config import DedupConfig
 from curation.decontaminate_plot import plot_pairs
 from curation.embedding_rows import (
@@ -34,8 +36,6 @@ from curation.embedding_rows import (
     read_truth,
     write_kept_shards,
 )
-from curation.formats.files import atomic_path
-from curation.formats.webdataset import content_hash, shard_records
 from curation.kmeans import kmeans, nearest, resolve_backend
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, shard_images

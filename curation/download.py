@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from clipformats.files import atomic_path
+from clipformats.urls import allowed_schemes
 from curation.config import DownloadConfig
 from curation.engines.processes import stop_group
 from curation.errors import CurationError, StageIncomplete
-from curation.formats.files import atomic_path
-from curation.formats.urls import allowed_schemes
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
 

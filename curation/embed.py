@@ -1,5 +1,5 @@
 """`curation embed`: image and caption embeddings of webdataset shards, one part per shard, in the embedding
-contract's layout (`curation.formats.embeddings`: clip-retrieval's img_emb/ text_emb/ metadata/).
+contract's layout (`clipformats.embeddings`: clip-retrieval's img_emb/ text_emb/ metadata/).
 
 The model is a plugin: `config.embedder` names a class (`module:Class`, default
 `clipmodule.embedding:ShardEmbedder`, which reads any model `clipmodule.load` reads) that this stage imports
@@ -21,10 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.config import EmbedConfig
-from curation.engines import run_job
-from curation.errors import CurationError
-from curation.formats.embeddings import (
+from clipformats.embeddings import (
     FOLDERS,
     EmbedderError,
     EmbeddingFilesError,
@@ -36,7 +33,10 @@ from curation.formats.embeddings import (
     remove_part_temporaries,
     write_part,
 )
-from curation.formats.webdataset import ShardSpecError, expand_shards, recorded_samples
+from clipformats.webdataset import ShardSpecError, expand_shards, recorded_samples
+from curation.config import EmbedConfig
+from curation.engines import run_job
+from curation.errors import CurationError
 from curation.progress import report
 from curation.stage import Stage, file_signature
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.formats.files import atomic_path
+from clipformats.files import atomic_path
 
 
 def plot_score_histogram(scores: np.ndarray, kept: np.ndarray, threshold: float | None, path: Path) -> None:

@@ -1,7 +1,7 @@
 """The samples of some shards joined with their embeddings: what filter, dedup and decontaminate decide on.
 
 The input shards say which samples there are (a filtered shard holds fewer than were embedded); the
-embedding folder (`curation.formats.embeddings`, one part per shard, named by its stem) gives each one's
+embedding folder (`clipformats.embeddings`, one part per shard, named by its stem) gives each one's
 vectors. A sample without an embedding row is an error, never a silent keep. Rows are sorted by (shard,
 key), so every decision that depends on order (k-means, which duplicate is kept) is the same however the
 shards are listed.
@@ -18,8 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.errors import CurationError
-from curation.formats.embeddings import (
+from clipformats.embeddings import (
     EmbeddingFilesError,
     part_info,
     part_name,
@@ -28,6 +27,7 @@ from curation.formats.embeddings import (
     read_embeddings,
     read_part,
 )
+from curation.errors import CurationError
 from curation.progress import progress_bar
 from curation.shardio import sample_meta, tar_samples, write_subset
 

@@ -5,7 +5,7 @@ that trickles a byte a second holds a URL for as long as it likes; it opens any 
 (`file://` reads local files); and it decodes with OpenCV whatever size the header announces. So the child
 replaces, in img2dataset's own namespace and in each of its worker processes:
 
-* `img2dataset.downloader.download_image` by `fetch_image`: the URL checked first (`curation.formats.urls`),
+* `img2dataset.downloader.download_image` by `fetch_image`: the URL checked first (`clipformats.urls`),
   redirects checked the same way, and `timeout` a deadline for the whole URL (a timer shuts the socket);
 * its `Resizer` by `LimitedResizer`: the header's width x height checked against the pixel limit before
   OpenCV decodes anything (OpenCV's own limit is set to the same number as well);
@@ -32,9 +32,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from clipformats.images import ImageTooLarge, open_image
+from clipformats.urls import url_problem
 from curation.engines.processes import die_with_parent
-from curation.formats.images import ImageTooLarge, open_image
-from curation.formats.urls import url_problem
 
 USER_AGENT = "Mozilla/5.0 (compatible; curation-download)"
 

@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
+from clipformats.webdataset import content_hash, shard_records
 from curation.config import FilterConfig
 from curation.embedding_plots import plot_score_histogram
 from curation.embedding_rows import SampleRows, embedding_files, load_rows, reference_set, write_kept_shards
-from curation.formats.files import atomic_path
-from curation.formats.webdataset import content_hash, shard_records
 from curation.kmeans import kmeans, nearest, resolve_backend
 from curation.progress import report
 from curation.shardio import input_shards

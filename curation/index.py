@@ -6,7 +6,7 @@ codes while they fit, else IVF-PQ with the largest codes that fit. Recall is mea
 the other kind's embeddings (the captions, for an image index) of a random sample of rows, which are not in
 the index, against their exact top-k by brute force; the search parameter (nprobe or efSearch) is the
 smallest that reaches `target_recall`, and is stored with the index for `clipmodule search`. Output: the
-index contract's folder (`curation.formats.knn`) and `<out>.stats.json` (the choice, recall per parameter,
+index contract's folder (`clipformats.knn`) and `<out>.stats.json` (the choice, recall per parameter,
 build time, bytes).
 """
 
@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.config import IndexConfig
-from curation.errors import CurationError
-from curation.formats.embeddings import (
+from clipformats.embeddings import (
     KINDS,
     EmbeddingFilesError,
     iter_parts,
@@ -32,7 +30,9 @@ from curation.formats.embeddings import (
     parts,
     read_embeddings,
 )
-from curation.formats.knn import FILES, INDEX_FILE, set_search_parameters, write_index
+from clipformats.knn import FILES, INDEX_FILE, set_search_parameters, write_index
+from curation.config import IndexConfig
+from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature, read_json, stats_path
 

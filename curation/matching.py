@@ -30,10 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
+from clipformats.urls import allowed_schemes, url_problem
 from curation.config import MatchConfig
 from curation.engines import run_job
 from curation.errors import CurationError
-from curation.formats.files import atomic_path
 from curation.formats.tables import (
     ROWS_IN_KEY,
     caption_batches,
@@ -43,7 +44,6 @@ from curation.formats.tables import (
     read_queries,
     rows_in,
 )
-from curation.formats.urls import allowed_schemes, url_problem
 from curation.progress import report
 from curation.stage import Stage, file_signature, sidecar
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
@@ -115,7 +115,7 @@ class MatchTask:
 
 
 def refuse_urls(batch: pa.RecordBatch, schemes: frozenset[str], refused: Counter[str]) -> pa.RecordBatch:
-    """The rows whose URL may be fetched (`curation.formats.urls`); the others counted by reason."""
+    """The rows whose URL may be fetched (`clipformats.urls`); the others counted by reason."""
     problems = [url_problem(url, schemes) for url in batch.column("url").to_pylist()]
     if not any(problems):
         return batch

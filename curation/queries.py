@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
 from curation import sources
 from curation.config import QueriesConfig
 from curation.errors import CurationError
-from curation.formats.files import atomic_path
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature
 from curation.text import normalize_all

@@ -1,7 +1,7 @@
 """Reading webdataset samples and writing a subset of a shard, for the stages that drop samples (filter,
 dedup, decontaminate).
 
-Keys and image fields follow the shard contract (`curation.formats.webdataset`). A subset is the kept
+Keys and image fields follow the shard contract (`clipformats.webdataset`). A subset is the kept
 samples copied byte for byte and in order, written aside and renamed, so a reader (or a resumed run) never
 sees half a shard.
 """
@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from clipformats.files import atomic_path
+from clipformats.webdataset import ShardSpecError, expand_shards, image_field, split_member_name
 from curation.errors import CurationError
-from curation.formats.files import atomic_path
-from curation.formats.webdataset import ShardSpecError, expand_shards, image_field, split_member_name
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 

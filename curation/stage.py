@@ -10,7 +10,7 @@ output), and rewritten with the results at the end. So on a re-run:
   stage makes, by the `made` name patterns; anything else inside `out` stops the overwrite).
 
 Before anything is read or written, a stage refuses an output that is, contains or lies inside one of its
-inputs, and an output of another stage. A run holds `<out>.lock` (see `curation.formats.locks`) from the
+inputs, and an output of another stage. A run holds `<out>.lock` (see `clipformats.locks`) from the
 start to the end: a second run on the same output stops with one line naming the holder. Every run removes
 the hidden temporaries (`.<name>.tmp-<pid>`) that killed runs left in and beside `out`.
 
@@ -32,9 +32,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clipformats.files import TEMP_MARK, write_json
+from clipformats.locks import OutputLock, OutputLocked
 from curation.errors import CurationError, StageIncomplete
-from curation.formats.files import TEMP_MARK, write_json
-from curation.formats.locks import OutputLock, OutputLocked
 
 
 def sidecar(out: Path, suffix: str) -> Path:

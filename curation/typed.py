@@ -16,8 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from clipformats.files import UnreadableFile, read_yaml
 from curation.errors import CurationError
-from curation.formats.files import UnreadableFile, read_yaml
 
 MISSING = dataclasses.MISSING
 

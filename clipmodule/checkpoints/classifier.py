@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from clipformats.files import atomic_path
 from clipmodule.checkpoints.io import load_state_dict_checked
 from clipmodule.checkpoints.readers import read_safetensors, read_torch_file
 from clipmodule.errors import ClipModuleError
-from curation.formats.files import atomic_path
 
 StateDict = dict[str, torch.Tensor]
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from clipformats.files import atomic_path, temp_name, write_text
 from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_config_dict, openai_to_hf
 from clipmodule.checkpoints.infer import resolve_config
@@ -18,7 +19,6 @@ from clipmodule.checkpoints.readers import StateDict, read_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, CLIPConfig
 from clipmodule.models.clip import SCALARS
-from curation.formats.files import atomic_path, temp_name, write_text
 
 FORMATS = ("openai", "open_clip", "hf")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

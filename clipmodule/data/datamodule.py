@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from clipformats.webdataset import content_hash, image_field, shard_records
 from clipmodule.api import TokenizerSpec
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.evaluation import FolderEvalDataset, ShardEvalDataset
@@ -34,7 +35,6 @@ from clipmodule.data.sources import TrainSource, TrainSourceConfig, mixture_shar
 from clipmodule.data.zeroshot import OpenedSet, ZeroShotSet, open_set
 from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform
-from curation.formats.webdataset import content_hash, image_field, shard_records
 
 log = logging.getLogger(__name__)
 

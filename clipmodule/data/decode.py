@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from curation.formats.webdataset import image_field, sample_label
+from clipformats.webdataset import image_field, sample_label
 
 _MASK32, _MASK64 = (1 << 32) - 1, (1 << 64) - 1
 

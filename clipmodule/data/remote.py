@@ -18,8 +18,8 @@ import json
 import posixpath
 from typing import Any, BinaryIO
 
+from clipformats.webdataset import STATS_SUFFIX, expand_braces
 from clipmodule.errors import ClipModuleError, one_line
-from curation.formats.webdataset import STATS_SUFFIX, expand_braces
 
 BLOCK_SIZE = 1 << 20
 """Bytes per range request; fsspec keeps a few recent blocks of each open shard in memory."""

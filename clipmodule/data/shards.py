@@ -8,7 +8,7 @@ integers that a checkpoint stores and `load_state_dict` restores exactly. Sample
 they leave the buffer, reading their bytes by offset.
 
 Which tars a spec names and how members group into samples is the shard contract curation writes
-(`curation.formats.webdataset`): a member `dir/000123.jpg` belongs to sample key `dir/000123`, field `jpg`.
+(`clipformats.webdataset`): a member `dir/000123.jpg` belongs to sample key `dir/000123`, field `jpg`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from clipformats.webdataset import ShardSpecError, expand_shards, recorded_samples
 from clipmodule.data import remote
 from clipmodule.data.tar_index import ShardIndex, cached_index
 from clipmodule.errors import ClipModuleError
-from curation.formats.webdataset import ShardSpecError, expand_shards, recorded_samples
 
 log = logging.getLogger(__name__)
 

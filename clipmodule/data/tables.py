@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipformats.webdataset import IMAGE_EXTENSIONS
 from clipmodule.data.tar_index import ShardIndex
 from clipmodule.errors import ClipModuleError
-from curation.formats.webdataset import IMAGE_EXTENSIONS
 
 # Tried in order when no column is named: ours, then open_clip's defaults (`--csv-img-key filepath`,
 # `--csv-caption-key title`), then other common names.

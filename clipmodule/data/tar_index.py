@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from curation.formats.files import write_text
-from curation.formats.webdataset import split_member_name
+from clipformats.files import write_text
+from clipformats.webdataset import split_member_name
 
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipformats.webdataset import IMAGE_EXTENSIONS, is_shard_spec
 from clipmodule.data.name_files import CLASSNAME_FILES, read_lines
 from clipmodule.errors import ClipModuleError
-from curation.formats.webdataset import IMAGE_EXTENSIONS, is_shard_spec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clipformats import files
 from clipmodule.errors import ClipModuleError
-from curation.formats import files
 
 
 def check_output_file(path: str | Path, option: str = "--output") -> Path:

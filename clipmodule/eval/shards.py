@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from clipformats.webdataset import IMAGE_EXTENSIONS, LABEL_FIELD, image_field, sample_label
 from clipmodule.data.shards import ShardIndex, index_shard
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.datasets import Transform, load_image
-from curation.formats.webdataset import IMAGE_EXTENSIONS, LABEL_FIELD, image_field, sample_label
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ShardSpec:
 
 class ShardImages(IterableDataset):
     """Samples of webdataset shards: (image tensor, label) for `cls`, (image tensor, captions) for `txt`.
-    The image field and the label follow `curation.formats.webdataset`, as training's reader does.
+    The image field and the label follow `clipformats.webdataset`, as training's reader does.
     DataLoader workers read every num_workers-th shard."""
 
     def __init__(self, spec: ShardSpec, transform: Transform, name: str, classnames: list[str] | None = None):

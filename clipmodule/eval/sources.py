@@ -4,7 +4,7 @@
     path/to/labels.csv (.tsv)     header with a path column (path|filepath|image) and label (label|class)
                                   or caption (caption|text|title); several rows per image = several captions
     shards/{00000..00009}.tar     webdataset shards, named and read by the shard contract
-                                  (`curation.formats.webdataset`): an image and a label (`cls`, or the json's
+                                  (`clipformats.webdataset`): an image and a label (`cls`, or the json's
                                   `label`) or `txt`; a folder of .tar files or a glob works too
     builtin:digits[:train|:test]  data that ships with the installed packages (see `clipmodule.eval.builtin`)
     cifar10 (with root=DIR)       a benchmark dataset by name, read from its local copy in the layout it is
@@ -23,12 +23,12 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from clipformats.webdataset import ShardSpecError, expand_shards, is_shard_spec
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
 from clipmodule.eval.datasets import CaptionedImages, LabelledImages, Transform
 from clipmodule.eval.readers import BenchmarkDataset, is_benchmark_name, open_dataset, reader
 from clipmodule.eval.shards import ShardImages, ShardSpec
-from curation.formats.webdataset import ShardSpecError, expand_shards, is_shard_spec
 
 _PATH_COLUMNS = ("path", "filepath", "image", "filename")
 _LABEL_COLUMNS = ("label", "class")

@@ -31,7 +31,7 @@ def _parser():
 
 
 def _open(folder: str):
-    from curation.formats.knn import IndexFilesError, read_index
+    from clipformats.knn import IndexFilesError, read_index
 
     try:
         return read_index(folder)
@@ -49,8 +49,8 @@ def _shard_files(recorded: dict[str, str], extra: list[str]) -> dict[str, str]:
 
 def query_vector(args: Any, model: str) -> Any:
     """[1, d] embedding of the text or image query with `model`."""
+    from clipformats.embeddings import EmbedderError
     from clipmodule.embedding import ShardEmbedder, read_image_file
-    from curation.formats.embeddings import EmbedderError
 
     image = read_image_file(args.image) if args.image else None
     embedder = ShardEmbedder()
@@ -89,8 +89,8 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from clipformats.files import write_json
     from clipmodule.search.sheet import hit_images, plot_hits
-    from curation.formats.files import write_json
 
     label = repr(args.query) if args.query is not None else args.image
     table = Table("#", "score", "shard", "key", "caption", title=f"nearest to {label} in {args.index}")

@@ -8,10 +8,10 @@ from typing import Any
 
 from PIL import Image
 
+from clipformats.files import atomic_path
+from clipformats.webdataset import image_field
 from clipmodule.data.shards import ShardCache
 from clipmodule.embedding import decode_image
-from curation.formats.files import atomic_path
-from curation.formats.webdataset import image_field
 
 COLUMNS = 4
 

@@ -8,9 +8,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clipformats.files import write_text
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.tracking.mlflow import DATA_CARD_TAG, client
-from curation.formats.files import write_text
 
 # Metrics that count training samples; used for the "against samples seen" plots when a run logged one.
 SAMPLES_METRICS = ("samples_seen", "trainer/samples_seen", "train/samples_seen")

@@ -14,9 +14,9 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from clipformats.files import atomic_path
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.tracking.mlflow import DATA_CARD_TAG
-from curation.formats.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

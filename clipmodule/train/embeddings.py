@@ -1,5 +1,5 @@
 """`clipmodule predict` writes what it computes: image and text embeddings of the prediction shards in the
-embedding contract's layout (`curation.formats.embeddings`, clip-retrieval's), one part per rank and chunk:
+embedding contract's layout (`clipformats.embeddings`, clip-retrieval's), one part per rank and chunk:
 
     <out>/img_emb/img_emb_<rank>_<chunk>.npy     float16 [n, embed_dim], L2-normalised
     <out>/text_emb/text_emb_<rank>_<chunk>.npy   the same rows' caption embeddings
@@ -18,7 +18,7 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from curation.formats.embeddings import normalise, write_part
+from clipformats.embeddings import normalise, write_part
 
 
 class EmbeddingWriter(BasePredictionWriter):

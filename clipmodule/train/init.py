@@ -35,8 +35,8 @@ def source_path(init_from: str) -> Path:
 
 def source_sha256(path: Path) -> str:
     """sha256 of a file; of a folder, over its files' relative paths and contents (hub caches: the snapshot)."""
+    from clipformats.files import sha256_file
     from clipmodule.checkpoints.readers import hub_snapshot
-    from curation.formats.files import sha256_file
 
     if path.is_file():
         return sha256_file(path)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from curation.formats.locks import group_alive
+from clipformats.locks import group_alive
 
 PR_SET_PDEATHSIG = 1
 WATCH_THREAD = "curation-watch-parent"

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 import clipmodule
+from clipformats.embeddings import read_embeddings
 from clipmodule.cli import main
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.config import EmbedConfig, IndexConfig
 from curation.embed import run_embed
-from curation.formats.embeddings import read_embeddings
 from curation.index import run_index
 
 

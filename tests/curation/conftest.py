@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.formats.embeddings import normalise, write_part
+from clipformats.embeddings import normalise, write_part
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+from clipformats.embeddings import ShardEmbeddings
 from clipmodule.embedding import ShardEmbedder
-from curation.formats.embeddings import ShardEmbeddings
 
 PAUSE_SECONDS = 0.5
 

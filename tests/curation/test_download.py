@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clipformats.locks import group_alive
 from curation.download import aggregate_shard_stats
-from curation.formats.locks import group_alive
 
 
 def write_balanced(folder, urls: list[str]) -> None:

@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 import clipmodule
+from clipformats.embeddings import iter_parts, part_info, parts, read_part
+from clipformats.files import TEMP_MARK
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
 from curation.config import EmbedConfig
 from curation.embed import run_embed
-from curation.formats.embeddings import iter_parts, part_info, parts, read_part
-from curation.formats.files import TEMP_MARK
 from tests.curation.slow_embedder import InterruptedShardEmbedder
 
 REPO = Path(__file__).resolve().parents[2]

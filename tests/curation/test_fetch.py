@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import time
 
+from clipformats.urls import allowed_schemes
 from curation.fetch import FetchPolicy, LimitedResizer, fetch_image
-from curation.formats.urls import allowed_schemes
 from tests.conftest import png_header
 
 HTTP_ONLY = FetchPolicy(allowed_schemes(), 1_000_000)

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clipformats.embeddings import read_embeddings
 from curation.cli import main
 from curation.config import FilterConfig
 from curation.filter import run_filter
-from curation.formats.embeddings import read_embeddings
 
 SAMPLES = 50
 DIM = 16

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clipformats.embeddings import normalise, write_part
+from clipformats.knn import read_index
 from curation.cli import main
 from curation.config import IndexConfig
 from curation.errors import CurationError
-from curation.formats.embeddings import normalise, write_part
-from curation.formats.knn import read_index
 from curation.index import GIB, choose_index, recall_at_k, run_index
 
 

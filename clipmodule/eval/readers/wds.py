@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from clipformats.webdataset import image_field, sample_label
 from clipmodule.data.shards import index_shard
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import BenchmarkDataset, FileSlice, read_text_lines, register
-from curation.formats.webdataset import image_field, sample_label
 
 TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt"}
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from clipformats.webdataset import content_hash
 from clipmodule.data.datamodule import EpochLoader, ShardEvalDataset, ShardTrainDataset, TokenizingCollate, sum_counters
 from clipmodule.data.shards import index_shard, shard_paths
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform
-from curation.formats.webdataset import content_hash
 
 SAMPLES_PER_SHARD = 24
 

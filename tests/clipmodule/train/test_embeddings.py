@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from clipformats.embeddings import read_embeddings
 from clipmodule.cli import main
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.train.embeddings import EmbeddingWriter
-from curation.formats.embeddings import read_embeddings
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["-c", str(REPO / "experiments" / "base.yaml"), "-c", str(REPO / "experiments" / "tiny_cpu.yaml")]

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from curation.formats.files import sha256_file
+from clipformats.files import sha256_file
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 """Image fields, in the order a sample's image is chosen (PIL decodes all of them)."""

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.formats.files import atomic_path, write_json
+from clipformats.files import atomic_path, write_json
 
 INDEX_FILE, ROWS_FILE, INFO_FILE = "knn.index", "rows.parquet", "index.json"
 FILES = (INDEX_FILE, ROWS_FILE, INFO_FILE)

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from curation.formats.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image
-from curation.formats.urls import allowed_schemes, url_problem
+from clipformats.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image
+from clipformats.urls import allowed_schemes, url_problem
 from tests.conftest import png_header
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from curation.formats.webdataset import (
+from clipformats.webdataset import (
     ShardSpecError,
     content_hash,
     expand_braces,

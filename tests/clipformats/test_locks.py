@@ -12,16 +12,16 @@ import time
 
 import pytest
 
+from clipformats import locks
+from clipformats.locks import OutputLock, OutputLocked
 from curation.balancing import run_balance
 from curation.config import BalanceConfig
 from curation.errors import CurationError
-from curation.formats import locks
-from curation.formats.locks import OutputLock, OutputLocked
 from tests.curation.test_balancing import write_matched
 
 HOLD = """
 import sys, time
-from curation.formats.locks import OutputLock
+from clipformats.locks import OutputLock
 OutputLock(sys.argv[1], "curation balance").acquire()
 print("held", flush=True)
 time.sleep(60)
@@ -88,7 +88,7 @@ def test_stragglers_of_a_killed_run_are_waited_for_then_refused(tmp_path, monkey
 
 
 def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
-    from curation.formats.files import remove_stale_temporaries, temp_name
+    from clipformats.files import remove_stale_temporaries, temp_name
 
     target = tmp_path / "card.md"
     dead = tmp_path / f".card.md.tmp-{dead_pid()}"

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.formats.files import atomic_path, remove_stale_temporaries
+from clipformats.files import atomic_path, remove_stale_temporaries
 
 KINDS = {"image": "img_emb", "text": "text_emb"}
 """Embedding kind → its folder and file prefix (clip-retrieval's names)."""
