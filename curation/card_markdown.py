@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -21,17 +19,15 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _summary(card: dict[str, Any]) -> str:
+def _summary(card: dict[str, Any], labels: list[tuple[str, str]]) -> str:
     s = card["summary"]
     rows = [["queries", s["queries"]], ["caption rows read", s["caption_rows"]],
             ["rows containing a query", s["matched_rows"]], ["rows kept by balancing", s["balanced_rows"]],
             ["images downloaded", s["images"]]]
-    rows += [[label, s[key]] for key, label in (("filtered_images", "kept by the filter"),
-                                                ("deduplicated_images", "kept by dedup"),
-                                                ("decontaminated_images", "kept by decontamination")) if key in s]
+    rows += [[label, s[key]] for key, label in labels if key in s]
     rows.append(["shards", s["shards"]])
     return f"# Data card: {card['name']}\n\nContent hash (SHA-256 of the shard list): `{card['content_hash']}`\n\n" + \
-        _table(["", "count"], rows)
+        table(["", "count"], rows)
 
 
 def _queries(card: dict[str, Any]) -> str:
@@ -39,7 +35,7 @@ def _queries(card: dict[str, Any]) -> str:
     rows = [[name, c["candidates"], c["in_list"]] for name, c in q["sources"].items()]
     return (f"## Query list\n\n{q['terms']:,} queries (cap {q['max_terms']:,}; {q['dropped_by_cap']:,} dropped by "
             f"the cap; unigram counts from {q.get('unigram_source', 'n/a')}).\n\n"
-            + _table(["source", "terms", "in the list"], rows))
+            + table(["source", "terms", "in the list"], rows))
 
 
 def _matching(card: dict[str, Any]) -> str:
@@ -58,9 +54,9 @@ def _refused(rows: int, reasons: dict[str, int]) -> str:
 
 def _balancing(card: dict[str, Any]) -> str:
     b = card["balance"]
-    head = _table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
+    head = table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
     labels = list(dict.fromkeys([*b["buckets_before"], *b["buckets_after"]]))
-    buckets = _table(["rows per query", "queries before", "queries after"],
+    buckets = table(["rows per query", "queries before", "queries after"],
                      [[label, b["buckets_before"].get(label, 0), b["buckets_after"].get(label, 0)] for label in labels])
     d = b["matched_rows_per_query"]
     return (f"## Balancing\n\nt = {b['t']:,}, seed {b['seed']}, row key `{b['key_column']}`: kept {b['rows_out']:,} of "
@@ -75,7 +71,7 @@ def _balancing(card: dict[str, Any]) -> str:
 
 def _download(card: dict[str, Any]) -> str:
     d = card["download"]
-    reasons = _table(["failure reason", "rows"], [[r, n] for r, n in d["failure_reasons"].items()]) \
+    reasons = table(["failure reason", "rows"], [[r, n] for r, n in d["failure_reasons"].items()]) \
         if d["failure_reasons"] else "No failures."
     return (f"## Download\n\n{d['successes']:,} of {d['input_rows']:,} images downloaded ({d['success_rate']:.1%}; "
             f"{d['failed_to_download']:,} failed to download, {d['failed_to_resize']:,} failed to decode or resize), "
@@ -90,95 +86,36 @@ def _duplicates(d: dict[str, Any]) -> str:
             ("they were dropped (--dedup-urls)." if dropped else "they were kept (each is downloaded again)."))
 
 
-def _embeddings(card: dict[str, Any]) -> str:
-    e = card.get("embeddings")
-    if e is None:
+def truth(scores: dict[str, Any] | None) -> str:
+    """A stage's precision and recall against known cases, as a clause of its sentence (empty without them)."""
+    if not scores or scores.get("precision") is None or scores.get("recall") is None:
         return ""
-    model = e["model"]
-    skipped = "; ".join(f"{n:,} {r}" for r, n in e["skipped"].items()) or "none"
-    return (f"## Embeddings\n\n{e['rows_out']:,} of {e['rows_in']:,} samples embedded with `{model.get('name')}` "
-            f"(width {model.get('embed_dim', '?')}, stored {e['dtype']}, L2-normalised); skipped: {skipped}.")
-
-
-def _filter(card: dict[str, Any]) -> str:
-    f = card.get("filter")
-    if f is None:
-        return ""
-    reasons = _table(["dropped for", "samples"], [[r, n] for r, n in f["dropped_by_reason"].items()]) \
-        if f["dropped_by_reason"] else "Nothing dropped."
-    score = f["clip_score"]
-    cut = f"; score cut {score['threshold']:.4f}" if score.get("threshold") is not None else ""
-    settings = ", ".join(f"{k} = {v}" for k, v in f["filters"].items())
-    clusters = f.get("image_clustering")
-    clustered = (f" Image-based clustering: {clusters['clusters']:,} clusters, {clusters['clusters_targeted']:,} "
-                 f"nearest to the {clusters['target_embeddings']:,} target embeddings." if clusters else "")
-    return (f"## Filter\n\nKept {f['rows_kept']:,} of {f['rows_in']:,} samples ({settings}). A dropped sample is "
-            f"counted under the first filter it fails.{clustered} CLIP score (cosine of image and caption "
-            f"embeddings): mean {score['mean']:.3f}, median {score['p50']:.3f}, p5 {score['p5']:.3f}, "
-            f"p95 {score['p95']:.3f}{cut}. Every sample's decision: `{f['rows_file']}`.\n\n{reasons}\n\n"
-            f"![CLIP-score histogram]({f['histogram_png']})")
-
-
-def _dedup(card: dict[str, Any]) -> str:
-    d = card.get("dedup")
-    if d is None:
-        return ""
-    pairs = _table(["dropped", "kept", "cosine"], [[f"{p['shard']}:{p['key']}", f"{p['kept_shard']}:{p['kept_key']}",
-                                                   f"{p['cosine']:.4f}"] for p in d["top_pairs"]])
-    picture = f"\n\n![closest near-duplicates]({d['thumbnails']})" if d["thumbnails"] else ""
-    return (f"## Deduplication\n\n{d['rows_dropped']:,} of {d['rows_in']:,} samples dropped as near-duplicates "
-            f"(SemDeDup: {d['clusters']:,} k-means clusters, image-embedding cosine >= {d['threshold']} within a "
-            f"cluster; the first by shard and key is kept)" + _truth(d.get("truth")) + f". Drop list: "
-            f"`{d['drop_list']}`." + (f"\n\n### Closest pairs\n\n{pairs}{picture}" if d["top_pairs"] else ""))
-
-
-def _truth(truth: dict[str, Any] | None) -> str:
-    if not truth or truth.get("precision") is None or truth.get("recall") is None:
-        return ""
-    return (f"; against {truth['truth']:,} known cases: precision {truth['precision']:.3f}, "
-            f"recall {truth['recall']:.3f}")
-
-
-def _decontamination(card: dict[str, Any]) -> str:
-    d = card.get("decontamination")
-    if d is None:
-        return ""  # not run: the card reads as it did before the stage existed
-    sets = _table(["evaluation set", "images", "training samples dropped"],
-                  [[s["source"], s["images"], s["training_samples_dropped"]] for s in d["eval_sets"]])
-    top = _table(["shard", "key", "distance", "evaluation image"],
-                 [[m["shard"], m["key"], m["distance"], m["eval_image"]] for m in d["top_matches"][:10]])
-    picture = f"\n\n![closest matches]({d['thumbnails']})" if d["thumbnails"] else ""
-    return (f"## Decontamination\n\n{d['samples_dropped']:,} of {d['samples_in']:,} training samples dropped: "
-            f"their {d['hash']} ({d['hash_bits']} bits) is within Hamming distance {d['threshold']} of an "
-            f"evaluation image's" + _embedding_pass(d) + _truth(d.get("truth")) +
-            f". The shards below are the cleaned ones; the drop list is `{d['drop_list']}`."
-            f"\n\n{sets}" + (f"\n\n### Closest matches\n\n{top}{picture}" if d["top_matches"] else ""))
-
-
-def _embedding_pass(d: dict[str, Any]) -> str:
-    e = d.get("embedding_pass")
-    if not e:
-        return ""
-    return (f", or their image embedding has cosine >= {e['threshold']} with one of {e['eval_rows']:,} evaluation "
-            f"embeddings ({e['samples_dropped_only_by_embedding']:,} caught by the embedding pass alone)")
+    return (f"; against {scores['truth']:,} known cases: precision {scores['precision']:.3f}, "
+            f"recall {scores['recall']:.3f}")
 
 
 def _shards(card: dict[str, Any]) -> str:
     rows = [[s["name"], s["samples"], s["bytes"], f"`{s['sha256']}`"] for s in card["shards"]]
-    return "## Shards\n\n" + _table(["shard", "samples", "bytes", "sha256"], rows)
+    return "## Shards\n\n" + table(["shard", "samples", "bytes", "sha256"], rows)
 
 
 def _config(card: dict[str, Any]) -> str:
+    import yaml  # here, not at import: the stage modules use this module's tables and `--help` stays fast
+
     text = yaml.safe_dump(card["config"], sort_keys=False, allow_unicode=True)
     lineage = card["lineage"]
-    inputs = _table(["caption table", "bytes"], [[i["path"], i["bytes"]] for i in lineage["captions"]])
+    inputs = table(["caption table", "bytes"], [[i["path"], i["bytes"]] for i in lineage["captions"]])
     stages = " → ".join(f"{s['stage']} (`{s['output']}`)" for s in lineage.get("stages", []))
     after = f" After download: {stages}." if stages else ""
     return f"## Configuration\n\n```yaml\n{text}```\n\n## Lineage\n\n{inputs}\n\nwordfreq {lineage['wordfreq']}; " \
         f"work folder `{lineage['work_dir']}`.{after}"
 
 
-def render_markdown(card: dict[str, Any]) -> str:
-    sections = (_summary, _queries, _matching, _balancing, _download, _embeddings, _filter, _dedup, _decontamination,
-                _shards, _config)
-    return "\n\n".join(text for section in sections if (text := section(card))) + "\n"
+def render_markdown(card: dict[str, Any], stages: list[Any]) -> str:
+    """The card for people; `stages`: the optional stages' `CardSection`s in build order (those on the card are
+    rendered after the download's section)."""
+    labels = [(stage.summary[0], stage.summary[1]) for stage in stages if stage.summary is not None]
+    parts = [_summary(card, labels), _queries(card), _matching(card), _balancing(card), _download(card)]
+    parts += [stage.markdown(card[stage.key]) for stage in stages if card.get(stage.key) is not None]
+    parts += [_shards(card), _config(card)]
+    return "\n\n".join(text for text in parts if text) + "\n"

@@ -28,14 +28,10 @@ from curation.config import WorkLayout
 from curation.errors import CurationError
 from curation.progress import report
 from curation.stage import read_json, sidecar, stats_path
+from curation.stages import registry
 
 HEAD = 10
 STAGES = ("queries", "match", "balance", "download")
-OPTIONAL = ("embed", "filter", "dedup", "decontaminate")
-SHARD_STAGES = ("filter", "dedup", "decontaminate")
-PLOTS = {"filter": ("histogram_png", "filter"), "dedup": ("thumbnails", "dedup"),
-         "decontamination": ("thumbnails", "decontamination")}
-"""Card section → (its field naming a PNG, the suffix of the copy beside the card)."""
 
 
 def _stage_stats(layout: WorkLayout) -> dict[str, dict[str, Any]]:
@@ -111,23 +107,25 @@ def shard_list(shards_dir: Path, download: dict[str, Any]) -> list[dict[str, Any
 
 
 def optional_outputs(layout: WorkLayout) -> dict[str, Path]:
-    return dict(zip(OPTIONAL, (layout.embeddings, layout.filtered, layout.deduplicated, layout.decontaminated)))
+    """The optional build stages' outputs in this work folder, in build order."""
+    return {stage.name: Path(layout.work_dir) / stage.output for stage in registry().carded()}
 
 
 def optional_stats(layout: WorkLayout, stages: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
     """The finished stats of the optional stages (`stages`, or those with stats in the work folder), in order,
     after checking that each read the current shards of the stage before it."""
     outputs = optional_outputs(layout)
-    names = stages if stages is not None else tuple(n for n in OPTIONAL if stats_path(outputs[n]).exists())
+    names = stages if stages is not None else tuple(n for n in outputs if stats_path(outputs[n]).exists())
     found, source = {}, layout.shards
-    for name in (n for n in OPTIONAL if n in names):
-        stats = read_json(stats_path(outputs[name]), f"{name} stats (run `curation {name}` first)")
+    for stage in (s for s in registry().carded() if s.name in names):
+        out = outputs[stage.name]
+        stats = read_json(stats_path(out), f"{stage.name} stats (run `curation {stage.name}` first)")
         if not stats.get("finished"):
-            raise CurationError(f"{stats_path(outputs[name])}: `curation {name}` has not finished")
-        _check_read(name, outputs[name], stats["fingerprint"].get("inputs", []),
-                    layout.shards if name == "embed" else source)
-        found[name] = stats
-        source = outputs[name] if name in SHARD_STAGES else source
+            raise CurationError(f"{stats_path(out)}: `curation {stage.name}` has not finished")
+        _check_read(stage.name, out, stats["fingerprint"].get("inputs", []),
+                    layout.shards if stage.reads_download else source)
+        found[stage.name] = stats
+        source = out if stage.writes_shards else source
     return found
 
 
@@ -148,7 +146,6 @@ def build_card(name: str, layout: WorkLayout, stages: tuple[str, ...] | None = N
     queries, match, balance, download = (stats[s] for s in STAGES)
     shards = shard_list(layout.shards, download)
     extra = optional_stats(layout, stages)
-    cleaned = decontamination(layout) if "decontaminate" in extra else None
     card = {
         "name": name,
         "content_hash": content_hash(shards),
@@ -177,52 +174,37 @@ def build_card(name: str, layout: WorkLayout, stages: tuple[str, ...] | None = N
         "plot": f"{name}.png",
     }
     _add_optional(card, extra, layout)
-    if cleaned is not None:
-        card["decontamination"] = cleaned
-        card["summary"]["decontaminated_images"] = cleaned["samples_kept"]
-        cleaned.pop("shards")
     return card
 
 
 def _add_optional(card: dict[str, Any], extra: dict[str, dict[str, Any]], layout: WorkLayout) -> None:
     """The optional stages' sections, configs and lineage; the dataset is the last shard stage's shards."""
-    if "embed" in extra:
-        e = extra["embed"]
-        card["embeddings"] = {"model": e["model"], "dtype": e["dtype"], "rows_in": e["rows_in"],
-                              "rows_out": e["rows_out"], "skipped": e.get("skipped", {})}
-    if "filter" in extra:
-        f = extra["filter"]
-        card["filter"] = {k: f[k] for k in ("rows_in", "rows_kept", "rows_dropped", "dropped_by_reason", "filters",
-                                            "clip_score", "image_clustering", "rows_file", "histogram_png")}
-        card["summary"]["filtered_images"] = f["rows_kept"]
-    if "dedup" in extra:
-        d = extra["dedup"]
-        card["dedup"] = {**{k: d[k] for k in ("threshold", "clusters", "kmeans_backend", "rows_in", "rows_kept",
-                                              "rows_dropped", "truth", "drop_list", "thumbnails")},
-                         "top_pairs": d["top_pairs"][:HEAD]}
-        card["summary"]["deduplicated_images"] = d["rows_kept"]
-    for name, stats in extra.items():
-        card["config"][name] = stats["fingerprint"].get("config")
+    stages = [stage for stage in registry().carded() if stage.name in extra]
+    for stage in stages:
+        section = stage.card.section(extra[stage.name])
+        card[stage.card.key] = section
+        if stage.card.summary is not None:
+            key, _, count = stage.card.summary
+            card["summary"][key] = section[count]
+        card["config"][stage.name] = extra[stage.name]["fingerprint"].get("config")
     outputs = optional_outputs(layout)
-    card["lineage"]["stages"] = [{"stage": name, "output": str(outputs[name])} for name in extra]
-    last = next((extra[n] for n in reversed(SHARD_STAGES) if n in extra), None)
+    card["lineage"]["stages"] = [{"stage": stage.name, "output": str(outputs[stage.name])} for stage in stages]
+    last = next((extra[s.name] for s in reversed(stages) if s.writes_shards), None)
     if last is not None:  # the training data is the last stage's shards: the hash and shard list say so
         card["shards"], card["content_hash"] = last["shards"], last["content_hash"]
 
 
 def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
-    """The finished `curation decontaminate` stats of this work folder, or None when it was not run there."""
-    path = stats_path(layout.decontaminated)
+    """The card's decontamination section of this work folder with its cleaned shards' list, or None when
+    `curation decontaminate` was not run there."""
+    stage = registry().get("decontaminate")
+    path = stats_path(Path(layout.work_dir) / stage.output)
     if not path.exists():
         return None
     stats = read_json(path, "decontaminate stats")
     if not stats.get("finished"):
         raise CurationError(f"{path}: `curation decontaminate` has not finished")
-    keys = ("hash", "hash_bits", "threshold", "eval_sets", "eval_images", "samples_in", "samples_dropped",
-            "samples_kept", "undecodable_kept", "distance_histogram", "top_matches", "drop_list", "thumbnails",
-            "content_hash", "shards")
-    later = {k: stats.get(k) for k in ("dropped_by_pass", "embedding_pass", "truth")}  # absent in older stats
-    return {**{k: stats[k] for k in keys}, "over_pixel_limit_kept": stats.get("over_pixel_limit_kept", 0), **later}
+    return {**stage.card.section(stats), "shards": stats["shards"]}
 
 
 def check_card_name(name: str) -> None:
@@ -240,15 +222,16 @@ def write_card(name: str, work_dir: Path, cards_dir: Path, stages: tuple[str, ..
     card = build_card(name, layout, stages)
     cards_dir = Path(cards_dir)
     cards_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".json", ".md", ".png", *(f".{copy}.png" for _, copy in PLOTS.values())):  # killed writes' leftovers
+    plots = {s.card.key: s.card.plot for s in registry().carded() if s.card.plot is not None}
+    for suffix in (".json", ".md", ".png", *(f".{copy}.png" for _, copy in plots.values())):  # killed writes' leftovers
         remove_stale_temporaries(cards_dir / f"{name}{suffix}")
     plot_counts(sidecar(layout.balanced, ".counts.parquet"), card["balance"]["t"], cards_dir / f"{name}.png")
-    for section, (field, copy) in PLOTS.items():
+    for section, (field, copy) in plots.items():
         if (source := card.get(section, {}).get(field)) is not None and Path(source).is_file():
             with atomic_path(cards_dir / f"{name}.{copy}.png") as tmp:
                 shutil.copyfile(source, tmp)
             card[section][field] = f"{name}.{copy}.png"
     write_text(cards_dir / f"{name}.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    write_text(cards_dir / f"{name}.md", render_markdown(card))
+    write_text(cards_dir / f"{name}.md", render_markdown(card, [s.card for s in registry().carded()]))
     report(f"card: {cards_dir / name}.md (content hash {card['content_hash'][:16]}…)")
     return card

@@ -347,8 +347,9 @@ class IndexConfig:
 
 
 @dataclass
-class DatasetConfig:
-    """A whole dataset build: every stage's settings plus where inputs and outputs live."""
+class DatasetBase:
+    """A whole dataset build's own settings; `curation.stages.dataset_config_type` adds one field per stage
+    (the stage's settings, under its name: `queries`, `match`, ..., `filter`, `decontaminate`)."""
 
     name: str
     """Dataset name; names the data card (`<cards_dir>/<name>.md`)."""
@@ -358,28 +359,10 @@ class DatasetConfig:
     """Folder for the stages' files (default: work/<name>)."""
     cards_dir: Path = Path("data_cards")
     """Folder for the data card."""
-    queries: QueriesConfig = field(default_factory=QueriesConfig)
-    match: MatchConfig = field(default_factory=MatchConfig)
-    balance: BalanceConfig = field(default_factory=BalanceConfig)
-    download: DownloadConfig = field(default_factory=DownloadConfig)
-    embed: EmbedConfig | None = None
-    """Optional stage after download: `curation embed` of the shards into <work_dir>/embeddings (needed by
-    filter, dedup and decontaminate's embedding pass)."""
-    filter: FilterConfig | None = None
-    """Optional stage after embed: `curation filter` with these settings."""
-    dedup: DedupConfig | None = None
-    """Optional stage after filter: `curation dedup` with these settings."""
-    decontaminate: DecontaminateConfig | None = None
-    """Optional last stage: `curation decontaminate` against eval_sets with these settings."""
     eval_sets: list[str] = field(default_factory=list)
     """Evaluation sets for the decontaminate stage: folders of images or webdataset .tar files."""
 
     def __post_init__(self) -> None:
-        _require(self.decontaminate is None or bool(self.eval_sets), "decontaminate: give eval_sets to compare with")
-        needs = [name for name in ("filter", "dedup") if getattr(self, name) is not None]
-        needs += ["decontaminate.eval_embeddings"] if self.decontaminate and self.decontaminate.eval_embeddings else []
-        _require(self.embed is not None or not needs,
-                 f"{needs[0] if needs else ''}: needs the embed stage (give embed: {{model: ...}})")
         _require(bool(self.name) and self.name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
                  f"name must be letters, digits, '-', '_' or '.', got {self.name!r}")
         _require(bool(self.captions), "captions: give at least one caption table")

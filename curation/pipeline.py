@@ -1,56 +1,42 @@
-"""`curation build`: every stage of a dataset config in order; finished stages are skipped.
+"""`curation build`: every stage of a dataset config in the registry's order; finished stages are skipped.
 
-queries → match → balance → download, then the optional stages the YAML names: embed (the downloaded shards'
-embeddings, which every later stage joins by shard and key) → filter → dedup → decontaminate, each reading the
-shards the stage before it wrote; then the card, whose lineage lists them and whose content hash is that of
-the last stage's shards."""
+queries → match → balance → download always, then the optional stages the YAML names (embed: the downloaded
+shards' embeddings, which every later stage joins by shard and key → filter → dedup → decontaminate), each
+reading the shards the last shard-writing stage before it wrote; then the card, whose lineage lists them and whose
+content hash is that of the last stage's shards."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from curation.balancing import run_balance
 from curation.cards import write_card
-from curation.config import DatasetConfig, WorkLayout
-from curation.decontaminate import run_decontaminate
-from curation.dedup import run_dedup
-from curation.download import run_download
-from curation.embed import run_embed
-from curation.filter import run_filter
-from curation.matching import run_match
-from curation.queries import run_queries
+from curation.stages import BuildStep, registry
 
 
-def build(config: DatasetConfig, overwrite: bool = False) -> dict[str, Any]:
-    """Every stage of `config` in `config.work_dir`; returns the card."""
-    layout = WorkLayout(config.work_dir)
-    run_queries(config.queries, layout.queries, overwrite)
-    run_match(config.match, layout.queries, config.captions, layout.matched, overwrite)
-    run_balance(config.balance, layout.matched, layout.balanced, overwrite)
-    run_download(config.download, layout.balanced, layout.shards, overwrite)
-    stages = run_optional_stages(config, layout, overwrite)
-    return write_card(config.name, layout.work_dir, config.cards_dir, stages=stages)
+def build(config: Any, overwrite: bool = False) -> dict[str, Any]:
+    """Every stage `config` (a `dataset_config_type()` instance) names, in `config.work_dir`; returns the card."""
+    stages = run_stages(config, overwrite)
+    return write_card(config.name, config.work_dir, config.cards_dir, stages=stages)
 
 
-def run_optional_stages(config: DatasetConfig, layout: WorkLayout, overwrite: bool) -> tuple[str, ...]:
-    """embed → filter → dedup → decontaminate, those the config names; returns their names in order."""
+def run_stages(config: Any, overwrite: bool) -> tuple[str, ...]:
+    """The build stages in order (the required ones, and the optional ones `config` names); returns the names of
+    the optional ones that ran."""
+    work_dir = Path(config.work_dir)
+    outputs = {stage.name: work_dir / stage.output for stage in registry().built()}
+    downloaded = shards = None
     ran: list[str] = []
-    shards: Path = layout.shards
-    if config.embed is not None:
-        run_embed(config.embed, [str(layout.shards)], layout.embeddings, overwrite)
-        ran.append("embed")
-    if config.filter is not None:
-        run_filter(config.filter, [str(shards)], layout.embeddings, layout.filtered, overwrite)
-        shards = layout.filtered
-        ran.append("filter")
-    if config.dedup is not None:
-        run_dedup(config.dedup, [str(shards)], layout.embeddings, layout.deduplicated, overwrite)
-        shards = layout.deduplicated
-        ran.append("dedup")
-    if config.decontaminate is not None:
-        embeddings = layout.embeddings if config.decontaminate.eval_embeddings else None
-        run_decontaminate(config.decontaminate, config.eval_sets, [str(shards)], layout.decontaminated, overwrite,
-                          embeddings=embeddings)
-        ran.append("decontaminate")
+    for stage in registry().built():
+        settings = getattr(config, stage.name, None)
+        if settings is None and not stage.required:
+            continue
+        source = downloaded if stage.reads_download else shards
+        stage.build(BuildStep(dataset=config, settings=settings, work_dir=work_dir, out=outputs[stage.name],
+                              shards=source, outputs=outputs, overwrite=overwrite))
+        if stage.writes_shards:
+            shards = outputs[stage.name]
+            downloaded = downloaded or shards
+        if not stage.required:
+            ran.append(stage.name)
     return tuple(ran)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from curation.config import DatasetConfig
+from curation.stages import dataset_config_type
 from curation.typed import load_yaml
 
 CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "datasets").glob("*.yaml"))
@@ -32,7 +32,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_example_configs_load(config):
-    dataset = load_yaml(config, DatasetConfig)
+    dataset = load_yaml(config, dataset_config_type())
     assert dataset.name == config.stem and dataset.captions
 
 

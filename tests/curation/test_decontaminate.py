@@ -112,9 +112,9 @@ def test_planted_images_are_dropped_and_unrelated_kept(planted, tmp_path):
 
 
 def test_rerun_is_a_no_op_and_the_card_reports_the_drops(planted, tmp_path):
-    from curation.card_markdown import _decontamination
     from curation.cards import decontamination
     from curation.config import WorkLayout
+    from curation.stages.decontaminate import markdown
 
     eval_dir, shards, _ = planted
     layout = WorkLayout(tmp_path / "work")
@@ -124,7 +124,7 @@ def test_rerun_is_a_no_op_and_the_card_reports_the_drops(planted, tmp_path):
     assert (layout.decontaminated / "00000.tar").stat().st_mtime_ns == mtime
     section = decontamination(layout)
     assert section["content_hash"] == first["content_hash"] and len(section["shards"]) == 2
-    text = _decontamination({"decontamination": section})
+    text = markdown(section)
     assert f"{first['samples_dropped']} of {first['samples_in']} training samples dropped" in text
     assert "### Closest matches" in text and "![closest matches]" in text
 

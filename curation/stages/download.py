@@ -1,0 +1,35 @@
+"""`curation download`: the balanced rows' images, downloaded by img2dataset into shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.config import DownloadConfig
+from curation.stages.spec import BuildStep, StageSpec
+
+
+@dataclass
+class DownloadPaths:
+    input: Path = Path("work/balanced")
+    """Folder written by `curation balance`."""
+    out: Path = Path("work/shards")
+    """Folder for img2dataset's shards; <out>.stats.json (totals) and <out>.log (img2dataset's output) beside it."""
+    overwrite: bool = False
+    """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+
+
+def run(settings: DownloadConfig, paths: DownloadPaths) -> None:
+    from curation.download import run_download
+
+    run_download(settings, paths.input, paths.out, paths.overwrite)
+
+
+def build(step: BuildStep) -> None:
+    from curation.download import run_download
+
+    run_download(step.settings, step.outputs["balance"], step.out, step.overwrite)
+
+
+STAGE = StageSpec(name="download", help="download the balanced rows' images with img2dataset", paths=DownloadPaths,
+                  settings=DownloadConfig, run=run, output="shards", required=True, build=build, writes_shards=True)
