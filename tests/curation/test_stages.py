@@ -92,7 +92,8 @@ def test_a_registered_stage_is_a_yaml_key_and_runs_in_build_and_is_on_the_card(
     captions = caption_table(image_server.base)
     pq.write_table(captions.slice(0, 24), tmp_path / "captions.parquet")  # the rows whose image downloads
     settings = {"name": "counted", "captions": [str(tmp_path / "captions.parquet")], "work_dir": str(work),
-                "cards_dir": str(tmp_path / "cards"), "queries": {"wordnet": False, "unigrams": "wordfreq", "max_terms": 20000},
+                "cards_dir": str(tmp_path / "cards"),
+                "queries": {"wordnet": False, "unigrams": "wordfreq", "max_terms": 20000},
                 "balance": {"t": 4}, "count": {"label": "pictures"},
                 "download": {"image_size": 32, "processes": 1, "threads": 4, "retries": 0, "timeout": 5}}
     config = tmp_path / "counted.yaml"
