@@ -3,14 +3,14 @@ index` folder to a caption or an image, as a rich table, a PNG contact sheet and
 
 The query is embedded with the model that made the index's embeddings (recorded by `curation embed`; `--model`
 overrides it, and must be the same model for the scores to mean anything), L2-normalised, and searched with the
-parameters `curation index` tuned; a score is the cosine of the query and the sample.
+parameters `curation index` tuned; a score is the cosine of the query and the sample. The work is
+`clipmodule.search.engine.SearchEngine`'s; this module only parses, prints and plots.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.options import new_parser, parse
@@ -30,67 +30,21 @@ def _parser():
     return parser
 
 
-def _open(folder: str):
-    from clipformats.knn import IndexFilesError, read_index
-
-    try:
-        return read_index(folder)
-    except IndexFilesError as error:
-        raise ClipModuleError(str(error)) from None
-
-
-def _shard_files(recorded: dict[str, str], extra: list[str]) -> dict[str, str]:
-    from clipmodule.data.shards import shard_paths
-
-    files = dict(recorded)
-    files.update({Path(path).name: path for path in (shard_paths(extra) if extra else [])})
-    return files
-
-
-def query_vector(args: Any, model: str) -> Any:
-    """[1, d] embedding of the text or image query with `model`."""
-    from clipformats.embeddings import EmbedderError
-    from clipmodule.embedding import ShardEmbedder, read_image_file
-
-    image = read_image_file(args.image) if args.image else None
-    embedder = ShardEmbedder()
-    try:
-        embedder.setup(model, device=args.device)
-    except EmbedderError as error:
-        raise ClipModuleError(str(error)) from None
-    return embedder.embed_images([image]) if image is not None else embedder.embed_text([args.query])
-
-
-def search(args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The hits, best first (rank, score, shard, key, caption), and the index's info."""
-    index = _open(args.index)
-    recorded = index.info.get("model") or {}
-    model = args.model or recorded.get("path") or recorded.get("name")
-    if not model:
-        raise ClipModuleError(f"{args.index}: the index does not record its model (not `curation embed` output); "
-                              "pass --model")
-    vector = query_vector(args, model)
-    if vector.shape[1] != index.info["dim"]:
-        raise ClipModuleError(f"model {model}: {vector.shape[1]}-dimensional embeddings, the index holds "
-                              f"{index.info['dim']}-dimensional ones (another model made it)")
-    scores, ids = index.search(vector, args.k)
-    rows = index.rows.take([int(i) for i in ids[0] if i >= 0]).to_pylist()
-    hits = [{"rank": rank + 1, "score": float(score), **row} for rank, (score, row) in enumerate(zip(scores[0], rows))]
-    return hits, index.info
-
-
 def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
     if (args.query is None) == (args.image is None):
         raise ClipModuleError("give a text query or --image FILE (one of them)")
     if args.k < 1:
         raise ClipModuleError(f"-k must be >= 1, got {args.k}")
-    hits, info = search(args)
+    from clipmodule.search.engine import SearchEngine
+
+    engine = SearchEngine(args.index, model=args.model, device=args.device, shards=args.shards)
+    hits = engine.by_image(args.image, args.k) if args.image else engine.by_text(args.query, args.k)
     from rich.console import Console
     from rich.table import Table
 
     from clipformats.files import write_json
-    from clipmodule.search.sheet import hit_images, plot_hits
+    from clipmodule.search.sheet import plot_hits
 
     label = repr(args.query) if args.query is not None else args.image
     table = Table("#", "score", "shard", "key", "caption", title=f"nearest to {label} in {args.index}")
@@ -99,7 +53,7 @@ def main(argv: list[str]) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     out = Path(args.out)
-    images = hit_images(hits, _shard_files(info.get("shards") or {}, args.shards))
+    images = engine.thumbnails(hits)
     plot_hits(label, hits, images, out)
     write_json(out.with_suffix(".json"), {"query": args.query, "image": args.image, "index": args.index, "hits": hits})
     console.print(f"contact sheet: {out} ({sum(i is not None for i in images)} of {len(hits)} thumbnails)")

@@ -68,3 +68,30 @@ def test_bad_queries_are_one_line(indexed, tmp_path, capsys):
         assert main(["search", *argv, "--out", str(tmp_path / "s.png")]) == 2
         error = capsys.readouterr().err.strip()
         assert expected in error and len(error.splitlines()) == 1, error
+
+
+def test_the_engine_loads_the_model_once_and_answers_text_image_and_embedding_queries(indexed, monkeypatch,
+                                                                                     one_thread):
+    from clipmodule.embedding import ShardEmbedder
+    from clipmodule.errors import ClipModuleError
+    from clipmodule.search.engine import SearchEngine
+
+    root, model_path = indexed
+    setups = []
+    original = ShardEmbedder.setup
+    monkeypatch.setattr(ShardEmbedder, "setup", lambda self, *a, **k: setups.append(a) or original(self, *a, **k))
+    engine = SearchEngine(root / "index")
+    model, _ = clipmodule.load(model_path)
+    for caption in ("a red circle", "a blue square", "a green triangle"):
+        with torch.no_grad():
+            query = model.encode_text(clipmodule.tokenize([caption]), normalize=True)[0].numpy()
+        hits = engine.by_text(caption, 5)
+        assert [(h["shard"], h["key"]) for h in hits] == brute_force(root, query, 5)
+        assert [(h["shard"], h["key"]) for h in engine.by_embedding(query * 3.0, 5)] == brute_force(root, query, 5)
+    assert len(engine.by_image(Image.new("RGB", (32, 32), (40, 60, 220)), 3)) == 3
+    assert len(setups) == 1  # one model load for every query of the engine's life
+    assert sum(image is not None for image in engine.thumbnails(hits)) == len(hits)
+    with pytest.raises(ClipModuleError, match="7-dimensional embeddings, the index holds"):
+        engine.by_embedding(np.ones(7), 3)
+    with pytest.raises(ClipModuleError, match="zero or not finite"):
+        engine.by_embedding(np.zeros(engine.dim), 3)
