@@ -19,8 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from clipmodule.eval.names import dataset_key
+from clipmodule.eval.tasks import task_kind
 
-MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+BY_DATASET = "by dataset"
 GROUPS = {
     "ImageNet": ("imagenet1k",),
     "ImageNet dist. shifts": ("imagenet_sketch", "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "objectnet"),
@@ -33,17 +34,9 @@ MLFLOW_NAMES = {"ImageNet": "imagenet", "ImageNet dist. shifts": "imagenet_shift
 
 
 def main_metric(row: dict[str, Any]) -> tuple[str, float] | None:
-    """(metric name, value) DataComp ranks the row by, or None (a linear probe, or a row without it)."""
-    metrics, task = row["metrics"], row["task"]
-    if task == "retrieval":
-        recalls = [metrics.get(f"{direction}_R@1") for direction in ("image_to_text", "text_to_image")]
-        return ("mean_R@1", sum(recalls) / 2) if None not in recalls else None
-    if task != "zeroshot":
-        return None
-    if "mean_average_precision" in metrics:
-        return "mean_average_precision", metrics["mean_average_precision"]
-    name = "mean_per_class_recall" if row_dataset(row) in MEAN_RECALL_SETS else "top1"
-    return (name, metrics[name]) if name in metrics else None
+    """(metric name, value) DataComp ranks the row by (its task kind's), or None (a linear probe, or a row
+    without it)."""
+    return task_kind(row["task"]).main_metric(row["metrics"], row_dataset(row))
 
 
 def row_dataset(row: dict[str, Any]) -> str | None:
@@ -59,12 +52,13 @@ def grouped_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for group, members in GROUPS.items():
         of = len(members)
-        if group == "Retrieval":
-            chosen = [(row, value) for row, value in scored if row["task"] == "retrieval"]
+        own = [(row, value) for row, value in scored if task_kind(row["task"]).group == group]
+        if own:  # a kind that is a group of its own (retrieval): every row of it, whatever its data
+            chosen = own
             of = of if all(row_dataset(row) in members for row, _ in chosen) else None
         else:
             chosen = [(row, value) for row, value in scored
-                      if row["task"] == "zeroshot" and row_dataset(row) in members]
+                      if task_kind(row["task"]).group == BY_DATASET and row_dataset(row) in members]
         if chosen:
             values = [value for _, value in chosen]
             out.append({"group": group, "score": sum(values) / len(values), "count": len(values), "of": of})

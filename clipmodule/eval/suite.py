@@ -32,14 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError, one_line
-from clipmodule.eval import tasks as evaluate
-from clipmodule.eval.datasets import read_classnames, read_templates
 from clipmodule.eval.groups import grouped_averages, markdown_lines
-from clipmodule.eval.multilabel import zeroshot_multilabel
-from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.results import make_record, read_task_record, task_key, task_record_path, write_json
-from clipmodule.eval.sources import open_classification, open_retrieval
+from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 
 # Table columns, in order; a row leaves blank what its task does not measure.
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
@@ -48,71 +44,23 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
                     (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
 
 
-def _own_templates(spec: TaskSpec, dataset) -> bool:
-    """CLIP_benchmark's webdataset copies carry their own names and templates, which CLIP_benchmark uses."""
-    return spec.templates == "clip_benchmark" and getattr(dataset, "templates", None) is not None
-
-
-def _templates(spec: TaskSpec, dataset=None):
-    """The row's prompts: from the shipped data by dataset name (`openai`, `clip_benchmark`: a webdataset
-    copy's own), or `read_templates`."""
-    if dataset is not None and _own_templates(spec, dataset):
-        return list(dataset.templates)
-    if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
-        return None  # known once the copy is opened (the preflight cannot tell)
-    if spec.templates in SOURCES:
-        return templates_for(spec.dataset, spec.templates)
-    return read_templates(spec.templates)
-
-
 def preflight(spec: TaskSpec) -> None:
     """The checks that need no model or images: the task, its data keys, class-name and template files."""
-    spec.check()
-    _classnames(spec)
-    if spec.task == "zeroshot":
-        _templates(spec)
-
-
-def _classnames(spec: TaskSpec) -> list[str] | None:
-    return read_classnames(spec.classnames) if spec.classnames else None
-
-
-def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
-    """The names the prompts use: a class-name file's, the shipped data's (put in the dataset's label order),
-    or the dataset's own."""
-    if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
-        return list(dataset.classnames)
-    named = classnames_for(spec.dataset, spec.templates)
-    return align_classnames(list(dataset.classnames), named, spec.label()) if named else list(dataset.classnames)
+    kind_of(spec).preflight(spec)
 
 
 def open_data(spec: TaskSpec, preprocess: Callable) -> tuple:
     """The row's datasets (one, or a probe's train and test), opened: a missing copy fails here, before any
     model work."""
-    if spec.task == "zeroshot":
-        return (open_classification(spec.dataset, preprocess, _classnames(spec), root=spec.root, split=spec.split),)
-    if spec.task == "retrieval":
-        return (open_retrieval(spec.dataset, preprocess, root=spec.root, split=spec.split),)
-    train = open_classification(spec.train, preprocess, _classnames(spec), root=spec.root, split="train")
-    return train, open_classification(spec.test, preprocess, list(train.classnames), root=spec.root, split=spec.split)
+    return kind_of(spec).open(spec, preprocess)
 
 
 def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions, probe: LinearProbeOptions,
-             progress=None, data: tuple | None = None, cache: evaluate.FeatureCache | None = None) -> dict[str, Any]:
-    """The metrics of one task (see `clipmodule.eval.tasks`), on `data` from `open_data` if given."""
-    spec.check()
-    data = data or open_data(spec, preprocess)
-    if spec.task == "zeroshot":
-        dataset = data[0]
-        names, templates = prompt_classnames(spec, dataset), _templates(spec, dataset)
-        if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP (eval.multilabel)
-            return zeroshot_multilabel(model, dataset, names, templates, loader, progress, where=spec.templates)
-        return evaluate.zeroshot_classification(model, dataset, names, templates, loader, progress,
-                                                where=spec.templates, cache=cache)
-    if spec.task == "retrieval":
-        return evaluate.retrieval(model, data[0], spec.recall_at, loader, progress)
-    train, test = data
-    return evaluate.linear_probe(model, train, test, len(train.classnames), probe, loader, progress, cache=cache)
+             progress=None, data: tuple | None = None, cache: FeatureCache | None = None) -> dict[str, Any]:
+    """The metrics of one task (its kind's run: `clipmodule.eval.tasks`), on `data` from `open_data` if given."""
+    kind = kind_of(spec)
+    data = data or kind.open(spec, preprocess)
+    return kind.run(model, spec, data, TaskContext(loader, probe, progress, cache))
 
 
 @dataclass
@@ -138,14 +86,13 @@ def _check_rows(config: SuiteConfig) -> None:
 
 
 def _row(spec: TaskSpec, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": spec.label(), "task": spec.task, "dataset": spec.dataset or f"{spec.train} → {spec.test}",
+    return {"name": spec.label(), "task": spec.task, "dataset": " → ".join(kind_of(spec).data_names(spec)),
             "metrics": metrics, "spec": asdict(spec)}
 
 
-def _register(cache: evaluate.FeatureCache, spec: TaskSpec, data: tuple) -> None:
+def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:
     """Datasets named alike (spec string, class names) hold the same images in the same order: one key."""
-    specs = (spec.dataset,) if spec.task != "linear-probe" else (spec.train, spec.test)
-    for name, dataset in zip(specs, data):
+    for name, dataset in zip(kind_of(spec).data_names(spec), data):
         cache.register(dataset, (name, spec.classnames, spec.root, getattr(dataset, "split", None)))
 
 
@@ -154,9 +101,9 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     """Every row of the suite (see the module docstring); `model_id` is the model's fingerprint and `store`
     the folder of per-task records (None: no resume)."""
     _check_rows(config)
-    run, cache, pending = SuiteRun(), evaluate.FeatureCache(), {}
-    keys = {spec.label(): task_key(model_id, asdict(spec), asdict(config.probe) if spec.task == "linear-probe"
-                                   else {}) for spec in config.tasks}
+    run, cache, pending = SuiteRun(), FeatureCache(), {}
+    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config))
+            for spec in config.tasks}
     for spec in config.tasks:
         label = spec.label()
         if store is not None and (record := read_task_record(store, keys[label])) is not None:
@@ -168,8 +115,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
             run.missing[label] = one_line(error)
             say(f"missing: {label}: {run.missing[label]}")
             continue
-        if spec.task == "zeroshot":  # names that do not fit the copy stop the suite now, not hours later
-            prompt_classnames(spec, pending[label][0])
+        kind_of(spec).check_data(spec, pending[label])
         _register(cache, spec, pending[label])
     if run.reused:
         say(f"finished before (same model and data), not run again: {', '.join(run.reused)}")

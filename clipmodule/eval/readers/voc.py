@@ -1,7 +1,7 @@
 """PASCAL VOC 2007 as CLIP_benchmark evaluates it.
 
     voc2007_multilabel  every image with the set of classes of its objects (difficult ones included);
-                        the metric is mean average precision over the 20 classes (`eval.multilabel`)
+                        the metric is mean average precision over the 20 classes (`eval.tasks.multilabel`)
     voc2007             one crop per object box, labelled with the object's class (single-label top-1)
 
 Layout: VOCdevkit/VOC2007/{JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/<split>.txt} (or the

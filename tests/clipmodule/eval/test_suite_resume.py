@@ -146,7 +146,8 @@ def test_grouped_averages_use_datacomps_main_metrics():
 
 
 def test_the_papers_names_follow_a_copys_label_order_and_a_misfit_stops_the_suite(work, model, tmp_path):
-    from clipmodule.eval.suite import open_data, prompt_classnames
+    from clipmodule.eval.suite import open_data
+    from clipmodule.eval.tasks.zeroshot import prompt_classnames
     from tests.clipmodule.eval.readers.copies import write_cifar10, write_fer2013_folders
 
     net, preprocess = model

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipmodule.eval.multilabel import average_precision_per_class, mean_average_precision
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.readers.voc import VOC_CLASSES
+from clipmodule.eval.tasks.multilabel import average_precision_per_class, mean_average_precision
 from tests.clipmodule.eval.readers.copies import decode, save
 
 # image id: [(class, box)], per split

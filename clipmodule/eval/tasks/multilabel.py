@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from clipmodule.eval.options import LoaderOptions
 from clipmodule.eval.prompts import Prompts
-from clipmodule.eval.tasks import Progress, data_damage, extract_features, model_tokenizer
+from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 

@@ -1,0 +1,70 @@
+"""What a task kind declares, once: the data a row names, how it is opened, how the task runs, and the metric
+DataComp ranks it by. `clipmodule.eval.tasks` keeps one registry of them; the suite, its table, DataComp's groups,
+the single commands and the records all ask the kind, never compare its name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+
+
+@dataclass
+class TaskContext:
+    """What a run needs beside the model and its data."""
+
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
+    progress: Any = None
+    """A rich Progress, or None."""
+    cache: Any = None
+    """The suite's `FeatureCache` (image features shared between rows), or None."""
+
+
+def _no_check(spec: TaskSpec, data: tuple | None = None) -> None:
+    return None
+
+
+def _no_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, float] | None:
+    return None
+
+
+def _no_settings(config: SuiteConfig) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """One kind of evaluation task (a suite row's `task:`)."""
+
+    name: str
+    """The row's `task:` value."""
+    data_keys: tuple[str, ...]
+    """The spec's fields that name its data: (`dataset`,) or a probe's (`train`, `test`)."""
+    open: Callable[[TaskSpec, Callable], tuple]
+    """The row's datasets, opened (a missing copy fails here, before any model work)."""
+    run: Callable[[Any, TaskSpec, tuple, TaskContext], dict[str, Any]]
+    """run(model, spec, data, context) -> metrics."""
+    preflight: Callable[[TaskSpec], None] = _no_check
+    """Checks that need no model or images (class-name and template files)."""
+    check_data: Callable[[TaskSpec, tuple], None] = _no_check
+    """Checks of the opened data before any model work (e.g. class names that do not fit the copy)."""
+    main_metric: Callable[[dict[str, Any], str | None], tuple[str, float] | None] = _no_metric
+    """(name, value) DataComp ranks the row by, from its metrics and its benchmark dataset (None: no rank)."""
+    group: str | None = None
+    """DataComp's grouping: `by dataset` (the dataset's group: ImageNet, its shifts, VTAB), a group's own name
+    (every row of the kind joins it, e.g. `Retrieval`), or None (no group: a linear probe is not zero-shot)."""
+    run_settings: Callable[[SuiteConfig], dict[str, Any]] = _no_settings
+    """Suite settings outside the row that change its result (part of its resume key; the probe's protocol)."""
+
+    def require_data(self, spec: TaskSpec) -> None:
+        missing = [key for key in self.data_keys if not getattr(spec, key)]
+        if missing:
+            raise ClipModuleError(f"{spec.label()}: a {self.name} task needs {' and '.join(missing)}")
+
+    def data_names(self, spec: TaskSpec) -> tuple[str, ...]:
+        """The spec strings of its data, in the order `open` returns the datasets."""
+        return tuple(getattr(spec, key) for key in self.data_keys)

@@ -1,0 +1,116 @@
+"""Zero-shot classification: class embeddings from class names × templates (`eval.zeroshot`), logits
+100 · image·W; top-1, top-5 and mean per-class recall (torchmetrics). A multi-label set (VOC2007) is scored by
+mAP (`multilabel`). The task kind `zeroshot` of a suite row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.datasets import read_classnames, read_templates
+from clipmodule.eval.metrics import classification_metrics
+from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
+from clipmodule.eval.options import LoaderOptions, TaskSpec
+from clipmodule.eval.prompts import Prompts
+from clipmodule.eval.sources import open_classification
+from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
+from clipmodule.eval.tasks.kind import TaskContext, TaskKind
+from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
+from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
+
+# DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
+MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+
+
+def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
+                            templates: Prompts, options: LoaderOptions | None = None,
+                            progress: Progress = None, where: str = "templates",
+                            cache: FeatureCache | None = None) -> dict[str, float]:
+    """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble (or class-specific
+    prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`.
+    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`)."""
+    options = options or LoaderOptions()
+    model = model.to(options.torch_device()).eval()
+    key = (tuple(classnames), repr(templates))  # ImageNet, -V2 and -Sketch share one classifier
+    classifier = cache.classifiers.get(key) if cache is not None else None
+    if classifier is None:
+        classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
+        if cache is not None:
+            cache.classifiers[key] = classifier
+    features, labels = image_features(model, "embedding", dataset, options, progress, "zero-shot", cache)
+    if len(classnames) < 2:  # torchmetrics' own error is a traceback
+        raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: zero-shot classification needs at least "
+                              f"two classes, not {len(classnames)}")
+    logits = zeroshot_logits(features, classifier.cpu())
+    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
+
+
+def _own_templates(spec: TaskSpec, dataset) -> bool:
+    """CLIP_benchmark's webdataset copies carry their own names and templates, which CLIP_benchmark uses."""
+    return spec.templates == "clip_benchmark" and getattr(dataset, "templates", None) is not None
+
+
+def prompt_templates(spec: TaskSpec, dataset=None) -> Prompts | None:
+    """The row's prompts: from the shipped data by dataset name (`openai`, `clip_benchmark`: a webdataset
+    copy's own), or `read_templates`."""
+    if dataset is not None and _own_templates(spec, dataset):
+        return list(dataset.templates)
+    if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
+        return None  # known once the copy is opened (the preflight cannot tell)
+    if spec.templates in SOURCES:
+        return templates_for(spec.dataset, spec.templates)
+    return read_templates(spec.templates)
+
+
+def spec_classnames(spec: TaskSpec) -> list[str] | None:
+    """The names of the row's class-name file, or None (the dataset's own are used)."""
+    return read_classnames(spec.classnames) if spec.classnames else None
+
+
+def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
+    """The names the prompts use: a class-name file's, the shipped data's (put in the dataset's label order),
+    or the dataset's own."""
+    if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
+        return list(dataset.classnames)
+    named = classnames_for(spec.dataset, spec.templates)
+    return align_classnames(list(dataset.classnames), named, spec.label()) if named else list(dataset.classnames)
+
+
+def _preflight(spec: TaskSpec) -> None:
+    spec_classnames(spec)
+    prompt_templates(spec)
+
+
+def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
+    return (open_classification(spec.dataset, preprocess, spec_classnames(spec), root=spec.root, split=spec.split),)
+
+
+def _check_data(spec: TaskSpec, data: tuple) -> None:
+    prompt_classnames(spec, data[0])  # names that do not fit the copy stop a suite now, not hours later
+
+
+def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
+    dataset = data[0]
+    names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
+    if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
+        return zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
+                                   where=spec.templates)
+    return zeroshot_classification(model, dataset, names, templates, context.loader, context.progress,
+                                   where=spec.templates, cache=context.cache)
+
+
+def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, float] | None:
+    """DataComp's: mAP for a multi-label set, mean per-class recall on Caltech-101, FGVC-Aircraft, Flowers-102 and
+    Pets, top-1 elsewhere."""
+    if "mean_average_precision" in metrics:
+        return "mean_average_precision", metrics["mean_average_precision"]
+    name = "mean_per_class_recall" if dataset in MEAN_RECALL_SETS else "top1"
+    return (name, metrics[name]) if name in metrics else None
+
+
+KIND = TaskKind(name="zeroshot", data_keys=("dataset",), open=_open, run=_run, preflight=_preflight,
+                check_data=_check_data, main_metric=main_metric, group="by dataset")
