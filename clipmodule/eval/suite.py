@@ -83,7 +83,9 @@ def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
-    return align_classnames(list(dataset.classnames), named, spec.label()) if named else list(dataset.classnames)
+    if not named:
+        return list(dataset.classnames)
+    return align_classnames(list(dataset.classnames), named, spec.label(), dataset=spec.dataset)
 
 
 def open_data(spec: TaskSpec, preprocess: Callable) -> tuple:
