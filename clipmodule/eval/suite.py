@@ -38,6 +38,7 @@ from clipmodule.eval.groups import grouped_averages, markdown_lines
 from clipmodule.eval.multilabel import zeroshot_multilabel
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.prompts import PROMPTS, prompt_record
 from clipmodule.eval.results import make_record, read_task_record, task_key, task_record_path, write_json
 from clipmodule.eval.sources import open_classification, open_retrieval
 
@@ -108,9 +109,11 @@ def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions,
         dataset = data[0]
         names, templates = prompt_classnames(spec, dataset), _templates(spec, dataset)
         if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP (eval.multilabel)
-            return zeroshot_multilabel(model, dataset, names, templates, loader, progress, where=spec.templates)
-        return evaluate.zeroshot_classification(model, dataset, names, templates, loader, progress,
-                                                where=spec.templates, cache=cache)
+            metrics = zeroshot_multilabel(model, dataset, names, templates, loader, progress, where=spec.templates)
+        else:
+            metrics = evaluate.zeroshot_classification(model, dataset, names, templates, loader, progress,
+                                                       where=spec.templates, cache=cache)
+        return {**metrics, PROMPTS: prompt_record(names, templates)}  # the record says what was prompted
     if spec.task == "retrieval":
         return evaluate.retrieval(model, data[0], spec.recall_at, loader, progress)
     train, test = data
@@ -140,8 +143,10 @@ def _check_rows(config: SuiteConfig) -> None:
 
 
 def _row(spec: TaskSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    metrics = dict(metrics)
+    prompted = metrics.pop(PROMPTS, {})  # a zero-shot row's class names and templates, beside its metrics
     return {"name": spec.label(), "task": spec.task, "dataset": spec.dataset or f"{spec.train} → {spec.test}",
-            "metrics": metrics, "spec": asdict(spec)}
+            **prompted, "metrics": metrics, "spec": asdict(spec)}
 
 
 def _register(cache: evaluate.FeatureCache, spec: TaskSpec, data: tuple) -> None:
