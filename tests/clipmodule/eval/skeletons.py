@@ -85,7 +85,7 @@ def _cars(root: Path) -> None:
     (base / "devkit").mkdir(parents=True)
     (base / "cars_test").mkdir()
     savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array([names], dtype=object)})
-    record = np.array([(1, "00001.jpg")], dtype=[("class", "O"), ("fname", "O")])
+    record = np.array([(1, "00001.jpg"), (196, "00002.jpg")], dtype=[("class", "O"), ("fname", "O")])
     savemat(base / "cars_test_annos_withlabels.mat", {"annotations": record.reshape(1, -1)})
 
 

@@ -1,7 +1,8 @@
 """Every dataset of every shipped suite, with its FULL class list in its own label order (a skeleton copy
 opened by its reader, `skeletons`): the names the suite prompts with (OpenAI's or CLIP_benchmark's, through
-`suite.prompt_classnames`) name, label by label, the class CLIP_benchmark's English names give that label.
-And an alignment that cannot match names refuses in one line instead of trusting a list's order."""
+`suite.prompt_classnames`) name, label by label, the class CLIP_benchmark's English names give that label;
+torchvision reads the same copies to the same label order. And an alignment that cannot match names refuses in
+one line instead of trusting a list's order."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from clipmodule.eval.options import TaskSpec
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.suite import prompt_classnames
 from tests.clipmodule.eval import benchmark_labels as labels
+from tests.clipmodule.eval.readers.test_torchvision_parity import _peer, no_md5  # noqa: F401 (a fixture)
 from tests.clipmodule.eval.skeletons import WRITERS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -72,6 +74,25 @@ def test_prompted_names_are_each_labels_own_class(tmp_path, name, source):
              in enumerate(zip(dataset.classnames, prompted, expected))
              if _spelling(said) != _spelling(meant) and (said, meant) not in labels.SAME_CLASS]
     assert not wrong, f"{name}: label, own name, prompted name, CLIP_benchmark's name: {wrong[:5]}"
+
+
+@pytest.mark.usefixtures("no_md5")
+@pytest.mark.parametrize("name", ["eurosat", "country211", "dtd", "sun397", "food101", "renderedsst2", "fgvc_aircraft",
+                                  "pets", "cars", "stl10", "cifar10", "cifar100", "flowers"])
+def test_own_label_order_is_torchvisions(tmp_path, name):
+    """torchvision reads the same skeleton copies to the same class order (Flowers-102: torchvision names its
+    labels in English, so the label map's names are checked against it)."""
+    WRITERS[name](tmp_path)
+    ours = open_dataset(name, tmp_path)
+    theirs = list(_peer(name, tmp_path, ours.split).classes)
+    if name != "flowers":
+        assert [_spelling(name) for name in ours.classnames] == [_spelling(name) for name in theirs]
+        return
+    for source in SOURCES:
+        spec = TaskSpec("zeroshot", dataset=name, root=str(tmp_path), templates=source)
+        prompted = prompt_classnames(spec, ours)
+        assert all(_spelling(said) == _spelling(meant) or (said, meant) in labels.SAME_CLASS
+                   for said, meant in zip(prompted, theirs, strict=True))
 
 
 def test_eurosat_with_openai_names_each_label_by_its_folder():
