@@ -25,6 +25,9 @@ from clipmodule.eval.options import (
 from clipmodule.options import parse_dataclass
 from clipmodule.tracking.mlflow import TrackingOptions
 
+RECORD_ARTIFACT = "eval_record.json"
+"""The MLflow artifact holding the run's JSON record (class names and templates included)."""
+
 
 @dataclass
 class ZeroShotCommand(NamedDataOptions):
@@ -153,6 +156,7 @@ def _check_tracking(tracking: TrackingOptions) -> None:
 
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
+    from clipmodule.eval.prompts import PROMPTS
     from clipmodule.eval.results import check_output_file, make_record, print_metrics, write_json
     from clipmodule.eval.suite import preflight, run_task
     from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
@@ -166,11 +170,13 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     model, preprocess = _load_model(command.model, command.tokenizer_folder)
     with _progress() as progress:
         metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
-    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec))
+    prompted = metrics.pop(PROMPTS, {})  # a zero-shot task's class names (label order) and templates
+    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted)
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
     write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"{name}:{_slug(data)}", params,
-                                            numeric_metrics(metrics), {"results_json": str(output.resolve())})
+                                            numeric_metrics(metrics), {"results_json": str(output.resolve())},
+                                            {RECORD_ARTIFACT: record})
     write_json(output, record)
     print_metrics(f"{name} · {data}", metrics)
     print(f"results: {output}")
@@ -207,7 +213,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing))
     write_json(output / f"{command.name}.json", record)  # before MLflow, so a tracking failure keeps the table
     record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
-                                            {"results_json": str((output / f"{command.name}.json").resolve())})
+                                            {"results_json": str((output / f"{command.name}.json").resolve())},
+                                            {RECORD_ARTIFACT: record})
     write_json(output / f"{command.name}.json", record)
     if rows:
         print_table(rows, title)

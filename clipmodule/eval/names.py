@@ -9,8 +9,9 @@ clipmodule/assets/benchmarks/ (NOTICE.txt there says where each came from):
 Dataset names are CLIP_benchmark's (`cifar10`, `flowers`, `pets`, `imagenet-a`, `mscoco_captions`…); the common
 other spellings (`flowers102`, `oxford_pets`, `ImageNet-A`, `vtab/cifar10`, `wds/imagenet1k`) name the same one.
 
-`align_classnames` matches a list of names to the order of a dataset's own labels: data lists are in each
-dataset's canonical label order, but a layout may order its classes otherwise (FER2013's CSV and its folders).
+`align_classnames` puts a shipped list in the order of a dataset's own labels, by name or by the explicit label
+map of `label_maps.json` (EuroSAT's folders, Flowers-102's numbers, Country211's codes…); it refuses a list it
+cannot match name by name rather than trust the list's order (OpenAI's EuroSAT list is in another order).
 Kept free of torch.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
@@ -139,25 +141,48 @@ def _normal(name: str) -> str:
     return re.sub(r"[\s_/-]+", " ", name.lower()).strip()
 
 
-def align_classnames(own: list[str], named: list[str], where: str) -> list[str]:
-    """`named` (a data list) in the order of the dataset's `own` label names.
+@functools.cache
+def label_map(name: str | None) -> dict[str, str]:
+    """{own label name: the name the shipped lists give it} of the dataset `name`, from `label_maps.json`
+    (normalised, as `align_classnames` compares names); {} for a dataset whose own names are the lists'."""
+    entry = _json("label_maps.json").get(dataset_key(name) if name else None)
+    return {_normal(own): _normal(named) for own, named in entry["labels"].items()} if entry else {}
 
-    Same length required. When every own name matches exactly one data name, equal or one a prefix of the
-    other after lower-casing and `_`/`-` to spaces (`disgust` ~ `disgusted`), the data names follow the own
-    order; otherwise (own names are numbers or codes, e.g. Flowers-102's) the lists are taken to be in the same
-    canonical order."""
+
+def _listed(names: list[str], max_count: int = 4) -> str:
+    more = f" and {len(names) - max_count} more" if len(names) > max_count else ""
+    return ", ".join(repr(name) for name in names[:max_count]) + more
+
+
+def align_classnames(own: list[str], named: list[str], where: str, dataset: str | None = None) -> list[str]:
+    """`named` (a shipped list: OpenAI's or CLIP_benchmark's) in the order of the dataset's `own` label names.
+
+    Each own label takes the one listed name equal to its own, or to the name `label_map(dataset)` gives it
+    (EuroSAT's `AnnualCrop` is OpenAI's "annual crop land"; Flowers-102's `1` is "pink primrose"), compared
+    after lower-casing and `_`/`-`/`/` to spaces. A label that matches no name or several, or two labels taking
+    one name, is a one-line error naming them: a list in its own order is never taken on trust, since a wrong
+    order gives every class another class's prompts and no error anywhere else."""
     if len(own) != len(named):
         raise ClipModuleError(f"{where}: the dataset has {len(own)} classes but the class-name list has "
                               f"{len(named)}; give a class-name file (--classnames)")
-    normal = [_normal(name) for name in named]
-    order = []
+    if [_normal(name) for name in own] == [_normal(name) for name in named]:
+        return list(named)  # the same names in the same order (ImageNet's list names two classes alike twice)
+    index: dict[str, list[int]] = {}
+    for position, name in enumerate(named):
+        index.setdefault(_normal(name), []).append(position)
+    extra = label_map(dataset)
+    positions = []
     for name in own:
         mine = _normal(name)
-        hits = [index for index, other in enumerate(normal) if other.startswith(mine) or mine.startswith(other)]
-        exact = [index for index in hits if normal[index] == mine]
-        hits = exact or hits
-        if len(hits) != 1:
-            return list(named)
-        order.append(hits[0])
-    return [named[index] for index in order] if len(set(order)) == len(order) else list(named)
-
+        hits = {hit for key in (mine, extra.get(mine, mine)) for hit in index.get(key, [])}
+        positions.append(hits.pop() if len(hits) == 1 else None)
+    taken = Counter(position for position in positions if position is not None)
+    unmatched = [name for name, position in zip(own, positions) if position is None or taken[position] > 1]
+    if unmatched:
+        unused = [name for position, name in enumerate(named) if taken[position] != 1]
+        raise ClipModuleError(
+            f"{where}: the class-name list for {dataset or 'this dataset'} names no single class for the dataset's "
+            f"own label(s) {_listed(unmatched)} (left in the list: {_listed(unused) or 'none'}); the label map "
+            "(clipmodule/assets/benchmarks/label_maps.json) does not cover this copy: give a class-name file "
+            "(--classnames) in its label order")
+    return [named[position] for position in positions]

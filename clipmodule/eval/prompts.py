@@ -106,3 +106,15 @@ def class_prompts(classnames: Sequence[str], prompts: Prompts, where: str = "tem
         return [[fill(text, name) for text in prompts[name]] for name in classnames]
     templates = check_templates(prompts, where)
     return [[fill(template, name) for template in templates] for name in classnames]
+
+
+PROMPTS = "prompts"
+"""Key of the class names and templates a zero-shot task prompted with, in its results (`prompt_record`)."""
+
+
+def prompt_record(classnames: Sequence[str], prompts: Prompts) -> dict[str, list[str] | dict[str, list[str]]]:
+    """What a zero-shot record states about its prompts: the class names in label order (class i is label i)
+    and the templates, or the class-specific prompts as given."""
+    if isinstance(prompts, Mapping):
+        return {"classnames": list(classnames), "templates": {name: list(texts) for name, texts in prompts.items()}}
+    return {"classnames": list(classnames), "templates": list(prompts)}

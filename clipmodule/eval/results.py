@@ -58,7 +58,8 @@ def write_text(path: str | Path, text: str) -> Path:
     return files.write_text(path, text)
 
 
-RECORD_FORMAT = 1  # bump when a metric's definition changes: older per-task records are then not reused
+RECORD_FORMAT = 2  # bump when a metric's definition changes: older per-task records are then not reused
+# 2: zero-shot records state their class names and templates (OpenAI's EuroSAT names were scrambled before)
 
 
 def model_fingerprint(model: str) -> str:
@@ -112,7 +113,7 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
 
     table = Table("metric", "value", title=title)
     for key, value in metrics.items():
-        if isinstance(value, dict):
+        if isinstance(value, (dict, list)):  # detail (a sweep, the prompts) stays in the JSON record
             continue
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)

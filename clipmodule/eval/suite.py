@@ -34,6 +34,7 @@ from typing import Any
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.groups import grouped_averages, markdown_lines
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.prompts import PROMPTS
 from clipmodule.eval.results import make_record, read_task_record, task_key, task_record_path, write_json
 from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 
@@ -86,8 +87,10 @@ def _check_rows(config: SuiteConfig) -> None:
 
 
 def _row(spec: TaskSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    metrics = dict(metrics)
+    prompted = metrics.pop(PROMPTS, {})  # a zero-shot row's class names and templates, beside its metrics
     return {"name": spec.label(), "task": spec.task, "dataset": " → ".join(kind_of(spec).data_names(spec)),
-            "metrics": metrics, "spec": asdict(spec)}
+            **prompted, "metrics": metrics, "spec": asdict(spec)}
 
 
 def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:

@@ -112,9 +112,19 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
     return out
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of an sqlite store keeps its artifacts: `mlartifacts/` beside the sqlite file (MLflow's
+    default, `./mlruns` of whatever folder the command ran in, scatters them); None for a server (it decides)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+
+
 def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any], metrics: dict[str, float],
-                  tags: dict[str, str] | None = None) -> str | None:
-    """One finished MLflow run with `params` and `metrics`; returns its id (None when tracking is off)."""
+                  tags: dict[str, str] | None = None, artifacts: dict[str, Any] | None = None) -> str | None:
+    """One finished MLflow run with `params` and `metrics`, and `artifacts` {file name: JSON-able object} (an
+    evaluation's whole record: its class names and templates are too long for params); returns its id (None when
+    tracking is off)."""
     if not options.enabled:
         return None
     from mlflow.entities import Metric, Param, RunTag
@@ -123,7 +133,8 @@ def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any
     try:
         tracker = client(options.uri)
         experiment = tracker.get_experiment_by_name(options.experiment)
-        experiment_id = experiment.experiment_id if experiment else tracker.create_experiment(options.experiment)
+        experiment_id = experiment.experiment_id if experiment else tracker.create_experiment(
+            options.experiment, artifact_location=artifact_location(options.uri))
         run = tracker.create_run(experiment_id, run_name=options.run_name or run_name)
         now = int(datetime.datetime.now().timestamp() * 1000)
         tracker.log_batch(
@@ -132,7 +143,9 @@ def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any
             params=[Param(key, str(value)[:6000]) for key, value in params.items()],
             tags=[RunTag(key, value) for key, value in (tags or {}).items()],
         )
+        for name, content in (artifacts or {}).items():
+            tracker.log_dict(run.info.run_id, content, name)
         tracker.set_terminated(run.info.run_id, "FINISHED")
-    except MlflowException as error:
+    except (MlflowException, OSError) as error:
         raise ClipModuleError(f"{options.uri}: MLflow logging failed ({one_line(error)[:200]})") from None
     return run.info.run_id

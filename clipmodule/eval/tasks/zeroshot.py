@@ -15,7 +15,7 @@ from clipmodule.eval.datasets import read_classnames, read_templates
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
-from clipmodule.eval.prompts import Prompts
+from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record
 from clipmodule.eval.sources import open_classification
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
@@ -77,7 +77,9 @@ def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
-    return align_classnames(list(dataset.classnames), named, spec.label()) if named else list(dataset.classnames)
+    if not named:
+        return list(dataset.classnames)
+    return align_classnames(list(dataset.classnames), named, spec.label(), dataset=spec.dataset)
 
 
 def _preflight(spec: TaskSpec) -> None:
@@ -97,10 +99,12 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
     dataset = data[0]
     names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
     if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
-        return zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
-                                   where=spec.templates)
-    return zeroshot_classification(model, dataset, names, templates, context.loader, context.progress,
-                                   where=spec.templates, cache=context.cache)
+        metrics = zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
+                                      where=spec.templates)
+    else:
+        metrics = zeroshot_classification(model, dataset, names, templates, context.loader, context.progress,
+                                          where=spec.templates, cache=context.cache)
+    return {**metrics, PROMPTS: prompt_record(names, templates)}  # the record says what was prompted
 
 
 def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, float] | None:

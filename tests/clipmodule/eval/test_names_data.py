@@ -95,14 +95,16 @@ def test_clip_benchmark_files_equal_the_installed_packages():
 def test_data_names_follow_the_datasets_own_label_order():
     # FER2013's folders (Kaggle) sort alphabetically; the paper's list is in the CSV's label order.
     folders = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-    assert align_classnames(folders, classnames_for("fer2013"), "fer2013") == [
+    assert align_classnames(folders, classnames_for("fer2013"), "fer2013", dataset="fer2013") == [
         "angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised"]
-    flowers = classnames_for("flowers")  # readers that know only label numbers keep the canonical order
-    assert align_classnames([str(i) for i in range(1, 103)], flowers, "flowers") == flowers
-    cifar = classnames_for("cifar100")  # "sea" and "seal": an exact match wins over a prefix
+    flowers = classnames_for("flowers")  # label numbers take their names from the explicit label map
+    assert align_classnames([str(i) for i in range(1, 103)], flowers, "flowers", dataset="flowers") == flowers
+    cifar = classnames_for("cifar100")  # "sea" and "seal": names match whole, never by prefix
     assert align_classnames(sorted(cifar), cifar, "cifar100") == sorted(cifar)
     with pytest.raises(ClipModuleError, match="the dataset has 3 classes but the class-name list has 10"):
         align_classnames(["a", "b", "c"], classnames_for("mnist"), "mnist")
+    with pytest.raises(ClipModuleError, match="own label.s. 'disgust', 'fear', 'surprise'"):  # no map, no prefixes
+        align_classnames(folders, classnames_for("fer2013"), "fer2013")
 
 
 def test_the_data_ships_as_package_data_with_its_notice():
