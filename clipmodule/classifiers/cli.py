@@ -68,8 +68,8 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
 
 
 def test(argv: list[str]) -> int:
-    from clipmodule.eval.results import check_output_file, make_record, write_json
-    from clipmodule.tracking.mlflow import check_store, log_to_mlflow, numeric_metrics
+    from clipmodule.eval.results import check_output_file, make_record, save_and_track
+    from clipmodule.tracking.mlflow import check_store, numeric_metrics
 
     command = _parse(argv)
     output = check_output_file(command.output or Path("eval_results") / f"test-{command.model}.json")
@@ -78,14 +78,9 @@ def test(argv: list[str]) -> int:
     metrics = test_classifier(command)
     record = make_record("test", command.model, metrics, checkpoint=command.checkpoint, dataset=command.data,
                          config=asdict(command))
-    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
-    record["mlflow_run_id"] = log_to_mlflow(
-        command.tracking, f"test:{command.model}",
-        {"task": "test", "model": command.model, "checkpoint": command.checkpoint, "dataset": command.data},
-        numeric_metrics({f"accuracy/{key}": value for key, value in metrics.items()}),
-        {"results_json": str(output.resolve())},
-    )
-    write_json(output, record)
+    save_and_track(output, record, command.tracking, f"test:{command.model}",
+                   {"task": "test", "model": command.model, "checkpoint": command.checkpoint, "dataset": command.data},
+                   numeric_metrics({f"accuracy/{key}": value for key, value in metrics.items()}))
     line = f"accuracy/top1: {100 * metrics['top1']:.4f}"
     if "top5" in metrics:
         line += f"  accuracy/top5: {100 * metrics['top5']:.4f}"

@@ -25,9 +25,6 @@ from clipmodule.eval.options import (
 from clipmodule.options import parse_dataclass
 from clipmodule.tracking.mlflow import TrackingOptions
 
-RECORD_ARTIFACT = "eval_record.json"
-"""The MLflow artifact holding the run's JSON record (class names and templates included)."""
-
 
 @dataclass
 class ZeroShotCommand(NamedDataOptions):
@@ -157,9 +154,9 @@ def _check_tracking(tracking: TrackingOptions) -> None:
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
     from clipmodule.eval.prompts import PROMPTS
-    from clipmodule.eval.results import check_output_file, make_record, print_metrics, write_json
+    from clipmodule.eval.results import check_output_file, make_record, print_metrics, save_and_track
     from clipmodule.eval.suite import preflight, run_task
-    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+    from clipmodule.tracking.mlflow import numeric_metrics
 
     spec = command.task()
     preflight(spec)
@@ -173,11 +170,8 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot task's class names (label order) and templates
     record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted)
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
-    write_json(output, record)  # before MLflow: an unreachable tracking server must not lose the results
-    record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"{name}:{_slug(data)}", params,
-                                            numeric_metrics(metrics), {"results_json": str(output.resolve())},
-                                            {RECORD_ARTIFACT: record})
-    write_json(output, record)
+    save_and_track(output, record, command.tracking, f"{name}:{_slug(data)}", params, numeric_metrics(metrics),
+                   with_record=True)
     print_metrics(f"{name} · {data}", metrics)
     print(f"results: {output}")
     return record
@@ -187,9 +181,9 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     """Runs a suite (resuming: tasks finished for this model and data are not run again); writes
     <output>/<name>.md and .json and one MLflow run."""
     from clipmodule.eval.groups import group_metrics, grouped_averages
-    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, write_json, write_text
+    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, save_and_track, write_text
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
-    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+    from clipmodule.tracking.mlflow import numeric_metrics
 
     if not command.model:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
@@ -211,11 +205,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
                          model_sha=fingerprint, groups=groups, missing=run.missing, reused=run.reused,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
     write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing))
-    write_json(output / f"{command.name}.json", record)  # before MLflow, so a tracking failure keeps the table
-    record["mlflow_run_id"] = log_to_mlflow(command.tracking, f"suite:{command.name}", params, metrics,
-                                            {"results_json": str((output / f"{command.name}.json").resolve())},
-                                            {RECORD_ARTIFACT: record})
-    write_json(output / f"{command.name}.json", record)
+    save_and_track(output / f"{command.name}.json", record, command.tracking, f"suite:{command.name}", params, metrics,
+                   with_record=True)
     if rows:
         print_table(rows, title)
     if run.missing:

@@ -117,3 +117,22 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
             continue
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
+
+
+RECORD_ARTIFACT = "eval_record.json"
+"""The MLflow artifact holding an evaluation run's JSON record (class names and templates included)."""
+
+
+def save_and_track(output: str | Path, record: dict[str, Any], tracking: Any, run_name: str,
+                   params: dict[str, Any], metrics: dict[str, float], with_record: bool = False) -> dict[str, Any]:
+    """Write `record` to `output`, log one MLflow run that names the file (and, `with_record`, carries the whole
+    record as an artifact), then write the record again with the run's id. The first write comes before MLflow:
+    an unreachable tracking server must not lose the results."""
+    from clipmodule.tracking.mlflow import log_to_mlflow
+
+    write_json(output, record)
+    artifacts = {RECORD_ARTIFACT: record} if with_record else None
+    record["mlflow_run_id"] = log_to_mlflow(tracking, run_name, params, metrics,
+                                            {"results_json": str(Path(output).resolve())}, artifacts)
+    write_json(output, record)
+    return record
