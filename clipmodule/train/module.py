@@ -10,12 +10,10 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import PairedEmbeddings
-from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
@@ -23,7 +21,7 @@ from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
-from clipmodule.train.zeroshot_sets import TASK_PREFIX, ZeroShotSets
+from clipmodule.train.zeroshot_sets import PLAIN, ZeroShotSets, is_zeroshot
 from clipmodule.transforms import normalize_batch
 
 MAX_LOG_SCALE = math.log(100.0)
@@ -116,11 +114,7 @@ class ClipLitModule(L.LightningModule):
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
         })
         self.retrieval = PairedEmbeddings()
-        if self.classnames:
-            classes = len(self.classnames)
-            self.top1 = MulticlassAccuracy(classes, top_k=1, average="micro")
-            self.top5 = MulticlassAccuracy(classes, top_k=min(5, classes), average="micro")
-        self._classifier: torch.Tensor | None = None
+        self._zeroshot_sets: ZeroShotSets | None = None
 
     def contrastive_loss(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         return self.loss_of_features(*self.encode_pair({"image": images, "text": texts}))
@@ -203,27 +197,23 @@ class ClipLitModule(L.LightningModule):
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
 
     def on_validation_epoch_start(self) -> None:
-        self._classifier = self._zeroshot_sets = None
+        """Every zero-shot set's classifier (`clipmodule.train.zeroshot_sets`: `data.zeroshot_sets`, and the shards of
+        `data.zeroshot_shards` named by `model.zeroshot_classnames`), built once per validation epoch."""
+        self._zeroshot_sets = None
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        sets = data.zeroshot_set_classes() if hasattr(data, "zeroshot_set_classes") else {}
-        if self.classnames or sets:
-            # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
-            tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
+        sets = dict(data.zeroshot_set_classes()) if hasattr(data, "zeroshot_set_classes") else {}
         if self.classnames:
-            self._classifier = build_zeroshot_classifier(self.model, tokenizer, self.classnames, self.templates)
-        if sets:  # data.zeroshot_sets: each set its classifier and metrics, logged as val/zeroshot/<name>/top1|top5
+            sets = {PLAIN: (self.classnames, self.templates), **sets}
+        if sets:  # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
+            tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
             self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         image_features = self.model.encode_image(batch["image"], normalize=True)
-        if batch.get("task", "").startswith(TASK_PREFIX):
-            self._zeroshot_sets.update(batch["task"], image_features, batch["label"])
-        elif batch.get("task", "retrieval") == "zeroshot":
-            if self._classifier is None:
+        if is_zeroshot(batch.get("task", "")):
+            if self._zeroshot_sets is None:
                 raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames")
-            logits = zeroshot_logits(image_features, self._classifier)
-            self.top1.update(logits, batch["label"])
-            self.top5.update(logits, batch["label"])
+            self._zeroshot_sets.update(batch["task"], image_features, batch["label"])
         else:
             self.retrieval.update(image_features, self.model.encode_text(batch["text"], normalize=True))
 
@@ -232,11 +222,6 @@ class ClipLitModule(L.LightningModule):
             for name, value in self.retrieval.compute().items():
                 self.log(f"val/{name}", value, sync_dist=False, rank_zero_only=False)
         self.retrieval.reset()
-        if self.classnames and self.top1.update_count:
-            self.log("val/zeroshot_top1", self.top1.compute())
-            self.log("val/zeroshot_top5", self.top5.compute())
-            self.top1.reset()
-            self.top5.reset()
         sets = getattr(self, "_zeroshot_sets", None)
         for name, value in (sets.results() if sets is not None else {}).items():
             self.log(name, value)
