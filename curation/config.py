@@ -256,11 +256,12 @@ class FilterConfig:
 
 @dataclass
 class DedupConfig:
-    """SemDeDup: k-means clusters of the image embeddings, then within each cluster the pairs at or above a
-    cosine; of each such group the first sample by (shard, key) is kept."""
+    """SemDeDup: k-means clusters of the image embeddings, then within each cluster a sample whose cosine with
+    an earlier one (by shard and key, kept or not) is above a threshold is dropped."""
 
     threshold: float = 0.95
-    """Two samples whose image embeddings have at least this cosine are duplicates (SemDeDup's 1 - eps)."""
+    """A sample whose image embedding has a cosine above this with an earlier one is dropped (SemDeDup's
+    1 - eps)."""
     clusters: int = 0
     """k-means clusters (0: the square root of the samples, rounded up); duplicates in different clusters are
     not compared."""
