@@ -15,6 +15,7 @@ DDP) writes the same layout (parts per rank and chunk instead of per shard).
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -53,10 +54,17 @@ def load_embedder(class_path: str) -> ShardEmbedder:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise CurationError(f"embedder {class_path!r}: {module_name} has no {class_name}")
-    embedder = cls()
-    if not (callable(getattr(embedder, "setup", None)) and callable(getattr(embedder, "embed_shard", None))):
-        raise CurationError(f"embedder {class_path!r}: has no setup() and embed_shard() (see ShardEmbedder)")
-    return embedder
+    # checked on the class, before anything it names is called: `os:system` must never run
+    if not inspect.isclass(cls):
+        raise CurationError(f"embedder {class_path!r}: a {type(cls).__name__}, not a class implementing "
+                            "setup() and embed_shard() (see ShardEmbedder)")
+    lacking = [name for name in ("setup", "embed_shard") if not inspect.isfunction(getattr(cls, name, None))]
+    if lacking:
+        raise CurationError(f"embedder {class_path!r}: the class has no {lacking[0]}() method (see ShardEmbedder)")
+    try:
+        return cls()
+    except TypeError as error:
+        raise CurationError(f"embedder {class_path!r}: cannot be built without arguments ({error})") from None
 
 
 @dataclass(frozen=True)

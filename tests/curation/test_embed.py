@@ -180,3 +180,23 @@ def test_ray_engine_writes_the_same_files_as_the_local_engine(tmp_path, tiny_mod
     assert len(local) == 4 * 3
     for path in local:
         assert (tmp_path / "local" / path).read_bytes() == (tmp_path / "ray" / path).read_bytes(), path
+
+
+def test_an_embedder_name_that_is_no_embedder_class_is_refused_before_anything_is_called(tmp_path, tiny_model,
+                                                                                          capsys, monkeypatch):
+    """`os:getcwd` and `os:system` are refused without being called; so is a class lacking embed_shard()."""
+    called, getcwd = [], os.getcwd
+
+    def recorded(name, result):
+        return lambda *args: called.append(name) or result(*args)
+
+    monkeypatch.setattr(os, "getcwd", recorded("getcwd", getcwd))
+    monkeypatch.setattr(os, "system", recorded("system", lambda *args: 0))
+    write_synthetic_shards(tmp_path / "shards", 1, 2, image_size=32)
+    for name, expected in (("os:getcwd", "not a class"), ("os:system", "not a class"),
+                           ("collections:OrderedDict", "no setup() method")):
+        code = main(["embed", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "emb"),
+                     "--model", str(tiny_model), "--embedder", name])
+        error = capsys.readouterr().err.strip()
+        assert code == 2 and expected in error and len(error.splitlines()) == 1, error
+    assert called == []
