@@ -30,6 +30,8 @@ from curation.formats.embeddings import (
     EmbedderError,
     EmbeddingFilesError,
     ShardEmbedder,
+    begin_set,
+    finish_set,
     metadata_path,
     part_info,
     part_name,
@@ -145,6 +147,7 @@ def run_embed(config: EmbedConfig, shards: list[str], out: Path, overwrite: bool
         report(f"embed: up to date ({done['rows_out']:,} of {done['rows_in']:,} samples embedded in {out})")
         return done
     with stage.running():
+        begin_set(out)
         tasks = [EmbedTask(src, out, part_name(src)) for src in sources]
         for task in tasks:
             remove_part_temporaries(out, task.part)
@@ -162,7 +165,9 @@ def run_embed(config: EmbedConfig, shards: list[str], out: Path, overwrite: bool
                           workers=config.workers, ray_address=config.ray_address, total_rows=total,
                           on_result=record)
         seconds = time.perf_counter() - started
-        stats = stage.finish(_stats(config, tasks, outcome.results, seconds))
+        stats = _stats(config, tasks, outcome.results, seconds)
+        finish_set(out, [t.part for t in tasks], stats["model"])
+        stats = stage.finish(stats)
     report(f"embed: {stats['rows_out']:,} of {stats['rows_in']:,} samples of {len(tasks)} shards embedded "
            f"(dim {stats['model'].get('embed_dim')}, {config.dtype}) → {out}")
     return stats

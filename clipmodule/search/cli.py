@@ -1,9 +1,11 @@
 """`clipmodule search "a red car" --index DIR -k 16` (or `--image FILE`): the nearest samples of a `curation
 index` folder to a caption or an image, as a rich table, a PNG contact sheet and a JSON list of the hits.
 
-The query is embedded with the model that made the index's embeddings (recorded by `curation embed`; `--model`
-overrides it, and must be the same model for the scores to mean anything), L2-normalised, and searched with the
-parameters `curation index` tuned; a score is the cosine of the query and the sample.
+The query is embedded with the model that made the index's embeddings (recorded by `curation embed` with the
+sha256 of its weights; `--model` names another path to it), L2-normalised, and searched with the parameters
+`curation index` tuned; a score is the cosine of the query and the sample. A model whose weights hash otherwise
+than the recorded ones (a checkpoint replaced under the same path) is refused: its queries would land in another
+embedding space.
 """
 
 from __future__ import annotations
@@ -47,17 +49,22 @@ def _shard_files(recorded: dict[str, str], extra: list[str]) -> dict[str, str]:
     return files
 
 
-def query_vector(args: Any, model: str) -> Any:
-    """[1, d] embedding of the text or image query with `model`."""
+def query_vector(args: Any, model: str, weights_sha256: str | None) -> Any:
+    """[1, d] embedding of the text or image query with `model`, whose weights must hash to `weights_sha256`
+    (the model that embedded the index) when it is given."""
     from clipmodule.embedding import ShardEmbedder, read_image_file
     from curation.formats.embeddings import EmbedderError
 
     image = read_image_file(args.image) if args.image else None
     embedder = ShardEmbedder()
     try:
-        embedder.setup(model, device=args.device)
+        described = embedder.setup(model, device=args.device)
     except EmbedderError as error:
         raise ClipModuleError(str(error)) from None
+    if weights_sha256 is not None and described["weights_sha256"] != weights_sha256:
+        raise ClipModuleError(f"model {model}: its weights (sha256 {described['weights_sha256'][:12]}) are not those "
+                              f"that embedded {args.index} (sha256 {weights_sha256[:12]}); the query would land in "
+                              "another space: pass that model with --model")
     return embedder.embed_images([image]) if image is not None else embedder.embed_text([args.query])
 
 
@@ -69,7 +76,11 @@ def search(args: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if not model:
         raise ClipModuleError(f"{args.index}: the index does not record its model (not `curation embed` output); "
                               "pass --model")
-    vector = query_vector(args, model)
+    recorded_hash = recorded.get("weights_sha256")
+    if recorded_hash is None and args.model is None:
+        raise ClipModuleError(f"{args.index}: records its model by path only, not its weights' hash (made before "
+                              "hashes were recorded): re-run `curation embed` and `curation index`, or pass --model")
+    vector = query_vector(args, model, recorded_hash)
     if vector.shape[1] != index.info["dim"]:
         raise ClipModuleError(f"model {model}: {vector.shape[1]}-dimensional embeddings, the index holds "
                               f"{index.info['dim']}-dimensional ones (another model made it)")

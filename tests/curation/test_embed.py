@@ -3,6 +3,7 @@ run resumes without duplicating or skipping a shard; Ray writes the same files a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,15 @@ from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
 from curation.config import EmbedConfig
 from curation.embed import run_embed
-from curation.formats.embeddings import iter_parts, part_info, parts, read_part
+from curation.formats.embeddings import (
+    EmbeddingFilesError,
+    iter_parts,
+    part_info,
+    parts,
+    read_part,
+    set_info,
+    written_parts,
+)
 from curation.formats.files import TEMP_MARK
 from tests.curation.slow_embedder import InterruptedShardEmbedder
 
@@ -98,6 +107,9 @@ def test_fp16_default_rows_are_unit_and_a_rerun_is_a_no_op(tmp_path, tiny_model,
     read = read_part(tmp_path / "emb", "00000")
     assert read.image.dtype == np.float16
     assert np.allclose(np.linalg.norm(read.image.astype(np.float32), axis=1), 1.0, atol=1e-3)
+    recorded = set_info(tmp_path / "emb")  # the finished set names the model by its weights' content
+    assert recorded["model"]["weights_sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    assert list(recorded["parts"]) == ["00000"]
     written = (tmp_path / "emb" / "metadata" / "metadata_00000.parquet").stat().st_mtime_ns
     assert run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")["rows_out"] == 4
     assert (tmp_path / "emb" / "metadata" / "metadata_00000.parquet").stat().st_mtime_ns == written
@@ -120,7 +132,9 @@ def test_an_interrupted_run_resumes_with_the_shards_it_had_not_finished(tmp_path
     InterruptedShardEmbedder.stop_at, InterruptedShardEmbedder.started = 3, 0
     with pytest.raises(KeyboardInterrupt):
         run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")
-    assert parts(tmp_path / "emb") == ["00000", "00001"]
+    assert written_parts(tmp_path / "emb") == ["00000", "00001"]
+    with pytest.raises(EmbeddingFilesError, match="not one finished set"):
+        parts(tmp_path / "emb")  # readers refuse the unfinished set
     assert not json.loads((tmp_path / "emb.stats.json").read_text())["finished"]
     InterruptedShardEmbedder.stop_at = None
     stats = run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")
