@@ -5,6 +5,7 @@ Stdlib only: `clipmodule` (checkpoints, eval records, reports) imports it as wel
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -14,6 +15,26 @@ from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".tmp-"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether an error is a full disk or quota (pyarrow's carry the errno in their message only)."""
+    if not isinstance(error, OSError):
+        return False
+    text = str(error)
+    return error.errno in FULL_ERRNOS or "No space left on device" in text or "Disk quota exceeded" in text
+
+
+class DiskFull(OSError):
+    """No space left while writing `path` (an OSError, so every `except OSError` still sees it); its message is
+    one line naming the file. What `atomic_path` was writing is removed, earlier files are untouched."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(errno.ENOSPC, "No space left on device", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: no space left on device (nothing of it was written; free space and run again)"
 
 
 def temp_name(path: Path) -> Path:
@@ -48,12 +69,17 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds. A full disk
+    becomes `DiskFull` naming `path`."""
     path = Path(path)
     tmp = temp_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if disk_full(error) and not isinstance(error, DiskFull):
+            raise DiskFull(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
