@@ -10,7 +10,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,31 @@ class UnreadableFile(ValueError):
     """A file that is missing or cannot be parsed; the message is one line naming the file."""
 
 
+class DuplicateKey(ValueError):
+    """A mapping that names a key twice (PyYAML keeps the last silently)."""
+
+
+def _unique_keys_loader(yaml: Any) -> type:
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (a merge key `<<` may repeat)."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, Hashable):
+                    continue  # a complex key: SafeLoader refuses it itself
+                if key in seen:
+                    raise DuplicateKey(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | Path) -> Any:
     """The YAML document in `path`, or `UnreadableFile` with the line and column of a syntax error."""
     import yaml  # the one non-stdlib import here, only when a config is read
@@ -119,7 +144,9 @@ def read_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise UnreadableFile(f"{path}: cannot read config ({getattr(error, 'strerror', None) or error})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_keys_loader(yaml))  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as error:
+        raise UnreadableFile(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
