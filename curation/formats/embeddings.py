@@ -161,19 +161,25 @@ def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np
     if arrays["image"].shape[1] != arrays["text"].shape[1]:
         raise EmbeddingFilesError(f"part {part}: image width {arrays['image'].shape[1]} != text width "
                                   f"{arrays['text'].shape[1]}")
-    for kind, array in arrays.items():
-        path = embedding_path(folder, kind, part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, array.astype(dtype), allow_pickle=False)
-    path = metadata_path(folder, part)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = {PART_ID_KEY: uuid.uuid4().hex}
     if info is not None:
         extra[INFO_KEY] = json.dumps(dict(info), default=str)
-    table = table.replace_schema_metadata(extra)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    written = []
+    try:
+        for kind, array in arrays.items():
+            path = embedding_path(folder, kind, part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, array.astype(dtype), allow_pickle=False)
+            written.append(path)
+        path = metadata_path(folder, part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.replace_schema_metadata(extra), tmp)
+    except BaseException:
+        for path in written:  # a part is whole or absent: no arrays without their metadata (e.g. a full disk)
+            path.unlink(missing_ok=True)
+        raise
     return table.num_rows
 
 

@@ -86,7 +86,8 @@ def test_embed_on_a_full_disk_is_one_line_and_resumes(tmp_path, tiny_model, caps
     error = one_line(capsys)
     assert f"{tmp_path / 'emb' / 'text_emb' / 'text_emb_00001.npy'}: no space left on device" in error, error
     assert leftovers(tmp_path) == []
-    assert [p.name for p in (tmp_path / "emb" / "metadata").iterdir()] == ["metadata_00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "emb").rglob("*.*")) == [  # the second part is whole or absent
+        "img_emb_00000.npy", "metadata_00000.parquet", "text_emb_00000.npy"]
     assert main(argv) == 0
     assert json.loads((tmp_path / "emb.stats.json").read_text())["rows_out"] == 6
 
