@@ -15,7 +15,7 @@ Convention: every row is L2-normalised in float32 before it is stored, so a dot 
 cosine (in float16 within about 1e-3). Readers need not normalise again; `normalise` is here for writers.
 
 A part is complete when its metadata file exists: the two .npy files are written first, the metadata last,
-each to a temporary name and renamed; each part's metadata carries an id drawn when it was written. A folder
+each to a temporary name and renamed; each part's metadata carries an id, the hash of its content. A folder
 is one finished set when `<dir>/embeddings.json` exists (`finish_set`, written by the writer once every part
 is written): it lists the set's parts with their ids, and the model that embedded them (`model`, with the
 content hash of its weights: `model_hash`). Readers (`parts`, `read_part`) refuse a folder without it (a
@@ -39,7 +39,6 @@ import functools
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,7 @@ FOLDERS = (*KINDS.values(), METADATA, SET_FILE)
 INFO_KEY = b"curation.embeddings.info"
 """Parquet metadata of a part's metadata file: JSON about how it was made (samples read, skipped by reason)."""
 PART_ID_KEY = b"curation.embeddings.part_id"
-"""Parquet metadata of a part's metadata file: an id drawn when the part was written."""
+"""Parquet metadata of a part's metadata file: the hash of the part's content (arrays and metadata rows)."""
 NORM_TOLERANCE = 0.01
 """How far a stored row's L2 norm may be from 1 (float16 rounding of a unit row stays within about 1e-3)."""
 
@@ -161,16 +160,17 @@ def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np
     if arrays["image"].shape[1] != arrays["text"].shape[1]:
         raise EmbeddingFilesError(f"part {part}: image width {arrays['image'].shape[1]} != text width "
                                   f"{arrays['text'].shape[1]}")
-    extra = {PART_ID_KEY: uuid.uuid4().hex}
+    stored = {kind: array.astype(dtype) for kind, array in arrays.items()}
+    extra = {PART_ID_KEY: _content_id(stored, table)}
     if info is not None:
         extra[INFO_KEY] = json.dumps(dict(info), default=str)
     written = []
     try:
-        for kind, array in arrays.items():
+        for kind in stored:
             path = embedding_path(folder, kind, part)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, array.astype(dtype), allow_pickle=False)
+                np.save(handle, stored[kind], allow_pickle=False)
             written.append(path)
         path = metadata_path(folder, part)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +198,17 @@ def part_rows(folder: str | os.PathLike, part: str) -> int:
         return pq.read_metadata(path).num_rows
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as error:
         raise EmbeddingFilesError(f"{path}: cannot read embedding metadata ({str(error).splitlines()[0]})") from None
+
+
+def _content_id(arrays: Mapping[str, np.ndarray], table: pa.Table) -> str:
+    """A part's id: the hash of what it holds, so the same part written twice (by another engine, or again) has
+    the same id and a part rewritten with anything else has another."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(f"{name}{arrays[name].dtype}{arrays[name].shape}".encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    digest.update(json.dumps(table.to_pydict(), default=str, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def part_info(folder: str | os.PathLike, part: str) -> dict[str, Any]:
@@ -389,16 +400,3 @@ def read_embeddings(folder: str | os.PathLike, kind: str = "image",
         raise EmbeddingFilesError(f"{folder}: embedding folder holds no complete part")
     return pa.concat_tables(tables, promote_options="permissive"), np.concatenate(arrays)
 
-
-def summary(folder: str | os.PathLike) -> dict[str, Any]:
-    """Parts, rows, width and dtype of a folder, from the file headers alone (nothing is loaded)."""
-    rows, width, dtype = 0, None, None
-    names = parts(folder)
-    for part in names:
-        path = embedding_path(folder, "image", part)
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise EmbeddingFilesError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
-        rows, width, dtype = rows + len(array), array.shape[1], str(array.dtype)
-    return {"parts": len(names), "rows": rows, "dim": width, "dtype": dtype}

@@ -191,7 +191,7 @@ def test_ray_engine_writes_the_same_files_as_the_local_engine(tmp_path, tiny_mod
         ray.shutdown()
     local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
     assert local == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
-    assert len(local) == 4 * 3
+    assert len(local) == 4 * 3 + 1  # the parts' three files each and the finished-set record
     for path in local:
         assert (tmp_path / "local" / path).read_bytes() == (tmp_path / "ray" / path).read_bytes(), path
 
