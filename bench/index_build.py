@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipformats.embeddings import normalise, write_part
+from clipformats.embeddings import finish_set, normalise, write_part
 from curation.config import IndexConfig
 from curation.index import run_index
 
@@ -37,6 +37,7 @@ def write_vectors(folder: Path, rows: int, dim: int, seed: int = 0) -> None:
         text = normalise(image + (0.5 / np.sqrt(dim)) * rng.standard_normal(image.shape, dtype=np.float32))
         keys = [f"{part:05d}{i:07d}" for i in range(per_part)]
         write_part(folder, f"{part:05d}", image, text, {"key": keys, "shard": [f"{part:05d}.tar"] * per_part})
+    finish_set(folder)
 
 
 def main() -> None:

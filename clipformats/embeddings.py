@@ -15,9 +15,15 @@ Convention: every row is L2-normalised in float32 before it is stored, so a dot 
 cosine (in float16 within about 1e-3). Readers need not normalise again; `normalise` is here for writers.
 
 A part is complete when its metadata file exists: the two .npy files are written first, the metadata last,
-each to a temporary name and renamed. `parts` lists only complete parts; `read_part` checks that its three
-files agree (rows, width, finite values) and reports a mismatch as one line. Arrays are read without
-unpickling (`allow_pickle=False`) and memory-mapped, so a set larger than memory can be iterated.
+each to a temporary name and renamed; each part's metadata carries an id, the hash of its content. A folder
+is one finished set when `<dir>/embeddings.json` exists (`finish_set`, written by the writer once every part
+is written): it lists the set's parts with their ids, and the model that embedded them (`model`, with the
+content hash of its weights: `model_hash`). Readers (`parts`, `read_part`) refuse a folder without it (a
+writer still running or killed), a part it does not list or whose id differs (another run's), and one it
+lists that is missing; a writer that (re)starts in a folder calls `begin_set` first, which removes it.
+`read_part` checks that a part's three files agree (rows, width, finite values, unit rows within
+`NORM_TOLERANCE`) and reports a mismatch as one line. Arrays are read without unpickling
+(`allow_pickle=False`) and memory-mapped, so a set larger than memory can be iterated.
 
 The model side is a plugin: `curation embed` never imports a model library (curation never imports clipmodule).
 It loads the class its config names (`clipmodule.embedding:ShardEmbedder` by default) with importlib, at run
@@ -29,6 +35,8 @@ numpy and pyarrow only (no torch): both packages import it (curation's stages, c
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,17 +48,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipformats.files import atomic_path, remove_stale_temporaries
+from clipformats.files import atomic_path, remove_stale_temporaries, sha256_file, write_json
 
 KINDS = {"image": "img_emb", "text": "text_emb"}
 """Embedding kind → its folder and file prefix (clip-retrieval's names)."""
 METADATA = "metadata"
 KEY, SHARD = "key", "shard"
 DTYPES = ("float16", "float32")
-FOLDERS = (*KINDS.values(), METADATA)
+SET_FILE = "embeddings.json"
+"""The finished-set marker: the parts of one finished run, with their ids, and the model."""
+FOLDERS = (*KINDS.values(), METADATA, SET_FILE)
 """What an embedding folder holds: a stage's `made` patterns for it."""
 INFO_KEY = b"curation.embeddings.info"
 """Parquet metadata of a part's metadata file: JSON about how it was made (samples read, skipped by reason)."""
+PART_ID_KEY = b"curation.embeddings.part_id"
+"""Parquet metadata of a part's metadata file: the hash of the part's content (arrays and metadata rows)."""
+NORM_TOLERANCE = 0.01
+"""How far a stored row's L2 norm may be from 1 (float16 rounding of a unit row stays within about 1e-3)."""
 
 
 class EmbeddingFilesError(ValueError):
@@ -146,32 +160,65 @@ def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np
     if arrays["image"].shape[1] != arrays["text"].shape[1]:
         raise EmbeddingFilesError(f"part {part}: image width {arrays['image'].shape[1]} != text width "
                                   f"{arrays['text'].shape[1]}")
-    for kind, array in arrays.items():
-        path = embedding_path(folder, kind, part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, array.astype(dtype), allow_pickle=False)
-    path = metadata_path(folder, part)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = {kind: array.astype(dtype) for kind, array in arrays.items()}
+    extra = {PART_ID_KEY: _content_id(stored, table)}
     if info is not None:
-        table = table.replace_schema_metadata({INFO_KEY: json.dumps(dict(info), default=str)})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        extra[INFO_KEY] = json.dumps(dict(info), default=str)
+    written = []
+    try:
+        for kind in stored:
+            path = embedding_path(folder, kind, part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, stored[kind], allow_pickle=False)
+            written.append(path)
+        path = metadata_path(folder, part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            pq.write_table(table.replace_schema_metadata(extra), tmp)
+    except BaseException:
+        for path in written:  # a part is whole or absent: no arrays without their metadata (e.g. a full disk)
+            path.unlink(missing_ok=True)
+        raise
     return table.num_rows
+
+
+def _schema_metadata(folder: str | os.PathLike, part: str) -> dict[bytes, bytes]:
+    path = metadata_path(folder, part)
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as error:
+        raise EmbeddingFilesError(f"{path}: cannot read embedding metadata ({str(error).splitlines()[0]})") from None
+
+
+def part_rows(folder: str | os.PathLike, part: str) -> int:
+    """A part's row count, from its metadata file's footer (nothing is loaded)."""
+    path = metadata_path(folder, part)
+    try:
+        return pq.read_metadata(path).num_rows
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as error:
+        raise EmbeddingFilesError(f"{path}: cannot read embedding metadata ({str(error).splitlines()[0]})") from None
+
+
+def _content_id(arrays: Mapping[str, np.ndarray], table: pa.Table) -> str:
+    """A part's id: the hash of what it holds, so the same part written twice (by another engine, or again) has
+    the same id and a part rewritten with anything else has another."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(f"{name}{arrays[name].dtype}{arrays[name].shape}".encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    digest.update(json.dumps(table.to_pydict(), default=str, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def part_info(folder: str | os.PathLike, part: str) -> dict[str, Any]:
     """The `info` a part was written with ({} without one)."""
-    path = metadata_path(folder, part)
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (FileNotFoundError, pa.ArrowInvalid, OSError) as error:
-        raise EmbeddingFilesError(f"{path}: cannot read embedding metadata ({str(error).splitlines()[0]})") from None
+    metadata = _schema_metadata(folder, part)
     return json.loads(metadata[INFO_KEY]) if INFO_KEY in metadata else {}
 
 
-def parts(folder: str | os.PathLike) -> list[str]:
-    """The complete parts of an embedding folder, sorted (EmbeddingFilesError when it is not one)."""
+def written_parts(folder: str | os.PathLike) -> list[str]:
+    """The complete parts in an embedding folder, sorted, whether or not they make one finished set."""
     folder = Path(folder)
     meta = folder / METADATA
     if not meta.is_dir():
@@ -180,6 +227,74 @@ def parts(folder: str | os.PathLike) -> list[str]:
     prefix = f"{METADATA}_"
     return sorted(p.name[len(prefix):-len(".parquet")] for p in meta.glob(f"{prefix}*.parquet")
                   if not p.name.startswith("."))
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    """The sha256 of a model's weights: of the file, or of a folder's files (relative names and contents)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def begin_set(folder: str | os.PathLike) -> None:
+    """A writer starts (or resumes) in `folder`: it is no longer a finished set until `finish_set`."""
+    (Path(folder) / SET_FILE).unlink(missing_ok=True)
+
+
+def finish_set(folder: str | os.PathLike, names: Sequence[str] | None = None,
+               model: Mapping[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
+    """Mark `folder` one finished set of the parts `names`, or (None) of every complete part in it whose
+    info says it was written by `run` (every part, without `run`), embedded by `model` (JSON-ready: `name`,
+    `path`, `weights_sha256`...). Parts of other runs stay out of the set, so readers refuse the folder."""
+    if names is None:
+        names = [name for name in written_parts(folder) if run is None or part_info(folder, name).get("run") == run]
+    listed = {name: {"id": _schema_metadata(folder, name).get(PART_ID_KEY, b"").decode()} for name in sorted(names)}
+    record = {"parts": listed, "model": dict(model) if model is not None else None}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_json(Path(folder) / SET_FILE, record)
+    return record
+
+
+def set_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """The finished-set record of `folder` (its parts and model); EmbeddingFilesError when it has none."""
+    path = Path(folder) / SET_FILE
+    try:
+        stat = path.stat()
+        record = _read_record(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except FileNotFoundError:
+        written_parts(folder)  # a missing or foreign folder says so first
+        raise EmbeddingFilesError(f"{folder}: not one finished set of embeddings (no {SET_FILE}: the run that "
+                                  "wrote it is still running or was stopped; re-run it)") from None
+    except (OSError, ValueError) as error:
+        raise EmbeddingFilesError(f"{path}: unreadable finished-set record ({str(error).splitlines()[0]})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("parts"), dict):
+        raise EmbeddingFilesError(f"{path}: not a finished-set record (no parts)")
+    return record
+
+
+@functools.lru_cache(maxsize=8)
+def _read_record(path: str, mtime_ns: int, size: int) -> Any:
+    """The JSON of a set file, read once per version (every part read checks it)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def parts(folder: str | os.PathLike) -> list[str]:
+    """The parts of a finished embedding folder, sorted; EmbeddingFilesError when it is not one finished set
+    (no marker, a part it does not list, e.g. an earlier run's, or one it lists missing)."""
+    listed = set_info(folder)["parts"]
+    written = written_parts(folder)
+    if (extra := [name for name in written if name not in listed]):
+        raise EmbeddingFilesError(f"{folder}: {len(extra)} part(s) not of the run that finished the set "
+                                  f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}): another run's; "
+                                  "write to an empty folder or remove them")
+    if (missing := [name for name in listed if name not in written]):
+        raise EmbeddingFilesError(f"{folder}: part {missing[0]} of the finished set is missing "
+                                  f"({len(missing)} of {len(listed)} parts)")
+    return sorted(listed)
 
 
 @dataclass
@@ -213,10 +328,32 @@ def _load_array(path: Path, rows: int, part: str) -> np.ndarray:
     return array
 
 
+def _check_unit_rows(array: np.ndarray, folder: str | os.PathLike, part: str, kind: str) -> None:
+    norms = np.linalg.norm(np.asarray(array, dtype=np.float32), axis=1)
+    off = np.abs(norms - 1) > NORM_TOLERANCE
+    if off.any():
+        raise EmbeddingFilesError(f"{folder}: {int(off.sum())} of {len(array)} {kind} rows of part {part} are not "
+                                  f"unit length (norms {norms.min():.3g} to {norms.max():.3g}; the contract stores "
+                                  "L2-normalised rows)")
+
+
+def _check_part_of_set(folder: str | os.PathLike, part: str) -> None:
+    listed = set_info(folder)["parts"]
+    if part not in listed:
+        raise EmbeddingFilesError(f"{folder}: part {part} is not of the run that finished the set (another run's)")
+    written = _schema_metadata(folder, part).get(PART_ID_KEY, b"").decode()
+    if written != listed[part].get("id"):
+        raise EmbeddingFilesError(f"{folder}: part {part} was rewritten after the set was finished (another "
+                                  "run's); re-run the writer into an empty folder")
+
+
 def read_part(folder: str | os.PathLike, part: str, kinds: Sequence[str] = ("image", "text"),
               columns: Sequence[str] | None = None, check_finite: bool = True) -> EmbeddingPart:
-    """One part's metadata (all columns, or `key`, `shard` and `columns`) and embeddings (memory-mapped)."""
+    """One part of a finished set: its metadata (all columns, or `key`, `shard` and `columns`) and embeddings
+    (memory-mapped), checked (finite, unit rows)."""
     path = metadata_path(folder, part)
+    if path.exists():  # a missing part is named below
+        _check_part_of_set(folder, part)
     try:
         wanted = None if columns is None else list(dict.fromkeys([KEY, SHARD, *columns]))
         metadata = pq.read_table(path, columns=wanted)
@@ -229,6 +366,8 @@ def read_part(folder: str | os.PathLike, part: str, kinds: Sequence[str] = ("ima
         array = _load_array(embedding_path(folder, kind, part), metadata.num_rows, part)
         if check_finite and not np.isfinite(array).all():
             raise EmbeddingFilesError(f"{embedding_path(folder, kind, part)}: holds NaN or infinite values")
+        if check_finite:
+            _check_unit_rows(array, folder, part, kind)
         arrays[kind] = array
     widths = {a.shape[1] for a in arrays.values() if a is not None}
     if len(widths) > 1:
@@ -261,12 +400,3 @@ def read_embeddings(folder: str | os.PathLike, kind: str = "image",
         raise EmbeddingFilesError(f"{folder}: embedding folder holds no complete part")
     return pa.concat_tables(tables, promote_options="permissive"), np.concatenate(arrays)
 
-
-def summary(folder: str | os.PathLike) -> dict[str, Any]:
-    """Parts, rows, width and dtype of a folder, from the file headers alone (nothing is loaded)."""
-    rows, width, dtype = 0, None, None
-    names = parts(folder)
-    for part in names:
-        array = np.load(embedding_path(folder, "image", part), mmap_mode="r", allow_pickle=False)
-        rows, width, dtype = rows + len(array), array.shape[1], str(array.dtype)
-    return {"parts": len(names), "rows": rows, "dim": width, "dtype": dtype}

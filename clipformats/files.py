@@ -5,15 +5,36 @@ Stdlib only: `clipmodule` (checkpoints, eval records, reports) imports it as wel
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 TEMP_MARK = ".tmp-"
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether an error is a full disk or quota (pyarrow's carry the errno in their message only)."""
+    if not isinstance(error, OSError):
+        return False
+    text = str(error)
+    return error.errno in FULL_ERRNOS or "No space left on device" in text or "Disk quota exceeded" in text
+
+
+class DiskFull(OSError):
+    """No space left while writing `path` (an OSError, so every `except OSError` still sees it); its message is
+    one line naming the file. What `atomic_path` was writing is removed, earlier files are untouched."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(errno.ENOSPC, "No space left on device", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: no space left on device (nothing of it was written; free space and run again)"
 
 
 def temp_name(path: Path) -> Path:
@@ -48,12 +69,17 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary name next to `path`; rename it onto `path` only if the block succeeds. A full disk
+    becomes `DiskFull` naming `path`."""
     path = Path(path)
     tmp = temp_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        if disk_full(error) and not isinstance(error, DiskFull):
+            raise DiskFull(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -82,6 +108,31 @@ class UnreadableFile(ValueError):
     """A file that is missing or cannot be parsed; the message is one line naming the file."""
 
 
+class DuplicateKey(ValueError):
+    """A mapping that names a key twice (PyYAML keeps the last silently)."""
+
+
+def _unique_keys_loader(yaml: Any) -> type:
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping (a merge key `<<` may repeat)."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, Hashable):
+                    continue  # a complex key: SafeLoader refuses it itself
+                if key in seen:
+                    raise DuplicateKey(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def read_yaml(path: str | Path) -> Any:
     """The YAML document in `path`, or `UnreadableFile` with the line and column of a syntax error."""
     import yaml  # the one non-stdlib import here, only when a config is read
@@ -93,7 +144,9 @@ def read_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise UnreadableFile(f"{path}: cannot read config ({getattr(error, 'strerror', None) or error})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_keys_loader(yaml))  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKey as error:
+        raise UnreadableFile(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

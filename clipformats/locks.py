@@ -80,8 +80,12 @@ class OutputLock:
                 previous = _read(fd)
                 self._fd = fd
                 self._wait_for_stragglers(previous)
-                self.note(pid=os.getpid(), host=socket.gethostname(), command=self.command,
-                          since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                try:
+                    self.note(pid=os.getpid(), host=socket.gethostname(), command=self.command,
+                              since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                except OSError:  # e.g. a full disk: no empty lock file is left behind
+                    self.release()
+                    raise
                 return previous
             os.close(fd)
         raise OutputLocked(f"{self.path}: cannot take the lock (the file keeps being replaced)")

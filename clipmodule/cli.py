@@ -81,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     except ClipModuleError as error:
         print(f"clipmodule {command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        from clipformats.files import disk_full
+
+        if not disk_full(error):
+            raise
+        # results and checkpoints are written atomically: nothing partial is left, earlier files are intact
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"clipmodule {command}: error: {where}no space left on device; free space and run the same command "
+              "again", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as error:
         if missing_extra(error) is None:
             raise

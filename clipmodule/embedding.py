@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from clipformats.embeddings import EmbedderError, ShardEmbeddings, normalise
+from clipformats.embeddings import EmbedderError, ShardEmbeddings, model_hash, normalise
 from clipformats.images import MAX_IMAGE_PIXELS, ImageTooLarge, open_image
 from clipformats.webdataset import image_field
-from clipmodule.api import get_tokenizer, load, tokenize
+from clipmodule.api import get_tokenizer, load, local_weights, tokenize
 from clipmodule.data.shards import ShardCache
 from clipmodule.errors import ClipModuleError
 
@@ -75,8 +75,11 @@ class ShardEmbedder:
         self.tokenizer = text_tokenizer(self.model)
         self.device, self.batch_size, self.max_image_pixels = torch.device(device), batch_size, max_image_pixels
         config = self.model.config
+        # the weights' content, not their path, says which space the embeddings are in (`clipmodule search`)
+        weights = Path(model) if Path(model).exists() else local_weights(model, "pass a checkpoint path")
         return {"embed_dim": config.embed_dim, "image_size": config.vision.image_size,
-                "context_length": config.text.context_length, "tokenizer": config.text.tokenizer}
+                "context_length": config.text.context_length, "tokenizer": config.text.tokenizer,
+                "weights_sha256": model_hash(weights)}
 
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:

@@ -14,6 +14,10 @@ from typing import Literal
 from clipformats.images import MAX_IMAGE_PIXELS
 from curation.errors import CurationError
 
+ENCODE_QUALITY = {"jpg": (0, 100), "webp": (1, 100), "png": (0, 9)}
+"""OpenCV's range of `encode_quality` per format (PNG: a compression level; WebP above 100 would silently mean
+lossless)."""
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -130,7 +134,8 @@ class DownloadConfig:
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     """Image encoding inside the shards."""
     encode_quality: int = 95
-    """JPEG/WebP quality (PNG: compression level 0-9)."""
+    """JPEG quality 0-100, WebP quality 1-100, PNG compression level 0-9 (OpenCV's ranges, which img2dataset
+    encodes with)."""
     samples_per_shard: int = 10_000
     """Rows per output shard."""
     processes: int = 1
@@ -158,6 +163,9 @@ class DownloadConfig:
         for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout", "max_image_pixels"):
             _require(getattr(self, name) >= 1, f"download.{name} must be >= 1, got {getattr(self, name)}")
         _require(self.retries >= 0, f"download.retries must be >= 0, got {self.retries}")
+        low, high = ENCODE_QUALITY.get(self.encode_format, (0, 100))
+        _require(low <= self.encode_quality <= high, f"download.encode_quality for {self.encode_format} must be in "
+                 f"[{low}, {high}], got {self.encode_quality}")
         reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
         clash = sorted(reserved.intersection(self.save_columns))
         _require(not clash, f"download.save_columns: {clash} are written by img2dataset itself")
@@ -256,11 +264,12 @@ class FilterConfig:
 
 @dataclass
 class DedupConfig:
-    """SemDeDup: k-means clusters of the image embeddings, then within each cluster the pairs at or above a
-    cosine; of each such group the first sample by (shard, key) is kept."""
+    """SemDeDup: k-means clusters of the image embeddings, then within each cluster a sample whose cosine with
+    an earlier one (by shard and key, kept or not) is above a threshold is dropped."""
 
     threshold: float = 0.95
-    """Two samples whose image embeddings have at least this cosine are duplicates (SemDeDup's 1 - eps)."""
+    """A sample whose image embedding has a cosine above this with an earlier one is dropped (SemDeDup's
+    1 - eps)."""
     clusters: int = 0
     """k-means clusters (0: the square root of the samples, rounded up); duplicates in different clusters are
     not compared."""

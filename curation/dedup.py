@@ -1,14 +1,15 @@
 """`curation dedup`: drop near-duplicate samples by image embedding (SemDeDup, Abbas et al. 2023).
 
 The image embeddings of the input samples are clustered (spherical k-means, `curation.kmeans`); within
-each cluster the samples are taken in (shard, key) order and a sample whose cosine with an already kept
-sample of its cluster is at least `threshold` is dropped, naming that nearest kept sample. So of every
-group of near-copies exactly the first is kept, whatever the shard order. (SemDeDup drops a sample near
-any earlier one, kept or not; comparing with kept ones only means a chain a~b~c with a, c apart keeps c.)
-Pairs split across clusters are not compared: more clusters are faster and miss more.
+each cluster the samples are taken in (shard, key) order and, as SemDeDup decides, a sample whose cosine
+with any earlier sample of its cluster (kept or itself dropped) is above `threshold` is dropped, naming
+that most similar earlier sample. So of every group of near-copies the first is kept, whatever the shard
+order, and a chain a~b~c keeps only a even when a and c are apart. (SemDeDup orders a cluster by distance
+to its centre; the (shard, key) order makes the choice independent of the clustering.) Pairs split
+across clusters are not compared: more clusters are faster and miss more.
 
 Kept samples are copied byte for byte into shards of the same names in `out`. Beside it:
-`<out>.drops.parquet` (dropped shard/key, the kept shard/key it duplicates, their cosine, the cluster),
+`<out>.drops.parquet` (dropped shard/key, the earlier shard/key it duplicates, their cosine, the cluster),
 `<out>.png` (thumbnails of the closest pairs) and `<out>.stats.json` (with precision and recall when a
 `truth` table of planted duplicates is given).
 """
@@ -46,37 +47,25 @@ TOP_PAIRS = 50
 
 
 def greedy_duplicates(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """(row, nearest earlier kept row, cosine) for each row within `threshold` of a kept row, taking rows in
-    order; blocks of rows are compared at once, then settled one by one inside the block."""
-    kept: list[int] = []
+    """SemDeDup's rule: (row, its most similar earlier row, their cosine) for each row whose cosine with any
+    earlier row, dropped or not, is above `threshold`; the earliest of equal matches is named. Rows are
+    compared a block at a time against every row before them."""
     drops = []
     for start in range(0, len(vectors), BLOCK):
         chunk = vectors[start : start + BLOCK]
-        before = np.asarray(kept, dtype=np.int64)
-        prior = chunk @ vectors[before].T if len(before) else None
-        inner = chunk @ chunk.T
-        kept_here: list[int] = []
-        for j in range(len(chunk)):
-            best, cosine = -1, -np.inf
-            if prior is not None:
-                at = int(prior[j].argmax())
-                best, cosine = int(before[at]), float(prior[j, at])
-            if kept_here:
-                sims = inner[j, kept_here]
-                at = int(sims.argmax())
-                if sims[at] > cosine:  # an equal earlier-block match stays: it is the earlier row
-                    best, cosine = start + kept_here[at], float(sims[at])
-            if best >= 0 and cosine >= threshold:
-                drops.append((start + j, best, cosine))
-            else:
-                kept_here.append(j)
-        kept += [start + j for j in kept_here]
+        sims = chunk @ vectors[: start + len(chunk)].T
+        earlier = np.arange(start + len(chunk))[None, :] < np.arange(start, start + len(chunk))[:, None]
+        sims = np.where(earlier, sims, -np.inf)
+        best = sims.argmax(axis=1)
+        cosine = sims[np.arange(len(chunk)), best]
+        drops += [(start + j, int(best[j]), float(cosine[j])) for j in np.flatnonzero(cosine > threshold)]
     return drops
 
 
 def find_duplicates(image: np.ndarray, config: DedupConfig) -> tuple[list[tuple[int, int, float, int]],
                                                                       dict[str, Any]]:
-    """(dropped row, kept row, cosine, cluster) of every duplicate, and facts about the clustering."""
+    """(dropped row, the earlier row it duplicates, cosine, cluster) of every duplicate, and facts about the
+    clustering."""
     backend = resolve_backend(config.kmeans_backend)
     if not len(image):
         return [], {"clusters": 0, "kmeans_backend": backend, "largest_cluster": 0, "mean_cluster": 0.0}
@@ -127,19 +116,20 @@ def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Pat
         stats = stage.finish(_stats(config, sources, out, rows, kept, drops, clustering, truth, drop_list,
                                     plot if plot.exists() else None))
     report(f"dedup: dropped {stats['rows_dropped']:,} of {stats['rows_in']:,} samples as near-duplicates "
-           f"(cosine >= {config.threshold}, {clustering['clusters']:,} clusters) → {out}")
+           f"(cosine > {config.threshold}, {clustering['clusters']:,} clusters) → {out}")
     return stats
 
 
 def _drop_rows(rows: SampleRows, duplicates: list[tuple[int, int, float, int]]) -> list[dict[str, Any]]:
-    found = [{"shard": rows.shard[a], "key": rows.key[a], "kept_shard": rows.shard[b], "kept_key": rows.key[b],
-              "cosine": round(min(cosine, 1.0), 6), "cluster": cluster} for a, b, cosine, cluster in duplicates]
+    found = [{"shard": rows.shard[a], "key": rows.key[a], "duplicate_of_shard": rows.shard[b],
+              "duplicate_of_key": rows.key[b], "cosine": round(min(cosine, 1.0), 6), "cluster": cluster}
+             for a, b, cosine, cluster in duplicates]
     return sorted(found, key=lambda d: (-d["cosine"], d["shard"], d["key"]))
 
 
 def _write_drop_list(drops: list[dict[str, Any]], path: Path) -> None:
-    schema = pa.schema([("shard", pa.string()), ("key", pa.string()), ("kept_shard", pa.string()),
-                        ("kept_key", pa.string()), ("cosine", pa.float64()), ("cluster", pa.int64())])
+    schema = pa.schema([("shard", pa.string()), ("key", pa.string()), ("duplicate_of_shard", pa.string()),
+                        ("duplicate_of_key", pa.string()), ("cosine", pa.float64()), ("cluster", pa.int64())])
     with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pylist(drops, schema=schema), tmp)
 
@@ -148,12 +138,13 @@ def _plot_pairs(drops: list[dict[str, Any]], sources: dict[str, Path], path: Pat
     wanted: dict[str, set[str]] = {}
     for d in drops:
         wanted.setdefault(d["shard"], set()).add(d["key"])
-        wanted.setdefault(d["kept_shard"], set()).add(d["kept_key"])
+        wanted.setdefault(d["duplicate_of_shard"], set()).add(d["duplicate_of_key"])
     images = {(shard, key): data for shard, keys in wanted.items()
               for key, data in shard_images(sources[shard], keys).items()}
     shown = [d for d in drops if (d["shard"], d["key"]) in images]
-    plot_pairs([(images.get((d["kept_shard"], d["kept_key"])), images[d["shard"], d["key"]]) for d in shown],
-               [("kept", f"dropped, cos={d['cosine']:.3f}") for d in shown],
+    plot_pairs([(images.get((d["duplicate_of_shard"], d["duplicate_of_key"])), images[d["shard"], d["key"]])
+                for d in shown],
+               [("earlier", f"dropped, cos={d['cosine']:.3f}") for d in shown],
                [f"{d['shard']}:{d['key']}" for d in shown], "Closest near-duplicates (cosine of image embeddings)",
                path)
 

@@ -72,7 +72,10 @@ def aggregate_shard_stats(shards: list[dict[str, Any]], expected_rows: int) -> d
     for shard in shards:
         count += shard["count"]
         successes += shard["successes"]
-        shard_reasons = Counter({k: v for k, v in shard.get("status_dict", {}).items() if k != "success"})
+        shard_reasons: Counter[str] = Counter()
+        for reason, n in shard.get("status_dict", {}).items():
+            if reason != "success":  # an exception's text may span lines: one line each, so summaries stay lines
+                shard_reasons[" ".join(str(reason).split()) or "no reason given"] += n
         # img2dataset logs (but does not count) a sample whose writing raised; count it as a failure here.
         lost = shard["count"] - shard["successes"] - shard["failed_to_download"] - shard["failed_to_resize"]
         if lost > 0:

@@ -15,6 +15,7 @@ DDP) writes the same layout (parts per rank and chunk instead of per shard).
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -26,6 +27,8 @@ from clipformats.embeddings import (
     EmbedderError,
     EmbeddingFilesError,
     ShardEmbedder,
+    begin_set,
+    finish_set,
     metadata_path,
     part_info,
     part_name,
@@ -53,10 +56,17 @@ def load_embedder(class_path: str) -> ShardEmbedder:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise CurationError(f"embedder {class_path!r}: {module_name} has no {class_name}")
-    embedder = cls()
-    if not (callable(getattr(embedder, "setup", None)) and callable(getattr(embedder, "embed_shard", None))):
-        raise CurationError(f"embedder {class_path!r}: has no setup() and embed_shard() (see ShardEmbedder)")
-    return embedder
+    # checked on the class, before anything it names is called: `os:system` must never run
+    if not inspect.isclass(cls):
+        raise CurationError(f"embedder {class_path!r}: a {type(cls).__name__}, not a class implementing "
+                            "setup() and embed_shard() (see ShardEmbedder)")
+    lacking = [name for name in ("setup", "embed_shard") if not inspect.isfunction(getattr(cls, name, None))]
+    if lacking:
+        raise CurationError(f"embedder {class_path!r}: the class has no {lacking[0]}() method (see ShardEmbedder)")
+    try:
+        return cls()
+    except TypeError as error:
+        raise CurationError(f"embedder {class_path!r}: cannot be built without arguments ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ def run_embed(config: EmbedConfig, shards: list[str], out: Path, overwrite: bool
         report(f"embed: up to date ({done['rows_out']:,} of {done['rows_in']:,} samples embedded in {out})")
         return done
     with stage.running():
+        begin_set(out)
         tasks = [EmbedTask(src, out, part_name(src)) for src in sources]
         for task in tasks:
             remove_part_temporaries(out, task.part)
@@ -154,7 +165,9 @@ def run_embed(config: EmbedConfig, shards: list[str], out: Path, overwrite: bool
                           workers=config.workers, ray_address=config.ray_address, total_rows=total,
                           on_result=record)
         seconds = time.perf_counter() - started
-        stats = stage.finish(_stats(config, tasks, outcome.results, seconds))
+        stats = _stats(config, tasks, outcome.results, seconds)
+        finish_set(out, [t.part for t in tasks], stats["model"])
+        stats = stage.finish(stats)
     report(f"embed: {stats['rows_out']:,} of {stats['rows_in']:,} samples of {len(tasks)} shards embedded "
            f"(dim {stats['model'].get('embed_dim')}, {config.dtype}) → {out}")
     return stats

@@ -27,8 +27,10 @@ from clipformats.embeddings import (
     EmbeddingFilesError,
     iter_parts,
     part_paths,
+    part_rows,
     parts,
     read_embeddings,
+    set_info,
 )
 from clipformats.knn import FILES, INDEX_FILE, set_search_parameters, write_index
 from curation.config import IndexConfig
@@ -160,11 +162,10 @@ def _rows_table(metadata: pa.Table, part_of_row: list[str]) -> pa.Table:
 
 
 def _source_info(embeddings: Path) -> dict[str, Any]:
-    """The model and shard files of a `curation embed` folder (nothing for `clipmodule predict` output)."""
+    """The model the set records (with its weights' hash) and, for a `curation embed` folder, the shard files."""
     stats = read_json(stats_path(embeddings), "embed stats") if stats_path(embeddings).is_file() else {}
-    if stats.get("stage") != "embed":
-        return {"model": None, "shards": {}}
-    return {"model": stats.get("model"), "shards": {s["name"]: s["path"] for s in stats.get("shards", [])}}
+    shards = {s["name"]: s["path"] for s in stats.get("shards", [])} if stats.get("stage") == "embed" else {}
+    return {"model": set_info(embeddings).get("model"), "shards": shards}
 
 
 def run_index(config: IndexConfig, embeddings: Path, out: Path, overwrite: bool = False) -> dict[str, Any]:
@@ -172,8 +173,11 @@ def run_index(config: IndexConfig, embeddings: Path, out: Path, overwrite: bool 
     embeddings, out = Path(embeddings), Path(out)
     try:
         names = parts(embeddings)
+        rows = sum(part_rows(embeddings, name) for name in names)
     except EmbeddingFilesError as error:
         raise CurationError(str(error)) from None
+    if not rows:
+        raise CurationError(f"{embeddings}: no embeddings to index ({len(names)} part(s), all without rows)")
     wanted = (KINDS[config.kind], "metadata")  # a missing file is reported when the part is read
     files = [p for name in names for p in part_paths(embeddings, name) if p.parent.name in wanted and p.exists()]
     settings = {k: v for k, v in asdict(config).items() if k != "threads"}

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clipformats.files import TEMP_MARK, write_json
+from clipformats.files import TEMP_MARK, disk_full, write_json
 from clipformats.locks import OutputLock, OutputLocked
 from curation.errors import CurationError, StageIncomplete
 
@@ -183,6 +183,12 @@ class Stage:
             except CurationError:
                 self._take_back()
                 raise
+        except OSError as error:
+            if not disk_full(error):
+                raise
+            # finished pieces are kept (atomic writes leave no partial one): the same command resumes
+            raise StageIncomplete(f"{error.filename or self.out}: no space left on device; free space and run "
+                                  f"`curation {self.name}` again to resume (finished pieces are kept)") from None
         finally:
             self.lock.release()
 

@@ -4,7 +4,9 @@ index` folder to a caption or an image, as a rich table, a PNG contact sheet and
 The query is embedded with the model that made the index's embeddings (recorded by `curation embed`; `--model`
 overrides it, and must be the same model for the scores to mean anything), L2-normalised, and searched with the
 parameters `curation index` tuned; a score is the cosine of the query and the sample. The work is
-`clipmodule.search.engine.SearchEngine`'s; this module only parses, prints and plots.
+`clipmodule.search.engine.SearchEngine`'s; this module only parses, prints and plots. A model whose weights hash
+otherwise than the recorded ones (`curation embed` records their sha256; a checkpoint replaced under the same
+path) is refused: its queries would land in another embedding space.
 """
 
 from __future__ import annotations

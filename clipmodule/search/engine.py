@@ -41,6 +41,10 @@ class SearchEngine:
         self.index = open_index(index)
         recorded = self.index.info.get("model") or {}
         self.model = model or recorded.get("path") or recorded.get("name")
+        self.model_given = model is not None
+        self.weights_sha256 = recorded.get("weights_sha256")
+        """The sha256 of the weights that embedded the index (`curation embed` records it); a query model must
+        hash alike, else its queries land in another embedding space."""
         self.device = device
         self.extra_shards = list(shards)
         self._embedder: Any = None
@@ -51,19 +55,30 @@ class SearchEngine:
 
     def _model_embedder(self) -> Any:
         if self._embedder is None:
-            if not self.model:
-                raise ClipModuleError(f"{self.folder}: the index does not record its model (not `curation embed` "
-                                      "output); pass --model")
-            from clipformats.embeddings import EmbedderError
-            from clipmodule.embedding import ShardEmbedder
-
-            embedder = ShardEmbedder()
-            try:
-                embedder.setup(self.model, device=self.device)
-            except EmbedderError as error:
-                raise ClipModuleError(str(error)) from None
-            self._embedder = embedder
+            self._embedder = self._load_embedder()
         return self._embedder
+
+    def _load_embedder(self) -> Any:
+        if not self.model:
+            raise ClipModuleError(f"{self.folder}: the index does not record its model (not `curation embed` "
+                                  "output); pass --model")
+        if self.weights_sha256 is None and not self.model_given:
+            raise ClipModuleError(f"{self.folder}: records its model by path only, not its weights' hash (made "
+                                  "before hashes were recorded): re-run `curation embed` and `curation index`, or "
+                                  "pass --model")
+        from clipformats.embeddings import EmbedderError
+        from clipmodule.embedding import ShardEmbedder
+
+        embedder = ShardEmbedder()
+        try:
+            described = embedder.setup(self.model, device=self.device)
+        except EmbedderError as error:
+            raise ClipModuleError(str(error)) from None
+        if self.weights_sha256 is not None and described["weights_sha256"] != self.weights_sha256:
+            raise ClipModuleError(f"model {self.model}: its weights (sha256 {described['weights_sha256'][:12]}) are "
+                                  f"not those that embedded {self.folder} (sha256 {self.weights_sha256[:12]}); the "
+                                  "query would land in another space: pass that model with --model")
+        return embedder
 
     def by_text(self, text: str, k: int = 16) -> list[Hit]:
         """The k samples nearest to a caption."""

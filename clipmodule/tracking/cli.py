@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
     compare.check_metrics(runs, metrics + plots)
     runs = compare.fetch_runs(args.tracking_uri, args.experiment, _csv(args.runs), args.filter, plots)
     params = _csv(args.params) or compare.differing_params(runs)
+    compare.check_params(runs, params)
     header, rows = compare.comparison_rows(runs, params, metrics)
 
     table = Table(*header, title=f"experiment {args.experiment!r} at {args.tracking_uri}")

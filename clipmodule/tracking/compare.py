@@ -87,6 +87,15 @@ def check_metrics(runs: list[RunSummary], metrics: list[str]) -> None:
             raise ClipModuleError(f"metric {metric!r} was not logged by any selected run (logged: {', '.join(known)})")
 
 
+def check_params(runs: list[RunSummary], params: list[str]) -> None:
+    """Refuse a param no selected run has (a typo would show a column of dashes)."""
+    known = sorted({key for run in runs for key in run.params})
+    for param in params:
+        if not any(param in run.params for run in runs):
+            raise ClipModuleError(f"param {param!r} was not logged by any selected run "
+                                  f"(logged: {', '.join(known) or 'none'})")
+
+
 def differing_params(runs: list[RunSummary], limit: int = 8) -> list[str]:
     """Params whose values differ between runs: what a reader wants to see first."""
     keys = sorted({key for run in runs for key in run.params})

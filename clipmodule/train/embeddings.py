@@ -11,6 +11,7 @@ workers, so no rank sees a whole shard. `curation index`, `filter` and `dedup` r
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from clipformats.embeddings import normalise, write_part
+from clipformats.embeddings import begin_set, finish_set, normalise, write_part
 
 
 class EmbeddingWriter(BasePredictionWriter):
@@ -34,7 +35,7 @@ class EmbeddingWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir, self.batches_per_file, self.dtype = output_dir, max(1, batches_per_file), np.dtype(dtype)
         self._pending: list[dict[str, Any]] = []
-        self._chunk = 0
+        self._chunk, self._run = 0, uuid.uuid4().hex
 
     def folder(self, trainer: Trainer) -> Path:
         return Path(self.output_dir) if self.output_dir else Path(trainer.default_root_dir) / "embeddings"
@@ -45,8 +46,19 @@ class EmbeddingWriter(BasePredictionWriter):
         if len(self._pending) >= self.batches_per_file:
             self._flush(trainer)
 
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # one id for every rank's parts: the finished set is this run's parts, never an earlier run's
+        self._run = trainer.strategy.broadcast(uuid.uuid4().hex)
+        if trainer.global_rank == 0:
+            begin_set(self.folder(trainer))
+
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._flush(trainer)
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is not None:
+            strategy.barrier()
+        if trainer.global_rank == 0:
+            finish_set(self.folder(trainer), run=self._run)
 
     def _flush(self, trainer: Trainer) -> None:
         if not self._pending:
@@ -58,5 +70,6 @@ class EmbeddingWriter(BasePredictionWriter):
         # the loader's keys are "<shard file>/<sample key>" (a sample key may itself hold "/": the first one splits)
         split = [full.split("/", 1) if full and "/" in full else (None, full) for full in names]
         write_part(self.folder(trainer), name, arrays["image"], arrays["text"],
-                   {"key": [key for _, key in split], "shard": [shard for shard, _ in split]}, str(self.dtype))
+                   {"key": [key for _, key in split], "shard": [shard for shard, _ in split]}, str(self.dtype),
+                   info={"run": self._run})
         self._pending, self._chunk = [], self._chunk + 1

@@ -21,8 +21,9 @@ from curation.errors import CurationError, one_line
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 COMPRESSIONS = (".gz", ".bz2", ".zst")
-# scheme://something-without-spaces; garbage here usually means shifted columns, so it stops the run.
-URL_PATTERN = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\s]+$"
+# scheme://: garbage here usually means shifted columns, so it stops the run. A URL that has one but may not be
+# fetched (whitespace, no host, credentials...) is one bad row: `clipformats.urls` drops and counts it.
+URL_PATTERN = r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://"
 ROWS_IN_KEY = b"curation.rows_in"
 """Parquet metadata of a stage's output shard: the input rows it was made from."""
 

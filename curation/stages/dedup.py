@@ -45,12 +45,14 @@ def section(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(d: dict[str, Any]) -> str:
-    pairs = table(["dropped", "kept", "cosine"], [[f"{p['shard']}:{p['key']}", f"{p['kept_shard']}:{p['kept_key']}",
-                                                  f"{p['cosine']:.4f}"] for p in d["top_pairs"]])
+    pairs = table(["dropped", "duplicate of", "cosine"],
+                  [[f"{p['shard']}:{p['key']}", f"{p['duplicate_of_shard']}:{p['duplicate_of_key']}",
+                    f"{p['cosine']:.4f}"] for p in d["top_pairs"]])
     picture = f"\n\n![closest near-duplicates]({d['thumbnails']})" if d["thumbnails"] else ""
     return (f"## Deduplication\n\n{d['rows_dropped']:,} of {d['rows_in']:,} samples dropped as near-duplicates "
-            f"(SemDeDup: {d['clusters']:,} k-means clusters, image-embedding cosine >= {d['threshold']} within a "
-            f"cluster; the first by shard and key is kept)" + truth(d.get("truth")) + f". Drop list: "
+            f"(SemDeDup: {d['clusters']:,} k-means clusters, a sample whose image-embedding cosine with an "
+            f"earlier one of its cluster is above {d['threshold']} is dropped; the first by shard and key is "
+            "kept)" + truth(d.get("truth")) + f". Drop list: "
             f"`{d['drop_list']}`." + (f"\n\n### Closest pairs\n\n{pairs}{picture}" if d["top_pairs"] else ""))
 
 

@@ -95,3 +95,23 @@ def test_the_engine_loads_the_model_once_and_answers_text_image_and_embedding_qu
         engine.by_embedding(np.ones(7), 3)
     with pytest.raises(ClipModuleError, match="zero or not finite"):
         engine.by_embedding(np.zeros(engine.dim), 3)
+
+
+def test_a_checkpoint_replaced_by_another_of_the_same_width_is_refused(indexed, tmp_path, capsys):
+    """The index records its model's weights hash: another tiny-vit under the recorded path (same width, another
+    embedding space) is refused in one line, and so is one passed with --model."""
+    root, model_path = indexed
+    saved = model_path.read_bytes()
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    clipmodule.save_checkpoint(clipmodule.create_model("tiny-vit"), other)
+    try:
+        model_path.write_bytes(other.read_bytes())
+        for extra in ([], ["--model", str(other)]):
+            assert main(["search", "a cat", "--index", str(root / "index"), "--out", str(tmp_path / "s.png"),
+                         *extra]) == 2
+            error = capsys.readouterr().err.strip()
+            assert "are not those that embedded" in error and len(error.splitlines()) == 1, error
+    finally:
+        model_path.write_bytes(saved)
+    assert main(["search", "a cat", "--index", str(root / "index"), "--out", str(tmp_path / "s.png")]) == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipformats.embeddings import normalise, write_part
+from clipformats.embeddings import finish_set, normalise, write_part
 
 
 @dataclass
@@ -71,6 +71,7 @@ def write_embedded(root: Path, shards: dict[str, list[Sample]], dtype: str = "fl
                    normalise(np.stack([s.text for s in rows])),
                    {"key": [s.key for s in rows], "shard": [name] * len(rows), "caption": [s.caption for s in rows]},
                    dtype=dtype, info={"rows_in": len(samples), "rows_out": len(rows)})
+    finish_set(embeddings)
     return shard_dir, embeddings
 
 

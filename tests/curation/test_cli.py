@@ -94,6 +94,9 @@ def test_bad_configs_and_sources(tmp_path, capsys):
     (tmp_path / "type.yaml").write_text("name: x\ncaptions: [a.parquet]\nbalance: {t: many}\n")
     (tmp_path / "missing.yaml").write_text("name: x\n")
     (tmp_path / "value.yaml").write_text("name: x\ncaptions: [a.parquet]\ndownload: {image_size: 0}\n")
+    (tmp_path / "twice.yaml").write_text("name: x\ncaptions: [a.parquet]\nmatch:\n  workers: 1\nbalance: {t: 3}\n"
+                                         "match:\n  workers: 2\n")
+    (tmp_path / "nested.yaml").write_text("name: x\ncaptions: [a.parquet]\nbalance:\n  t: 3\n  seed: 1\n  t: 4\n")
     cases = {
         "syntax.yaml": "invalid YAML at line 3",
         "unknown.yaml": "balance: unknown setting 'tt'",
@@ -101,6 +104,8 @@ def test_bad_configs_and_sources(tmp_path, capsys):
         "missing.yaml": "missing required setting 'captions'",
         "value.yaml": "download.image_size must be >= 1",
         "absent.yaml": "absent.yaml: config file not found",
+        "twice.yaml": "duplicate key 'match' at line 6 (first at line 3)",
+        "nested.yaml": "duplicate key 't' at line 6 (first at line 4)",
     }
     for name, expected in cases.items():
         code, err = run_cli(["build", "-c", tmp_path / name], capsys)

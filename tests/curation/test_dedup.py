@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clipformats.embeddings import read_embeddings
 from curation.cli import main
 from curation.config import DedupConfig
 from curation.dedup import greedy_duplicates, run_dedup
@@ -55,8 +56,8 @@ def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, 
     kept = {k for path in out.glob("*.tar") for k in embedded.keys(path)}
     assert kept == {f"a{i:03d}" for i in range(UNIQUE)} | {"a999"} and stats["kept_without_embedding"] == 1
     drops = pq.read_table(tmp_path / "deduplicated.drops.parquet").to_pylist()
-    assert {d["key"]: d["kept_key"] for d in drops} == copies
-    assert all(d["kept_shard"] == where[d["kept_key"]] and d["cosine"] >= 0.95 for d in drops)
+    assert {d["key"]: d["duplicate_of_key"] for d in drops} == copies
+    assert all(d["duplicate_of_shard"] == where[d["duplicate_of_key"]] and d["cosine"] >= 0.95 for d in drops)
     assert stats["rows_in"] == UNIQUE + PLANTED + 1 and stats["rows_kept"] + stats["rows_dropped"] == stats["rows_in"]
     assert sum(s["samples"] for s in stats["shards"]) == UNIQUE + 1
     assert Image.open(tmp_path / "deduplicated.png").size[0] > 300
@@ -67,7 +68,8 @@ def test_planted_duplicates_are_found_and_the_originals_kept(planted, tmp_path, 
     assert pq.read_table(tmp_path / "reversed.drops.parquet").to_pylist() == drops
     run_dedup(DedupConfig(threshold=0.95, thumbnails=0, kmeans_backend="numpy"), listed, embeddings,
               tmp_path / "numpy")  # the other k-means (faiss is used when installed) finds the same pairs
-    assert {d["key"]: d["kept_key"] for d in pq.read_table(tmp_path / "numpy.drops.parquet").to_pylist()} == copies
+    numpy_drops = pq.read_table(tmp_path / "numpy.drops.parquet").to_pylist()
+    assert {d["key"]: d["duplicate_of_key"] for d in numpy_drops} == copies
 
 
 def test_rerun_is_a_no_op_and_bad_truth_is_one_line(planted, tmp_path, capsys):
@@ -84,3 +86,55 @@ def test_rerun_is_a_no_op_and_bad_truth_is_one_line(planted, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "bad.parquet: cannot read the truth table" in error
     assert not (tmp_path / "e").exists() and not (tmp_path / "e.stats.json").exists()
+
+
+def semdedup_reference(vectors: np.ndarray, threshold: float) -> set[int]:
+    """SemDeDup's rule over all pairs (Abbas et al. 2023, its `semdedup`): the upper triangle of the cosine
+    matrix, a row's largest cosine with any earlier row, dropped when above the threshold (1 - eps)."""
+    upper = np.triu(vectors @ vectors.T, k=1)
+    most = upper.max(axis=0)
+    return set(np.flatnonzero(~(most > threshold)).tolist())
+
+
+def at_angle(base: np.ndarray, other: np.ndarray, cosine: float) -> np.ndarray:
+    """The unit vector at `cosine` from `base` in the plane of `base` and `other` (both unit, orthogonal)."""
+    return cosine * base + np.sqrt(1 - cosine**2) * other
+
+
+def test_threshold_and_chains_equal_an_all_pairs_semdedup_reference(tmp_path, embedded):
+    """A pair at cosine 0.96 loses its second, one at 0.94 keeps both; a chain c0~c1~c2 (0.96 each step, c0 and
+    c2 at 0.84) keeps only c0, as SemDeDup does; the kept set equals the reference's, through the stage."""
+    axes = np.eye(DIM)
+    vectors = {"a0": axes[0], "a1": at_angle(axes[0], axes[1], 0.96),
+               "b0": axes[2], "b1": at_angle(axes[2], axes[3], 0.94),
+               "c0": axes[4], "c1": at_angle(axes[4], axes[5], 0.96)}
+    angle = 2 * np.arccos(0.96)
+    vectors["c2"] = np.cos(angle) * axes[4] + np.sin(angle) * axes[5]
+    vectors.update({f"u{i}": axes[6 + i] for i in range(10)})
+    rng = np.random.default_rng(0)
+    samples = [embedded.Sample(key, vector, rng.normal(size=DIM)) for key, vector in sorted(vectors.items())]
+    shards, embeddings = embedded.write(tmp_path, {"00000.tar": samples[:9], "00001.tar": samples[9:]})
+    metadata, stored = read_embeddings(embeddings, "image")
+    keys = metadata["key"].to_pylist()
+    assert keys == sorted(keys)  # (shard, key) order is the reference's row order
+    expected = {keys[i] for i in semdedup_reference(stored, 0.95)}
+    assert expected == set(vectors) - {"a1", "c1", "c2"}
+    run_dedup(DedupConfig(threshold=0.95, clusters=1, thumbnails=0), [str(shards)], embeddings, tmp_path / "d")
+    kept = {k for path in (tmp_path / "d").glob("*.tar") for k in embedded.keys(path)}
+    assert kept == expected
+    drops = pq.read_table(tmp_path / "d.drops.parquet").to_pylist()
+    assert {d["key"]: d["duplicate_of_key"] for d in drops} == {"a1": "a0", "c1": "c0", "c2": "c1"}
+
+
+def test_blocks_give_the_all_pairs_reference_on_many_rows():
+    """Over several blocks of rows, with random chains of near-copies, the drops are exactly the reference's."""
+    rng = np.random.default_rng(1)
+    rows = [rng.normal(size=DIM)]
+    for _ in range(1300):  # each row is a fresh one or a near-copy of a random earlier row: chains form
+        rows.append(rows[rng.integers(len(rows))] + rng.normal(size=DIM) * 0.22 if rng.random() < 0.4
+                    else rng.normal(size=DIM))
+    vectors = np.stack(rows)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    kept = set(range(len(vectors))) - {row for row, _, _ in greedy_duplicates(vectors, 0.95)}
+    reference = semdedup_reference(vectors, 0.95)
+    assert 400 < len(vectors) - len(reference) < 900 and kept == reference  # keeping-only-kept differs in 67

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipformats.locks import group_alive
+from curation import download
 from curation.download import aggregate_shard_stats
 
 
@@ -92,6 +93,27 @@ def test_aggregate_counts_lost_samples_as_failures():
     totals = aggregate_shard_stats(shards, expected_rows=15)
     assert totals["rows_accounted"] == 15 and totals["successes"] == 12 and totals["failed"] == 3
     assert totals["failure_reasons"] == {"HTTP Error 404: Not Found": 2, "lost while writing (see the download log)": 1}
+
+
+def test_failure_reasons_spanning_lines_are_collapsed_to_one_line_each():
+    shards = [{"count": 4, "successes": 0, "failed_to_download": 4, "failed_to_resize": 0,
+               "status_dict": {"HTTPSConnectionPool(host='x'):\n  Max retries\r\n exceeded": 2,
+                               "HTTPSConnectionPool(host='x'): Max retries exceeded": 1, "\n": 1}}]
+    reasons = aggregate_shard_stats(shards, expected_rows=4)["failure_reasons"]
+    assert reasons == {"HTTPSConnectionPool(host='x'): Max retries exceeded": 3, "no reason given": 1}
+    assert "\n" not in download._reasons({"failure_reasons": reasons})
+
+
+@pytest.mark.parametrize("encode, quality", [("jpg", 200), ("jpg", -1), ("webp", 0), ("webp", 101), ("png", 10)])
+def test_an_encode_quality_outside_the_format_s_range_is_one_line(tmp_path, capsys, encode, quality):
+    from curation.cli import main
+
+    write_balanced(tmp_path / "balanced", ["http://x/1.jpg"])
+    code = main(["download", "--input", str(tmp_path / "balanced"), "--out", str(tmp_path / "shards"),
+                 "--encode-format", encode, "--encode-quality", str(quality)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"download.encode_quality for {encode} must be in" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "shards").exists()
 
 
 def cli_download(tmp_path, *options: str, env=None, timeout: float = 300) -> subprocess.CompletedProcess:

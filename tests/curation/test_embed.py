@@ -3,6 +3,7 @@ run resumes without duplicating or skipping a shard; Ray writes the same files a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,7 +20,15 @@ import torch
 from PIL import Image
 
 import clipmodule
-from clipformats.embeddings import iter_parts, part_info, parts, read_part
+from clipformats.embeddings import (
+    EmbeddingFilesError,
+    iter_parts,
+    part_info,
+    parts,
+    read_part,
+    set_info,
+    written_parts,
+)
 from clipformats.files import TEMP_MARK
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
@@ -98,6 +107,9 @@ def test_fp16_default_rows_are_unit_and_a_rerun_is_a_no_op(tmp_path, tiny_model,
     read = read_part(tmp_path / "emb", "00000")
     assert read.image.dtype == np.float16
     assert np.allclose(np.linalg.norm(read.image.astype(np.float32), axis=1), 1.0, atol=1e-3)
+    recorded = set_info(tmp_path / "emb")  # the finished set names the model by its weights' content
+    assert recorded["model"]["weights_sha256"] == hashlib.sha256(tiny_model.read_bytes()).hexdigest()
+    assert list(recorded["parts"]) == ["00000"]
     written = (tmp_path / "emb" / "metadata" / "metadata_00000.parquet").stat().st_mtime_ns
     assert run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")["rows_out"] == 4
     assert (tmp_path / "emb" / "metadata" / "metadata_00000.parquet").stat().st_mtime_ns == written
@@ -120,7 +132,9 @@ def test_an_interrupted_run_resumes_with_the_shards_it_had_not_finished(tmp_path
     InterruptedShardEmbedder.stop_at, InterruptedShardEmbedder.started = 3, 0
     with pytest.raises(KeyboardInterrupt):
         run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")
-    assert parts(tmp_path / "emb") == ["00000", "00001"]
+    assert written_parts(tmp_path / "emb") == ["00000", "00001"]
+    with pytest.raises(EmbeddingFilesError, match="not one finished set"):
+        parts(tmp_path / "emb")  # readers refuse the unfinished set
     assert not json.loads((tmp_path / "emb.stats.json").read_text())["finished"]
     InterruptedShardEmbedder.stop_at = None
     stats = run_embed(config, [str(tmp_path / "shards")], tmp_path / "emb")
@@ -177,6 +191,26 @@ def test_ray_engine_writes_the_same_files_as_the_local_engine(tmp_path, tiny_mod
         ray.shutdown()
     local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
     assert local == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
-    assert len(local) == 4 * 3
+    assert len(local) == 4 * 3 + 1  # the parts' three files each and the finished-set record
     for path in local:
         assert (tmp_path / "local" / path).read_bytes() == (tmp_path / "ray" / path).read_bytes(), path
+
+
+def test_an_embedder_name_that_is_no_embedder_class_is_refused_before_anything_is_called(tmp_path, tiny_model,
+                                                                                          capsys, monkeypatch):
+    """`os:getcwd` and `os:system` are refused without being called; so is a class lacking embed_shard()."""
+    called, getcwd = [], os.getcwd
+
+    def recorded(name, result):
+        return lambda *args: called.append(name) or result(*args)
+
+    monkeypatch.setattr(os, "getcwd", recorded("getcwd", getcwd))
+    monkeypatch.setattr(os, "system", recorded("system", lambda *args: 0))
+    write_synthetic_shards(tmp_path / "shards", 1, 2, image_size=32)
+    for name, expected in (("os:getcwd", "not a class"), ("os:system", "not a class"),
+                           ("collections:OrderedDict", "no setup() method")):
+        code = main(["embed", "--shards", str(tmp_path / "shards"), "--out", str(tmp_path / "emb"),
+                     "--model", str(tiny_model), "--embedder", name])
+        error = capsys.readouterr().err.strip()
+        assert code == 2 and expected in error and len(error.splitlines()) == 1, error
+    assert called == []

@@ -153,3 +153,26 @@ def test_a_stopped_run_resumes_and_the_card_refuses_stale_inputs(tmp_path, embed
     (shards / "00001.tar").write_bytes((shards / "00001.tar").read_bytes())  # rewritten after the filter read it
     with pytest.raises(CurationError, match="which is not the current"):
         optional_stats(layout)
+
+
+def test_fraction_rounds_down_and_a_score_at_the_threshold_is_kept(tmp_path, embedded):
+    """0.31 x 50 = 15.5 keeps 15 (floor, not ceil); a caption embedding (0.5, 0.87, 0...) against the image
+    (1, 0, 0...) scores exactly 0.5 in fp16, so threshold 0.5 keeps it and 0.5 + 1e-6 drops it."""
+    samples = pool(embedded, np.random.default_rng(3))
+    at = np.zeros(DIM)
+    at[0] = 1.0
+    exact = np.zeros(DIM)
+    exact[0], exact[1] = 0.5, np.sqrt(0.75)
+    samples[7] = embedded.Sample("s007", at, exact)
+    shards, embeddings = embedded.write(tmp_path, {"00000.tar": samples})
+    meta, image = read_embeddings(embeddings, "image")
+    _, text = read_embeddings(embeddings, "text")
+    scores = dict(zip(meta["key"].to_pylist(), (image * text).sum(axis=1)))
+    assert scores["s007"] == np.float32(0.5)
+    run_filter(FilterConfig(clip_score_fraction=0.31), [str(shards)], embeddings, tmp_path / "top")
+    assert len(kept_keys(tmp_path / "top", embedded)) == 15
+    run_filter(FilterConfig(clip_score_threshold=0.5), [str(shards)], embeddings, tmp_path / "at")
+    assert "s007" in kept_keys(tmp_path / "at", embedded)
+    assert kept_keys(tmp_path / "at", embedded) == {k for k, s in scores.items() if s >= 0.5}
+    run_filter(FilterConfig(clip_score_threshold=0.500001), [str(shards)], embeddings, tmp_path / "above")
+    assert "s007" not in kept_keys(tmp_path / "above", embedded)

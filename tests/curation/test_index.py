@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipformats.embeddings import normalise, write_part
+from clipformats.embeddings import finish_set, normalise, write_part
 from clipformats.knn import read_index
 from curation.cli import main
 from curation.config import IndexConfig
@@ -31,6 +31,7 @@ def folder_20k(tmp_path_factory):
         keys = [f"{part:05d}{i:05d}" for i in range(5000)]
         write_part(folder, f"{part:05d}", image[rows], text[rows], {"key": keys, "shard": [f"{part:05d}.tar"] * 5000},
                    dtype="float32")
+    finish_set(folder)
     return folder, image
 
 
@@ -80,6 +81,9 @@ def test_bad_embedding_folder_is_one_line(tmp_path, capsys):
     assert "embedding folder not found" in error and len(error.strip().splitlines()) == 1
     (tmp_path / "emb" / "metadata").mkdir(parents=True)
     (tmp_path / "emb" / "metadata" / "metadata_00000.parquet").write_bytes(b"junk")
+    assert main(["index", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "index")]) == 2
+    assert "not one finished set of embeddings" in capsys.readouterr().err
+    (tmp_path / "emb" / "embeddings.json").write_text('{"parts": {"00000": {"id": ""}}, "model": null}')
     assert main(["index", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "index")]) == 2
     assert "cannot read embedding metadata" in capsys.readouterr().err
     assert not (tmp_path / "index").exists()

@@ -173,3 +173,20 @@ def test_an_output_inside_a_caption_folder_is_refused(tmp_path, tiny_queries):
     with pytest.raises(CurationError, match="matched: this output lies inside the input .*captions; choose"):
         run_match(MatchConfig(workers=1), tiny_queries, [str(folder)], folder / "matched")
     assert sorted(p.name for p in folder.iterdir()) == ["c.parquet"]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl"])
+def test_a_url_with_whitespace_is_one_dropped_row_not_a_refused_file(tmp_path, tiny_queries, suffix):
+    """The README's promise: such rows are dropped and counted; the file's other rows are matched."""
+    rows = [("http://x/a b.jpg", "a red circle"), ("http://x/2.jpg", "a red square"), (" http://x/3.jpg", "red"),
+            ("http://x/4.jpg\u0007", "red")]
+    path = tmp_path / f"c.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("".join(json.dumps({"url": u, "caption": c}) + "\n" for u, c in rows))
+    else:
+        sep = "," if suffix == "csv" else "\t"
+        path.write_text(f"url{sep}caption\n" + "".join(f"{u}{sep}{c}\n" for u, c in rows))
+    stats = run_match(MatchConfig(workers=1), tiny_queries, [str(path)], tmp_path / "m")
+    assert stats["rows_in"] == 4 and stats["rows_matched"] == 1 and stats["rows_refused_url"] == 3
+    assert stats["urls_refused"] == {"whitespace or control character in URL": 3}
+    assert pq.read_table(next((tmp_path / "m").glob("*.parquet")))["url"].to_pylist() == ["http://x/2.jpg"]

@@ -54,6 +54,8 @@ def test_compare_bad_input_is_one_line(tmp_path, capsys):
         (["--experiment", "nope", "--tracking-uri", uri], "no experiment 'nope'"),
         (["--experiment", "demo", "--tracking-uri", uri, "--metrics", "val/top9"], "metric 'val/top9' was not logged"),
         (["--experiment", "demo", "--tracking-uri", uri, "--runs", "ghost"], "no run named 'ghost'"),
+        (["--experiment", "demo", "--tracking-uri", uri, "--params", "lr,nosuch"],
+         "param 'nosuch' was not logged by any selected run (logged: batch_size, loss, lr)"),
         (["--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}"], "no MLflow store"),
         (["--tracking-uri", "http://127.0.0.1:9"], "127.0.0.1:9"),
     ]
