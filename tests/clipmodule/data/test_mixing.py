@@ -111,3 +111,19 @@ def test_the_datamodule_sizes_an_epoch_by_all_sources_and_refuses_bad_weights(tw
     ):
         with pytest.raises(ClipModuleError, match=message):
             ShardDataModule(train_shards=spec, upsampling_factors=factors, num_workers=2).train_dataset()
+
+
+@pytest.mark.parametrize("spec", ["{small}::", "::{small}", "", [{"shards": ""}],
+                                  [{"shards": "{small}"}, {"shards": []}], ["{small}", " "]])
+def test_an_empty_source_is_refused_not_read_as_the_working_folder(two_sources, spec, tmp_path, monkeypatch):
+    small, _ = two_sources
+    write_synthetic_shards(tmp_path / "elsewhere", 1, 4, image_size=16)  # what '.' would have found
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "a.jpg").write_bytes(b"not read")
+    monkeypatch.chdir(tmp_path)
+    spec = spec.replace("{small}", small) if isinstance(spec, str) else [
+        item.replace("{small}", small) if isinstance(item, str) else
+        {"shards": item["shards"].replace("{small}", small) if isinstance(item["shards"], str) else item["shards"]}
+        for item in spec]
+    with pytest.raises(ClipModuleError, match=r"data.train_shards source 'source\d': empty shard spec"):
+        ShardDataModule(train_shards=spec, num_workers=0).train_dataset()
