@@ -127,3 +127,21 @@ def test_an_empty_source_is_refused_not_read_as_the_working_folder(two_sources, 
         for item in spec]
     with pytest.raises(ClipModuleError, match=r"data.train_shards source 'source\d': empty shard spec"):
         ShardDataModule(train_shards=spec, num_workers=0).train_dataset()
+
+
+@pytest.mark.parametrize(("rows", "max_unusable", "span"), [(4, 10_000, "a whole pass over"),
+                                                             (40, 5, "5 samples in a row from")])
+def test_a_dead_source_stops_training_with_one_line_naming_it(two_sources, tmp_path, rows, max_unusable, span):
+    small, large = two_sources
+    for number in range(rows):
+        (tmp_path / f"{number}.jpg").write_bytes(b"not an image")
+    dead = tmp_path / "dead.csv"
+    dead.write_text("path,caption\n" + "".join(f"{number}.jpg,a caption\n" for number in range(rows)))
+    sources = open_sources([{"shards": small, "weight": 1, "name": "small"}, {"shards": str(dead), "weight": 1,
+                                                                            "name": "dead"}])
+    dataset = ShardTrainDataset([], image_transform(16, train=True), batch_size=8, batches_per_rank=30,
+                                shuffle_buffer=16, sources=sources, shares=[0.5, 0.5], max_unusable=max_unusable)
+    loader = EpochLoader(dataset, batch_size=8, num_workers=0, collate_fn=TokenizingCollate())
+    with pytest.raises(ClipModuleError, match=rf"^training source 'dead' gave no usable sample in {span} "
+                                              r"the \d+ rows of .*dead.csv: every image missing or undecodable"):
+        list(loader)
