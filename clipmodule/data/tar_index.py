@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from clipmodule.errors import ClipModuleError
 from curation.formats.files import write_text
 from curation.formats.webdataset import split_member_name
 
@@ -208,6 +209,8 @@ def cached_index(path: str, identity: str, handle: BinaryIO, size: int, version:
         pass  # not cached yet, or a damaged entry: index again
     try:
         index = read_index(path, handle, size)
+    except ClipModuleError:  # not the shard's damage: the whole run's (a server that cannot serve ranges)
+        raise
     except Exception as error:  # local OSError, or whatever a remote backend raises
         return ShardIndex(path, error=f"{type(error).__name__}: {error}")
     if cache_file is not None:

@@ -5,6 +5,7 @@ local training, resumes exactly, reads by range, caches indexes; failures are on
 from __future__ import annotations
 
 import http.server
+import io
 import re
 import shutil
 import socket
@@ -120,9 +121,9 @@ def test_s3_failures_are_one_line_naming_the_url(s3, monkeypatch):
 
 class RangeServer:
     """Serves a folder over HTTP with HEAD and byte-range GETs (206), records every range asked for;
-    `/forbidden/...` answers 403."""
+    `/forbidden/...` answers 403. `serve_ranges=False`: a server that ignores Range (200, the whole file)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, serve_ranges: bool = True):
         self.ranges: list[tuple[str, str | None]] = []
         server_root, ranges = root, self.ranges
 
@@ -153,7 +154,7 @@ class RangeServer:
                 wanted = self.headers.get("Range")
                 ranges.append((self.path, wanted))
                 found = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted or "")
-                if found:
+                if found and serve_ranges:
                     start = int(found.group(1))
                     end = min(int(found.group(2) or len(data) - 1), len(data) - 1)
                     self.send_response(206)
@@ -203,3 +204,28 @@ def test_https_shards_are_read_by_range_requests_and_failures_name_the_url(local
             shard_paths(f"{server.url}/shards/9.tar")
         with pytest.raises(ClipModuleError, match=rf"{server.url}/forbidden/0.tar: access denied"):
             shard_paths(f"{server.url}/forbidden/0.tar")
+
+
+def test_a_server_that_ignores_ranges_is_one_line_not_a_corrupt_shard(local_shards, tmp_path):
+    import tarfile
+
+    from clipmodule.data.shards import index_shard
+
+    root = tmp_path / "www"
+    (root / "big").mkdir(parents=True)
+    with tarfile.open(root / "big" / "00000.tar", "w") as tar:  # 3 MB: past fsspec's first 1 MB block
+        for number in range(3):
+            for ext, data in (("jpg", bytes(1 << 20)), ("txt", b"a caption")):
+                info = tarfile.TarInfo(f"{number:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    shutil.copytree(local_shards, root / "small")
+    with RangeServer(root, serve_ranges=False) as server:
+        with pytest.raises(ClipModuleError, match=rf"^{server.url}/big/00000.tar: the server ignores byte-range "
+                                                  "requests .* or copy them to local disk$"):
+            index_shard(f"{server.url}/big/00000.tar")
+        assert not list((tmp_path / "cache").rglob("*.json"))  # nothing cached as the shard's damage
+        with pytest.raises(ClipModuleError, match="ignores byte-range requests"):
+            list(_loader([f"{server.url}/big/00000.tar"], batches=1))
+        small = index_shard(f"{server.url}/small/00000.tar")  # 70 kB: the first block holds all of it
+        assert small.error is None and len(small.keys) == 12
