@@ -229,3 +229,14 @@ def test_a_server_that_ignores_ranges_is_one_line_not_a_corrupt_shard(local_shar
             list(_loader([f"{server.url}/big/00000.tar"], batches=1))
         small = index_shard(f"{server.url}/small/00000.tar")  # 70 kB: the first block holds all of it
         assert small.error is None and len(small.keys) == 12
+
+
+def test_the_train_extra_rules_out_the_s3fs_that_fsspec_warns_about():
+    import tomllib
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    wanted = [Requirement(line) for line in pyproject["project"]["optional-dependencies"]["train"]]
+    s3fs_requirement = next(requirement for requirement in wanted if requirement.name == "s3fs")
+    assert not s3fs_requirement.specifier.contains("0.4.2")  # 2020, no aiobotocore: fsspec warns below 0.5
+    assert not s3fs_requirement.specifier.contains("2023.12.2") and s3fs_requirement.specifier.contains("2026.9.0")
