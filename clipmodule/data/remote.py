@@ -155,8 +155,12 @@ class _RangeReads:
 
 
 def open_remote(url: str) -> tuple[BinaryIO, int, str]:
-    """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory."""
+    """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory.
+    The version (and size) are asked of the store each time, never taken from a listing fsspec cached (s3fs
+    keeps the one `expand_remote` made, and every loader worker inherits it): a shard replaced since, by one of
+    the same size, would otherwise be read through the old one's cached index."""
     fs = _filesystem(url)
+    fs.invalidate_cache(url)
     info = _call(url, fs.info, url)
     handle = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_SIZE, cache_type="blockcache"))
     handle = _RangeReads(handle, url)

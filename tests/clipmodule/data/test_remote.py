@@ -240,3 +240,48 @@ def test_the_train_extra_rules_out_the_s3fs_that_fsspec_warns_about():
     s3fs_requirement = next(requirement for requirement in wanted if requirement.name == "s3fs")
     assert not s3fs_requirement.specifier.contains("0.4.2")  # 2020, no aiobotocore: fsspec warns below 0.5
     assert not s3fs_requirement.specifier.contains("2023.12.2") and s3fs_requirement.specifier.contains("2026.9.0")
+
+
+def _same_size_tars(directory: Path) -> tuple[bytes, bytes]:
+    """Two tars of the same size, members and sizes but other sample keys and bytes: only a version tells them
+    apart (a re-uploaded shard)."""
+    import tarfile
+
+    tars = []
+    for first in (1, 5):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for number in (first, first + 1):
+                for ext in ("jpg", "txt"):
+                    data = bytes([first]) * 700
+                    info = tarfile.TarInfo(f"{number:06d}.{ext}")
+                    info.size, info.mtime = len(data), 1700000000
+                    tar.addfile(info, io.BytesIO(data))
+        tars.append(buffer.getvalue())
+    assert len(tars[0]) == len(tars[1]) and tars[0] != tars[1]
+    return tars[0], tars[1]
+
+
+def test_a_remote_object_replaced_by_a_same_size_tar_is_indexed_again(s3, tmp_path):
+    """The remote index cache is keyed by URL, size and the object's version (S3's ETag; a web server's ETag or
+    Last-Modified): a shard re-uploaded with other contents of the same size is indexed again, never served from
+    the cache of the old one."""
+    from clipmodule.data.shards import index_shard
+
+    before, after = _same_size_tars(tmp_path)
+    url = f"s3://{BUCKET}/replaced/00000.tar"
+    client = boto3.client("s3")
+    client.put_object(Bucket=BUCKET, Key="replaced/00000.tar", Body=before)
+    assert shard_paths(f"s3://{BUCKET}/replaced") == [url]  # a listing, as a fit starts (s3fs caches it)
+    assert index_shard(url).keys == ["000001", "000002"]
+    client.put_object(Bucket=BUCKET, Key="replaced/00000.tar", Body=after)
+    assert index_shard(url).keys == ["000005", "000006"]
+    assert ShardCache([url]).read(0, 0)[1]["jpg"] == bytes([5]) * 700
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "00000.tar").write_bytes(before)
+    with RangeServer(root) as server:  # its ETag is a hash of the content
+        assert index_shard(f"{server.url}/00000.tar").keys == ["000001", "000002"]
+        (root / "00000.tar").write_bytes(after)
+        assert index_shard(f"{server.url}/00000.tar").keys == ["000005", "000006"]
+    assert len(list((tmp_path / "cache" / "shard-index").glob("*.json"))) == 4  # each version indexed once
