@@ -242,7 +242,7 @@ def test_the_train_extra_rules_out_the_s3fs_that_fsspec_warns_about():
     assert not s3fs_requirement.specifier.contains("2023.12.2") and s3fs_requirement.specifier.contains("2026.9.0")
 
 
-def _same_size_tars(directory: Path) -> tuple[bytes, bytes]:
+def _same_size_tars() -> tuple[bytes, bytes]:
     """Two tars of the same size, members and sizes but other sample keys and bytes: only a version tells them
     apart (a re-uploaded shard)."""
     import tarfile
@@ -268,7 +268,7 @@ def test_a_remote_object_replaced_by_a_same_size_tar_is_indexed_again(s3, tmp_pa
     the cache of the old one."""
     from clipmodule.data.shards import index_shard
 
-    before, after = _same_size_tars(tmp_path)
+    before, after = _same_size_tars()
     url = f"s3://{BUCKET}/replaced/00000.tar"
     client = boto3.client("s3")
     client.put_object(Bucket=BUCKET, Key="replaced/00000.tar", Body=before)
