@@ -111,6 +111,7 @@ class TrainSamples:
                 continue
             self.emitted += 1
             self.unusable_run, self.good_pass = 0, self.stream.pass_index
+            self.stream.note_usable()
             return {**decoded, "key": key}
         raise StopIteration
 
@@ -167,7 +168,7 @@ class ShardTrainDataset(IterableDataset):
         if len(streams) == 1:
             return streams[0]
         names = [source.name for source in self.sources]
-        return MixedStream(streams, self.shares, names, self.seed, self.epoch, worker)
+        return MixedStream(streams, self.shares, names, self.seed, self.epoch, worker, self.max_unusable)
 
     def __len__(self) -> int:
         return self.batches_per_rank * self.batch_size

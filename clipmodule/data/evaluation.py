@@ -14,6 +14,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from clipmodule.data.decode import decode_sample
 from clipmodule.data.shards import ShardCache
+from clipmodule.data.tables import read_regular_file
 from clipmodule.data.zeroshot import folder_items
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ class FolderEvalDataset(IterableDataset):
         for path, label in self.items[mine::total]:
             key = os.path.relpath(path, self.root)
             try:
-                with open(path, "rb") as handle:
-                    fields = {"jpg": handle.read(), "cls": str(label).encode()}
+                fields = {"jpg": read_regular_file(path), "cls": str(label).encode()}  # a FIFO must not block
             except OSError as error:
                 log.warning("skipping unreadable evaluation image %s (%s)", key, error.strerror or error)
                 continue

@@ -6,6 +6,11 @@ large share repeats (its stream starts its next pass) while a large one is only 
 Drawing per sample rather than per shard (open_clip draws whole shards) keeps the mix of an epoch of n samples
 within the binomial spread, sqrt(share x (1 - share) / n), whatever the shard sizes.
 
+A source that gives nothing usable (every image missing or undecodable, every caption empty) would otherwise
+leave the others to train on, silently: each source is held to the rule the whole stream is held to
+(`data.max_unusable_samples`), so a source that goes through a whole pass of its shards (this worker's part of
+them), or `max_unusable` draws in a row, without a usable sample stops training with one line naming it.
+
 The state is the draw generator's and every source stream's: a few integers per source, restored exactly.
 """
 
@@ -25,7 +30,7 @@ class MixedStream:
     shards follow those of sources 0..i-1, so augmentation seeds (seed, epoch, shard, sample) stay distinct."""
 
     def __init__(self, streams: list[ShardStream], shares: list[float], names: list[str], seed: int, epoch: int,
-                 worker: int):
+                 worker: int, max_unusable: int = 10_000):
         self.streams, self.names = streams, names
         sizes = [stream.plan.num_shards for stream in streams]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -35,6 +40,12 @@ class MixedStream:
         self.rng = np.random.default_rng([seed, epoch, worker, 3])
         self.drawn = [0] * len(streams)
         """Samples taken from each source this epoch, corrupt ones included: the measured mix."""
+        self.max_unusable = max_unusable
+        self.since_usable = [0] * len(streams)
+        """Samples drawn from each source since its last usable one (`note_usable`)."""
+        self.good_pass = [-1] * len(streams)
+        """Each source stream's pass at its last usable sample (-1: none yet)."""
+        self._last = 0
 
     @property
     def pass_index(self) -> int:
@@ -44,8 +55,26 @@ class MixedStream:
     def next_reference(self) -> tuple[int, int]:
         source = int(np.searchsorted(self.cumulative, self.rng.random(), side="right"))
         shard, sample = self.streams[source].next_reference()
+        self._check_alive(source)
         self.drawn[source] += 1
+        self.since_usable[source] += 1
+        self._last = source
         return self.offsets[source] + shard, sample
+
+    def note_usable(self) -> None:
+        """The sample last drawn was usable (called by the training reader once it decoded)."""
+        self.since_usable[self._last] = 0
+        self.good_pass[self._last] = self.streams[self._last].pass_index
+
+    def _check_alive(self, source: int) -> None:
+        """Stops on a source whose draws since its last usable sample cover a whole pass of its stream (the
+        stream drains a pass before starting the next) or `max_unusable` samples."""
+        stream, whole_pass = self.streams[source], self.streams[source].pass_index >= self.good_pass[source] + 2
+        if whole_pass or self.since_usable[source] >= self.max_unusable:
+            span = "a whole pass over" if whole_pass else f"{self.since_usable[source]} samples in a row from"
+            raise ClipModuleError(f"training source {self.names[source]!r} gave no usable sample in {span} "
+                                  f"{stream.summary()}: every image missing or undecodable, or caption empty or "
+                                  "missing; fix it or remove it from data.train_shards")
 
     def _local(self, reference: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         shard, sample = reference
@@ -66,7 +95,8 @@ class MixedStream:
 
     def state_dict(self) -> dict[str, Any]:
         return {"sources": [stream.state_dict() for stream in self.streams], "rng": self.rng.bit_generator.state,
-                "drawn": list(self.drawn), "names": list(self.names)}
+                "drawn": list(self.drawn), "names": list(self.names), "since_usable": list(self.since_usable),
+                "good_pass": list(self.good_pass), "last": self._last}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("names") != self.names:
@@ -76,6 +106,10 @@ class MixedStream:
             stream.load_state_dict(stream_state)
         self.rng.bit_generator.state = state["rng"]
         self.drawn = list(state["drawn"])
+        # absent from checkpoints of earlier versions: every source counts as alive from here
+        self.since_usable = list(state.get("since_usable", [0] * len(self.streams)))
+        self.good_pass = list(state.get("good_pass", [stream.pass_index for stream in self.streams]))
+        self._last = state.get("last", 0)
 
 
 def drawn_per_source(state: Any) -> dict[str, int]:

@@ -128,11 +128,42 @@ def _exists(fs, url: str, listings: dict[str, set[str] | None]) -> bool:
     return True
 
 
+class _RangeReads:
+    """A remote shard's file, read by byte ranges past its first block. fsspec raises ValueError there when a web
+    server ignores the Range header (200 and the whole file, not 206); that is said in one line, where the
+    shard would otherwise pass for corrupt from its first megabyte on. A shard within the first block (the
+    whole answer is kept) reads as it is."""
+
+    def __init__(self, handle: BinaryIO, url: str):
+        self.handle, self.url = handle, url
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.handle.read(size)
+        except ValueError as error:
+            if "range" not in str(error).lower():
+                raise
+            raise ClipModuleError(f"{self.url}: the server ignores byte-range requests (it answers with the whole "
+                                  "file); shards are read by range: serve them from a server that supports "
+                                  "ranges, or copy them to local disk") from None
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 def open_remote(url: str) -> tuple[BinaryIO, int, str]:
-    """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory."""
+    """(file, size, version) of a remote shard; the file reads by range, keeping recent blocks in memory.
+    The version (and size) are asked of the store each time, never taken from a listing fsspec cached (s3fs
+    keeps the one `expand_remote` made, and every loader worker inherits it): a shard replaced since, by one of
+    the same size, would otherwise be read through the old one's cached index."""
     fs = _filesystem(url)
+    fs.invalidate_cache(url)
     info = _call(url, fs.info, url)
     handle = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_SIZE, cache_type="blockcache"))
+    handle = _RangeReads(handle, url)
     version = next((str(info[name]) for name in ("ETag", "etag", "LastModified", "Last-Modified", "mtime", "updated")
                     if info.get(name)), "")
     return handle, int(info["size"]), version

@@ -260,6 +260,10 @@ class ShardStream:
             del self.held[reference[0]]
         return reference
 
+    def note_usable(self) -> None:
+        """The sample last drawn was usable: a lone stream's dead end is the training reader's own check (a
+        mixture checks each source, `clipmodule.data.mixing`)."""
+
     def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
         shard, sample = reference
         key, fields = self.cache.read(shard, sample)

@@ -92,6 +92,17 @@ def _check_weight(value: float, what: str) -> float:
     return float(value)
 
 
+def _check_spec(spec: Any, where: str) -> None:
+    """Refuses a spec that names nothing: an empty path reads as the working folder (`Path("")` is "."), which
+    would train on every image under it."""
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else spec if isinstance(spec, list) else None
+    if items is None:
+        raise ClipModuleError(f"{where}: shards must be a path, pattern or URL (or a list of them), got {spec!r}")
+    if not items or any(not os.fspath(item).strip() for item in items if isinstance(item, (str, os.PathLike))):
+        raise ClipModuleError(f"{where}: empty shard spec {spec!r}; name its shards, CSV or folder ('.' for the "
+                              "working folder)")
+
+
 def source_configs(train_shards: Any, upsampling_factors: list[float] | str | None = None,
                    ) -> tuple[list[TrainSourceConfig], list[float]]:
     """The sources `data.train_shards` names and their upsampling factors (1 unless given)."""
@@ -122,8 +133,8 @@ def source_configs(train_shards: Any, upsampling_factors: list[float] | str | No
 def open_sources(train_shards: Any, upsampling_factors: list[float] | str | None = None, *,
                  csv_image_key: str | None = None, csv_caption_key: str | None = None,
                  csv_separator: str | None = None) -> list[TrainSource]:
-    """The training sources, opened: shard lists expanded, tables read. Refused with one line: a missing
-    shard or CSV, a CSV without the named columns, a weight on some sources but not all, duplicate names."""
+    """The training sources, opened: shard lists expanded, tables read. Refused with one line: an empty spec, a
+    missing shard or CSV, a CSV without the named columns, a weight on some sources but not all, duplicate names."""
     configs, factors = source_configs(train_shards, upsampling_factors)
     weighted = [config.weight is not None for config in configs]
     if any(weighted) and not all(weighted):
@@ -131,6 +142,8 @@ def open_sources(train_shards: Any, upsampling_factors: list[float] | str | None
     names = [config.name for config in configs]
     if len(set(names)) != len(names):
         raise ClipModuleError(f"data.train_shards: source names repeat ({', '.join(names)})")
+    for config in configs:  # all checked before any is opened: `a::` names no shards whether or not `a` exists
+        _check_spec(config.shards, f"data.train_shards source {config.name!r}")
     sources = []
     for config, factor in zip(configs, factors):
         where = f"data.train_shards source {config.name!r}"

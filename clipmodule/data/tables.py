@@ -8,16 +8,22 @@ forked workers share without copying (Python strings would be copied page by pag
 change). A bad row (missing or unreadable image, empty caption) is skipped, counted and named by the reader
 like a corrupt shard sample; the table itself (missing file, unknown column) is refused with one line.
 
-Relative image paths in a CSV are relative to the CSV's folder, as in `clipmodule eval`'s CSV datasets.
+Relative image paths in a CSV are relative to the CSV's folder, as in `clipmodule eval`'s CSV datasets; absolute
+paths and `../` are read as written (open_clip's CSV reader does the same, and a researcher's CSV often names images
+by absolute path), not confined to the CSV's folder. What is read is bounded instead: only regular files, at most
+`MAX_FILE_BYTES` each. A FIFO (which would block the loader for ever), a device (`/dev/zero` never ends) or a larger
+file is a bad row, skipped and counted, and never opened (`read_regular_file`).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipformats.images import MAX_IMAGE_PIXELS
 from clipformats.webdataset import IMAGE_EXTENSIONS
 from clipmodule.data.tar_index import ShardIndex
 from clipmodule.errors import ClipModuleError
@@ -27,6 +33,11 @@ from clipmodule.errors import ClipModuleError
 IMAGE_COLUMNS = ("path", "filepath", "image", "image_path", "filename", "file")
 CAPTION_COLUMNS = ("caption", "title", "text", "txt")
 TABLE_SUFFIXES = (".csv", ".tsv")
+MAX_FILE_BYTES = 4 * MAX_IMAGE_PIXELS
+"""The largest file read as an image (341 MiB): the decoder's pixel limit stored raw at 4 bytes a pixel (RGBA),
+so no image the decoder accepts is refused, while a runaway file is never read whole."""
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
 def is_table(spec: object) -> bool:
@@ -37,6 +48,24 @@ def is_table(spec: object) -> bool:
     if path.suffix.lower() in TABLE_SUFFIXES:
         return True
     return path.is_dir() and not any(path.glob("*.tar"))
+
+
+def read_regular_file(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes, else OSError saying why. Checked before opening (a
+    FIFO's open or read would block, a device's read never ends), and again on the open file (O_NONBLOCK: a
+    FIFO swapped in between cannot block), and the read stops at the limit (a /proc file reports size 0)."""
+    kind = _KINDS.get(stat.S_IFMT(os.stat(path).st_mode))
+    if kind is not None:
+        raise OSError(f"not a regular file ({kind})")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"not a regular file ({_KINDS.get(stat.S_IFMT(status.st_mode), 'special')})")
+        data = handle.read(limit + 1) if status.st_size <= limit else b""
+    if status.st_size > limit or len(data) > limit:
+        raise OSError(f"larger than {limit:,} bytes, the most read as one image")
+    return data
 
 
 @dataclass
@@ -151,11 +180,10 @@ class TableReader:
             raise OSError("no image path")
         path = os.path.join(self.table.root, image)
         extension = Path(image).suffix.lower().lstrip(".")
-        with open(path, "rb") as handle:
-            fields = {extension if extension in IMAGE_EXTENSIONS else "jpg": handle.read()}
+        fields = {extension if extension in IMAGE_EXTENSIONS else "jpg": read_regular_file(path)}
         if self.table.captions is None:
             try:
-                fields["txt"] = Path(path).with_suffix(".txt").read_bytes()
+                fields["txt"] = read_regular_file(Path(path).with_suffix(".txt"))
             except FileNotFoundError:
                 raise OSError(f"no caption file {Path(image).with_suffix('.txt')}") from None
         else:

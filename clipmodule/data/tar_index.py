@@ -10,6 +10,12 @@ Formats read: ustar/POSIX (name + prefix, octal or base-256 sizes), pax per-memb
 member running past the end of the file or an unreadable header ends the index with `error` set; the
 samples before the damage are kept (a truncated download still gives what it holds).
 
+A whole tar ends with two 512-byte zero blocks (POSIX), and every writer in this pipeline writes them:
+Python's `tarfile` (webdataset's `TarWriter`, so img2dataset's shards), GNU tar and bsdtar, which then pad
+the file to a 10,240-byte record. A file that ends before those two blocks is truncated, wherever the cut
+falls (in a header, in a member's data or in the padding after it): `error` says so. What follows the two
+blocks (the record padding, whole or cut, or anything else) is not read: tarfile and webdataset stop there too.
+
 Indexes are cached as JSON in `$CLIPMODULE_CACHE/shard-index` (default `~/.cache/clipmodule/shard-index`),
 keyed by the shard's path or URL, size and version (mtime, or a remote object's ETag): every DataLoader
 worker starts fresh each epoch, and a shard is indexed once, not once per epoch and worker.
@@ -26,8 +32,10 @@ from typing import BinaryIO
 
 from clipformats.files import write_text
 from clipformats.webdataset import split_member_name
+from clipmodule.errors import ClipModuleError
 
 BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (b"0", b"\0", b"7")
 
 
@@ -58,20 +66,18 @@ class TarHeaderError(ValueError):
 
 
 def read_index(path: str, handle: BinaryIO, size: int) -> ShardIndex:
-    """Index the tar in `handle` (`size` bytes), reading only its header blocks."""
+    """Index the tar in `handle` (`size` bytes), reading only its header blocks, up to the end-of-archive blocks."""
     index = ShardIndex(path)
-    reader = _ChunkReader(handle)
+    reader = _ChunkReader(handle, size)
     position = 0
     long_name: str | None = None
     pax: dict[str, str] = {}
     try:
-        while position + BLOCK <= size:
+        while True:
             header = reader.read(position, BLOCK)
-            if len(header) < BLOCK:
-                index.error = f"truncated header at byte {position}"
+            if len(header) < BLOCK or header == ZERO_BLOCK:
+                index.error = _end_error(reader, position, size, index)
                 break
-            if header == b"\0" * BLOCK:
-                break  # end-of-archive marker
             name, kind, length = _parse_header(header)
             start = position + BLOCK
             if start + length > size:
@@ -97,23 +103,36 @@ def read_index(path: str, handle: BinaryIO, size: int) -> ShardIndex:
             position = start + (length + BLOCK - 1) // BLOCK * BLOCK
     except (TarHeaderError, ValueError, UnicodeDecodeError) as error:  # damage: kept, and cached with the index
         index.error = f"{type(error).__name__}: {error}"
-    if not index.keys and index.error is None and size == 0:
-        index.error = "empty file"
     return index
+
+
+def _end_error(reader: _ChunkReader, position: int, size: int, index: ShardIndex) -> str | None:
+    """None when the archive ends properly at `position` (two zero blocks), else why not. A file cut before
+    them lost whatever followed (a header, a member, or only the end marker) and cannot tell which."""
+    if size == 0:
+        return "empty file"
+    tail = reader.read(position, 2 * BLOCK)
+    if tail == 2 * ZERO_BLOCK:
+        return None
+    if len(tail) == 2 * BLOCK:  # the first block is zero (the caller stopped there), the second is not
+        return f"a lone zero block at byte {position}, not the tar's end (two zero blocks)"
+    after = f" in or after sample {index.keys[-1]}" if index.keys else ""
+    return f"truncated at byte {size}{after}: the file ends before the tar's two end-of-archive blocks"
 
 
 class _ChunkReader:
     """Reads at offsets from chunks of the file: headers of small members share a chunk, so most header
-    reads cost no call into the file (a system call locally, a range request remotely)."""
+    reads cost no call into the file (a system call locally, a range request remotely). Nothing past `size`
+    (the size the index is for) is read."""
 
-    def __init__(self, handle: BinaryIO, chunk: int = 1 << 16):
-        self.handle, self.chunk = handle, chunk
+    def __init__(self, handle: BinaryIO, size: int, chunk: int = 1 << 16):
+        self.handle, self.size, self.chunk = handle, size, chunk
         self.start, self.data = 0, b""
 
     def read(self, offset: int, size: int) -> bytes:
         if not (self.start <= offset and offset + size <= self.start + len(self.data)):
             self.handle.seek(offset)
-            self.start, self.data = offset, self.handle.read(max(size, self.chunk))
+            self.start, self.data = offset, self.handle.read(max(0, min(max(size, self.chunk), self.size - offset)))
         return self.data[offset - self.start : offset - self.start + size]
 
 
@@ -173,7 +192,9 @@ def _parse_pax(payload: bytes) -> dict[str, str]:
     return records
 
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""Part of every cache key: 2 since truncation before the end-of-archive blocks is reported (entries of
+format 1 called such shards whole)."""
 
 
 def cached_index(path: str, identity: str, handle: BinaryIO, size: int, version: str) -> ShardIndex:
@@ -188,6 +209,8 @@ def cached_index(path: str, identity: str, handle: BinaryIO, size: int, version:
         pass  # not cached yet, or a damaged entry: index again
     try:
         index = read_index(path, handle, size)
+    except ClipModuleError:  # not the shard's damage: the whole run's (a server that cannot serve ranges)
+        raise
     except Exception as error:  # local OSError, or whatever a remote backend raises
         return ShardIndex(path, error=f"{type(error).__name__}: {error}")
     if cache_file is not None:

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from clipmodule.data.name_files import ASSETS, CLASSNAME_FILES, read_lines
+from clipmodule.data.tables import read_regular_file
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.prompts import check_class_prompts, check_templates
 
@@ -62,7 +63,8 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
     if isinstance(source, Image.Image):
         return source if source.mode == "RGB" else source.convert("RGB")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        data = read_regular_file(source) if isinstance(source, (str, Path)) else source  # a FIFO would block
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise ClipModuleError(f"{name or source}: no such image file") from None

@@ -111,3 +111,37 @@ def test_the_datamodule_sizes_an_epoch_by_all_sources_and_refuses_bad_weights(tw
     ):
         with pytest.raises(ClipModuleError, match=message):
             ShardDataModule(train_shards=spec, upsampling_factors=factors, num_workers=2).train_dataset()
+
+
+@pytest.mark.parametrize("spec", ["{small}::", "::{small}", "", [{"shards": ""}],
+                                  [{"shards": "{small}"}, {"shards": []}], ["{small}", " "]])
+def test_an_empty_source_is_refused_not_read_as_the_working_folder(two_sources, spec, tmp_path, monkeypatch):
+    small, _ = two_sources
+    write_synthetic_shards(tmp_path / "elsewhere", 1, 4, image_size=16)  # what '.' would have found
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "a.jpg").write_bytes(b"not read")
+    monkeypatch.chdir(tmp_path)
+    spec = spec.replace("{small}", small) if isinstance(spec, str) else [
+        item.replace("{small}", small) if isinstance(item, str) else
+        {"shards": item["shards"].replace("{small}", small) if isinstance(item["shards"], str) else item["shards"]}
+        for item in spec]
+    with pytest.raises(ClipModuleError, match=r"data.train_shards source 'source\d': empty shard spec"):
+        ShardDataModule(train_shards=spec, num_workers=0).train_dataset()
+
+
+@pytest.mark.parametrize(("rows", "max_unusable", "span"), [(4, 10_000, "a whole pass over"),
+                                                             (40, 5, "5 samples in a row from")])
+def test_a_dead_source_stops_training_with_one_line_naming_it(two_sources, tmp_path, rows, max_unusable, span):
+    small, large = two_sources
+    for number in range(rows):
+        (tmp_path / f"{number}.jpg").write_bytes(b"not an image")
+    dead = tmp_path / "dead.csv"
+    dead.write_text("path,caption\n" + "".join(f"{number}.jpg,a caption\n" for number in range(rows)))
+    sources = open_sources([{"shards": small, "weight": 1, "name": "small"}, {"shards": str(dead), "weight": 1,
+                                                                            "name": "dead"}])
+    dataset = ShardTrainDataset([], image_transform(16, train=True), batch_size=8, batches_per_rank=30,
+                                shuffle_buffer=16, sources=sources, shares=[0.5, 0.5], max_unusable=max_unusable)
+    loader = EpochLoader(dataset, batch_size=8, num_workers=0, collate_fn=TokenizingCollate())
+    with pytest.raises(ClipModuleError, match=rf"^training source 'dead' gave no usable sample in {span} "
+                                              r"the \d+ rows of .*dead.csv: every image missing or undecodable"):
+        list(loader)

@@ -5,6 +5,7 @@ local training, resumes exactly, reads by range, caches indexes; failures are on
 from __future__ import annotations
 
 import http.server
+import io
 import re
 import shutil
 import socket
@@ -120,9 +121,9 @@ def test_s3_failures_are_one_line_naming_the_url(s3, monkeypatch):
 
 class RangeServer:
     """Serves a folder over HTTP with HEAD and byte-range GETs (206), records every range asked for;
-    `/forbidden/...` answers 403."""
+    `/forbidden/...` answers 403. `serve_ranges=False`: a server that ignores Range (200, the whole file)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, serve_ranges: bool = True):
         self.ranges: list[tuple[str, str | None]] = []
         server_root, ranges = root, self.ranges
 
@@ -153,7 +154,7 @@ class RangeServer:
                 wanted = self.headers.get("Range")
                 ranges.append((self.path, wanted))
                 found = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted or "")
-                if found:
+                if found and serve_ranges:
                     start = int(found.group(1))
                     end = min(int(found.group(2) or len(data) - 1), len(data) - 1)
                     self.send_response(206)
@@ -203,3 +204,84 @@ def test_https_shards_are_read_by_range_requests_and_failures_name_the_url(local
             shard_paths(f"{server.url}/shards/9.tar")
         with pytest.raises(ClipModuleError, match=rf"{server.url}/forbidden/0.tar: access denied"):
             shard_paths(f"{server.url}/forbidden/0.tar")
+
+
+def test_a_server_that_ignores_ranges_is_one_line_not_a_corrupt_shard(local_shards, tmp_path):
+    import tarfile
+
+    from clipmodule.data.shards import index_shard
+
+    root = tmp_path / "www"
+    (root / "big").mkdir(parents=True)
+    with tarfile.open(root / "big" / "00000.tar", "w") as tar:  # 3 MB: past fsspec's first 1 MB block
+        for number in range(3):
+            for ext, data in (("jpg", bytes(1 << 20)), ("txt", b"a caption")):
+                info = tarfile.TarInfo(f"{number:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    shutil.copytree(local_shards, root / "small")
+    with RangeServer(root, serve_ranges=False) as server:
+        with pytest.raises(ClipModuleError, match=rf"^{server.url}/big/00000.tar: the server ignores byte-range "
+                                                  "requests .* or copy them to local disk$"):
+            index_shard(f"{server.url}/big/00000.tar")
+        assert not list((tmp_path / "cache").rglob("*.json"))  # nothing cached as the shard's damage
+        with pytest.raises(ClipModuleError, match="ignores byte-range requests"):
+            list(_loader([f"{server.url}/big/00000.tar"], batches=1))
+        small = index_shard(f"{server.url}/small/00000.tar")  # 70 kB: the first block holds all of it
+        assert small.error is None and len(small.keys) == 12
+
+
+def test_the_train_extra_rules_out_the_s3fs_that_fsspec_warns_about():
+    import tomllib
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    wanted = [Requirement(line) for line in pyproject["project"]["optional-dependencies"]["train"]]
+    s3fs_requirement = next(requirement for requirement in wanted if requirement.name == "s3fs")
+    assert not s3fs_requirement.specifier.contains("0.4.2")  # 2020, no aiobotocore: fsspec warns below 0.5
+    assert not s3fs_requirement.specifier.contains("2023.12.2") and s3fs_requirement.specifier.contains("2026.9.0")
+
+
+def _same_size_tars() -> tuple[bytes, bytes]:
+    """Two tars of the same size, members and sizes but other sample keys and bytes: only a version tells them
+    apart (a re-uploaded shard)."""
+    import tarfile
+
+    tars = []
+    for first in (1, 5):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for number in (first, first + 1):
+                for ext in ("jpg", "txt"):
+                    data = bytes([first]) * 700
+                    info = tarfile.TarInfo(f"{number:06d}.{ext}")
+                    info.size, info.mtime = len(data), 1700000000
+                    tar.addfile(info, io.BytesIO(data))
+        tars.append(buffer.getvalue())
+    assert len(tars[0]) == len(tars[1]) and tars[0] != tars[1]
+    return tars[0], tars[1]
+
+
+def test_a_remote_object_replaced_by_a_same_size_tar_is_indexed_again(s3, tmp_path):
+    """The remote index cache is keyed by URL, size and the object's version (S3's ETag; a web server's ETag or
+    Last-Modified): a shard re-uploaded with other contents of the same size is indexed again, never served from
+    the cache of the old one."""
+    from clipmodule.data.shards import index_shard
+
+    before, after = _same_size_tars()
+    url = f"s3://{BUCKET}/replaced/00000.tar"
+    client = boto3.client("s3")
+    client.put_object(Bucket=BUCKET, Key="replaced/00000.tar", Body=before)
+    assert shard_paths(f"s3://{BUCKET}/replaced") == [url]  # a listing, as a fit starts (s3fs caches it)
+    assert index_shard(url).keys == ["000001", "000002"]
+    client.put_object(Bucket=BUCKET, Key="replaced/00000.tar", Body=after)
+    assert index_shard(url).keys == ["000005", "000006"]
+    assert ShardCache([url]).read(0, 0)[1]["jpg"] == bytes([5]) * 700
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "00000.tar").write_bytes(before)
+    with RangeServer(root) as server:  # its ETag is a hash of the content
+        assert index_shard(f"{server.url}/00000.tar").keys == ["000001", "000002"]
+        (root / "00000.tar").write_bytes(after)
+        assert index_shard(f"{server.url}/00000.tar").keys == ["000005", "000006"]
+    assert len(list((tmp_path / "cache" / "shard-index").glob("*.json"))) == 4  # each version indexed once

@@ -116,3 +116,58 @@ def test_a_missing_csv_or_wrong_columns_is_one_line_naming_the_file_and_its_colu
     with pytest.raises(ClipModuleError, match=r"empty: no .tar shards and no images"):
         (tmp_path / "empty").mkdir()
         ShardDataModule(train_shards=str(tmp_path / "empty")).train_dataset()
+
+
+@pytest.mark.timeout(120, method="signal")  # before the fix the FIFO's open blocked for ever
+def test_a_fifo_a_device_and_an_oversized_file_are_bad_rows_never_read(tmp_path, caplog):
+    import os
+
+    from clipmodule.data.tables import MAX_FILE_BYTES
+
+    pairs = write_pairs(tmp_path, 8)
+    os.mkfifo(tmp_path / "images" / "fifo.jpg")
+    with open(tmp_path / "images" / "huge.png", "wb") as sparse:  # sparse: no disk used, and never read
+        sparse.truncate(MAX_FILE_BYTES + 1)
+    pairs += [("images/fifo.jpg", "a fifo"), ("/dev/zero", "a device"), ("images/huge.png", "a huge file")]
+    path = write_csv(tmp_path / "train.csv", pairs)
+    module = ShardDataModule(train_shards=str(path), batch_size=4, num_workers=0, image_size=16,
+                             samples_per_epoch=12, shuffle_buffer=16)  # over the 8 good rows: every row is read
+    with caplog.at_level(logging.WARNING, logger="clipmodule.data.datamodule"):
+        batches, counts = _epoch(module)
+    assert len(batches) == 3 and counts["corrupt_samples"] == 3
+    reasons = " ".join(m for m in caplog.messages if "skipping" in m)
+    for reason in ("fifo.jpg (not a regular file (a FIFO))", "/dev/zero (not a regular file (a character device))",
+                   "huge.png (larger than 357,913,940 bytes"):
+        assert reason in reasons, reasons
+
+
+@pytest.mark.timeout(120, method="signal")
+def test_a_fifo_in_a_class_folder_is_skipped_by_the_evaluation_reader(tmp_path):
+    import os
+
+    from clipmodule.data.evaluation import FolderEvalDataset
+    from clipmodule.transforms import image_transform
+
+    for number, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        render_sample(number, 16)[0].save(tmp_path / name / "a.png")
+    os.mkfifo(tmp_path / "dog" / "b.png")
+    samples = list(FolderEvalDataset(tmp_path, ["cat", "dog"], image_transform(16, train=False)))
+    assert [sample["key"] for sample in samples] == ["cat/a.png", "dog/a.png"]
+
+
+@pytest.mark.timeout(120, method="signal")
+def test_eval_csv_naming_a_fifo_or_a_device_is_one_line_not_a_hang(tmp_path):
+    import os
+
+    from clipmodule.eval.sources import open_classification
+    from clipmodule.transforms import image_transform
+
+    render_sample(0, 16)[0].save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    for bad, kind in (("b.png", "a FIFO"), ("/dev/zero", "a character device")):
+        (tmp_path / "test.csv").write_text(f"path,label\na.png,cat\n{bad},dog\n")
+        dataset = open_classification(str(tmp_path / "test.csv"), image_transform(16, train=False))
+        assert dataset[0][1] == 0
+        with pytest.raises(ClipModuleError, match=rf"{bad}: unreadable image \(not a regular file \({kind}\)\)"):
+            dataset[1]
