@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from clipformats import files
 from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.cli import main
 from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.models import create_model
-from curation.formats import files
 
 
 def test_eval_output_on_a_full_disk_is_one_line_and_a_rerun_writes_it(tmp_path, capsys, monkeypatch, one_thread):

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import clipmodule
+from clipformats import embeddings as embedding_format
+from clipformats import locks
 from clipformats.files import TEMP_MARK
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
-from curation.formats import embeddings as embedding_format
-from curation.formats import locks
 
 
 def leftovers(root) -> list[str]:
