@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from curation.config import EmbedConfig
 from curation.embed import run_embed
 from curation.formats.embeddings import iter_parts, part_info, parts, read_part
 from curation.formats.files import TEMP_MARK
+from tests.conftest import tree_env
 from tests.curation.slow_embedder import InterruptedShardEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_resume_after_sigkill_neither_duplicates_nor_skips_a_shard(tmp_path, tin
     argv = [sys.executable, "-m", "curation", "embed", "--shards", str(tmp_path / "shards"), "--out", str(out),
             "--model", str(tiny_model), "--embedder", SLOW, "--threads", "1", "--batch-size", "4"]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env=tree_env())
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if len(list((out / "metadata").glob("metadata_*.parquet"))) >= 2:

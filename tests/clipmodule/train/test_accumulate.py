@@ -4,7 +4,6 @@ the whole batch, keep the random state of patch dropout, resume exactly, and ref
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from clipmodule.train.callbacks import AtomicCheckpointIO
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig
 from tests.clipmodule.fixtures import SyntheticDataModule, SyntheticPairs
+from tests.conftest import QUIET_WORKER, tree_env
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 REPO = Path(__file__).resolve().parents[3]
@@ -168,7 +168,7 @@ def test_options_that_would_change_the_negatives_or_cannot_apply_are_refused_in_
 @pytest.mark.slow  # 6 two-rank fits: about a minute on the shared 2 cores
 def test_on_two_ranks_k_micro_batches_give_the_weights_of_steps_on_the_whole_batch(tmp_path):
     """DDP over 2 gloo ranks: the micro-batches' gradients are all-reduced once, after the last one."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    env = tree_env(**QUIET_WORKER)
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("accumulate_ddp_worker.py")), str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
