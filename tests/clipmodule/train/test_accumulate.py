@@ -3,6 +3,7 @@ the whole batch, keep the random state of patch dropout, resume exactly, and ref
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -111,6 +112,32 @@ def test_patch_dropout_draws_the_same_patches_when_a_micro_batch_is_encoded_agai
     accumulate_gradients(module.model, micro_batches, module.encode_pair, module.loss_of_features,
                          lambda loss, index: loss.backward(), torch.device("cpu"))
     assert (module.model.visual.conv1.weight.grad - expected["visual.conv1.weight"]).abs().max() > 1e-4
+
+
+def test_batchnorm_statistics_count_each_micro_batch_once():
+    """A ResNet tower's BatchNorm running statistics after an accumulated step are those of its passes with
+    gradients only: each micro-batch seen once, in order. The caching pass runs the same forward in train mode
+    and, unrestored, would count every micro-batch twice (8 updates, not 4). (open_clip's --accum-freq does not
+    restore them; counting once is what the same step without a caching pass would leave.)"""
+    torch.manual_seed(0)
+    module = ClipLitModule(build_network("tiny-rn")).train()
+    pairs = SyntheticPairs(16, 64, 77)
+    micro_batches = split_batch({"image": pairs.images, "text": pairs.texts}, 4)
+    reference = copy.deepcopy(module)
+    with torch.no_grad():
+        for micro in micro_batches:
+            reference.encode_pair(micro)
+    statistics = {name: buffer for name, buffer in reference.model.named_buffers()
+                  if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+    assert len(statistics) > 10 and statistics["visual.bn1.num_batches_tracked"] == 4
+
+    start = copy.deepcopy(dict(module.model.named_buffers()))
+    accumulate_gradients(module.model, micro_batches, module.encode_pair, module.loss_of_features,
+                         lambda loss, index: loss.backward(), torch.device("cpu"))
+    buffers = dict(module.model.named_buffers())
+    for name, expected in statistics.items():
+        assert torch.allclose(buffers[name], expected, rtol=0, atol=1e-6), name
+    assert not torch.allclose(buffers["visual.bn1.running_mean"], start["visual.bn1.running_mean"])  # they moved
 
 
 class StopAfter(Callback):
