@@ -48,6 +48,18 @@ def processes_import_this_tree():
         yield
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The slow tests hold the only checks of several promises (multi-rank resume, FSDP = DDP, signals, hostile
+    URLs end to end, ...): name each with its outcome and time, so a CI log shows that they ran."""
+    slow = [report for outcome in ("passed", "failed", "error", "skipped")
+            for report in terminalreporter.stats.get(outcome, [])
+            if "slow" in getattr(report, "keywords", {}) and (report.when == "call" or report.outcome != "passed")]
+    terminalreporter.write_sep("=", f"slow tests: {len(slow)} ran" if slow else
+                               "slow tests: none ran (deselected: `make test` runs them with -m '')")
+    for report in sorted(slow, key=lambda report: report.nodeid):
+        terminalreporter.write_line(f"{report.outcome.upper():8} {report.duration:7.1f}s  {report.nodeid}")
+
+
 # For multi-rank workers: one intra-op thread each (the ranks share the machine's cores), no warnings chatter.
 QUIET_WORKER = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

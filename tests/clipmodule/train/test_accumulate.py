@@ -69,8 +69,7 @@ def _fit(tmp_path: Path, accum_freq: int, variant: str, steps: int = 3, clip: fl
     return module, recorder.losses
 
 
-@pytest.mark.parametrize("variant", ["clip", "clip_local", "siglip",
-                                     pytest.param("clip+clipping", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant", ["clip", "clip_local", "siglip", "clip+clipping"])
 def test_k_micro_batches_give_the_weights_of_steps_on_the_whole_batch(tmp_path, variant):
     """3 steps of batch 16: in one piece, and as 4 micro-batches of 4 (fp32 CPU). Contrasting each micro-batch
     with its own 3 negatives only, or taking the logit scale's gradient 4 times, would be far outside 1e-6."""
@@ -218,7 +217,6 @@ class PoisonAt(Callback):
                 module.model.visual.conv1.weight.fill_(float("nan"))
 
 
-@pytest.mark.slow
 def test_a_non_finite_accumulated_loss_stops_before_the_step(tmp_path):
     module = ClipLitModule(_network("clip"), optim=OPTIM, accum_freq=2)
     trainer = _trainer(tmp_path, max_steps=5, callbacks=[PoisonAt(2)])
