@@ -3,6 +3,7 @@ the run folder with its config and MLflow params/tags. `clipmodule fit --print_c
 
 from __future__ import annotations
 
+import glob
 import re
 import sys
 from pathlib import Path
@@ -16,21 +17,39 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.tracking.mlflow import DATA_CARD_TAG
-from curation.formats.files import atomic_path
+from curation.formats.files import TEMP_MARK, atomic_path, remove_stale_temporaries
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to `<path>.tmp` and renamed (a crash never leaves a half-written file under the
-    real name), and loaded without executing pickled code."""
+    """Checkpoints written to a hidden `.<name>.tmp-<pid>` and renamed (a crash never leaves a half-written file
+    under the real name), and loaded without executing pickled code. A write that fails (a full disk) removes
+    its temporary and ends the fit in one line naming the file; the checkpoints already written are untouched.
+    Each save first removes the temporaries that killed fits left in the folder (their pid is no live process)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
-            torch.save(checkpoint, temporary)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_checkpoint_temporaries(path.parent, path.suffix)
+            with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+                # through a Python file, a full disk is OSError(ENOSPC); torch's own writer only says "unexpected pos"
+                torch.save(checkpoint, handle)
+        except OSError as error:
+            reason = error.strerror or one_line(error)
+            raise ClipModuleError(f"cannot write checkpoint {path}: {reason}; the checkpoints written before it "
+                                  "are intact") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+def remove_stale_checkpoint_temporaries(folder: Path, suffix: str) -> list[Path]:
+    """The hidden temporaries of `*<suffix>` files in `folder` whose writer was killed (`remove_stale_temporaries`)."""
+    stale = []
+    for temporary in folder.glob(f".*{glob.escape(suffix)}{TEMP_MARK}*"):
+        target = temporary.name[1:].rsplit(TEMP_MARK, 1)[0]
+        stale += remove_stale_temporaries(folder / target)
+    return stale
 
 
 def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:
