@@ -121,6 +121,11 @@ def silence_known_notices() -> None:
     # Said whenever a LightningModule has a batch-transfer hook and a datamodule is passed; ours normalises the
     # datamodule's uint8 images on the device, which is the intent.
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+    # ModelCheckpoint under manual optimisation (model.accum_freq > 1): a 14-line example of saving the weights
+    # before the optimiser step; ours are saved after it, as with automatic optimisation, which is the intent.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+    # A fit without validation data: the datamodule's list of validation loaders is empty, which is the intent.
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero\.")
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(existing, _DropTips) for existing in tips.filters):
         tips.addFilter(_DropTips())
