@@ -3,9 +3,13 @@ the run folder with its config and MLflow params/tags. `clipmodule fit --print_c
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_fit() -> Iterator[None]:
+    """Within the block, SIGTERM raises Lightning's `SIGTERMException` at once wherever Lightning's own handler
+    is not installed: before its loop starts (data setup, a checkpoint being restored, loaders starting) and
+    after it ends. There the default action would kill the process on the spot and leave its MLflow run RUNNING
+    for ever. While Lightning's handler is installed it calls this one too, which then leaves it to Lightning
+    (stop at the next batch)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def stop(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is stop:
+            raise SIGTERMException
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def remove_stale_checkpoint_temporaries(folder: Path, suffix: str) -> list[Path]:

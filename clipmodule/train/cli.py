@@ -73,9 +73,14 @@ class ClipCLI(LightningCLI):
         saving; the checkpoints written so far are complete files (atomic writes). Say so, and exit 2."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        from clipmodule.tracking.mlflow import end_started_runs
+        from clipmodule.train.callbacks import sigterm_stops_the_fit
+
         try:
-            super()._run_subcommand(subcommand)
+            with sigterm_stops_the_fit():
+                super()._run_subcommand(subcommand)
         except SIGTERMException:
+            end_started_runs(self.trainer.loggers, "KILLED")  # Lightning ended them as FAILED
             raise ClipModuleError(f"stopped by SIGTERM at step {self.trainer.global_step}; the checkpoints written "
                                   "so far are intact") from None
 

@@ -19,6 +19,7 @@ from PIL import Image
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.errors import ClipModuleError
+from tests.clipmodule.train.test_cli import _runs
 from tests.conftest import QUIET_WORKER, tree_env
 
 REPO = Path(__file__).resolve().parents[3]
@@ -138,3 +139,5 @@ def test_sigterm_stops_fit_and_leaves_its_checkpoints_loadable(tmp_path):
     assert "clipmodule fit: error: stopped by SIGTERM at step" in err
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["global_step"] >= 2 and not list((tmp_path / "ckpt").glob("*.tmp*"))
+    _, runs = _runs(tmp_path, "tiny_cpu")
+    assert [run.info.status for run in runs] == ["KILLED"]
