@@ -36,12 +36,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_checkpoint_temporaries(path.parent, path.suffix)
             with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-                # through a Python file, a full disk is OSError(ENOSPC); torch's own writer only says "unexpected pos"
+                # through a Python file a full disk raises OSError(ENOSPC), which torch's own writer never shows
                 torch.save(checkpoint, handle)
-        except OSError as error:
-            reason = error.strerror or one_line(error)
-            raise ClipModuleError(f"cannot write checkpoint {path}: {reason}; the checkpoints written before it "
-                                  "are intact") from None
+        except (OSError, RuntimeError) as error:
+            cause = os_error_in(error)  # torch's zip writer raises "unexpected pos" over the OSError as it closes
+            if cause is None:
+                raise
+            raise ClipModuleError(f"cannot write checkpoint {path}: {cause.strerror or one_line(cause)}; the "
+                                  "checkpoints written before it are intact") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
@@ -68,6 +70,13 @@ def sigterm_stops_the_fit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def os_error_in(error: BaseException | None) -> OSError | None:
+    """The OSError that `error` is, or was raised while handling (its `__context__` chain), if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def remove_stale_checkpoint_temporaries(folder: Path, suffix: str) -> list[Path]:

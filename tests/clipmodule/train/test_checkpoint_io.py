@@ -3,9 +3,7 @@ written before stay intact and nothing half-written is left; temporaries of kill
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import io
 import os
 
 import torch
@@ -13,6 +11,26 @@ import torch
 from clipmodule.data.synthetic import write_synthetic_shards
 from tests.clipmodule.train.test_cli import TINY, _runs
 from tests.curation.formats.test_locks import dead_pid
+
+
+class FillsUpAfter:
+    """A file (or path) that takes `room` bytes, then fails every write with ENOSPC."""
+
+    def __init__(self, target, room: int):
+        self.handle = target if hasattr(target, "write") else open(target, "wb")  # noqa: SIM115 (a path: torch.save before the fix)
+        self.room = room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            self.handle.write(bytes(data[:self.room]))  # part of it reached the disk
+            self.handle.flush()
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_loses_nothing(tmp_path, monkeypatch, capsys):
@@ -28,16 +46,12 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_loses_nothing(tmp
     real_save, saves = torch.save, []
 
     def disk_fills_up(checkpoint, target, *args, **kwargs):
+        """Step 2 and last.ckpt fit on the disk; step 4 stops with ENOSPC after 64 kB, as a full disk does (torch's
+        writer then raises its own error over it as it closes the file)."""
         saves.append(target)
-        if len(saves) < 3:  # step 2 and last.ckpt fit on the disk; step 4 does not
-            return real_save(checkpoint, target, *args, **kwargs)
-        whole = io.BytesIO()
-        real_save(checkpoint, whole)
-        with contextlib.ExitStack() as stack:
-            handle = target if hasattr(target, "write") else stack.enter_context(open(target, "wb"))
-            handle.write(whole.getvalue()[:65536])  # part of it reached the disk
-            handle.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if len(saves) >= 3:
+            target = FillsUpAfter(target, 65536)
+        return real_save(checkpoint, target, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", disk_fills_up)
     monkeypatch.chdir(tmp_path)
