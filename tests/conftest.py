@@ -51,6 +51,8 @@ def processes_import_this_tree():
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """The slow tests hold the only checks of several promises (multi-rank resume, FSDP = DDP, signals, hostile
     URLs end to end, ...): name each with its outcome and time, so a CI log shows that they ran."""
+    if config.option.collectonly:
+        return
     slow = [report for outcome in ("passed", "failed", "error", "skipped")
             for report in terminalreporter.stats.get(outcome, [])
             if "slow" in getattr(report, "keywords", {}) and (report.when == "call" or report.outcome != "passed")]
