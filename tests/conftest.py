@@ -1,4 +1,5 @@
-"""Fixtures for the curation tests: a real loopback HTTP image server and tiny caption tables.
+"""Fixtures for every test: processes launched by tests import this tree (below); for the curation tests, a real
+loopback HTTP image server and tiny caption tables.
 
 The server renders real JPEGs (a named colour and shape, so captions describe their images) and also
 answers with the failures a web crawl meets: 404, 500, a web page instead of an image, a truncated JPEG;
@@ -25,6 +26,50 @@ from clipmodule.data.synthetic import draw_shape
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (240, 220, 40)}
 SHAPES = ("circle", "square", "triangle")
 FAILING_PATHS = ("/missing.jpg", "/error.jpg", "/page.html", "/truncated.jpg")
+REPO = Path(__file__).resolve().parents[1]  # the tree under test
+
+
+def tree_pythonpath() -> str:
+    """PYTHONPATH with this repository first: a launched interpreter imports `clipmodule`, `curation` and `tests`
+    from the tree the tests stand in, never from another checkout installed in the environment (an editable
+    install elsewhere would otherwise win for every worker started outside the repository root)."""
+    others = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+              if entry and Path(entry).resolve() != REPO]
+    return os.pathsep.join([str(REPO), *others])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def processes_import_this_tree():
+    """Every process a test starts inherits this PYTHONPATH however it is started (`subprocess` without `env=` or
+    with `tree_env()`, `torch.multiprocessing`, Ray's workers, img2dataset's pool); in-process imports are this
+    tree's through pytest's `pythonpath` setting (pyproject.toml)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", tree_pythonpath())
+        yield
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The slow tests hold the only checks of several promises (multi-rank resume, FSDP = DDP, signals, hostile
+    URLs end to end, ...): name each with its outcome and time, so a CI log shows that they ran."""
+    if config.option.collectonly:
+        return
+    slow = [report for outcome in ("passed", "failed", "error", "skipped")
+            for report in terminalreporter.stats.get(outcome, [])
+            if "slow" in getattr(report, "keywords", {}) and (report.when == "call" or report.outcome != "passed")]
+    terminalreporter.write_sep("=", f"slow tests: {len(slow)} ran" if slow else
+                               "slow tests: none ran (deselected: `make test` runs them with -m '')")
+    for report in sorted(slow, key=lambda report: report.nodeid):
+        terminalreporter.write_line(f"{report.outcome.upper():8} {report.duration:7.1f}s  {report.nodeid}")
+
+
+# For multi-rank workers: one intra-op thread each (the ranks share the machine's cores), no warnings chatter.
+QUIET_WORKER = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def tree_env(**overrides: str) -> dict[str, str]:
+    """The environment for a process a test launches: this one's, with this tree first on PYTHONPATH, then
+    `overrides` (e.g. `**QUIET_WORKER`)."""
+    return {**os.environ, "PYTHONPATH": tree_pythonpath(), **overrides}
 
 
 def render(colour: str, shape: str, size: int = 48) -> bytes:
@@ -164,11 +209,12 @@ def tiny_queries(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """Environment for subprocesses: offline-safe img2dataset, no colours in rich output."""
+    """Environment for subprocesses: this tree first on PYTHONPATH, offline-safe img2dataset, no colours in rich
+    output."""
     monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("TERM", "dumb")
-    return dict(os.environ)
+    return tree_env()
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tree_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # What a core install (`pip install clipmodule`, no extras) does not have: importing any of them from the
@@ -25,6 +27,7 @@ def _run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=ROOT,
+        env=tree_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

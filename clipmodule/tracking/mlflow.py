@@ -149,3 +149,15 @@ def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any
     except (MlflowException, OSError) as error:
         raise ClipModuleError(f"{options.uri}: MLflow logging failed ({one_line(error)[:200]})") from None
     return run.info.run_id
+
+
+def end_started_runs(loggers: Any, status: str) -> None:
+    """Ends with `status` (`KILLED`, `FAILED`) the MLflow run of each Lightning `MLFlowLogger` in `loggers` that
+    started one; a logger that never started a run starts none here (its `run_id` would), others are skipped.
+    Best effort: the process is ending, and a store that cannot be reached now must not hide why."""
+    from mlflow.exceptions import MlflowException
+
+    for logger in loggers:
+        if getattr(logger, "_run_id", None) is not None and hasattr(logger, "experiment"):
+            with contextlib.suppress(MlflowException):
+                logger.experiment.set_terminated(logger.run_id, status)

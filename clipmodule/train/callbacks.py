@@ -3,8 +3,13 @@ the run folder with its config and MLflow params/tags. `clipmodule fit --print_c
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +19,73 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from clipformats.files import atomic_path
+from clipformats.files import TEMP_MARK, atomic_path, remove_stale_temporaries
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.tracking.mlflow import DATA_CARD_TAG
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to `<path>.tmp` and renamed (a crash never leaves a half-written file under the
-    real name), and loaded without executing pickled code."""
+    """Checkpoints written to a hidden `.<name>.tmp-<pid>` and renamed (a crash never leaves a half-written file
+    under the real name), and loaded without executing pickled code. A write that fails (a full disk) removes
+    its temporary and ends the fit in one line naming the file; the checkpoints already written are untouched.
+    Each save first removes the temporaries that killed fits left in the folder (their pid is no live process)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
-            torch.save(checkpoint, temporary)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_checkpoint_temporaries(path.parent, path.suffix)
+            with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+                # through a Python file a full disk raises OSError(ENOSPC), which torch's own writer never shows
+                torch.save(checkpoint, handle)
+        except (OSError, RuntimeError) as error:
+            cause = os_error_in(error)  # torch's zip writer raises "unexpected pos" over the OSError as it closes
+            if cause is None:
+                raise
+            raise ClipModuleError(f"cannot write checkpoint {path}: {cause.strerror or one_line(cause)}; the "
+                                  "checkpoints written before it are intact") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_safely(path, map_location=map_location or "cpu")
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_fit() -> Iterator[None]:
+    """Within the block, SIGTERM raises Lightning's `SIGTERMException` at once wherever Lightning's own handler
+    is not installed: before its loop starts (data setup, a checkpoint being restored, loaders starting) and
+    after it ends. There the default action would kill the process on the spot and leave its MLflow run RUNNING
+    for ever. While Lightning's handler is installed it calls this one too, which then leaves it to Lightning
+    (stop at the next batch)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def stop(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is stop:
+            raise SIGTERMException
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def os_error_in(error: BaseException | None) -> OSError | None:
+    """The OSError that `error` is, or was raised while handling (its `__context__` chain), if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def remove_stale_checkpoint_temporaries(folder: Path, suffix: str) -> list[Path]:
+    """The hidden temporaries of `*<suffix>` files in `folder` whose writer was killed (`remove_stale_temporaries`)."""
+    stale = []
+    for temporary in folder.glob(f".*{glob.escape(suffix)}{TEMP_MARK}*"):
+        target = temporary.name[1:].rsplit(TEMP_MARK, 1)[0]
+        stale += remove_stale_temporaries(folder / target)
+    return stale
 
 
 def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:

@@ -73,9 +73,14 @@ class ClipCLI(LightningCLI):
         saving; the checkpoints written so far are complete files (atomic writes). Say so, and exit 2."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        from clipmodule.tracking.mlflow import end_started_runs
+        from clipmodule.train.callbacks import sigterm_stops_the_fit
+
         try:
-            super()._run_subcommand(subcommand)
+            with sigterm_stops_the_fit():
+                super()._run_subcommand(subcommand)
         except SIGTERMException:
+            end_started_runs(self.trainer.loggers, "KILLED")  # Lightning ended them as FAILED
             raise ClipModuleError(f"stopped by SIGTERM at step {self.trainer.global_step}; the checkpoints written "
                                   "so far are intact") from None
 
@@ -121,6 +126,11 @@ def silence_known_notices() -> None:
     # Said whenever a LightningModule has a batch-transfer hook and a datamodule is passed; ours normalises the
     # datamodule's uint8 images on the device, which is the intent.
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+    # ModelCheckpoint under manual optimisation (model.accum_freq > 1): a 14-line example of saving the weights
+    # before the optimiser step; ours are saved after it, as with automatic optimisation, which is the intent.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+    # A fit without validation data: the datamodule's list of validation loaders is empty, which is the intent.
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero\.")
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(existing, _DropTips) for existing in tips.filters):
         tips.addFilter(_DropTips())

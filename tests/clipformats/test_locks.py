@@ -17,6 +17,7 @@ from clipformats.locks import OutputLock, OutputLocked
 from curation.balancing import run_balance
 from curation.config import BalanceConfig
 from curation.errors import CurationError
+from tests.conftest import tree_env
 from tests.curation.test_balancing import write_matched
 
 HOLD = """
@@ -30,7 +31,8 @@ time.sleep(60)
 
 def hold_lock(path) -> subprocess.Popen:
     """A real process holding the lock at `path` until it is killed."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], env=tree_env(), stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
 

@@ -11,6 +11,7 @@ from skimage import data as skimage_data
 
 import clipmodule
 from clipmodule.errors import ClipModuleError
+from tests.conftest import tree_env
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_openai_torchscript_archive_loads_without_unpickling(tiny_checkpoint, tm
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "clipmodule", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "clipmodule", *args], env=tree_env(), capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_convert_command_round_trip_to_hf(tiny_checkpoint, tmp_path):
@@ -123,6 +125,6 @@ def test_convert_command_bad_input_is_one_line(tmp_path):
 def test_help_is_fast_and_lists_commands():
     result = subprocess.run(
         [sys.executable, "-c", "import sys, clipmodule.cli as c; c.main(['--help']); print('torch' in sys.modules)"],
-        capture_output=True, text=True, timeout=60,
+        env=tree_env(), capture_output=True, text=True, timeout=60,
     )
     assert "convert" in result.stdout and result.stdout.strip().endswith("False")

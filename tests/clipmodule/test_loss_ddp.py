@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import tree_env
+
 WORKER = Path(__file__).with_name("ddp_loss_worker.py")
 
 
@@ -24,7 +26,8 @@ def _load_worker():
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    completed = subprocess.run([sys.executable, str(WORKER), str(out)], capture_output=True, text=True, timeout=300)
+    completed = subprocess.run([sys.executable, str(WORKER), str(out)], env=tree_env(), capture_output=True, text=True,
+                               timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clipmodule.loss import siglip_loss
+from tests.conftest import tree_env
 
 WORKER = Path(__file__).with_name("siglip_chunked_worker.py")
 
@@ -24,8 +25,8 @@ def _worker():
 
 
 def _run(tmp_path: Path, world_size: int) -> list[dict]:
-    completed = subprocess.run([sys.executable, str(WORKER), str(tmp_path), str(world_size)], capture_output=True,
-                               text=True, timeout=300)
+    completed = subprocess.run([sys.executable, str(WORKER), str(tmp_path), str(world_size)], env=tree_env(),
+                               capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
 

@@ -13,6 +13,7 @@ import pytest
 from curation.cli import main
 from curation.stages import dataset_config_type
 from curation.typed import load_yaml
+from tests.conftest import tree_env
 
 CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "datasets").glob("*.yaml"))
 
@@ -23,10 +24,11 @@ def test_help_is_fast_and_imports_nothing_heavy():
             "heavy = [m for m in ('pyarrow', 'img2dataset', 'matplotlib', 'torch', 'ahocorasick') "
             "if m in sys.modules]; "
             "print(heavy, time.perf_counter() - t)")
-    heavy, seconds = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True
-                                    ).stdout.rsplit(" ", 1)
+    heavy, seconds = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True,
+                                    check=True).stdout.rsplit(" ", 1)
     assert heavy == "[]" and float(seconds) < 1.0
-    result = subprocess.run([sys.executable, "-m", "curation", "balance", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "curation", "balance", "--help"], env=tree_env(),
+                            capture_output=True, text=True)
     assert result.returncode == 0 and "--t T" in result.stdout and "--seed SEED" in result.stdout
 
 

@@ -34,6 +34,7 @@ from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
 from curation.config import EmbedConfig
 from curation.embed import run_embed
+from tests.conftest import tree_env
 from tests.curation.slow_embedder import InterruptedShardEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def test_resume_after_sigkill_neither_duplicates_nor_skips_a_shard(tmp_path, tin
     argv = [sys.executable, "-m", "curation", "embed", "--shards", str(tmp_path / "shards"), "--out", str(out),
             "--model", str(tiny_model), "--embedder", SLOW, "--threads", "1", "--batch-size", "4"]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env=tree_env())
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if len(list((out / "metadata").glob("metadata_*.parquet"))) >= 2:

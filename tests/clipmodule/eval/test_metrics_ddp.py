@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from clipmodule.eval.metrics import PairedEmbeddings, retrieval_recall
+from tests.conftest import tree_env
 
 WORKER = Path(__file__).with_name("ddp_metrics_worker.py")
 
@@ -33,7 +34,7 @@ def _free_port() -> int:
 @pytest.mark.slow  # two processes importing torch: ~40 s on the shared 2-core machine
 def test_two_ranks_gather_every_pair_and_equal_one_process(tmp_path):
     completed = subprocess.run([sys.executable, str(WORKER), str(tmp_path), str(_free_port())],
-                               capture_output=True, text=True, timeout=300)
+                               env=tree_env(), capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     worker = _worker()

@@ -17,9 +17,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from tests.clipmodule.fixtures import SyntheticDataModule  # noqa: E402
+from tests.clipmodule.fixtures import SyntheticDataModule
 
 
 class CPUFSDPStrategy(FSDPStrategy):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from PIL import Image
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.errors import ClipModuleError
+from tests.clipmodule.train.test_cli import _runs
+from tests.conftest import QUIET_WORKER, tree_env
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["-c", str(REPO / "experiments" / "base.yaml"), "-c", str(REPO / "experiments" / "tiny_cpu.yaml")]
@@ -118,7 +119,7 @@ def test_fit_batch_size_zero_is_one_line(tmp_path, monkeypatch, capsys):
 def test_sigterm_stops_fit_and_leaves_its_checkpoints_loadable(tmp_path):
     shards = tmp_path / "shards"
     write_synthetic_shards(shards, 2, 32, image_size=32)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = tree_env(**QUIET_WORKER)
     args = [sys.executable, "-m", "clipmodule", "fit", *TINY, "--data.train_shards", str(shards),
             "--data.num_workers", "1", "--data.batch_size", "8", "--trainer.max_steps", "100000",
             "--checkpoint.every_n_train_steps", "2", "--trainer.default_root_dir",
@@ -138,3 +139,5 @@ def test_sigterm_stops_fit_and_leaves_its_checkpoints_loadable(tmp_path):
     assert "clipmodule fit: error: stopped by SIGTERM at step" in err
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert last["global_step"] >= 2 and not list((tmp_path / "ckpt").glob("*.tmp*"))
+    _, runs = _runs(tmp_path, "tiny_cpu")
+    assert [run.info.status for run in runs] == ["KILLED"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 import yaml
 
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
+from tests.conftest import QUIET_WORKER, tree_env
 
 REPO = Path(__file__).resolve().parents[3]
 EXPERIMENTS = REPO / "experiments"
@@ -27,7 +27,7 @@ def shards(tmp_path_factory) -> Path:
 
 
 def clipmodule(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = tree_env(**QUIET_WORKER)
     return subprocess.run([sys.executable, "-m", "clipmodule", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -3,7 +3,6 @@ weight decay picks the same parameters after FSDP flattened them; a 2-rank FSDP 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch import nn
 
 from clipmodule.models import create_model
 from clipmodule.train.optim import matrix_names, parameter_groups
+from tests.conftest import QUIET_WORKER, tree_env
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
@@ -45,7 +45,7 @@ def test_weight_decay_groups_survive_flattened_parameters():
 
 @pytest.mark.slow
 def test_a_two_rank_fsdp_fit_on_cpu_equals_ddp(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = tree_env(**QUIET_WORKER)
     for strategy in ("ddp", "fsdp"):
         done = subprocess.run([sys.executable, str(WORKER), strategy, str(tmp_path / strategy)], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=600)

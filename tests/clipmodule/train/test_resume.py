@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from clipmodule.train.resume import (
     store_rank_states,
     take_rank_state,
 )
+from tests.conftest import QUIET_WORKER, tree_env
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["-c", str(REPO / "experiments" / "base.yaml"), "-c", str(REPO / "experiments" / "tiny_cpu.yaml")]
@@ -142,7 +142,7 @@ def test_two_rank_stop_and_resume_gives_each_rank_its_samples_and_the_unbroken_w
     from clipmodule.data.synthetic import write_synthetic_shards
 
     write_synthetic_shards(tmp_path / "shards", 4, 16, image_size=32)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = tree_env(**QUIET_WORKER)
     for name, args in (("straight", []), ("resumed", ["--resume", str(tmp_path / "straight" / "step4.ckpt")])):
         done = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "shards"), str(tmp_path / name), *args],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -4,7 +4,6 @@ takes the same single shift, so it is not fitted again.)"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,14 @@ import pytest
 import torch
 
 from tests.clipmodule.train.test_accumulate import REPO, _network
+from tests.conftest import QUIET_WORKER, tree_env
 
 WORKER = Path(__file__).with_name("siglip_exchange_ddp_worker.py")
 
 
 @pytest.mark.slow  # 3 two-rank fits: about 25 s idle, more on the loaded shared cores
 def test_two_ranks_passing_the_texts_round_train_to_the_all_gathers_weights(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    env = tree_env(**QUIET_WORKER)
     done = subprocess.run([sys.executable, str(WORKER), str(tmp_path), "gather", "shift", "shift@4"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,6 +18,7 @@ from curation.cli import main
 from curation.config import BalanceConfig, MatchConfig
 from curation.errors import CurationError
 from curation.matching import run_match
+from tests.conftest import tree_env
 
 WORDS = ["cat", "dog", "red", "blue", "car", "tree", "house", "river", "bird", "sky", "green", "old", "new", "york"]
 
@@ -57,7 +58,8 @@ def test_local_engine_and_help_do_not_import_ray(tmp_path):
     code = ("import sys; from curation.cli import build_parser; build_parser().format_help(); "
             "import curation.matching, curation.balancing, curation.decontaminate; "
             "print([m for m in ('ray', 'imagehash') if m in sys.modules])")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True,
+                          check=True).stdout == "[]\n"
 
 
 def test_unreachable_address_is_one_line_and_writes_nothing(tmp_path, capsys):
