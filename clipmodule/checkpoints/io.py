@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from clipmodule.checkpoints.readers import StateDict, read_checkpoint
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, CLIPConfig
 from clipmodule.models.clip import SCALARS
+from clipmodule.models.config import MODEL_CONFIGS
 from curation.formats.files import atomic_path, temp_name, write_text
 
 FORMATS = ("openai", "open_clip", "hf")
@@ -96,12 +98,17 @@ def preprocess_of(model: CLIP) -> Preprocess:
 def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Path:
     """Write `model` as `format`: "openai"/"open_clip" (a .safetensors or torch .pt/.bin state dict; for open_clip
     a path without one of those suffixes is a hub folder: open_clip_config.json + open_clip_model.safetensors) or
-    "hf" (a folder with config.json + model.safetensors that `CLIPModel.from_pretrained` reads)."""
+    "hf" (a folder with config.json + model.safetensors that `CLIPModel.from_pretrained` reads).
+
+    An exact-GELU model is refused as an "openai" torch file: that layout cannot say GELU, and OpenAI's `clip`
+    code builds what it reads with QuickGELU. Our .safetensors files record the config (activation included)."""
     from safetensors.torch import save_file
 
     if format not in FORMATS:
         raise ClipModuleError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    if format == "openai" and path.suffix != ".safetensors" and not model.config.quick_gelu:
+        raise ClipModuleError(f"{path}: {_gelu_refusal(model.config)}")
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     preprocess = open_clip.preprocess_to_open_clip(preprocess_of(model))
     if format == "hf":
@@ -136,6 +143,21 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
         else:
             torch.save(state_dict, tmp)
     return path
+
+
+def _gelu_refusal(config: CLIPConfig) -> str:
+    """Why an exact-GELU model is not written as an OpenAI torch file, and what to write instead."""
+    twin = dataclasses.replace(config, quick_gelu=True)
+    names = [name for name, registered in MODEL_CONFIGS.items() if registered == twin]
+    names = [name for name in names if name.endswith("-quickgelu")] or names
+    model = next((name for name, registered in MODEL_CONFIGS.items() if registered == config), "this model")
+    kind = "-quickgelu" if names and names[0].endswith("-quickgelu") else "QuickGELU"
+    twin = f"its {kind} twin {names[0]}" if names else "a quick_gelu: true model"
+    hf = "" if config.vision.is_resnet else ", --to hf / format='hf'"
+    return (f"{model} uses exact GELU, which OpenAI's layout cannot say (OpenAI's clip code builds every model "
+            "with QuickGELU: its features would differ); write a .safetensors file (it records the activation), "
+            f"--to open_clip / format='open_clip' as a hub folder{hf}; only {twin}, trained as such, is "
+            "OpenAI's architecture")
 
 
 def _write_folder(path: Path, writers: dict[str, Callable[[Path], object]]) -> Path:

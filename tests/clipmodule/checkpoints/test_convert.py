@@ -193,3 +193,31 @@ def test_folder_is_swapped_in_whole_and_keeps_other_files(tmp_path, monkeypatch)
     assert load_checkpoint(tmp_path / "hf").config.quick_gelu is False
     assert (tmp_path / "hf" / "tokenizer.json").read_text() == "{}"
     assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
+
+
+def test_gelu_model_is_not_written_in_openai_layout(tmp_path, capsys):
+    from clipmodule.cli import main
+
+    gelu = create_model("tiny-vit", quick_gelu=False)
+    for path, fmt in ((tmp_path / "gelu.pt", "openai"), (tmp_path / "gelu.bin", "openai")):
+        with pytest.raises(ClipModuleError, match="exact GELU, which OpenAI's layout cannot say") as info:
+            save_checkpoint(gelu, path, format=fmt)
+        assert "\n" not in str(info.value) and ".safetensors" in str(info.value) and "open_clip" in str(info.value)
+        assert not path.exists()
+    save_checkpoint(gelu, tmp_path / "gelu.safetensors")  # the file records the activation: read back as GELU
+    assert load_checkpoint(tmp_path / "gelu.safetensors").config.quick_gelu is False
+    with torch.device("meta"):  # shapes only: ViT-B-32 and RN50 cost no memory
+        b32, rn50 = create_model("ViT-B-32"), create_model("RN50")
+    with pytest.raises(ClipModuleError, match=r"its -quickgelu twin ViT-B-32-quickgelu"):
+        save_checkpoint(b32, tmp_path / "b32.pt")
+    with pytest.raises(ClipModuleError, match=r"RN50 uses exact GELU.*twin RN50-quickgelu") as info:
+        save_checkpoint(rn50, tmp_path / "rn50.pt")
+    assert "--to hf" not in str(info.value)  # HF has no ResNet tower
+    # the CLI refuses before writing anything; a QuickGELU model still exports and round-trips
+    assert main(["convert", str(tmp_path / "gelu.safetensors"), str(tmp_path / "out.pt"), "--to", "openai"]) == 2
+    assert "exact GELU" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
+    torch.manual_seed(0)
+    quick = create_model("tiny-vit", quick_gelu=True)
+    save_checkpoint(quick, tmp_path / "quick.pt")
+    back = load_checkpoint(tmp_path / "quick.pt", model="tiny-vit")
+    assert back.config.quick_gelu and torch.equal(back.visual.proj, quick.visual.proj)
