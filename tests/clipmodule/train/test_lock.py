@@ -89,6 +89,39 @@ def test_lit_locked_image_tower_is_unchanged_out_of_the_optimiser_in_eval_and_no
     assert not module.model.visual.training and module.model.transformer.training
 
 
+class TextGradProbe(Callback):
+    """Records, at every training step, whether the text blocks ran with autograd recording, and whether the text
+    features the step used carry a graph."""
+
+    def __init__(self):
+        self.grad_in_text, self.features_have_graph = [], []
+
+    def on_fit_start(self, trainer, module):
+        module.model.transformer.resblocks[0].register_forward_hook(
+            lambda *_: self.grad_in_text.append(torch.is_grad_enabled()))
+        encode_text = module.model.encode_text
+
+        def recording(*args, **kwargs):
+            features = encode_text(*args, **kwargs)
+            self.features_have_graph.append(features.grad_fn is not None)
+            return features
+
+        module.model.encode_text = recording
+
+
+def test_text_tower_locked_whole_runs_without_a_graph_in_training_steps(tmp_path):
+    torch.manual_seed(0)
+    module = ClipLitModule(build_network("tiny-vit"), lock=LockConfig(lock_text=True),
+                           optim=OptimConfig(lr=1e-3, warmup_steps=1))
+    probe = TextGradProbe()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, max_steps=3, limit_val_batches=0,
+                        enable_checkpointing=False, callbacks=[probe])
+    trainer.fit(module, SyntheticDataModule(num_samples=24, batch_size=8, image_size=32))
+    assert probe.grad_in_text == [False] * 3 and probe.features_have_graph == [False] * 3
+    assert torch.is_grad_enabled()  # the mode is put back after the tower
+
+
 def _batch_norm_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {key: value.clone() for key, value in model.state_dict().items()
             if key.startswith(prefix) and ("running_" in key or "num_batches" in key)}
