@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -10,15 +12,16 @@ from pathlib import Path
 
 import torch
 
-from clipformats.files import atomic_path, temp_name, write_text
+from clipformats.files import TEMP_MARK, atomic_path, remove_stale_temporaries, temp_name, write_text
 from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_config_dict, openai_to_hf
 from clipmodule.checkpoints.infer import resolve_config
 from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.checkpoints.readers import StateDict, read_checkpoint
-from clipmodule.errors import ClipModuleError
+from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIP, CLIPConfig
 from clipmodule.models.clip import SCALARS
+from clipmodule.models.config import MODEL_CONFIGS
 
 FORMATS = ("openai", "open_clip", "hf")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -96,12 +99,32 @@ def preprocess_of(model: CLIP) -> Preprocess:
 def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Path:
     """Write `model` as `format`: "openai"/"open_clip" (a .safetensors or torch .pt/.bin state dict; for open_clip
     a path without one of those suffixes is a hub folder: open_clip_config.json + open_clip_model.safetensors) or
-    "hf" (a folder with config.json + model.safetensors that `CLIPModel.from_pretrained` reads)."""
-    from safetensors.torch import save_file
+    "hf" (a folder with config.json + model.safetensors that `CLIPModel.from_pretrained` reads).
+
+    An exact-GELU model is refused as an "openai" torch file: that layout cannot say GELU, and OpenAI's `clip`
+    code builds what it reads with QuickGELU. Our .safetensors files record the config (activation included).
+
+    The write is atomic (a file or folder is whole or not there); a failed one (disk full) is one line naming the
+    path, and what killed writes of the same path left behind is cleared first."""
+    from safetensors import SafetensorError
 
     if format not in FORMATS:
         raise ClipModuleError(f"unknown checkpoint format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
+    if format == "openai" and path.suffix != ".safetensors" and not model.config.quick_gelu:
+        raise ClipModuleError(f"{path}: {_gelu_refusal(model.config)}")
+    _clear_stale_writes(path)
+    try:
+        return _save(model, path, format)
+    except (OSError, RuntimeError, SafetensorError) as error:  # disk full, no permission, torch.save's writer
+        reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else one_line(error)[:200]
+        raise ClipModuleError(f"{path}: cannot write the checkpoint ({reason}); nothing partial is left and an "
+                              "earlier file there is intact") from None
+
+
+def _save(model: CLIP, path: Path, format: str) -> Path:
+    from safetensors.torch import save_file
+
     state_dict = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     preprocess = open_clip.preprocess_to_open_clip(preprocess_of(model))
     if format == "hf":
@@ -138,6 +161,48 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
     return path
 
 
+def _gelu_refusal(config: CLIPConfig) -> str:
+    """Why an exact-GELU model is not written as an OpenAI torch file, and what to write instead."""
+    twin = dataclasses.replace(config, quick_gelu=True)
+    names = [name for name, registered in MODEL_CONFIGS.items() if registered == twin]
+    names = [name for name in names if name.endswith("-quickgelu")] or names
+    model = next((name for name, registered in MODEL_CONFIGS.items() if registered == config), "this model")
+    kind = "-quickgelu" if names and names[0].endswith("-quickgelu") else "QuickGELU"
+    twin = f"its {kind} twin {names[0]}" if names else "a quick_gelu: true model"
+    hf = "" if config.vision.is_resnet else ", --to hf / format='hf'"
+    return (f"{model} uses exact GELU, which OpenAI's layout cannot say (OpenAI's clip code builds every model "
+            "with QuickGELU: its features would differ); write a .safetensors file (it records the activation), "
+            f"--to open_clip / format='open_clip' as a hub folder{hf}; only {twin}, trained as such, is "
+            "OpenAI's architecture")
+
+
+def _clear_stale_writes(path: Path) -> None:
+    """What killed writes of `path` left (their pid is no live process): hidden temporary files and staging folders
+    are removed, and a folder moved aside while its replacement was swapped in is put back if nothing replaced it."""
+    remove_stale_temporaries(path)
+    if not path.parent.is_dir():
+        return
+    for mark in (".old-", TEMP_MARK):  # put a moved-aside folder back before staging folders go
+        for entry in sorted(path.parent.glob(f".{glob.escape(path.name)}{mark}*")):
+            if entry.is_dir() and _writer_is_dead(entry.name.rsplit(mark, 1)[1]):
+                if mark == ".old-" and not path.exists():
+                    entry.replace(path)
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_is_dead(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
+
+
 def _write_folder(path: Path, writers: dict[str, Callable[[Path], object]]) -> Path:
     """Write every file into a hidden sibling folder, then swap it in: a killed write leaves the old folder whole."""
     if path.exists() and not path.is_dir():
@@ -157,6 +222,8 @@ def _write_folder(path: Path, writers: dict[str, Callable[[Path], object]]) -> P
             path.replace(old)
         staging.replace(path)
     finally:
+        if old.exists() and not path.exists():  # failed between the two renames: the old folder goes back
+            old.replace(path)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return path

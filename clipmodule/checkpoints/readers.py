@@ -17,6 +17,7 @@ import torch
 
 from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_to_openai
+from clipmodule.checkpoints.safe_torch import load_failure_reason, torch_file_problem
 from clipmodule.checkpoints.torchscript import is_torchscript, read_torchscript
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIPConfig
@@ -167,14 +168,15 @@ def read_torch_file(path: Path) -> StateDict:
 def _read_torch(path: Path) -> tuple[StateDict, dict]:
     if is_torchscript(path):
         return read_torchscript(path), {"torchscript": True}
+    problem = torch_file_problem(path)
+    if problem:
+        raise ClipModuleError(f"{path}: {problem}")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ClipModuleError(
-            f"{path}: refusing to unpickle it: it holds code or objects other than tensors ({one_line(error)[:200]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ClipModuleError(f"{path}: truncated or not a checkpoint ({one_line(error)[:200]})") from None
+        raise ClipModuleError(f"{path}: refusing to unpickle it: {load_failure_reason(error)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+        raise ClipModuleError(f"{path}: truncated or not a checkpoint ({load_failure_reason(error)})") from None
     info = {}
     network = loaded.get("hyper_parameters", {}).get("network") if isinstance(loaded, dict) else None
     if isinstance(network, dict):  # a `clipmodule fit` checkpoint (Lightning) records the network's config

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import re
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from clipformats.files import TEMP_MARK, atomic_path, remove_stale_temporaries
+from clipmodule.checkpoints.safe_torch import load_torch_file
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.tracking.mlflow import DATA_CARD_TAG
 
@@ -89,25 +89,11 @@ def remove_stale_checkpoint_temporaries(folder: Path, suffix: str) -> list[Path]
 
 
 def load_checkpoint_safely(path: Any, **options: Any) -> dict[str, Any]:
-    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code."""
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code; a file that is not
+    a checkpoint (empty, a plain pickle, code) is one line saying what it is (`checkpoints.safe_torch`)."""
     if not Path(path).is_file():
         raise ClipModuleError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, weights_only=True, **options)
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        raise ClipModuleError(f"cannot load checkpoint {path}: {load_failure_reason(error)}") from None
-
-
-def load_failure_reason(error: BaseException) -> str:
-    """PyTorch's refusal of a pickled object is a paragraph inviting `weights_only=False` (which would run the
-    file's code); the reason is the unsupported global it names."""
-    text = str(error)
-    if "Weights only load failed" in text:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        what = f" ({found.group(1)})" if found else ""
-        return (f"it holds a pickled Python object{what}, not only tensors; it is refused because loading it "
-                "would run code from the file")
-    return one_line(error)[:300]
+    return load_torch_file(path, "cannot load checkpoint", **options)
 
 
 class DataHealth(Callback):

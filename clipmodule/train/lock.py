@@ -5,13 +5,15 @@ Groups, from the input end (unlocking N leaves the last N trainable):
 - ViT: [conv1, class and positional embedding, ln_pre], each block but the last, [last block, ln_post], [proj]
 - ModifiedResNet: [the three-conv stem], layer1, layer2, layer3, layer4, [attnpool]  (the last N stages)
 - our text tower: [token and positional embedding], each block but the last, [last block, ln_final], [projection]
-- an HF text tower: [embeddings], each layer, [what follows the layers: pooler, final norm, projection]
+- an HF text tower: [embeddings], each layer (open_clip's `HFTextEncoder.lock`): only transformers' model is ever
+  locked, so the projection (and a pooler after the layers) always trains; 0 locks transformers' model whole
 A timm image tower is locked whole only (its groups are timm's to define).
 
 Locked parameters get `requires_grad=False`, so the optimiser never holds them (`optim.parameter_groups`) and they
 stay bit-identical. A tower locked whole runs in eval mode (no dropout, BatchNorm uses and keeps its running
 statistics) and under `torch.no_grad` (a forward pre-hook), and stays in eval mode when Lightning calls `train()`
-(`ClipLitModule.train` re-applies `keep_in_eval`).
+(`ClipLitModule.train` re-applies `keep_in_eval`); so does an HF tower's transformers model locked whole (open_clip
+keeps its dropout on: here the locked features do not change from step to step).
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ class LockConfig:
     lock_text: bool = False
     """Freeze the text tower (ours or a Hugging Face one)."""
     text_unlocked_layers: int = 0
-    """With lock_text: the last N groups stay trainable (1 = the projection, 2 = also the last block and the final
-    norm, ...). 0: the whole tower is locked, runs in eval mode and no-grad."""
+    """With lock_text: the last N groups stay trainable (our tower: 1 = the projection, 2 = also the last block and
+    the final norm, ...; an HF tower: 1 = the last layer, 2 = the last two, ..., its projection always trains, as
+    open_clip's `HFTextEncoder.lock` counts). 0: the whole tower (an HF tower: transformers' model) is locked, runs
+    in eval mode and no-grad."""
     freeze_layer_norm: bool = True
-    """LayerNorm gains and biases of the locked groups are locked too; false leaves them trainable (open_clip's
-    HF text tower option), so a tower locked whole then still trains its norms."""
+    """Text tower: LayerNorm gains and biases of the locked groups are locked too; false leaves them trainable
+    (open_clip's `--lock-text-freeze-layer-norm`, on an HF tower the parameters under a `LayerNorm` module), so a
+    tower locked whole then still trains its norms. The image tower's norms lock with their groups, as open_clip's."""
 
 
 def vision_groups(visual: nn.Module) -> list[Group]:
@@ -61,27 +66,23 @@ def vision_groups(visual: nn.Module) -> list[Group]:
     return [[visual]]  # timm: one group
 
 
+def hf_text_groups(hf: nn.Module) -> list[nn.Module] | None:
+    """An HF text tower's lockable groups, [embeddings, each layer] (open_clip's), or None where they are unknown."""
+    encoder = getattr(hf, "encoder", hf)
+    layers = getattr(encoder, "layer", None) or getattr(encoder, "block", None) or getattr(encoder, "layers", None)
+    embeddings = getattr(hf, "embeddings", None) or getattr(hf, "embed_tokens", None)
+    return None if layers is None or embeddings is None else [embeddings, *layers]
+
+
 def text_groups(model: nn.Module) -> list[Group]:
-    """The text tower's lockable groups, input end first (see the module docstring)."""
-    if getattr(model, "text", None) is not None:  # HFTextTower: text.transformer (transformers' model), text.proj
-        hf = model.text.transformer
-        encoder = getattr(hf, "encoder", hf)
-        layers = getattr(encoder, "layer", None) or getattr(encoder, "block", None) or getattr(encoder, "layers", None)
-        embeddings = getattr(hf, "embeddings", None) or getattr(hf, "embed_tokens", None)
-        if layers is None or embeddings is None:
-            return [[model.text]]
-        inner = {id(p) for module in (embeddings, *layers) for p in module.parameters()}
-        rest = [p for p in model.text.parameters() if id(p) not in inner]
-        return [[embeddings], *([layer] for layer in layers), rest]
+    """Our text tower's lockable groups, input end first (see the module docstring)."""
     blocks = list(model.transformer.resblocks)
     return [[model.token_embedding, model.positional_embedding], *([block] for block in blocks[:-1]),
             [blocks[-1], model.ln_final], [model.text_projection]]
 
 
 def text_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules the text tower's forward runs (our text tower sits at the model's top level)."""
-    if getattr(model, "text", None) is not None:
-        return [model.text]
+    """The modules our text tower's forward runs (it sits at the model's top level)."""
     modules = [model.token_embedding, model.transformer, model.ln_final]
     return modules + ([model.text_projection] if isinstance(model.text_projection, nn.Module) else [])
 
@@ -118,6 +119,24 @@ def _lock_groups(tower: str, groups: list[Group], unlocked: int, freeze_layer_no
     return locked
 
 
+def _lock_hf_text(hf: nn.Module, unlocked: int, freeze_layer_norm: bool) -> bool:
+    """open_clip's `HFTextEncoder.lock(unlocked, freeze_layer_norm)` on transformers' model `hf` (the projection
+    is not in it: it always trains); returns whether `hf` is now locked whole."""
+    groups = hf_text_groups(hf)
+    if unlocked and groups is None:
+        raise ClipModuleError(f"lock.text_unlocked_layers: the {type(hf).__name__} text tower is locked whole only "
+                              "(its layers are not found)")
+    count = len(groups) if groups is not None else 1
+    if unlocked < 0 or unlocked > count:
+        raise ClipModuleError(f"lock.text_unlocked_layers={unlocked}: the text tower has embeddings and {count - 1} "
+                              f"layers (0 locks it whole, {count} leaves it all trainable; its projection always "
+                              "trains, as in open_clip)")
+    for module in groups[: count - unlocked] if unlocked else [hf]:
+        for name, parameter in module.named_parameters():
+            parameter.requires_grad_(not freeze_layer_norm and "LayerNorm" in name.split("."))
+    return not any(parameter.requires_grad for parameter in hf.parameters())
+
+
 def _grad_off(module: nn.Module, args: tuple) -> None:
     module.__dict__.setdefault("_lock_grad_modes", []).append(torch.is_grad_enabled())
     torch.set_grad_enabled(False)
@@ -149,14 +168,17 @@ def apply_lock(model: nn.Module, config: LockConfig) -> list[nn.Module]:
         if len(groups) == 1 and config.image_unlocked_groups:
             raise ClipModuleError(f"lock.image_unlocked_groups: the {type(model.visual).__name__} image tower is "
                                   "locked whole only (its layer groups are timm's)")
-        locked = _lock_groups("image", groups, config.image_unlocked_groups, config.freeze_layer_norm,
-                              "image_unlocked_groups")
+        locked = _lock_groups("image", groups, config.image_unlocked_groups, True, "image_unlocked_groups")
         if not any(p.requires_grad for p in model.visual.parameters()):
             keep.append(model.visual)
             _run_without_grad([model.visual])
         elif config.image_freeze_bn_stats:
             keep += _batch_norms(locked)
-    if config.lock_text:
+    if config.lock_text and getattr(model, "text", None) is not None:  # HFTextTower: transformers' model + proj
+        if _lock_hf_text(model.text.transformer, config.text_unlocked_layers, config.freeze_layer_norm):
+            keep.append(model.text.transformer)
+            _run_without_grad([model.text.transformer])
+    elif config.lock_text:
         groups = text_groups(model)
         _lock_groups("text", groups, config.text_unlocked_layers, config.freeze_layer_norm, "text_unlocked_layers")
         if not any(parameter.requires_grad for group in groups for _, parameter in _parameters(group)):

@@ -27,6 +27,19 @@ from clipmodule.transforms import normalize_batch
 MAX_LOG_SCALE = math.log(100.0)
 
 
+def count_cpu_attention_flops() -> None:
+    """torch's FLOP counter, which Lightning's model summary uses, has formulas for the CUDA attention kernels only:
+    on CPU every attention product counted 0. The CPU kernel gets the same formula (q·k and attention·v)."""
+    from torch.utils import flop_counter
+
+    target = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if target not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(target, get_raw=True)(flop_counter.sdpa_flop)
+
+
+count_cpu_attention_flops()
+
+
 def build_network(name: str, patch_dropout: float = 0.0, init_logit_scale: float | None = None,
                   init_logit_bias: float | None = None, quick_gelu: bool | None = None,
                   overrides: dict[str, Any] | None = None) -> CLIP:
@@ -115,6 +128,25 @@ class ClipLitModule(L.LightningModule):
         })
         self.retrieval = PairedEmbeddings()
         self._zeroshot_sets: ZeroShotSets | None = None
+
+    @property
+    def example_input_array(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One image and one caption filling the context: Lightning's model summary runs them through `forward`,
+        so its FLOPs are those of one pair's forward pass at full caption length (shorter captions cost less: the
+        padding is cut). None under FSDP: outside the strategy's own forward the parameters are shards."""
+        config = getattr(self.model, "config", None)
+        if config is None or (self._trainer is not None and "FSDP" in type(self.trainer.strategy).__name__):
+            return None
+        image = torch.zeros(1, 3, config.vision.image_size, config.vision.image_size)
+        text = torch.full((1, config.text.context_length), 2, dtype=torch.long)  # no pad id: an HF tower reads all
+        if getattr(self.model, "text", None) is None:
+            text[0, -1] = config.text.vocab_size - 1  # the end-of-text token (largest id) last: nothing is cut
+        return image, text
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's logits (per image, per text): through the network's own call, so that the summary's row for
+        it gets its FLOPs and sizes too."""
+        return self.model(image, text)
 
     def contrastive_loss(self, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
         return self.loss_of_features(*self.encode_pair({"image": images, "text": texts}))

@@ -1,6 +1,7 @@
 """Conversion against the peers: open_clip and HF models with random weights give the same outputs here."""
 
 import json
+import os
 import pickle
 
 import open_clip
@@ -193,3 +194,93 @@ def test_folder_is_swapped_in_whole_and_keeps_other_files(tmp_path, monkeypatch)
     assert load_checkpoint(tmp_path / "hf").config.quick_gelu is False
     assert (tmp_path / "hf" / "tokenizer.json").read_text() == "{}"
     assert [path.name for path in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
+
+
+def test_gelu_model_is_not_written_in_openai_layout(tmp_path, capsys):
+    from clipmodule.cli import main
+
+    gelu = create_model("tiny-vit", quick_gelu=False)
+    for path, fmt in ((tmp_path / "gelu.pt", "openai"), (tmp_path / "gelu.bin", "openai")):
+        with pytest.raises(ClipModuleError, match="exact GELU, which OpenAI's layout cannot say") as info:
+            save_checkpoint(gelu, path, format=fmt)
+        assert "\n" not in str(info.value) and ".safetensors" in str(info.value) and "open_clip" in str(info.value)
+        assert not path.exists()
+    save_checkpoint(gelu, tmp_path / "gelu.safetensors")  # the file records the activation: read back as GELU
+    assert load_checkpoint(tmp_path / "gelu.safetensors").config.quick_gelu is False
+    with torch.device("meta"):  # shapes only: ViT-B-32 and RN50 cost no memory
+        b32, rn50 = create_model("ViT-B-32"), create_model("RN50")
+    with pytest.raises(ClipModuleError, match=r"its -quickgelu twin ViT-B-32-quickgelu"):
+        save_checkpoint(b32, tmp_path / "b32.pt")
+    with pytest.raises(ClipModuleError, match=r"RN50 uses exact GELU.*twin RN50-quickgelu") as info:
+        save_checkpoint(rn50, tmp_path / "rn50.pt")
+    assert "--to hf" not in str(info.value)  # HF has no ResNet tower
+    # the CLI refuses before writing anything; a QuickGELU model still exports and round-trips
+    assert main(["convert", str(tmp_path / "gelu.safetensors"), str(tmp_path / "out.pt"), "--to", "openai"]) == 2
+    assert "exact GELU" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
+    torch.manual_seed(0)
+    quick = create_model("tiny-vit", quick_gelu=True)
+    save_checkpoint(quick, tmp_path / "quick.pt")
+    back = load_checkpoint(tmp_path / "quick.pt", model="tiny-vit")
+    assert back.config.quick_gelu and torch.equal(back.visual.proj, quick.visual.proj)
+
+
+def _disk_full_after(data_bytes: int):
+    """A writer that puts part of the data down, then fails as a full disk does."""
+    import errno
+
+    def write(_, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * data_bytes)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_full_disk_is_one_line_and_leaves_nothing_partial(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    from clipmodule.cli import main
+
+    torch.manual_seed(0)
+    model = create_model("tiny-vit")
+    source = save_checkpoint(model, tmp_path / "source.safetensors")
+    for target, fmt in (("model.pt", "openai"), ("model.safetensors", "open_clip"), ("hub", "open_clip"),
+                        ("hf", "hf")):
+        save_checkpoint(create_model("tiny-vit"), tmp_path / target, format=fmt)  # an earlier good one
+        before = sorted(path.name for path in tmp_path.iterdir())
+        earlier = load_checkpoint(tmp_path / target, model="tiny-vit").visual.proj.clone()
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "save", _disk_full_after(100))
+            patch.setattr(safetensors.torch, "save_file", _disk_full_after(100))
+            with pytest.raises(ClipModuleError, match="cannot write the checkpoint .No space left on device.") as info:
+                save_checkpoint(model, tmp_path / target, format=fmt)
+            assert str(info.value).startswith(f"{tmp_path / target}: ") and "\n" not in str(info.value)
+            capsys.readouterr()
+            assert main(["convert", str(source), str(tmp_path / target), "--to", fmt]) == 2
+            assert capsys.readouterr().err.count("No space left on device") == 1
+        assert sorted(path.name for path in tmp_path.iterdir()) == before  # no hidden temporaries or staging
+        assert torch.equal(load_checkpoint(tmp_path / target, model="tiny-vit").visual.proj, earlier)  # intact
+
+
+def test_killed_writes_are_cleared_at_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    live = str(os.getppid())
+    model = create_model("tiny-vit")
+    (tmp_path / f".model.pt.tmp-{dead}").write_bytes(b"half a checkpoint")
+    (tmp_path / f".model.pt.tmp-{live}").write_bytes(b"a live writer's")
+    save_checkpoint(model, tmp_path / "model.pt")
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f".model.pt.tmp-{live}", "model.pt"]
+    # a folder write killed between its two renames: the old folder is put back, the staging folder goes
+    save_checkpoint(model, tmp_path / "hub", format="open_clip")
+    (tmp_path / "hub").replace(tmp_path / f".hub.old-{dead}")
+    (tmp_path / f".hub.tmp-{dead}").mkdir()
+    (tmp_path / f".hub.tmp-{dead}" / "open_clip_config.json").write_text("{")
+    save_checkpoint(model, tmp_path / "hub.safetensors", format="open_clip")  # another target: left alone
+    assert (tmp_path / f".hub.old-{dead}").is_dir()
+    save_checkpoint(model, tmp_path / "hub", format="open_clip")
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f".model.pt.tmp-{live}", "hub", "hub.safetensors",
+                                                                "model.pt"]

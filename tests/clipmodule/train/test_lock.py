@@ -89,6 +89,39 @@ def test_lit_locked_image_tower_is_unchanged_out_of_the_optimiser_in_eval_and_no
     assert not module.model.visual.training and module.model.transformer.training
 
 
+class TextGradProbe(Callback):
+    """Records, at every training step, whether the text blocks ran with autograd recording, and whether the text
+    features the step used carry a graph."""
+
+    def __init__(self):
+        self.grad_in_text, self.features_have_graph = [], []
+
+    def on_fit_start(self, trainer, module):
+        module.model.transformer.resblocks[0].register_forward_hook(
+            lambda *_: self.grad_in_text.append(torch.is_grad_enabled()))
+        encode_text = module.model.encode_text
+
+        def recording(*args, **kwargs):
+            features = encode_text(*args, **kwargs)
+            self.features_have_graph.append(features.grad_fn is not None)
+            return features
+
+        module.model.encode_text = recording
+
+
+def test_text_tower_locked_whole_runs_without_a_graph_in_training_steps(tmp_path):
+    torch.manual_seed(0)
+    module = ClipLitModule(build_network("tiny-vit"), lock=LockConfig(lock_text=True),
+                           optim=OptimConfig(lr=1e-3, warmup_steps=1))
+    probe = TextGradProbe()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, max_steps=3, limit_val_batches=0,
+                        enable_checkpointing=False, callbacks=[probe])
+    trainer.fit(module, SyntheticDataModule(num_samples=24, batch_size=8, image_size=32))
+    assert probe.grad_in_text == [False] * 3 and probe.features_have_graph == [False] * 3
+    assert torch.is_grad_enabled()  # the mode is put back after the tower
+
+
 def _batch_norm_state(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     return {key: value.clone() for key, value in model.state_dict().items()
             if key.startswith(prefix) and ("running_" in key or "num_batches" in key)}
@@ -123,23 +156,66 @@ def bert_folder(tmp_path):
     return tmp_path / "bert"
 
 
-def test_hf_text_tower_locks_whole_or_keeps_its_last_groups(bert_folder):
-    def network():
-        return create_model("tiny-vit", text={"hf_model_name": str(bert_folder), "context_length": 16})
+def _hf_network(folder: Path) -> torch.nn.Module:
+    return create_model("tiny-vit", text={"hf_model_name": str(folder), "context_length": 16})
 
-    whole = ClipLitModule(network(), lock=LockConfig(lock_text=True))
-    assert not any(name.startswith("text.") for name in _trainable(whole.model))
+
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta"])  # open_clip's partial lock lacks BERT's layer names
+def test_hf_text_lock_trains_what_open_clips_lock_trains(tmp_path, kind):
+    """open_clip's `HFTextEncoder.lock(N, freeze_layer_norm)`: groups [embeddings, each layer], the projection
+    always trainable; the parameter names are the same in both (`text.transformer.*`, `text.proj.*`)."""
+    from open_clip.model import CustomTextCLIP
+    from transformers import RobertaConfig, XLMRobertaConfig
+
+    config_class = RobertaConfig if kind == "roberta" else XLMRobertaConfig
+    config_class(vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=40, pad_token_id=1).save_pretrained(tmp_path / kind)
+    text_cfg = {"hf_model_name": str(tmp_path / kind), "hf_tokenizer_name": str(tmp_path / kind),
+                "hf_model_pretrained": False, "context_length": 16}
+    vision_cfg = {"layers": 1, "width": 64, "patch_size": 8, "image_size": 16}
+    for unlocked in (0, 1, 2, 3):
+        for freeze_layer_norm in (True, False):
+            ours = ClipLitModule(_hf_network(tmp_path / kind), lock=LockConfig(
+                lock_text=True, text_unlocked_layers=unlocked, freeze_layer_norm=freeze_layer_norm)).model
+            theirs = CustomTextCLIP(64, vision_cfg, text_cfg)
+            theirs.lock_text_tower(unlocked_layers=unlocked, freeze_layer_norm=freeze_layer_norm)
+            text = {name for name in _trainable(ours) if name.startswith("text.")}
+            assert text == {name for name in _trainable(theirs) if name.startswith("text.")}, (unlocked,
+                                                                                              freeze_layer_norm)
+            assert any(name.startswith("text.proj.") for name in text)
+    with pytest.raises(ClipModuleError, match=r"text_unlocked_layers=4: the text tower has embeddings and 2 layers"):
+        ClipLitModule(_hf_network(tmp_path / kind), lock=LockConfig(lock_text=True, text_unlocked_layers=4))
+
+
+def test_hf_text_tower_locked_whole_runs_in_eval_and_no_grad_its_projection_trains(bert_folder):
+    whole = ClipLitModule(_hf_network(bert_folder), lock=LockConfig(lock_text=True))
+    assert {name for name in _trainable(whole.model) if name.startswith("text.")} == \
+        {name for name, _ in whole.model.named_parameters() if name.startswith("text.proj.")}
     whole.train()
-    assert not whole.model.text.training  # dropout off: a locked tower's features do not change from step to step
+    transformer = whole.model.text.transformer
+    assert not transformer.training  # dropout off: a locked tower's features do not change from step to step
+    seen = []
+    transformer.encoder.register_forward_hook(lambda *args: seen.append(torch.is_grad_enabled()))
     tokens = torch.randint(5, 600, (4, 16))
     features = whole.model.encode_text(tokens)
-    assert not features.requires_grad and torch.equal(features, whole.model.encode_text(tokens))
+    assert seen == [False] and torch.is_grad_enabled()  # the transformer ran without a graph; the mode is back
+    assert features.requires_grad and torch.equal(features, whole.model.encode_text(tokens))  # the projection learns
 
-    last = ClipLitModule(network(), lock=LockConfig(lock_text=True, text_unlocked_layers=2))
+    last = ClipLitModule(_hf_network(bert_folder), lock=LockConfig(lock_text=True, text_unlocked_layers=1))
     trainable = {name for name in _trainable(last.model) if name.startswith("text.")}
     assert trainable and all(name.startswith(("text.transformer.encoder.layer.1.", "text.proj"))
                              for name in trainable)
     assert last.model.text.training and last.model.encode_text(tokens).requires_grad
+
+
+def test_image_tower_layer_norms_lock_with_their_groups_as_open_clips():
+    """freeze_layer_norm is open_clip's text-tower option: its lock_image_tower locks the image norms regardless."""
+    lock = LockConfig(lock_image=True, image_unlocked_groups=2, freeze_layer_norm=False)
+    ours = ClipLitModule(build_network("tiny-vit"), lock=lock).model
+    theirs = _open_clip_twin("tiny-vit")
+    theirs.lock_image_tower(unlocked_groups=2)
+    assert {n for n in _trainable(ours) if n.startswith("visual.")} == \
+        {n for n in _trainable(theirs) if n.startswith("visual.")}
 
 
 def test_layer_norms_of_locked_groups_train_when_asked():
