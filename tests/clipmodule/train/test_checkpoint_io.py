@@ -7,9 +7,9 @@ import errno
 import os
 
 import torch
-from tests.curation.formats.test_locks import dead_pid
 
 from clipmodule.data.synthetic import write_synthetic_shards
+from tests.clipformats.test_locks import dead_pid
 from tests.clipmodule.train.test_cli import TINY, _runs
 
 
