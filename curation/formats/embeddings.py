@@ -15,7 +15,10 @@ Convention: every row is L2-normalised in float32 before it is stored, so a dot 
 cosine (in float16 within about 1e-3). Readers need not normalise again; `normalise` is here for writers.
 
 A part is complete when its metadata file exists: the two .npy files are written first, the metadata last,
-each to a temporary name and renamed. `parts` lists only complete parts; `read_part` checks that its three
+each to a temporary name and renamed. A folder is finished when `<dir>/manifest.json` exists (`write_manifest`,
+written last, once every writer of the folder is done: `clipmodule predict` after all ranks): it names every
+part with its rows, so a reader can tell a finished folder from one being written or mixed with another run's
+parts. `parts` lists only complete parts; `read_part` checks that its three
 files agree (rows, width, finite values) and reports a mismatch as one line. Arrays are read without
 unpickling (`allow_pickle=False`) and memory-mapped, so a set larger than memory can be iterated.
 
@@ -40,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.formats.files import atomic_path, remove_stale_temporaries
+from curation.formats.files import atomic_path, remove_stale_temporaries, write_json
 
 KINDS = {"image": "img_emb", "text": "text_emb"}
 """Embedding kind → its folder and file prefix (clip-retrieval's names)."""
@@ -49,6 +52,8 @@ KEY, SHARD = "key", "shard"
 DTYPES = ("float16", "float32")
 FOLDERS = (*KINDS.values(), METADATA)
 """What an embedding folder holds: a stage's `made` patterns for it."""
+MANIFEST = "manifest.json"
+"""The finished marker of a folder: its parts and their rows (see `write_manifest`)."""
 INFO_KEY = b"curation.embeddings.info"
 """Parquet metadata of a part's metadata file: JSON about how it was made (samples read, skipped by reason)."""
 
@@ -158,6 +163,17 @@ def write_part(folder: str | os.PathLike, part: str, image: np.ndarray, text: np
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return table.num_rows
+
+
+def write_manifest(folder: str | os.PathLike, writer: str, info: Mapping[str, Any] | None = None) -> Path:
+    """Mark `folder` finished: `manifest.json` holds `finished: true`, the `writer` (e.g. "clipmodule predict"),
+    every complete part with its rows (read from the .npy headers), the total rows, and `info` (JSON-ready).
+    Call it once, after every writer of the folder is done; it is written atomically."""
+    names = parts(folder)
+    rows = {part: len(np.load(embedding_path(folder, "image", part), mmap_mode="r", allow_pickle=False))
+            for part in names}
+    manifest = {"finished": True, "writer": writer, "parts": rows, "rows": sum(rows.values()), **dict(info or {})}
+    return write_json(Path(folder) / MANIFEST, manifest)
 
 
 def part_info(folder: str | os.PathLike, part: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ with PIL and put through the eval transform, each caption tokenised, and the che
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -97,5 +98,9 @@ def test_two_rank_predict_writes_each_samples_own_embeddings_in_its_ranks_parts(
         for key, (image, text) in rows.items():
             assert np.allclose(image, expected[key][0], atol=2e-3), f"rank {rank}: image embedding of {key}"
             assert np.allclose(text, expected[key][1], atol=2e-3), f"rank {rank}: caption embedding of {key}"
+    # rank 0 marks the folder finished once both ranks' parts are written: all four are in the manifest
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["parts"]) == 4 and manifest["rows"] == 14 and manifest["world_size"] == 2
+    assert not (tmp_path / "emb.lock").exists()
     # a mix-up of rows would pass a check of norms alone: the samples' embeddings really differ
     assert not np.allclose(expected[order[0]][0], expected[order[1]][0], atol=2e-3)
