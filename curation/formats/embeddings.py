@@ -169,7 +169,7 @@ def write_manifest(folder: str | os.PathLike, writer: str, info: Mapping[str, An
     """Mark `folder` finished: `manifest.json` holds `finished: true`, the `writer` (e.g. "clipmodule predict"),
     every complete part with its rows (read from the .npy headers), the total rows, and `info` (JSON-ready).
     Call it once, after every writer of the folder is done; it is written atomically."""
-    names = parts(folder)
+    names = parts(folder) if (Path(folder) / METADATA).is_dir() else []  # no sample at all: finished, empty
     rows = {part: len(np.load(embedding_path(folder, "image", part), mmap_mode="r", allow_pickle=False))
             for part in names}
     manifest = {"finished": True, "writer": writer, "parts": rows, "rows": sum(rows.values()), **dict(info or {})}

@@ -108,3 +108,12 @@ def test_the_folder_is_locked_and_unfinished_while_parts_are_written(tmp_path):
     writer.on_exception(trainer, None, RuntimeError("killed"))  # a failed run unlocks and stays unfinished
     assert not (tmp_path / "emb.lock").exists() and not (out / MANIFEST).exists()
     assert np.load(out / "img_emb" / "img_emb_0000_00000.npy").shape == (2, 4)
+
+
+def test_a_predict_without_a_sample_is_finished_and_empty(tmp_path):
+    writer, trainer = EmbeddingWriter(str(tmp_path / "emb")), _Trainer(tmp_path)
+    writer.setup(trainer, None, "predict")
+    writer.on_predict_epoch_end(trainer, None)
+    writer.on_predict_end(trainer, None)
+    manifest = json.loads((tmp_path / "emb" / MANIFEST).read_text())
+    assert manifest["finished"] and manifest["parts"] == {} and manifest["rows"] == 0
