@@ -8,7 +8,8 @@
 #    architecture as a model config) on those shards: ViT-B-32, batch 256, bf16 autocast (Lightning's
 #    `bf16-mixed`, open_clip's `amp_bf16`), the same loader workers; samples/s over the last WINDOW - 1 steps
 #    of each (data waits included), and MFU = samples/s x training FLOPs per sample / the H100's dense bf16 peak
-#    (989 TFLOP/s), the FLOPs counted by torch.utils.flop_counter (forward and backward, full context);
+#    (989 TFLOP/s), the FLOPs counted by torch.utils.flop_counter (forward and backward, full context, on
+#    open_clip's build of the architecture: the nominal model; 44.1 GFLOP a sample for ViT-B-32);
 # 3. the same fit in fp32 (`32-true`) and compiled (`model.compile: true`, bf16): the per-step losses of the
 #    same steps must stay within TOLERANCE (relative) of the bf16 fit's;
 # 4. zero-shot throughput, `clipmodule eval`'s pipeline against CLIP_benchmark's (bench/eval_throughput.py);
@@ -28,8 +29,8 @@ OUT="gpu_check_out"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --out) [ $# -ge 2 ] || { echo "gpu_check.sh: --out needs a folder" >&2; exit 2; }; OUT="$2"; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run, --out DIR)" >&2; exit 2 ;;
   esac
   shift
