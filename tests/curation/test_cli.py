@@ -18,8 +18,8 @@ CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "datasets").glob("
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t = time.perf_counter(); from curation.cli import build_parser; "
-            "build_parser().format_help(); "
+    code = ("import sys, time; t = time.perf_counter(); from curation.cli import curation_commands, help_text; "
+            "help_text(); [command.parser().format_help() for command in curation_commands()]; "
             "heavy = [m for m in ('pyarrow', 'img2dataset', 'matplotlib', 'torch', 'ahocorasick') "
             "if m in sys.modules]; "
             "print(heavy, time.perf_counter() - t)")
@@ -105,7 +105,7 @@ def test_bad_configs_and_sources(tmp_path, capsys):
     for name, expected in cases.items():
         code, err = run_cli(["build", "-c", tmp_path / name], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err and name in err, (name, err)
-    code, err = run_cli(["queries", "--unigrams", "none", "--wordnet-dir", tmp_path / "nowordnet",
+    code, err = run_cli(["queries", "--unigrams", "none", "--wordnet_dir", tmp_path / "nowordnet",
                          "--out", tmp_path / "q.parquet"], capsys)
     assert code == 2 and "nowordnet: WordNet file data.noun not found" in err.strip().splitlines()[-1]
     assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "q.stats.json").exists()
@@ -115,7 +115,7 @@ def test_bad_configs_and_sources(tmp_path, capsys):
 
 def test_card_names_with_path_parts_are_refused(tmp_path, capsys):
     for name in ("../../x", "a/b", "..", ".hidden", "a\\b"):
-        code, err = run_cli(["card", "--name", name, "--work-dir", tmp_path / "work", "--cards-dir",
+        code, err = run_cli(["card", "--name", name, "--work_dir", tmp_path / "work", "--cards_dir",
                              tmp_path / "cards"], capsys)
         assert code == 2 and "a card name must be a plain name" in err and len(err.strip().splitlines()) == 1, name
     assert not any(tmp_path.rglob("*"))
