@@ -137,3 +137,36 @@ def test_no_progress_line_before_an_error_when_stderr_is_not_a_terminal(tmp_path
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()]  # the error alone: no blank or stale bar line
     assert result.stderr.startswith("curation match: error: ")
+
+
+def test_one_flag_style_old_spellings_still_work_with_one_deprecation_line(tmp_path, capsys):
+    folder = tmp_path / "nowordnet"
+    for wordnet, deprecated in ((["--wordnet_dir", folder], False), (["--wordnet-dir", folder], True),
+                                ([f"--wordnet-dir={folder}"], True)):
+        code, err = run_cli(["queries", "--unigrams", "none", *wordnet, "--out", tmp_path / "q.parquet"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and "WordNet file data.noun not found" in lines[-1], err
+        assert lines[:-1] == (["curation queries: --wordnet-dir is spelt --wordnet_dir now (the old spelling still "
+                               "works)"] if deprecated else []), err
+
+
+def test_old_boolean_negations_still_work():
+    from curation.cli import curation_commands
+
+    download = next(command for command in curation_commands() if command.name == "download")
+    parsed = []
+    old = download.run
+    object.__setattr__(download, "run", parsed.append)
+    try:
+        for argv, expected in ((["--dedup_urls"], True), (["--no_dedup_urls"], False), (["--no-dedup-urls"], False),
+                               (["--dedup-urls", "--no-overwrite"], True)):
+            download(["--input", "x", *argv])
+            assert parsed.pop().dedup_urls is expected, argv
+    finally:
+        object.__setattr__(download, "run", old)
+
+
+def test_an_unknown_flag_is_refused_in_one_line(capsys):
+    code, err = run_cli(["balance", "--url-colum", "x"], capsys)
+    assert code == 2 and err.splitlines() == [
+        "curation balance: error: unrecognized arguments: --url-colum x (see `curation balance --help`)"]
