@@ -151,19 +151,17 @@ def test_one_flag_style_old_spellings_still_work_with_one_deprecation_line(tmp_p
 
 
 def test_old_boolean_negations_still_work():
+    import dataclasses
+
     from curation.cli import curation_commands
 
+    parsed: list = []
     download = next(command for command in curation_commands() if command.name == "download")
-    parsed = []
-    old = download.run
-    object.__setattr__(download, "run", parsed.append)
-    try:
-        for argv, expected in ((["--dedup_urls"], True), (["--no_dedup_urls"], False), (["--no-dedup-urls"], False),
-                               (["--dedup-urls", "--no-overwrite"], True)):
-            download(["--input", "x", *argv])
-            assert parsed.pop().dedup_urls is expected, argv
-    finally:
-        object.__setattr__(download, "run", old)
+    download = dataclasses.replace(download, run=parsed.append)  # the options it parsed, not a download
+    for argv, expected in ((["--dedup_urls"], True), (["--no_dedup_urls"], False), (["--no-dedup-urls"], False),
+                           (["--dedup-urls", "--no-overwrite"], True)):
+        download(["--input", "x", *argv])
+        assert parsed.pop().dedup_urls is expected, argv
 
 
 def test_an_unknown_flag_is_refused_in_one_line(capsys):
