@@ -105,7 +105,7 @@ COMMANDS = [
 def main(argv: list[str]) -> int:
     """`clipmodule classifiers [list]` or `clipmodule classifiers test ...`: no subcommand (or only options of
     the list) lists them."""
-    if not argv or argv[0].startswith("-") and argv[0] not in HELP_FLAGS:
+    if not argv or (argv[0].startswith("-") and argv[0] not in HELP_FLAGS):
         argv = ["list", *argv]
     return dispatch("clipmodule classifiers", COMMANDS, argv)
 
