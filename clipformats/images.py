@@ -3,7 +3,7 @@ gigabytes: a 30000x30000 PNG is 2.7 GB of RGB) is counted as a failure instead o
 
 The limit is checked from the image header, before any pixel is decoded. The default equals PIL's own
 (`PIL.Image.MAX_IMAGE_PIXELS`, about 89 megapixels: 0.25 GiB at 3 bytes per pixel); stages take it as a
-setting (`--max-image-pixels`). PIL is imported only when an image is opened.
+setting (`--max_image_pixels`). PIL is imported only when an image is opened.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def url_problem(url: object, schemes: Iterable[str] = DEFAULT_SCHEMES) -> str | 
     if not scheme:
         return "no scheme"
     if scheme not in set(schemes):
-        return f"scheme {scheme!r} not allowed (only {', '.join(sorted(schemes))}; see --allow-schemes)"
+        return f"scheme {scheme!r} not allowed (only {', '.join(sorted(schemes))}; see --allow_schemes)"
     if scheme == "file":
         return None if parts.path else "no path"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:

@@ -3,28 +3,32 @@ when it runs, so `clipmodule --help` answers without importing torch, lightning 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
+from clipformats.commands import Command, dispatch
 from clipmodule.errors import ClipModuleError
 
-# command -> (module, function, one-line help). The function takes argv (list[str]) and returns an exit code.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "convert": ("clipmodule.checkpoints.cli", "main", "convert checkpoints between OpenAI, open_clip and HF formats"),
-    "models": ("clipmodule.checkpoints.cli", "list_models", "list the registered model names with parameter counts"),
-    "compare": ("clipmodule.tracking.cli", "main", "compare MLflow runs: table, markdown report, PNG curves"),
-    "fit": ("clipmodule.train.cli", "fit",
-            "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml"),
-    "validate": ("clipmodule.train.cli", "validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)"),
-    "test": ("clipmodule.train.cli", "test", "as validate, on the test loaders (LightningCLI)"),
-    "predict": ("clipmodule.train.cli", "predict", "write image and text embeddings of shards (LightningCLI)"),
-    "search": ("clipmodule.search.cli", "main",
-               "nearest samples of a `curation index` to a caption or --image, with a PNG contact sheet"),
-    "eval": ("clipmodule.eval.cli", "main", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model"),
-    "classifiers": ("clipmodule.classifiers.cli", "main",
-                    "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`"),
-}
+# Each command's function takes argv (list[str]) and returns an exit code; its module is imported when it runs.
+COMMANDS: list[Command] = [
+    Command("convert", "convert checkpoints between OpenAI, open_clip and HF formats",
+            "clipmodule.checkpoints.cli:main"),
+    Command("models", "list the registered model names with parameter counts",
+            "clipmodule.checkpoints.cli:list_models"),
+    Command("compare", "compare MLflow runs: table, markdown report, PNG curves", "clipmodule.tracking.cli:main"),
+    Command("fit", "train: LightningCLI, e.g. -c experiments/base.yaml -c experiments/tiny_cpu.yaml",
+            "clipmodule.train.cli:fit"),
+    Command("validate", "zero-shot and retrieval metrics of a checkpoint (LightningCLI)",
+            "clipmodule.train.cli:validate"),
+    Command("test", "as validate, on the test loaders (LightningCLI)", "clipmodule.train.cli:test"),
+    Command("predict", "write image and text embeddings of shards (LightningCLI)", "clipmodule.train.cli:predict"),
+    Command("search", "nearest samples of a `curation index` to a caption or --image, with a PNG contact sheet",
+            "clipmodule.search.cli:main"),
+    Command("eval", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model",
+            "clipmodule.eval.cli:main"),
+    Command("classifiers", "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`",
+            "clipmodule.classifiers.cli:main"),
+]
 
 
 # The optional dependency each extra brings (pyproject.toml): a command run on a smaller install names the
@@ -50,13 +54,6 @@ def resolve_alias(command: str, rest: list[str]) -> tuple[str, list[str]]:
     return command, rest
 
 
-def _print_help() -> None:
-    print("usage: clipmodule <command> [options]\n\ncommands:")
-    for name, (_, _, text) in COMMANDS.items():
-        print(f"  {name:<14}{text}")
-    print("\n`clipmodule <command> --help` shows the options of one command.")
-
-
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make CPU runs several times slower as soon as anything else
     # (a data-loader worker, another job) wants a core; passive waiting costs nothing when the cores are free.
@@ -66,20 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     # tokenised the zero-shot prompts would hang. Workers already tokenise in parallel, one each.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        _print_help()
-        return 0
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"clipmodule: unknown command {command!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
-        return 2
-    module_name, function_name, _ = COMMANDS[resolve_alias(command, rest)[0]]
-    rest = resolve_alias(command, rest)[1]
+    return dispatch("clipmodule", COMMANDS, argv, run=_run)
+
+
+def _run(command: Command, argv: list[str]) -> int:
+    name = command.name
+    alias, argv = resolve_alias(name, argv)
+    runner = {known.name: known for known in COMMANDS}[alias].runner
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-        return int(function(rest) or 0)
+        return int(runner()(argv) or 0)
     except ClipModuleError as error:
-        print(f"clipmodule {command}: error: {error}", file=sys.stderr)
+        print(f"clipmodule {name}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         from clipformats.files import disk_full
@@ -94,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if missing_extra(error) is None:
             raise
-        print(f"clipmodule {command}: error: {missing_extra(error)}", file=sys.stderr)
+        print(f"clipmodule {name}: error: {missing_extra(error)}", file=sys.stderr)
         return 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from clipformats.files import UnreadableFile, read_yaml
+from clipformats.flags import dataclass_flags, respell
 from clipmodule.errors import ClipModuleError
 
 CONFIG_FLAGS = ("-c", "--config")
@@ -43,11 +44,14 @@ def new_parser(prog: str, description: str | None, config: bool = False):
     return parser
 
 
-def parse(parser, argv: list[str]) -> Any:
-    """Parsed options (a jsonargparse Namespace); a bad option is one `ClipModuleError` line."""
+def parse(parser, argv: list[str], flags: list[str] | None = None) -> Any:
+    """Parsed options (a jsonargparse Namespace); a bad option is one `ClipModuleError` line. Other spellings of
+    `flags` (default: the parser's options) are respelt with a deprecation line (`clipformats.flags`)."""
     from argparse import ArgumentError
 
     check_config_files(argv)
+    keys = parser.get_defaults().keys()  # noqa: SIM118 (a jsonargparse Namespace is not iterable)
+    argv = respell(argv, [f"--{key}" for key in keys] if flags is None else flags, parser.prog)
     try:
         return parser.parse_args(argv)
     except ArgumentError as error:
@@ -60,7 +64,7 @@ def parse_dataclass(command: type, prog: str, argv: list[str]) -> Any:
 
     parser = new_parser(prog, command.__doc__, config=True)
     parser.add_class_arguments(command)
-    namespace = parse(parser, argv)
+    namespace = parse(parser, argv, dataclass_flags(command))
     try:
         parsed = parser.instantiate(namespace)
     except ArgumentError as error:

@@ -83,7 +83,7 @@ def _duplicates(d: dict[str, Any]) -> str:
     if not repeats:
         return ""
     return (f" {repeats:,} rows repeat an earlier row's URL; " +
-            ("they were dropped (--dedup-urls)." if dropped else "they were kept (each is downloaded again)."))
+            ("they were dropped (--dedup_urls)." if dropped else "they were kept (each is downloaded again)."))
 
 
 def truth(scores: dict[str, Any] | None) -> str:

@@ -9,10 +9,13 @@ import argparse
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipformats.commands import Command, dispatch, usage
+from clipformats.flags import dataclass_flags, respell
 from curation.errors import CurationError
 from curation.stages import StageSpec, dataset_config_type, registry
 from curation.typed import add_arguments, from_namespace, load_yaml
@@ -37,6 +40,10 @@ class BuildArgs:
     """Rebuild stages whose settings changed (stages that are up to date are skipped)."""
 
 
+DESCRIPTION = ("Dataset curation for CLIP-style pretraining: queries → match → balance → download → card "
+               "(or all of them: build).")
+
+
 def _card(args: argparse.Namespace) -> None:
     from curation.cards import write_card
 
@@ -59,24 +66,49 @@ def _stage_runner(stage: StageSpec) -> Callable[[argparse.Namespace], None]:
     return run
 
 
-def commands() -> dict[str, tuple[str, tuple[type, ...], Callable[[argparse.Namespace], None]]]:
-    """command -> (help, option dataclasses, runner): every registered stage, then `card` and `build`."""
-    found = {stage.name: (stage.help, stage.options(), _stage_runner(stage)) for stage in registry()}
-    found["card"] = ("write the data card from the stages' stats", (CardArgs,), _card)
-    found["build"] = ("run every stage of a dataset YAML in order, skipping finished ones", (BuildArgs,), _build)
+@dataclass(frozen=True)
+class CurationCommand:
+    """One subcommand: its help line, the dataclasses its options come from, what it runs."""
+
+    name: str
+    help: str
+    options: tuple[type, ...]
+    run: Callable[[argparse.Namespace], None]
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = OptionParser(prog=f"curation {self.name}", description=self.help[0].upper() + self.help[1:] + ".")
+        for option_class in self.options:
+            add_arguments(parser, option_class)
+        return parser
+
+    def __call__(self, argv: list[str]) -> None:
+        flags = [flag for options in self.options for flag in dataclass_flags(options, groups=False, negations=True)]
+        self.run(self.parser().parse_args(respell(argv, flags, f"curation {self.name}")))
+
+
+class OptionParser(argparse.ArgumentParser):
+    """A bad option is one CurationError line (`curation <command>: error: ...`), not the usage text."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise CurationError(f"{message} (see `{self.prog} --help`)")
+
+
+def curation_commands() -> list[CurationCommand]:
+    """Every registered stage, then `card` and `build`."""
+    found = [CurationCommand(stage.name, stage.help, stage.options(), _stage_runner(stage)) for stage in registry()]
+    found.append(CurationCommand("card", "write the data card from the stages' stats", (CardArgs,), _card))
+    found.append(CurationCommand("build", "run every stage of a dataset YAML in order, skipping finished ones",
+                                 (BuildArgs,), _build))
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="curation", description="Dataset curation for CLIP-style pretraining: "
-        "queries → match → balance → download → card (or all of them: build).")
-    sub_commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for name, (text, option_classes, _) in commands().items():
-        sub = sub_commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        for option_class in option_classes:
-            add_arguments(sub, option_class)
-    return parser
+def commands() -> list[Command]:
+    return [Command(command.name, command.help, command) for command in curation_commands()]
+
+
+def help_text() -> str:
+    """`curation --help`."""
+    return usage("curation", commands(), DESCRIPTION)
 
 
 # Optional dependencies (pyproject.toml extras `curation` and `ray`): a missing one is named, not a traceback.
@@ -99,35 +131,36 @@ QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if QUIET_TRACKER not in sys.warnoptions:
         sys.warnoptions.append(QUIET_TRACKER)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        return _run(args)
+        return dispatch("curation", commands(), argv, DESCRIPTION, run=_run)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(command: Command, argv: list[str]) -> int:
+    name = command.name
     try:
-        commands()[args.command][2](args)
+        command.runner()(argv)
     except CurationError as error:
-        print(f"curation {args.command}: error: {error}", file=sys.stderr)
+        print(f"curation {name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"curation {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"curation {name}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"curation {args.command}: terminated; run the same command again to resume", file=sys.stderr)
+        print(f"curation {name}: terminated; run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGTERM
     except ModuleNotFoundError as error:
         extra = "ray" if (error.name or "").startswith("ray") else "curation"
         if (error.name or "").split(".")[0] not in CURATION_EXTRAS:
             raise
-        print(f"curation {args.command}: error: needs {error.name!r}, which this install lacks: "
+        print(f"curation {name}: error: needs {error.name!r}, which this install lacks: "
               f"pip install 'clipmodule[{extra}]'", file=sys.stderr)
         return 2
     return 0

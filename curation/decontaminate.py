@@ -130,7 +130,7 @@ def hash_eval_sets(sources: list[Path], config: DecontaminateConfig) -> tuple[BK
                 try:
                     digest = image_hash(data, config)
                 except ImageTooLarge as error:
-                    raise CurationError(f"{reference}: evaluation {error} (see --max-image-pixels)") from None
+                    raise CurationError(f"{reference}: evaluation {error} (see --max_image_pixels)") from None
                 if digest is None:
                     raise CurationError(f"{reference}: evaluation image does not decode")
                 tree.add(digest, len(images))
@@ -243,7 +243,7 @@ def _embedding_fingerprint(config: DecontaminateConfig, train: list[Path], embed
     if not config.eval_embeddings:
         return {}
     if embeddings is None:
-        raise CurationError("decontaminate: --eval-embeddings needs --embeddings (the training shards' embedding "
+        raise CurationError("decontaminate: --eval_embeddings needs --embeddings (the training shards' embedding "
                             "folder, `curation embed`)")
     references = [p for folder in config.eval_embeddings for p in reference_set(Path(folder), "eval embeddings")[2]]
     return {"embeddings": file_signature(embedding_files(Path(embeddings), train)),

@@ -121,7 +121,7 @@ def _check_save_columns(files: list[Path], wanted: list[str]) -> None:
     for path in files:
         names = pq.read_schema(path).names
         if (missing := [c for c in wanted if c not in names]):
-            raise CurationError(f"{path}: no column {missing[0]!r} for --save-columns (columns: {', '.join(names)})")
+            raise CurationError(f"{path}: no column {missing[0]!r} for --save_columns (columns: {', '.join(names)})")
 
 
 def duplicate_urls(files: list[Path], dedup_into: Path | None = None) -> int:

@@ -65,7 +65,7 @@ def choose_index(rows: int, dim: int, max_bytes: float, exact_max: int) -> tuple
             return (f"IVF{lists},PQ{code}x8", f"8-bit codes do not fit ({scalar / GIB:.2f} GiB): {code}-byte PQ "
                     f"codes in {lists} lists ({size / GIB:.2f} of {max_bytes / GIB:.2f} GiB)")
     raise CurationError(f"{rows:,} vectors of dim {dim} do not fit in {max_bytes / GIB:.2f} GiB even as the "
-                        f"smallest PQ codes; raise --max-memory-gb")
+                        f"smallest PQ codes; raise --max_memory_gb")
 
 
 def ivf_lists(rows: int) -> int:
@@ -220,7 +220,7 @@ def _build_index(config: IndexConfig, embeddings: Path, out: Path, names: list[s
     write_index(out, index, _rows_table(metadata, part_of_row), info)
     if tuned["recall"] < config.target_recall:
         report(f"index: recall@{k} {tuned['recall']:.3f} stays under the target {config.target_recall} "
-               f"(raise --max-memory-gb for a finer index)")
+               f"(raise --max_memory_gb for a finer index)")
     return {"kind": config.kind, "rows": rows, "dim": dim, "factory": factory, "chosen_because": reason, "k": k,
             "queries": len(chosen), "queries_from": "text" if config.kind == "image" else "image",
             "target_recall": config.target_recall, **tuned, **timings,

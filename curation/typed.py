@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipformats.files import UnreadableFile, read_yaml
+from clipformats.flags import flag_name, negation
 from curation.errors import CurationError
 
 MISSING = dataclasses.MISSING
@@ -98,14 +99,30 @@ def load_yaml(path: Path, cls: type) -> Any:
     return from_mapping(cls, data, str(path))
 
 
+class YesNo(argparse.Action):
+    """`--flag` / `--no_flag`: argparse's BooleanOptionalAction spells the negation `--no-flag`, which is not
+    the one flag style (`clipformats.flags`)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        self.negations = [negation(flag) for flag in option_strings if flag.startswith("--")]
+        super().__init__([*option_strings, *self.negations], dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, option_string not in self.negations)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--option` per field of `cls` (nested dataclasses are skipped), help text from its docstring."""
+    """One `--option` per field of `cls` (nested dataclasses are skipped), spelt as its field (the one flag
+    style, `clipformats.flags`), help text from its docstring."""
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for spec in dataclasses.fields(cls):
         hint, optional = _optional_inner(hints[spec.name])
         if dataclasses.is_dataclass(hint):
             continue
-        flags = spec.metadata.get("flags", ("--" + spec.name.replace("_", "-"),))
+        flags = spec.metadata.get("flags", (flag_name(spec.name),))
         kwargs: dict[str, Any] = {"dest": spec.name, "help": docs.get(spec.name, "")}
         if spec.default is not MISSING:
             kwargs["default"] = spec.default
@@ -116,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["required"] = True
         origin = typing.get_origin(hint)
         if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = YesNo
         elif origin is typing.Literal:
             kwargs["choices"] = typing.get_args(hint)
         elif origin is list:

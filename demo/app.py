@@ -196,7 +196,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
              paths["log"])
     results = _evaluate(console, plan, paths)
     _run(console, "clipmodule compare", [
-        _bin("clipmodule"), "compare", "--experiment", "demo", "--tracking-uri", f"sqlite:///{paths['store']}",
+        _bin("clipmodule"), "compare", "--experiment", "demo", "--tracking.uri", f"sqlite:///{paths['store']}",
         "--out", str(paths["compare"]), "--params", "loss,global_batch_size",
         "--metrics", "train/loss,val/zeroshot_top1," + ",".join(f"heldout/{task}_top1" for task in plan.eval_tasks),
         "--plot", "train/loss,val/zeroshot_top1",

@@ -171,7 +171,7 @@ def run_finetune(demo_out: Path, steps: int | None = None, console: Console | No
     client, fit_run = _fit_run(store)
     client.log_metric(fit_run, "val/zeroshot_top1", results["base"]["emoji_de"], step=0)
     _run(console, "clipmodule compare", [
-        _bin("clipmodule"), "compare", "--experiment", EXPERIMENT, "--tracking-uri", store_uri,
+        _bin("clipmodule"), "compare", "--experiment", EXPERIMENT, "--tracking.uri", store_uri,
         "--out", str(work / "compare"), "--params", "init_from/sha256,lock/lock_image",
         "--metrics", "emoji_de/top1,emoji/top1,val/zeroshot_top1,train/loss",
         "--plot", "val/zeroshot_top1,train/loss"], log)

@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", default=None,
                         help="registered architecture name (see `clipmodule models`) or config .json of the source")
     gelu = parser.add_mutually_exclusive_group()
-    gelu.add_argument("--quick-gelu", dest="quick_gelu", action="store_const", const=True, default=None,
+    gelu.add_argument("--quick_gelu", dest="quick_gelu", action="store_const", const=True, default=None,
                       help="override: the source was trained with QuickGELU (OpenAI's models)")
     gelu.add_argument("--gelu", dest="quick_gelu", action="store_const", const=False,
                       help="override: the source uses exact GELU (open_clip's plain names)")

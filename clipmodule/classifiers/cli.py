@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipformats.commands import HELP_FLAGS, Command, dispatch
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import LoaderOptions
 from clipmodule.tracking.mlflow import TrackingOptions
@@ -89,11 +90,19 @@ def test(argv: list[str]) -> int:
     return 0
 
 
+COMMANDS = [
+    Command("list", "mmpretrain's CLIP classifier names with parameter and FLOP counts (the default)",
+            "clipmodule.classifiers.cli:list_classifiers"),
+    Command("test", ClassifierTestCommand.__doc__, "clipmodule.classifiers.cli:test"),
+]
+
+
 def main(argv: list[str]) -> int:
-    """`clipmodule classifiers [list]` or `clipmodule classifiers test ...`."""
-    if argv and argv[0] == "test":
-        return test(argv[1:])
-    return list_classifiers(argv[1:] if argv and argv[0] == "list" else argv)
+    """`clipmodule classifiers [list]` or `clipmodule classifiers test ...`: no subcommand (or only options of
+    the list) lists them."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in HELP_FLAGS):
+        argv = ["list", *argv]
+    return dispatch("clipmodule classifiers", COMMANDS, argv)
 
 
 def list_classifiers(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipformats.commands import Command, dispatch
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import (
     LinearProbeOptions,
@@ -20,7 +21,6 @@ from clipmodule.eval.options import (
     NamedDataOptions,
     SuiteConfig,
     TaskSpec,
-    hyphenated_flags,
 )
 from clipmodule.options import parse_dataclass
 from clipmodule.tracking.mlflow import TrackingOptions
@@ -120,7 +120,7 @@ COMMANDS = {
 
 
 def parse_command(name: str, argv: list[str]) -> Any:
-    return parse_dataclass(COMMANDS[name], f"clipmodule eval {name}", hyphenated_flags(argv))
+    return parse_dataclass(COMMANDS[name], f"clipmodule eval {name}", argv)
 
 
 def _slug(text: str) -> str:
@@ -215,20 +215,18 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     return record
 
 
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: clipmodule eval {zeroshot,retrieval,linear-probe,suite} [options]\n")
-        for name, command in COMMANDS.items():
-            print(f"  {name:<14}{command.__doc__.splitlines()[0]}")
-        print("\n`clipmodule eval <command> --help` lists a command's options.")
+def _runner(name: str):
+    def run(argv: list[str]) -> int:
+        command = parse_command(name, argv)
+        if name == "suite":
+            run_suite_command(command)
+        else:
+            run_single(name, command)
         return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"clipmodule eval: unknown command {name!r} (known: {', '.join(COMMANDS)})", file=sys.stderr)
-        return 2
-    command = parse_command(name, rest)
-    if name == "suite":
-        run_suite_command(command)
-    else:
-        run_single(name, command)
-    return 0
+
+    return run
+
+
+def main(argv: list[str]) -> int:
+    commands = [Command(name, command.__doc__.splitlines()[0], _runner(name)) for name, command in COMMANDS.items()]
+    return dispatch("clipmodule eval", commands, argv)

@@ -40,7 +40,7 @@ class LoaderOptions:
 
 @dataclass(kw_only=True)
 class NamedDataOptions:
-    """A benchmark dataset given by name (`--dataset cifar10 --dataset-root DIR`; `clipmodule.eval.readers`)."""
+    """A benchmark dataset given by name (`--dataset cifar10 --dataset_root DIR`; `clipmodule.eval.readers`)."""
 
     dataset_root: str | None = None
     """Folder of the local copy when the dataset is a benchmark name (cifar10, imagenet1k, voc2007_multilabel,
@@ -51,19 +51,6 @@ class NamedDataOptions:
 
     def named_data(self) -> dict[str, str | None]:
         return {"root": self.dataset_root, "split": self.split}
-
-
-HYPHENATED = ("--dataset-root", "--tokenizer-folder")
-
-
-def hyphenated_flags(argv: list[str]) -> list[str]:
-    """`--dataset-root` / `--tokenizer-folder` spelled as the README writes them, for the fields `dataset_root` /
-    `tokenizer_folder` (jsonargparse reads only the field's own spelling)."""
-    def spelled(arg: str) -> str:
-        flag, sep, value = arg.partition("=")
-        return flag.replace("-", "_").replace("__", "--", 1) + sep + value if flag in HYPHENATED else arg
-
-    return [spelled(arg) for arg in argv]
 
 
 @dataclass

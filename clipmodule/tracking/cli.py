@@ -20,7 +20,7 @@ def _parser():
         "trained on, and curves (loss, zero-shot top-1) against step and samples seen.",
     )
     parser.add_argument("--experiment", "-e", default="clipmodule", help="MLflow experiment name")
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="sqlite:///file.db or http://host:port")
+    parser.add_argument("--tracking.uri", default=DEFAULT_TRACKING_URI, help="sqlite:///file.db or http://host:port")
     parser.add_argument("--runs", help="comma-separated run names (default: all runs)")
     parser.add_argument("--filter", default="", help="MLflow filter, e.g. \"params.loss = 'siglip'\"")
     parser.add_argument("--params", help="comma-separated params to show (default: those that differ)")
@@ -32,24 +32,24 @@ def _parser():
 
 def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
-    check_store(args.tracking_uri)
+    check_store(args.tracking.uri)
     from rich.console import Console
     from rich.table import Table
 
     from clipmodule.tracking import compare
 
     wanted_plots = _csv(args.plot)
-    runs = compare.fetch_runs(args.tracking_uri, args.experiment, _csv(args.runs), args.filter)
+    runs = compare.fetch_runs(args.tracking.uri, args.experiment, _csv(args.runs), args.filter)
     logged = sorted({key for run in runs for key in run.metrics})
     metrics = _csv(args.metrics) or [m for m in logged if m not in compare.SAMPLES_METRICS]
     plots = wanted_plots or [m for m in logged if m.endswith("loss") or "top1" in m]
     compare.check_metrics(runs, metrics + plots)
-    runs = compare.fetch_runs(args.tracking_uri, args.experiment, _csv(args.runs), args.filter, plots)
+    runs = compare.fetch_runs(args.tracking.uri, args.experiment, _csv(args.runs), args.filter, plots)
     params = _csv(args.params) or compare.differing_params(runs)
     compare.check_params(runs, params)
     header, rows = compare.comparison_rows(runs, params, metrics)
 
-    table = Table(*header, title=f"experiment {args.experiment!r} at {args.tracking_uri}")
+    table = Table(*header, title=f"experiment {args.experiment!r} at {args.tracking.uri}")
     for row in rows:
         table.add_row(*row)
     console = Console(width=None if sys.stdout.isatty() else 200)  # pipes and logs get the full table

@@ -25,7 +25,7 @@ class DecontaminatePaths:
     out: Path = Path("work/decontaminated")
     """Folder for the cleaned shards (same names); <out>.drops.parquet, <out>.png and <out>.stats.json beside it."""
     embeddings: Path | None = None
-    """Embedding folder of the training shards' samples; needed with --eval-embeddings (the embedding pass)."""
+    """Embedding folder of the training shards' samples; needed with --eval_embeddings (the embedding pass)."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
 

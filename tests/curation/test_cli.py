@@ -19,8 +19,8 @@ CONFIGS = sorted((Path(__file__).parents[2] / "experiments" / "datasets").glob("
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t = time.perf_counter(); from curation.cli import build_parser; "
-            "build_parser().format_help(); "
+    code = ("import sys, time; t = time.perf_counter(); from curation.cli import curation_commands, help_text; "
+            "help_text(); [command.parser().format_help() for command in curation_commands()]; "
             "heavy = [m for m in ('pyarrow', 'img2dataset', 'matplotlib', 'torch', 'ahocorasick') "
             "if m in sys.modules]; "
             "print(heavy, time.perf_counter() - t)")
@@ -112,7 +112,7 @@ def test_bad_configs_and_sources(tmp_path, capsys):
     for name, expected in cases.items():
         code, err = run_cli(["build", "-c", tmp_path / name], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err and name in err, (name, err)
-    code, err = run_cli(["queries", "--unigrams", "none", "--wordnet-dir", tmp_path / "nowordnet",
+    code, err = run_cli(["queries", "--unigrams", "none", "--wordnet_dir", tmp_path / "nowordnet",
                          "--out", tmp_path / "q.parquet"], capsys)
     assert code == 2 and "nowordnet: WordNet file data.noun not found" in err.strip().splitlines()[-1]
     assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "q.stats.json").exists()
@@ -122,7 +122,7 @@ def test_bad_configs_and_sources(tmp_path, capsys):
 
 def test_card_names_with_path_parts_are_refused(tmp_path, capsys):
     for name in ("../../x", "a/b", "..", ".hidden", "a\\b"):
-        code, err = run_cli(["card", "--name", name, "--work-dir", tmp_path / "work", "--cards-dir",
+        code, err = run_cli(["card", "--name", name, "--work_dir", tmp_path / "work", "--cards_dir",
                              tmp_path / "cards"], capsys)
         assert code == 2 and "a card name must be a plain name" in err and len(err.strip().splitlines()) == 1, name
     assert not any(tmp_path.rglob("*"))
@@ -144,3 +144,34 @@ def test_no_progress_line_before_an_error_when_stderr_is_not_a_terminal(tmp_path
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()]  # the error alone: no blank or stale bar line
     assert result.stderr.startswith("curation match: error: ")
+
+
+def test_one_flag_style_old_spellings_still_work_with_one_deprecation_line(tmp_path, capsys):
+    folder = tmp_path / "nowordnet"
+    for wordnet, deprecated in ((["--wordnet_dir", folder], False), (["--wordnet-dir", folder], True),
+                                ([f"--wordnet-dir={folder}"], True)):
+        code, err = run_cli(["queries", "--unigrams", "none", *wordnet, "--out", tmp_path / "q.parquet"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and "WordNet file data.noun not found" in lines[-1], err
+        assert lines[:-1] == (["curation queries: --wordnet-dir is spelt --wordnet_dir now (the old spelling still "
+                               "works)"] if deprecated else []), err
+
+
+def test_old_boolean_negations_still_work():
+    import dataclasses
+
+    from curation.cli import curation_commands
+
+    parsed: list = []
+    download = next(command for command in curation_commands() if command.name == "download")
+    download = dataclasses.replace(download, run=parsed.append)  # the options it parsed, not a download
+    for argv, expected in ((["--dedup_urls"], True), (["--no_dedup_urls"], False), (["--no-dedup-urls"], False),
+                           (["--dedup-urls", "--no-overwrite"], True)):
+        download(["--input", "x", *argv])
+        assert parsed.pop().dedup_urls is expected, argv
+
+
+def test_an_unknown_flag_is_refused_in_one_line(capsys):
+    code, err = run_cli(["balance", "--url-colum", "x"], capsys)
+    assert code == 2 and err.splitlines() == [
+        "curation balance: error: unrecognized arguments: --url-colum x (see `curation balance --help`)"]

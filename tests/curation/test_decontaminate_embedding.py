@@ -44,8 +44,8 @@ def test_embedding_pass_finds_the_copies_the_hash_misses(tmp_path, embedded, cap
 
     out = tmp_path / "clean"
     assert main(["decontaminate", "--eval", str(eval_tar), "--shards", str(shards), "--out", str(out),
-                 "--embeddings", str(embeddings), "--eval-embeddings", str(eval_embeddings),
-                 "--embedding-threshold", "0.9", "--truth", str(truth), "--workers", "1", "--thumbnails", "4"]) == 0
+                 "--embeddings", str(embeddings), "--eval_embeddings", str(eval_embeddings),
+                 "--embedding_threshold", "0.9", "--truth", str(truth), "--workers", "1", "--thumbnails", "4"]) == 0
     stats = json.loads((tmp_path / "clean.stats.json").read_text())
     assert stats["truth"]["precision"] == 1.0 and stats["truth"]["recall"] == 1.0
     assert stats["dropped_by_pass"] == {"phash": 3, "embedding": 10}
@@ -59,6 +59,6 @@ def test_embedding_pass_finds_the_copies_the_hash_misses(tmp_path, embedded, cap
     assert Image.open(tmp_path / "clean.png").size[0] > 200
 
     assert main(["decontaminate", "--eval", str(eval_tar), "--shards", str(shards), "--out", str(tmp_path / "x"),
-                 "--eval-embeddings", str(eval_embeddings)]) == 2
+                 "--eval_embeddings", str(eval_embeddings)]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--eval-embeddings needs --embeddings" in error and not (tmp_path / "x").exists()
+    assert "--eval_embeddings needs --embeddings" in error and not (tmp_path / "x").exists()

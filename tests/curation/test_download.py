@@ -48,7 +48,7 @@ def test_killed_download_resumes_without_duplicates_or_losses(tmp_path, slow_ima
     write_balanced(tmp_path / "balanced", urls)
     out = tmp_path / "shards"
     command = [sys.executable, "-m", "curation", "download", "--input", str(tmp_path / "balanced"), "--out", str(out),
-               "--image-size", "32", "--samples-per-shard", "20", "--threads", "2", "--timeout", "5"]
+               "--image_size", "32", "--samples_per_shard", "20", "--threads", "2", "--timeout", "5"]
     first = subprocess.Popen(command, env=clean_env, start_new_session=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -110,7 +110,7 @@ def test_an_encode_quality_outside_the_format_s_range_is_one_line(tmp_path, caps
 
     write_balanced(tmp_path / "balanced", ["http://x/1.jpg"])
     code = main(["download", "--input", str(tmp_path / "balanced"), "--out", str(tmp_path / "shards"),
-                 "--encode-format", encode, "--encode-quality", str(quality)])
+                 "--encode_format", encode, "--encode_quality", str(quality)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"download.encode_quality for {encode} must be in" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "shards").exists()
@@ -118,7 +118,7 @@ def test_an_encode_quality_outside_the_format_s_range_is_one_line(tmp_path, caps
 
 def cli_download(tmp_path, *options: str, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "curation", "download", "--input", str(tmp_path / "balanced"),
-               "--out", str(tmp_path / "shards"), "--image-size", "32", "--threads", "4", *options]
+               "--out", str(tmp_path / "shards"), "--image_size", "32", "--threads", "4", *options]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -128,9 +128,9 @@ def test_bad_inputs_name_their_cause_before_img2dataset_starts(tmp_path, capsys)
 
     write_balanced(tmp_path / "balanced", ["http://x/1.jpg"])
     code = main(["download", "--input", str(tmp_path / "balanced"), "--out", str(tmp_path / "shards"),
-                 "--save-columns", "nonexistent"])
+                 "--save_columns", "nonexistent"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "no column 'nonexistent' for --save-columns (columns: url, caption, query_ids)" in err
+    assert code == 2 and "no column 'nonexistent' for --save_columns (columns: url, caption, query_ids)" in err
     assert "run again" not in err and not (tmp_path / "shards").exists()
     write_matched(tmp_path / "matched", shards=1)
     code = main(["download", "--input", str(tmp_path / "matched"), "--out", str(tmp_path / "shards")])
@@ -160,13 +160,13 @@ def test_hostile_urls_fail_with_their_reason_and_a_trickle_stops_at_the_deadline
                hostile_server.base + "/large.png"]
     write_balanced(tmp_path / "balanced", good + hostile + good[:2])
     started = time.monotonic()
-    result = cli_download(tmp_path, "--timeout", "2", "--max-image-pixels", "10000", "--dedup-urls", env=clean_env)
+    result = cli_download(tmp_path, "--timeout", "2", "--max_image_pixels", "10000", "--dedup_urls", env=clean_env)
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "shards.stats.json").read_text())
     assert stats["duplicate_urls"] == stats["duplicates_dropped"] == 2 and stats["input_rows"] == 7
     assert stats["successes"] == 3 and stats["failed"] == 4
     assert stats["failure_reasons"] == {
-        "URL refused: scheme 'file' not allowed (only http, https; see --allow-schemes)": 1,
+        "URL refused: scheme 'file' not allowed (only http, https; see --allow_schemes)": 1,
         "URL refused: no host": 1, "timed out (deadline of 2 s per URL)": 1,
         "image over the pixel limit (10,000 pixels)": 1}
     assert set(samples_in_tars(tmp_path / "shards")) == set(good)
@@ -229,7 +229,7 @@ def test_a_download_where_every_url_failed_is_not_finished_and_the_plain_rerun_f
 def test_sigterm_stops_download_and_its_whole_process_group(tmp_path, slow_image_server, clean_env):
     write_balanced(tmp_path / "balanced", [f"{slow_image_server.base}/img/{i}/red_circle.jpg" for i in range(400)])
     command = [sys.executable, "-m", "curation", "download", "--input", str(tmp_path / "balanced"),
-               "--out", str(tmp_path / "shards"), "--image-size", "32", "--threads", "1", "--samples-per-shard", "20"]
+               "--out", str(tmp_path / "shards"), "--image_size", "32", "--threads", "1", "--samples_per_shard", "20"]
     run = subprocess.Popen(command, env=clean_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "shards").glob("*_stats.json")) and time.monotonic() < deadline:
@@ -250,7 +250,7 @@ def test_more_shards_than_a_pool_worker_serves_finishes(tmp_path, image_server, 
     urls = [f"{image_server.base}/img/{i}/red_circle.jpg" for i in range(14)]
     write_balanced(tmp_path / "balanced", urls)
     command = [sys.executable, "-m", "curation", "download", "--input", str(tmp_path / "balanced"),
-               "--out", str(tmp_path / "shards"), "--image-size", "32", "--samples-per-shard", "2",
+               "--out", str(tmp_path / "shards"), "--image_size", "32", "--samples_per_shard", "2",
                "--processes", "1", "--threads", "2"]
     done = subprocess.run(command, env=clean_env, capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-2000:]

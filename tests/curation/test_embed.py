@@ -150,7 +150,7 @@ def test_resume_after_sigkill_neither_duplicates_nor_skips_a_shard(tmp_path, tin
     shards = write_synthetic_shards(tmp_path / "shards", 6, 6, image_size=32)
     out = tmp_path / "emb"
     argv = [sys.executable, "-m", "curation", "embed", "--shards", str(tmp_path / "shards"), "--out", str(out),
-            "--model", str(tiny_model), "--embedder", SLOW, "--threads", "1", "--batch-size", "4"]
+            "--model", str(tiny_model), "--embedder", SLOW, "--threads", "1", "--batch_size", "4"]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=tree_env())
     deadline = time.monotonic() + 240

@@ -41,7 +41,7 @@ def test_rows_that_are_not_unit_length_are_refused_by_every_stage(tmp_path, embe
     off[:103] *= scale
     write(folder, "00000", off)  # rows as a careless writer leaves them
     finish_set(folder)
-    for argv in (["filter", "--shards", str(shards), "--clip-score-threshold", "0.3"],
+    for argv in (["filter", "--shards", str(shards), "--clip_score_threshold", "0.3"],
                  ["dedup", "--shards", str(shards)], ["index"]):
         out = tmp_path / f"out_{argv[0]}"
         assert main([*argv, "--embeddings", str(folder), "--out", str(out)]) == 2

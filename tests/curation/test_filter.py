@@ -110,24 +110,24 @@ def test_rerun_is_a_no_op_other_settings_are_refused_and_bad_input_is_one_line(s
     shards, embeddings, _ = scored
     out = tmp_path / "filtered"
     args = ["filter", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(out)]
-    assert main([*args, "--clip-score-threshold", "0.4"]) == 0
+    assert main([*args, "--clip_score_threshold", "0.4"]) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert main([*args, "--clip-score-threshold", "0.4"]) == 0
+    assert main([*args, "--clip_score_threshold", "0.4"]) == 0
     assert "up to date" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
-    assert main([*args, "--clip-score-threshold", "0.6"]) == 2
+    assert main([*args, "--clip_score_threshold", "0.6"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert json.loads((tmp_path / "filtered.stats.json").read_text())["fingerprint"]["config"][
         "clip_score_threshold"] == 0.4
 
     (embeddings / "metadata" / "metadata_00001.parquet").unlink()
     assert main(["filter", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(tmp_path / "x"),
-                 "--clip-score-fraction", "0.5"]) == 2
+                 "--clip_score_fraction", "0.5"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "metadata_00001.parquet: missing" in error and "Traceback" not in error
     assert not (tmp_path / "x").exists()
     assert main(["filter", "--shards", str(shards), "--embeddings", str(embeddings), "--out", str(tmp_path / "y"),
-                 "--clip-score-fraction", "0.5", "--clip-score-threshold", "0.1"]) == 2
+                 "--clip_score_fraction", "0.5", "--clip_score_threshold", "0.1"]) == 2
     assert "not both" in capsys.readouterr().err
 
 

@@ -139,7 +139,7 @@ def test_rows_with_urls_that_may_not_be_fetched_are_dropped_and_counted(tmp_path
     assert kept == ["http://x/1.jpg", "https://x/3.jpg"]
     assert stats["rows_in"] == 7 and stats["rows_matched"] == 2 and stats["rows_refused_url"] == 5
     refused = stats["urls_refused"]
-    assert refused["scheme 'file' not allowed (only http, https; see --allow-schemes)"] == 2
+    assert refused["scheme 'file' not allowed (only http, https; see --allow_schemes)"] == 2
     assert refused["no host"] == 1 and refused["credentials (user:password@) in URL"] == 1
     assert refused["malformed URL (bad host or port)"] == 1
     local = run_match(MatchConfig(workers=1, allow_schemes=["file"]), tiny_queries, [str(tmp_path / "c.parquet")],

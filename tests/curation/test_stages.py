@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from clipformats.webdataset import expand_shards, recorded_samples
-from curation.cli import build_parser, main
+from curation.cli import help_text, main
 from curation.errors import CurationError
 from curation.stage import Stage, file_signature
 from curation.stages import BuildStep, CardSection, StageSpec, dataset_config_type, registry
@@ -76,9 +76,9 @@ def count_stage():
 
 
 def test_a_registered_stage_is_a_subcommand_with_its_options(count_stage, capsys):
-    help_text = build_parser().format_help()
-    assert "count the samples of shards (a throwaway stage)" in help_text
-    assert help_text.index("download") < help_text.index("count the samples") < help_text.index("embed")
+    text = help_text()
+    assert "count the samples of shards (a throwaway stage)" in text
+    assert text.index("download") < text.index("count the samples") < text.index("embed")
     with pytest.raises(SystemExit):
         main(["count", "--help"])
     assert "--label LABEL" in capsys.readouterr().out

@@ -35,8 +35,8 @@ def is_benchmark_name(name: str) -> bool:
 
 
 def table() -> str:
-    """The markdown table of every reader: name, the layout it expects under --dataset-root, splits, metric."""
-    lines = ["| name | layout under `--dataset-root` | splits | metric |", "|---|---|---|---|"]
+    """The markdown table of every reader: name, the layout it expects under --dataset_root, splits, metric."""
+    lines = ["| name | layout under `--dataset_root` | splits | metric |", "|---|---|---|---|"]
     for name in known_datasets():
         entry = READERS[name]
         lines.append(f"| `{name}` | {entry.layout} | {', '.join(entry.splits)} | {entry.metric} |")

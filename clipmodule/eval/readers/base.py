@@ -159,7 +159,7 @@ class Reader:
     expected: Expected
     bases: tuple[str, ...] = ()
     """Folder names the copy sits in under the root (the first is the distributed one); the root itself
-    is tried last, so `--dataset-root` may name the parent or the folder itself."""
+    is tried last, so `--dataset_root` may name the parent or the folder itself."""
     layout: str = ""
     """One line for the README's table and `known_datasets`."""
     metric: str = "top-1, top-5, mean per-class recall"

@@ -46,7 +46,7 @@ def test_zeroshot_record_and_mlflow_run_state_class_names_and_templates(work, tm
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     output = tmp_path / "zs.json"
     code = clipmodule(["eval", "zeroshot", "--model", str(work / "tiny.safetensors"), "--dataset", "eurosat",
-                       "--dataset-root", str(work / "data"), "--templates", "openai", "--output", str(output),
+                       "--dataset_root", str(work / "data"), "--templates", "openai", "--output", str(output),
                        "--tracking.uri", uri])
     assert code == 0, capsys.readouterr().err
     record = json.loads(output.read_text())

@@ -33,7 +33,7 @@ def test_compare_on_sqlite(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     _log_runs(uri)
     out = tmp_path / "report"
-    assert main(["compare", "--experiment", "demo", "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert main(["compare", "--experiment", "demo", "--tracking.uri", uri, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "clip-loss" in printed and "siglip-loss" in printed and "abc123def456" in printed
     report = (out / "compare.md").read_text()
@@ -42,7 +42,7 @@ def test_compare_on_sqlite(tmp_path, capsys):
     for name in ("train_loss_vs_step", "train_loss_vs_samples", "val_zeroshot_top1_vs_step"):
         with Image.open(out / f"{name}.png") as image:
             assert image.size[0] > 400
-    assert main(["compare", "-e", "demo", "--tracking-uri", uri, "--runs", "siglip-loss",
+    assert main(["compare", "-e", "demo", "--tracking.uri", uri, "--runs", "siglip-loss",
                  "--filter", "params.loss = 'siglip'", "--out", str(out / "one")]) == 0
     assert "clip-loss |" not in (out / "one" / "compare.md").read_text()
 
@@ -51,13 +51,13 @@ def test_compare_bad_input_is_one_line(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     _log_runs(uri)
     cases = [
-        (["--experiment", "nope", "--tracking-uri", uri], "no experiment 'nope'"),
-        (["--experiment", "demo", "--tracking-uri", uri, "--metrics", "val/top9"], "metric 'val/top9' was not logged"),
-        (["--experiment", "demo", "--tracking-uri", uri, "--runs", "ghost"], "no run named 'ghost'"),
-        (["--experiment", "demo", "--tracking-uri", uri, "--params", "lr,nosuch"],
+        (["--experiment", "nope", "--tracking.uri", uri], "no experiment 'nope'"),
+        (["--experiment", "demo", "--tracking.uri", uri, "--metrics", "val/top9"], "metric 'val/top9' was not logged"),
+        (["--experiment", "demo", "--tracking.uri", uri, "--runs", "ghost"], "no run named 'ghost'"),
+        (["--experiment", "demo", "--tracking.uri", uri, "--params", "lr,nosuch"],
          "param 'nosuch' was not logged by any selected run (logged: batch_size, loss, lr)"),
-        (["--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}"], "no MLflow store"),
-        (["--tracking-uri", "http://127.0.0.1:9"], "127.0.0.1:9"),
+        (["--tracking.uri", f"sqlite:///{tmp_path / 'missing.db'}"], "no MLflow store"),
+        (["--tracking.uri", "http://127.0.0.1:9"], "127.0.0.1:9"),
     ]
     for args, message in cases:
         capsys.readouterr()
@@ -83,7 +83,7 @@ def test_a_uri_naming_no_mlflow_store_is_one_line_and_left_untouched(tmp_path, c
     ]
     for uri, message in cases:
         capsys.readouterr()
-        assert main(["compare", "--tracking-uri", uri, "--out", str(tmp_path / "x")]) == 2
+        assert main(["compare", "--tracking.uri", uri, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert (tmp_path / "other.db").read_bytes() == other and not (tmp_path / "x").exists()
@@ -115,7 +115,7 @@ def test_compare_against_a_real_mlflow_server(tmp_path, capsys):
                 assert server.poll() is None and time.time() < deadline, "mlflow server did not come up"
                 time.sleep(1)
         _log_runs(uri)
-        assert main(["compare", "-e", "demo", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+        assert main(["compare", "-e", "demo", "--tracking.uri", uri, "--out", str(tmp_path / "r")]) == 0
         assert "siglip-loss" in capsys.readouterr().out
         assert (tmp_path / "r" / "train_loss_vs_samples.png").exists()
     finally:

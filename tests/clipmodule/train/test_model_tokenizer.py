@@ -93,4 +93,4 @@ def test_fit_and_eval_a_model_with_its_own_tokenizer(work, tmp_path, monkeypatch
                 "--output", str(tmp_path / "ckpt.json")]
     capsys.readouterr()
     assert main(zeroshot) == 2 and "--tokenizer_folder" in capsys.readouterr().err
-    assert main([*zeroshot, "--tokenizer-folder", str(work / "spm" / "tok")]) == 0
+    assert main([*zeroshot, "--tokenizer_folder", str(work / "spm" / "tok")]) == 0

@@ -55,7 +55,8 @@ def query_list(path: Path) -> Path:
 
 
 def test_local_engine_and_help_do_not_import_ray(tmp_path):
-    code = ("import sys; from curation.cli import build_parser; build_parser().format_help(); "
+    code = ("import sys; from curation.cli import curation_commands, help_text; help_text(); "
+            "[command.parser().format_help() for command in curation_commands()]; "
             "import curation.matching, curation.balancing, curation.decontaminate; "
             "print([m for m in ('ray', 'imagehash') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True,
@@ -66,7 +67,7 @@ def test_unreachable_address_is_one_line_and_writes_nothing(tmp_path, capsys):
     captions, queries = caption_shards(tmp_path / "captions", shards=1, rows=10), query_list(tmp_path / "q.parquet")
     out = tmp_path / "matched"
     code = main(["match", "--captions", str(captions), "--queries", str(queries), "--out", str(out), "--engine", "ray",
-                 "--ray-address", "127.0.0.1:9"])
+                 "--ray_address", "127.0.0.1:9"])
     error = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(error) == 1 and "'127.0.0.1:9': no Ray cluster reachable there" in error[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["captions", "q.parquet"]

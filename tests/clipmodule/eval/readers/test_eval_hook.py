@@ -1,5 +1,5 @@
 """Named benchmark datasets through the real evaluation paths: `clipmodule eval zeroshot --dataset cifar10
---dataset-root DIR`, VOC2007's mAP from a suite row (against scikit-learn on the model's own scores), and a
+--dataset_root DIR`, VOC2007's mAP from a suite row (against scikit-learn on the model's own scores), and a
 suite's linear probe whose train and test splits share a name but not their features."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_zeroshot_command_on_a_named_dataset(tiny, capsys):
 
     output = tiny / "zs.json"
     code = clipmodule(["eval", "zeroshot", "--model", str(tiny / "tiny.safetensors"), "--dataset", "cifar10",
-                       "--dataset-root", str(tiny / "data"), "--templates", "simple", "--output", str(output),
+                       "--dataset_root", str(tiny / "data"), "--templates", "simple", "--output", str(output),
                        "--tracking.uri", "none"])
     assert code == 0, capsys.readouterr().err
     record = json.loads(output.read_text())
@@ -48,7 +48,7 @@ def test_zeroshot_command_on_a_named_dataset(tiny, capsys):
     direct = zeroshot_classification(model, dataset, dataset.classnames, ["a photo of a {}."])
     assert record["metrics"] == pytest.approx(direct)
     code = clipmodule(["eval", "zeroshot", "--model", str(tiny / "tiny.safetensors"), "--dataset", "cifar10",
-                       "--dataset-root", str(tiny / "nowhere"), "--tracking.uri", "none"])
+                       "--dataset_root", str(tiny / "nowhere"), "--tracking.uri", "none"])
     assert code == 2 and "cifar10: dataset root" in capsys.readouterr().err
 
 
