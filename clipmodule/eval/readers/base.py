@@ -58,7 +58,12 @@ class H5Image:
     index: int
 
     def read(self) -> Image.Image:
-        return Image.fromarray(_h5_file(self.path, os.getpid())[self.key][self.index]).convert("RGB")
+        try:
+            row = _h5_file(self.path, os.getpid())[self.key][self.index]
+        except (OSError, KeyError, ValueError, TypeError) as error:  # a damaged chunk surfaces only when read
+            raise ClipModuleError(f"{self.path}: row {self.index} of {self.key!r} is unreadable "
+                                  f"({reason(error)})") from None
+        return Image.fromarray(row).convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -259,14 +264,60 @@ def read_text_lines(path: Path) -> list[str]:
         raise ClipModuleError(f"{path}: unreadable ({error})") from None
 
 
+def reason(error: BaseException) -> str:
+    """An exception's first line, short, for a one-line message (the type when it says nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+# Corrupt bytes surface as any of these from a parser (scipy's MatReadError is a plain Exception subclass,
+# named here by import so a real bug elsewhere still shows its traceback).
+PARSE_ERRORS = (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError,
+                OverflowError, UnicodeDecodeError)
+ZLIB_RATIO = 1100  # zlib never expands data more than 1032:1, so a compressed .mat holds at most this per byte
+
+
 def loadmat(path: Path) -> dict[str, Any]:
-    """A MATLAB file (scipy.io.loadmat, squeezed): plain arrays and structs, no code is run."""
+    """A MATLAB file (scipy.io.loadmat, squeezed): plain arrays and structs, no code is run. A truncated,
+    empty or corrupt file is one line naming it; a header declaring more elements than the file could hold
+    (a flipped byte) is refused before scipy allocates them."""
     from scipy.io import loadmat as scipy_loadmat
+    from scipy.io import whosmat
+    from scipy.io.matlab import MatReadError
 
     try:
+        size = path.stat().st_size
+        if size == 0:
+            raise ClipModuleError(f"{path}: unreadable .mat file (it is empty: 0 bytes)")
+        for name, shape, _ in whosmat(path):
+            if int(np.prod(shape, dtype=np.float64)) > ZLIB_RATIO * size:
+                raise ClipModuleError(f"{path}: unreadable .mat file ({name} claims shape {tuple(shape)}, more "
+                                      f"than {size} bytes can hold: truncated or corrupt)")
         return scipy_loadmat(path, squeeze_me=True)
-    except (OSError, ValueError, TypeError, NotImplementedError) as error:
-        raise ClipModuleError(f"{path}: unreadable .mat file ({str(error).splitlines()[0][:160]})") from None
+    except (MatReadError, MemoryError, UnboundLocalError, *PARSE_ERRORS) as error:  # scipy, on some damage
+        raise ClipModuleError(f"{path}: unreadable .mat file, truncated or corrupt ({reason(error)})") from None
+
+
+def read_csv_rows(path: Path, required: Sequence[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV with a header holding `required`; a row missing one of them (a file cut
+    short, a stray line) or undecodable text is one line naming the file and the line."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=True)
+            rows = [(reader.line_num, row) for row in reader]
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ClipModuleError(f"{path}: unreadable CSV ({reason(error)})") from None
+    if not set(required) <= set(header):
+        raise ClipModuleError(f"{path}: expected {delimiter!r}-separated columns {', '.join(required)}, "
+                              f"got {', '.join(header) or 'nothing'}")
+    for line, row in rows:
+        if any(row.get(column) in (None, "") for column in required):
+            raise ClipModuleError(f"{path}:{line}: row lacks {', '.join(c for c in required if not row.get(c))} "
+                                  "(a truncated or damaged file)")
+    return rows
 
 
 def image_files(folder: Path, extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp",

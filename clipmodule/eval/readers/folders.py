@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
@@ -22,6 +21,7 @@ from clipmodule.eval.readers.base import (
     class_folders,
     folder_items,
     image_files,
+    read_csv_rows,
     read_text_lines,
     register,
 )
@@ -73,6 +73,9 @@ def open_renderedsst2(folder: Path, split: str) -> BenchmarkDataset:
     return BenchmarkDataset("renderedsst2", split, "zeroshot_classification", items, list(SST2_CLASSES), folder)
 
 
+GTSRB_CLASSES = 43
+
+
 def _gtsrb_expected(split: str) -> list[str]:
     return ["GTSRB/Training"] if split == "train" else ["GTSRB/Final_Test/Images", "GT-final_test.csv"]
 
@@ -83,20 +86,19 @@ def open_gtsrb(folder: Path, split: str) -> BenchmarkDataset:
     if split == "train":
         training = folder / "GTSRB" / "Training"
         classes = class_folders(training)
-        bad = [name for name in classes if not name.isdigit()]
+        bad = [name for name in classes if not name.isdigit() or int(name) >= GTSRB_CLASSES]
         if bad:
             raise ClipModuleError(f"{training}: class folders are numbered 00000..00042, found {bad[0]!r}")
         items = [(path, int(name)) for name in classes for path in image_files(training / name, (".ppm",))]
-        count = max((int(name) for name in classes), default=-1) + 1
     else:
         images, table = folder / "GTSRB" / "Final_Test" / "Images", folder / "GT-final_test.csv"
-        with table.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter=";", skipinitialspace=True))
-        if rows and not {"Filename", "ClassId"} <= set(rows[0]):
-            raise ClipModuleError(f"{table}: expected ';'-separated columns Filename and ClassId")
-        items = [(images / row["Filename"], int(row["ClassId"])) for row in rows]
-        count = max((label for _, label in items), default=-1) + 1
-    names = [str(index) for index in range(max(count, 43))]
+        rows = read_csv_rows(table, ("Filename", "ClassId"), delimiter=";")
+        bad = next((line for line, row in rows if not row["ClassId"].isdigit() or int(row["ClassId"]) >= GTSRB_CLASSES),
+                   None)
+        if bad is not None:
+            raise ClipModuleError(f"{table}:{bad}: ClassId is not a class 0..42 (a truncated or damaged file)")
+        items = [(images / row["Filename"], int(row["ClassId"])) for _, row in rows]
+    names = [str(index) for index in range(GTSRB_CLASSES)]
     return BenchmarkDataset("gtsrb", split, "zeroshot_classification", items, names, folder)
 
 
