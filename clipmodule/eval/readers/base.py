@@ -216,6 +216,11 @@ def _missing(folder: Path, expected: Sequence[str | tuple[str, ...]]) -> list[st
             if not any((folder / option).exists() for option in options)]
 
 
+class MissingData(ClipModuleError):
+    """The copy is not on disk (no such root, or files the reader expects are absent): a suite files the row
+    as missing, where a copy that is present but damaged is filed as failed."""
+
+
 def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
     """(reader, the copy's base folder, the split), or one line saying what is missing where."""
     entry = reader(name)
@@ -224,7 +229,7 @@ def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
         raise ClipModuleError(f"{name}: no split {split!r} (splits: {', '.join(entry.splits)})")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ClipModuleError(f"{name}: dataset root {root} is not a folder")
+        raise MissingData(f"{name}: dataset root {root} is not a folder")
     expected = entry.expected(split)
     candidates = [root / base for base in entry.bases] + [root]
     for folder in candidates:
@@ -233,7 +238,7 @@ def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
     folder = next((folder for folder in candidates if folder.is_dir()), root)
     where = f"{root}/{entry.bases[0]}" if entry.bases else str(root)
     missing = _missing(folder, expected)
-    raise ClipModuleError(f"{name} ({split}): {where} is missing {', '.join(missing[:6])}"
+    raise MissingData(f"{name} ({split}): {where} is missing {', '.join(missing[:6])}"
                           f"{f' and {len(missing) - 6} more' if len(missing) > 6 else ''} "
                           f"(expected there: {', '.join(_describe(item) for item in expected)})")
 
