@@ -23,6 +23,7 @@ from clipmodule.eval.readers.base import (
     ArrayImage,
     BenchmarkDataset,
     H5Image,
+    check_class_list,
     folder_items,
     loadmat,
     read_csv_rows,
@@ -53,6 +54,9 @@ def _cifar(folder: Path, name: str, batches: list[str], meta: str, label_key: st
         labels.extend(int(label) for label in entry[label_key])
     images = np.concatenate(pixels).transpose(0, 2, 3, 1)  # CHW rows -> HWC images
     meta_entry = load_array_pickle(folder / meta)
+    if not isinstance(meta_entry, dict) or names_key not in meta_entry:
+        raise ClipModuleError(f"{folder / meta}: not CIFAR's meta (a dict with '{names_key}')")
+    check_class_list(folder / meta, [str(name) for name in meta_entry[names_key]], labels)
     classnames = [str(name).replace("_", " ") for name in meta_entry[names_key]]
     items = [(ArrayImage(images, index), label) for index, label in enumerate(labels)]
     return BenchmarkDataset(name, split, "zeroshot_classification", items, classnames, folder)
@@ -124,6 +128,7 @@ def open_stl10(folder: Path, split: str) -> BenchmarkDataset:
     if len(labels) != len(images):
         raise ClipModuleError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
     classnames = read_text_lines(folder / "class_names.txt")
+    check_class_list(folder / "class_names.txt", classnames, labels.tolist())
     items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
     return BenchmarkDataset("stl10", split, "zeroshot_classification", items, classnames, folder)
 

@@ -325,6 +325,23 @@ def read_csv_rows(path: Path, required: Sequence[str], delimiter: str = ",") -> 
     return rows
 
 
+def check_class_list(path: Path, names: Sequence[str], labels: Sequence[int] | None = None) -> None:
+    """Refuses a class list with a name twice (a duplicated line shifts every later label's name) and, given
+    the split's labels, one longer than the classes they index (an extra line: a class no image has, which
+    zero-shot would still predict); a split of a full benchmark holds every class. Too short a list is
+    refused by `BenchmarkDataset` (a label past the names)."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if name in seen:
+            raise ClipModuleError(f"{path}: class {name!r} is listed twice (entries {seen[name]} and {number}); "
+                                  "a duplicated line shifts the names of the labels after it")
+        seen[name] = number
+    count = max(labels) + 1 if labels else len(names)
+    if count < len(names):
+        raise ClipModuleError(f"{path}: lists {len(names)} classes but the labels index only {count} "
+                              "(an extra or a duplicated line)")
+
+
 def image_files(folder: Path, extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp",
                                                             ".tif", ".tiff")) -> list[Path]:
     """Image files directly in `folder`, sorted by name (the order torchvision's folder datasets use)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import (
     BenchmarkDataset,
+    check_class_list,
     class_folders,
     folder_items,
     image_files,
@@ -107,10 +108,29 @@ def _sun_expected(split: str) -> list[str]:
     return ["ClassName.txt", *partition.get(split, [])]
 
 
+def _sun_classes(folder: Path) -> list[str]:
+    """ClassName.txt's classes ("/a/abbey" -> "abbey"), each a folder of the copy, none twice: a duplicated or
+    an extra line would shift the labels of every class after it."""
+    listing = folder / "ClassName.txt"
+    lines = read_text_lines(listing)
+    bad = next((line for line in lines if len(line) < 4 or line[0] != "/" or line[2] != "/" or line[1] != line[3]),
+               None)
+    if bad is not None:
+        raise ClipModuleError(f"{listing}: line {bad[:60]!r} is not '/<letter>/<class>'")
+    if not lines:
+        raise ClipModuleError(f"{listing}: lists no classes")
+    check_class_list(listing, lines)
+    absent = [line for line in lines if not (folder / line[1:]).is_dir()]
+    if absent:
+        raise ClipModuleError(f"{listing}: {len(absent)} of its {len(lines)} classes have no folder in the copy, "
+                              f"the first: {absent[0]} (a stray line, or a copy missing classes)")
+    return [line[3:] for line in lines]
+
+
 @register("sun397", splits=("all", "train", "test"), bases=("SUN397",), expected=_sun_expected,
           layout="SUN397/ClassName.txt + <letter>/<class>/sun_*.jpg (`all`; train/test from Partitions/*_01.txt)")
 def open_sun397(folder: Path, split: str) -> BenchmarkDataset:
-    classes = [line[3:] for line in read_text_lines(folder / "ClassName.txt")]  # "/a/abbey" -> "abbey"
+    classes = _sun_classes(folder)
     index = {cls: label for label, cls in enumerate(classes)}
     names = [cls.replace("_", " ").replace("/", " ") for cls in classes]
     if split == "all":

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, class_folders, loadmat, read_text_lines, register
+from clipmodule.eval.readers.base import (
+    BenchmarkDataset,
+    check_class_list,
+    class_folders,
+    loadmat,
+    read_text_lines,
+    register,
+)
 
 
 @register("food101", splits=("train", "test"), bases=("food-101",),
@@ -121,6 +128,13 @@ def open_pets(folder: Path, split: str) -> BenchmarkDataset:
           layout="fgvc-aircraft-2013b/data/variants.txt + images_variant_<split>.txt + images/<id>.jpg")
 def open_fgvc_aircraft(folder: Path, split: str) -> BenchmarkDataset:
     classes = read_text_lines(folder / "variants.txt")
+    check_class_list(folder / "variants.txt", classes)
+    used = {line.partition(" ")[2] for listing in sorted(folder.glob("images_variant_*.txt"))
+            for line in read_text_lines(listing)}
+    unused = [variant for variant in classes if variant not in used]
+    if unused:  # a stray line: a class no image has, which zero-shot would still predict
+        raise ClipModuleError(f"{folder / 'variants.txt'}: variant {unused[0]!r} is in none of the "
+                              "images_variant_*.txt lists (a stray or damaged line)")
     index = {cls: label for label, cls in enumerate(classes)}
     listing = folder / f"images_variant_{split}.txt"
     items = []
@@ -145,6 +159,7 @@ def open_cars(folder: Path, split: str) -> BenchmarkDataset:
     annotations_file = folder / _cars_expected(split)[1]
     annotations = np.atleast_1d(loadmat(annotations_file).get("annotations", np.array([])))
     names = [str(name) for name in np.atleast_1d(loadmat(folder / "devkit" / "cars_meta.mat").get("class_names", []))]
+    check_class_list(folder / "devkit" / "cars_meta.mat", names)
     fields = annotations.dtype.names or ()
     if "fname" not in fields or "class" not in fields:
         raise ClipModuleError(f"{annotations_file}: expected an 'annotations' struct with fname and class")
