@@ -13,10 +13,11 @@ A suite is a YAML file (see experiments/benchmarks/):
 shipped data (`eval.names`) by the dataset's name. `clipmodule eval suite -c suite.yaml`:
 
 - checks every row's options first (an unknown task or a missing template file stops it before any work);
-- says which datasets cannot be opened (missing or incomplete on disk), one line each, and runs the rest;
+- says which datasets cannot be opened, one line each, and runs the rest: `missing` (not on disk) apart from
+  `failed` (on disk but refused: damaged or inconsistent);
 - skips a task already finished for the same model and data: each task's record is written atomically to
-  `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`), so a suite that crashed resumes
-  where it stopped;
+  `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`), with the data's identity
+  (`eval.identity`); a suite that crashed resumes where it stopped, and a row whose data changed runs again;
 - computes a dataset's image features once for all the tasks reading it (`tasks.FeatureCache`);
 - writes `<output>/<name>.md` and `.json` with DataComp-style grouped averages (`eval.groups`) and logs one
   MLflow run whose metrics are `<row name>/<metric>` and `avg/<group>`.
