@@ -71,3 +71,13 @@ def test_cars_meta_with_a_name_twice_is_refused(tmp_path):
     savemat(meta, {"class_names": np.array([["Acura RL Sedan 2012"] * 2 + ["Audi TT RS Coupe 2012"]], dtype=object)})
     with pytest.raises(ClipModuleError, match=re.escape(f"{meta}: class 'Acura RL Sedan 2012' is listed twice")):
         open_dataset("cars", tmp_path, "test")
+
+
+def test_a_webdataset_multilabel_class_list_with_an_extra_line_is_refused(tmp_path):
+    from tests.clipmodule.eval.readers.test_retrieval_wds import write_wds
+
+    write_wds(tmp_path, "multilabel")
+    (tmp_path / "classnames.txt").write_text("cat\ndog\nbird\nfish\n")
+    with pytest.raises(ClipModuleError, match=r"0.tar:s0000000: its npy label vector has 3 entries but "
+                                              r"classnames.txt lists 4 classes"):
+        open_dataset("wds", tmp_path, "test")
