@@ -200,17 +200,21 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     for row in rows:
         metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
     params = {"task": "suite", "suite": command.name, "model": command.model, "model_sha": fingerprint,
-              "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-"}
+              "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-",
+              "failed": ", ".join(run.failed) or "-"}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
-                         model_sha=fingerprint, groups=groups, missing=run.missing, reused=run.reused,
+                         model_sha=fingerprint, groups=groups, missing=run.missing, failed=run.failed,
+                         reused=run.reused, changed=run.changed,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
-    write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing))
+    write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing, run.failed))
     save_and_track(output / f"{command.name}.json", record, command.tracking, f"suite:{command.name}", params, metrics,
                    with_record=True)
     if rows:
         print_table(rows, title)
     if run.missing:
         print(f"not run, data missing: {', '.join(run.missing)}", file=sys.stderr)
+    if run.failed:
+        print(f"not run, data refused (damaged or inconsistent): {', '.join(run.failed)}", file=sys.stderr)
     print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")
     return record
 

@@ -31,10 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.groups import grouped_averages, markdown_lines
+from clipmodule.eval.identity import data_identity
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.prompts import PROMPTS
+from clipmodule.eval.readers.base import MissingData
 from clipmodule.eval.results import make_record, read_task_record, task_key, task_record_path, write_json
 from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 
@@ -66,13 +69,38 @@ def run_task(model, preprocess: Callable, spec: TaskSpec, loader: LoaderOptions,
 
 @dataclass
 class SuiteRun:
-    """What a suite run produced: its rows in suite order, the rows skipped because their data could not be
-    opened ({row name: reason}) and the rows reused from an earlier run."""
+    """What a suite run produced: its rows in suite order, the rows skipped because their data is not on disk
+    (`missing`) or is there but was refused, damaged or inconsistent (`failed`), each {row name: reason},
+    the rows reused from an earlier run on the same model and data, and those run again because their data
+    changed since (`changed`)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
     image_passes: int = 0
+
+
+def _absent(spec: TaskSpec, error: ClipModuleError) -> bool:
+    """Whether a row's data could not be opened because it is not there (rather than refused as damaged):
+    a benchmark copy whose expected files are absent, or a folder / CSV path that does not exist."""
+    if isinstance(error, MissingData):
+        return True
+    names = kind_of(spec).data_names(spec)
+    return spec.root is None and any(not name.startswith("builtin:") and not is_shard_spec(name)
+                                     and not Path(name).exists() for name in names if name)
+
+
+def _open_or_file(run: SuiteRun, spec: TaskSpec, preprocess: Callable, say: Callable[[str], None]) -> tuple | None:
+    """The row's data, or None after filing the row under missing or failed with its one-line reason."""
+    try:
+        return open_data(spec, preprocess)
+    except ClipModuleError as error:
+        bucket, word = (run.missing, "missing") if _absent(spec, error) else (run.failed, "failed")
+        bucket[spec.label()] = one_line(error)
+        say(f"{word}: {spec.label()}: {bucket[spec.label()]}")
+        return None
 
 
 def _check_rows(config: SuiteConfig) -> None:
@@ -86,11 +114,11 @@ def _check_rows(config: SuiteConfig) -> None:
         preflight(spec)
 
 
-def _row(spec: TaskSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+def _row(spec: TaskSpec, metrics: dict[str, Any], data: str | None = None) -> dict[str, Any]:
     metrics = dict(metrics)
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot row's class names and templates, beside its metrics
     return {"name": spec.label(), "task": spec.task, "dataset": " → ".join(kind_of(spec).data_names(spec)),
-            **prompted, "metrics": metrics, "spec": asdict(spec)}
+            **prompted, "metrics": metrics, "spec": asdict(spec), **({"data": data} if data else {})}
 
 
 def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:
@@ -107,32 +135,37 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     run, cache, pending = SuiteRun(), FeatureCache(), {}
     keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config))
             for spec in config.tasks}
+    identities: dict[str, str] = {}
     for spec in config.tasks:
         label = spec.label()
-        if store is not None and (record := read_task_record(store, keys[label])) is not None:
-            run.reused.append(label)
+        if (data := _open_or_file(run, spec, preprocess, say)) is None:
             continue
-        try:
-            pending[label] = open_data(spec, preprocess)
-        except ClipModuleError as error:
-            run.missing[label] = one_line(error)
-            say(f"missing: {label}: {run.missing[label]}")
-            continue
-        kind_of(spec).check_data(spec, pending[label])
+        if store is not None:  # a stored result counts only for the data it was computed on
+            identities[label] = data_identity(data)
+            if (record := read_task_record(store, keys[label])) is not None:
+                if record.get("data") == identities[label]:
+                    run.reused.append(label)
+                    continue
+                run.changed.append(label)
+        pending[label] = data
+        kind_of(spec).check_data(spec, pending[label])  # e.g. names that do not fit the copy: now, not hours later
         _register(cache, spec, pending[label])
     if run.reused:
         say(f"finished before (same model and data), not run again: {', '.join(run.reused)}")
+    if run.changed:
+        say(f"data changed since the stored result (or it names none), run again: {', '.join(run.changed)}")
     for spec in config.tasks:
         label = spec.label()
         if label in pending:
             metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress, pending.pop(label),
                                cache)
             if store is not None:
-                record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}))
+                record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}),
+                                     data=identities[label])
                 write_json(task_record_path(store, keys[label]), record)
-            run.rows.append(_row(spec, metrics))
+            run.rows.append(_row(spec, metrics, identities.get(label)))
         elif label in run.reused:
-            run.rows.append(_row(spec, read_task_record(store, keys[label])["metrics"]))
+            run.rows.append(_row(spec, read_task_record(store, keys[label])["metrics"], identities[label]))
     run.image_passes = cache.passes
     return run
 
@@ -150,7 +183,8 @@ def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     return headers, cells
 
 
-def markdown_table(rows: list[dict[str, Any]], title: str, missing: dict[str, str] | None = None) -> str:
+def markdown_table(rows: list[dict[str, Any]], title: str, missing: dict[str, str] | None = None,
+                   failed: dict[str, str] | None = None) -> str:
     headers, cells = table_cells(rows)
     lines = [f"# {title}", "", "Metrics in percent (R@k: recall at k, I→T image to text).", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -163,6 +197,9 @@ def markdown_table(rows: list[dict[str, Any]], title: str, missing: dict[str, st
                   f"{row['metrics'].get('skipped_samples', 0)} incomplete sample(s) skipped" for row in damaged]
     if missing:  # rows not run: the averages above are over fewer tasks than the suite lists
         lines += ["", "Not run, data missing on disk:"] + [f"- {name}: {reason}" for name, reason in missing.items()]
+    if failed:  # present on disk but refused: a damaged or inconsistent copy, to fetch again or fix
+        lines += ["", "Not run, data refused (damaged or inconsistent copy):"]
+        lines += [f"- {name}: {reason}" for name, reason in failed.items()]
     return "\n".join(lines) + "\n"
 
 

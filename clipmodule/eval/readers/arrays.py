@@ -11,20 +11,24 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import (
+    PARSE_ERRORS,
     ArrayImage,
     BenchmarkDataset,
     H5Image,
+    check_class_list,
     folder_items,
     loadmat,
+    read_csv_rows,
     read_text_lines,
+    reason,
     register,
 )
 from clipmodule.eval.readers.safe_pickle import load_array_pickle
@@ -35,6 +39,8 @@ CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["
 FER_CSV_EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FER_CLASSES = sorted(FER_CSV_EMOTIONS)
 FER_CSV_FILES = ("fer2013.csv", "icml_face_data.csv")
+FER_SPLIT_USAGES = {"train": ("Training",), "test": ("PublicTest", "PrivateTest")}
+FER_USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
 def _cifar(folder: Path, name: str, batches: list[str], meta: str, label_key: str, names_key: str,
@@ -48,6 +54,9 @@ def _cifar(folder: Path, name: str, batches: list[str], meta: str, label_key: st
         labels.extend(int(label) for label in entry[label_key])
     images = np.concatenate(pixels).transpose(0, 2, 3, 1)  # CHW rows -> HWC images
     meta_entry = load_array_pickle(folder / meta)
+    if not isinstance(meta_entry, dict) or names_key not in meta_entry:
+        raise ClipModuleError(f"{folder / meta}: not CIFAR's meta (a dict with '{names_key}')")
+    check_class_list(folder / meta, [str(name) for name in meta_entry[names_key]], labels)
     classnames = [str(name).replace("_", " ") for name in meta_entry[names_key]]
     items = [(ArrayImage(images, index), label) for index, label in enumerate(labels)]
     return BenchmarkDataset(name, split, "zeroshot_classification", items, classnames, folder)
@@ -74,14 +83,19 @@ def _idx_files(split: str) -> list[str]:
     return [f"{_idx_prefix(split)}-images-idx3-ubyte", f"{_idx_prefix(split)}-labels-idx1-ubyte"]
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An idx file (big-endian header: 0, 0, type 0x08 = uint8, number of dims, the dims; then the data)."""
     gz = path.with_name(path.name + ".gz")
     source = path if path.exists() else gz
-    data = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
+    try:
+        data = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:  # a cut download: "ended before the end-of-stream marker"
+        raise ClipModuleError(f"{source}: unreadable, truncated or corrupt ({reason(error)})") from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise ClipModuleError(f"{source}: not an idx file of unsigned bytes")
+        raise ClipModuleError(f"{source}: not an idx file of unsigned bytes ({len(data)} bytes)")
     dims = data[3]
+    if dims != ndim or len(data) < 4 + 4 * dims:
+        raise ClipModuleError(f"{source}: idx header says {dims} dimensions, expected {ndim} (truncated or corrupt)")
     shape = tuple(int(value) for value in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
     if body.size != int(np.prod(shape)):
@@ -94,8 +108,8 @@ def _read_idx(path: Path) -> np.ndarray:
           layout="MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
 def open_mnist(folder: Path, split: str) -> BenchmarkDataset:
     prefix = _idx_prefix(split)
-    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte")
-    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte")
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte", 3)
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte", 1)
     if len(images) != len(labels):
         raise ClipModuleError(f"{folder}: {len(images)} {prefix} images but {len(labels)} labels")
     items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
@@ -114,6 +128,7 @@ def open_stl10(folder: Path, split: str) -> BenchmarkDataset:
     if len(labels) != len(images):
         raise ClipModuleError(f"{folder}: {len(images)} {split} images but {len(labels)} labels")
     classnames = read_text_lines(folder / "class_names.txt")
+    check_class_list(folder / "class_names.txt", classnames, labels.tolist())
     items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
     return BenchmarkDataset("stl10", split, "zeroshot_classification", items, classnames, folder)
 
@@ -121,11 +136,19 @@ def open_stl10(folder: Path, split: str) -> BenchmarkDataset:
 @register("svhn", splits=("train", "test", "extra"), bases=("svhn",), expected=lambda split: [f"{split}_32x32.mat"],
           layout="{train,test,extra}_32x32.mat (MATLAB; scipy)")
 def open_svhn(folder: Path, split: str) -> BenchmarkDataset:
-    mat = loadmat(folder / f"{split}_32x32.mat")
+    path = folder / f"{split}_32x32.mat"
+    mat = loadmat(path)
     if "X" not in mat or "y" not in mat:
-        raise ClipModuleError(f"{folder / f'{split}_32x32.mat'}: expected arrays X and y")
-    images = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))  # HWCN -> NHWC
-    labels = np.asarray(mat["y"]).reshape(-1).astype(np.int64) % 10  # the digit 0 is stored as label 10
+        raise ClipModuleError(f"{path}: expected arrays X and y")
+    pixels, labels = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)
+    if pixels.ndim == 3:  # squeezed: a split of one image
+        pixels = pixels[..., None]
+    if pixels.ndim != 4 or pixels.shape[2] != 3 or pixels.shape[3] != len(labels) \
+            or not np.issubdtype(labels.dtype, np.number):
+        raise ClipModuleError(f"{path}: X has shape {pixels.shape} and y {labels.shape}, expected 32x32x3xN "
+                              "images and N numeric labels")
+    images = np.ascontiguousarray(pixels.astype(np.uint8).transpose(3, 0, 1, 2))  # HWCN -> NHWC
+    labels = labels.astype(np.int64) % 10  # the digit 0 is stored as label 10
     items = [(ArrayImage(images, index), int(label)) for index, label in enumerate(labels)]
     return BenchmarkDataset("svhn", split, "zeroshot_classification", items, [str(d) for d in range(10)], folder)
 
@@ -137,6 +160,14 @@ def _pcam_file(split: str, part: str) -> str:
     return f"camelyonpatch_level_2_split_{PCAM_SPLITS[split]}_{part}.h5"
 
 
+def _h5_read(h5py, path: Path, read):
+    try:
+        with h5py.File(path, "r") as handle:
+            return read(handle)
+    except PARSE_ERRORS as error:
+        raise ClipModuleError(f"{path}: unreadable HDF5 file, truncated or corrupt ({reason(error)})") from None
+
+
 @register("pcam", splits=("train", "val", "test"), bases=("pcam",), aliases=("patch_camelyon",),
           expected=lambda split: [_pcam_file(split, "x"), _pcam_file(split, "y")],
           layout="pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 (HDF5; h5py)")
@@ -146,33 +177,43 @@ def open_pcam(folder: Path, split: str) -> BenchmarkDataset:
     except ImportError:
         raise ClipModuleError("pcam: reading PatchCamelyon's .h5 files needs h5py (pip install h5py)") from None
     x_path, y_path = folder / _pcam_file(split, "x"), folder / _pcam_file(split, "y")
-    try:
-        with h5py.File(y_path, "r") as targets, h5py.File(x_path, "r") as images:
-            labels = np.asarray(targets["y"]).reshape(-1)
-            count = images["x"].shape[0]
-    except (OSError, KeyError) as error:
-        raise ClipModuleError(f"{folder}: unreadable PatchCamelyon files ({error})") from None
+    labels = np.asarray(_h5_read(h5py, y_path, lambda handle: handle["y"][()])).reshape(-1)
+    shape = _h5_read(h5py, x_path, lambda handle: handle["x"].shape)
+    if not np.issubdtype(labels.dtype, np.integer) or len(shape) != 4:
+        raise ClipModuleError(f"{folder}: expected integer labels y and images x of shape (N, H, W, 3), got "
+                              f"{labels.dtype} labels and x of shape {shape}")
+    count = shape[0]
     if count != len(labels):
         raise ClipModuleError(f"{folder}: {count} {split} patches but {len(labels)} labels")
     items = [(H5Image(str(x_path), "x", index), int(label)) for index, label in enumerate(labels)]
     return BenchmarkDataset("pcam", split, "zeroshot_classification", items, ["0", "1"], folder)
 
 
+def _fer_pixels(path: Path, line: int, row: dict[str, str]) -> tuple[np.ndarray, int]:
+    emotion = row["emotion"]
+    try:
+        pixels = np.array(row["pixels"].split(), dtype=np.int64)
+    except ValueError:
+        pixels = np.array([-1])
+    if pixels.size != 48 * 48 or pixels.min() < 0 or pixels.max() > 255:
+        raise ClipModuleError(f"{path}:{line}: expected 48x48 pixel values 0..255 (a truncated or damaged row)")
+    if not emotion.isdigit() or int(emotion) >= len(FER_CSV_EMOTIONS):
+        raise ClipModuleError(f"{path}:{line}: emotion {emotion!r} is not a code 0..6")
+    return pixels.astype(np.uint8).reshape(48, 48), FER_CLASSES.index(FER_CSV_EMOTIONS[int(emotion)])
+
+
 def _fer_rows(path: Path, split: str) -> list[tuple[np.ndarray, int]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, skipinitialspace=True)  # icml_face_data.csv has ", " separators
-        rows = list(reader)
-    if rows and ("emotion" not in rows[0] or "pixels" not in rows[0]):
-        raise ClipModuleError(f"{path}: expected columns emotion and pixels, got {list(rows[0])}")
-    if path.name != "train.csv":
-        wanted = ("Training",) if split == "train" else ("PublicTest", "PrivateTest")
-        rows = [row for row in rows if row.get("Usage") in wanted]
+    """Every row is checked, not only the split's: a cut in another split's row means a damaged file, and a
+    row whose Usage was cut off would otherwise drop out of its split unseen."""
+    usage = () if path.name == "train.csv" else ("Usage",)
+    rows = read_csv_rows(path, ("emotion", "pixels", *usage))  # icml_face_data.csv has ", " separators
     out = []
-    for line, row in enumerate(rows, start=2):
-        pixels = np.array(row["pixels"].split(), dtype=np.uint8)
-        if pixels.size != 48 * 48:
-            raise ClipModuleError(f"{path}:{line}: {pixels.size} pixels, expected 48x48")
-        out.append((pixels.reshape(48, 48), FER_CLASSES.index(FER_CSV_EMOTIONS[int(row["emotion"])])))
+    for line, row in rows:
+        if usage and row["Usage"] not in FER_USAGES:
+            raise ClipModuleError(f"{path}:{line}: Usage {row['Usage']!r} is not one of {', '.join(FER_USAGES)}")
+        image = _fer_pixels(path, line, row)
+        if not usage or row["Usage"] in FER_SPLIT_USAGES[split]:
+            out.append(image)
     return out
 
 

@@ -58,7 +58,12 @@ class H5Image:
     index: int
 
     def read(self) -> Image.Image:
-        return Image.fromarray(_h5_file(self.path, os.getpid())[self.key][self.index]).convert("RGB")
+        try:
+            row = _h5_file(self.path, os.getpid())[self.key][self.index]
+        except (OSError, KeyError, ValueError, TypeError) as error:  # a damaged chunk surfaces only when read
+            raise ClipModuleError(f"{self.path}: row {self.index} of {self.key!r} is unreadable "
+                                  f"({reason(error)})") from None
+        return Image.fromarray(row).convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,11 @@ def _missing(folder: Path, expected: Sequence[str | tuple[str, ...]]) -> list[st
             if not any((folder / option).exists() for option in options)]
 
 
+class MissingData(ClipModuleError):
+    """The copy is not on disk (no such root, or files the reader expects are absent): a suite files the row
+    as missing, where a copy that is present but damaged is filed as failed."""
+
+
 def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
     """(reader, the copy's base folder, the split), or one line saying what is missing where."""
     entry = reader(name)
@@ -219,7 +229,7 @@ def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
         raise ClipModuleError(f"{name}: no split {split!r} (splits: {', '.join(entry.splits)})")
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise ClipModuleError(f"{name}: dataset root {root} is not a folder")
+        raise MissingData(f"{name}: dataset root {root} is not a folder")
     expected = entry.expected(split)
     candidates = [root / base for base in entry.bases] + [root]
     for folder in candidates:
@@ -228,7 +238,7 @@ def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
     folder = next((folder for folder in candidates if folder.is_dir()), root)
     where = f"{root}/{entry.bases[0]}" if entry.bases else str(root)
     missing = _missing(folder, expected)
-    raise ClipModuleError(f"{name} ({split}): {where} is missing {', '.join(missing[:6])}"
+    raise MissingData(f"{name} ({split}): {where} is missing {', '.join(missing[:6])}"
                           f"{f' and {len(missing) - 6} more' if len(missing) > 6 else ''} "
                           f"(expected there: {', '.join(_describe(item) for item in expected)})")
 
@@ -259,14 +269,77 @@ def read_text_lines(path: Path) -> list[str]:
         raise ClipModuleError(f"{path}: unreadable ({error})") from None
 
 
+def reason(error: BaseException) -> str:
+    """An exception's first line, short, for a one-line message (the type when it says nothing)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+# Corrupt bytes surface as any of these from a parser (scipy's MatReadError is a plain Exception subclass,
+# named here by import so a real bug elsewhere still shows its traceback).
+PARSE_ERRORS = (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError,
+                OverflowError, UnicodeDecodeError)
+ZLIB_RATIO = 1100  # zlib never expands data more than 1032:1, so a compressed .mat holds at most this per byte
+
+
 def loadmat(path: Path) -> dict[str, Any]:
-    """A MATLAB file (scipy.io.loadmat, squeezed): plain arrays and structs, no code is run."""
+    """A MATLAB file (scipy.io.loadmat, squeezed): plain arrays and structs, no code is run. A truncated,
+    empty or corrupt file is one line naming it; a header declaring more elements than the file could hold
+    (a flipped byte) is refused before scipy allocates them."""
     from scipy.io import loadmat as scipy_loadmat
+    from scipy.io import whosmat
+    from scipy.io.matlab import MatReadError
 
     try:
+        size = path.stat().st_size
+        if size == 0:
+            raise ClipModuleError(f"{path}: unreadable .mat file (it is empty: 0 bytes)")
+        for name, shape, _ in whosmat(path):
+            if int(np.prod(shape, dtype=np.float64)) > ZLIB_RATIO * size:
+                raise ClipModuleError(f"{path}: unreadable .mat file ({name} claims shape {tuple(shape)}, more "
+                                      f"than {size} bytes can hold: truncated or corrupt)")
         return scipy_loadmat(path, squeeze_me=True)
-    except (OSError, ValueError, TypeError, NotImplementedError) as error:
-        raise ClipModuleError(f"{path}: unreadable .mat file ({str(error).splitlines()[0][:160]})") from None
+    except (MatReadError, MemoryError, UnboundLocalError, *PARSE_ERRORS) as error:  # scipy, on some damage
+        raise ClipModuleError(f"{path}: unreadable .mat file, truncated or corrupt ({reason(error)})") from None
+
+
+def read_csv_rows(path: Path, required: Sequence[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV with a header holding `required`; a row missing one of them (a file cut
+    short, a stray line) or undecodable text is one line naming the file and the line."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=True)
+            rows = [(reader.line_num, row) for row in reader]
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ClipModuleError(f"{path}: unreadable CSV ({reason(error)})") from None
+    if not set(required) <= set(header):
+        raise ClipModuleError(f"{path}: expected {delimiter!r}-separated columns {', '.join(required)}, "
+                              f"got {', '.join(header) or 'nothing'}")
+    for line, row in rows:
+        if any(row.get(column) in (None, "") for column in required):
+            raise ClipModuleError(f"{path}:{line}: row lacks {', '.join(c for c in required if not row.get(c))} "
+                                  "(a truncated or damaged file)")
+    return rows
+
+
+def check_class_list(path: Path, names: Sequence[str], labels: Sequence[int] | None = None) -> None:
+    """Refuses a class list with a name twice (a duplicated line shifts every later label's name) and, given
+    the split's labels, one longer than the classes they index (an extra line: a class no image has, which
+    zero-shot would still predict); a split of a full benchmark holds every class. Too short a list is
+    refused by `BenchmarkDataset` (a label past the names)."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(names, start=1):
+        if name in seen:
+            raise ClipModuleError(f"{path}: class {name!r} is listed twice (entries {seen[name]} and {number}); "
+                                  "a duplicated line shifts the names of the labels after it")
+        seen[name] = number
+    count = max(labels) + 1 if labels else len(names)
+    if count < len(names):
+        raise ClipModuleError(f"{path}: lists {len(names)} classes but the labels index only {count} "
+                              "(an extra or a duplicated line)")
 
 
 def image_files(folder: Path, extensions: Sequence[str] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp",

@@ -13,15 +13,16 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import (
     BenchmarkDataset,
+    check_class_list,
     class_folders,
     folder_items,
     image_files,
+    read_csv_rows,
     read_text_lines,
     register,
 )
@@ -73,6 +74,9 @@ def open_renderedsst2(folder: Path, split: str) -> BenchmarkDataset:
     return BenchmarkDataset("renderedsst2", split, "zeroshot_classification", items, list(SST2_CLASSES), folder)
 
 
+GTSRB_CLASSES = 43
+
+
 def _gtsrb_expected(split: str) -> list[str]:
     return ["GTSRB/Training"] if split == "train" else ["GTSRB/Final_Test/Images", "GT-final_test.csv"]
 
@@ -83,20 +87,19 @@ def open_gtsrb(folder: Path, split: str) -> BenchmarkDataset:
     if split == "train":
         training = folder / "GTSRB" / "Training"
         classes = class_folders(training)
-        bad = [name for name in classes if not name.isdigit()]
+        bad = [name for name in classes if not name.isdigit() or int(name) >= GTSRB_CLASSES]
         if bad:
             raise ClipModuleError(f"{training}: class folders are numbered 00000..00042, found {bad[0]!r}")
         items = [(path, int(name)) for name in classes for path in image_files(training / name, (".ppm",))]
-        count = max((int(name) for name in classes), default=-1) + 1
     else:
         images, table = folder / "GTSRB" / "Final_Test" / "Images", folder / "GT-final_test.csv"
-        with table.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter=";", skipinitialspace=True))
-        if rows and not {"Filename", "ClassId"} <= set(rows[0]):
-            raise ClipModuleError(f"{table}: expected ';'-separated columns Filename and ClassId")
-        items = [(images / row["Filename"], int(row["ClassId"])) for row in rows]
-        count = max((label for _, label in items), default=-1) + 1
-    names = [str(index) for index in range(max(count, 43))]
+        rows = read_csv_rows(table, ("Filename", "ClassId"), delimiter=";")
+        bad = next((line for line, row in rows if not row["ClassId"].isdigit() or int(row["ClassId"]) >= GTSRB_CLASSES),
+                   None)
+        if bad is not None:
+            raise ClipModuleError(f"{table}:{bad}: ClassId is not a class 0..42 (a truncated or damaged file)")
+        items = [(images / row["Filename"], int(row["ClassId"])) for _, row in rows]
+    names = [str(index) for index in range(GTSRB_CLASSES)]
     return BenchmarkDataset("gtsrb", split, "zeroshot_classification", items, names, folder)
 
 
@@ -105,10 +108,29 @@ def _sun_expected(split: str) -> list[str]:
     return ["ClassName.txt", *partition.get(split, [])]
 
 
+def _sun_classes(folder: Path) -> list[str]:
+    """ClassName.txt's classes ("/a/abbey" -> "abbey"), each a folder of the copy, none twice: a duplicated or
+    an extra line would shift the labels of every class after it."""
+    listing = folder / "ClassName.txt"
+    lines = read_text_lines(listing)
+    bad = next((line for line in lines if len(line) < 4 or line[0] != "/" or line[2] != "/" or line[1] != line[3]),
+               None)
+    if bad is not None:
+        raise ClipModuleError(f"{listing}: line {bad[:60]!r} is not '/<letter>/<class>'")
+    if not lines:
+        raise ClipModuleError(f"{listing}: lists no classes")
+    check_class_list(listing, lines)
+    absent = [line for line in lines if not (folder / line[1:]).is_dir()]
+    if absent:
+        raise ClipModuleError(f"{listing}: {len(absent)} of its {len(lines)} classes have no folder in the copy, "
+                              f"the first: {absent[0]} (a stray line, or a copy missing classes)")
+    return [line[3:] for line in lines]
+
+
 @register("sun397", splits=("all", "train", "test"), bases=("SUN397",), expected=_sun_expected,
           layout="SUN397/ClassName.txt + <letter>/<class>/sun_*.jpg (`all`; train/test from Partitions/*_01.txt)")
 def open_sun397(folder: Path, split: str) -> BenchmarkDataset:
-    classes = [line[3:] for line in read_text_lines(folder / "ClassName.txt")]  # "/a/abbey" -> "abbey"
+    classes = _sun_classes(folder)
     index = {cls: label for label, cls in enumerate(classes)}
     names = [cls.replace("_", " ").replace("/", " ") for cls in classes]
     if split == "all":

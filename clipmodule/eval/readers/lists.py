@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, class_folders, loadmat, read_text_lines, register
+from clipmodule.eval.readers.base import (
+    BenchmarkDataset,
+    check_class_list,
+    class_folders,
+    loadmat,
+    read_text_lines,
+    register,
+)
 
 
 @register("food101", splits=("train", "test"), bases=("food-101",),
@@ -29,6 +36,8 @@ def open_food101(folder: Path, split: str) -> BenchmarkDataset:
         metadata = json.loads(listing.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ClipModuleError(f"{listing}: unreadable JSON ({str(error).splitlines()[0][:120]})") from None
+    if not isinstance(metadata, dict) or not all(isinstance(images, list) for images in metadata.values()):
+        raise ClipModuleError(f"{listing}: expected {{class: [\"class/id\", …]}}")
     classes = sorted(metadata)
     index = {cls: label for label, cls in enumerate(classes)}
     items = [(folder / "images" / f"{image}.jpg", index[cls]) for cls in metadata  # the file's order, as torchvision
@@ -38,22 +47,35 @@ def open_food101(folder: Path, split: str) -> BenchmarkDataset:
 
 
 FLOWERS_SPLITS = {"train": "trnid", "val": "valid", "test": "tstid"}
+FLOWERS_CLASSES = 102
+
+
+def _integers(value) -> np.ndarray | None:
+    """A .mat entry as a flat int64 array, or None when it is absent or not numbers (a damaged file)."""
+    array = np.atleast_1d(np.asarray(value)) if value is not None else None
+    if array is None or not np.issubdtype(array.dtype, np.number):
+        return None
+    return array.reshape(-1).astype(np.int64)
 
 
 @register("flowers", splits=("train", "val", "test"), bases=("flowers-102",), aliases=("flowers102",),
           expected=lambda split: ["jpg", "imagelabels.mat", "setid.mat"],
           layout="flowers-102/jpg/image_NNNNN.jpg + imagelabels.mat + setid.mat")
 def open_flowers(folder: Path, split: str) -> BenchmarkDataset:
-    labels = np.asarray(loadmat(folder / "imagelabels.mat").get("labels", [])).reshape(-1).astype(np.int64)
-    ids = loadmat(folder / "setid.mat").get(FLOWERS_SPLITS[split])
-    if ids is None or not len(labels):
-        raise ClipModuleError(f"{folder}: imagelabels.mat needs 'labels' and setid.mat '{FLOWERS_SPLITS[split]}'")
-    ids = np.asarray(ids).reshape(-1).astype(np.int64)
+    labels = _integers(loadmat(folder / "imagelabels.mat").get("labels"))
+    ids = _integers(loadmat(folder / "setid.mat").get(FLOWERS_SPLITS[split]))
+    if ids is None or labels is None or not len(labels) or not len(ids):
+        raise ClipModuleError(f"{folder}: imagelabels.mat needs integer 'labels' and setid.mat integer "
+                              f"'{FLOWERS_SPLITS[split]}'")
     if ids.min() < 1 or ids.max() > len(labels):
         raise ClipModuleError(f"{folder}: setid.mat names image {ids.max()} but imagelabels.mat has {len(labels)}")
+    outside = labels[(labels < 1) | (labels > FLOWERS_CLASSES)]
+    if outside.size:
+        raise ClipModuleError(f"{folder / 'imagelabels.mat'}: label {outside[0]} is not a class 1..{FLOWERS_CLASSES} "
+                              "(a damaged file)")
     items = [(folder / "jpg" / f"image_{image:05d}.jpg", int(labels[image - 1]) - 1) for image in ids]
     # the copy names its 102 classes by number only (1-based on disk, 0-based labels here)
-    names = [str(label) for label in range(1, max(102, int(labels.max())) + 1)]
+    names = [str(label) for label in range(1, FLOWERS_CLASSES + 1)]
     return BenchmarkDataset("flowers", split, "zeroshot_classification", items, names, folder)
 
 
@@ -106,6 +128,13 @@ def open_pets(folder: Path, split: str) -> BenchmarkDataset:
           layout="fgvc-aircraft-2013b/data/variants.txt + images_variant_<split>.txt + images/<id>.jpg")
 def open_fgvc_aircraft(folder: Path, split: str) -> BenchmarkDataset:
     classes = read_text_lines(folder / "variants.txt")
+    check_class_list(folder / "variants.txt", classes)
+    used = {line.partition(" ")[2] for listing in sorted(folder.glob("images_variant_*.txt"))
+            for line in read_text_lines(listing)}
+    unused = [variant for variant in classes if variant not in used]
+    if unused:  # a stray line: a class no image has, which zero-shot would still predict
+        raise ClipModuleError(f"{folder / 'variants.txt'}: variant {unused[0]!r} is in none of the "
+                              "images_variant_*.txt lists (a stray or damaged line)")
     index = {cls: label for label, cls in enumerate(classes)}
     listing = folder / f"images_variant_{split}.txt"
     items = []
@@ -130,8 +159,12 @@ def open_cars(folder: Path, split: str) -> BenchmarkDataset:
     annotations_file = folder / _cars_expected(split)[1]
     annotations = np.atleast_1d(loadmat(annotations_file).get("annotations", np.array([])))
     names = [str(name) for name in np.atleast_1d(loadmat(folder / "devkit" / "cars_meta.mat").get("class_names", []))]
+    check_class_list(folder / "devkit" / "cars_meta.mat", names)
     fields = annotations.dtype.names or ()
     if "fname" not in fields or "class" not in fields:
         raise ClipModuleError(f"{annotations_file}: expected an 'annotations' struct with fname and class")
-    items = [(folder / f"cars_{split}" / str(row["fname"]), int(row["class"]) - 1) for row in annotations]
+    try:
+        items = [(folder / f"cars_{split}" / str(row["fname"]), int(row["class"]) - 1) for row in annotations]
+    except (TypeError, ValueError):
+        raise ClipModuleError(f"{annotations_file}: an annotation's class is not a number (a damaged file)") from None
     return BenchmarkDataset("cars", split, "zeroshot_classification", items, names, folder)

@@ -56,13 +56,16 @@ def _read(path: Path, offset: int, size: int) -> bytes:
         return handle.read(size)
 
 
-def _target(task: str, fields: dict[str, bytes], where: str):
+def _target(task: str, fields: dict[str, bytes], where: str, classes: int):
     try:
         if task == "retrieval":
             return [line.strip() for line in fields["txt"].decode("utf-8").splitlines() if line.strip()]
         if task == "multilabel":
-            vector = np.load(io.BytesIO(fields["npy"]), allow_pickle=False)
-            return [int(index) for index in np.flatnonzero(np.asarray(vector).reshape(-1))]
+            vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
+            if len(vector) != classes:  # a vector over another class list: classnames.txt gained or lost a line
+                raise ClipModuleError(f"{where}: its npy label vector has {len(vector)} entries but classnames.txt "
+                                      f"lists {classes} classes")
+            return [int(index) for index in np.flatnonzero(vector)]
         return sample_label(fields)
     except (ValueError, UnicodeDecodeError, OSError) as error:
         raise ClipModuleError(f"{where}: unreadable {TARGET_FIELDS[task]} field ({error})") from None
@@ -77,7 +80,7 @@ def _complete(shard: Path) -> bool:
     return _read(shard, size - 1024, 1024) == bytes(1024)
 
 
-def _items(shard: Path, task: str) -> list[tuple[FileSlice, object]]:
+def _items(shard: Path, task: str, classes: int) -> list[tuple[FileSlice, object]]:
     index = index_shard(str(shard))
     if index.error is not None or not _complete(shard):
         reason = f" ({index.error})" if index.error else ""
@@ -88,7 +91,7 @@ def _items(shard: Path, task: str) -> list[tuple[FileSlice, object]]:
         where, image = f"{shard}:{key}", image_field(members)
         if image is None or wanted not in members:
             raise ClipModuleError(f"{where}: sample lacks an image (webp|png|jpg|jpeg) or its '{wanted}' field")
-        target = _target(task, {wanted: _read(shard, *members[wanted])}, where)
+        target = _target(task, {wanted: _read(shard, *members[wanted])}, where, classes)
         items.append((FileSlice(str(shard), *members[image]), target))
     return items
 
@@ -106,5 +109,5 @@ def open_wds(folder: Path, split: str) -> BenchmarkDataset:
         classnames = read_text_lines(folder / "classnames.txt")
         template_file = folder / "zeroshot_classification_templates.txt"
         templates = read_text_lines(template_file) if template_file.is_file() else None
-    items = [item for shard in _shards(folder, split) for item in _items(shard, task)]
+    items = [item for shard in _shards(folder, split) for item in _items(shard, task, len(classnames or []))]
     return BenchmarkDataset("wds", split, task, items, classnames, folder, templates)

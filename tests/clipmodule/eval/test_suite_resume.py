@@ -161,3 +161,53 @@ def test_the_papers_names_follow_a_copys_label_order_and_a_misfit_stops_the_suit
     with pytest.raises(ClipModuleError, match="c10: the dataset has 3 classes but the class-name list has 10"):
         run_suite(net, preprocess, config, store=tmp_path / "tasks", say=lambda line: None)
     assert not (tmp_path / "tasks").exists()  # stopped before the first task ran
+
+
+def test_a_row_whose_data_changed_is_run_again_not_reused(work, model, tmp_path):
+    """The stored result is keyed on the model and the task; the data's identity (its files' sizes and
+    times, items and labels) is recorded with it, and a copy changed since is run again."""
+    import shutil
+
+    net, preprocess = model
+    copy = tmp_path / "copy"
+    shutil.copytree(work / "test", copy)
+    config = SuiteConfig(name="changing", tasks=[TaskSpec("zeroshot", dataset=str(copy), templates="simple",
+                                                          name="zs")])
+    store, said = tmp_path / "tasks", []
+    first = run_suite(net, preprocess, config, model_id="m", store=store, say=said.append)
+    record = json.loads(next(store.glob("*.json")).read_text())
+    assert record["data"].startswith("data:") and first.rows[0]["data"] == record["data"]
+    assert run_suite(net, preprocess, config, model_id="m", store=store, say=said.append).reused == ["zs"]
+    victim = sorted(copy.rglob("*.png"))[0]
+    Image.new("RGB", (40, 40), "white").save(victim)  # the same name, other pixels
+    again = run_suite(net, preprocess, config, model_id="m", store=store, say=said.append)
+    assert again.reused == [] and again.changed == ["zs"] and again.image_passes == 1
+    assert said[-1] == "data changed since the stored result (or it names none), run again: zs"
+    assert json.loads(next(store.glob("*.json")).read_text())["data"] != record["data"]  # the record is renewed
+    assert run_suite(net, preprocess, config, model_id="m", store=store, say=lambda line: None).reused == ["zs"]
+
+
+def test_a_damaged_copy_is_filed_as_failed_not_missing_and_the_suite_goes_on(work, tmp_path, capsys):
+    from tests.clipmodule.eval.readers.copies import write_mnist
+
+    write_mnist(tmp_path / "mnist")
+    images = tmp_path / "mnist" / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:40])  # a download cut short
+    suite = {"name": "damaged", "model": str(work / "tiny.safetensors"), "output": str(tmp_path / "out"),
+             "tasks": [{"name": "mn", "task": "zeroshot", "dataset": "mnist", "root": str(tmp_path / "mnist"),
+                        "templates": "simple"},
+                       {"name": "gone", "task": "zeroshot", "dataset": "mnist", "root": str(tmp_path),
+                        "templates": "simple"},
+                       {"name": "zs", "task": "zeroshot", "dataset": str(work / "test"), "templates": "simple"}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    assert clipmodule(["eval", "suite", "-c", str(tmp_path / "suite.yaml"), "--tracking.uri", "none"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("failed: ")] == [
+        f"failed: mn: {images}: unreadable, truncated or corrupt (Compressed file ended before the end-of-stream "
+        "marker was reached)"]
+    assert [line.split(":")[1] for line in err if line.startswith("missing: ")] == [" gone"]
+    record = json.loads((tmp_path / "out" / "damaged.json").read_text())
+    assert set(record["failed"]) == {"mn"} and set(record["missing"]) == {"gone"} and set(record["metrics"]) == {"zs"}
+    table = (tmp_path / "out" / "damaged.md").read_text()
+    assert table.split("Not run, data refused (damaged or inconsistent copy):\n")[1].startswith(f"- mn: {images}")
+    assert "not run, data refused (damaged or inconsistent): mn" in err
