@@ -31,7 +31,8 @@ def _write(path: Path, text: str) -> None:
 def _sun397(root: Path) -> None:
     base = root / "SUN397"
     _write(base / "ClassName.txt", "".join(f"/{name[0]}/{name}\n" for name in labels.SUN397))
-    _touch(base / "a" / "abbey" / "sun_aaa.jpg")
+    for name in labels.SUN397:  # a real copy has a folder of images for every class (the reader checks it)
+        _touch(base / name[0] / name / "sun_aaa.jpg")
 
 
 def _food101(root: Path) -> None:
@@ -73,7 +74,8 @@ def _aircraft(root: Path) -> None:
     base = root / "fgvc-aircraft-2013b" / "data"
     variants = labels.shipped("openai_prompts", "FGVCAircraft")["classes"]
     _write(base / "variants.txt", "".join(f"{variant}\n" for variant in variants))
-    _write(base / "images_variant_test.txt", f"0000001 {variants[0]}\n")
+    listed = "".join(f"{index:07d} {variant}\n" for index, variant in enumerate(variants))  # every variant once
+    _write(base / "images_variant_test.txt", listed)
     (base / "images").mkdir()
 
 
@@ -91,14 +93,16 @@ def _cars(root: Path) -> None:
 
 def _cifar(root: Path, folder: str, names: list[str], meta: str, names_key: str, batch: str, label_key: str) -> None:
     copies._pickle(root / folder / meta, {names_key: names})
-    copies._pickle(root / folder / batch, {"data": np.zeros((1, 3072), np.uint8), label_key: [0]})
+    # one image per class: a real test split reaches every label (the reader refuses a list longer than that)
+    copies._pickle(root / folder / batch, {"data": np.zeros((len(names), 3072), np.uint8),
+                                           label_key: list(range(len(names)))})
 
 
 def _stl10(root: Path) -> None:
     base = root / "stl10_binary"
     base.mkdir(parents=True)
-    np.zeros(3 * 96 * 96, np.uint8).tofile(base / "test_X.bin")
-    np.ones(1, np.uint8).tofile(base / "test_y.bin")
+    np.zeros(len(labels.STL10) * 3 * 96 * 96, np.uint8).tofile(base / "test_X.bin")
+    np.arange(1, len(labels.STL10) + 1, dtype=np.uint8).tofile(base / "test_y.bin")  # every class once
     _write(base / "class_names.txt", "".join(f"{name}\n" for name in labels.STL10))
 
 
