@@ -16,6 +16,7 @@ from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.provenance import record_change
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.errors import ClipModuleError
+from tests.clipmodule.data.test_remote import BUCKET, local_shards, s3, s3fs  # noqa: F401 (fixtures)
 from tests.clipmodule.data.test_tables import write_csv, write_pairs
 from tests.clipmodule.train.test_cli import TINY
 
@@ -194,3 +195,26 @@ def test_fit_resumed_with_other_workers_or_seed_is_one_line(written, tmp_path, c
         lines = [line for line in err.splitlines() if line.startswith("clipmodule fit: error:")]
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
         assert lines[0].startswith(f"clipmodule fit: error: cannot resume from {checkpoint}: ") and expected in lines[0]
+
+
+def test_an_object_replaced_by_one_of_the_same_size_is_refused_by_its_etag(s3, local_shards):  # noqa: F811
+    import boto3
+
+    url = f"s3://{BUCKET}/resume/"
+    client = boto3.client("s3")
+    for path in sorted(local_shards.glob("*.tar")):
+        client.upload_file(str(path), BUCKET, f"resume/{path.name}")
+    options = {**OPTIONS, "num_workers": 0, "batch_size": 4, "train_shards": url}
+    module = ShardDataModule(**options)
+    module.train_dataset()
+    saved = module.state_dict()
+    assert saved["training_data"]["sources"][0]["shards"][1][2]  # the ETag
+    data = bytearray((local_shards / "00001.tar").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # other contents, the same size
+    client.put_object(Bucket=BUCKET, Key="resume/00001.tar", Body=bytes(data))
+    s3fs.S3FileSystem.clear_instance_cache()  # a new fit: no listing cached from the first
+    again = ShardDataModule(**options)
+    again.load_state_dict(saved)
+    with pytest.raises(ClipModuleError, match=rf"^cannot resume from the checkpoint: s3://{BUCKET}/resume/00001.tar "
+                                              r"was replaced or modified since the checkpoint \("):
+        again.train_dataset()
