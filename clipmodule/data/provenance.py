@@ -26,6 +26,7 @@ import json
 import math
 import os
 import posixpath
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +36,7 @@ from clipmodule.errors import ClipModuleError
 
 SETTING_ORDER = ("num_workers", "seed", "batch_size", "shuffle_buffer", "resample", "samples_per_epoch")
 WHY_WORKERS = " (each worker's position lies in its own slice of the shards and cannot be dealt to other workers)"
+MTIME = "mtime_ns="  # a local file's version, as the shard-index cache keys it
 REMOTE_THREADS = 8  # an object's size and ETag is one request; many shards are asked for in parallel
 
 
@@ -48,7 +50,15 @@ def shard_identity(path: str) -> list[Any]:
         stat = os.stat(path)
     except OSError as error:
         raise ClipModuleError(f"{path}: {error.strerror}") from None
-    return [path, stat.st_size, f"mtime_ns={stat.st_mtime_ns}"]
+    return [os.path.abspath(path), stat.st_size, f"{MTIME}{stat.st_mtime_ns}"]
+
+
+def _version_text(version: str) -> str:
+    """A local file's version as a time a reader can compare (UTC, to the ns); an ETag as it is."""
+    if not version.startswith(MTIME):
+        return version
+    seconds, nanoseconds = divmod(int(version[len(MTIME):]), 10**9)
+    return f"modified {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(seconds))}.{nanoseconds:09d} UTC"
 
 
 def _digest_strings(digest: Any, column: Any) -> None:
@@ -112,8 +122,12 @@ def _shard_change(name: str, saved: list[list[Any]], current: list[list[Any]]) -
         what = f"{path} stands where the checkpoint had {then_path}"
     elif then_size != size:
         what = f"{path} is {size} bytes, the checkpoint's {then_path} was {then_size}"
+    elif then_path == path:
+        what = f"{path} was replaced or modified since the checkpoint ({_version_text(then_version)} then, " \
+               f"{_version_text(version)} now)"
     else:
-        what = f"{path} was replaced or modified since the checkpoint ({then_version} then, {version} now)"
+        what = f"{path} is another file than the checkpoint's {then_path} ({_version_text(version)}, the " \
+               f"checkpoint's {_version_text(then_version)})"
     return what if len(differing) == 1 else \
         f"{len(differing)} of {len(current)} training shards differ, the first: {what}"
 

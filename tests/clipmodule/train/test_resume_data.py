@@ -78,7 +78,7 @@ def test_the_checkpoint_records_each_shard_and_the_loader_settings(written):
                                   "resample": False, "samples_per_epoch": None, "batches_per_rank": 8}
     (source,) = record["sources"]
     stat = (shards / "00002.tar").stat()
-    assert source["shards"][2] == [str(shards / "00002.tar"), stat.st_size, f"mtime_ns={stat.st_mtime_ns}"]
+    assert source["shards"][2] == [str((shards / "00002.tar").absolute()), stat.st_size, f"mtime_ns={stat.st_mtime_ns}"]
     _resume(checkpoint, train_shards=str(shards))  # the same data and settings: accepted
 
 
@@ -116,7 +116,14 @@ def test_a_shard_replaced_under_its_name_is_refused(written, tmp_path):
     shutil.copy2(shards / "00001.tar", copy_ / "00001.tar")
     os.utime(copy_ / "00001.tar", ns=(1, (shards / "00001.tar").stat().st_mtime_ns + 10**9))
     assert _refusal(checkpoint, train_shards=str(copy_)).startswith(
-        f"{copy_ / '00001.tar'} was replaced or modified since the checkpoint (mtime_ns=")
+        f"{copy_ / '00001.tar'} is another file than the checkpoint's {shards / '00001.tar'} (modified 20")
+    record = {"settings": {}, "sources": [{"name": "source0", "share": 1.0,
+                                           "shards": [["/d/00000.tar", 10, "mtime_ns=1000000000"]]}]}
+    replaced = copy.deepcopy(record)
+    replaced["sources"][0]["shards"][0][2] = "mtime_ns=2000000001"
+    assert record_change(record, replaced).startswith(
+        "/d/00000.tar was replaced or modified since the checkpoint (modified 1970-01-01 00:00:01.000000000 UTC "
+        "then, modified 1970-01-01 00:00:02.000000001 UTC now); resume on the data")
 
 
 def test_a_shorter_shard_and_another_folder_are_refused(written, tmp_path):
