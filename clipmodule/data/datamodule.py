@@ -12,7 +12,6 @@ also be a CSV/TSV or a folder of image + .txt pairs (`clipmodule.data.tables`) o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -26,9 +25,11 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from clipformats.webdataset import content_hash, image_field, shard_records
 from clipmodule.api import TokenizerSpec
+from clipmodule.data.batches import TokenizingCollate, plain_data, sum_counters
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.evaluation import FolderEvalDataset, ShardEvalDataset
 from clipmodule.data.mixing import MixedStream, drawn_per_source
+from clipmodule.data.provenance import check_resume, training_record
 from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import StreamPlan, shard_paths
 from clipmodule.data.sources import TrainSource, TrainSourceConfig, mixture_shares, open_sources
@@ -41,32 +42,6 @@ log = logging.getLogger(__name__)
 # A shard set of bad samples would otherwise print one warning per sample, millions of lines: name the first
 # few skipped samples, then give a running count every `WARN_EVERY`.
 WARN_FIRST, WARN_EVERY = 5, 1000
-
-
-class TokenizingCollate:
-    """Stacks images (uint8 from the training augmentation, float from the eval transform) and tokenises the
-    batch's captions in one call (in the worker). `task` tags the
-    batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
-
-    def __init__(self, tokenizer: TokenizerSpec | int = 77, task: str = "train"):
-        self.spec = tokenizer if isinstance(tokenizer, TokenizerSpec) else TokenizerSpec(context_length=tokenizer)
-        self.task = task
-        self._tokenizer = None
-
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        if self._tokenizer is None:  # built in the worker, on first use
-            self._tokenizer = self.spec.build(truncate=True)
-        texts = [sample["text"] for sample in samples]
-        images = torch.stack([sample["image"] for sample in samples])
-        return {
-            # the training augmentation gives uint8 pixels; they stay uint8 (a quarter of the bytes through
-            # shared memory and to the device) and `ClipLitModule` normalises them there (`normalize_batch`)
-            "image": images,
-            "text": self._tokenizer(texts),
-            "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
-            "key": [sample["key"] for sample in samples],
-            "task": self.task,
-        }
 
 
 def _worker() -> tuple[int, int]:
@@ -203,33 +178,6 @@ class EpochLoader(StatefulDataLoader):
         super().load_state_dict(state_dict["loader"])
 
 
-def plain_data(value: Any) -> Any:
-    """`value` with every dataclass in it turned into a dict (nested in lists and dicts too)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (list, tuple)):
-        return [plain_data(item) for item in value]
-    if isinstance(value, dict):
-        return {key: plain_data(item) for key, item in value.items()}
-    return value
-
-
-def sum_counters(state: Any, names: tuple[str, ...] = ("corrupt_samples", "corrupt_shards")) -> dict[str, int]:
-    """Totals of the named counters anywhere in a (nested) loader state: one per worker."""
-    totals = dict.fromkeys(names, 0)
-    stack = [state]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for name in names:
-                if isinstance(item.get(name), int):
-                    totals[name] += item[name]
-            stack.extend(value for value in item.values() if isinstance(value, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(value for value in item if isinstance(value, (dict, list)))
-    return totals
-
-
 class ShardDataModule(L.LightningDataModule):
     """Training shards plus optional held-out shards for retrieval and labelled shards for zero-shot.
 
@@ -305,6 +253,8 @@ class ShardDataModule(L.LightningDataModule):
             raise ClipModuleError(f"the model reads the {self.tokenizer.kind!r} tokenizer and its weights came without "
                                   "a tokenizer.json: set data.tokenizer_folder to a folder holding it")
         self._train_loader: EpochLoader | None = None
+        self._training_record: dict[str, Any] | None = None  # what this fit's checkpoints say it reads
+        self._resumed: tuple[dict[str, Any] | None, str] | None = None  # a checkpoint's record, and its path
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -328,10 +278,33 @@ class ShardDataModule(L.LightningDataModule):
                                   f"({world_size} x {self.batch_size})")
         paths = [path for source in sources for path in (source.shards or [source.table.source])]
         shares = mixture_shares(sources, counts or [0] * len(sources)) if len(sources) > 1 else None
-        return ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
-                                 batches_per_rank=batches, rank=rank, world_size=world_size,
-                                 shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample,
-                                 max_unusable=self.max_unusable_samples, sources=sources, shares=shares)
+        dataset = ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
+                                    batches_per_rank=batches, rank=rank, world_size=world_size,
+                                    shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample,
+                                    max_unusable=self.max_unusable_samples, sources=sources, shares=shares)
+        self._record_training_data(dataset)
+        return dataset
+
+    def _record_training_data(self, dataset: ShardTrainDataset) -> None:
+        """Describes the data and the loader settings (`clipmodule.data.provenance`) for this fit's checkpoints, and
+        refuses to resume from a checkpoint whose loader positions mean other samples here."""
+        settings = {"seed": self.seed, "batch_size": self.batch_size, "num_workers": self.num_workers,
+                    "shuffle_buffer": self.shuffle_buffer, "resample": self.resample,
+                    "samples_per_epoch": self.samples_per_epoch, "batches_per_rank": dataset.batches_per_rank}
+        self._training_record = training_record(dataset.sources, dataset.shares, settings)
+        if self._resumed is not None:
+            (saved, checkpoint), self._resumed = self._resumed, None
+            check_resume(saved, self._training_record, checkpoint)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning writes this into each checkpoint; `load_state_dict` gets it back on resume."""
+        return {"training_data": self._training_record} if self._training_record is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called before the loaders exist: the check waits for the training data (`train_dataset`)."""
+        trainer = getattr(self, "trainer", None)
+        path = getattr(trainer, "ckpt_path", None)
+        self._resumed = (state_dict.get("training_data"), str(path) if path else "the checkpoint")
 
     def train_dataloader(self) -> EpochLoader:
         self._train_loader = EpochLoader(self.train_dataset(), **self._loader_options())

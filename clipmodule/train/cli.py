@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from clipmodule.api import tokenizer_spec
@@ -27,6 +27,20 @@ from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI
 from clipmodule.train.callbacks import AtomicCheckpointIO, DataHealth, RunRecorder, load_checkpoint_safely
 from clipmodule.train.embeddings import EmbeddingWriter
 from clipmodule.train.module import ClipLitModule
+
+
+class ClipArgumentParser(LightningArgumentParser):
+    """Lightning's parser, except that the `data` options take a string as the value it is: jsonargparse reads a
+    string given to a type that also accepts dataclasses (`data.train_shards`, `data.zeroshot_sets`) as the path
+    or URL of a sub-config file, so `pairs.csv` became the CSV's text, a `https://` folder its HTML page and a
+    remote tar was downloaded whole. A data option's value is YAML inline or in a `-c` file, never a file name."""
+
+    def add_lightning_class_args(self, lightning_class, nested_key: str, subclass_mode: bool = False,
+                                 required: bool = True) -> list[str]:
+        if nested_key != "data" or subclass_mode:
+            return super().add_lightning_class_args(lightning_class, nested_key, subclass_mode, required)
+        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
+                                        sub_configs=False)
 
 
 class ClipCLI(LightningCLI):
@@ -146,7 +160,8 @@ def build_cli(args: list[str], run: bool = False) -> ClipCLI:
     try:
         return ClipCLI(ClipLitModule, ShardDataModule, args=args, run=run, trainer_defaults=TRAINER_DEFAULTS,
                        save_config_callback=RunRecorder, save_config_kwargs={"save_to_log_dir": False},
-                       auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
+                       parser_class=ClipArgumentParser, auto_configure_optimizers=False,
+                       parser_kwargs={"exit_on_error": False})
     except ArgumentError as error:
         configs = config_files(args)
         where = f" ({', '.join(configs)})" if configs else ""
