@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.balancing import run_balance
 from curation.config import BalanceConfig, MatchConfig
-from curation.matching import Matcher
+from curation.stages.balance.balancing import run_balance
+from curation.stages.match.matching import Matcher
 
 
 def _sibling(name: str):
@@ -52,7 +52,7 @@ def write_inputs(folder: Path, captions: list[str], terms: list[str], shards: in
 
 def run_engine(folder: Path, name: str, engine: str, workers: int, queries: Path, captions: Path,
                t: int) -> dict[str, float]:
-    from curation.matching import run_match
+    from curation.stages.match.matching import run_match
 
     work = folder / name
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from clipformats.embeddings import normalise, read_embeddings
 from clipmodule.data.synthetic import write_synthetic_shards
 from clipmodule.embedding import text_tokenizer
 from curation.config import EmbedConfig
-from curation.embed import run_embed
+from curation.stages.embed.embedding import run_embed
 
 
 def plain_loop(model_path: Path, shards: list[Path], out: Path, batch_size: int) -> int:

@@ -5,8 +5,9 @@
 The vectors are clustered unit vectors (2,000 centres plus noise, as CLIP embeddings of a crawl cluster by
 subject), written through the embedding contract as 10 fp16 parts, with each text vector its image vector
 plus noise (the held-out caption queries). The memory bound picks the index kind (see
-`curation.index.choose_index`): 1 GiB for 1M x 512 gives IVF-SQ8 (4 GiB would give HNSW32, whose graph build
-took 112 s for 50k vectors on this 2-core machine: about 40 minutes for 1M, so it is not the default here).
+`curation.stages.index.knn_index.choose_index`): 1 GiB for 1M x 512 gives IVF-SQ8 (4 GiB would give HNSW32,
+whose graph build took 112 s for 50k vectors on this 2-core machine: about 40 minutes for 1M, so it is not the
+default here).
 Peak memory is the process's maximum RSS, which includes the 2 GiB of float32 vectors the stage loads.
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from clipformats.embeddings import finish_set, normalise, write_part
 from curation.config import IndexConfig
-from curation.index import run_index
+from curation.stages.index.knn_index import run_index
 
 PARTS = 10
 

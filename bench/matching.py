@@ -1,4 +1,4 @@
-"""Captions/s of `curation.matching.Matcher` with 500,000 queries, against its peers in the same run.
+"""Captions/s of `curation.stages.match.matching.Matcher` with 500,000 queries, against its peers in the same run.
 
 Peers: a raw pyahocorasick loop over the lower-cased caption that checks word boundaries per hit in
 Python (what one writes by hand), and a naive `query in caption` loop (on a subsample: it is very slow).
@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import wordfreq
 
-from curation.matching import Matcher
-from curation.sources import wordnet_lemmas
+from curation.stages.match.matching import Matcher
+from curation.stages.queries.sources import wordnet_lemmas
 from curation.text import normalize_all
 
 

@@ -14,9 +14,9 @@ import pytest
 
 from clipformats import locks
 from clipformats.locks import OutputLock, OutputLocked
-from curation.balancing import run_balance
 from curation.config import BalanceConfig
 from curation.errors import CurationError
+from curation.stages.balance.balancing import run_balance
 from tests.conftest import tree_env
 from tests.curation.test_balancing import write_matched
 

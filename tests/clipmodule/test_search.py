@@ -14,8 +14,8 @@ from clipformats.embeddings import read_embeddings
 from clipmodule.cli import main
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.config import EmbedConfig, IndexConfig
-from curation.embed import run_embed
-from curation.index import run_index
+from curation.stages.embed.embedding import run_embed
+from curation.stages.index.knn_index import run_index
 
 
 @pytest.fixture(scope="module")

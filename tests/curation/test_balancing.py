@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.balancing import balance_mask, coins, keep_probabilities, key_hashes, run_balance
 from curation.config import BalanceConfig
 from curation.errors import CurationError
+from curation.stages.balance.balancing import balance_mask, coins, keep_probabilities, key_hashes, run_balance
 
 
 def single_query_rows(counts: dict[int, int]) -> tuple[list[str], pa.ListArray]:

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from curation.cli import main
 from curation.config import DecontaminateConfig
-from curation.decontaminate import BKTree, run_decontaminate, tar_samples
+from curation.stages.decontaminate.decontamination import BKTree, run_decontaminate, tar_samples
 
 EVAL_IMAGES = 24
 PLANTED = 16  # of the evaluation images, planted (edited) in the training shards

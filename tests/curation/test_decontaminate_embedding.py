@@ -12,7 +12,7 @@ from PIL import Image
 
 from curation.cli import main
 from curation.config import DecontaminateConfig
-from curation.decontaminate import run_decontaminate
+from curation.stages.decontaminate.decontamination import run_decontaminate
 
 DIM = 32
 

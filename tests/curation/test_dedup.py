@@ -12,7 +12,7 @@ from PIL import Image
 from clipformats.embeddings import read_embeddings
 from curation.cli import main
 from curation.config import DedupConfig
-from curation.dedup import greedy_duplicates, run_dedup
+from curation.stages.dedup.semdedup import greedy_duplicates, run_dedup
 
 DIM = 32
 UNIQUE = 60

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipformats.locks import group_alive
-from curation import download
-from curation.download import aggregate_shard_stats
+from curation.stages.download import downloading as download
+from curation.stages.download.downloading import aggregate_shard_stats
 
 
 def write_balanced(folder, urls: list[str]) -> None:
@@ -139,7 +139,7 @@ def test_bad_inputs_name_their_cause_before_img2dataset_starts(tmp_path, capsys)
 
 
 def test_duplicate_urls_are_counted_and_dropped_only_when_asked(tmp_path):
-    from curation.download import duplicate_urls
+    from curation.stages.download.downloading import duplicate_urls
 
     write_balanced(tmp_path / "balanced", ["http://x/a", "http://x/b", "http://x/a", "http://x/c", "http://x/a"])
     files = sorted((tmp_path / "balanced").glob("*.parquet"))

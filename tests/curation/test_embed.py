@@ -33,7 +33,7 @@ from clipformats.files import TEMP_MARK
 from clipmodule.data.synthetic import write_synthetic_shards
 from curation.cli import main
 from curation.config import EmbedConfig
-from curation.embed import run_embed
+from curation.stages.embed.embedding import run_embed
 from tests.conftest import tree_env
 from tests.curation.slow_embedder import InterruptedShardEmbedder
 

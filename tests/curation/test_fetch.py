@@ -7,7 +7,7 @@ import io
 import time
 
 from clipformats.urls import allowed_schemes
-from curation.fetch import FetchPolicy, LimitedResizer, fetch_image
+from curation.stages.download.fetch import FetchPolicy, LimitedResizer, fetch_image
 from tests.conftest import png_header
 
 HTTP_ONLY = FetchPolicy(allowed_schemes(), 1_000_000)
@@ -48,7 +48,7 @@ def test_an_image_over_the_pixel_limit_is_never_decoded():
 
 
 def test_only_img2dataset_multiprocessing_workers_are_tied_to_its_process(monkeypatch):
-    from curation import fetch
+    from curation.stages.download import fetch as fetch
 
     tied = []
     monkeypatch.setattr(fetch, "die_with_parent", lambda pid, **options: tied.append((pid, options)))

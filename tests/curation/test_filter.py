@@ -13,7 +13,7 @@ from PIL import Image
 from clipformats.embeddings import read_embeddings
 from curation.cli import main
 from curation.config import FilterConfig
-from curation.filter import run_filter
+from curation.stages.filter.filtering import run_filter
 
 SAMPLES = 50
 DIM = 16

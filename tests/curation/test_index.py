@@ -10,7 +10,7 @@ from clipformats.knn import read_index
 from curation.cli import main
 from curation.config import IndexConfig
 from curation.errors import CurationError
-from curation.index import GIB, choose_index, recall_at_k, run_index
+from curation.stages.index.knn_index import GIB, choose_index, recall_at_k, run_index
 
 
 def clustered(rows: int, dim: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Matching semantics (the contract in curation/matching.py's docstring) and the `match` stage."""
+"""Matching semantics (the contract in curation/stages/match/matching.py's docstring) and the `match` stage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from curation.config import MatchConfig
 from curation.errors import CurationError
-from curation.matching import Matcher, run_match
+from curation.stages.match.matching import Matcher, run_match
 
 
 def found(terms: list[str], text: str) -> list[str]:

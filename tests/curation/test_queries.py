@@ -9,7 +9,7 @@ import pytest
 
 from curation.config import QueriesConfig
 from curation.errors import CurationError
-from curation.queries import run_queries
+from curation.stages.queries.query_list import run_queries
 
 
 def read(path) -> dict[str, dict]:

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.balancing import run_balance
 from curation.cli import main
 from curation.config import BalanceConfig, MatchConfig
 from curation.errors import CurationError
-from curation.matching import run_match
+from curation.stages.balance.balancing import run_balance
+from curation.stages.match.matching import run_match
 from tests.conftest import tree_env
 
 WORDS = ["cat", "dog", "red", "blue", "car", "tree", "house", "river", "bird", "sky", "green", "old", "new", "york"]
@@ -57,7 +57,8 @@ def query_list(path: Path) -> Path:
 def test_local_engine_and_help_do_not_import_ray(tmp_path):
     code = ("import sys; from curation.cli import curation_commands, help_text; help_text(); "
             "[command.parser().format_help() for command in curation_commands()]; "
-            "import curation.matching, curation.balancing, curation.decontaminate; "
+            "import curation.stages.match.matching, curation.stages.balance.balancing; "
+            "import curation.stages.decontaminate.decontamination; "
             "print([m for m in ('ray', 'imagehash') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True,
                           check=True).stdout == "[]\n"

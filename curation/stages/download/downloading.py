@@ -1,6 +1,6 @@
 """`curation download`: a thin layer over img2dataset's Python API, made quiet, resumable and accountable.
 
-img2dataset runs in a child process (see `curation.fetch`) whose output goes to `<out>.log`; this
+img2dataset runs in a child process (see `curation.stages.download.fetch`) whose output goes to `<out>.log`; this
 process shows one progress bar fed by the per-shard `*_stats.json` files img2dataset writes. img2dataset's
 incremental mode skips shards whose stats file exists and redoes the others from scratch, so a stopped
 download resumes without duplicates. img2dataset writes no overall stats: `aggregate_shard_stats` adds up
@@ -167,7 +167,7 @@ def run_img2dataset(config: DownloadConfig, source: Path, out: Path, expected_ro
     """img2dataset in a spawned child (its own prints and signal handler stay there), with a progress bar.
     The child leads its own process group, noted in the stage's lock: however this run ends, the group is
     stopped, and a later run waits for stragglers of a killed one."""
-    from curation import fetch
+    from curation.stages.download import fetch as fetch
 
     context = multiprocessing.get_context("spawn")
     arguments = img2dataset_arguments(config, source, out)

@@ -21,13 +21,13 @@ class EmbedPaths:
 
 
 def run(settings: EmbedConfig, paths: EmbedPaths) -> None:
-    from curation.embed import run_embed
+    from curation.stages.embed.embedding import run_embed
 
     run_embed(settings, paths.shards, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.embed import run_embed
+    from curation.stages.embed.embedding import run_embed
 
     run_embed(step.settings, [str(step.shards)], step.out, step.overwrite)
 

@@ -31,13 +31,13 @@ class DecontaminatePaths:
 
 
 def run(settings: DecontaminateConfig, paths: DecontaminatePaths) -> None:
-    from curation.decontaminate import run_decontaminate
+    from curation.stages.decontaminate.decontamination import run_decontaminate
 
     run_decontaminate(settings, paths.eval, paths.shards, paths.out, paths.overwrite, embeddings=paths.embeddings)
 
 
 def build(step: BuildStep) -> None:
-    from curation.decontaminate import run_decontaminate
+    from curation.stages.decontaminate.decontamination import run_decontaminate
 
     embeddings = step.outputs["embed"] if step.settings.eval_embeddings else None
     run_decontaminate(step.settings, step.dataset.eval_sets, [str(step.shards)], step.out, step.overwrite,

@@ -25,13 +25,13 @@ class FilterPaths:
 
 
 def run(settings: FilterConfig, paths: FilterPaths) -> None:
-    from curation.filter import run_filter
+    from curation.stages.filter.filtering import run_filter
 
     run_filter(settings, paths.shards, paths.embeddings, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.filter import run_filter
+    from curation.stages.filter.filtering import run_filter
 
     run_filter(step.settings, [str(step.shards)], step.outputs["embed"], step.out, step.overwrite)
 

@@ -22,13 +22,13 @@ class MatchPaths:
 
 
 def run(settings: MatchConfig, paths: MatchPaths) -> None:
-    from curation.matching import run_match
+    from curation.stages.match.matching import run_match
 
     run_match(settings, paths.queries, paths.captions, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.matching import run_match
+    from curation.stages.match.matching import run_match
 
     run_match(step.settings, step.outputs["queries"], step.dataset.captions, step.out, step.overwrite)
 

@@ -21,13 +21,13 @@ class BalancePaths:
 
 
 def run(settings: BalanceConfig, paths: BalancePaths) -> None:
-    from curation.balancing import run_balance
+    from curation.stages.balance.balancing import run_balance
 
     run_balance(settings, paths.input, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.balancing import run_balance
+    from curation.stages.balance.balancing import run_balance
 
     run_balance(step.settings, step.outputs["match"], step.out, step.overwrite)
 

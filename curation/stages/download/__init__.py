@@ -20,13 +20,13 @@ class DownloadPaths:
 
 
 def run(settings: DownloadConfig, paths: DownloadPaths) -> None:
-    from curation.download import run_download
+    from curation.stages.download.downloading import run_download
 
     run_download(settings, paths.input, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.download import run_download
+    from curation.stages.download.downloading import run_download
 
     run_download(step.settings, step.outputs["balance"], step.out, step.overwrite)
 

@@ -20,7 +20,7 @@ class QueriesPaths:
 
 
 def run(settings: QueriesConfig, paths: QueriesPaths) -> None:
-    from curation.queries import run_queries
+    from curation.stages.queries.query_list import run_queries
 
     if paths.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file named like the folder
         raise CurationError(f"{paths.out}: --out must name a file (e.g. {paths.out}queries.parquet), not a folder")
@@ -28,7 +28,7 @@ def run(settings: QueriesConfig, paths: QueriesPaths) -> None:
 
 
 def build(step: BuildStep) -> None:
-    from curation.queries import run_queries
+    from curation.stages.queries.query_list import run_queries
 
     run_queries(step.settings, step.out, step.overwrite)
 

@@ -20,7 +20,7 @@ class IndexPaths:
 
 
 def run(settings: IndexConfig, paths: IndexPaths) -> None:
-    from curation.index import run_index
+    from curation.stages.index.knn_index import run_index
 
     run_index(settings, paths.embeddings, paths.out, paths.overwrite)
 

@@ -27,13 +27,13 @@ class DedupPaths:
 
 
 def run(settings: DedupConfig, paths: DedupPaths) -> None:
-    from curation.dedup import run_dedup
+    from curation.stages.dedup.semdedup import run_dedup
 
     run_dedup(settings, paths.shards, paths.embeddings, paths.out, paths.overwrite)
 
 
 def build(step: BuildStep) -> None:
-    from curation.dedup import run_dedup
+    from curation.stages.dedup.semdedup import run_dedup
 
     run_dedup(step.settings, [str(step.shards)], step.outputs["embed"], step.out, step.overwrite)
 

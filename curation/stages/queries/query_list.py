@@ -20,11 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipformats.files import atomic_path
-from curation import sources
 from curation.config import QueriesConfig
 from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature
+from curation.stages.queries import sources as sources
 from curation.text import normalize_all
 
 SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")

@@ -29,12 +29,12 @@ import pyarrow.parquet as pq
 from clipformats.files import atomic_path
 from clipformats.webdataset import content_hash, shard_records
 from curation.config import FilterConfig
-from curation.embedding_plots import plot_score_histogram
 from curation.embedding_rows import SampleRows, embedding_files, load_rows, reference_set, write_kept_shards
 from curation.kmeans import kmeans, nearest, resolve_backend
 from curation.progress import report
 from curation.shardio import input_shards
 from curation.stage import Stage, file_signature, sidecar
+from curation.stages.filter.plots import plot_score_histogram
 
 REASONS = ("no_embedding", "caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score",
            "image_cluster")
