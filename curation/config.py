@@ -70,8 +70,18 @@ class QueriesConfig:
         _require(self.unigrams != "corpus" or bool(self.corpus), "queries.unigrams is 'corpus' but no corpus is given")
 
 
+@dataclass(kw_only=True)
+class EngineOptions:
+    """Where a stage's shard jobs run (`curation.engines`): the same output either way."""
+
+    engine: Literal["local", "ray"] = "local"
+    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
+    ray_address: str | None = None
+    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
+
+
 @dataclass
-class MatchConfig:
+class MatchConfig(EngineOptions):
     """How caption tables are read and matched against the query list."""
 
     url_column: str = "url"
@@ -84,10 +94,6 @@ class MatchConfig:
     """Processes matching shards in parallel (0: one per CPU core, at most one per input file)."""
     batch_rows: int = 65536
     """Rows matched per batch; bounds memory per worker."""
-    engine: Literal["local", "ray"] = "local"
-    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
-    ray_address: str | None = None
-    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
     allow_schemes: list[str] = field(default_factory=list)
     """URL schemes kept besides http and https (e.g. file: then local files become samples). Rows with other
     schemes or malformed URLs are dropped and counted by reason in the stats."""
@@ -98,7 +104,7 @@ class MatchConfig:
 
 
 @dataclass
-class BalanceConfig:
+class BalanceConfig(EngineOptions):
     """t-capped sampling: each row is kept if, for any of its queries q, a coin with p = min(1, t/count[q]) comes up."""
 
     t: int = 20_000
@@ -109,10 +115,6 @@ class BalanceConfig:
     """Column whose value identifies a row (the hash input)."""
     workers: int = 0
     """Processes balancing shards in parallel (0: one per CPU core); the output does not depend on it."""
-    engine: Literal["local", "ray"] = "local"
-    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
-    ray_address: str | None = None
-    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
 
     def __post_init__(self) -> None:
         _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")
@@ -294,7 +296,7 @@ class DedupConfig:
 
 
 @dataclass
-class EmbedConfig:
+class EmbedConfig(EngineOptions):
     """Which model embeds the shards, and where it runs (`curation embed`)."""
 
     model: str
@@ -313,10 +315,6 @@ class EmbedConfig:
     """Worker processes (or Ray actors), each holding the model (0: one per CPU core)."""
     threads: int = 0
     """Torch threads per worker (0: torch's default)."""
-    engine: Literal["local", "ray"] = "local"
-    """local: worker processes on this machine; ray: Ray Data actors on a Ray cluster (same output)."""
-    ray_address: str | None = None
-    """Ray cluster to use with engine ray (host:port, ray://host:port or auto); none: start a local Ray."""
     max_image_pixels: int = MAX_IMAGE_PIXELS
     """Images whose header says width x height is over this are not decoded; they get no row (counted)."""
 

@@ -120,7 +120,8 @@ class ShardTrainDataset(IterableDataset):
     """Shuffled training samples; `len` is this rank's share, a whole number of batches. `sources` (default: the
     shards of `paths`) are the training sources, several drawn by their `shares` (`clipmodule.data.mixing`)."""
 
-    def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,
+    # keyword-only settings, passed through from the DataModule's (which are the `data.*` YAML keys)
+    def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,  # noqa: PLR0913
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, seed: int = 0,
                  resample: bool = False, max_unusable: int = 10_000, sources: list[TrainSource] | None = None,
                  shares: list[float] | None = None):
@@ -216,7 +217,8 @@ class ShardDataModule(L.LightningDataModule):
             (undecodable image, empty or missing caption), or after a whole pass over the shards without one.
     """
 
-    def __init__(self, train_shards: str | list[str] | list[TrainSourceConfig] | None = None,
+    # LightningCLI's constructor: each parameter is a `data.*` YAML key, so the argument count is the config's
+    def __init__(self, train_shards: str | list[str] | list[TrainSourceConfig] | None = None,  # noqa: PLR0913
                  val_shards: str | list[str] | None = None,
                  zeroshot_shards: str | list[str] | None = None, zeroshot_classnames: list[str] | None = None,
                  batch_size: int = 256, num_workers: int = 4, image_size: int = 224, context_length: int = 77,

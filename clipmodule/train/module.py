@@ -89,7 +89,8 @@ class ClipLitModule(L.LightningModule):
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
     """
 
-    def __init__(self, model: nn.Module | None = None, loss: Literal["clip", "siglip"] = "clip",
+    # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
+    def __init__(self, model: nn.Module | None = None, loss: Literal["clip", "siglip"] = "clip",  # noqa: PLR0913
                  local_loss: bool = False, optim: OptimConfig = OptimConfig(), grad_checkpointing: bool = False,
                  compile: bool = False,
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
