@@ -86,6 +86,15 @@ def _has_mlflow_tables(path: str) -> bool:
     return {"experiments", "runs"} <= tables
 
 
+def absolute_store(uri: str) -> str:
+    """A relative sqlite store (`sqlite:///mlruns.db`) named by its absolute path: MLflow caches a store per URI
+    string, so a process that changes folder would keep writing to the first folder's file."""
+    prefix = "sqlite:///"
+    if not str(uri).startswith(prefix) or str(uri)[len(prefix):].startswith("/"):
+        return uri
+    return prefix + str(Path(str(uri)[len(prefix):]).resolve())
+
+
 def client(tracking_uri: str):
     """An `MlflowClient` bound to `tracking_uri`."""
     if str(tracking_uri).startswith(("http://", "https://")):
@@ -94,7 +103,7 @@ def client(tracking_uri: str):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=absolute_store(tracking_uri))
 
 
 def mlflow_key(key: str) -> str:

@@ -23,7 +23,7 @@ from clipmodule.api import tokenizer_spec
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.options import check_config_files, config_files
-from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI
+from clipmodule.tracking.mlflow import DEFAULT_TRACKING_URI, absolute_store
 from clipmodule.train.callbacks import AtomicCheckpointIO, DataHealth, RunRecorder, load_checkpoint_safely
 from clipmodule.train.embeddings import EmbeddingWriter
 from clipmodule.train.module import ClipLitModule
@@ -71,11 +71,16 @@ class ClipCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """MLflow names unnamed runs from Python's `random`, which `seed_everything` has just seeded: every
-        run would get the same name. Name them after model, loss and start time instead."""
+        run would get the same name. Name them after model, loss and start time instead. A relative sqlite store
+        is named by its absolute path (see `absolute_store`)."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         logger = config.trainer.get("logger")
         init_args = getattr(logger, "init_args", None)
-        if init_args is None or "MLFlowLogger" not in str(getattr(logger, "class_path", "")) or init_args.run_name:
+        if init_args is None or "MLFlowLogger" not in str(getattr(logger, "class_path", "")):
+            return
+        if init_args.get("tracking_uri"):
+            init_args.tracking_uri = absolute_store(init_args.tracking_uri)
+        if init_args.run_name:
             return
         network_config = config.model.model
         network = network_config.init_args.get("name", "model") if network_config and "init_args" in network_config \
