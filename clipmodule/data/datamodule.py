@@ -351,6 +351,8 @@ class ShardDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
 
+    # `_iterator` is StatefulDataLoader's private attribute, read on purpose: its public `state_dict()` starts an
+    # iterator (and its worker processes) when none is running, and these counts are asked between epochs too.
     def corrupt_counts(self) -> dict[str, int]:
         """Corrupt samples and shard reads skipped so far this epoch, summed over this rank's workers."""
         if self._train_loader is None or self._train_loader._iterator is None:

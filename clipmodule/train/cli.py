@@ -44,7 +44,14 @@ class ClipArgumentParser(LightningArgumentParser):
 
 
 class ClipCLI(LightningCLI):
-    """LightningCLI with our links, always-on callbacks and checkpoint IO."""
+    """LightningCLI with our links, always-on callbacks and checkpoint IO.
+
+    Three private LightningCLI methods are overridden because no public hook covers them (Lightning 2.x):
+    `_parse_ckpt_path` (Lightning would merge a checkpoint's hyperparameters into the config; ours stays
+    authoritative), `_instantiate_trainer` (drop the always-on progress bar when the config disables it, before the
+    Trainer refuses the pair) and `_run_subcommand` (SIGTERM and a full disk end in one line, and the MLflow run is
+    ended as KILLED). `ClipLitModule._logging_step` reads the Trainer's `_logger_connector` (whether this step's
+    metrics reach the logger), which Lightning exposes nowhere else."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
