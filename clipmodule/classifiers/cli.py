@@ -48,9 +48,9 @@ def _parse(argv: list[str]) -> ClassifierTestCommand:
 def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
     from clipmodule.classifiers.zoo import get_model
-    from clipmodule.eval.datasets import read_classnames
     from clipmodule.eval.metrics import classification_metrics
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.prompts import read_classnames
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import data_damage, extract_features
     from clipmodule.transforms import image_transform
 

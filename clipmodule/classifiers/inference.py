@@ -21,8 +21,8 @@ from PIL import Image
 
 from clipmodule.classifiers.zoo import build_zeroshot_model, get_model
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import load_image
 from clipmodule.eval.prompts import name_list
+from clipmodule.eval.readers import load_image
 from clipmodule.models import CLIP
 from clipmodule.transforms import image_transform
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from clipmodule.data import remote
 from clipmodule.eval.readers import BenchmarkDataset, reader
-from clipmodule.eval.readers.base import ArrayImage, CropImage, FileSlice, H5Image
+from clipmodule.eval.readers.images import ArrayImage, CropImage, FileSlice, H5Image
 
 
 def _source(source: Any) -> Any:
@@ -74,7 +74,7 @@ def _update(digest: Any, dataset: Any) -> None:
         digest.update(json.dumps([_source(source), target], default=str).encode())
         if (path := _source_file(source)) is not None:
             files.add(path)
-    spec = getattr(dataset, "spec", None)  # webdataset shards given by path (eval.shards.ShardImages)
+    spec = getattr(dataset, "spec", None)  # webdataset shards given by path (eval.readers.shards.ShardImages)
     files.update(getattr(spec, "urls", None) or [])
     if isinstance(dataset, BenchmarkDataset):
         files.update(_expected_files(dataset))

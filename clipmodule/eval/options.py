@@ -79,7 +79,7 @@ class LinearProbeOptions:
 
 @dataclass
 class TaskSpec:
-    """One evaluation: a task on a dataset (see `clipmodule.eval.sources` for how datasets are named)."""
+    """One evaluation: a task on a dataset (see `clipmodule.eval.readers.specs` for how datasets are named)."""
 
     task: str
     """The task kind: zeroshot, retrieval or linear-probe (`clipmodule.eval.tasks` registers them; it checks

@@ -1,4 +1,5 @@
-"""Class names and prompts as data: checked lists of names, templates with one slot, class-specific prompts.
+"""Class names and prompts as data: checked lists of names, templates with one slot, class-specific prompts,
+and the files they are read from (`read_classnames`, `read_templates`: a file or a built-in name).
 
     templates      "a photo of a {}." or "a photo of a {c}.": exactly one slot for the class name
     class prompts  a CuPL-style dict {class name: [prompt, …]}: each class's own texts, used as written
@@ -9,16 +10,22 @@ Kept free of torch, so the CLIs check their inputs before any model is loaded.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
-from clipmodule.errors import ClipModuleError
+from clipmodule.data.name_files import ASSETS, CLASSNAME_FILES, read_lines
+from clipmodule.errors import ClipModuleError, one_line
 
 SLOT_NAMES = ("", "c")
 """`{}` and `{c}` both stand for the class name."""
 
 Prompts = Sequence[str] | Mapping[str, Sequence[str]]
 """Templates shared by every class, or class-specific prompt lists."""
+
+TEMPLATE_FILES = {"imagenet": ASSETS / "imagenet_templates.txt"}
+SIMPLE_TEMPLATES = ["a photo of a {}."]
 
 
 def name_list(names: Iterable[str], what: str = "classnames") -> list[str]:
@@ -118,3 +125,33 @@ def prompt_record(classnames: Sequence[str], prompts: Prompts) -> dict[str, list
     if isinstance(prompts, Mapping):
         return {"classnames": list(classnames), "templates": {name: list(texts) for name, texts in prompts.items()}}
     return {"classnames": list(classnames), "templates": list(prompts)}
+
+
+def read_classnames(source: str) -> list[str]:
+    """Class names, one per line, from a file or a built-in name ("imagenet": the 1000 ImageNet classes)."""
+    return read_lines(source, CLASSNAME_FILES, "class-name")
+
+
+def read_templates(source: str) -> list[str] | dict[str, list[str]]:
+    """Prompt templates with one "{}" (or "{c}") for the class name, one per line, from a file, "imagenet"
+    (the paper's 80) or "simple"; or a .json file holding such a list, or a CuPL-style dict of class-specific
+    prompts {class name: [prompt, …]}."""
+    if source == "simple":
+        return list(SIMPLE_TEMPLATES)
+    if source.endswith(".json"):
+        return _read_json_prompts(source)
+    return check_templates(read_lines(source, TEMPLATE_FILES, "template"), source)
+
+
+def _read_json_prompts(source: str) -> list[str] | dict[str, list[str]]:
+    try:
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipModuleError(f"{source}: no such template file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ClipModuleError(f"{source}: unreadable JSON template file ({one_line(error)})") from None
+    if isinstance(data, dict):
+        return check_class_prompts(data, source)
+    if isinstance(data, list):
+        return check_templates(data, source)
+    raise ClipModuleError(f"{source}: JSON templates are a list of templates or a dict of class name -> prompts")

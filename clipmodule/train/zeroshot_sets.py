@@ -17,7 +17,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import read_templates
+from clipmodule.eval.prompts import read_templates
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 TASK_PREFIX = "zeroshot/"

@@ -12,7 +12,7 @@ import torch
 from clipformats import files
 from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.cli import main
-from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
+from clipmodule.eval.readers.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.models import create_model
 
 

@@ -1,14 +1,22 @@
-"""Benchmark datasets read from local copies in the layouts they are distributed in; nothing is downloaded.
+"""The evaluation data, one stack: every dataset an evaluation reads, named by a spec string; nothing is downloaded.
 
-    open_dataset("cifar10", "/data/cifar", "test")   a `BenchmarkDataset`: .classnames, .task, len, items
+    open_data(spec, transform, "classification" | "retrieval", classnames, root, split)
+                                                     the one dispatcher (`specs`; `open_classification` and
+                                                     `open_retrieval` are its two tasks): an image folder, a
+                                                     CSV/TSV (`local`), webdataset shards (`shards`),
+                                                     builtin:<name> (`builtin`) or, with a root, a benchmark
+    open_dataset("cifar10", "/data/cifar", "test")   a benchmark by name from its local copy in the layout it is
+                                                     distributed in: a `BenchmarkDataset`: .classnames, .task
     known_datasets()                                 the names (CLIP_benchmark's; `wds/<name>` for its
                                                      webdataset layout)
     check_dataset(name, root, split)                 the missing-files check alone, no images read
 
-One module per family: `arrays` (CIFAR, MNIST, STL-10, SVHN, PCam, FER2013), `folders` (EuroSAT, RESISC45,
-Caltech-101, Country211, Rendered SST2, GTSRB, SUN397), `lists` (Food-101, Flowers-102, DTD, Pets,
-FGVC-Aircraft, Stanford Cars), `imagenet` (ImageNet-1k, V2, Sketch, A, R, ObjectNet), `voc`, `retrieval`
-(Flickr8k/30k, MS-COCO), `wds`. `table()` gives the README's dataset table.
+The dataset classes are one family (`items`: `LabelledImages`, `CaptionedImages`, `BenchmarkDataset`, and
+`make_loader`); images and their lazy sources are `images`. One benchmark reader module per family:
+`arrays` (CIFAR, MNIST, STL-10, SVHN, PCam, FER2013), `folders` (EuroSAT, RESISC45, Caltech-101, Country211,
+Rendered SST2, GTSRB, SUN397), `lists` (Food-101, Flowers-102, DTD, Pets, FGVC-Aircraft, Stanford Cars),
+`imagenet` (ImageNet-1k, V2, Sketch, A, R, ObjectNet), `voc`, `retrieval` (Flickr8k/30k, MS-COCO),
+`wds`. `table()` gives the README's dataset table.
 """
 
 from __future__ import annotations
@@ -16,22 +24,19 @@ from __future__ import annotations
 from clipmodule.eval.readers import arrays, folders, imagenet, lists, retrieval, voc, wds  # noqa: F401, E402 (register)
 from clipmodule.eval.readers.base import (
     READERS,
-    BenchmarkDataset,
     check_dataset,
+    is_benchmark_name,
     known_datasets,
     open_dataset,
     reader,
 )
+from clipmodule.eval.readers.images import Transform, load_image
+from clipmodule.eval.readers.items import BenchmarkDataset, CaptionedImages, LabelledImages, make_loader
+from clipmodule.eval.readers.specs import open_benchmark, open_classification, open_data, open_retrieval
 
-__all__ = ["BenchmarkDataset", "check_dataset", "is_benchmark_name", "known_datasets", "open_dataset", "reader",
-           "table"]
-
-
-def is_benchmark_name(name: str) -> bool:
-    """Whether `name` names a registered reader (or an alias, or `wds/<name>`)."""
-    from clipmodule.eval.readers.base import ALIASES
-
-    return name in READERS or name in ALIASES or name.startswith("wds/")
+__all__ = ["BenchmarkDataset", "CaptionedImages", "LabelledImages", "Transform", "check_dataset", "is_benchmark_name",
+           "known_datasets", "load_image", "make_loader", "open_benchmark", "open_classification", "open_data",
+           "open_dataset", "open_retrieval", "reader", "table"]
 
 
 def table() -> str:

@@ -20,17 +20,15 @@ import numpy as np
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import (
     PARSE_ERRORS,
-    ArrayImage,
-    BenchmarkDataset,
-    H5Image,
     check_class_list,
     folder_items,
     loadmat,
     read_csv_rows,
     read_text_lines,
-    reason,
     register,
 )
+from clipmodule.eval.readers.images import ArrayImage, H5Image, reason
+from clipmodule.eval.readers.items import BenchmarkDataset
 from clipmodule.eval.readers.safe_pickle import load_array_pickle
 
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}

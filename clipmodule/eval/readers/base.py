@@ -1,4 +1,4 @@
-"""What every reader returns (`BenchmarkDataset`), the lazy image sources it holds, and the registry.
+"""The registry of benchmark readers (what each returns: `items.BenchmarkDataset`) and their shared helpers.
 
 A reader is registered with the files it needs, relative to the dataset's base folder (`cifar-10-batches-py`,
 `food-101`, … as torchvision and CLIP_benchmark lay them out). The registry finds that folder under the
@@ -8,149 +8,18 @@ and answers a missing or incomplete copy with one line naming what it expected.
 
 from __future__ import annotations
 
-import copy
-import functools
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import load_image
+from clipmodule.eval.readers.images import reason
+from clipmodule.eval.readers.items import BenchmarkDataset
 
-TASKS = ("zeroshot_classification", "multilabel", "retrieval")
 Expected = Callable[[str], Sequence[str | tuple[str, ...]]]
-
-
-# ---- lazy image sources: an item holds one of these (or a path / bytes), decoded only when read ----------
-
-
-@dataclass(frozen=True)
-class ArrayImage:
-    """Row `index` of an in-memory uint8 array of images (HWC or HW); the array is shared by all rows."""
-
-    array: np.ndarray = field(repr=False)
-    index: int
-
-    def read(self) -> Image.Image:
-        return Image.fromarray(np.ascontiguousarray(self.array[self.index])).convert("RGB")
-
-
-@functools.lru_cache(maxsize=8)
-def _h5_file(path: str, pid: int):  # one handle per file and process: h5py handles do not survive fork
-    import h5py
-
-    return h5py.File(path, "r")
-
-
-@dataclass(frozen=True)
-class H5Image:
-    """Row `index` of an HDF5 dataset (PatchCamelyon's `x`), read on demand."""
-
-    path: str
-    key: str
-    index: int
-
-    def read(self) -> Image.Image:
-        try:
-            row = _h5_file(self.path, os.getpid())[self.key][self.index]
-        except (OSError, KeyError, ValueError, TypeError) as error:  # a damaged chunk surfaces only when read
-            raise ClipModuleError(f"{self.path}: row {self.index} of {self.key!r} is unreadable "
-                                  f"({reason(error)})") from None
-        return Image.fromarray(row).convert("RGB")
-
-
-@dataclass(frozen=True)
-class FileSlice:
-    """`size` bytes at `offset` of a file: one image inside an uncompressed tar shard."""
-
-    path: str
-    offset: int
-    size: int
-
-    def read(self) -> Image.Image:
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            return load_image(handle.read(self.size), name=f"{self.path}@{self.offset}")
-
-
-@dataclass(frozen=True)
-class CropImage:
-    """A box (left, top, right, bottom) of an image file: VOC2007's per-object classification crops."""
-
-    path: Path
-    box: tuple[int, int, int, int]
-
-    def read(self) -> Image.Image:
-        return load_image(self.path).crop(self.box)
-
-
-def read_image(source: Any) -> Image.Image:
-    return source.read() if hasattr(source, "read") else load_image(source)
-
-
-# ---- the dataset object every reader returns ---------------------------------------------------------------
-
-
-class BenchmarkDataset(Dataset):
-    """A benchmark dataset read from its local copy.
-
-    Items are (image, target): the image is a PIL RGB image, or `transform(image)` when a transform is set;
-    the target is the class index (`zeroshot_classification`), a 0/1 float tensor over `classnames`
-    (`multilabel`, CLIP_benchmark's convention, so batches stack), or the list of captions (`retrieval`).
-    `classnames` are the dataset's own, in label order (folder names, its class-list file; for a dataset
-    that ships no names, the label ids as it writes them); `templates` are set only when the copy carries
-    its own (CLIP_benchmark's webdataset layout)."""
-
-    def __init__(self, name: str, split: str, task: str, items: list[tuple[Any, Any]],
-                 classnames: list[str] | None = None, root: str | Path = "", templates: list[str] | None = None):
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}")
-        if not items:
-            raise ClipModuleError(f"{name} ({split}) at {root}: the split holds no images")
-        self.name, self.split, self.task, self.items = name, split, task, items
-        if task != "retrieval":
-            _check_labels(name, split, root, items, classnames or [])
-        self.classnames, self.root, self.templates = classnames, str(root), templates
-        self.transform: Callable | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        source, target = self.items[index]
-        image = read_image(source)
-        if self.task == "multilabel":
-            target = torch.zeros(len(self.classnames)).index_fill_(0, torch.as_tensor(target, dtype=torch.long), 1)
-        return (self.transform(image) if self.transform is not None else image), target
-
-    def with_transform(self, transform: Callable | None) -> BenchmarkDataset:
-        """The same items, decoded through `transform` (the model's preprocessing)."""
-        other = copy.copy(self)
-        other.transform = transform
-        return other
-
-    def labels(self) -> list[Any]:
-        """Every item's target as stored (class index, class-index list, captions), without decoding images."""
-        return [target for _, target in self.items]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name}, split={self.split}, {len(self)} items, root={self.root})"
-
-
-def _check_labels(name: str, split: str, root: str | Path, items: list[tuple[Any, Any]], classnames: list[str]) -> None:
-    """Every label indexes `classnames`: a label past the names would score silently wrong."""
-    flat = [label for _, target in items for label in (target if isinstance(target, (list, tuple)) else [target])]
-    bad = next((label for label in flat if not 0 <= label < len(classnames)), None)
-    if bad is not None:
-        raise ClipModuleError(f"{name} ({split}) at {root}: label {bad} is not an index into its "
-                              f"{len(classnames)} classes")
 
 
 # ---- the registry --------------------------------------------------------------------------------------------
@@ -257,6 +126,11 @@ def check_dataset(name: str, root: str | Path, split: str | None = None) -> None
     locate(name, root, split or "")
 
 
+def is_benchmark_name(name: str) -> bool:
+    """Whether `name` names a registered reader (or an alias, or `wds/<name>`)."""
+    return name in READERS or name in ALIASES or name.startswith("wds/")
+
+
 def known_datasets() -> list[str]:
     """The registered names (CLIP_benchmark's where it has one), sorted."""
     return sorted(READERS)
@@ -267,12 +141,6 @@ def read_text_lines(path: Path) -> list[str]:
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise ClipModuleError(f"{path}: unreadable ({error})") from None
-
-
-def reason(error: BaseException) -> str:
-    """An exception's first line, short, for a one-line message (the type when it says nothing)."""
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 # Corrupt bytes surface as any of these from a parser (scipy's MatReadError is a plain Exception subclass,

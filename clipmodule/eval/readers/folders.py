@@ -17,7 +17,6 @@ from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import (
-    BenchmarkDataset,
     check_class_list,
     class_folders,
     folder_items,
@@ -26,6 +25,7 @@ from clipmodule.eval.readers.base import (
     read_text_lines,
     register,
 )
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 
 def _class_folder_dataset(name: str, folder: Path, split: str) -> BenchmarkDataset:

@@ -23,7 +23,8 @@ import json
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, class_folders, image_files, read_text_lines, register
+from clipmodule.eval.readers.base import class_folders, image_files, read_text_lines, register
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 

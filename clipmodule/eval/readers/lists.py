@@ -17,14 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import (
-    BenchmarkDataset,
-    check_class_list,
-    class_folders,
-    loadmat,
-    read_text_lines,
-    register,
-)
+from clipmodule.eval.readers.base import check_class_list, class_folders, loadmat, read_text_lines, register
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 
 @register("food101", splits=("train", "test"), bases=("food-101",),

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, register
+from clipmodule.eval.readers.base import register
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 SPLITS = ("train", "val", "test")
 FLICKR_IMAGE_DIRS = ("", "flickr30k-images", "flickr30k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", "Images",

@@ -14,7 +14,9 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, CropImage, read_text_lines, register
+from clipmodule.eval.readers.base import read_text_lines, register
+from clipmodule.eval.readers.images import CropImage
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

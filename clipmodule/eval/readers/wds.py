@@ -24,7 +24,9 @@ import numpy as np
 from clipformats.webdataset import image_field, sample_label
 from clipmodule.data.shards import index_shard
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers.base import BenchmarkDataset, FileSlice, read_text_lines, register
+from clipmodule.eval.readers.base import read_text_lines, register
+from clipmodule.eval.readers.images import FileSlice
+from clipmodule.eval.readers.items import BenchmarkDataset
 
 TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt"}
 

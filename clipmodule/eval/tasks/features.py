@@ -11,8 +11,8 @@ from torch.utils.data import Dataset
 
 from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError, one_line
-from clipmodule.eval.datasets import make_loader
 from clipmodule.eval.options import LoaderOptions
+from clipmodule.eval.readers import make_loader
 
 Progress = Any  # rich.progress.Progress, optional everywhere
 
@@ -41,7 +41,7 @@ def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Da
 
 
 def data_damage(*datasets: Dataset) -> dict[str, int]:
-    """Shards read only up to their damage and incomplete samples skipped there (`eval.shards`), summed over
+    """Shards read only up to their damage and incomplete samples skipped there (`eval.readers.shards`), summed over
     the datasets read from shards; {} when none was. Every evaluation reports them beside its metrics."""
     counts = [dataset.damage() for dataset in datasets if hasattr(dataset, "damage")]
     return {key: sum(count[key] for count in counts) for key in counts[0]} if counts else {}

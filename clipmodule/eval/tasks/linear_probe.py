@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import read_classnames
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
-from clipmodule.eval.sources import open_classification
+from clipmodule.eval.prompts import read_classnames
+from clipmodule.eval.readers import open_classification
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
 

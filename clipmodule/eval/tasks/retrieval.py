@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import retrieval_recall
 from clipmodule.eval.options import LoaderOptions, TaskSpec
-from clipmodule.eval.sources import open_retrieval
+from clipmodule.eval.readers import open_retrieval
 from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
 

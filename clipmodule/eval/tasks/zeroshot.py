@@ -11,12 +11,11 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import read_classnames, read_templates
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
-from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record
-from clipmodule.eval.sources import open_classification
+from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
+from clipmodule.eval.readers import open_classification
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel

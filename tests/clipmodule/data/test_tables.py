@@ -160,7 +160,7 @@ def test_a_fifo_in_a_class_folder_is_skipped_by_the_evaluation_reader(tmp_path):
 def test_eval_csv_naming_a_fifo_or_a_device_is_one_line_not_a_hang(tmp_path):
     import os
 
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.transforms import image_transform
 
     render_sample(0, 16)[0].save(tmp_path / "a.png")

@@ -95,7 +95,7 @@ def test_every_cut_before_the_end_of_archive_blocks_is_reported_and_none_after(t
 def test_a_shard_cut_in_a_header_is_a_corrupt_shard_in_fit_eval_and_retrieval(tmp_path):
     from clipmodule.data.datamodule import EpochLoader, ShardTrainDataset, TokenizingCollate, sum_counters
     from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
-    from clipmodule.eval.sources import open_classification, open_retrieval
+    from clipmodule.eval.readers import open_classification, open_retrieval
     from clipmodule.transforms import image_transform
 
     paths = write_synthetic_shards(tmp_path, 2, 4, image_size=32)

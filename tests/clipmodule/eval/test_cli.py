@@ -13,7 +13,7 @@ from PIL import Image
 
 from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.cli import main as clipmodule
-from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
+from clipmodule.eval.readers.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.models import create_model
 
 REPO = Path(__file__).resolve().parents[3]
@@ -58,7 +58,7 @@ def _run(root: Path, run_id: str):
 
 def test_zeroshot_command_writes_json_and_mlflow(work, capsys):
     from clipmodule.api import load
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import zeroshot_classification
 
     output = work / "zs.json"
@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
 
 def test_zeroshot_reads_class_specific_prompts_from_json(work, tmp_path, capsys):
     from clipmodule.api import load
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import zeroshot_classification
 
     prompts = {"circle": ["a round shape", "a {c} drawn in colour"], "square": ["four equal sides"],

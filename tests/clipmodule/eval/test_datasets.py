@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.builtin import builtin_classification, builtin_retrieval, render_shapes
-from clipmodule.eval.datasets import read_classnames, read_templates
-from clipmodule.eval.sources import open_classification, open_retrieval
+from clipmodule.eval.prompts import read_classnames, read_templates
+from clipmodule.eval.readers import open_classification, open_retrieval
+from clipmodule.eval.readers.builtin import builtin_classification, builtin_retrieval, render_shapes
 from clipmodule.eval.tasks import LoaderOptions, extract_features
 from clipmodule.transforms import image_transform
 

@@ -10,9 +10,10 @@ import torch
 from torchvision import transforms
 
 from clipmodule.api import tokenizer_spec
-from clipmodule.eval.builtin import render_shapes
-from clipmodule.eval.datasets import LabelledImages, read_classnames
 from clipmodule.eval.options import LoaderOptions
+from clipmodule.eval.prompts import read_classnames
+from clipmodule.eval.readers import LabelledImages
+from clipmodule.eval.readers.builtin import render_shapes
 from clipmodule.eval.tasks import FeatureCache, model_tokenizer, zeroshot_classification
 from clipmodule.eval.zeroshot import build_zeroshot_classifier
 from clipmodule.models import create_model

@@ -14,11 +14,11 @@ from PIL import Image
 from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.cli import main as clipmodule
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.eval.groups import grouped_averages, main_metric
 from clipmodule.eval.options import LinearProbeOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.readers import open_classification
+from clipmodule.eval.readers.builtin import SHAPE_CLASSES, render_shapes
 from clipmodule.eval.results import model_fingerprint
-from clipmodule.eval.sources import open_classification
 from clipmodule.eval.suite import run_suite
 from clipmodule.eval.tasks import linear_probe, zeroshot_classification
 from clipmodule.models import create_model

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipmodule.eval.builtin import builtin_classification, builtin_retrieval
-from clipmodule.eval.datasets import LabelledImages
 from clipmodule.eval.metrics import classification_metrics
+from clipmodule.eval.readers import LabelledImages
+from clipmodule.eval.readers.builtin import builtin_classification, builtin_retrieval
 from clipmodule.eval.tasks import (
     LinearProbeOptions,
     LoaderOptions,

@@ -12,8 +12,9 @@ from PIL import Image
 from clipmodule.classifiers.inference import inference_model
 from clipmodule.classifiers.zoo import ZeroShotClassifier, build_zeroshot_model
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.builtin import builtin_classification
-from clipmodule.eval.datasets import LabelledImages, read_templates
+from clipmodule.eval.prompts import read_templates
+from clipmodule.eval.readers import LabelledImages
+from clipmodule.eval.readers.builtin import builtin_classification
 from clipmodule.eval.tasks import LoaderOptions, zeroshot_classification
 from clipmodule.models import create_model
 from clipmodule.tokenizer import tokenize

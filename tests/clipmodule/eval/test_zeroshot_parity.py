@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clipmodule.eval.builtin import render_shapes
-from clipmodule.eval.datasets import LabelledImages
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.options import LoaderOptions
+from clipmodule.eval.readers import LabelledImages
+from clipmodule.eval.readers.builtin import render_shapes
 from clipmodule.eval.tasks import model_tokenizer, zeroshot_classification
 from clipmodule.models import create_model
 

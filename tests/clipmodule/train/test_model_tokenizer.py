@@ -77,7 +77,7 @@ def test_fit_and_eval_a_model_with_its_own_tokenizer(work, tmp_path, monkeypatch
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((work / "spm" / "tok" / name).read_bytes())
     images = tmp_path / "images"
-    from clipmodule.eval.builtin import SHAPE_CLASSES, render_shapes
+    from clipmodule.eval.readers.builtin import SHAPE_CLASSES, render_shapes
 
     shapes, labels, _ = render_shapes(per_class=2)
     for index, (image, label) in enumerate(zip(shapes, labels)):

@@ -49,7 +49,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_fit_reports_every_set_under_its_name_and_each_equals_eval_zeroshot(data, tmp_path):
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import zeroshot_classification
     from clipmodule.transforms import image_transform
 

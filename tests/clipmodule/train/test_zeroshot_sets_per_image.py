@@ -28,7 +28,7 @@ TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
 def _spread_model(folder: Path) -> torch.nn.Module:
     """tiny-vit whose projection maps every other image of the folder onto its class's text embedding (least
     squares): its predictions vary over the classes, right on the fitted images and otherwise on the rest."""
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import model_tokenizer, probe_encoder
     from clipmodule.eval.zeroshot import build_zeroshot_classifier
     from clipmodule.transforms import image_transform
@@ -87,7 +87,7 @@ def _fit_predictions(setup: dict[str, Path], monkeypatch, tmp_path) -> dict[str,
 
 def _eval_predictions(setup: dict[str, Path], monkeypatch, tmp_path) -> dict[str, tuple[int, int]]:
     """{image path under the folder: (predicted class, label)} from `clipmodule eval zeroshot`."""
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import zeroshot as tasks  # the module whose logits eval zeroshot takes
 
     root, predictions = setup["root"], []

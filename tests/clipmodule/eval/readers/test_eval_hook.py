@@ -33,7 +33,7 @@ def tiny(tmp_path_factory) -> Path:
 
 def test_zeroshot_command_on_a_named_dataset(tiny, capsys):
     from clipmodule.api import load
-    from clipmodule.eval.sources import open_classification
+    from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import zeroshot_classification
 
     output = tiny / "zs.json"

@@ -1,13 +1,20 @@
 """The registry's answers to a missing or incomplete copy, unknown names and splits; named datasets reached
-through `eval.sources` as evaluation reads them (transform applied, class names overridden, wrong task refused)."""
+through `eval.readers.specs` as evaluation reads them (transform applied, class names overridden, wrong task
+refused)."""
 
 from __future__ import annotations
 
 import pytest
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.readers import check_dataset, known_datasets, open_dataset, table
-from clipmodule.eval.sources import open_classification, open_retrieval
+from clipmodule.eval.readers import (
+    check_dataset,
+    known_datasets,
+    open_classification,
+    open_dataset,
+    open_retrieval,
+    table,
+)
 from tests.clipmodule.eval.readers import copies
 
 

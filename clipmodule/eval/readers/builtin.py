@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from clipmodule.data.synthetic import draw_shape
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import CaptionedImages, LabelledImages, Transform
+from clipmodule.eval.readers.images import Transform
+from clipmodule.eval.readers.items import CaptionedImages, LabelledImages
 
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
 SHAPE_CLASSES = ["circle", "square", "triangle", "cross"]

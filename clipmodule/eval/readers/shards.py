@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from clipformats.webdataset import IMAGE_EXTENSIONS, LABEL_FIELD, image_field, sample_label
 from clipmodule.data.shards import ShardIndex, index_shard
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.datasets import Transform, load_image
+from clipmodule.eval.readers.images import Transform, load_image
 
 log = logging.getLogger(__name__)
 
