@@ -30,13 +30,13 @@ from clipmodule.eval.readers.base import (
     open_dataset,
     reader,
 )
-from clipmodule.eval.readers.images import Transform, load_image
+from clipmodule.eval.readers.images import load_image
 from clipmodule.eval.readers.items import BenchmarkDataset, CaptionedImages, LabelledImages, make_loader
-from clipmodule.eval.readers.specs import open_benchmark, open_classification, open_data, open_retrieval
+from clipmodule.eval.readers.specs import open_classification, open_data, open_retrieval
 
-__all__ = ["BenchmarkDataset", "CaptionedImages", "LabelledImages", "Transform", "check_dataset", "is_benchmark_name",
-           "known_datasets", "load_image", "make_loader", "open_benchmark", "open_classification", "open_data",
-           "open_dataset", "open_retrieval", "reader", "table"]
+__all__ = ["BenchmarkDataset", "CaptionedImages", "LabelledImages", "check_dataset", "is_benchmark_name",
+           "known_datasets", "load_image", "make_loader", "open_classification", "open_data", "open_dataset",
+           "open_retrieval", "reader", "table"]
 
 
 def table() -> str:

@@ -1,4 +1,5 @@
-"""Evaluation images from webdataset shards, read in order, with damaged shards skipped and counted.
+"""Evaluation images from webdataset shards, read in order, with damaged shards skipped and counted (a shard spec
+opens through `shard_classification` / `shard_retrieval`).
 
 A shard is indexed first (tar headers only, `clipmodule.data.shards.index_shard`, the reader training
 uses), then each sample's fields are read by offset. A truncated or corrupt shard gives the samples before
@@ -16,7 +17,14 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from clipformats.webdataset import IMAGE_EXTENSIONS, LABEL_FIELD, image_field, sample_label
+from clipformats.webdataset import (
+    IMAGE_EXTENSIONS,
+    LABEL_FIELD,
+    ShardSpecError,
+    expand_shards,
+    image_field,
+    sample_label,
+)
 from clipmodule.data.shards import ShardIndex, index_shard
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.images import Transform, load_image
@@ -116,3 +124,20 @@ class ShardImages(IterableDataset):
 
     def _image(self, data: bytes, where: str) -> torch.Tensor:
         return self.transform(load_image(data, name=where))
+
+
+def _shard_spec(spec: str, field: str) -> ShardSpec:
+    try:
+        return ShardSpec(urls=expand_shards(spec), field=field)
+    except ShardSpecError as error:
+        raise ClipModuleError(f"{spec}: {error}") from None
+
+
+def shard_classification(spec: str, transform: Transform, classnames: list[str] | None) -> ShardImages:
+    if classnames is None:
+        raise ClipModuleError(f"{spec}: shards carry class indices; give the class names (--classnames)")
+    return ShardImages(_shard_spec(spec, "cls"), transform, spec, classnames)
+
+
+def shard_retrieval(spec: str, transform: Transform) -> ShardImages:
+    return ShardImages(_shard_spec(spec, "txt"), transform, spec)

@@ -24,29 +24,16 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from clipformats.webdataset import ShardSpecError, expand_shards, is_shard_spec
+from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import is_benchmark_name, open_dataset, reader
 from clipmodule.eval.readers.builtin import builtin_classification, builtin_retrieval
 from clipmodule.eval.readers.images import Transform
 from clipmodule.eval.readers.items import BenchmarkDataset
 from clipmodule.eval.readers.local import captioned_csv, image_folder, labelled_csv
-from clipmodule.eval.readers.shards import ShardImages, ShardSpec
+from clipmodule.eval.readers.shards import shard_classification, shard_retrieval
 
-Opener = Callable[[str, Transform, "list[str] | None"], Dataset]
-
-
-def _shard_spec(spec: str, field: str) -> ShardSpec:
-    try:
-        return ShardSpec(urls=expand_shards(spec), field=field)
-    except ShardSpecError as error:
-        raise ClipModuleError(f"{spec}: {error}") from None
-
-
-def _shard_classes(spec: str, transform: Transform, classnames: list[str] | None) -> ShardImages:
-    if classnames is None:
-        raise ClipModuleError(f"{spec}: shards carry class indices; give the class names (--classnames)")
-    return ShardImages(_shard_spec(spec, "cls"), transform, spec, classnames)
+Opener = Callable[[str, Transform, list[str] | None], Dataset]
 
 
 def _is_table(spec: str) -> bool:
@@ -68,8 +55,7 @@ class Source:
 SOURCES = (
     Source(lambda spec: spec.startswith("builtin:"), builtin_classification,
            lambda spec, transform, _: builtin_retrieval(spec, transform)),
-    Source(is_shard_spec, _shard_classes,
-           lambda spec, transform, _: ShardImages(_shard_spec(spec, "txt"), transform, spec)),
+    Source(is_shard_spec, shard_classification, lambda spec, transform, _: shard_retrieval(spec, transform)),
     Source(lambda spec: Path(spec).is_dir(), lambda spec, transform, names: image_folder(Path(spec), names, transform),
            None),
     Source(_is_table, lambda spec, transform, names: labelled_csv(Path(spec), names, transform),
