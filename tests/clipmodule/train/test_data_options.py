@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,12 @@ from clipmodule.data.synthetic import write_synthetic_shards
 from tests.clipmodule.data.test_remote import BUCKET, local_shards, s3  # noqa: F401 (fixtures)
 from tests.clipmodule.data.test_tables import write_csv, write_pairs
 from tests.clipmodule.train.test_cli import TINY
+from tests.conftest import LoopbackServer
 
 pytest.importorskip("moto.server")
 
 
-class ListingServer:
+class ListingServer(LoopbackServer):
     """A web server over a folder with directory pages (fsspec lists a folder from its links) and byte ranges;
     `requests` records (method, path, Range header) of every request."""
 
@@ -49,19 +49,7 @@ class ListingServer:
             def log_message(self, *args) -> None:
                 pass
 
-        handler = functools.partial(Handler, directory=str(root))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ListingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        super().__init__(functools.partial(Handler, directory=str(root)))
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +157,14 @@ def test_s3_forms_are_taken_as_written_and_resolve_to_the_objects(s3, capsys):  
 
 
 def test_https_forms_are_taken_as_written_and_no_shard_is_downloaded(web, capsys):
-    for value, expected in ((f"{web.url}/shards/", SHARDS), (f"{web.url}/shards/{{00000..00001}}.tar", SHARDS),
-                            (f"{web.url}/shards/00001.tar", ["00001.tar"]),
-                            (f"{web.url}/shards/00001.tar::pairs.csv", None)):
+    for value, expected in ((f"{web.base}/shards/", SHARDS), (f"{web.base}/shards/{{00000..00001}}.tar", SHARDS),
+                            (f"{web.base}/shards/00001.tar", ["00001.tar"]),
+                            (f"{web.base}/shards/00001.tar::pairs.csv", None)):
         web.requests.clear()
-        config = printed_config(["--data.train_shards", value, "--data.val_shards", f"{web.url}/shards/",
-                                 "--data.zeroshot_shards", f"{web.url}/shards/00000.tar"], capsys)
+        config = printed_config(["--data.train_shards", value, "--data.val_shards", f"{web.base}/shards/",
+                                 "--data.zeroshot_shards", f"{web.base}/shards/00000.tar"], capsys)
         assert [config["data"][key] for key in ("train_shards", "val_shards", "zeroshot_shards")] == [
-            value, f"{web.url}/shards/", f"{web.url}/shards/00000.tar"]
+            value, f"{web.base}/shards/", f"{web.base}/shards/00000.tar"]
         assert web.requests == []  # parsing asks the server nothing
         resolved = resolved_sources(["--data.train_shards", value])
         assert resolved == ([("source0", expected)] if expected else [("source0", ["00001.tar"]),
@@ -190,7 +178,7 @@ def test_a_fit_on_one_remote_tar_reads_it_by_ranges_only(web, tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     web.requests.clear()
-    code = main(["fit", *TINY, "--data.train_shards", f"{web.url}/shards/00001.tar",
+    code = main(["fit", *TINY, "--data.train_shards", f"{web.base}/shards/00001.tar",
                  "--trainer.max_steps", "2", "--data.batch_size", "4",
                  "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"])
     assert code == 0, capsys.readouterr().err[-2000:]
