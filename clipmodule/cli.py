@@ -82,7 +82,7 @@ def _run(command: Command, argv: list[str]) -> int:
             raise
         # results and checkpoints are written atomically: nothing partial is left, earlier files are intact
         where = f"{error.filename}: " if error.filename else ""
-        print(f"clipmodule {command}: error: {where}no space left on device; free space and run the same command "
+        print(f"clipmodule {name}: error: {where}no space left on device; free space and run the same command "
               "again", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:

@@ -50,8 +50,9 @@ def parse(parser, argv: list[str], flags: list[str] | None = None) -> Any:
     from argparse import ArgumentError
 
     check_config_files(argv)
-    keys = parser.get_defaults().keys()  # noqa: SIM118 (a jsonargparse Namespace is not iterable)
-    argv = respell(argv, [f"--{key}" for key in keys] if flags is None else flags, parser.prog)
+    if flags is None:
+        flags = [f"--{key}" for key in parser.get_defaults().keys()]  # noqa: SIM118 (a Namespace is not iterable)
+    argv = respell(argv, flags, parser.prog)
     try:
         return parser.parse_args(argv)
     except ArgumentError as error:

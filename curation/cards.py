@@ -2,10 +2,11 @@
 
 Writes `<cards_dir>/<name>.json` (everything, machine-readable), `<name>.md` (for people, following
 `data_cards/TEMPLATE.md`) and `<name>.png` (rows per query before and after balancing, log axes), plus the
-plots of the optional stages that ran after download (embed → filter → dedup → decontaminate: the filter's
-CLIP-score histogram, dedup's and decontamination's thumbnails). Each optional stage must have read the
-shards the stage before it wrote as they are now (names, sizes and times in its stats), else the card is
-refused; the dataset is the last stage's shards. The
+plots of the optional stages that ran after download (the stage registry's, in build order: embed → filter →
+dedup → decontaminate; the filter's CLIP-score histogram, dedup's and decontamination's thumbnails). Each
+optional stage must have read, as they are now (names, sizes and times in its stats), the shards of the last
+shard-writing stage before it (embed: the download's), else the card is refused; the dataset is the last
+shard-writing stage's shards. The
 `content_hash` (defined by the shard contract, `clipformats.webdataset`) is the SHA-256 of the sorted
 "name sha256" lines of the data shards: training runs record it to say exactly which data they saw. Nothing
 time-dependent goes in, so rebuilding a card changes no byte.
@@ -192,19 +193,6 @@ def _add_optional(card: dict[str, Any], extra: dict[str, dict[str, Any]], layout
     last = next((extra[s.name] for s in reversed(stages) if s.writes_shards), None)
     if last is not None:  # the training data is the last stage's shards: the hash and shard list say so
         card["shards"], card["content_hash"] = last["shards"], last["content_hash"]
-
-
-def decontamination(layout: WorkLayout) -> dict[str, Any] | None:
-    """The card's decontamination section of this work folder with its cleaned shards' list, or None when
-    `curation decontaminate` was not run there."""
-    stage = registry().get("decontaminate")
-    path = stats_path(Path(layout.work_dir) / stage.output)
-    if not path.exists():
-        return None
-    stats = read_json(path, "decontaminate stats")
-    if not stats.get("finished"):
-        raise CurationError(f"{path}: `curation decontaminate` has not finished")
-    return {**stage.card.section(stats), "shards": stats["shards"]}
 
 
 def check_card_name(name: str) -> None:

@@ -40,8 +40,8 @@ class BuildArgs:
     """Rebuild stages whose settings changed (stages that are up to date are skipped)."""
 
 
-DESCRIPTION = ("Dataset curation for CLIP-style pretraining: queries → match → balance → download → card "
-               "(or all of them: build).")
+DESCRIPTION = ("Dataset curation for CLIP-style pretraining: queries → match → balance → download → the optional "
+               "stages listed below → card (or all of them: build).")
 
 
 def _card(args: argparse.Namespace) -> None:

@@ -32,7 +32,7 @@ def run_stages(config: Any, overwrite: bool) -> tuple[str, ...]:
         if settings is None and not stage.required:
             continue
         source = downloaded if stage.reads_download else shards
-        stage.build(BuildStep(dataset=config, settings=settings, work_dir=work_dir, out=outputs[stage.name],
+        stage.build(BuildStep(dataset=config, settings=settings, out=outputs[stage.name],
                               shards=source, outputs=outputs, overwrite=overwrite))
         if stage.writes_shards:
             shards = outputs[stage.name]

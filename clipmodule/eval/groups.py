@@ -20,8 +20,8 @@ from typing import Any
 
 from clipmodule.eval.names import dataset_key
 from clipmodule.eval.tasks import task_kind
+from clipmodule.eval.tasks.kind import BY_DATASET
 
-BY_DATASET = "by dataset"
 GROUPS = {
     "ImageNet": ("imagenet1k",),
     "ImageNet dist. shifts": ("imagenet_sketch", "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "objectnet"),

@@ -136,6 +136,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config))
             for spec in config.tasks}
     identities: dict[str, str] = {}
+    stored: dict[str, dict[str, Any]] = {}  # the metrics of rows reused from their records
     for spec in config.tasks:
         label = spec.label()
         if (data := _open_or_file(run, spec, preprocess, say)) is None:
@@ -145,6 +146,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
             if (record := read_task_record(store, keys[label])) is not None:
                 if record.get("data") == identities[label]:
                     run.reused.append(label)
+                    stored[label] = record["metrics"]
                     continue
                 run.changed.append(label)
         pending[label] = data
@@ -165,7 +167,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
                 write_json(task_record_path(store, keys[label]), record)
             run.rows.append(_row(spec, metrics, identities.get(label)))
         elif label in run.reused:
-            run.rows.append(_row(spec, read_task_record(store, keys[label])["metrics"], identities[label]))
+            run.rows.append(_row(spec, stored[label], identities[label]))
     run.image_passes = cache.passes
     return run
 

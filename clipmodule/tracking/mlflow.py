@@ -19,6 +19,7 @@ from typing import Any
 from clipmodule.errors import ClipModuleError, one_line
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+SQLITE = "sqlite:///"
 """The embedded store: an sqlite file in the working directory; a server URI works the same."""
 DATA_CARD_TAG = "data_card_hash"
 """Tag naming the data card of a run's training data (`clipmodule compare` shows it)."""
@@ -55,7 +56,7 @@ def check_store(uri: str, must_exist: bool = True) -> None:
                               f"http(s)://host:port, or one of the schemes {', '.join(STORE_SCHEMES)})")
     if scheme != "sqlite":
         return
-    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    path = sqlite_path(uri)
     if not path:
         raise ClipModuleError(f"{uri}: an sqlite store is sqlite:///relative/path.db or sqlite:////absolute/path.db")
     if os.path.isdir(path):
@@ -86,13 +87,16 @@ def _has_mlflow_tables(path: str) -> bool:
     return {"experiments", "runs"} <= tables
 
 
+def sqlite_path(uri: str) -> str | None:
+    """The file of an sqlite store URI as written (relative or absolute), or None for another URI."""
+    return str(uri)[len(SQLITE):] if str(uri).startswith(SQLITE) else None
+
+
 def absolute_store(uri: str) -> str:
     """A relative sqlite store (`sqlite:///mlruns.db`) named by its absolute path: MLflow caches a store per URI
     string, so a process that changes folder would keep writing to the first folder's file."""
-    prefix = "sqlite:///"
-    if not str(uri).startswith(prefix) or str(uri)[len(prefix):].startswith("/"):
-        return uri
-    return prefix + str(Path(str(uri)[len(prefix):]).resolve())
+    path = sqlite_path(uri)
+    return uri if path is None or path.startswith("/") else SQLITE + str(Path(path).resolve())
 
 
 def client(tracking_uri: str):
@@ -124,9 +128,8 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
 def artifact_location(uri: str) -> str | None:
     """Where a new experiment of an sqlite store keeps its artifacts: `mlartifacts/` beside the sqlite file (MLflow's
     default, `./mlruns` of whatever folder the command ran in, scatters them); None for a server (it decides)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    path = sqlite_path(uri)
+    return None if path is None else (Path(path).resolve().parent / "mlartifacts").as_uri()
 
 
 def log_to_mlflow(options: TrackingOptions, run_name: str, params: dict[str, Any], metrics: dict[str, float],

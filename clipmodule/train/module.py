@@ -32,12 +32,9 @@ def count_cpu_attention_flops() -> None:
     on CPU every attention product counted 0. The CPU kernel gets the same formula (q·k and attention·v)."""
     from torch.utils import flop_counter
 
-    target = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if target not in flop_counter.flop_registry:
+    target = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if target is not None and target not in flop_counter.flop_registry:
         flop_counter.register_flop_formula(target, get_raw=True)(flop_counter.sdpa_flop)
-
-
-count_cpu_attention_flops()
 
 
 def build_network(name: str, patch_dropout: float = 0.0, init_logit_scale: float | None = None,
@@ -98,6 +95,7 @@ class ClipLitModule(L.LightningModule):
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
                  init_architecture: str | None = None, lock: LockConfig = LockConfig()):
         super().__init__()
+        count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
         if init_from is not None:
             model, self.init_source = start_from_weights(init_from, init_architecture, model)
@@ -239,7 +237,11 @@ class ClipLitModule(L.LightningModule):
             sets = {PLAIN: (self.classnames, self.templates), **sets}
         if sets:  # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
             tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
-            self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device)
+            # the PLAIN set is computed on every rank when the data has zero-shot shards (a rank that skipped the
+            # gather would hang the others); without them no rank draws one, and every rank skips it alike
+            shards = getattr(data, "zeroshot_shards", None) if data is not None else None
+            optional = frozenset() if shards else frozenset({PLAIN})
+            self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device, optional)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         image_features = self.model.encode_image(batch["image"], normalize=True)
@@ -255,7 +257,7 @@ class ClipLitModule(L.LightningModule):
             for name, value in self.retrieval.compute().items():
                 self.log(f"val/{name}", value, sync_dist=False, rank_zero_only=False)
         self.retrieval.reset()
-        sets = getattr(self, "_zeroshot_sets", None)
+        sets = self._zeroshot_sets
         for name, value in (sets.results() if sets is not None else {}).items():
             self.log(name, value)
 

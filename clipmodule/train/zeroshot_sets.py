@@ -49,7 +49,9 @@ class ZeroShotSets:
     """Classifiers and accuracies of the named sets for one validation epoch."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Callable, sets: dict[str, tuple[list[str], Any]],
-                 default_templates: list[str], device: torch.device):
+                 default_templates: list[str], device: torch.device,
+                 may_be_empty: frozenset[str] = frozenset()):
+        self.may_be_empty = may_be_empty  # sets no rank may have drawn an image of: skipped when empty
         self.classifiers: dict[str, torch.Tensor] = {}
         self.metrics: dict[str, dict[str, MulticlassAccuracy]] = {}
         for name, (classnames, templates) in sets.items():
@@ -75,8 +77,8 @@ class ZeroShotSets:
         skipped it would hang the others."""
         out = {}
         for name, metrics in self.metrics.items():
-            if name == PLAIN and not metrics["top1"].update_count:
-                continue  # model.zeroshot_classnames without zero-shot shards in this loop: nothing to say (as before)
+            if name in self.may_be_empty and not metrics["top1"].update_count:
+                continue  # model.zeroshot_classnames without zero-shot shards in this loop: nothing to say
             for kind, metric in metrics.items():
                 out[metric_name(name, kind)] = metric.compute()
                 metric.reset()

@@ -22,8 +22,6 @@ class BuildStep:
     """The whole dataset config (the stage's own settings are `settings`)."""
     settings: Any
     """This stage's settings (the dataset YAML's key named like the stage)."""
-    work_dir: Path
-    """The build's work folder."""
     out: Path
     """This stage's output in the work folder."""
     shards: Path | None

@@ -38,7 +38,7 @@ def test_eval_output_on_a_full_disk_is_one_line_and_a_rerun_writes_it(tmp_path, 
         assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error
-    assert f"{output}: no space left on device" in error
+    assert error.startswith(f"clipmodule eval: error: {output}: no space left on device"), error
     assert not output.exists() and [p.name for p in output.parent.iterdir()] == []
     assert main(argv) == 0
     assert "top1" in json.loads(output.read_text())["metrics"]

@@ -112,9 +112,9 @@ def test_planted_images_are_dropped_and_unrelated_kept(planted, tmp_path):
 
 
 def test_rerun_is_a_no_op_and_the_card_reports_the_drops(planted, tmp_path):
-    from curation.cards import decontamination
     from curation.config import WorkLayout
-    from curation.stages.decontaminate import markdown
+    from curation.stage import read_json, stats_path
+    from curation.stages import registry
 
     eval_dir, shards, _ = planted
     layout = WorkLayout(tmp_path / "work")
@@ -122,9 +122,11 @@ def test_rerun_is_a_no_op_and_the_card_reports_the_drops(planted, tmp_path):
     mtime = (layout.decontaminated / "00000.tar").stat().st_mtime_ns
     assert run_decontaminate(DecontaminateConfig(), [str(eval_dir)], [str(shards)], layout.decontaminated) == first
     assert (layout.decontaminated / "00000.tar").stat().st_mtime_ns == mtime
-    section = decontamination(layout)
-    assert section["content_hash"] == first["content_hash"] and len(section["shards"]) == 2
-    text = markdown(section)
+    stats = read_json(stats_path(layout.decontaminated))  # what the card reads
+    card = registry().get("decontaminate").card
+    section = card.section(stats)
+    assert section["content_hash"] == first["content_hash"] and len(stats["shards"]) == 2
+    text = card.markdown(section)
     assert f"{first['samples_dropped']} of {first['samples_in']} training samples dropped" in text
     assert "### Closest matches" in text and "![closest matches]" in text
 

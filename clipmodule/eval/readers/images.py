@@ -40,7 +40,7 @@ def load_image(source: str | Path | bytes | Image.Image, name: str | None = None
     except FileNotFoundError:
         raise ClipModuleError(f"{name or source}: no such image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ClipModuleError(f"{name or source}: unreadable image ({str(error).splitlines()[0][:160]})") from None
+        raise ClipModuleError(f"{name or source}: unreadable image ({reason(error)})") from None
 
 
 @dataclass(frozen=True)

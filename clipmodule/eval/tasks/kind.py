@@ -11,6 +11,9 @@ from typing import Any
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 
+BY_DATASET = "by dataset"
+"""A kind's `group` when its rows join DataComp's group of their dataset (ImageNet, its shifts, VTAB)."""
+
 
 @dataclass
 class TaskContext:
@@ -55,7 +58,7 @@ class TaskKind:
     main_metric: Callable[[dict[str, Any], str | None], tuple[str, float] | None] = _no_metric
     """(name, value) DataComp ranks the row by, from its metrics and its benchmark dataset (None: no rank)."""
     group: str | None = None
-    """DataComp's grouping: `by dataset` (the dataset's group: ImageNet, its shifts, VTAB), a group's own name
+    """DataComp's grouping: `BY_DATASET` (the dataset's group: ImageNet, its shifts, VTAB), a group's own name
     (every row of the kind joins it, e.g. `Retrieval`), or None (no group: a linear probe is not zero-shot)."""
     run_settings: Callable[[SuiteConfig], dict[str, Any]] = _no_settings
     """Suite settings outside the row that change its result (part of its resume key; the probe's protocol)."""

@@ -17,7 +17,7 @@ from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
 from clipmodule.eval.readers import open_classification
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
-from clipmodule.eval.tasks.kind import TaskContext, TaskKind
+from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
 from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
@@ -116,4 +116,4 @@ def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, floa
 
 
 KIND = TaskKind(name="zeroshot", data_keys=("dataset",), open=_open, run=_run, preflight=_preflight,
-                check_data=_check_data, main_metric=main_metric, group="by dataset")
+                check_data=_check_data, main_metric=main_metric, group=BY_DATASET)

@@ -167,7 +167,7 @@ def run_img2dataset(config: DownloadConfig, source: Path, out: Path, expected_ro
     """img2dataset in a spawned child (its own prints and signal handler stay there), with a progress bar.
     The child leads its own process group, noted in the stage's lock: however this run ends, the group is
     stopped, and a later run waits for stragglers of a killed one."""
-    from curation.stages.download import fetch as fetch
+    from curation.stages.download import fetch
 
     context = multiprocessing.get_context("spawn")
     arguments = img2dataset_arguments(config, source, out)

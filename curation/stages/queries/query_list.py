@@ -24,7 +24,7 @@ from curation.config import QueriesConfig
 from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature
-from curation.stages.queries import sources as sources
+from curation.stages.queries import sources
 from curation.text import normalize_all
 
 SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
