@@ -23,8 +23,8 @@ from torch import nn
 from clipmodule.api import local_weights
 from clipmodule.checkpoints.classifier import load_classifier_weights
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.classifier import build_zeroshot_classifier
 from clipmodule.eval.prompts import Prompts, name_list, read_classnames, read_templates
-from clipmodule.eval.zeroshot import build_zeroshot_classifier
 from clipmodule.models import CLIP
 from clipmodule.models.config import VisionConfig
 from clipmodule.models.vision import VisionTransformer

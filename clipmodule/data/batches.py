@@ -14,7 +14,7 @@ from clipmodule.api import TokenizerSpec
 class TokenizingCollate:
     """Stacks images (uint8 from the training augmentation, float from the eval transform) and tokenises the
     batch's captions in one call (in the worker). `task` tags the
-    batch ("train", "retrieval" or "zeroshot") so validation knows what to compute."""
+    batch ("train", "retrieval", "zeroshot" or "<task>/<set>") so validation knows which tracker computes it."""
 
     def __init__(self, tokenizer: TokenizerSpec | int = 77, task: str = "train"):
         self.spec = tokenizer if isinstance(tokenizer, TokenizerSpec) else TokenizerSpec(context_length=tokenizer)

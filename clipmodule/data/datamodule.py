@@ -7,7 +7,7 @@ on them). Shards are split by rank and worker;
 every rank yields the same number of batches per epoch (DDP needs that), `samples_per_epoch` in all.
 Corrupt shards and samples are skipped and counted (`ShardDataModule.corrupt_counts`). The training data may
 also be a CSV/TSV or a folder of image + .txt pairs (`clipmodule.data.tables`) or a weighted mixture of sources
-(`clipmodule.data.sources`, `clipmodule.data.mixing`); named zero-shot sets are `clipmodule.data.zeroshot`'s.
+(`clipmodule.data.sources`, `clipmodule.data.mixing`); named zero-shot sets are `clipmodule.data.val_sets`'s.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from clipmodule.data.provenance import check_resume, training_record
 from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import StreamPlan, shard_paths
 from clipmodule.data.sources import TrainSource, TrainSourceConfig, mixture_shares, open_sources
-from clipmodule.data.zeroshot import OpenedSet, ZeroShotSet, open_set
+from clipmodule.data.val_sets import OpenedSet, ZeroShotSet, open_set
 from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform
 
@@ -198,7 +198,7 @@ class ShardDataModule(L.LightningDataModule):
         zeroshot_shards: labelled image shards (`cls` field, or `label` in the json) for zero-shot top-1/5.
         zeroshot_classnames: the class names of `zeroshot_shards`, in label order.
         zeroshot_sets: more zero-shot sets by name, each logged as `val/zeroshot/<name>/top1|top5`: labelled
-            shards or an ImageNet-style class-folder set, with its class names (`clipmodule.data.zeroshot`).
+            shards or an ImageNet-style class-folder set, with its class names (`clipmodule.data.val_sets`).
         batch_size: samples per device and step.
         num_workers: loader processes per device.
         image_size: side of the square model input (the model's `vision.image_size`).
@@ -314,22 +314,23 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[StatefulDataLoader]:
         """[retrieval shards, zero-shot shards, then each of `zeroshot_sets`], whichever are set, in that order.
-        A set's batches are tagged `zeroshot/<name>`."""
+        A set's batches are tagged `<task>/<name>` (`clipmodule.train.validation`)."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
         return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets]
 
-    def zeroshot_set_classes(self) -> dict[str, tuple[list[str], list[str] | str | None]]:
-        """Each zero-shot set's class names and templates as given (None: the model's), by name."""
-        return {opened.name: (opened.classnames, opened.templates) for opened in self.zeroshot_sets}
+    def validation_sets(self) -> list[OpenedSet]:
+        """The named sets (`data.zeroshot_sets`): name, task kind, class names and templates as given (None: the
+        model's)."""
+        return list(self.zeroshot_sets)
 
     def _zeroshot_set_loader(self, opened: OpenedSet) -> StatefulDataLoader:
         if opened.folder is None:
-            return self._eval_loader(opened.shards, f"zeroshot/{opened.name}")
+            return self._eval_loader(opened.shards, f"{opened.task}/{opened.name}")
         rank, world_size = self._rank()
         dataset = FolderEvalDataset(opened.folder, opened.classnames, image_transform(self.image_size, train=False),
                                     rank, world_size)
-        return StatefulDataLoader(dataset, **self._loader_options(f"zeroshot/{opened.name}"))
+        return StatefulDataLoader(dataset, **self._loader_options(f"{opened.task}/{opened.name}"))
 
     def test_dataloader(self) -> list[StatefulDataLoader]:
         return self.val_dataloader()

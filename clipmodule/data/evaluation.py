@@ -1,6 +1,6 @@
 """Evaluation data read during fit/validate/test: every sample once, in a fixed order, dealt round-robin over
 ranks and workers (no shuffling): labelled or captioned webdataset shards, and ImageNet-style class folders
-(`clipmodule.data.zeroshot`)."""
+(`clipmodule.data.val_sets`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from clipmodule.data.decode import decode_sample
 from clipmodule.data.shards import ShardCache
 from clipmodule.data.tables import read_regular_file
-from clipmodule.data.zeroshot import folder_items
+from clipmodule.data.val_sets import folder_items
 
 log = logging.getLogger(__name__)
 

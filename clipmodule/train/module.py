@@ -13,7 +13,6 @@ from torch import nn
 
 from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
@@ -21,7 +20,7 @@ from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
-from clipmodule.train.zeroshot_sets import PLAIN, ZeroShotSets, is_zeroshot
+from clipmodule.train.validation import ValidationTrackers, build_trackers
 from clipmodule.transforms import normalize_batch
 
 MAX_LOG_SCALE = math.log(100.0)
@@ -125,8 +124,7 @@ class ClipLitModule(L.LightningModule):
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
         })
-        self.retrieval = PairedEmbeddings()
-        self._zeroshot_sets: ZeroShotSets | None = None
+        self._validation: ValidationTrackers | None = None
 
     @property
     def example_input_array(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -228,37 +226,22 @@ class ClipLitModule(L.LightningModule):
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
 
     def on_validation_epoch_start(self) -> None:
-        """Every zero-shot set's classifier (`clipmodule.train.zeroshot_sets`: `data.zeroshot_sets`, and the shards of
-        `data.zeroshot_shards` named by `model.zeroshot_classnames`), built once per validation epoch."""
-        self._zeroshot_sets = None
+        """Every validation set's tracker (`clipmodule.train.validation`: retrieval on `data.val_shards`, zero-shot
+        on `data.zeroshot_shards` named by `model.zeroshot_classnames`, and each of `data.zeroshot_sets` by its
+        task kind), built once per validation epoch."""
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        sets = dict(data.zeroshot_set_classes()) if hasattr(data, "zeroshot_set_classes") else {}
-        if self.classnames:
-            sets = {PLAIN: (self.classnames, self.templates), **sets}
-        if sets:  # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
+        tokenizer = None
+        if self.classnames or getattr(data, "zeroshot_sets", None):  # sets that prompt the text tower
+            # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
             tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
-            # the PLAIN set is computed on every rank when the data has zero-shot shards (a rank that skipped the
-            # gather would hang the others); without them no rank draws one, and every rank skips it alike
-            shards = getattr(data, "zeroshot_shards", None) if data is not None else None
-            optional = frozenset() if shards else frozenset({PLAIN})
-            self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device, optional)
+        self._validation = build_trackers(self.model, data, tokenizer, self.device, (self.classnames, self.templates))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        image_features = self.model.encode_image(batch["image"], normalize=True)
-        if is_zeroshot(batch.get("task", "")):
-            if self._zeroshot_sets is None:
-                raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames")
-            self._zeroshot_sets.update(batch["task"], image_features, batch["label"])
-        else:
-            self.retrieval.update(image_features, self.model.encode_text(batch["text"], normalize=True))
+        self._validation.update(batch)
 
     def on_validation_epoch_end(self) -> None:
-        if self.retrieval.update_count:
-            for name, value in self.retrieval.compute().items():
-                self.log(f"val/{name}", value, sync_dist=False, rank_zero_only=False)
-        self.retrieval.reset()
-        sets = self._zeroshot_sets
-        for name, value in (sets.results() if sets is not None else {}).items():
+        tracked = self._validation
+        for name, value in (tracked.results() if tracked is not None else {}).items():
             self.log(name, value)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:

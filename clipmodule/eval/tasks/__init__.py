@@ -23,7 +23,7 @@ from clipmodule.eval.tasks.features import (
     model_tokenizer,
     probe_encoder,
 )
-from clipmodule.eval.tasks.kind import TaskContext, TaskKind
+from clipmodule.eval.tasks.kind import TaskContext, TaskKind, TrackedSet, Tracker
 from clipmodule.eval.tasks.linear_probe import fit_logistic_regression, linear_probe, sweep_c
 from clipmodule.eval.tasks.retrieval import retrieval, retrieval_metrics
 from clipmodule.eval.tasks.zeroshot import zeroshot_classification
@@ -65,6 +65,8 @@ __all__ = [
     "Progress",
     "TaskContext",
     "TaskKind",
+    "TrackedSet",
+    "Tracker",
     "classification_metrics",
     "data_damage",
     "extract_features",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
@@ -39,6 +39,35 @@ def _no_settings(config: SuiteConfig) -> dict[str, Any]:
     return {}
 
 
+@dataclass
+class TrackedSet:
+    """A validation set `fit` tracks (`clipmodule.train.validation`), as its kind's tracker gets it."""
+
+    name: str
+    """Its name in the metric names; "" for the unnamed sets (`data.val_shards`, `data.zeroshot_shards`)."""
+    model: Any
+    tokenizer: Callable | None
+    device: Any
+    classnames: list[str] = field(default_factory=list)
+    templates: Any = None
+    """As given in the YAML (a list, a file, a shipped name); None: `default_templates`."""
+    default_templates: list[str] = field(default_factory=list)
+    where: str = ""
+    """The YAML key errors name."""
+    may_be_empty: bool = False
+    """True when no rank may draw a batch of it: its results are then skipped, not computed."""
+
+
+class Tracker(Protocol):
+    """What `fit` asks of a kind's tracker during validation (metrics that sum over ranks when computed)."""
+
+    def update(self, batch: dict[str, Any]) -> None: ...
+
+    def results(self) -> dict[str, Any]:
+        """Metric name -> value; computed on every rank (the gather needs them all), then reset."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskKind:
     """One kind of evaluation task (a suite row's `task:`)."""
@@ -62,6 +91,9 @@ class TaskKind:
     (every row of the kind joins it, e.g. `Retrieval`), or None (no group: a linear probe is not zero-shot)."""
     run_settings: Callable[[SuiteConfig], dict[str, Any]] = _no_settings
     """Suite settings outside the row that change its result (part of its resume key; the probe's protocol)."""
+    tracker: Callable[[TrackedSet], Tracker] | None = None
+    """How `fit` tracks a validation set of this kind (the loader tags its batches `<kind>` or `<kind>/<name>`);
+    None: the kind is not tracked during training."""
 
     def require_data(self, spec: TaskSpec) -> None:
         missing = [key for key in self.data_keys if not getattr(spec, key)]

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.eval.options import LoaderOptions
 from clipmodule.eval.prompts import Prompts
 from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
-from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 
 def average_precision_per_class(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,11 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.metrics import retrieval_recall
+from clipmodule.eval.metrics import PairedEmbeddings, retrieval_recall
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.readers import open_retrieval
 from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
-from clipmodule.eval.tasks.kind import TaskContext, TaskKind
+from clipmodule.eval.tasks.kind import TaskContext, TaskKind, TrackedSet
 
 
 def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: Sequence[int],
@@ -61,5 +61,24 @@ def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, floa
     return ("mean_R@1", sum(recalls) / 2) if None not in recalls else None
 
 
+class RetrievalTracker:
+    """Recall@k both ways over the held-out pairs of every rank (`data.val_shards`), logged as `val/<direction>_R<k>`
+    (no "@": MLflow's metric names)."""
+
+    def __init__(self, tracked: TrackedSet):
+        self.model = tracked.model
+        self.pairs = PairedEmbeddings().to(tracked.device)
+
+    def update(self, batch: dict[str, Any]) -> None:
+        self.pairs.update(self.model.encode_image(batch["image"], normalize=True),
+                          self.model.encode_text(batch["text"], normalize=True))
+
+    def results(self) -> dict[str, Any]:
+        out = {f"val/{name}": value for name, value in self.pairs.compute().items()} if self.pairs.update_count \
+            else {}
+        self.pairs.reset()
+        return out
+
+
 KIND = TaskKind(name="retrieval", data_keys=("dataset",), open=_open, run=_run, main_metric=main_metric,
-                group="Retrieval")
+                group="Retrieval", tracker=RetrievalTracker)

@@ -1,4 +1,4 @@
-"""Zero-shot classification: class embeddings from class names × templates (`eval.zeroshot`), logits
+"""Zero-shot classification: class embeddings from class names × templates (`eval.classifier`), logits
 100 · image·W; top-1, top-5 and mean per-class recall (torchmetrics). A multi-label set (VOC2007) is scored by
 mAP (`multilabel`). The task kind `zeroshot` of a suite row."""
 
@@ -11,15 +11,15 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
 from clipmodule.eval.readers import open_classification
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
-from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind
+from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind, TrackedSet
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
-from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 # DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
 MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
@@ -115,5 +115,40 @@ def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, floa
     return (name, metrics[name]) if name in metrics else None
 
 
+class ZeroShotTracker:
+    """Top-1/top-5 of one labelled set during `fit`: the paper's prompt-ensemble classifier (built once per
+    validation epoch, the same code as `clipmodule eval zeroshot`) and torchmetrics accuracies, which sum over
+    ranks when computed. Logged as `val/zeroshot/<name>/top1|top5`, `val/zeroshot_top1|top5` for the unnamed set."""
+
+    def __init__(self, tracked: TrackedSet):
+        from torchmetrics.classification import MulticlassAccuracy
+
+        self.model, self.may_be_empty = tracked.model, tracked.may_be_empty
+        self.prefix = f"val/zeroshot/{tracked.name}/" if tracked.name else "val/zeroshot_"
+        given = tracked.templates
+        templates = (tracked.default_templates if given is None
+                     else read_templates(given) if isinstance(given, str) else list(given))
+        where = f"{tracked.where}.templates" if tracked.name else tracked.where
+        self.classifier = build_zeroshot_classifier(tracked.model, tracked.tokenizer, tracked.classnames, templates,
+                                                    where=where)
+        classes = len(tracked.classnames)
+        self.metrics = {f"top{k}": MulticlassAccuracy(classes, top_k=min(k, classes), average="micro")
+                        .to(tracked.device) for k in (1, 5)}
+
+    def update(self, batch: dict[str, Any]) -> None:
+        logits = zeroshot_logits(self.model.encode_image(batch["image"], normalize=True), self.classifier)
+        for metric in self.metrics.values():
+            metric.update(logits, batch["label"])
+
+    def results(self) -> dict[str, Any]:
+        if self.may_be_empty and not self.metrics["top1"].update_count:
+            return {}  # model.zeroshot_classnames without zero-shot shards in this loop: nothing to say
+        out = {}
+        for name, metric in self.metrics.items():
+            out[f"{self.prefix}{name}"] = metric.compute()
+            metric.reset()
+        return out
+
+
 KIND = TaskKind(name="zeroshot", data_keys=("dataset",), open=_open, run=_run, preflight=_preflight,
-                check_data=_check_data, main_metric=main_metric, group=BY_DATASET)
+                check_data=_check_data, main_metric=main_metric, group=BY_DATASET, tracker=ZeroShotTracker)

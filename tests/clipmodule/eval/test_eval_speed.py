@@ -10,12 +10,12 @@ import torch
 from torchvision import transforms
 
 from clipmodule.api import tokenizer_spec
+from clipmodule.eval.classifier import build_zeroshot_classifier
 from clipmodule.eval.options import LoaderOptions
 from clipmodule.eval.prompts import read_classnames
 from clipmodule.eval.readers import LabelledImages
 from clipmodule.eval.readers.builtin import render_shapes
 from clipmodule.eval.tasks import FeatureCache, model_tokenizer, zeroshot_classification
-from clipmodule.eval.zeroshot import build_zeroshot_classifier
 from clipmodule.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

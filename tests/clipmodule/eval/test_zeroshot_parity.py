@@ -62,8 +62,8 @@ def test_zeroshot_equals_clip_benchmarks_evaluate_on_the_same_model_and_images(m
     assert ours["top1"] == pytest.approx(theirs["acc1"], abs=1e-6)
     assert ours["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"], abs=1e-6)
     # the scores behind them, not only the summary: their classifier and loop against ours
+    from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
     from clipmodule.eval.tasks import extract_features
-    from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
     classifier = zs.zero_shot_classifier(model, model_tokenizer(model), names, templates, "cpu", amp=False)
     their_logits, their_labels = zs.run_classification(model, classifier, loader, "cpu", amp=False)

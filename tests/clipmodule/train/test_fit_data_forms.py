@@ -9,7 +9,7 @@ import yaml
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from tests.clipmodule.data.test_tables import write_csv, write_pairs
 from tests.clipmodule.train.test_cli import TINY, _runs, clipmodule
-from tests.clipmodule.train.test_zeroshot_sets import _folders_from_shard
+from tests.clipmodule.train.test_validation import _folders_from_shard
 
 
 def test_fit_on_a_mixture_with_a_csv_and_a_zeroshot_folder_from_yaml(tmp_path):

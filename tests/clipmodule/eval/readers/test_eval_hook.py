@@ -56,9 +56,9 @@ def test_voc_multilabel_row_scores_mean_average_precision(tiny):
     from sklearn.metrics import average_precision_score
 
     from clipmodule.api import load
+    from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
     from clipmodule.eval.readers import open_dataset
     from clipmodule.eval.suite import run_task
-    from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
     from clipmodule.tokenizer import tokenize
 
     model, preprocess = load(tiny / "tiny.safetensors")

@@ -3,12 +3,14 @@ its own name, equal to `clipmodule eval zeroshot` on the same images."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tarfile
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
@@ -90,3 +92,42 @@ def test_a_bad_set_is_refused_when_the_datamodule_is_built(data, tmp_path):
     ):
         with pytest.raises(ClipModuleError, match=message):
             ShardDataModule(zeroshot_sets=sets)
+
+
+class _CountTracker:
+    """A throwaway kind's tracker: counts the images of its set."""
+
+    def __init__(self, tracked):
+        self.name, self.count = tracked.name, 0
+
+    def update(self, batch):
+        self.count += len(batch["image"])
+
+    def results(self):
+        return {f"val/count/{self.name}": torch.tensor(float(self.count))}
+
+
+def test_fit_tracks_a_set_through_its_kinds_tracker_and_refuses_an_untrackable_kind(data, tmp_path, monkeypatch):
+    from clipmodule.eval import tasks
+    from clipmodule.eval.tasks import TaskKind
+
+    counting = TaskKind(name="count", data_keys=("dataset",), open=lambda spec, preprocess: (), run=None,
+                        tracker=_CountTracker)
+    monkeypatch.setitem(tasks._KINDS, "count", counting)
+    sets = {"pictures": {"data": str(data["shard"]), "classnames": CLASSNAMES, "task": "count"}}
+
+    def fit(sets):
+        datamodule = ShardDataModule(train_shards=str(data["root"] / "train"), zeroshot_sets=sets, batch_size=16,
+                                     num_workers=0, image_size=32, shuffle_buffer=32)
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                            max_steps=1, val_check_interval=1, default_root_dir=tmp_path)
+        trainer.fit(ClipLitModule(build_network("tiny-vit")), datamodule)
+        return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+    assert fit(sets)["val/count/pictures"] == 48  # every image of the set, through the registry's tracker
+    monkeypatch.setitem(tasks._KINDS, "count", dataclasses.replace(counting, tracker=None))
+    with pytest.raises(ClipModuleError, match="data.zeroshot_sets.pictures: task 'count' cannot be tracked"):
+        fit(sets)
+    with pytest.raises(ClipModuleError, match="data.zeroshot_sets.pictures: unknown task 'nothing'"):
+        fit({"pictures": {**sets["pictures"], "task": "nothing"}})

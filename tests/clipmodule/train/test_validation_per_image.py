@@ -17,7 +17,7 @@ from clipmodule.cli import main as clipmodule
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from clipmodule.train.module import ClipLitModule, build_network
-from tests.clipmodule.train.test_zeroshot_sets import _folders_from_shard
+from tests.clipmodule.train.test_validation import _folders_from_shard
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -28,9 +28,9 @@ TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
 def _spread_model(folder: Path) -> torch.nn.Module:
     """tiny-vit whose projection maps every other image of the folder onto its class's text embedding (least
     squares): its predictions vary over the classes, right on the fitted images and otherwise on the rest."""
+    from clipmodule.eval.classifier import build_zeroshot_classifier
     from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import model_tokenizer, probe_encoder
-    from clipmodule.eval.zeroshot import build_zeroshot_classifier
     from clipmodule.transforms import image_transform
 
     torch.manual_seed(0)
@@ -59,12 +59,12 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def _fit_predictions(setup: dict[str, Path], monkeypatch, tmp_path) -> dict[str, tuple[int, int]]:
     """{image path under the folder: (predicted class, label)} from `data.zeroshot_sets` in a validation pass."""
     from clipmodule.api import load
+    from clipmodule.eval.tasks import zeroshot as zeroshot_kind  # fit's tracker of the zero-shot kind
     from clipmodule.train import module as train_module
-    from clipmodule.train import zeroshot_sets
 
     root, keys, labels, predictions = setup["root"], [], [], []
-    logits = zeroshot_sets.zeroshot_logits
-    monkeypatch.setattr(zeroshot_sets, "zeroshot_logits",
+    logits = zeroshot_kind.zeroshot_logits
+    monkeypatch.setattr(zeroshot_kind, "zeroshot_logits",
                         lambda *args: predictions.extend(logits(*args).argmax(1).tolist()) or logits(*args))
     step = train_module.ClipLitModule.validation_step
 

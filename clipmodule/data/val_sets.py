@@ -38,6 +38,8 @@ class ZeroShotSet:
     data: str | list[str]
     classnames: list[str] | str | None = None
     templates: list[str] | str | None = None
+    task: str = "zeroshot"
+    """The task kind that tracks it (`clipmodule.eval.tasks`: a kind with a tracker)."""
 
 
 @dataclass
@@ -49,6 +51,7 @@ class OpenedSet:
     templates: list[str] | str | None
     shards: str | list[str] | None = None
     folder: Path | None = None
+    task: str = "zeroshot"
 
 
 def read_classnames(source: list[str] | str, where: str) -> list[str]:
@@ -88,10 +91,10 @@ def open_set(name: str, spec: ZeroShotSet | dict) -> OpenedSet:
             folder.replace("_", " ") for folder in folders]
         if len(names) != len(folders):
             raise ClipModuleError(f"{where}: {data} has {len(folders)} class folders but {len(names)} class names")
-        return OpenedSet(name, names, spec.templates, folder=Path(data))
+        return OpenedSet(name, names, spec.templates, folder=Path(data), task=spec.task)
     if spec.classnames is None:
         raise ClipModuleError(f"{where}: shards carry class indices; give the class names (classnames: ...)")
-    return OpenedSet(name, read_classnames(spec.classnames, where), spec.templates, shards=data)
+    return OpenedSet(name, read_classnames(spec.classnames, where), spec.templates, shards=data, task=spec.task)
 
 
 def folder_items(root: Path, classnames: list[str]) -> list[tuple[str, int]]:
