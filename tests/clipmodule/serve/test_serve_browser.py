@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -44,6 +45,12 @@ def tiles(driver) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#results .hit")
 
 
+def shown(driver, attribute: str = "key") -> list[str]:
+    """The tiles' `data-<attribute>`, read in one script (the grid may be redrawn between two WebDriver calls)."""
+    return driver.execute_script(f"return [...document.querySelectorAll('#results .hit')]"
+                                 f".map(tile => tile.dataset.{attribute})")
+
+
 def loaded(driver, image) -> bool:
     return bool(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image))
 
@@ -60,7 +67,7 @@ def screenshot(driver, name: str) -> None:
             shot.convert("RGB").quantize(64).save(path, optimize=True)
 
 
-def test_search_neighbours_browse_and_a_card_in_chromium(served, browser):
+def test_search_neighbours_browse_and_a_card_in_chromium(served, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
@@ -85,11 +92,17 @@ def test_search_neighbours_browse_and_a_card_in_chromium(served, browser):
     browser.find_element(By.ID, "next").click()
     wait(browser, lambda d: len(tiles(d)) == 12 and "page=1" in d.current_url, "page 2: the last 12 of 36")
 
+    image_file = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(image_file)
+    by_image = [hit["key"] for hit in engine.search("image", Image.open(image_file).convert("RGB"), 24)]
+    browser.find_element(By.ID, "image-file").send_keys(str(image_file))  # what a drop hands the page
+    wait(browser, lambda d: shown(d) == by_image, "the image's hits")
+
     clicked = tiles(browser)[3]
     row_id = clicked.get_attribute("data-id")
     clicked.click()
-    wait(browser, lambda d: f"#neighbours/tiny/{row_id}" in d.current_url and tiles(d)
-         and tiles(d)[0].get_attribute("data-id") == row_id, "the neighbours, itself first")
+    wait(browser, lambda d: f"#neighbours/tiny/{row_id}" in d.current_url and shown(d, "id")[:1] == [row_id],
+         "the neighbours, itself first")
     screenshot(browser, "neighbours")
 
     browser.get(served.url + "#browse/tiny-work")
