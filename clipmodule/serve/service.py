@@ -13,7 +13,7 @@ import numpy as np
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.serve.images import ShardImages
-from clipmodule.serve.limits import Limits
+from clipmodule.serve.limits import Limits, RequestError
 
 
 @dataclass
@@ -98,8 +98,6 @@ class Service:
         return cls(config, {name: ServedIndex(name, Path(folder), config) for name, folder in config.indexes.items()})
 
     def index(self, name: str | None) -> ServedIndex:
-        from clipmodule.serve.limits import RequestError
-
         if not self.indexes:
             raise RequestError(404, "this service was given no index")
         if name is None or name == "":
@@ -111,7 +109,6 @@ class Service:
     def dataset(self, name: str) -> Any:
         """The browse table of work folder `name`, read once."""
         from clipmodule.serve.browse import read_dataset
-        from clipmodule.serve.limits import RequestError
 
         if name not in self.config.works:
             raise RequestError(404, f"unknown dataset {name!r} (known: {', '.join(self.config.works) or 'none'})")

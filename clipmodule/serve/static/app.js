@@ -39,7 +39,7 @@ async function knn(body) {
   try {
     state.hits = await getJSON("/knn-service", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ...body, indice_name: $("index").value, num_images: wanted, modality: "image" }),
+      body: JSON.stringify({ ...body, indice_name: $("index").value, num_images: wanted }),
     });
   } catch (error) {
     state.hits = [];
