@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all,dev]"
-	# clip-retrieval's ClipClient is `clipmodule serve`'s peer in the tests; its pins would downgrade numpy,
-	# transformers and open_clip, and the client needs only requests: installed without its dependencies.
+# clip-retrieval's ClipClient is `clipmodule serve`'s peer in the tests; its pins would downgrade numpy,
+# transformers and open_clip, and the client needs only requests: installed without its dependencies.
 	$(PY) -m pip install -q --no-deps clip-retrieval
 	touch $(STAMP)
 
