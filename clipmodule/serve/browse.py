@@ -1,6 +1,8 @@
 """The browse view's table: every sample a curation work folder knows, with each decision taken on it, read from
 the stage outputs that exist by their on-disk contract (`clipformats.curation_outputs`), never curation's code.
 
+Each matched query carries the cap's keep chance p = min(1, t / rows of the query) and the coin the stage tossed
+(recomputed from the row key and seed, `clipformats.coins`): the cap kept the row when some coin < p.
 A sample's `decision` is the first stage that dropped it: `cap` (balancing's coins), `download: <status>`,
 `filter: <reason>`, `dedup` (a near-duplicate of an earlier sample), `decontaminate` (a near-copy of an evaluation
 image); `kept` when none did. Rows the cap dropped were never downloaded: they have a caption and URL, no image.
@@ -8,14 +10,17 @@ image); `kept` when none did. Rows the cap dropped were never downloaded: they h
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from clipformats import curation_outputs as out
+from clipformats.coins import coins, key_hashes
 from clipmodule.serve.images import ShardImages
 
 
@@ -65,11 +70,21 @@ def _query_terms(work: Path) -> dict[int, str]:
     return dict(zip(table.column("id").to_pylist(), table.column("term").to_pylist()))
 
 
-def _cap(work: Path) -> tuple[float | None, dict[int, int], set[Any] | None, str]:
-    """(t, rows matched per query id, the kept rows' keys or None without a balance output, key column)."""
+@dataclass
+class Cap:
+    """What `curation balance` recorded: t, seed, the key column, rows per query, the kept rows' keys."""
+
+    t: float | None
+    seed: int | None
+    column: str
+    matched: dict[int, int]
+    kept: set[Any]
+
+
+def _cap(work: Path) -> Cap | None:
     stats_path = work / out.BALANCE_STATS
     if not stats_path.is_file():
-        return None, {}, None, "url"
+        return None
     stats = json.loads(stats_path.read_text())
     column = stats.get("key_column", "url")
     counts: dict[int, int] = {}
@@ -77,22 +92,35 @@ def _cap(work: Path) -> tuple[float | None, dict[int, int], set[Any] | None, str
         table = pq.read_table(work / out.BALANCE_COUNTS, columns=["id", "matched"])
         counts = dict(zip(table.column("id").to_pylist(), table.column("matched").to_pylist()))
     kept = {row[column] for row in _parquet_rows(_folder_tables(work / out.BALANCED), (column,))}
-    return stats.get("t"), counts, kept, column
+    return Cap(stats.get("t"), stats.get("seed"), column, counts, kept)
+
+
+def _coins(rows: list[dict[str, Any]], cap: Cap) -> list[list[float | None]]:
+    """Each row's coin per query, recomputed as the stage tossed them (`clipformats.coins`)."""
+    ids = [row.get("query_ids") or [] for row in rows]
+    if cap.seed is None:
+        return [[None] * len(found) for found in ids]
+    lengths = [len(found) for found in ids]
+    hashes = np.repeat(key_hashes([str(row.get(cap.column)) for row in rows]), lengths)
+    values = coins(hashes, np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64), int(cap.seed))
+    return [part.tolist() for part in np.split(values, np.cumsum(lengths)[:-1])]
 
 
 def _matched_rows(work: Path) -> list[dict[str, Any]]:
     terms = _query_terms(work)
-    t, counts, kept, column = _cap(work)
+    cap = _cap(work)
+    columns = tuple(dict.fromkeys((*out.MATCHED_COLUMNS, cap.column if cap else "url")))
+    matched = _parquet_rows(_folder_tables(work / out.MATCHED), columns)
+    tossed = _coins(matched, cap) if cap else [[None] * len(row.get("query_ids") or []) for row in matched]
     rows = []
-    for row in _parquet_rows(_folder_tables(work / out.MATCHED), tuple(dict.fromkeys((*out.MATCHED_COLUMNS,
-                                                                                        column)))):
+    for row, row_coins in zip(matched, tossed):
         queries = []
-        for query in row.get("query_ids") or []:
-            matched = counts.get(query)
-            chance = min(1.0, t / matched) if t is not None and matched else None
-            queries.append({"term": terms.get(query, f"#{query}"), "keep_chance": chance})
+        for query, coin in zip(row.get("query_ids") or [], row_coins):
+            count = cap.matched.get(query) if cap else None
+            chance = min(1.0, cap.t / count) if cap and cap.t is not None and count else None
+            queries.append({"term": terms.get(query, f"#{query}"), "keep_chance": chance, "coin": coin})
         rows.append({"url": row.get("url"), "caption": row.get("caption"), "queries": queries,
-                     "cap": None if kept is None else ("kept" if row.get(column) in kept else "dropped")})
+                     "cap": None if cap is None else ("kept" if row.get(cap.column) in cap.kept else "dropped")})
     return rows
 
 

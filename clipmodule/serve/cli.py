@@ -23,8 +23,8 @@ def _parser():
     parser.add_argument("--work", action="append", default=[], help="curation work folder to browse, as DIR or "
                         "NAME=DIR; repeat for several")
     parser.add_argument("--cards", default=None, help="folder of data cards (<name>.md and their plots)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=1234, help="port to listen on")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind: loopback only unless told otherwise")
+    parser.add_argument("--port", type=int, default=1234, help="port to listen on (clip-retrieval's default)")
     parser.add_argument("--model", default=None, help="query model (default: the one each index records)")
     parser.add_argument("--device", default="cpu", help="torch device of the models")
     parser.add_argument("--mlflow_ui", default=None, help="address of an MLflow UI to link from the page")
@@ -70,6 +70,8 @@ def main(argv: list[str]) -> int:
     for served in service.indexes.values():
         served.search("text", "a photo", 1)  # loads the model now: a bad one fails here, in one line
     print(f"clipmodule serve: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"clipmodule serve: bound to {args.host}: other machines can reach it (no authentication)", flush=True)
     try:
         uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
     finally:

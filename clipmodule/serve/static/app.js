@@ -121,7 +121,9 @@ function setPage(page) {
 function decisionsText(sample) {
   const facts = [];
   if (sample.queries && sample.queries.length) {
-    facts.push("queries: " + sample.queries.map((q) => q.keep_chance == null ? q.term : `${q.term} (p ${q.keep_chance.toFixed(2)})`).join(", "));
+    const chance = (q) => q.coin == null ? ` (p ${q.keep_chance.toFixed(2)})`
+      : ` (coin ${q.coin.toFixed(2)} ${q.coin < q.keep_chance ? "<" : "≥"} p ${q.keep_chance.toFixed(2)})`;
+    facts.push("queries: " + sample.queries.map((q) => q.keep_chance == null ? q.term : q.term + chance(q)).join(", "));
   }
   if (sample.cap) facts.push(`cap: ${sample.cap}`);
   if (sample.download) facts.push(`download: ${sample.download.status}${sample.download.error ? " — " + sample.download.error : ""}`);

@@ -70,8 +70,10 @@ def work(indexed):
             "query_ids": [[0, 1]] * len(urls) + [[2]] * 4 + [[0]]}, folder / out.MATCHED / "00000-captions.parquet")
     _write({"url": urls + [failed], "caption": captions + ["a lost photo"], "query_ids": [[0, 1]] * 13},
            folder / out.BALANCED / "00000-captions.parquet")
-    (folder / out.BALANCE_STATS).write_text(json.dumps({"t": 4, "seed": 0, "key_column": "url"}))
-    _write({"id": [0, 1, 2], "term": ["red", "circle", "square"], "matched": [13, 12, 4], "kept": [13, 12, 0]},
+    # t = 20: "red" and "circle" (13 and 12 rows) are kept whole; "square" matched 400 rows of the whole crawl
+    # (p = 0.05) and these 4 rows' coins (0.20, 0.46, 0.39, 0.94) do not come up
+    (folder / out.BALANCE_STATS).write_text(json.dumps({"t": 20, "seed": 0, "key_column": "url"}))
+    _write({"id": [0, 1, 2], "term": ["red", "circle", "square"], "matched": [13, 12, 400], "kept": [13, 12, 0]},
            folder / out.BALANCE_COUNTS)
     _write({"url": urls + [failed], "key": keys + [None], "caption": captions + ["a lost photo"],
             "status": ["success"] * PER_SHARD + ["failed_to_download"],

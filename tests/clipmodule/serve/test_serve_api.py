@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import requests
 import torch
@@ -80,13 +82,28 @@ def test_browse_lists_every_decision_and_filters_by_one(served):
     twin = requests.get(served.url + "api/browse/tiny-work", params={"decision": "dedup"}, timeout=10).json()
     assert twin["rows"][0]["dedup"]["duplicate_of_key"] == "000000000"
     capped = requests.get(served.url + "api/browse/tiny-work", params={"decision": "cap"}, timeout=10).json()
-    assert capped["total"] == 4 and capped["rows"][0]["queries"] == [{"term": "square", "keep_chance": 1.0}]
+    assert capped["total"] == 4 and capped["rows"][0]["queries"] == [
+        {"term": "square", "keep_chance": 0.05, "coin": pytest.approx(0.2005, abs=1e-4)}]
     assert requests.get(served.url + "api/browse/tiny-work", params={"decision": "filter"}, timeout=10).json()[
         "total"] == 3
     assert requests.get(served.url + "api/browse/tiny-work", params={"limit": 5, "offset": 16},
                         timeout=10).json()["rows"][0]["decision"] == "download: failed_to_download"
     image = requests.get(served.url + "browse-image/tiny-work/00000.tar/000000001", timeout=10)
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
+
+
+def test_browse_recomputes_the_coins_curation_balance_tossed(served, work):
+    """The cap's decision shown for each row is the one curation's own balance_mask takes on the same rows."""
+    from curation.stages.balance.balancing import balance_mask, keep_probabilities, key_hashes
+
+    rows = requests.get(served.url + "api/browse/tiny-work", params={"limit": 50}, timeout=10).json()["rows"]
+    matched = pq.read_table(work / "matched")
+    probabilities = keep_probabilities(np.array([13, 12, 400]), 20)
+    mask = balance_mask(key_hashes(matched["url"].to_pylist()), matched["query_ids"].combine_chunks(),
+                        probabilities, seed=0)
+    assert [row["url"] for row in rows] == matched["url"].to_pylist()
+    assert [row["cap"] == "kept" for row in rows] == mask.tolist()
+    assert [any(q["coin"] < q["keep_chance"] for q in row["queries"]) for row in rows] == mask.tolist()
 
 
 def test_cards_render_with_their_plots_and_no_raw_html(served):

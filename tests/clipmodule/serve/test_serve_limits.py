@@ -8,6 +8,7 @@ import base64
 import http.client
 import io
 import json
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -98,9 +99,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(served):
 
 def test_it_binds_loopback_unless_told_and_refuses_bad_flags(capsys, tmp_path):
     from clipmodule.cli import main
-    from clipmodule.serve.cli import _parser
+    from clipmodule.serve.cli import _parser, named_folders
 
     assert _parser().get_defaults().host == "127.0.0.1"
+    assert named_folders(["work/index", "other=/data/index"], "--index") == {"index": Path("work/index"),
+                                                                            "other": Path("/data/index")}
     for argv, expected in (([], "give at least one of --index, --work and --cards"),
                            (["--work", str(tmp_path / "none")], "folder not found"),
                            (["--index", str(tmp_path / "none")], "index folder not found"),
