@@ -160,6 +160,7 @@ async function browseRoute(parts, params) {
   $("browse-title").textContent = `Browse ${dataset}`;
   $("browse-filter").value = params.get("q") || "";
   let page;
+  $("browse-status").textContent = "reading the stage outputs…";
   try {
     page = await getJSON(`/api/browse/${encodeURIComponent(dataset)}?${params}`);
   } catch (error) {
