@@ -111,3 +111,40 @@ def test_it_binds_loopback_unless_told_and_refuses_bad_flags(capsys, tmp_path):
         assert main(["serve", *argv]) == 2
         error = capsys.readouterr().err.strip()
         assert expected in error and len(error.splitlines()) == 1, error
+
+
+@pytest.mark.slow
+def test_the_command_serves_on_loopback_and_stops(indexed, work, cards):
+    """`clipmodule serve` as a user starts it: the model loaded before the port opens, 127.0.0.1 only."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root, _ = indexed
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "clipmodule", "serve", "--index", f"tiny={root / 'index'}",
+                                "--work", f"w={work}", "--cards", str(cards), "--port", str(port)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()  # printed once the indexes and models are loaded
+        assert first.startswith(f"clipmodule serve: http://127.0.0.1:{port}/"), first
+        deadline = time.time() + 60
+        while True:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/indices-list", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline and process.poll() is None
+                time.sleep(0.2)
+        assert reply.json() == ["tiny"]
+        if shutil.which("ss"):  # iproute2's socket list: the port is open on loopback only
+            listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+            assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening, listening
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode in (0, -15)
