@@ -67,6 +67,26 @@ def test_neighbours_of_a_sample_start_with_itself(served):
     assert len(hits) == 4 and all(a["similarity"] >= b["similarity"] for a, b in zip(hits, hits[1:]))
 
 
+def test_neighbours_from_the_image_where_the_index_keeps_no_vectors(served, monkeypatch, one_thread):
+    """An index that cannot give back its vectors (IVF without a direct map): the sample's image is embedded."""
+    served_index = served.service.indexes["tiny"]
+    faiss_index = served_index.engine.index.index
+
+    class NoReconstruct:
+        d, ntotal = faiss_index.d, faiss_index.ntotal
+
+        def search(self, *args):
+            return faiss_index.search(*args)
+
+        def reconstruct(self, row_id):
+            raise RuntimeError("direct map not initialized")
+
+    monkeypatch.setattr(served_index.engine.index, "index", NoReconstruct())
+    hits = served_index.neighbours(7, 3)
+    assert served_index.row_ids[hits[0]["shard"], hits[0]["key"]] == 7
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
 def test_browse_lists_every_decision_and_filters_by_one(served):
     page = requests.get(served.url + "api/browse/tiny-work", timeout=10).json()
     assert page["decisions"] == {"kept": 7, "cap": 4, "decontaminate": 1, "dedup": 1,
