@@ -15,6 +15,10 @@ from clipmodule.serve.service import Service
 
 STATIC = Path(__file__).with_name("static")
 BROWSE_PAGE = 50
+SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                               "img-src 'self' data:; frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+"""Only the service's own scripts run on its pages (a caption or a card cannot bring one)."""
 
 
 def create_app(service: Service) -> Any:
@@ -25,6 +29,12 @@ def create_app(service: Service) -> Any:
     @app.exception_handler(RequestError)
     def refused(request: Request, error: RequestError) -> Any:
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Any:
+        reply = await call_next(request)
+        reply.headers.update(SECURITY_HEADERS)
+        return reply
 
     retrieval.add_routes(app, service)
     _add_data_routes(app, service)

@@ -130,6 +130,7 @@ def test_cards_render_with_their_plots_and_no_raw_html(served):
     page = requests.get(served.url + "cards/tiny", timeout=10)
     assert page.status_code == 200 and "<table>" in page.text and '<img src="tiny.filter.png"' in page.text
     assert "<script>alert" not in page.text and "MLflow runs" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
     plot = requests.get(served.url + "cards/tiny.filter.png", timeout=10)
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
     assert requests.get(served.url + "api/config", timeout=10).json()["cards"] == ["tiny"]
