@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSDEPS := wordnet-base fonts-noto-color-emoji fonts-dejavu-core
+SYSDEPS := wordnet-base fonts-noto-color-emoji fonts-dejavu-core chromium chromium-driver
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE := disabled
 # Spinning OpenMP waits slow CPU training several-fold whenever another process wants a core.
@@ -11,7 +11,8 @@ export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: demo test test-fast test-slow lint sysdeps install clean
 
-# System packages: WordNet database files for query lists, colour emoji font for demo images.
+# System packages: WordNet database files for query lists, colour emoji font for demo images, headless Chromium
+# and its driver for `clipmodule serve`'s browser test.
 sysdeps:
 	@if ! dpkg -s $(SYSDEPS) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -25,6 +26,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all,dev]"
+# clip-retrieval's ClipClient is `clipmodule serve`'s peer in the tests; its pins would downgrade numpy,
+# transformers and open_clip, and the client needs only requests: installed without its dependencies.
+	$(PY) -m pip install -q --no-deps clip-retrieval
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)

@@ -24,6 +24,8 @@ COMMANDS: list[Command] = [
     Command("predict", "write image and text embeddings of shards (LightningCLI)", "clipmodule.train.cli:predict"),
     Command("search", "nearest samples of a `curation index` to a caption or --image, with a PNG contact sheet",
             "clipmodule.search.cli:main"),
+    Command("serve", "a local web service: clip-retrieval's API, search page, curation browse view, data cards",
+            "clipmodule.serve.cli:main"),
     Command("eval", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model",
             "clipmodule.eval.cli:main"),
     Command("classifiers", "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`",
@@ -37,6 +39,7 @@ EXTRA_OF_MODULE = {
     "lightning": "train", "torchdata": "train", "webdataset": "train", "mlflow": "train", "torchmetrics": "train",
     "fsspec": "train", "s3fs": "train", "sklearn": "eval", "skimage": "eval", "matplotlib": "eval",
     "threadpoolctl": "eval", "pyarrow": "curation", "faiss": "curation",
+    "fastapi": "serve", "uvicorn": "serve", "markdown_it": "serve",
 }
 
 

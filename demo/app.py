@@ -5,6 +5,7 @@
       → clipmodule fit, twice (CLIP loss, SigLIP loss) on the downloaded shards
       → clipmodule eval zeroshot on held-out renders never served for training
       → clipmodule compare (table, markdown report, PNG curves)
+      → curation embed + curation index with the CLIP run's model: the index `clipmodule serve` serves
 
 Each stage runs as its own process, exactly as a user would type it; this module only sequences them.
 """
@@ -73,7 +74,8 @@ def _bin(name: str) -> str:
 def _paths(out: Path) -> dict[str, Path]:
     return {"source": out / "source", "curation": out / "curation", "cards": out / "data_cards",
             "runs": out / "runs", "eval": out / "eval", "compare": out / "compare", "log": out / "demo.log",
-            "store": out / "mlruns.db", "config": out / "dataset.yaml"}
+            "store": out / "mlruns.db", "config": out / "dataset.yaml", "embeddings": out / "embeddings",
+            "index": out / "index"}
 
 
 def _dataset_config(out: Path, paths: dict[str, Path]) -> Path:
@@ -201,12 +203,29 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         "--metrics", "train/loss,val/zeroshot_top1," + ",".join(f"heldout/{task}_top1" for task in plan.eval_tasks),
         "--plot", "train/loss,val/zeroshot_top1",
     ], paths["log"])
+    _search_index(console, paths)
     report = {"results": results, "accounting": accounting, "capped": capped, "seconds": time.time() - start,
               "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().splitlines())
                          for task in plan.eval_tasks}}
     (plan.out / "demo_summary.json").write_text(json.dumps(report, indent=2))
     _print_summary(console, plan, paths, report)
     return report
+
+
+def _search_index(console: Console, paths: dict[str, Path]) -> None:
+    """The downloaded shards embedded by the CLIP run's model and indexed, for `clipmodule serve`."""
+    checkpoint = Path(_training_runs(paths["store"])["demo-clip"][1]) / "checkpoints" / "last.ckpt"
+    _run(console, "curation embed: the search index's embeddings", [
+        _bin("curation"), "embed", "--model", str(checkpoint), "--shards", str(paths["curation"] / "shards"),
+        "--out", str(paths["embeddings"])], paths["log"])
+    _run(console, "curation index", [_bin("curation"), "index", "--embeddings", str(paths["embeddings"]),
+                                     "--out", str(paths["index"])], paths["log"])
+
+
+def serve_command(paths: dict[str, Path]) -> str:
+    """The command that serves the demo's index, its curation decisions and its data card."""
+    return (f"{_bin('clipmodule')} serve --index demo={paths['index']} --work demo={paths['curation']} "
+            f"--cards {paths['cards']} --mlflow_ui http://127.0.0.1:5000 --port 8765")
 
 
 def _print_summary(console: Console, plan: DemoPlan, paths: dict[str, Path], report: dict) -> None:
@@ -225,6 +244,8 @@ def _print_summary(console: Console, plan: DemoPlan, paths: dict[str, Path], rep
     console.print(f"checkpoints:  {paths['runs']}/<experiment>/<run>/checkpoints/")
     console.print(f"comparison:   {paths['compare'] / 'compare.md'} and the PNGs beside it")
     console.print(f"eval results: {paths['eval']}/*.json        total time {report['seconds'] / 60:.1f} min")
+    console.print(f"\nsearch, browse and read the card in a browser (http://127.0.0.1:8765/):\n{serve_command(paths)}",
+                  soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,3 +42,5 @@ def test_shrunken_demo_learns_and_accounts_for_every_row(tmp_path):
         with Image.open(plan.out / "compare" / f"{name}.png") as image:
             assert image.width > 400
     assert (plan.out / "data_cards" / "demo.md").exists()
+    index = json.loads((plan.out / "index" / "index.json").read_text())  # what `clipmodule serve` serves
+    assert index["rows"] == stages["download"][1]

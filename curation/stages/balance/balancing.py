@@ -2,14 +2,13 @@
 
 A row with queries Q is kept if, for any q in Q, its coin u(key, q, seed) < min(1, t / count[q]), where
 count[q] is the number of matched rows containing q. Each coin is a hash of (row key, query, seed) mapped
-to [0, 1), so whether a row is kept depends on nothing but the row and the counts: not on shard order,
-shard size or worker count. A query seen in c ≤ t rows keeps them all; rows of a single query with
-c > t rows are kept about t times.
+to [0, 1) (`clipformats.coins`, which readers outside curation share), so whether a row is kept depends on
+nothing but the row and the counts: not on shard order, shard size or worker count. A query seen in c ≤ t
+rows keeps them all; rows of a single query with c > t rows are kept about t times.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.coins import coins, key_hashes
 from clipformats.files import atomic_path
 from curation.config import BalanceConfig
 from curation.engines import run_job
@@ -27,34 +27,10 @@ from curation.formats.tables import ROWS_IN_KEY, input_rows, query_id_counts
 from curation.progress import report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
 
-GOLDEN = 0x9E3779B97F4A7C15
-MASK64 = (1 << 64) - 1
-
 
 def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
     """p[q] = min(1, t / count[q]) (queries that matched nothing get 1; they are never asked)."""
     return np.minimum(1.0, t / np.maximum(counts, 1).astype(np.float64))
-
-
-def key_hashes(keys: list[str]) -> np.ndarray:
-    """A stable 64-bit hash of each row key (BLAKE2b; Python's hash() changes between processes)."""
-    digests = b"".join(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys)
-    return np.frombuffer(digests, dtype="<u8").copy()
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: every input bit flips about half the output bits."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def coins(key_hash: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform [0, 1) values, one per (row key hash, query id) pair, fixed by the seed."""
-    salt = _mix(np.uint64((seed * GOLDEN) & MASK64) + query_ids.astype(np.uint64))
-    return (_mix(key_hash ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def balance_mask(key_hash: np.ndarray, query_ids: pa.ListArray, probabilities: np.ndarray, seed: int) -> np.ndarray:
