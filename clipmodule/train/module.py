@@ -16,6 +16,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
+from clipmodule.models.lora import LoRAConfig, apply_lora
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
@@ -60,6 +61,14 @@ def build_network(name: str, patch_dropout: float = 0.0, init_logit_scale: float
     return create_model(name, **options)
 
 
+def check_lora_lock(lora: LoRAConfig, lock: LockConfig) -> None:
+    """LoRA freezes its towers' weights itself; a lock on a tower it adapts would also stop the adapters' gradients."""
+    for tower, locked in (("image", lock.lock_image), ("text", lock.lock_text)):
+        if locked and tower in lora.towers:
+            raise ClipModuleError(f"model.lock locks the {tower} tower that model.lora adapts: LoRA already freezes "
+                                  f"its weights; drop the lock or leave {tower!r} out of model.lora.towers")
+
+
 class ClipLitModule(L.LightningModule):
     """Contrastive training of a CLIP model.
 
@@ -84,6 +93,8 @@ class ClipLitModule(L.LightningModule):
             `--ckpt_path` still resumes, and its weights win.
         init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
+        lora: low-rank adapters on the towers' projections; only they train (`clipmodule.models.lora`; fold them
+            into plain weights with `clipmodule convert --merge-lora`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
@@ -93,7 +104,8 @@ class ClipLitModule(L.LightningModule):
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
-                 init_architecture: str | None = None, lock: LockConfig = LockConfig()):
+                 init_architecture: str | None = None, lock: LockConfig = LockConfig(),
+                 lora: LoRAConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
@@ -109,6 +121,9 @@ class ClipLitModule(L.LightningModule):
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        if lora is not None:
+            check_lora_lock(lora, lock)
+            apply_lora(model, lora)
         self._keep_in_eval = apply_lock(model, lock)  # before compile: the no-grad hooks are compiled with the tower
         self.classnames = list(zeroshot_classnames or [])
         self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
@@ -124,6 +139,7 @@ class ClipLitModule(L.LightningModule):
             "accum_grad_clip": accum_grad_clip, "siglip_exchange": siglip_exchange,
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
+            "lora": None if lora is None else dataclasses.asdict(lora),
         })
         self.retrieval = PairedEmbeddings()
         self._zeroshot_sets: ZeroShotSets | None = None
