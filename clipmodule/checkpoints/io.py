@@ -85,7 +85,7 @@ def load_checkpoint(path: str | Path, quick_gelu: bool | None = None, expected: 
     if has_adapters(state_dict):
         if not merge_lora:
             raise ClipModuleError(f"{path}: holds LoRA adapters; fold them into plain weights first: "
-                                  f"clipmodule convert --merge-lora {path} <destination>")
+                                  f"clipmodule convert --merge_lora {path} <destination>")
         state_dict = merge_lora_state_dict(state_dict, str(path))
     config = expected if expected is not None and model is None else resolve_config(
         state_dict, info, str(path), model=model, quick_gelu=quick_gelu)

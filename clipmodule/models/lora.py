@@ -147,7 +147,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> int:
     config.check()
     if has_adapters(model.state_dict()):
         raise ClipModuleError("model.lora: the model already has LoRA adapters (merge them first: clipmodule "
-                              "convert --merge-lora)")
+                              "convert --merge_lora)")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     parts = [index for index, name in enumerate("qkv") if name in config.targets]

@@ -94,7 +94,7 @@ class ClipLitModule(L.LightningModule):
         init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
         lora: low-rank adapters on the towers' projections; only they train (`clipmodule.models.lora`; fold them
-            into plain weights with `clipmodule convert --merge-lora`).
+            into plain weights with `clipmodule convert --merge_lora`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
