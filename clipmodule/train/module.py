@@ -18,6 +18,7 @@ from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.models.lora import LoRAConfig, apply_lora
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
+from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, with_negative_features
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
@@ -95,6 +96,8 @@ class ClipLitModule(L.LightningModule):
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
         lora: low-rank adapters on the towers' projections; only they train (`clipmodule.models.lora`; fold them
             into plain weights with `clipmodule convert --merge_lora`).
+        hard_negatives: rule-based negative captions of each training sample (NegCLIP), extra text candidates of
+            its image in the loss (`clipmodule.train.hard_negatives`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
@@ -105,7 +108,7 @@ class ClipLitModule(L.LightningModule):
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
                  init_architecture: str | None = None, lock: LockConfig = LockConfig(),
-                 lora: LoRAConfig | None = None):
+                 lora: LoRAConfig | None = None, hard_negatives: HardNegativesConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
@@ -140,7 +143,9 @@ class ClipLitModule(L.LightningModule):
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
             "lora": None if lora is None else dataclasses.asdict(lora),
+            "hard_negatives": None if hard_negatives is None else dataclasses.asdict(hard_negatives),
         })
+        self.negative_captions = None if hard_negatives is None else NegativeCaptions(hard_negatives)
         self.retrieval = PairedEmbeddings()
         self._zeroshot_sets: ZeroShotSets | None = None
 
@@ -168,7 +173,10 @@ class ClipLitModule(L.LightningModule):
 
     def encode_pair(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.model.encode_image(batch["image"], normalize=True)
-        return images, self.model.encode_text(batch["text"], normalize=True)
+        texts = self.model.encode_text(batch["text"], normalize=True)
+        if "negatives" in batch:  # [B, 1 + K, D]: each caption, then its hard negatives
+            texts = with_negative_features(self.model, texts, batch)
+        return images, texts
 
     def loss_of_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
                          scale_grad: bool = True) -> torch.Tensor:
@@ -178,11 +186,14 @@ class ClipLitModule(L.LightningModule):
         if not scale_grad:
             scale, bias = scale.detach(), None if bias is None else bias.detach()
         rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
+        negatives = None
+        if text_features.ndim == 3:  # captions and their hard negatives (`encode_pair`)
+            text_features, negatives = text_features[:, 0], text_features[:, 1:]
         if self.loss_name == "siglip":
             return siglip_loss(image_features, text_features, scale, bias, rank=rank, world_size=world_size,
-                               exchange=self.siglip_exchange)
+                               exchange=self.siglip_exchange, hard_negatives=negatives)
         return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
-                         local_loss=self.local_loss)
+                         local_loss=self.local_loss, hard_negatives=negatives)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
@@ -193,12 +204,22 @@ class ClipLitModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.negative_captions is not None:
+            batch = self.add_hard_negatives(batch)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
         loss = self.contrastive_loss(batch["image"], batch["text"])
         self.check_finite(loss)
         self.log_step(loss, batch)
         return loss
+
+    def add_hard_negatives(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with its captions' negatives as tokens (the lexicon read and the data's tokenizer built once)."""
+        if self.negative_captions.tokenizer is None:
+            data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            self.negative_captions.load((getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build(
+                truncate=True))
+        return self.negative_captions.add(batch)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         finite = torch.isfinite(loss.detach()).all()
