@@ -32,11 +32,13 @@ RELATIONS = ("in front of", "on top of", "next to", "to the left of", "to the ri
              "below", "behind", "beside", "near", "inside", "over", "holding", "riding", "carrying", "chasing",
              "eating", "wearing", "pushing", "pulling", "beneath", "against")
 # function words WordNet also lists as nouns or adjectives ("a" is vitamin A, "in" an inch)
-STOPWORDS = frozenset("a an the this that these those some any each every no one two three four five several many "
-                      "few its his her their our my your and or but with of in on at to for from by is are was were "
-                      "be been it he she they we you i as".split())
-DETERMINERS = frozenset("a an the this that these those some two three four five several many few his her their "
-                        "its our my your".split())
+STOPWORDS = frozenset({"a", "an", "the", "this", "that", "these", "those", "some", "any", "each", "every", "no",
+                       "one", "two", "three", "four", "five", "several", "many", "few", "its", "his", "her", "their",
+                       "our", "my", "your", "and", "or", "but", "with", "of", "in", "on", "at", "to", "for", "from",
+                       "by", "is", "are", "was", "were", "be", "been", "it", "he", "she", "they", "we", "you", "i",
+                       "as"})
+DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "some", "two", "three", "four", "five",
+                         "several", "many", "few", "his", "her", "their", "its", "our", "my", "your"})
 _WORD = re.compile(r"[A-Za-z]+")
 _NOUNS_PER_WORD = 3  # co-hyponyms drawn per noun: enough choice, without one noun crowding out the other rules
 

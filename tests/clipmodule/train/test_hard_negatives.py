@@ -81,7 +81,7 @@ def test_clip_loss_with_no_or_absent_negatives_is_the_plain_loss_and_with_them_n
     assert torch.allclose(clip_loss(images, texts, scale, local_loss=local_loss,
                                    hard_negatives=torch.zeros_like(negatives)), plain, rtol=0, atol=1e-12)
     negatives[1, 1] = 0  # one absent negative
-    present = [negatives[row, column] for row in range(6) for column in range(2) if not (row, column) == (1, 1)]
+    present = [negatives[row, column] for row in range(6) for column in range(2) if (row, column) != (1, 1)]
     # NegCLIP: the image->text softmax runs over every caption and every (present) negative; text->image is plain
     logits_per_image = scale * images @ torch.cat([texts, torch.stack(present)]).t()
     labels = torch.arange(6)
