@@ -193,7 +193,7 @@ class NegativeCaptions:
             present.append([index < len(found) for index in range(count)])
         device = batch["text"].device
         tokens = self.tokenizer(texts) if texts else batch["text"].new_zeros(0, batch["text"].shape[1])
-        return {**batch, "negatives": tokens.view(len(captions), count, -1).to(device),
+        return {**batch, "negatives": tokens.view(len(captions), count, tokens.shape[-1]).to(device),
                 "negatives_present": torch.tensor(present, dtype=torch.bool, device=device).view(len(captions), count)}
 
 

@@ -124,3 +124,18 @@ def test_the_module_trains_the_adapters_only():
     assert all(torch.equal(value, module.model.state_dict()[name]) for name, value in frozen.items())
     assert module.model.transformer.resblocks[0].attn.in_proj_lora.b.abs().sum() > 0
     assert module.hparams["lora"]["rank"] == 2
+
+
+def test_a_timm_vit_tower_gets_adapters_on_its_packed_qkv_and_merges():
+    torch.manual_seed(0)
+    model = create_model("tiny-vit", vision={"timm_model_name": "vit_tiny_patch16_224", "timm_pool": "token",
+                                             "image_size": 224}).eval()
+    apply_lora(model, LoRAConfig(rank=2, towers=("image",), targets=("k", "fc2")))
+    adapter = model.visual.trunk.blocks[0].attn.qkv.lora
+    assert adapter.chunks.tolist() == [1] and adapter.total_chunks == 3
+    _randomise_b(model)
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = model.encode_image(images)
+        merged = merged_model(model).eval().encode_image(images)
+    assert (adapted - merged).abs().max() <= 1e-5

@@ -121,6 +121,9 @@ def test_the_module_adds_the_negatives_and_accumulation_keeps_them(wordnet):
     loss = module.loss_of_features(*module.encode_pair(batch))
     plain = module.loss_of_features(*module.encode_pair(_batch()))
     assert loss > plain
+    module.negative_captions.config = HardNegativesConfig(count=0, wordnet_dir=str(wordnet))
+    assert torch.equal(module.loss_of_features(*module.encode_pair(module.add_hard_negatives(_batch()))), plain)
+    module.negative_captions.config = config
     loss.backward()
     whole = {name: parameter.grad.clone() for name, parameter in module.model.named_parameters()}
     module.model.zero_grad()
