@@ -10,7 +10,7 @@ with spaces. Standard library only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DIR = "/usr/share/wordnet"
@@ -33,8 +33,15 @@ class Lexicon:
     """offset -> its one-word lemmas (lower case)"""
     hypernyms: dict[str, tuple[str, ...]]
     children: dict[str, tuple[str, ...]]
+    _found: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
 
     def co_hyponyms(self, noun: str) -> list[str]:
+        """`_co_hyponyms`, each noun's computed once (a caption's nouns repeat from batch to batch)."""
+        if noun not in self._found:
+            self._found[noun] = self._co_hyponyms(noun)
+        return self._found[noun]
+
+    def _co_hyponyms(self, noun: str) -> list[str]:
         """Other one-word nouns under the first hypernym of `noun`'s most frequent sense, sorted; where that has
         none (cat: feline's other child is "big cat"), the cousins one level up (dog, wolf, ...); [] if none."""
         sense = self.first_sense.get(noun)

@@ -40,6 +40,9 @@ STOPWORDS = frozenset({"a", "an", "the", "this", "that", "these", "those", "some
 DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "some", "two", "three", "four", "five",
                          "several", "many", "few", "his", "her", "their", "its", "our", "my", "your"})
 _WORD = re.compile(r"[A-Za-z]+")
+_RELATIONS_BY_WORD: dict[str, list[list[str]]] = {}
+for _relation in RELATIONS:
+    _RELATIONS_BY_WORD.setdefault(_relation.split()[0], []).append(_relation.split())
 _NOUNS_PER_WORD = 3  # co-hyponyms drawn per noun: enough choice, without one noun crowding out the other rules
 
 
@@ -60,7 +63,8 @@ class HardNegativesConfig:
 Word = tuple[str, int, int]  # (lower-case word, start, end) in the caption
 
 
-def _words(caption: str) -> list[Word]:
+def caption_words(caption: str) -> list[Word]:
+    """The caption's words (letters only), lower case, with their spans: what every rule reads."""
     return [(match.group().lower(), match.start(), match.end()) for match in _WORD.finditer(caption)]
 
 
@@ -74,8 +78,7 @@ def _swap(caption: str, first: tuple[int, int], second: tuple[int, int]) -> str:
     return caption[:a] + caption[c:d] + caption[b:c] + caption[a:b] + caption[d:]
 
 
-def swapped_attributes(caption: str, lexicon: Lexicon, rng: random.Random) -> list[str]:
-    words = _words(caption)
+def swapped_attributes(caption: str, words: list[Word], lexicon: Lexicon, rng: random.Random) -> list[str]:
     spots = [(start, end, word) for (word, start, end), (after, _, _) in zip(words, words[1:])
              if word in lexicon.adjectives and word not in STOPWORDS and after in lexicon.nouns
              and after not in STOPWORDS]
@@ -99,13 +102,11 @@ def _phrase_after(words: list[Word], start: int, lexicon: Lexicon) -> tuple[int,
     return (words[start][1], words[end - 1][2]) if start < end else None
 
 
-def swapped_relations(caption: str, lexicon: Lexicon, rng: random.Random) -> list[str]:
-    words = _words(caption)
+def swapped_relations(caption: str, words: list[Word], lexicon: Lexicon, rng: random.Random) -> list[str]:
     lowered = [word for word, _, _ in words]
     found = []
-    for relation in RELATIONS:
-        parts = relation.split()
-        for index in range(1, len(words) - len(parts) + 1):
+    for index in range(1, len(words)):
+        for parts in _RELATIONS_BY_WORD.get(lowered[index], ()):
             if lowered[index:index + len(parts)] != parts:
                 continue
             before = _phrase_before(words, index, lexicon)
@@ -115,9 +116,9 @@ def swapped_relations(caption: str, lexicon: Lexicon, rng: random.Random) -> lis
     return found
 
 
-def replaced_nouns(caption: str, lexicon: Lexicon, rng: random.Random) -> list[str]:
+def replaced_nouns(caption: str, words: list[Word], lexicon: Lexicon, rng: random.Random) -> list[str]:
     found = []
-    for word, start, end in _words(caption):
+    for word, start, end in words:
         if word in STOPWORDS or word not in lexicon.nouns:
             continue
         options = lexicon.co_hyponyms(word)
@@ -126,7 +127,7 @@ def replaced_nouns(caption: str, lexicon: Lexicon, rng: random.Random) -> list[s
     return found
 
 
-RULE_FUNCTIONS: dict[str, Callable[[str, Lexicon, random.Random], list[str]]] = {
+RULE_FUNCTIONS: dict[str, Callable[[str, list[Word], Lexicon, random.Random], list[str]]] = {
     "attributes": swapped_attributes, "relations": swapped_relations, "nouns": replaced_nouns}
 
 
@@ -141,9 +142,9 @@ def hard_negatives(caption: str, key: str, config: HardNegativesConfig, lexicon:
     rng = sample_rng(key, config.seed)
     rules = list(config.rules)
     rng.shuffle(rules)
-    pools = []
+    pools, words = [], caption_words(caption)
     for rule in rules:
-        candidates = [text for text in dict.fromkeys(RULE_FUNCTIONS[rule](caption, lexicon, rng))
+        candidates = [text for text in dict.fromkeys(RULE_FUNCTIONS[rule](caption, words, lexicon, rng))
                       if text.lower() != caption.lower()]
         rng.shuffle(candidates)
         pools.append(candidates)

@@ -14,6 +14,7 @@ from clipmodule.models import create_model
 from clipmodule.train.accumulate import accumulate_gradients, split_batch
 from clipmodule.train.hard_negatives import (
     HardNegativesConfig,
+    caption_words,
     hard_negatives,
     replaced_nouns,
     sample_rng,
@@ -43,11 +44,15 @@ def test_the_lexicon_reads_nouns_adjectives_and_co_hyponyms(wordnet):
 def test_each_rule_changes_what_the_caption_says_and_keeps_its_words(wordnet):
     lexicon = read_lexicon(wordnet)
     rng = sample_rng("k", 0)
-    assert swapped_attributes("a red cube and a blue ball", lexicon, rng) == ["a blue cube and a red ball"]
-    assert swapped_attributes("a red cube and a red ball", lexicon, rng) == []  # the same word: nothing changes
-    assert swapped_relations("A small dog on the blue sofa.", lexicon, rng) == ["A blue sofa on the small dog."]
-    assert swapped_relations("a dog next to a chair", lexicon, rng) == ["a chair next to a dog"]
-    assert set(replaced_nouns("a dog", lexicon, rng)) == {"a wolf", "a fox"}
+
+    def apply(rule, caption):
+        return rule(caption, caption_words(caption), lexicon, rng)
+
+    assert apply(swapped_attributes, "a red cube and a blue ball") == ["a blue cube and a red ball"]
+    assert apply(swapped_attributes, "a red cube and a red ball") == []  # the same word: nothing changes
+    assert apply(swapped_relations, "A small dog on the blue sofa.") == ["A blue sofa on the small dog."]
+    assert apply(swapped_relations, "a dog next to a chair") == ["a chair next to a dog"]
+    assert set(apply(replaced_nouns, "a dog")) == {"a wolf", "a fox"}
 
 
 def test_negatives_are_a_function_of_caption_key_and_seed(wordnet):
