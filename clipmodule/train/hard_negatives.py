@@ -198,11 +198,11 @@ class NegativeCaptions:
                 "negatives_present": torch.tensor(present, dtype=torch.bool, device=device).view(len(captions), count)}
 
 
-def with_negative_features(model: torch.nn.Module, texts: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-    """The captions' features [B, D] with their negatives' behind them: [B, 1 + K, D], absent negatives zero."""
-    tokens, present = batch["negatives"], batch["negatives_present"]
+def encode_with_negatives(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """The captions' features with their negatives' behind them, [B, 1 + K, D] (absent negatives zero), from one
+    pass of the text tower over captions and negatives together."""
+    text, tokens, present = batch["text"], batch["negatives"], batch["negatives_present"]
     rows, count = present.shape
-    if count == 0:
-        return texts[:, None]
-    negatives = model.encode_text(tokens.flatten(0, 1), normalize=True).view(rows, count, -1)
-    return torch.cat([texts[:, None], negatives * present[..., None].to(negatives.dtype)], dim=1)
+    features = model.encode_text(torch.cat([text, tokens.flatten(0, 1)]), normalize=True)
+    texts, negatives = features[:rows, None], features[rows:].view(rows, count, features.shape[-1])
+    return torch.cat([texts, negatives * present[..., None].to(negatives.dtype)], dim=1)

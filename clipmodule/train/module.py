@@ -18,7 +18,7 @@ from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.models.lora import LoRAConfig, apply_lora
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
-from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, with_negative_features
+from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, encode_with_negatives
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
@@ -173,10 +173,9 @@ class ClipLitModule(L.LightningModule):
 
     def encode_pair(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.model.encode_image(batch["image"], normalize=True)
-        texts = self.model.encode_text(batch["text"], normalize=True)
         if "negatives" in batch:  # [B, 1 + K, D]: each caption, then its hard negatives
-            texts = with_negative_features(self.model, texts, batch)
-        return images, texts
+            return images, encode_with_negatives(self.model, batch)
+        return images, self.model.encode_text(batch["text"], normalize=True)
 
     def loss_of_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
                          scale_grad: bool = True) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import create_model
-from clipmodule.train.hard_negatives import with_negative_features
+from clipmodule.train.hard_negatives import encode_with_negatives
 
 VARIANTS = ("clip", "clip_local", "siglip", "siglip_shift")
 GLOBAL_BATCH, NEGATIVES = 8, 2
@@ -55,8 +55,7 @@ class Features(torch.nn.Module):
         self.clip = clip
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        texts = self.clip.encode_text(batch["text"], normalize=True)
-        return self.clip.encode_image(batch["image"], normalize=True), with_negative_features(self.clip, texts, batch)
+        return self.clip.encode_image(batch["image"], normalize=True), encode_with_negatives(self.clip, batch)
 
 
 def variant_loss(model, batch, variant: str, rank: int, world_size: int) -> torch.Tensor:
