@@ -96,12 +96,27 @@ def _add_adapter(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.
     return output + module.lora(args[0])
 
 
+def _bert_projections(layer: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module | None]] | None:
+    """A transformers BERT-family layer (XLM-R, open_clip's HF text towers): separate query, key and value."""
+    names = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense")
+    try:
+        linears = [layer.get_submodule(name) for name in names]
+    except AttributeError:
+        return None
+    if not all(isinstance(linear, nn.Linear) for linear in linears):
+        return None
+    return {target: (layer, "linear", linear) for target, linear in zip(("q", "k", "v", "out", "fc1", "fc2"),
+                                                                         linears)}
+
+
 def _block_projections(block: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module | None]] | None:
     """{target group: (owner, kind, linear)} of one transformer block: ours (packed in_proj, out_proj, c_fc,
-    c_proj) or timm's (attn.qkv, attn.proj, mlp.fc1, mlp.fc2); None for any other module."""
+    c_proj), timm's (attn.qkv, attn.proj, mlp.fc1, mlp.fc2) or a BERT-family layer's (separate q, k, v); None
+    for any other module. "qkv" is a packed projection, written in thirds."""
     attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
     if attn is None or mlp is None:
-        return None
+        return _bert_projections(block)
     if hasattr(attn, "in_proj_weight") and hasattr(attn, "in_proj_lora"):
         return {"qkv": (attn, "packed", None), "out": (attn, "linear", attn.out_proj),
                 "fc1": (mlp, "linear", mlp.c_fc), "fc2": (mlp, "linear", mlp.c_proj)}
@@ -115,11 +130,9 @@ def _block_projections(block: nn.Module) -> dict[str, tuple[nn.Module, str, nn.M
 def _tower_blocks(model: nn.Module, tower: str) -> list[dict[str, tuple[nn.Module, str, nn.Module | None]]]:
     if tower == "image":
         root, name = model.visual, "the image tower"
-    else:
-        if getattr(model, "text", None) is not None:
-            raise ClipModuleError("model.lora: the Hugging Face text tower has no adapters here; set "
-                                  "model.lora.towers: [image]")
-        root, name = model.transformer, "the text tower"
+    else:  # ours, or a Hugging Face tower (open_clip's HFTextEncoder layout: text.transformer)
+        hf = getattr(model, "text", None)
+        root, name = (model.transformer, "the text tower") if hf is None else (hf.transformer, "the text tower")
     blocks = [found for module in root.modules() if (found := _block_projections(module)) is not None]
     if not blocks:
         raise ClipModuleError(f"model.lora: {name} ({type(root).__name__}) has no transformer blocks to adapt; "
@@ -154,12 +167,11 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> int:
     count = 0
     for tower in config.towers:
         for block in _tower_blocks(model, tower):
-            if parts:
-                owner, kind, linear = block["qkv"]
-                _adapt(owner, kind, linear, parts, 3, config)
+            if parts and "qkv" in block:
+                _adapt(*block["qkv"], parts, 3, config)
                 count += 1
-            for target in ("out", "fc1", "fc2"):
-                if target in config.targets:
+            for target in config.targets:
+                if target in block:
                     _adapt(*block[target], [0], 1, config)
                     count += 1
     return count

@@ -139,3 +139,20 @@ def test_a_timm_vit_tower_gets_adapters_on_its_packed_qkv_and_merges():
         adapted = model.encode_image(images)
         merged = merged_model(model).eval().encode_image(images)
     assert (adapted - merged).abs().max() <= 1e-5
+
+
+def test_a_hugging_face_text_tower_gets_adapters_on_its_separate_projections(tmp_path):
+    from transformers import XLMRobertaConfig
+
+    XLMRobertaConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
+                     max_position_embeddings=40, pad_token_id=1).save_pretrained(tmp_path / "xlmr")
+    torch.manual_seed(0)
+    model = create_model("tiny-vit", embed_dim=32, text={"hf_model_name": str(tmp_path / "xlmr"),
+                                                         "context_length": 16}).eval()
+    assert apply_lora(model, LoRAConfig(rank=2, towers=("text",), targets=("q", "v", "fc2"))) == 2 * 3
+    assert model.text.transformer.encoder.layer[1].attention.self.value.lora.total_chunks == 1
+    _randomise_b(model)
+    text = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        adapted = model.encode_text(text)
+        assert (merged_model(model).eval().encode_text(text) - adapted).abs().max() <= 1e-5
