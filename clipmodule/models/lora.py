@@ -79,13 +79,11 @@ class LoRA(nn.Module):
             update = blocks.index_copy(-2, self.chunks, update)
         return update.flatten(-2)
 
-    def delta(self) -> torch.Tensor:
-        """The update of the weight, (total_chunks · chunk) x in."""
-        return lora_delta(self.a, self.b, self.chunks, self.scale, self.total_chunks)
 
 
 def lora_delta(a: torch.Tensor, b: torch.Tensor, chunks: torch.Tensor, scale: torch.Tensor,
                total_chunks: int) -> torch.Tensor:
+    """The update of an adapted weight, scale · B A per chosen block of rows, (total_chunks · chunk) x in, fp32."""
     blocks = torch.zeros(total_chunks, b.shape[1], a.shape[2], dtype=torch.float32, device=a.device)
     blocks[chunks.long()] = torch.bmm(b.float(), a.float()) * scale.float()
     return blocks.flatten(0, 1)
