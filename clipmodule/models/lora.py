@@ -80,7 +80,6 @@ class LoRA(nn.Module):
         return update.flatten(-2)
 
 
-
 def lora_delta(a: torch.Tensor, b: torch.Tensor, chunks: torch.Tensor, scale: torch.Tensor,
                total_chunks: int) -> torch.Tensor:
     """The update of an adapted weight, scale · B A per chosen block of rows, (total_chunks · chunk) x in, fp32."""
