@@ -41,6 +41,13 @@ def gather_with_grad(tensor: torch.Tensor, rank: int, world_size: int) -> torch.
     return _GatherWithGrad.apply(tensor, rank, world_size)
 
 
+def gathered_negatives(hard_negatives: torch.Tensor, rank: int, world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's hard negatives [N_local, K, D] as one block of text columns [N·K, D] (gradients flow back), and
+    which of them are present: an absent negative is a zero vector, which no normalised feature is."""
+    flat = gather_with_grad(hard_negatives.flatten(0, 1), rank, world_size)
+    return flat, flat.detach().ne(0).any(dim=-1)
+
+
 def clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -49,12 +56,14 @@ def clip_loss(
     rank: int = 0,
     world_size: int = 1,
     local_loss: bool = False,
+    hard_negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The paper's symmetric cross-entropy over the N×N image-text similarities of the global batch.
 
     Features are L2-normalised, `logit_scale` is the multiplier (already exponentiated). With `local_loss`
     each rank scores only its own rows against all columns (N_local×N instead of N×N): the same loss on
-    average over ranks, for less memory and compute."""
+    average over ranks, for less memory and compute. `hard_negatives` ([N_local, K, D], absent ones zero; NegCLIP)
+    are extra text columns of every rank, for the image->text direction only; K = 0 is the plain loss."""
     all_images = gather_with_grad(image_features, rank, world_size)
     all_texts = gather_with_grad(text_features, rank, world_size)
     if local_loss:
@@ -65,6 +74,10 @@ def clip_loss(
         logits_per_image = logit_scale * all_images @ all_texts.t()
         logits_per_text = logits_per_image.t()
         offset = 0
+    if hard_negatives is not None and hard_negatives.shape[1]:
+        negatives, present = gathered_negatives(hard_negatives, rank, world_size)
+        scored = (logit_scale * (image_features if local_loss else all_images) @ negatives.t())
+        logits_per_image = torch.cat([logits_per_image, scored.masked_fill(~present, float("-inf"))], dim=1)
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device) + offset
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
@@ -191,6 +204,7 @@ def siglip_loss(
     rank: int = 0,
     world_size: int = 1,
     exchange: str = "gather",
+    hard_negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SigLIP (Zhai et al. 2023): an independent binary decision for every image-text pair.
 
@@ -199,12 +213,20 @@ def siglip_loss(
     each rank: "gather" (all at once, one N_local × N_global logit matrix), "shift" (passed round the ring,
     one block per round) or "bidir" (passed both ways round the ring: half the rounds). All three give the
     same loss and gradients; the ring's memory per rank stays flat as ranks are added (it recomputes each
-    block's logits in the backward pass, `_SigLIPRing`), the gather's grows with the global batch."""
+    block's logits in the backward pass, `_SigLIPRing`), the gather's grows with the global batch.
+    `hard_negatives` ([N_local, K, D], absent ones zero) are gathered (whatever the exchange) and scored as more
+    negative pairs of this rank's images; K = 0 is the plain loss."""
     if exchange not in SIGLIP_EXCHANGES:
         raise ValueError(f"siglip exchange {exchange!r} is not one of {', '.join(SIGLIP_EXCHANGES)}")
-    if exchange != "gather" and world_size > 1:
-        return _SigLIPRing.apply(image_features, text_features, logit_scale, logit_bias, rank, world_size,
-                                 exchange == "bidir")
-    all_texts = gather_with_grad(text_features, rank, world_size)
     rows = image_features.shape[0]
-    return _sigmoid_terms(image_features, all_texts, logit_scale, logit_bias, positives_offset=rank * rows) / rows
+    if exchange != "gather" and world_size > 1:
+        loss = _SigLIPRing.apply(image_features, text_features, logit_scale, logit_bias, rank, world_size,
+                                 exchange == "bidir")
+    else:
+        all_texts = gather_with_grad(text_features, rank, world_size)
+        loss = _sigmoid_terms(image_features, all_texts, logit_scale, logit_bias, positives_offset=rank * rows) / rows
+    if hard_negatives is not None and hard_negatives.shape[1]:
+        negatives, present = gathered_negatives(hard_negatives, rank, world_size)
+        logits = logit_scale * image_features @ negatives.t() + logit_bias
+        loss = loss - (F.logsigmoid(-logits) * present).sum() / rows
+    return loss

@@ -23,12 +23,14 @@ def main(argv: list[str]) -> int:
                       help="override: the source was trained with QuickGELU (OpenAI's models)")
     gelu.add_argument("--gelu", dest="quick_gelu", action="store_const", const=False,
                       help="override: the source uses exact GELU (open_clip's plain names)")
+    parser.add_argument("--merge_lora", action="store_true",
+                        help="fold the LoRA adapters of a `fit` with model.lora into plain weights")
     args = parse(parser, argv)
 
     from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
     from clipmodule.models import count_parameters
 
-    model = load_checkpoint(args.source, quick_gelu=args.quick_gelu, model=args.model)
+    model = load_checkpoint(args.source, quick_gelu=args.quick_gelu, model=args.model, merge_lora=args.merge_lora)
     written = save_checkpoint(model, args.destination, format=args.to)
     vision = model.config.vision
     tower = _tower(vision)

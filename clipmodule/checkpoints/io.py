@@ -22,6 +22,7 @@ from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIP, CLIPConfig
 from clipmodule.models.clip import SCALARS
 from clipmodule.models.config import MODEL_CONFIGS
+from clipmodule.models.lora import has_adapters, merge_lora_state_dict
 
 FORMATS = ("openai", "open_clip", "hf")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -74,12 +75,18 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: StateDict, sourc
 
 
 def load_checkpoint(path: str | Path, quick_gelu: bool | None = None, expected: CLIPConfig | None = None,
-                    model: str | None = None) -> CLIP:
+                    model: str | None = None, merge_lora: bool = False) -> CLIP:
     """A CLIP model built from whatever checkpoint `path` holds, its eval preprocessing as `model.preprocess_cfg`.
 
     The architecture is the registered name or config file `model`, else `expected`, else the file's own config,
-    else OpenAI's for OpenAI's releases; anything else is refused (see `checkpoints.infer`)."""
+    else OpenAI's for OpenAI's releases; anything else is refused (see `checkpoints.infer`). LoRA adapters (a fit
+    with `model.lora`) are folded into the weights with `merge_lora`, else refused."""
     state_dict, info = read_checkpoint(path)
+    if has_adapters(state_dict):
+        if not merge_lora:
+            raise ClipModuleError(f"{path}: holds LoRA adapters; fold them into plain weights first: "
+                                  f"clipmodule convert --merge_lora {path} <destination>")
+        state_dict = merge_lora_state_dict(state_dict, str(path))
     config = expected if expected is not None and model is None else resolve_config(
         state_dict, info, str(path), model=model, quick_gelu=quick_gelu)
     network = CLIP(config)

@@ -33,6 +33,7 @@ class TokenizingCollate:
             "text": self._tokenizer(texts),
             "label": torch.tensor([sample["label"] for sample in samples], dtype=torch.long),
             "key": [sample["key"] for sample in samples],
+            "caption": texts,  # the words themselves, for rules that rewrite them (model.hard_negatives)
             "task": self.task,
         }
 

@@ -46,10 +46,14 @@ class SelfAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
+        self.in_proj_lora = None
+        """Low-rank adapters on the packed projection (`clipmodule.models.lora`): [..., width] -> [..., 3 width]."""
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         batch, length, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        if self.in_proj_lora is not None:
+            qkv = qkv + self.in_proj_lora(x)
         q, k, v = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))
@@ -61,8 +65,11 @@ class SelfAttention(nn.Module):
         head_width = width // self.heads
         weight_q, weight_kv = self.in_proj_weight.split([width, 2 * width])
         bias_q, bias_kv = self.in_proj_bias.split([width, 2 * width])
-        q = F.linear(query, weight_q, bias_q).view(batch, 1, self.heads, head_width).transpose(1, 2)
-        kv = F.linear(x, weight_kv, bias_kv).view(batch, length, 2, self.heads, head_width)
+        q, kv = F.linear(query, weight_q, bias_q), F.linear(x, weight_kv, bias_kv)
+        if self.in_proj_lora is not None:
+            q, kv = q + self.in_proj_lora(query)[..., :width], kv + self.in_proj_lora(x)[..., width:]
+        q = q.view(batch, 1, self.heads, head_width).transpose(1, 2)
+        kv = kv.view(batch, length, 2, self.heads, head_width)
         k, v = kv.permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, 1, width))

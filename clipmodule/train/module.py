@@ -15,7 +15,9 @@ from clipmodule.api import tokenizer_spec
 from clipmodule.errors import ClipModuleError
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
+from clipmodule.models.lora import LoRAConfig, apply_lora
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
+from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, encode_with_negatives
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
@@ -59,6 +61,14 @@ def build_network(name: str, patch_dropout: float = 0.0, init_logit_scale: float
     return create_model(name, **options)
 
 
+def check_lora_lock(lora: LoRAConfig, lock: LockConfig) -> None:
+    """LoRA freezes its towers' weights itself; a lock on a tower it adapts would also stop the adapters' gradients."""
+    for tower, locked in (("image", lock.lock_image), ("text", lock.lock_text)):
+        if locked and tower in lora.towers:
+            raise ClipModuleError(f"model.lock locks the {tower} tower that model.lora adapts: LoRA already freezes "
+                                  f"its weights; drop the lock or leave {tower!r} out of model.lora.towers")
+
+
 class ClipLitModule(L.LightningModule):
     """Contrastive training of a CLIP model.
 
@@ -83,6 +93,10 @@ class ClipLitModule(L.LightningModule):
             `--ckpt_path` still resumes, and its weights win.
         init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
+        lora: low-rank adapters on the towers' projections; only they train (`clipmodule.models.lora`; fold them
+            into plain weights with `clipmodule convert --merge_lora`).
+        hard_negatives: rule-based negative captions of each training sample (NegCLIP), extra text candidates of
+            its image in the loss (`clipmodule.train.hard_negatives`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
@@ -92,7 +106,8 @@ class ClipLitModule(L.LightningModule):
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
-                 init_architecture: str | None = None, lock: LockConfig = LockConfig()):
+                 init_architecture: str | None = None, lock: LockConfig = LockConfig(),
+                 lora: LoRAConfig | None = None, hard_negatives: HardNegativesConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
@@ -108,6 +123,9 @@ class ClipLitModule(L.LightningModule):
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        if lora is not None:
+            check_lora_lock(lora, lock)
+            apply_lora(model, lora)
         self._keep_in_eval = apply_lock(model, lock)  # before compile: the no-grad hooks are compiled with the tower
         self.classnames = list(zeroshot_classnames or [])
         self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
@@ -123,7 +141,10 @@ class ClipLitModule(L.LightningModule):
             "accum_grad_clip": accum_grad_clip, "siglip_exchange": siglip_exchange,
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
+            "lora": None if lora is None else dataclasses.asdict(lora),
+            "hard_negatives": None if hard_negatives is None else dataclasses.asdict(hard_negatives),
         })
+        self.negative_captions = None if hard_negatives is None else NegativeCaptions(hard_negatives)
         self._validation: ValidationTrackers | None = None
 
     @property
@@ -150,6 +171,8 @@ class ClipLitModule(L.LightningModule):
 
     def encode_pair(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.model.encode_image(batch["image"], normalize=True)
+        if "negatives" in batch:  # [B, 1 + K, D]: each caption, then its hard negatives
+            return images, encode_with_negatives(self.model, batch)
         return images, self.model.encode_text(batch["text"], normalize=True)
 
     def loss_of_features(self, image_features: torch.Tensor, text_features: torch.Tensor,
@@ -160,11 +183,14 @@ class ClipLitModule(L.LightningModule):
         if not scale_grad:
             scale, bias = scale.detach(), None if bias is None else bias.detach()
         rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
+        negatives = None
+        if text_features.ndim == 3:  # captions and their hard negatives (`encode_pair`)
+            text_features, negatives = text_features[:, 0], text_features[:, 1:]
         if self.loss_name == "siglip":
             return siglip_loss(image_features, text_features, scale, bias, rank=rank, world_size=world_size,
-                               exchange=self.siglip_exchange)
+                               exchange=self.siglip_exchange, hard_negatives=negatives)
         return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
-                         local_loss=self.local_loss)
+                         local_loss=self.local_loss, hard_negatives=negatives)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
@@ -175,12 +201,22 @@ class ClipLitModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.negative_captions is not None:
+            batch = self.add_hard_negatives(batch)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
         loss = self.contrastive_loss(batch["image"], batch["text"])
         self.check_finite(loss)
         self.log_step(loss, batch)
         return loss
+
+    def add_hard_negatives(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with its captions' negatives as tokens (the lexicon read and the data's tokenizer built once)."""
+        if self.negative_captions.tokenizer is None:
+            data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            self.negative_captions.load((getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build(
+                truncate=True))
+        return self.negative_captions.add(batch)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         finite = torch.isfinite(loss.detach()).all()
