@@ -52,6 +52,18 @@ def _refused(rows: int, reasons: dict[str, int]) -> str:
     return f" {rows:,} rows were dropped for their URL: " + "; ".join(f"{n:,} {r}" for r, n in reasons.items()) + "."
 
 
+def _tail(b: dict[str, Any]) -> str:
+    """t's tail proportion (MetaCLIP's p): asked for, or what the given t gives; and each language's t."""
+    if "tail_proportion_at_t" not in b:
+        return ""
+    asked = b.get("tail_proportion")
+    text = (f" (from tail proportion {asked:.3g}: queries under t hold {b['tail_proportion_at_t']:.1%} of matches)"
+            if asked is not None else f" (queries under t hold {b['tail_proportion_at_t']:.1%} of matches)")
+    if b.get("t_per_language"):
+        text += "; per language t = " + ", ".join(f"{lang} {t:,}" for lang, t in b["t_per_language"].items())
+    return text
+
+
 def _balancing(card: dict[str, Any]) -> str:
     b = card["balance"]
     head = table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
@@ -59,7 +71,8 @@ def _balancing(card: dict[str, Any]) -> str:
     buckets = table(["rows per query", "queries before", "queries after"],
                      [[label, b["buckets_before"].get(label, 0), b["buckets_after"].get(label, 0)] for label in labels])
     d = b["matched_rows_per_query"]
-    return (f"## Balancing\n\nt = {b['t']:,}, seed {b['seed']}, row key `{b['key_column']}`: kept {b['rows_out']:,} of "
+    return (f"## Balancing\n\nt = {b['t']:,}{_tail(b)}, seed {b['seed']}, row key `{b['key_column']}`: "
+            f"kept {b['rows_out']:,} of "
             f"{b['rows_in']:,} rows ({b['keep_rate']:.1%}); {b['queries_capped']:,} queries had more than t rows. "
             "A row is kept when any of its queries' coins comes up (p = min(1, t / rows of the query)), so a query "
             "that shares rows with rarer ones can keep more than t. "

@@ -84,6 +84,11 @@ class EngineOptions:
 class MatchConfig(EngineOptions):
     """How caption tables are read and matched against the query list."""
 
+    rule: Literal["words", "metaclip", "metaclip2"] = "words"
+    """How a caption contains a query. words: case-insensitive, at word boundaries (`curation.stages.match.matching`);
+    metaclip: MetaCLIP's released matcher, a case-sensitive substring match of " query " in the caption with
+    spaces around , . ; : ? ! ` (`curation.stages.match.metaclip`); metaclip2: MetaCLIP 2's, which leaves the space
+    off a query's end in scripts written without spaces."""
     url_column: str = "url"
     """Column with the image URL (renamed to `url` in the output)."""
     caption_column: str = "caption"
@@ -107,8 +112,16 @@ class MatchConfig(EngineOptions):
 class BalanceConfig(EngineOptions):
     """t-capped sampling: each row is kept if, for any of its queries q, a coin with p = min(1, t/count[q]) comes up."""
 
-    t: int = 20_000
-    """Expected number of rows kept per query, at most (the CLIP paper: 20,000)."""
+    t: int | None = None
+    """Expected number of rows kept per query, at most (the CLIP paper: 20,000, the default unless
+    tail_proportion is given; MetaCLIP: 170,000 on its 1.6B pool)."""
+    tail_proportion: float | None = None
+    """Instead of t: the share of all matches that the tail (queries under t) should hold; t is then the count
+    where the ascending counts' cumulative share is nearest it (MetaCLIP's p_to_t). Not with t."""
+    per_language: bool = False
+    """MetaCLIP 2's worldwide rule: each language's queries get their own t, the one whose tail holds the same
+    share of that language's matches as English's tail at t (or as tail_proportion). Needs a query list with
+    a `lang` column (`queries.languages`)."""
     seed: int = 0
     """Seed of the coins, in [0, 2**64); each coin is a hash of (row key, query, seed)."""
     key_column: str = "url"
@@ -117,7 +130,12 @@ class BalanceConfig(EngineOptions):
     """Processes balancing shards in parallel (0: one per CPU core); the output does not depend on it."""
 
     def __post_init__(self) -> None:
-        _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")
+        _require(self.t is None or self.tail_proportion is None, "balance: give t or tail_proportion, not both")
+        if self.t is None and self.tail_proportion is None:
+            self.t = 20_000
+        _require(self.t is None or self.t >= 1, f"balance.t must be >= 1, got {self.t}")
+        _require(self.tail_proportion is None or 0.0 < self.tail_proportion < 1.0,
+                 f"balance.tail_proportion must be in (0, 1), got {self.tail_proportion}")
         # the coins mix a 64-bit seed: a larger one would silently equal another (2**64 would be seed 0)
         _require(0 <= self.seed < 2**64, f"balance.seed must be in [0, 2**64), got {self.seed}")
         _require(self.workers >= 0, f"balance.workers must be >= 0, got {self.workers}")

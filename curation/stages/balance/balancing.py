@@ -1,7 +1,8 @@
 """`curation balance`: at most `t` rows per query in expectation, decided row by row from hashes.
 
 A row with queries Q is kept if, for any q in Q, its coin u(key, q, seed) < min(1, t / count[q]), where
-count[q] is the number of matched rows containing q. Each coin is a hash of (row key, query, seed) mapped
+count[q] is the number of matched rows containing q (the rule lives in `clipformats.balancing`, which a training
+loader's online curation shares; t comes from `thresholds`). Each coin is a hash of (row key, query, seed) mapped
 to [0, 1), so whether a row is kept depends on nothing but the row and the counts: not on shard order,
 shard size or worker count. A query seen in c ≤ t rows keeps them all; rows of a single query with
 c > t rows are kept about t times.
@@ -9,7 +10,6 @@ c > t rows are kept about t times.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.balancing import balance_mask, coins, keep_probabilities, key_hashes
 from clipformats.files import atomic_path
 from curation.config import BalanceConfig
 from curation.engines import run_job
@@ -26,46 +27,9 @@ from curation.errors import CurationError
 from curation.formats.tables import ROWS_IN_KEY, input_rows, query_id_counts
 from curation.progress import report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
+from curation.stages.balance.thresholds import thresholds
 
-GOLDEN = 0x9E3779B97F4A7C15
-MASK64 = (1 << 64) - 1
-
-
-def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
-    """p[q] = min(1, t / count[q]) (queries that matched nothing get 1; they are never asked)."""
-    return np.minimum(1.0, t / np.maximum(counts, 1).astype(np.float64))
-
-
-def key_hashes(keys: list[str]) -> np.ndarray:
-    """A stable 64-bit hash of each row key (BLAKE2b; Python's hash() changes between processes)."""
-    digests = b"".join(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys)
-    return np.frombuffer(digests, dtype="<u8").copy()
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: every input bit flips about half the output bits."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def coins(key_hash: np.ndarray, query_ids: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform [0, 1) values, one per (row key hash, query id) pair, fixed by the seed."""
-    salt = _mix(np.uint64((seed * GOLDEN) & MASK64) + query_ids.astype(np.uint64))
-    return (_mix(key_hash ^ salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def balance_mask(key_hash: np.ndarray, query_ids: pa.ListArray, probabilities: np.ndarray, seed: int) -> np.ndarray:
-    """Which rows to keep: those where at least one of their queries' coins comes up."""
-    flat = query_ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = pc.list_parent_indices(query_ids).to_numpy(zero_copy_only=False)
-    heads = coins(key_hash[rows], flat, seed) < probabilities[flat]
-    keep = np.zeros(len(query_ids), dtype=bool)
-    keep[rows[heads]] = True
-    return keep
-
+__all__ = ["balance_mask", "coins", "keep_probabilities", "key_hashes", "run_balance"]
 
 @dataclass(frozen=True)
 class BalanceTask:
@@ -98,15 +62,14 @@ def balance_shard(task: BalanceTask, probabilities: np.ndarray) -> dict[str, Any
 
 @dataclass(frozen=True)
 class BalanceJob:
-    """`curation balance` for an engine: each worker reads the keep probabilities once; a shard balanced by
-    an earlier, interrupted run is only counted. Every result carries the rows per query it kept."""
+    """`curation balance` for an engine: every worker gets the keep probabilities; a shard balanced by an earlier,
+    interrupted run is only counted. Every result carries the rows per query it kept."""
 
-    counts_file: Path
-    t: int
+    probabilities: np.ndarray
     description: str = "balance"
 
     def setup(self) -> np.ndarray:
-        return keep_probabilities(pq.read_table(self.counts_file, columns=["matched"])["matched"].to_numpy(), self.t)
+        return self.probabilities
 
     def run(self, probabilities: np.ndarray, task: BalanceTask) -> dict[str, Any]:
         done = task.output.exists()
@@ -126,7 +89,9 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     if not match_stats.get("finished") or not counts_file.is_file():
         raise CurationError(f"{matched}: `curation match` has not finished there")
     sources = [matched / shard["name"] for shard in match_stats["shards"]]
-    settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column}
+    settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column,
+                **({"tail_proportion": config.tail_proportion} if config.tail_proportion is not None else {}),
+                **({"per_language": True} if config.per_language else {})}
     fingerprint = {"config": settings, "inputs": file_signature([*sources, counts_file])}
     out_counts = sidecar(out, ".counts.parquet")
     stage = Stage("balance", out, fingerprint, overwrite, extra_outputs=(out_counts,),
@@ -138,15 +103,17 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
         out.mkdir(parents=True, exist_ok=True)
         tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
         table = pq.read_table(counts_file)
+        chosen = thresholds(config, table, str(counts_file))
         total = sum(input_rows(task.source) for task in tasks if not task.output.exists())
-        job = BalanceJob(counts_file, config.t, f"balance (t={config.t:,})")
+        job = BalanceJob(chosen.probabilities(table["matched"].to_numpy()), f"balance (t={chosen.t:,})")
         kept = run_job(job, tasks, engine=config.engine, workers=config.workers, ray_address=config.ray_address,
                        total_rows=total, count_size=table.num_rows, on_result=stage.record_output).counts
         table = table.append_column("kept", pa.array(kept))
         with atomic_path(out_counts) as tmp:
             pq.write_table(table, tmp)
-        stats = stage.finish(_balance_stats(config, tasks, table, out_counts))
-    report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={config.t:,}); "
+        stats = stage.finish({**_balance_stats(config, tasks, table, out_counts), **chosen.stats(),
+                              "queries_capped": int((table["matched"].to_numpy() > chosen.per_query).sum())})
+    report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={stats['t']:,}); "
            f"{stats['queries_capped']:,} queries over t → {out}")
     return stats
 
@@ -156,7 +123,7 @@ def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.T
     rows_in = sum(input_rows(task.source) for task in tasks)
     rows_out = sum(input_rows(task.output) for task in tasks)
     matched = counts["matched"].to_numpy()
-    return {"t": config.t, "seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
+    return {"seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
             "rows_in": rows_in, "rows_out": rows_out, "keep_rate": rows_out / rows_in if rows_in else 0.0,
-            "queries_matched": int((matched > 0).sum()), "queries_capped": int((matched > config.t).sum()),
+            "queries_matched": int((matched > 0).sum()),
             "shards": [{"name": task.output.name, "rows": input_rows(task.output)} for task in tasks]}

@@ -16,7 +16,6 @@ Semantics (the contract `Matcher` and `curation match` keep):
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -46,13 +45,14 @@ from curation.formats.tables import (
 )
 from curation.progress import report
 from curation.stage import Stage, file_signature, sidecar
+from curation.stages.match.columns import TermMatcher
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
 REFUSED_KEY = b"curation.urls_refused"
 """Parquet metadata of a matched shard: its rows dropped for their URL, by reason (JSON)."""
 
 
-class Matcher:
+class Matcher(TermMatcher):
     """Finds every query of `terms` contained in a text; build once (per worker), use for many texts.
 
     >>> m = Matcher(["cat", "New York", "york"])
@@ -90,19 +90,6 @@ class Matcher:
             for term in [t for t in found if t in self._aliases]:
                 found.update(self._aliases[term])
         return sorted(found)
-
-    def find_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """`find` for each text."""
-        return [self.find(text) for text in texts]
-
-    def match_column(self, texts: pa.Array) -> pa.ListArray:
-        """For a string column (no nulls), the sorted query indices of each row, as list<int32>."""
-        found = [self.find(text) for text in texts.to_pylist()]
-        # flat offsets + values: pa.array() on a list of lists costs more than the matching itself
-        offsets = np.zeros(len(found) + 1, dtype=np.int32)
-        np.cumsum(np.fromiter(map(len, found), np.int32, len(found)), out=offsets[1:])
-        values = np.fromiter(itertools.chain.from_iterable(found), np.int32, int(offsets[-1]))
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 # ---- the `curation match` stage -------------------------------------------------------------------------
@@ -158,9 +145,15 @@ class MatchJob:
 
     queries: Path
     description: str = "match"
+    rule: str = "words"
 
-    def setup(self) -> Matcher:
-        return Matcher(read_queries(self.queries)["term"].to_pylist())
+    def setup(self) -> TermMatcher:
+        terms = read_queries(self.queries)["term"].to_pylist()
+        if self.rule == "words":
+            return Matcher(terms)
+        from curation.stages.match.metaclip import MetaClipMatcher
+
+        return MetaClipMatcher(terms, self.rule)
 
     def run(self, matcher: Matcher, task: MatchTask) -> dict[str, Any]:
         done = task.output.exists()
@@ -182,7 +175,8 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     check_terms(queries, terms["term"])
     sources = expand_inputs(captions)
     counts_file = sidecar(out, ".counts.parquet")
-    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")
+                and not (k == "rule" and v == "words")}  # outputs made before the rule was a setting stay valid
     fingerprint = {"config": settings, "inputs": file_signature(sources), "queries": file_signature([queries])}
     folders = [Path(c) for c in captions if Path(c).is_dir()]  # its sidecars there would be read as captions
     stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,),
@@ -194,7 +188,7 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         out.mkdir(parents=True, exist_ok=True)
         tasks = [MatchTask(src, out / _output_name(i, src), config) for i, src in enumerate(sources)]
         todo = [task for task in tasks if not task.output.exists()]
-        counts = run_job(MatchJob(queries), tasks, engine=config.engine, workers=config.workers,
+        counts = run_job(MatchJob(queries, rule=config.rule), tasks, engine=config.engine, workers=config.workers,
                          ray_address=config.ray_address, total_rows=_known_rows(todo), count_size=terms.num_rows,
                          on_result=stage.record_output).counts
         sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
