@@ -64,6 +64,16 @@ def _tail(b: dict[str, Any]) -> str:
     return text
 
 
+def _languages(b: dict[str, Any]) -> str:
+    """Worldwide curation: captions, matched and kept rows per language, with each language's t."""
+    if "rows_by_language" not in b:
+        return ""
+    seen, t = b.get("rows_in_by_language", {}), b.get("t_per_language", {})
+    rows = [[lang, seen.get(lang, ""), r["matched"], r["kept"], t.get(lang, "")] for lang, r in
+            b["rows_by_language"].items()]
+    return "### Rows per language\n\n" + table(["language", "captions", "matched", "kept", "t"], rows) + "\n\n"
+
+
 def _balancing(card: dict[str, Any]) -> str:
     b = card["balance"]
     head = table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
@@ -78,7 +88,7 @@ def _balancing(card: dict[str, Any]) -> str:
             "that shares rows with rarer ones can keep more than t. "
             f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, "
             f"max {d['max']:,}.\n\n![rows per query before and after balancing]({card['plot']})\n\n"
-            f"### Head: most matched queries\n\n{head}\n\n"
+            f"{_languages(b)}### Head: most matched queries\n\n{head}\n\n"
             f"### Tail: queries by number of rows\n\n{buckets}")
 
 

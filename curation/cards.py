@@ -160,8 +160,10 @@ def build_card(name: str, layout: WorkLayout, stages: tuple[str, ...] | None = N
                   "rows_refused_url": match.get("rows_refused_url", 0), "urls_refused": match.get("urls_refused", {})},
         "balance": {**{k: balance[k] for k in ("t", "seed", "key_column", "rows_in", "rows_out", "keep_rate",
                                                "queries_matched", "queries_capped")},
-                    **{k: balance[k] for k in ("tail_proportion", "tail_proportion_at_t", "t_per_language")
-                       if k in balance},
+                    **{k: balance[k] for k in ("tail_proportion", "tail_proportion_at_t", "t_per_language",
+                                               "rows_by_language") if k in balance},
+                    **({"rows_in_by_language": match["rows_in_by_language"]} if "rows_in_by_language" in match
+                       else {}),
                     **query_distribution(sidecar(layout.balanced, ".counts.parquet"), balance["t"])},
         "download": {**{k: download[k] for k in ("input_rows", "successes", "failed", "success_rate",
                                                  "failed_to_download", "failed_to_resize", "failure_reasons",

@@ -10,6 +10,7 @@ c > t rows are kept about t times.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,5 +126,17 @@ def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.T
     matched = counts["matched"].to_numpy()
     return {"seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
             "rows_in": rows_in, "rows_out": rows_out, "keep_rate": rows_out / rows_in if rows_in else 0.0,
-            "queries_matched": int((matched > 0).sum()),
+            "queries_matched": int((matched > 0).sum()), **_rows_by_language(tasks),
             "shards": [{"name": task.output.name, "rows": input_rows(task.output)} for task in tasks]}
+
+
+def _rows_by_language(tasks: list[BalanceTask]) -> dict[str, Any]:
+    """Worldwide matching's rows per language, before and after balancing (none without a `lang` column)."""
+    before: Counter[str] = Counter()
+    after: Counter[str] = Counter()
+    for task in tasks:
+        if "lang" not in pq.read_schema(task.source).names:
+            return {}
+        before.update(pq.read_table(task.source, columns=["lang"])["lang"].to_pylist())
+        after.update(pq.read_table(task.output, columns=["lang"])["lang"].to_pylist())
+    return {"rows_by_language": {lang: {"matched": n, "kept": after.get(lang, 0)} for lang, n in before.most_common()}}

@@ -46,6 +46,15 @@ class FetchPolicy:
     workers_are_children: bool = True
     """img2dataset's multiprocessing workers are children of its process; pyspark's and Ray's are not (they
     must not take the img2dataset process for their parent)."""
+    heartbeat: str | None = None
+    """A file whose modification time a worker renews as it starts a shard and as each URL ends (the download's
+    stall watch reads it; a URL that hangs renews nothing)."""
+
+
+def beat(policy: FetchPolicy) -> None:
+    if policy.heartbeat is not None:
+        with contextlib.suppress(OSError), open(policy.heartbeat, "a"):  # no beat: the watch sees none
+            os.utime(policy.heartbeat)
 
 
 class _Deadline:
@@ -121,6 +130,14 @@ def _opener(deadline: _Deadline, schemes: frozenset[str]) -> urllib.request.Open
 def fetch_image(row: tuple[int, str], timeout: float, user_agent_token: str | None,
                 disallowed_header_directives: Any, *, policy: FetchPolicy) -> tuple[int, io.BytesIO | None, str | None]:
     """img2dataset's `download_image` contract: (key, bytes stream or None, error message or None)."""
+    try:
+        return _fetch(row, timeout, user_agent_token, disallowed_header_directives, policy)
+    finally:
+        beat(policy)
+
+
+def _fetch(row: tuple[int, str], timeout: float, user_agent_token: str | None, disallowed_header_directives: Any,
+           policy: FetchPolicy) -> tuple[int, io.BytesIO | None, str | None]:
     key, url = row
     if (problem := url_problem(url, policy.schemes)) is not None:
         return key, None, f"URL refused: {problem}"
@@ -174,6 +191,7 @@ class PolicedDownloader:
         if self.policy.workers_are_children and os.getpid() != self.parent_pid:
             die_with_parent(self.parent_pid, kernel=False)  # pool workers: see die_with_parent
         install(self.policy)
+        beat(self.policy)
         return self.inner(row)
 
 
@@ -188,7 +206,19 @@ def _kill_own_group(signum: int, frame: object) -> None:
     os.killpg(os.getpgid(0), signal.SIGKILL)  # img2dataset, its workers and its logger: none keeps writing
 
 
-def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int) -> None:
+class ReaderFrom:
+    """img2dataset's Reader, numbering its shards from `first_shard` (a retry round's shards follow the
+    download's; img2dataset's `extend` mode would renumber a resumed round's shards)."""
+
+    def __init__(self, inner: Any, first_shard: int):
+        self.inner, self.first_shard = inner, first_shard
+
+    def __call__(self, *args: Any) -> Any:
+        return self.inner(*args[:-1], self.first_shard)  # the last positional argument is start_shard_id
+
+
+def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int,
+               first_shard: int = 0) -> None:
     """The img2dataset child: its own process group, gone with its parent, quiet, offline-safe."""
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, _kill_own_group)
@@ -205,4 +235,6 @@ def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, pa
     resizer, downloader = main.Resizer, main.Downloader
     main.Resizer = lambda **kw: LimitedResizer(resizer(**kw), policy.max_image_pixels)
     main.Downloader = lambda **kw: PolicedDownloader(downloader(**kw), policy)
+    if first_shard:
+        main.Reader = ReaderFrom(main.Reader, first_shard)
     main.download(**arguments)

@@ -12,16 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from clipformats.images import MAX_IMAGE_PIXELS
-from curation.errors import CurationError
-
-ENCODE_QUALITY = {"jpg": (0, 100), "webp": (1, 100), "png": (0, 9)}
-"""OpenCV's range of `encode_quality` per format (PNG: a compression level; WebP above 100 would silently mean
-lossless)."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise CurationError(message)
+from curation.config.checks import require as _require
+from curation.config.download import ENCODE_QUALITY as ENCODE_QUALITY
+from curation.config.download import DownloadConfig as DownloadConfig
 
 
 @dataclass
@@ -59,6 +52,10 @@ class QueriesConfig:
     """Keep titles viewed at least this often."""
     max_terms: int = 500_000
     """Cap on the list: terms are ranked by source (unigram, bigram, title, wordnet), then by count."""
+    languages: list[str] = field(default_factory=list)
+    """Worldwide curation (MetaCLIP 2): languages besides English (wordfreq's codes: de, fr, es, ja, zh, ...) whose
+    wordfreq words (same min_count and max_terms) join the list; every term then carries its language in a `lang`
+    column, and `match` identifies each caption's language and matches it against that language's terms only."""
 
     def __post_init__(self) -> None:
         self.wordnet_dir = Path(self.wordnet_dir)
@@ -139,56 +136,6 @@ class BalanceConfig(EngineOptions):
         # the coins mix a 64-bit seed: a larger one would silently equal another (2**64 would be seed 0)
         _require(0 <= self.seed < 2**64, f"balance.seed must be in [0, 2**64), got {self.seed}")
         _require(self.workers >= 0, f"balance.workers must be >= 0, got {self.workers}")
-
-
-@dataclass
-class DownloadConfig:
-    """Options handed to img2dataset."""
-
-    output_format: Literal["webdataset", "parquet"] = "webdataset"
-    """Shard format: webdataset tars (for training) or parquet with the image bytes."""
-    image_size: int = 256
-    """Side of the stored images in pixels."""
-    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
-    """How images are brought to `image_size` (img2dataset's resize modes)."""
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    """Image encoding inside the shards."""
-    encode_quality: int = 95
-    """JPEG quality 0-100, WebP quality 1-100, PNG compression level 0-9 (OpenCV's ranges, which img2dataset
-    encodes with)."""
-    samples_per_shard: int = 10_000
-    """Rows per output shard."""
-    processes: int = 1
-    """Download processes."""
-    threads: int = 32
-    """Download threads per process."""
-    retries: int = 0
-    """Extra attempts per failed URL."""
-    timeout: int = 10
-    """Seconds one attempt at a URL may take in all (connecting, redirects, reading the body), however slowly the
-    server trickles; each retry gets its own."""
-    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
-    """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
-    save_columns: list[str] = field(default_factory=list)
-    """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
-    allow_schemes: list[str] = field(default_factory=list)
-    """URL schemes fetched besides http and https (e.g. file: then local files are read). Other URLs are
-    not opened; they count as failures with the reason."""
-    max_image_pixels: int = MAX_IMAGE_PIXELS
-    """Images whose header says width x height is over this are not decoded; they count as failures."""
-    dedup_urls: bool = False
-    """Download each URL once (the first row that has it); by default duplicates are only counted in the stats."""
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout", "max_image_pixels"):
-            _require(getattr(self, name) >= 1, f"download.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.retries >= 0, f"download.retries must be >= 0, got {self.retries}")
-        low, high = ENCODE_QUALITY.get(self.encode_format, (0, 100))
-        _require(low <= self.encode_quality <= high, f"download.encode_quality for {self.encode_format} must be in "
-                 f"[{low}, {high}], got {self.encode_quality}")
-        reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
-        clash = sorted(reserved.intersection(self.save_columns))
-        _require(not clash, f"download.save_columns: {clash} are written by img2dataset itself")
 
 
 @dataclass
