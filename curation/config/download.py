@@ -62,6 +62,9 @@ class DownloadConfig:
     verify_hash_column: str | None = None
     """Column of the balanced rows holding each image's expected sha256; an image whose hash differs is a failure
     (img2dataset's verify_hash)."""
+    blur_faces: bool = False
+    """Detect faces in every downloaded image (OpenCV's Haar cascade, offline) and blur them before storing, with
+    img2dataset's blurrer, as DataComp's pool is face-blurred (see `curation.stages.download.faces` for its limits)."""
     bbox_column: str | None = None
     """Column of the balanced rows holding face boxes ([[x0, y0, x1, y1], ...] relative to the image) that
     img2dataset blurs before storing (its bbox_col; `curation faces` writes it)."""

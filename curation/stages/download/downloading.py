@@ -35,7 +35,7 @@ OUTPUT_SETTINGS = ("output_format", "image_size", "resize_mode", "encode_format"
                    "samples_per_shard", "save_columns", "allow_schemes", "max_image_pixels", "dedup_urls")
 # Output settings added later: in the fingerprint only when set, so earlier downloads stay up to date.
 LATER_OUTPUT_SETTINGS = {"min_image_size": 0, "max_aspect_ratio": None, "verify_hash_column": None,
-                         "bbox_column": None}
+                         "bbox_column": None, "blur_faces": False}
 # What img2dataset writes into `out` (shards, their stats, its `_tmp` work folder) and the de-duplicated input:
 # the only names --overwrite removes there.
 DEDUP_FOLDER = "_input"
@@ -210,7 +210,7 @@ def run_img2dataset(config: DownloadConfig, source: Path, out: Path, expected_ro
     arguments = img2dataset_arguments(config, source, out)
     policy = fetch.FetchPolicy(allowed_schemes(config.allow_schemes), config.max_image_pixels,
                                workers_are_children=config.distributor == "multiprocessing",
-                               heartbeat=str(Path(out) / HEARTBEAT))
+                               heartbeat=str(Path(out) / HEARTBEAT), blur_faces=config.blur_faces)
     child = context.Process(target=fetch.child_main, args=(arguments, str(log_file), policy, os.getpid(),
                                                            first_shard))
     child.start()

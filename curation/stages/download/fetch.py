@@ -35,6 +35,7 @@ from typing import Any
 from clipformats.images import ImageTooLarge, open_image
 from clipformats.urls import url_problem
 from curation.engines.processes import die_with_parent
+from curation.stages.download.faces import FaceDetector
 
 USER_AGENT = "Mozilla/5.0 (compatible; curation-download)"
 
@@ -46,6 +47,8 @@ class FetchPolicy:
     workers_are_children: bool = True
     """img2dataset's multiprocessing workers are children of its process; pyspark's and Ray's are not (they
     must not take the img2dataset process for their parent)."""
+    blur_faces: bool = False
+    """Detect faces (`faces.FaceDetector`) in every image and blur them with img2dataset's blurrer before storing."""
     heartbeat: str | None = None
     """A file whose modification time a worker renews as it starts a shard and as each URL ends (the download's
     stall watch reads it; a URL that hangs renews nothing)."""
@@ -164,10 +167,11 @@ def _fetch(row: tuple[int, str], timeout: float, user_agent_token: str | None, d
 
 
 class LimitedResizer:
-    """img2dataset's resizer, behind a header check against the pixel limit."""
+    """img2dataset's resizer, behind a header check against the pixel limit; with `faces`, the faces it finds are
+    added to the boxes img2dataset blurs (the inner resizer must then have a blurrer)."""
 
-    def __init__(self, inner: Any, max_image_pixels: int):
-        self.inner, self.max_image_pixels = inner, max_image_pixels
+    def __init__(self, inner: Any, max_image_pixels: int, faces: Any = None):
+        self.inner, self.max_image_pixels, self.faces = inner, max_image_pixels, faces
 
     def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:
         try:
@@ -176,6 +180,9 @@ class LimitedResizer:
             return None, None, None, None, None, str(error)
         except Exception:  # noqa: BLE001 - a header PIL cannot read: OpenCV decides (and names the error)
             pass
+        if self.faces is not None:
+            found = self.faces.boxes_in(img_stream.getvalue())
+            blurring_bbox_list = [*(blurring_bbox_list or []), *found] if found else blurring_bbox_list
         img_stream.seek(0)
         return self.inner(img_stream, blurring_bbox_list)
 
@@ -217,6 +224,15 @@ class ReaderFrom:
         return self.inner(*args[:-1], self.first_shard)  # the last positional argument is start_shard_id
 
 
+def resizer_with_faces(resizer: Any, arguments: dict[str, Any], policy: FetchPolicy) -> tuple[Any]:
+    """img2dataset's resizer, given a blurrer when faces are blurred (img2dataset makes one only for bbox_col)."""
+    if policy.blur_faces and arguments.get("blurrer") is None:
+        from img2dataset.blurrer import BoundingBoxBlurrer
+
+        arguments = {**arguments, "blurrer": BoundingBoxBlurrer()}
+    return (resizer(**arguments),)
+
+
 def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int,
                first_shard: int = 0) -> None:
     """The img2dataset child: its own process group, gone with its parent, quiet, offline-safe."""
@@ -233,7 +249,8 @@ def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, pa
     main = importlib.import_module("img2dataset.main")
     install(policy)
     resizer, downloader = main.Resizer, main.Downloader
-    main.Resizer = lambda **kw: LimitedResizer(resizer(**kw), policy.max_image_pixels)
+    main.Resizer = lambda **kw: LimitedResizer(*resizer_with_faces(resizer, kw, policy), policy.max_image_pixels,
+                                               FaceDetector() if policy.blur_faces else None)
     main.Downloader = lambda **kw: PolicedDownloader(downloader(**kw), policy)
     if first_shard:
         main.Reader = ReaderFrom(main.Reader, first_shard)
