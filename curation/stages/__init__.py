@@ -27,6 +27,7 @@ from curation.stages import (
     language,
     match,
     queries,
+    unsafe,
 )
 from curation.stages import filter as filter_stage
 from curation.stages.spec import BuildStep, CardSection, StageSpec
@@ -72,7 +73,7 @@ class StageRegistry:
 
 
 _REGISTRY = StageRegistry([queries.STAGE, match.STAGE, balance.STAGE, download.STAGE, language.STAGE,
-                           image_shape.STAGE, in21k_text.STAGE, embed.STAGE,
+                           image_shape.STAGE, in21k_text.STAGE, embed.STAGE, unsafe.STAGE,
                            filter_stage.STAGE, dedup.STAGE, decontaminate.STAGE, index.STAGE])
 
 

@@ -3,7 +3,7 @@ the input shards from its caption, sides and fields; the kept samples are copied
 the same names in `out`; the stats count samples per reason and show a few examples of each decision, and, given
 a `truth` table (shard, key) of samples that should go (planted), the precision and recall of what went.
 
-A stage gives a `Sieve`: a picklable factory whose `build()` returns the per-sample decision function (models load
+A stage gives a `Sieve`: a factory whose `build(shards)` returns the per-sample decision function (models load
 there, once), so a resumed run re-decides only the shards it had not written.
 """
 
@@ -21,13 +21,14 @@ from curation.stage import Stage, file_signature
 EXAMPLES = 5
 
 Decide = Callable[[dict[str, Any], list], str | None]
-"""(sample meta: caption, width, height; its tar members) → None to keep, else the reason it is dropped."""
+"""(sample meta: caption, width, height, shard (file name), key; its tar members) → None to keep, else the reason
+it is dropped."""
 
 
 class Sieve(Protocol):
     name: str
 
-    def build(self) -> Decide: ...
+    def build(self, shards: list[Path]) -> Decide: ...
 
 
 def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwrite: bool = False) -> dict[str, Any]:
@@ -44,13 +45,13 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
         return done
     with stage.running():
         out.mkdir(parents=True, exist_ok=True)
-        decide, reasons, examples, dropped = sieve.build(), Counter(), {"kept": []}, set()
+        decide, reasons, examples, dropped = sieve.build(sources), Counter(), {"kept": []}, set()
         rows = 0
         with progress_bar(sieve.name, len(sources)) as advance:
             for source in sources:
                 verdicts = {}
                 for key, members in tar_samples(source):
-                    meta = sample_meta(members)
+                    meta = {**sample_meta(members), "shard": source.name, "key": key}
                     verdicts[key] = decide(meta, members)
                     _note(examples, verdicts[key], key, meta)
                 rows += len(verdicts)
@@ -100,17 +101,19 @@ def markdown(title: str) -> Callable[[dict[str, Any]], str]:
     return render
 
 
-def sieve_stage(name: str, help: str, paths: type, settings: type, sieve: Callable[[Any], Sieve], title: str,
-                label: str) -> Any:
-    """The StageSpec of a sieve stage: run alone on `paths.shards`, or in `build` on the shards before it."""
+def sieve_stage(name: str, help: str, paths: type, settings: type, sieve: Callable[[Any], Sieve], title: str,  # noqa: PLR0913
+                label: str, needs: tuple[str, ...] = (), in_build: Callable[[Any, Any], Any] | None = None) -> Any:
+    """The StageSpec of a sieve stage: run alone on `paths.shards`, or in `build` on the shards before it
+    (`in_build(settings, step)`: the settings a build uses, e.g. with the build's embedding folder)."""
     from curation.stages.spec import BuildStep, CardSection, StageSpec
 
     def run(config: Any, options: Any) -> None:
         run_sieve(sieve(config), config, options.shards, options.out, options.overwrite)
 
     def build(step: BuildStep) -> None:
-        run_sieve(sieve(step.settings), step.settings, [str(step.shards)], step.out, step.overwrite)
+        config = step.settings if in_build is None else in_build(step.settings, step)
+        run_sieve(sieve(config), config, [str(step.shards)], step.out, step.overwrite)
 
     return StageSpec(name=name, help=help, paths=paths, settings=settings, run=run, output=name, build=build,
-                     writes_shards=True, card=CardSection(name, section, markdown(title),
+                     writes_shards=True, needs=needs, card=CardSection(name, section, markdown(title),
                                                           summary=(f"{name}_images", label, "rows_kept")))

@@ -99,3 +99,34 @@ def test_in21k_text_reads_a_given_class_file(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(CurationError, match="no class names"):
         class_names(tmp_path / "empty.txt")
+
+
+def test_unsafe_drops_images_near_a_concept_by_its_own_threshold(tmp_path):
+    from clipformats.embeddings import normalise
+    from curation.stages.unsafe import UnsafeConfig, UnsafeSieve
+    from tests.curation.conftest import write_embedded
+
+    rng, d = np.random.default_rng(0), 16
+    weapon, gore = np.eye(d)[0], np.eye(d)[1]
+
+    def near(concept, cosine):  # a unit vector at this cosine from the concept, the rest in random other directions
+        other = rng.normal(size=d)
+        other[:2] = 0
+        return cosine * concept + np.sqrt(1 - cosine**2) * normalise(other)
+
+    images = [near(weapon, 0.8) for _ in range(6)] + [near(gore, 0.7) for _ in range(4)] + \
+             [near(gore, 0.95) for _ in range(2)] + [near(weapon, 0.1) for _ in range(12)]
+    samples = [Sample(key=f"{i:09d}", image=v, text=np.ones(d), caption=f"photo {i}") for i, v in enumerate(images)]
+    shards, embeddings = write_embedded(tmp_path, {"00000.tar": samples[:12], "00001.tar": samples[12:]})
+    np.save(tmp_path / "concepts.npy", np.stack([weapon, gore]).astype(np.float32))
+    should_go = list(range(12))  # everything near a concept was planted as unsafe
+    pq.write_table(pa.table({"shard": ["00000"] * 12, "key": [f"{i:09d}" for i in should_go]}),
+                   tmp_path / "truth.parquet")
+    config = UnsafeConfig(embeddings=embeddings, concepts={"a photo of a weapon": 0.5, "a gory photo": 0.9},
+                          concept_embeddings=tmp_path / "concepts.npy", truth=tmp_path / "truth.parquet")
+    stats = run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")
+    # gore's stricter threshold (0.9) lets its 0.7-cosine images through: recall 8/12, precision 1
+    assert stats["dropped_by_reason"] == {"unsafe: a photo of a weapon": 6, "unsafe: a gory photo": 2}
+    assert stats["truth"]["precision"] == 1.0 and stats["truth"]["recall"] == pytest.approx(8 / 12)
+    with pytest.raises(CurationError, match="one of them"):
+        UnsafeConfig(concepts={"x": 0.3})

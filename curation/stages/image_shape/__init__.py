@@ -52,7 +52,7 @@ class ImageShapeSieve:
     config: ImageShapeConfig
     name: str = "image_shape"
 
-    def build(self) -> Decide:
+    def build(self, shards: list[Path]) -> Decide:
         return lambda meta, members: shape_problem(meta.get("width"), meta.get("height"), self.config)
 
 

@@ -79,7 +79,7 @@ class In21kTextSieve:
     config: In21kTextConfig
     name: str = "in21k_text"
 
-    def build(self) -> Decide:
+    def build(self, shards: list[Path]) -> Decide:
         import wordfreq
 
         from curation.stages.match.matching import Matcher

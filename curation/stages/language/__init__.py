@@ -44,7 +44,7 @@ class LanguageSieve:
     config: LanguageConfig
     name: str = "language"
 
-    def build(self) -> Decide:
+    def build(self, shards: list[Path]) -> Decide:
         from curation.stages.match.languages import LanguageIdentifier
 
         identifier, keep, floor = LanguageIdentifier(), set(self.config.keep), self.config.min_score
