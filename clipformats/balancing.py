@@ -44,6 +44,27 @@ def t_to_p(counts: np.ndarray, t: float) -> float:
     return float(counts[counts < t].sum() / total) if total > 0 else 0.0
 
 
+def language_thresholds(counts: np.ndarray, langs: Sequence[str], t: int | None = None,
+                        tail_proportion: float | None = None, english: str = "en") -> tuple[dict[str, int], float]:
+    """MetaCLIP 2's per-language t (`global_count`, metaclip/curation/curate.py): English's t is `t` (or p_to_t of
+    its counts at `tail_proportion`); its tail share p = t_to_p(English's counts, t) gives every other language
+    p_to_t(its counts, p) (at least 1; a language that matched nothing gets English's t, never used).
+    Returns ({language: t}, p). `langs` names each query's language."""
+    counts, langs = np.asarray(counts), np.asarray(list(langs), dtype=object)
+    mine = counts[langs == english]
+    if mine.sum() <= 0:
+        raise ValueError(f"no {english!r} query matched a row; per-language t starts from {english!r}'s tail")
+    t_en = int(t) if tail_proportion is None else p_to_t(mine, tail_proportion)
+    if t_en < 1:
+        raise ValueError(f"the tail proportion gives t = {t_en} for {english!r}; give a larger one")
+    share = t_to_p(mine, t_en)
+    chosen = {}
+    for lang in sorted(set(langs.tolist())):
+        theirs = counts[langs == lang]
+        chosen[lang] = t_en if lang == english or theirs.sum() <= 0 else max(1, p_to_t(theirs, share))
+    return chosen, share
+
+
 def selection_probabilities(query_ids: pa.ListArray, probabilities: np.ndarray) -> np.ndarray:
     """Each row's chance of being kept: 1 - prod over its queries of (1 - p[q])."""
     flat = query_ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from clipformats.balancing import coins, keep_probabilities, key_hashes, p_to_t
+from clipformats.balancing import coins, keep_probabilities, key_hashes, language_thresholds, p_to_t
 from clipmodule.errors import ClipModuleError
 
 
@@ -32,6 +32,8 @@ class OnlineCuration:
     """Instead of t: the share of matches the tail (queries under t) holds (MetaCLIP's p_to_t)."""
     seed: int = 0
     """Epoch e draws as `curation balance --seed <seed + e>` would."""
+    per_language: bool = False
+    """MetaCLIP 2's per-language t (`balance.per_language`; the counts need their query list's `lang` column)."""
     key_field: str = "url"
     """The sample json's field identifying the row (curation balance's key_column)."""
 
@@ -45,16 +47,26 @@ class EpochSelection:
         if config.t is not None and config.tail_proportion is not None:
             raise ClipModuleError("data.curation: give t or tail_proportion, not both")
         try:
-            counts = pq.read_table(config.counts, columns=["matched"])["matched"].to_numpy()
+            table = pq.read_table(config.counts, columns=["matched", *(["lang"] if config.per_language else [])])
         except (OSError, KeyError, ValueError) as error:
-            raise ClipModuleError(f"{config.counts}: not a match counts table ({error})") from None
-        if config.tail_proportion is not None:
-            self.t = p_to_t(counts, config.tail_proportion)
+            raise ClipModuleError(f"{config.counts}: not a match counts table with the columns data.curation reads "
+                                  f"({error})") from None
+        counts, t = table["matched"].to_numpy(), 20_000 if config.t is None and config.tail_proportion is None \
+            else config.t
+        self.by_language: dict[str, int] = {}
+        if config.per_language:
+            try:
+                self.by_language, _ = language_thresholds(counts, table["lang"].to_pylist(), t, config.tail_proportion)
+            except ValueError as error:
+                raise ClipModuleError(f"{config.counts}: {error}") from None
+            per_query = np.array([self.by_language[lang] for lang in table["lang"].to_pylist()], dtype=np.int64)
+            self.t = self.by_language.get("en", 0)
         else:
-            self.t = 20_000 if config.t is None else config.t
-        if self.t < 1:
+            self.t = p_to_t(counts, config.tail_proportion) if config.tail_proportion is not None else t
+            per_query = self.t
+        if np.min(per_query) < 1:
             raise ClipModuleError(f"data.curation: t must be >= 1, got {self.t}")
-        self.probabilities = keep_probabilities(counts, self.t)
+        self.probabilities = keep_probabilities(counts, per_query)
         self.seed, self.key_field, self.counts = config.seed, config.key_field, str(Path(config.counts))
 
     def keep(self, key: str, fields: dict[str, bytes], epoch: int) -> bool:
@@ -72,4 +84,5 @@ class EpochSelection:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint notes, so a resume with other curation settings is refused."""
-        return {"counts": self.counts, "t": int(self.t), "seed": self.seed, "key_field": self.key_field}
+        return {"counts": self.counts, "t": int(self.t), "seed": self.seed, "key_field": self.key_field,
+                **({"t_per_language": self.by_language} if self.by_language else {})}

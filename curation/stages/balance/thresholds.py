@@ -1,5 +1,5 @@
 """Which t each query gets: the given t, t from the tail proportion (MetaCLIP's p_to_t), or one t per language
-(MetaCLIP 2's `global_count`: English's tail share at t_en, each other language's t from that share)."""
+(MetaCLIP 2's `global_count`, `clipformats.balancing.language_thresholds`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from clipformats.balancing import keep_probabilities, p_to_t, t_to_p
+from clipformats.balancing import keep_probabilities, language_thresholds, p_to_t, t_to_p
 from curation.config import BalanceConfig
 from curation.errors import CurationError
 
@@ -54,26 +54,13 @@ def thresholds(config: BalanceConfig, counts_table: pa.Table, where: str) -> Thr
     if "lang" not in counts_table.column_names:
         raise CurationError(f"{where}: no `lang` column, so balance.per_language has no languages (give "
                             f"queries.languages)")
-    langs = np.asarray(counts_table["lang"].to_pylist(), dtype=object)
-    english = counts[langs == ENGLISH]
-    if english.sum() == 0:
-        raise CurationError(f"{where}: no English query matched a row; per-language t starts from English's tail")
-    t_en = config.t if config.tail_proportion is None else _checked_t(_p_to_t(english, config.tail_proportion, where),
-                                                                      f"en in {where}")
-    share = t_to_p(english, t_en)
-    per_query = np.full(len(counts), t_en, dtype=np.int64)
-    by_language = {}
-    for lang in sorted(set(langs.tolist())):
-        rows = langs == lang
-        if lang == ENGLISH:
-            t = t_en
-        elif counts[rows].sum() == 0:
-            t = t_en  # nothing of this language matched: its t is never asked
-        else:
-            t = max(1, p_to_t(counts[rows], share))
-        by_language[lang] = int(t)
-        per_query[rows] = t
-    return Thresholds(int(t_en), config.tail_proportion, share, per_query, by_language)
+    langs = counts_table["lang"].to_pylist()
+    try:
+        by_language, share = language_thresholds(counts, langs, config.t, config.tail_proportion, ENGLISH)
+    except ValueError as error:
+        raise CurationError(f"{where}: {error}") from None
+    per_query = np.array([by_language[lang] for lang in langs], dtype=np.int64)
+    return Thresholds(by_language[ENGLISH], config.tail_proportion, share, per_query, by_language)
 
 
 def _p_to_t(counts: np.ndarray, proportion: float, where: str) -> int:

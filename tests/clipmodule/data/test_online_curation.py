@@ -110,3 +110,18 @@ def test_settings_are_checked_in_one_line(pool, tmp_path):
     assert EpochSelection(OnlineCuration(counts=counts, tail_proportion=0.5)).t > 0
     with pytest.raises(ClipModuleError, match="no 'url' and 'query_ids'"):
         EpochSelection(OnlineCuration(counts=counts)).keep("k", {"json": b"{}"}, 0)
+
+
+def test_per_language_t_is_balance_s(tmp_path):
+    import pyarrow as pa
+
+    from curation.stages.balance.thresholds import thresholds
+
+    table = pa.table({"matched": [400, 120, 40, 10, 300, 60, 20, 5], "lang": ["en"] * 4 + ["de"] * 4})
+    pq.write_table(table, tmp_path / "counts.parquet")
+    online = EpochSelection(OnlineCuration(counts=str(tmp_path / "counts.parquet"), t=100, per_language=True))
+    offline = thresholds(BalanceConfig(t=100, per_language=True), table, "counts")
+    assert online.by_language == offline.by_language and online.by_language["de"] < 100
+    assert np.array_equal(online.probabilities, offline.probabilities(table["matched"].to_numpy()))
+    with pytest.raises(ClipModuleError, match="not a match counts table"):
+        EpochSelection(OnlineCuration(counts=str(tmp_path / "none.parquet"), per_language=True))
