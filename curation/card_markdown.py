@@ -98,7 +98,15 @@ def _download(card: dict[str, Any]) -> str:
         if d["failure_reasons"] else "No failures."
     return (f"## Download\n\n{d['successes']:,} of {d['input_rows']:,} images downloaded ({d['success_rate']:.1%}; "
             f"{d['failed_to_download']:,} failed to download, {d['failed_to_resize']:,} failed to decode or resize), "
-            f"written as {d['output_format']}." + _duplicates(d) + f"\n\n{reasons}")
+            f"written as {d['output_format']}." + _duplicates(d) + _faces(d) + f"\n\n{reasons}")
+
+
+def _faces(d: dict[str, Any]) -> str:
+    """Faces blurred at download, and rows fetched again by --retry-failed."""
+    faces, retried = d.get("faces_blurred"), d.get("retried_rows")
+    text = (f" Faces blurred (OpenCV's Haar cascade): {faces['faces']:,} in {faces['images_with_faces']:,} images."
+            if faces else "")
+    return text + (f" {retried:,} failed rows were fetched again (--retry_failed)." if retried else "")
 
 
 def _duplicates(d: dict[str, Any]) -> str:

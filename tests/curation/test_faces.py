@@ -67,3 +67,42 @@ def test_img2dataset_s_resizer_blurs_the_faces_found_and_nothing_else():
     margin = (x1 - x0) // 2  # img2dataset widens the box by a tenth of its diagonal and feathers the mask
     outside[max(0, y0 - margin):y1 + margin, max(0, x0 - margin):x1 + margin] = 0
     assert face.mean() > 10 and outside.max() == 0  # blurred inside the face box (plus its margin) only
+
+
+@pytest.mark.slow
+def test_blur_faces_blurs_at_download_and_counts_the_faces(tmp_path, clean_env):
+    import http.server
+    import json
+    import tarfile
+
+    from tests.conftest import LoopbackServer, render
+    from tests.curation.test_download import cli_download, write_balanced
+
+    photos = {"/face.jpg": face_photo(), "/circle.jpg": render("red", "circle", size=256)}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = photos[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with LoopbackServer(Handler) as server:
+        write_balanced(tmp_path / "balanced", [server.base + "/face.jpg", server.base + "/circle.jpg"])
+        done = cli_download(tmp_path, "--blur_faces", "--image_size", "600", "--resize_mode", "no",
+                            "--encode_format", "png", "--encode_quality", "1", env=clean_env)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads((tmp_path / "shards.stats.json").read_text())
+    assert stats["successes"] == 2 and stats["faces_blurred"] == {"images_with_faces": 1, "faces": 1}
+    with tarfile.open(tmp_path / "shards" / "00000.tar") as tar:
+        stored = {json.loads(tar.extractfile(m.name[:-4] + ".json").read())["url"].rsplit("/")[-1]:
+                  tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".png")}
+    original = cv2.imdecode(np.frombuffer(face_photo(), np.uint8), cv2.IMREAD_COLOR).astype(int)
+    blurred = cv2.imdecode(np.frombuffer(stored["face.jpg"], np.uint8), cv2.IMREAD_COLOR).astype(int)
+    x0, y0, x1, y1 = (np.array(FaceDetector().boxes_in(face_photo())[0]) * [512, 600, 512, 600]).astype(int)
+    assert np.abs(blurred - original)[y0:y1, x0:x1].mean() > 10  # the face is blurred in the shard
+    assert np.abs(blurred - original)[-60:].mean() < 3  # the bottom of the portrait is not

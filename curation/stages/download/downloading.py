@@ -28,6 +28,7 @@ from curation.engines.processes import stop_group
 from curation.errors import CurationError, StageIncomplete
 from curation.progress import progress_bar, report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
+from curation.stages.download.faces import FACES_FOLDER, faces_blurred
 
 # Settings that change which bytes end up in the shards; the rest (processes, timeouts …) may change
 # between a stopped run and its resumption.
@@ -40,7 +41,7 @@ LATER_OUTPUT_SETTINGS = {"min_image_size": 0, "max_aspect_ratio": None, "verify_
 # the only names --overwrite removes there.
 DEDUP_FOLDER = "_input"
 HEARTBEAT = "_heartbeat"
-MADE = ("*.tar", "*.parquet", "*_stats.json", "_tmp", DEDUP_FOLDER, HEARTBEAT, "_retry")
+MADE = ("*.tar", "*.parquet", "*_stats.json", "_tmp", DEDUP_FOLDER, HEARTBEAT, "_retry", FACES_FOLDER)
 
 
 def img2dataset_arguments(config: DownloadConfig, source: Path, out: Path) -> dict[str, Any]:
@@ -210,7 +211,8 @@ def run_img2dataset(config: DownloadConfig, source: Path, out: Path, expected_ro
     arguments = img2dataset_arguments(config, source, out)
     policy = fetch.FetchPolicy(allowed_schemes(config.allow_schemes), config.max_image_pixels,
                                workers_are_children=config.distributor == "multiprocessing",
-                               heartbeat=str(Path(out) / HEARTBEAT), blur_faces=config.blur_faces)
+                               heartbeat=str(Path(out) / HEARTBEAT), blur_faces=config.blur_faces,
+                               faces_folder=str(Path(out) / FACES_FOLDER) if config.blur_faces else None)
     child = context.Process(target=fetch.child_main, args=(arguments, str(log_file), policy, os.getpid(),
                                                            first_shard))
     child.start()
@@ -269,6 +271,8 @@ def run_download(config: DownloadConfig, balanced: Path, out: Path, overwrite: b
             raise StageIncomplete(f"{out}: not one of {expected:,} images downloaded ({_reasons(totals)}); "
                                   f"not recorded as finished: run again when the images can be reached")
         shards = [p.name for p in data_files(out, config.output_format)]
+        if config.blur_faces:
+            totals["faces_blurred"] = faces_blurred(str(out / FACES_FOLDER))
         stats = stage.finish({**totals, "balanced_rows": rows, "duplicate_urls": duplicates,
                               "duplicates_dropped": duplicates if config.dedup_urls else 0,
                               "output_format": config.output_format, "data_files": shards,
@@ -306,6 +310,8 @@ def retry_download(config: DownloadConfig, stage: Stage, old: dict[str, Any], lo
         mine = [s["shard"] for s in retry.round_shards(shards, pending)]
         rounds = [*old.get("retry_rounds", []), {**pending, "shards": mine}]
         totals = retry.merged_totals(aggregate_shard_stats(shards, base["input_rows"]), rounds)
+        if config.blur_faces:
+            totals["faces_blurred"] = faces_blurred(str(out / FACES_FOLDER))
         stats = stage.finish({**base, **totals, "retry_rounds": rounds,
                               "data_files": [p.name for p in data_files(out, config.output_format)]})
     report(f"download: retry round {pending['round']}: {stats['successes'] - old.get('successes', 0):,} of "

@@ -49,6 +49,8 @@ class FetchPolicy:
     must not take the img2dataset process for their parent)."""
     blur_faces: bool = False
     """Detect faces (`faces.FaceDetector`) in every image and blur them with img2dataset's blurrer before storing."""
+    faces_folder: str | None = None
+    """Where the workers note the images in which they found faces (`faces.FACES_FOLDER`)."""
     heartbeat: str | None = None
     """A file whose modification time a worker renews as it starts a shard and as each URL ends (the download's
     stall watch reads it; a URL that hangs renews nothing)."""
@@ -170,8 +172,9 @@ class LimitedResizer:
     """img2dataset's resizer, behind a header check against the pixel limit; with `faces`, the faces it finds are
     added to the boxes img2dataset blurs (the inner resizer must then have a blurrer)."""
 
-    def __init__(self, inner: Any, max_image_pixels: int, faces: Any = None):
+    def __init__(self, inner: Any, max_image_pixels: int, faces: Any = None, faces_folder: str | None = None):
         self.inner, self.max_image_pixels, self.faces = inner, max_image_pixels, faces
+        self.faces_folder = faces_folder
 
     def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:
         try:
@@ -182,6 +185,7 @@ class LimitedResizer:
             pass
         if self.faces is not None:
             found = self.faces.boxes_in(img_stream.getvalue())
+            self.faces.note(self.faces_folder, img_stream.getvalue(), len(found))
             blurring_bbox_list = [*(blurring_bbox_list or []), *found] if found else blurring_bbox_list
         img_stream.seek(0)
         return self.inner(img_stream, blurring_bbox_list)
@@ -250,7 +254,7 @@ def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, pa
     install(policy)
     resizer, downloader = main.Resizer, main.Downloader
     main.Resizer = lambda **kw: LimitedResizer(*resizer_with_faces(resizer, kw, policy), policy.max_image_pixels,
-                                               FaceDetector() if policy.blur_faces else None)
+                                               FaceDetector() if policy.blur_faces else None, policy.faces_folder)
     main.Downloader = lambda **kw: PolicedDownloader(downloader(**kw), policy)
     if first_shard:
         main.Reader = ReaderFrom(main.Reader, first_shard)
