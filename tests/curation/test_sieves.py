@@ -103,7 +103,9 @@ def test_in21k_text_reads_a_given_class_file(tmp_path):
 
 def test_unsafe_drops_images_near_a_concept_by_its_own_threshold(tmp_path):
     from clipformats.embeddings import normalise
+    from curation.stages import dataset_config_type
     from curation.stages.unsafe import UnsafeConfig, UnsafeSieve
+    from curation.typed import from_mapping
     from tests.curation.conftest import write_embedded
 
     rng, d = np.random.default_rng(0), 16
@@ -122,11 +124,16 @@ def test_unsafe_drops_images_near_a_concept_by_its_own_threshold(tmp_path):
     should_go = list(range(12))  # everything near a concept was planted as unsafe
     pq.write_table(pa.table({"shard": ["00000"] * 12, "key": [f"{i:09d}" for i in should_go]}),
                    tmp_path / "truth.parquet")
-    config = UnsafeConfig(embeddings=embeddings, concepts={"a photo of a weapon": 0.5, "a gory photo": 0.9},
-                          concept_embeddings=tmp_path / "concepts.npy", truth=tmp_path / "truth.parquet")
+    config = UnsafeConfig(embeddings=embeddings, concepts=["a photo of a weapon", "a gory photo"],
+                          thresholds=[0.5, 0.9], concept_embeddings=tmp_path / "concepts.npy", truth=tmp_path / "truth.parquet")
     stats = run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")
     # gore's stricter threshold (0.9) lets its 0.7-cosine images through: recall 8/12, precision 1
     assert stats["dropped_by_reason"] == {"unsafe: a photo of a weapon": 6, "unsafe: a gory photo": 2}
     assert stats["truth"]["precision"] == 1.0 and stats["truth"]["recall"] == pytest.approx(8 / 12)
     with pytest.raises(CurationError, match="one of them"):
-        UnsafeConfig(concepts={"x": 0.3})
+        UnsafeConfig(concepts=["x"])
+    with pytest.raises(CurationError, match="unsafe: needs the embed stage"):
+        from_mapping(dataset_config_type(), {"name": "x", "captions": ["c.parquet"],
+                                             "unsafe": {"concepts": ["a"], "model": "m"}}, "dataset")
+    with pytest.raises(CurationError, match="one per concept"):
+        UnsafeConfig(concepts=["x", "y", "z"], thresholds=[0.2, 0.3], model="m")

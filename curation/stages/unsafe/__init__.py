@@ -25,10 +25,12 @@ class UnsafeConfig:
 
     embeddings: Path = Path("work/embeddings")
     """Embedding folder of the input shards (`curation embed`)."""
-    concepts: dict[str, float] = field(default_factory=dict)
-    """Concept prompt -> cosine threshold: a sample whose image embedding has at least this cosine with the
-    prompt's text embedding is dropped (e.g. {"a photo of a gun": 0.25}; CLIP ViT-B cosines of matching pairs
-    are about 0.25-0.35)."""
+    concepts: list[str] = field(default_factory=list)
+    """Concept prompts (e.g. "a photo of a gun"): a sample whose image embedding has at least the concept's
+    threshold cosine with the prompt's text embedding is dropped."""
+    thresholds: list[float] = field(default_factory=lambda: [0.25])
+    """Cosine threshold of each concept, in order, or one for all (CLIP ViT-B cosines of matching image-text
+    pairs are about 0.25-0.35; set them on labelled examples)."""
     model: str | None = None
     """The model that made `embeddings` (any `clipmodule.load` model), to embed the prompts; not needed with
     concept_embeddings."""
@@ -43,9 +45,10 @@ class UnsafeConfig:
         self.embeddings = Path(self.embeddings)
         self.concept_embeddings = Path(self.concept_embeddings) if self.concept_embeddings is not None else None
         self.truth = Path(self.truth) if self.truth is not None else None
-        require(bool(self.concepts), "unsafe.concepts: give at least one concept prompt and its threshold")
-        require(all(-1.0 <= t <= 1.0 for t in self.concepts.values()), "unsafe.concepts: thresholds are cosines in "
-                "[-1, 1]")
+        require(bool(self.concepts), "unsafe.concepts: give at least one concept prompt")
+        require(len(self.thresholds) in (1, len(self.concepts)), f"unsafe.thresholds: give one, or one per concept "
+                f"({len(self.concepts)}), got {len(self.thresholds)}")
+        require(all(-1.0 <= t <= 1.0 for t in self.thresholds), "unsafe.thresholds are cosines in [-1, 1]")
         require((self.model is None) != (self.concept_embeddings is None),
                 "unsafe: give model (to embed the prompts) or concept_embeddings, one of them")
 
@@ -68,8 +71,8 @@ class UnsafeSieve:
     def build(self, shards: list[Path]) -> Decide:
         from curation.stages.unsafe.concepts import concept_vectors, image_vectors
 
-        names = list(self.config.concepts)
-        concepts, thresholds = concept_vectors(self.config), [self.config.concepts[n] for n in names]
+        names, given = self.config.concepts, self.config.thresholds
+        concepts, thresholds = concept_vectors(self.config), given * len(names) if len(given) == 1 else given
         images = image_vectors(shards, self.config.embeddings)
 
         def decide(meta: dict[str, Any], members: Any) -> str | None:
