@@ -125,7 +125,8 @@ def test_unsafe_drops_images_near_a_concept_by_its_own_threshold(tmp_path):
     pq.write_table(pa.table({"shard": ["00000"] * 12, "key": [f"{i:09d}" for i in should_go]}),
                    tmp_path / "truth.parquet")
     config = UnsafeConfig(embeddings=embeddings, concepts=["a photo of a weapon", "a gory photo"],
-                          thresholds=[0.5, 0.9], concept_embeddings=tmp_path / "concepts.npy", truth=tmp_path / "truth.parquet")
+                          thresholds=[0.5, 0.9], concept_embeddings=tmp_path / "concepts.npy",
+                          truth=tmp_path / "truth.parquet")
     stats = run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")
     # gore's stricter threshold (0.9) lets its 0.7-cosine images through: recall 8/12, precision 1
     assert stats["dropped_by_reason"] == {"unsafe: a photo of a weapon": 6, "unsafe: a gory photo": 2}
