@@ -174,3 +174,13 @@ def test_our_coins_keep_rows_as_often_as_the_reference_sampler():
     assert np.allclose(expected, [0.5, 0.1, 0.02, 0.55, 0.118, 0.559, 1.0])
     bound = 4 * np.sqrt(expected * (1 - expected) / draws) + 1e-9
     assert np.all(np.abs(ours - expected) <= bound) and np.all(np.abs(theirs - expected) <= bound)
+
+
+def test_the_card_gives_t_and_its_tail_proportion():
+    from curation.card_markdown import _tail
+
+    asked = _tail({"t": 23, "tail_proportion": 0.3, "tail_proportion_at_t": 0.2957})
+    assert asked == " (from tail proportion 0.3: queries under t hold 29.6% of matches)"
+    given = _tail({"t": 100, "tail_proportion": None, "tail_proportion_at_t": 0.415, "t_per_language": {"de": 62}})
+    assert given == " (queries under t hold 41.5% of matches); per language t = de 62"
+    assert _tail({"t": 5}) == ""  # stats written before tail proportions were recorded
