@@ -181,7 +181,8 @@ def _watch(child: multiprocessing.Process, out: Path, expected_rows: int, log_fi
     """Progress from the shards' stats; with `stall_seconds`, the job is stopped (StageIncomplete) once a worker
     has begun fetching in this run (start-up imports write nothing) and then nothing is written for that long."""
     with progress_bar("download", expected_rows) as advance:
-        shown, last, changed = 0, written(out, log_file), time.monotonic()
+        look = (lambda: written(out, log_file)) if stall_seconds else (lambda: (0, 0, 0))  # walks `out`: if asked
+        shown, last, changed = 0, look(), time.monotonic()
         first_beat = last[2]
         while True:
             alive = child.is_alive()
@@ -190,7 +191,7 @@ def _watch(child: multiprocessing.Process, out: Path, expected_rows: int, log_fi
             shown = done
             if not alive:
                 return
-            now_written = written(out, log_file)
+            now_written = look()
             if now_written != last:
                 last, changed = now_written, time.monotonic()
             elif (stall_seconds and last[2] != first_beat and done < expected_rows  # (not while it shuts down)
