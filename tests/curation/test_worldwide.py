@@ -84,3 +84,15 @@ def test_queries_gain_a_language_column_from_wordfreq(tmp_path):
     assert "und" in table["term"].to_pylist()[300:]
     with pytest.raises(CurationError, match="no word list for 'xx'"):
         run_queries(QueriesConfig(wordnet=False, languages=["xx"]), tmp_path / "other.parquet")
+
+
+def test_the_worldwide_dataset_yaml_parses():
+    from pathlib import Path
+
+    from curation.stages import dataset_config_type
+    from curation.typed import load_yaml
+
+    config = load_yaml(Path(__file__).parents[2] / "experiments" / "datasets" / "metaclip_worldwide.yaml",
+                       dataset_config_type())
+    assert config.match.rule == "metaclip2" and config.balance.per_language and config.balance.t == 170_000
+    assert config.queries.languages == ["de", "fr", "es", "ja", "zh"] and config.download.blur_faces
