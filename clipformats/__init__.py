@@ -8,6 +8,7 @@
     urls         which URLs may be fetched
     images       the pixel limit and safe image opening
     errors       `one_line`: any error or worker traceback as the one line a CLI prints
+    balancing    the balancing rule (`curation balance` and a loader's online curation), MetaCLIP's p_to_t / t_to_p
 
 It imports neither library (import-linter's contracts in pyproject.toml say so): standard library, plus numpy and
 pyarrow where a format needs them (faiss, PIL and yaml only inside the function that reads such a file).
