@@ -35,11 +35,13 @@ def sentences(lang: str, count: int, rng: np.random.Generator, vocabulary: int =
 
 def run(out: Path, captions: int, t: int, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    texts = sentences("en", 2 * captions // 3, rng) + sentences("de", captions - 2 * captions // 3, rng)
-    (out / "captions").mkdir(exist_ok=True)
-    pq.write_table(pa.table({"url": [f"http://example.invalid/{i}.jpg" for i in range(len(texts))], "caption": texts}),
-                   out / "captions" / "captions.parquet")
+    table = out / "captions" / "captions.parquet"
+    if not table.exists():  # written once: a second run finds every stage up to date
+        rng = np.random.default_rng(seed)
+        texts = sentences("en", 2 * captions // 3, rng) + sentences("de", captions - 2 * captions // 3, rng)
+        table.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.table({"url": [f"http://example.invalid/{i}.jpg" for i in range(len(texts))],
+                                 "caption": texts}), table)
     run_queries(QueriesConfig(wordnet=False, languages=["de"], max_terms=20_000), out / "queries.parquet")
     matched = run_match(MatchConfig(workers=1), out / "queries.parquet", [str(out / "captions")], out / "matched")
     balanced = run_balance(BalanceConfig(t=t, per_language=True, workers=1), out / "matched", out / "balanced")

@@ -134,6 +134,7 @@ def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> di
         table, counts = merge_sources(found, config.max_terms)
         if config.languages:
             table, counts["languages"] = add_languages(table, config)
+            counts["terms"] = table.num_rows
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish({"output": str(out), "max_terms": config.max_terms, **counts, **facts})
