@@ -9,6 +9,8 @@
     images       the pixel limit and safe image opening
     errors       `one_line`: any error or worker traceback as the one line a CLI prints
     wordnet      WordNet 3.0's database files as a lexicon: nouns, adjectives, co-hyponyms
+    balancing    the balancing rule (`curation balance`, a loader's online curation, serve's browse view),
+                 MetaCLIP's p_to_t / t_to_p
 
 It imports neither library (import-linter's contracts in pyproject.toml say so): standard library, plus numpy and
 pyarrow where a format needs them (faiss, PIL and yaml only inside the function that reads such a file).

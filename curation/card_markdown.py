@@ -52,6 +52,28 @@ def _refused(rows: int, reasons: dict[str, int]) -> str:
     return f" {rows:,} rows were dropped for their URL: " + "; ".join(f"{n:,} {r}" for r, n in reasons.items()) + "."
 
 
+def _tail(b: dict[str, Any]) -> str:
+    """t's tail proportion (MetaCLIP's p): asked for, or what the given t gives; and each language's t."""
+    if "tail_proportion_at_t" not in b:
+        return ""
+    asked = b.get("tail_proportion")
+    text = (f" (from tail proportion {asked:.3g}: queries under t hold {b['tail_proportion_at_t']:.1%} of matches)"
+            if asked is not None else f" (queries under t hold {b['tail_proportion_at_t']:.1%} of matches)")
+    if b.get("t_per_language"):
+        text += "; per language t = " + ", ".join(f"{lang} {t:,}" for lang, t in b["t_per_language"].items())
+    return text
+
+
+def _languages(b: dict[str, Any]) -> str:
+    """Worldwide curation: captions, matched and kept rows per language, with each language's t."""
+    if "rows_by_language" not in b:
+        return ""
+    seen, t = b.get("rows_in_by_language", {}), b.get("t_per_language", {})
+    rows = [[lang, seen.get(lang, ""), r["matched"], r["kept"], t.get(lang, "")] for lang, r in
+            b["rows_by_language"].items()]
+    return "### Rows per language\n\n" + table(["language", "captions", "matched", "kept", "t"], rows) + "\n\n"
+
+
 def _balancing(card: dict[str, Any]) -> str:
     b = card["balance"]
     head = table(["query", "rows matched", "rows kept"], [[h["term"], h["matched"], h["kept"]] for h in b["head"]])
@@ -59,13 +81,14 @@ def _balancing(card: dict[str, Any]) -> str:
     buckets = table(["rows per query", "queries before", "queries after"],
                      [[label, b["buckets_before"].get(label, 0), b["buckets_after"].get(label, 0)] for label in labels])
     d = b["matched_rows_per_query"]
-    return (f"## Balancing\n\nt = {b['t']:,}, seed {b['seed']}, row key `{b['key_column']}`: kept {b['rows_out']:,} of "
+    return (f"## Balancing\n\nt = {b['t']:,}{_tail(b)}, seed {b['seed']}, row key `{b['key_column']}`: "
+            f"kept {b['rows_out']:,} of "
             f"{b['rows_in']:,} rows ({b['keep_rate']:.1%}); {b['queries_capped']:,} queries had more than t rows. "
             "A row is kept when any of its queries' coins comes up (p = min(1, t / rows of the query)), so a query "
             "that shares rows with rarer ones can keep more than t. "
             f"Rows per matched query: median {d['p50']:,.0f}, p90 {d['p90']:,.0f}, p99 {d['p99']:,.0f}, "
             f"max {d['max']:,}.\n\n![rows per query before and after balancing]({card['plot']})\n\n"
-            f"### Head: most matched queries\n\n{head}\n\n"
+            f"{_languages(b)}### Head: most matched queries\n\n{head}\n\n"
             f"### Tail: queries by number of rows\n\n{buckets}")
 
 
@@ -75,7 +98,15 @@ def _download(card: dict[str, Any]) -> str:
         if d["failure_reasons"] else "No failures."
     return (f"## Download\n\n{d['successes']:,} of {d['input_rows']:,} images downloaded ({d['success_rate']:.1%}; "
             f"{d['failed_to_download']:,} failed to download, {d['failed_to_resize']:,} failed to decode or resize), "
-            f"written as {d['output_format']}." + _duplicates(d) + f"\n\n{reasons}")
+            f"written as {d['output_format']}." + _duplicates(d) + _faces(d) + f"\n\n{reasons}")
+
+
+def _faces(d: dict[str, Any]) -> str:
+    """Faces blurred at download, and rows fetched again by --retry-failed."""
+    faces, retried = d.get("faces_blurred"), d.get("retried_rows")
+    text = (f" Faces blurred (OpenCV's Haar cascade): {faces['faces']:,} in {faces['images_with_faces']:,} images."
+            if faces else "")
+    return text + (f" {retried:,} failed rows were fetched again (--retry_failed)." if retried else "")
 
 
 def _duplicates(d: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from clipmodule.data.batches import TokenizingCollate, plain_data, sum_counters
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.evaluation import FolderEvalDataset, ShardEvalDataset
 from clipmodule.data.mixing import MixedStream, drawn_per_source
+from clipmodule.data.online_curation import EpochSelection, OnlineCuration
 from clipmodule.data.provenance import check_resume, training_record
 from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import StreamPlan, shard_paths
@@ -60,7 +61,7 @@ class TrainSamples:
         batches = d.batches_per_rank // workers + (worker < d.batches_per_rank % workers)
         self.quota = batches * d.batch_size
         self.transform, self.seed, self.epoch = d.transform, d.seed, d.epoch
-        self.max_unusable = d.max_unusable
+        self.max_unusable, self.selection = d.max_unusable, d.selection
         self.emitted = self.corrupt_samples = self.unusable_run = 0
         self.good_pass = 0  # the stream's pass when the last usable sample came out
 
@@ -75,6 +76,10 @@ class TrainSamples:
             except OSError as error:  # a shard read failed, or a table row's image file is missing
                 self._skip(self.stream.describe((shard, sample)), getattr(error, "strerror", None) or str(error))
                 continue
+            if self.selection is not None and not self.selection.keep(key, fields, self.epoch):
+                if self.stream.pass_index >= self.good_pass + 2:  # not a usable sample drawn in a whole pass
+                    raise ClipModuleError(f"online curation drew nothing usable in a pass over {self.stream.summary()}")
+                continue  # not in this epoch's balanced subset (`clipmodule.data.online_curation`)
             seed = sample_seed(self.seed, self.epoch, shard, sample)
             # an empty or missing caption is checked first: it makes the sample unusable without decoding
             if not fields.get("txt", b"").strip():
@@ -124,13 +129,13 @@ class ShardTrainDataset(IterableDataset):
     def __init__(self, paths: list[str], transform: Callable, *, batch_size: int, batches_per_rank: int,  # noqa: PLR0913
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 1000, seed: int = 0,
                  resample: bool = False, max_unusable: int = 10_000, sources: list[TrainSource] | None = None,
-                 shares: list[float] | None = None):
+                 shares: list[float] | None = None, selection: EpochSelection | None = None):
         self.sources = sources or [TrainSource("source0", list(paths))]
         self.shares = shares or [1.0 / len(self.sources)] * len(self.sources)
         self.paths, self.transform, self.batch_size = paths, transform, batch_size
         self.batches_per_rank, self.rank, self.world_size = batches_per_rank, rank, world_size
         self.shuffle_buffer, self.seed, self.resample = shuffle_buffer, seed, resample
-        self.max_unusable = max_unusable
+        self.max_unusable, self.selection = max_unusable, selection
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -213,6 +218,8 @@ class ShardDataModule(L.LightningDataModule):
             sources together).
         seed: shard order, shuffling and augmentation all derive from it.
         data_card: the data card (json or md) of the training data; its sha256 tags the MLflow run.
+        curation: online curation: each epoch's balanced subset drawn from matched shards
+            (`clipmodule.data.online_curation`); needs samples_per_epoch.
         max_unusable_samples: training stops with an error after this many unusable samples in a row
             (undecodable image, empty or missing caption), or after a whole pass over the shards without one.
     """
@@ -227,7 +234,7 @@ class ShardDataModule(L.LightningDataModule):
                  tokenizer: TokenizerSpec | None = None, tokenizer_folder: str | None = None,
                  upsampling_factors: list[float] | str | None = None, csv_image_key: str | None = None,
                  csv_caption_key: str | None = None, csv_separator: str | None = None,
-                 zeroshot_sets: dict[str, ZeroShotSet] | None = None):
+                 zeroshot_sets: dict[str, ZeroShotSet] | None = None, curation: OnlineCuration | None = None):
         super().__init__()
         for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                    ("max_unusable_samples", max_unusable_samples, 1)):
@@ -245,7 +252,7 @@ class ShardDataModule(L.LightningDataModule):
         self.shuffle_buffer, self.resample, self.seed = shuffle_buffer, resample, seed
         self.samples_per_epoch, self.data_card = samples_per_epoch, data_card
         self.max_unusable_samples = max_unusable_samples
-        self.upsampling_factors = upsampling_factors
+        self.upsampling_factors, self.curation = upsampling_factors, curation
         self.csv_options = {"csv_image_key": csv_image_key, "csv_caption_key": csv_caption_key,
                             "csv_separator": csv_separator}
         # checked here, when the CLI builds the module: a wrong path or class-name file stops the run before training
@@ -274,6 +281,9 @@ class ShardDataModule(L.LightningDataModule):
         by_size = len(sources) > 1 and any(source.weight is None for source in sources)
         counts = [source.samples() for source in sources] if by_size or not self.samples_per_epoch else None
         samples = self.samples_per_epoch or sum(counts)
+        selection = None if self.curation is None else EpochSelection(self.curation)
+        if selection is not None and not self.samples_per_epoch:
+            raise ClipModuleError("data.curation needs data.samples_per_epoch (e.g. `curation balance`'s rows_out)")
         batches = samples // (world_size * self.batch_size)
         if batches == 0:
             raise ClipModuleError(f"{samples} training samples are fewer than one global batch "
@@ -283,7 +293,8 @@ class ShardDataModule(L.LightningDataModule):
         dataset = ShardTrainDataset(paths, image_transform(self.image_size, train=True), batch_size=self.batch_size,
                                     batches_per_rank=batches, rank=rank, world_size=world_size,
                                     shuffle_buffer=self.shuffle_buffer, seed=self.seed, resample=self.resample,
-                                    max_unusable=self.max_unusable_samples, sources=sources, shares=shares)
+                                    max_unusable=self.max_unusable_samples, sources=sources, shares=shares,
+                                    selection=selection)
         self._record_training_data(dataset)
         return dataset
 
@@ -292,7 +303,8 @@ class ShardDataModule(L.LightningDataModule):
         refuses to resume from a checkpoint whose loader positions mean other samples here."""
         settings = {"seed": self.seed, "batch_size": self.batch_size, "num_workers": self.num_workers,
                     "shuffle_buffer": self.shuffle_buffer, "resample": self.resample,
-                    "samples_per_epoch": self.samples_per_epoch, "batches_per_rank": dataset.batches_per_rank}
+                    "samples_per_epoch": self.samples_per_epoch, "batches_per_rank": dataset.batches_per_rank,
+                    **({"curation": dataset.selection.record()} if dataset.selection is not None else {})}
         self._training_record = training_record(dataset.sources, dataset.shares, settings)
         if self._resumed is not None:
             (saved, checkpoint), self._resumed = self._resumed, None

@@ -2,7 +2,7 @@
 the stage outputs that exist by their on-disk contract (`clipformats.curation_outputs`), never curation's code.
 
 Each matched query carries the cap's keep chance p = min(1, t / rows of the query) and the coin the stage tossed
-(recomputed from the row key and seed, `clipformats.coins`): the cap kept the row when some coin < p.
+(recomputed from the row key and seed, `clipformats.balancing`): the cap kept the row when some coin < p.
 A sample's `decision` is the first stage that dropped it: `cap` (balancing's coins), `download: <status>`,
 `filter: <reason>`, `dedup` (a near-duplicate of an earlier sample), `decontaminate` (a near-copy of an evaluation
 image); `kept` when none did. Rows the cap dropped were never downloaded: they have a caption and URL, no image.
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from clipformats import curation_outputs as out
-from clipformats.coins import coins, key_hashes
+from clipformats.balancing import coins, key_hashes
 from clipmodule.serve.images import ShardImages
 
 
@@ -96,7 +96,7 @@ def _cap(work: Path) -> Cap | None:
 
 
 def _coins(rows: list[dict[str, Any]], cap: Cap) -> list[list[float | None]]:
-    """Each row's coin per query, recomputed as the stage tossed them (`clipformats.coins`)."""
+    """Each row's coin per query, recomputed as the stage tossed them (`clipformats.balancing`)."""
     ids = [row.get("query_ids") or [] for row in rows]
     if cap.seed is None:
         return [[None] * len(found) for found in ids]

@@ -15,7 +15,20 @@ from typing import Any
 
 from curation.config import DatasetBase
 from curation.errors import CurationError
-from curation.stages import balance, decontaminate, dedup, download, embed, index, match, queries
+from curation.stages import (
+    balance,
+    decontaminate,
+    dedup,
+    download,
+    embed,
+    image_shape,
+    in21k_text,
+    index,
+    language,
+    match,
+    queries,
+    unsafe,
+)
 from curation.stages import filter as filter_stage
 from curation.stages.spec import BuildStep, CardSection, StageSpec
 
@@ -59,7 +72,8 @@ class StageRegistry:
         return [stage for stage in self.built() if not stage.required and stage.card is not None]
 
 
-_REGISTRY = StageRegistry([queries.STAGE, match.STAGE, balance.STAGE, download.STAGE, embed.STAGE,
+_REGISTRY = StageRegistry([queries.STAGE, match.STAGE, balance.STAGE, download.STAGE, language.STAGE,
+                           image_shape.STAGE, in21k_text.STAGE, embed.STAGE, unsafe.STAGE,
                            filter_stage.STAGE, dedup.STAGE, decontaminate.STAGE, index.STAGE])
 
 

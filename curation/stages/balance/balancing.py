@@ -1,14 +1,16 @@
 """`curation balance`: at most `t` rows per query in expectation, decided row by row from hashes.
 
 A row with queries Q is kept if, for any q in Q, its coin u(key, q, seed) < min(1, t / count[q]), where
-count[q] is the number of matched rows containing q. Each coin is a hash of (row key, query, seed) mapped
-to [0, 1) (`clipformats.coins`, which readers outside curation share), so whether a row is kept depends on
-nothing but the row and the counts: not on shard order, shard size or worker count. A query seen in c ≤ t
-rows keeps them all; rows of a single query with c > t rows are kept about t times.
+count[q] is the number of matched rows containing q (the rule lives in `clipformats.balancing`, which a training
+loader's online curation shares; t comes from `thresholds`). Each coin is a hash of (row key, query, seed) mapped
+to [0, 1), so whether a row is kept depends on nothing but the row and the counts: not on shard order,
+shard size or worker count. A query seen in c ≤ t rows keeps them all; rows of a single query with
+c > t rows are kept about t times.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipformats.coins import coins, key_hashes
+from clipformats.balancing import balance_mask, coins, keep_probabilities, key_hashes
 from clipformats.files import atomic_path
 from curation.config import BalanceConfig
 from curation.engines import run_job
@@ -26,22 +28,9 @@ from curation.errors import CurationError
 from curation.formats.tables import ROWS_IN_KEY, input_rows, query_id_counts
 from curation.progress import report
 from curation.stage import Stage, file_signature, read_json, sidecar, stats_path
+from curation.stages.balance.thresholds import thresholds
 
-
-def keep_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
-    """p[q] = min(1, t / count[q]) (queries that matched nothing get 1; they are never asked)."""
-    return np.minimum(1.0, t / np.maximum(counts, 1).astype(np.float64))
-
-
-def balance_mask(key_hash: np.ndarray, query_ids: pa.ListArray, probabilities: np.ndarray, seed: int) -> np.ndarray:
-    """Which rows to keep: those where at least one of their queries' coins comes up."""
-    flat = query_ids.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = pc.list_parent_indices(query_ids).to_numpy(zero_copy_only=False)
-    heads = coins(key_hash[rows], flat, seed) < probabilities[flat]
-    keep = np.zeros(len(query_ids), dtype=bool)
-    keep[rows[heads]] = True
-    return keep
-
+__all__ = ["balance_mask", "coins", "keep_probabilities", "key_hashes", "run_balance"]
 
 @dataclass(frozen=True)
 class BalanceTask:
@@ -74,15 +63,14 @@ def balance_shard(task: BalanceTask, probabilities: np.ndarray) -> dict[str, Any
 
 @dataclass(frozen=True)
 class BalanceJob:
-    """`curation balance` for an engine: each worker reads the keep probabilities once; a shard balanced by
-    an earlier, interrupted run is only counted. Every result carries the rows per query it kept."""
+    """`curation balance` for an engine: every worker gets the keep probabilities; a shard balanced by an earlier,
+    interrupted run is only counted. Every result carries the rows per query it kept."""
 
-    counts_file: Path
-    t: int
+    probabilities: np.ndarray
     description: str = "balance"
 
     def setup(self) -> np.ndarray:
-        return keep_probabilities(pq.read_table(self.counts_file, columns=["matched"])["matched"].to_numpy(), self.t)
+        return self.probabilities
 
     def run(self, probabilities: np.ndarray, task: BalanceTask) -> dict[str, Any]:
         done = task.output.exists()
@@ -102,7 +90,9 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
     if not match_stats.get("finished") or not counts_file.is_file():
         raise CurationError(f"{matched}: `curation match` has not finished there")
     sources = [matched / shard["name"] for shard in match_stats["shards"]]
-    settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column}
+    settings = {"t": config.t, "seed": config.seed, "key_column": config.key_column,
+                **({"tail_proportion": config.tail_proportion} if config.tail_proportion is not None else {}),
+                **({"per_language": True} if config.per_language else {})}
     fingerprint = {"config": settings, "inputs": file_signature([*sources, counts_file])}
     out_counts = sidecar(out, ".counts.parquet")
     stage = Stage("balance", out, fingerprint, overwrite, extra_outputs=(out_counts,),
@@ -114,15 +104,17 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
         out.mkdir(parents=True, exist_ok=True)
         tasks = [BalanceTask(src, out / src.name, counts_file, config) for src in sources]
         table = pq.read_table(counts_file)
+        chosen = thresholds(config, table, str(counts_file))
         total = sum(input_rows(task.source) for task in tasks if not task.output.exists())
-        job = BalanceJob(counts_file, config.t, f"balance (t={config.t:,})")
+        job = BalanceJob(chosen.probabilities(table["matched"].to_numpy()), f"balance (t={chosen.t:,})")
         kept = run_job(job, tasks, engine=config.engine, workers=config.workers, ray_address=config.ray_address,
                        total_rows=total, count_size=table.num_rows, on_result=stage.record_output).counts
         table = table.append_column("kept", pa.array(kept))
         with atomic_path(out_counts) as tmp:
             pq.write_table(table, tmp)
-        stats = stage.finish(_balance_stats(config, tasks, table, out_counts))
-    report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={config.t:,}); "
+        stats = stage.finish({**_balance_stats(config, tasks, table, out_counts), **chosen.stats(),
+                              "queries_capped": int((table["matched"].to_numpy() > chosen.per_query).sum())})
+    report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={stats['t']:,}); "
            f"{stats['queries_capped']:,} queries over t → {out}")
     return stats
 
@@ -132,7 +124,19 @@ def _balance_stats(config: BalanceConfig, tasks: list[BalanceTask], counts: pa.T
     rows_in = sum(input_rows(task.source) for task in tasks)
     rows_out = sum(input_rows(task.output) for task in tasks)
     matched = counts["matched"].to_numpy()
-    return {"t": config.t, "seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
+    return {"seed": config.seed, "key_column": config.key_column, "counts_file": str(counts_file),
             "rows_in": rows_in, "rows_out": rows_out, "keep_rate": rows_out / rows_in if rows_in else 0.0,
-            "queries_matched": int((matched > 0).sum()), "queries_capped": int((matched > config.t).sum()),
+            "queries_matched": int((matched > 0).sum()), **_rows_by_language(tasks),
             "shards": [{"name": task.output.name, "rows": input_rows(task.output)} for task in tasks]}
+
+
+def _rows_by_language(tasks: list[BalanceTask]) -> dict[str, Any]:
+    """Worldwide matching's rows per language, before and after balancing (none without a `lang` column)."""
+    before: Counter[str] = Counter()
+    after: Counter[str] = Counter()
+    for task in tasks:
+        if "lang" not in pq.read_schema(task.source).names:
+            return {}
+        before.update(pq.read_table(task.source, columns=["lang"])["lang"].to_pylist())
+        after.update(pq.read_table(task.output, columns=["lang"])["lang"].to_pylist())
+    return {"rows_by_language": {lang: {"matched": n, "kept": after.get(lang, 0)} for lang, n in before.most_common()}}

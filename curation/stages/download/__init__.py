@@ -17,12 +17,15 @@ class DownloadPaths:
     """Folder for img2dataset's shards; <out>.stats.json (totals) and <out>.log (img2dataset's output) beside it."""
     overwrite: bool = False
     """Replace an output made with other settings (an up-to-date output is kept as it is)."""
+    retry_failed: bool = False
+    """After a finished download: fetch again only the rows that failed for a reason that may pass (timeouts,
+    refused connections, 5xx, 408, 429; not 404s or refused URLs), into new shards counted in the same stats."""
 
 
 def run(settings: DownloadConfig, paths: DownloadPaths) -> None:
     from curation.stages.download.downloading import run_download
 
-    run_download(settings, paths.input, paths.out, paths.overwrite)
+    run_download(settings, paths.input, paths.out, paths.overwrite, paths.retry_failed)
 
 
 def build(step: BuildStep) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from clipformats.images import ImageTooLarge, open_image
 from clipformats.urls import url_problem
 from curation.engines.processes import die_with_parent
+from curation.stages.download.faces import FaceDetector
 
 USER_AGENT = "Mozilla/5.0 (compatible; curation-download)"
 
@@ -46,6 +47,19 @@ class FetchPolicy:
     workers_are_children: bool = True
     """img2dataset's multiprocessing workers are children of its process; pyspark's and Ray's are not (they
     must not take the img2dataset process for their parent)."""
+    blur_faces: bool = False
+    """Detect faces (`faces.FaceDetector`) in every image and blur them with img2dataset's blurrer before storing."""
+    faces_folder: str | None = None
+    """Where the workers note the images in which they found faces (`faces.FACES_FOLDER`)."""
+    heartbeat: str | None = None
+    """A file whose modification time a worker renews as it starts a shard and as each URL ends (the download's
+    stall watch reads it; a URL that hangs renews nothing)."""
+
+
+def beat(policy: FetchPolicy) -> None:
+    if policy.heartbeat is not None:
+        with contextlib.suppress(OSError), open(policy.heartbeat, "a"):  # no beat: the watch sees none
+            os.utime(policy.heartbeat)
 
 
 class _Deadline:
@@ -121,6 +135,14 @@ def _opener(deadline: _Deadline, schemes: frozenset[str]) -> urllib.request.Open
 def fetch_image(row: tuple[int, str], timeout: float, user_agent_token: str | None,
                 disallowed_header_directives: Any, *, policy: FetchPolicy) -> tuple[int, io.BytesIO | None, str | None]:
     """img2dataset's `download_image` contract: (key, bytes stream or None, error message or None)."""
+    try:
+        return _fetch(row, timeout, user_agent_token, disallowed_header_directives, policy)
+    finally:
+        beat(policy)
+
+
+def _fetch(row: tuple[int, str], timeout: float, user_agent_token: str | None, disallowed_header_directives: Any,
+           policy: FetchPolicy) -> tuple[int, io.BytesIO | None, str | None]:
     key, url = row
     if (problem := url_problem(url, policy.schemes)) is not None:
         return key, None, f"URL refused: {problem}"
@@ -147,10 +169,12 @@ def fetch_image(row: tuple[int, str], timeout: float, user_agent_token: str | No
 
 
 class LimitedResizer:
-    """img2dataset's resizer, behind a header check against the pixel limit."""
+    """img2dataset's resizer, behind a header check against the pixel limit; with `faces`, the faces it finds are
+    added to the boxes img2dataset blurs (the inner resizer must then have a blurrer)."""
 
-    def __init__(self, inner: Any, max_image_pixels: int):
-        self.inner, self.max_image_pixels = inner, max_image_pixels
+    def __init__(self, inner: Any, max_image_pixels: int, faces: Any = None, faces_folder: str | None = None):
+        self.inner, self.max_image_pixels, self.faces = inner, max_image_pixels, faces
+        self.faces_folder = faces_folder
 
     def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:
         try:
@@ -159,6 +183,10 @@ class LimitedResizer:
             return None, None, None, None, None, str(error)
         except Exception:  # noqa: BLE001 - a header PIL cannot read: OpenCV decides (and names the error)
             pass
+        if self.faces is not None:
+            found = self.faces.boxes_in(img_stream.getvalue())
+            self.faces.note(self.faces_folder, img_stream.getvalue(), len(found))
+            blurring_bbox_list = [*(blurring_bbox_list or []), *found] if found else blurring_bbox_list
         img_stream.seek(0)
         return self.inner(img_stream, blurring_bbox_list)
 
@@ -174,6 +202,7 @@ class PolicedDownloader:
         if self.policy.workers_are_children and os.getpid() != self.parent_pid:
             die_with_parent(self.parent_pid, kernel=False)  # pool workers: see die_with_parent
         install(self.policy)
+        beat(self.policy)
         return self.inner(row)
 
 
@@ -188,7 +217,28 @@ def _kill_own_group(signum: int, frame: object) -> None:
     os.killpg(os.getpgid(0), signal.SIGKILL)  # img2dataset, its workers and its logger: none keeps writing
 
 
-def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int) -> None:
+class ReaderFrom:
+    """img2dataset's Reader, numbering its shards from `first_shard` (a retry round's shards follow the
+    download's; img2dataset's `extend` mode would renumber a resumed round's shards)."""
+
+    def __init__(self, inner: Any, first_shard: int):
+        self.inner, self.first_shard = inner, first_shard
+
+    def __call__(self, *args: Any) -> Any:
+        return self.inner(*args[:-1], self.first_shard)  # the last positional argument is start_shard_id
+
+
+def resizer_with_faces(resizer: Any, arguments: dict[str, Any], policy: FetchPolicy) -> tuple[Any]:
+    """img2dataset's resizer, given a blurrer when faces are blurred (img2dataset makes one only for bbox_col)."""
+    if policy.blur_faces and arguments.get("blurrer") is None:
+        from img2dataset.blurrer import BoundingBoxBlurrer
+
+        arguments = {**arguments, "blurrer": BoundingBoxBlurrer()}
+    return (resizer(**arguments),)
+
+
+def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, parent_pid: int,
+               first_shard: int = 0) -> None:
     """The img2dataset child: its own process group, gone with its parent, quiet, offline-safe."""
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, _kill_own_group)
@@ -203,6 +253,9 @@ def child_main(arguments: dict[str, Any], log_file: str, policy: FetchPolicy, pa
     main = importlib.import_module("img2dataset.main")
     install(policy)
     resizer, downloader = main.Resizer, main.Downloader
-    main.Resizer = lambda **kw: LimitedResizer(resizer(**kw), policy.max_image_pixels)
+    main.Resizer = lambda **kw: LimitedResizer(*resizer_with_faces(resizer, kw, policy), policy.max_image_pixels,
+                                               FaceDetector() if policy.blur_faces else None, policy.faces_folder)
     main.Downloader = lambda **kw: PolicedDownloader(downloader(**kw), policy)
+    if first_shard:
+        main.Reader = ReaderFrom(main.Reader, first_shard)
     main.download(**arguments)

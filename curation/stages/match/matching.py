@@ -16,7 +16,6 @@ Semantics (the contract `Matcher` and `curation match` keep):
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -46,13 +45,16 @@ from curation.formats.tables import (
 )
 from curation.progress import report
 from curation.stage import Stage, file_signature, sidecar
+from curation.stages.match.columns import TermMatcher
 from curation.text import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
 REFUSED_KEY = b"curation.urls_refused"
 """Parquet metadata of a matched shard: its rows dropped for their URL, by reason (JSON)."""
+LANGUAGES_KEY = b"curation.languages"
+"""Parquet metadata of a matched shard (worldwide matching): its input rows per identified language (JSON)."""
 
 
-class Matcher:
+class Matcher(TermMatcher):
     """Finds every query of `terms` contained in a text; build once (per worker), use for many texts.
 
     >>> m = Matcher(["cat", "New York", "york"])
@@ -91,19 +93,6 @@ class Matcher:
                 found.update(self._aliases[term])
         return sorted(found)
 
-    def find_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """`find` for each text."""
-        return [self.find(text) for text in texts]
-
-    def match_column(self, texts: pa.Array) -> pa.ListArray:
-        """For a string column (no nulls), the sorted query indices of each row, as list<int32>."""
-        found = [self.find(text) for text in texts.to_pylist()]
-        # flat offsets + values: pa.array() on a list of lists costs more than the matching itself
-        offsets = np.zeros(len(found) + 1, dtype=np.int32)
-        np.cumsum(np.fromiter(map(len, found), np.int32, len(found)), out=offsets[1:])
-        values = np.fromiter(itertools.chain.from_iterable(found), np.int32, int(offsets[-1]))
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
-
 
 # ---- the `curation match` stage -------------------------------------------------------------------------
 
@@ -126,14 +115,17 @@ def refuse_urls(batch: pa.RecordBatch, schemes: frozenset[str], refused: Counter
 def match_shard(task: MatchTask, matcher: Matcher) -> dict[str, Any]:
     """Match one caption table; write its matching rows (with `query_ids`) to `task.output`."""
     config, rows, kept, writer = task.config, 0, 0, None
-    schemes, refused = allowed_schemes(config.allow_schemes), Counter()
+    schemes, refused, languages = allowed_schemes(config.allow_schemes), Counter(), Counter()
     with atomic_path(task.output) as tmp:
         try:
             for batch in caption_batches(task.source, config.url_column, config.caption_column, config.column_names,
                                          config.batch_rows):
                 rows += batch.num_rows
                 batch = refuse_urls(batch, schemes, refused)
-                ids = matcher.match_column(batch.column("caption"))
+                ids, extra = matcher.match_table(batch.column("caption"))
+                for name, column in extra.items():
+                    batch = batch.append_column(name, column)
+                languages.update(extra["lang"].to_pylist() if "lang" in extra else [])
                 matched = batch.append_column("query_ids", ids).filter(pc.greater(pc.list_value_length(ids), 0))
                 if writer is None:
                     if "query_ids" in batch.schema.names:
@@ -143,7 +135,8 @@ def match_shard(task: MatchTask, matcher: Matcher) -> dict[str, Any]:
                 kept += matched.num_rows
             if writer is None:
                 raise CurationError(f"{task.source}: table has no rows")
-            writer.add_key_value_metadata({ROWS_IN_KEY: str(rows), REFUSED_KEY: json.dumps(dict(refused))})
+            writer.add_key_value_metadata({ROWS_IN_KEY: str(rows), REFUSED_KEY: json.dumps(dict(refused)),
+                                           LANGUAGES_KEY: json.dumps(dict(languages))})
         finally:
             if writer is not None:
                 writer.close()
@@ -158,15 +151,30 @@ class MatchJob:
 
     queries: Path
     description: str = "match"
+    rule: str = "words"
 
-    def setup(self) -> Matcher:
-        return Matcher(read_queries(self.queries)["term"].to_pylist())
+    def setup(self) -> TermMatcher:
+        queries = read_queries(self.queries)
+        if "lang" not in queries.column_names:
+            return matcher_for(self.rule)(queries["term"].to_pylist())
+        from curation.stages.match.worldwide import WorldwideMatcher
+
+        return WorldwideMatcher(queries["term"].to_pylist(), queries["lang"].to_pylist(), matcher_for(self.rule))
 
     def run(self, matcher: Matcher, task: MatchTask) -> dict[str, Any]:
         done = task.output.exists()
         result = {"name": task.output.name, "created": False} if done else \
             {**match_shard(task, matcher), "created": True}
         return {**result, "counts": query_id_counts(task.output)}
+
+
+def matcher_for(rule: str):
+    """The matcher class of a `match.rule`, as a function of the terms."""
+    if rule == "words":
+        return Matcher
+    from curation.stages.match.metaclip import MetaClipMatcher
+
+    return lambda terms: MetaClipMatcher(terms, rule)
 
 
 def _output_name(index: int, source: Path) -> str:
@@ -182,7 +190,8 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
     check_terms(queries, terms["term"])
     sources = expand_inputs(captions)
     counts_file = sidecar(out, ".counts.parquet")
-    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "batch_rows", "engine", "ray_address")
+                and not (k == "rule" and v == "words")}  # outputs made before the rule was a setting stay valid
     fingerprint = {"config": settings, "inputs": file_signature(sources), "queries": file_signature([queries])}
     folders = [Path(c) for c in captions if Path(c).is_dir()]  # its sidecars there would be read as captions
     stage = Stage("match", out, fingerprint, overwrite, extra_outputs=(counts_file,),
@@ -194,11 +203,12 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         out.mkdir(parents=True, exist_ok=True)
         tasks = [MatchTask(src, out / _output_name(i, src), config) for i, src in enumerate(sources)]
         todo = [task for task in tasks if not task.output.exists()]
-        counts = run_job(MatchJob(queries), tasks, engine=config.engine, workers=config.workers,
+        counts = run_job(MatchJob(queries, rule=config.rule), tasks, engine=config.engine, workers=config.workers,
                          ray_address=config.ray_address, total_rows=_known_rows(todo), count_size=terms.num_rows,
                          on_result=stage.record_output).counts
         sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
-        table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts)})
+        table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts),
+                          **({"lang": terms["lang"]} if "lang" in terms.column_names else {})})
         with atomic_path(counts_file) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish(_match_stats(tasks, counts, queries, counts_file))
@@ -233,17 +243,22 @@ def _known_rows(tasks: list[MatchTask]) -> int | None:
 
 def _match_stats(tasks: list[MatchTask], counts: np.ndarray, queries: Path, counts_file: Path) -> dict[str, Any]:
     shards = [{"name": t.output.name, "source": str(t.source), "rows_in": rows_in(t.output),
-               "rows_out": input_rows(t.output), "urls_refused": _refused(t.output)} for t in tasks]
+               "rows_out": input_rows(t.output), "urls_refused": _refused(t.output, REFUSED_KEY),
+               "languages": _refused(t.output, LANGUAGES_KEY)} for t in tasks]
     rows, kept = sum(s["rows_in"] for s in shards), sum(s["rows_out"] for s in shards)
     refused: Counter[str] = Counter()
+    languages: Counter[str] = Counter()
     for shard in shards:
         refused.update(shard["urls_refused"])
+        languages.update(shard.pop("languages"))
     return {"queries_file": str(queries), "counts_file": str(counts_file), "rows_in": rows, "rows_matched": kept,
             "rows_dropped": rows - kept, "rows_refused_url": sum(refused.values()),
             "urls_refused": dict(refused.most_common()), "match_rate": kept / rows if rows else 0.0,
-            "queries": int(len(counts)), "queries_matched": int((counts > 0).sum()), "shards": shards}
+            "queries": int(len(counts)), "queries_matched": int((counts > 0).sum()), "shards": shards,
+            **({"rows_in_by_language": dict(languages.most_common())} if languages else {})}
 
 
-def _refused(shard: Path) -> dict[str, int]:
+def _refused(shard: Path, key: bytes) -> dict[str, int]:
+    """A matched shard's counts by reason (REFUSED_KEY) or language (LANGUAGES_KEY)."""
     metadata = pq.read_metadata(shard).metadata or {}
-    return json.loads(metadata.get(REFUSED_KEY, b"{}"))
+    return json.loads(metadata.get(key, b"{}"))

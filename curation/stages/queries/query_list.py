@@ -93,13 +93,26 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
                     "dropped_by_cap": terms.num_rows - result.num_rows, "sources": counts}
 
 
+def add_languages(english: pa.Table, config: QueriesConfig) -> tuple[pa.Table, dict[str, int]]:
+    """The English list and each other language's wordfreq list, one table with a `lang` column, ids renumbered."""
+    parts, sizes = [english.append_column("lang", pa.repeat("en", english.num_rows))], {"en": english.num_rows}
+    for lang in dict.fromkeys(lang for lang in config.languages if lang != "en"):
+        words, _ = merge_sources({"unigram": sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words,
+                                                                       lang)}, config.max_terms)
+        parts.append(words.append_column("lang", pa.repeat(lang, words.num_rows)))
+        sizes[lang] = words.num_rows
+    table = pa.concat_tables(parts)
+    return table.set_column(0, "id", pa.array(range(table.num_rows), pa.int32())), sizes
+
+
 def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
     inputs = [Path(p) for p in config.corpus] + ([Path(config.titles)] if config.titles else [])
     missing = [p for p in inputs if not p.is_file()]
     if missing:
         raise CurationError(f"{missing[0]}: no such file")
     wordnet = [config.wordnet_dir / name for name in ("data.noun", "data.verb", "data.adj", "data.adv")]
-    return {"config": asdict(config), "inputs": file_signature(inputs),
+    settings = {k: v for k, v in asdict(config).items() if k != "languages" or v}  # earlier lists stay valid
+    return {"config": settings, "inputs": file_signature(inputs),
             "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
             "wordfreq": version("wordfreq")}
 
@@ -119,6 +132,9 @@ def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> di
         with progress_bar("queries: reading sources", max(steps, 1)) as advance:
             found, facts = collect_sources(config, advance)
         table, counts = merge_sources(found, config.max_terms)
+        if config.languages:
+            table, counts["languages"] = add_languages(table, config)
+            counts["terms"] = table.num_rows
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish({"output": str(out), "max_terms": config.max_terms, **counts, **facts})

@@ -58,11 +58,15 @@ def _synset_lemmas(path: Path, number: int, line: str) -> list[str]:
     return [word.split("(", 1)[0].replace("_", " ") for word in words]
 
 
-def wordfreq_unigrams(min_count: int, corpus_words: int) -> pa.Table:
-    """English words (wordfreq's large list) whose frequency × corpus_words is at least min_count."""
+def wordfreq_unigrams(min_count: int, corpus_words: int, lang: str = "en") -> pa.Table:
+    """Words of `lang` (wordfreq's large list, else its best) whose frequency × corpus_words is at least min_count."""
     import wordfreq
 
-    frequencies = wordfreq.get_frequency_dict("en", wordlist="large")
+    if lang not in wordfreq.available_languages(wordlist="best"):
+        raise CurationError(f"queries.languages: wordfreq has no word list for {lang!r} (it has: "
+                            f"{', '.join(sorted(wordfreq.available_languages(wordlist='best')))})")
+    large = lang in wordfreq.available_languages(wordlist="large")
+    frequencies = wordfreq.get_frequency_dict(lang, wordlist="large" if large else "best")
     terms = pa.array(list(frequencies), pa.string())
     counts = pc.cast(pc.round(pc.multiply(pa.array(list(frequencies.values()), pa.float64()), float(corpus_words))),
                      pa.int64())

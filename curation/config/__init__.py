@@ -12,16 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from clipformats.images import MAX_IMAGE_PIXELS
-from curation.errors import CurationError
-
-ENCODE_QUALITY = {"jpg": (0, 100), "webp": (1, 100), "png": (0, 9)}
-"""OpenCV's range of `encode_quality` per format (PNG: a compression level; WebP above 100 would silently mean
-lossless)."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise CurationError(message)
+from curation.config.checks import require as _require
+from curation.config.download import ENCODE_QUALITY as ENCODE_QUALITY
+from curation.config.download import DownloadConfig as DownloadConfig
 
 
 @dataclass
@@ -59,6 +52,10 @@ class QueriesConfig:
     """Keep titles viewed at least this often."""
     max_terms: int = 500_000
     """Cap on the list: terms are ranked by source (unigram, bigram, title, wordnet), then by count."""
+    languages: list[str] = field(default_factory=list)
+    """Worldwide curation (MetaCLIP 2): languages besides English (wordfreq's codes: de, fr, es, ja, zh, ...) whose
+    wordfreq words (same min_count and max_terms) join the list; every term then carries its language in a `lang`
+    column, and `match` identifies each caption's language and matches it against that language's terms only."""
 
     def __post_init__(self) -> None:
         self.wordnet_dir = Path(self.wordnet_dir)
@@ -84,6 +81,11 @@ class EngineOptions:
 class MatchConfig(EngineOptions):
     """How caption tables are read and matched against the query list."""
 
+    rule: Literal["words", "metaclip", "metaclip2"] = "words"
+    """How a caption contains a query. words: case-insensitive, at word boundaries (`curation.stages.match.matching`);
+    metaclip: MetaCLIP's released matcher, a case-sensitive substring match of " query " in the caption with
+    spaces around , . ; : ? ! ` (`curation.stages.match.metaclip`); metaclip2: MetaCLIP 2's, which leaves the space
+    off a query's end in scripts written without spaces."""
     url_column: str = "url"
     """Column with the image URL (renamed to `url` in the output)."""
     caption_column: str = "caption"
@@ -107,8 +109,16 @@ class MatchConfig(EngineOptions):
 class BalanceConfig(EngineOptions):
     """t-capped sampling: each row is kept if, for any of its queries q, a coin with p = min(1, t/count[q]) comes up."""
 
-    t: int = 20_000
-    """Expected number of rows kept per query, at most (the CLIP paper: 20,000)."""
+    t: int | None = None
+    """Expected number of rows kept per query, at most (the CLIP paper: 20,000, the default unless
+    tail_proportion is given; MetaCLIP: 170,000 on its 1.6B pool)."""
+    tail_proportion: float | None = None
+    """Instead of t: the share of all matches that the tail (queries under t) should hold; t is then the count
+    where the ascending counts' cumulative share is nearest it (MetaCLIP's p_to_t). Not with t."""
+    per_language: bool = False
+    """MetaCLIP 2's worldwide rule: each language's queries get their own t, the one whose tail holds the same
+    share of that language's matches as English's tail at t (or as tail_proportion). Needs a query list with
+    a `lang` column (`queries.languages`)."""
     seed: int = 0
     """Seed of the coins, in [0, 2**64); each coin is a hash of (row key, query, seed)."""
     key_column: str = "url"
@@ -117,60 +127,15 @@ class BalanceConfig(EngineOptions):
     """Processes balancing shards in parallel (0: one per CPU core); the output does not depend on it."""
 
     def __post_init__(self) -> None:
-        _require(self.t >= 1, f"balance.t must be >= 1, got {self.t}")
+        _require(self.t is None or self.tail_proportion is None, "balance: give t or tail_proportion, not both")
+        if self.t is None and self.tail_proportion is None:
+            self.t = 20_000
+        _require(self.t is None or self.t >= 1, f"balance.t must be >= 1, got {self.t}")
+        _require(self.tail_proportion is None or 0.0 < self.tail_proportion < 1.0,
+                 f"balance.tail_proportion must be in (0, 1), got {self.tail_proportion}")
         # the coins mix a 64-bit seed: a larger one would silently equal another (2**64 would be seed 0)
         _require(0 <= self.seed < 2**64, f"balance.seed must be in [0, 2**64), got {self.seed}")
         _require(self.workers >= 0, f"balance.workers must be >= 0, got {self.workers}")
-
-
-@dataclass
-class DownloadConfig:
-    """Options handed to img2dataset."""
-
-    output_format: Literal["webdataset", "parquet"] = "webdataset"
-    """Shard format: webdataset tars (for training) or parquet with the image bytes."""
-    image_size: int = 256
-    """Side of the stored images in pixels."""
-    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "border"
-    """How images are brought to `image_size` (img2dataset's resize modes)."""
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    """Image encoding inside the shards."""
-    encode_quality: int = 95
-    """JPEG quality 0-100, WebP quality 1-100, PNG compression level 0-9 (OpenCV's ranges, which img2dataset
-    encodes with)."""
-    samples_per_shard: int = 10_000
-    """Rows per output shard."""
-    processes: int = 1
-    """Download processes."""
-    threads: int = 32
-    """Download threads per process."""
-    retries: int = 0
-    """Extra attempts per failed URL."""
-    timeout: int = 10
-    """Seconds one attempt at a URL may take in all (connecting, redirects, reading the body), however slowly the
-    server trickles; each retry gets its own."""
-    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
-    """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
-    save_columns: list[str] = field(default_factory=list)
-    """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
-    allow_schemes: list[str] = field(default_factory=list)
-    """URL schemes fetched besides http and https (e.g. file: then local files are read). Other URLs are
-    not opened; they count as failures with the reason."""
-    max_image_pixels: int = MAX_IMAGE_PIXELS
-    """Images whose header says width x height is over this are not decoded; they count as failures."""
-    dedup_urls: bool = False
-    """Download each URL once (the first row that has it); by default duplicates are only counted in the stats."""
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "samples_per_shard", "processes", "threads", "timeout", "max_image_pixels"):
-            _require(getattr(self, name) >= 1, f"download.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.retries >= 0, f"download.retries must be >= 0, got {self.retries}")
-        low, high = ENCODE_QUALITY.get(self.encode_format, (0, 100))
-        _require(low <= self.encode_quality <= high, f"download.encode_quality for {self.encode_format} must be in "
-                 f"[{low}, {high}], got {self.encode_quality}")
-        reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
-        clash = sorted(reserved.intersection(self.save_columns))
-        _require(not clash, f"download.save_columns: {clash} are written by img2dataset itself")
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""What the sample-filter stages share (language, image_shape, in21k_text, unsafe): each decides every sample of
+the input shards from its caption, sides and fields; the kept samples are copied byte for byte into shards of
+the same names in `out`; the stats count samples per reason and show a few examples of each decision, and, given
+a `truth` table (shard, key) of samples that should go (planted), the precision and recall of what went.
+
+A stage gives a `Sieve`: a factory whose `build(shards)` returns the per-sample decision function (models load
+there, once), so a resumed run re-decides only the shards it had not written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from curation.progress import progress_bar, report
+from curation.stage import Stage, file_signature
+
+EXAMPLES = 5
+
+Decide = Callable[[dict[str, Any], list], str | None]
+"""(sample meta: caption, width, height, shard (file name), key; its tar members) → None to keep, else the reason
+it is dropped."""
+
+
+class Sieve(Protocol):
+    name: str
+
+    def build(self, shards: list[Path]) -> Decide: ...
+
+
+def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Decide every sample of `shards`; write the kept ones to `out/<shard>.tar`; stats with examples (and, when
+    `settings.truth` names planted samples, precision and recall)."""
+    from curation.embedding_rows import precision_recall, read_truth  # pyarrow: not at `curation --help`
+    from curation.shardio import input_shards, sample_meta, shard_stem, tar_samples, write_subset
+
+    out, sources, truth = Path(out), input_shards(shards, "input shards"), getattr(settings, "truth", None)
+    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources)}
+    stage = Stage(sieve.name, out, fingerprint, overwrite, inputs=tuple(sources), made=("*.tar",))
+    if (done := stage.finished()) is not None:
+        report(f"{sieve.name}: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")
+        return done
+    with stage.running():
+        out.mkdir(parents=True, exist_ok=True)
+        decide, reasons, examples, dropped = sieve.build(sources), Counter(), {"kept": []}, set()
+        rows = 0
+        with progress_bar(sieve.name, len(sources)) as advance:
+            for source in sources:
+                verdicts = {}
+                for key, members in tar_samples(source):
+                    meta = {**sample_meta(members), "shard": source.name, "key": key}
+                    verdicts[key] = decide(meta, members)
+                    _note(examples, verdicts[key], key, meta)
+                rows += len(verdicts)
+                reasons.update(v for v in verdicts.values() if v is not None)
+                dropped.update((shard_stem(source), k) for k, v in verdicts.items() if v is not None)
+                write_subset(source, out / source.name, lambda key, v=verdicts: v.get(key) is None)
+                stage.created(out / source.name)
+                advance(1)
+        kept = rows - sum(reasons.values())
+        stats = stage.finish({"rows_in": rows, "rows_kept": kept, "rows_dropped": rows - kept,
+                              "dropped_by_reason": dict(reasons.most_common()), "examples": examples,
+                              "settings": asdict(settings), "shards": [s.name for s in sources],
+                              "truth": precision_recall(dropped, read_truth(truth)) if truth is not None else None})
+    report(f"{sieve.name}: kept {kept:,} of {rows:,} samples"
+           + (f" (dropped: {', '.join(f'{n:,} {r}' for r, n in reasons.most_common())})" if reasons else "")
+           + f" → {out}")
+    return stats
+
+
+def _note(examples: dict[str, list], verdict: str | None, key: str, meta: dict[str, Any]) -> None:
+    bucket = examples.setdefault("kept" if verdict is None else verdict, [])
+    if len(bucket) < EXAMPLES:
+        bucket.append({"key": key, "caption": meta.get("caption")})
+
+
+def section(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats.get(k) for k in ("rows_in", "rows_kept", "rows_dropped", "dropped_by_reason", "examples",
+                                      "settings", "truth")}
+
+
+def markdown(title: str) -> Callable[[dict[str, Any]], str]:
+    """The card's section of a sieve stage: counts by reason, examples, settings, precision/recall."""
+    from curation.card_markdown import table
+
+    def render(s: dict[str, Any]) -> str:
+        reasons = table(["dropped for", "samples"], [[r, n] for r, n in s["dropped_by_reason"].items()]) \
+            if s["dropped_by_reason"] else "Nothing dropped."
+        shown = table(["decision", "key", "caption"], [[d, e["key"], (e["caption"] or "")[:80]]
+                                                       for d, found in s["examples"].items() for e in found])
+        truth = s.get("truth")
+        scored = (f" Against {truth['truth']:,} planted samples: precision {truth['precision']}, recall "
+                  f"{truth['recall']}." if truth else "")
+        settings = ", ".join(f"{k} = {v}" for k, v in s["settings"].items())
+        return (f"## {title}\n\nKept {s['rows_kept']:,} of {s['rows_in']:,} samples ({settings}).{scored}\n\n"
+                f"{reasons}\n\n### Examples\n\n{shown}")
+
+    return render
+
+
+def sieve_stage(name: str, help: str, paths: type, settings: type, sieve: Callable[[Any], Sieve], title: str,  # noqa: PLR0913
+                label: str, needs: tuple[str, ...] = (), in_build: Callable[[Any, Any], Any] | None = None) -> Any:
+    """The StageSpec of a sieve stage: run alone on `paths.shards`, or in `build` on the shards before it
+    (`in_build(settings, step)`: the settings a build uses, e.g. with the build's embedding folder)."""
+    from curation.stages.spec import BuildStep, CardSection, StageSpec
+
+    def run(config: Any, options: Any) -> None:
+        run_sieve(sieve(config), config, options.shards, options.out, options.overwrite)
+
+    def build(step: BuildStep) -> None:
+        config = step.settings if in_build is None else in_build(step.settings, step)
+        run_sieve(sieve(config), config, [str(step.shards)], step.out, step.overwrite)
+
+    return StageSpec(name=name, help=help, paths=paths, settings=settings, run=run, output=name, build=build,
+                     writes_shards=True, needs=needs, card=CardSection(name, section, markdown(title),
+                                                          summary=(f"{name}_images", label, "rows_kept")))

@@ -1,0 +1,127 @@
+"""Online curation (`data.curation`): each epoch's balanced subset drawn in the loader from matched shards is the
+subset `curation balance` keeps with that epoch's seed; a fresh draw per epoch; an exact resume mid-epoch."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from clipmodule.data.datamodule import EpochLoader, ShardDataModule, ShardTrainDataset, TokenizingCollate
+from clipmodule.data.online_curation import EpochSelection, OnlineCuration
+from clipmodule.errors import ClipModuleError
+from clipmodule.transforms import image_transform
+from curation.config import BalanceConfig
+from curation.stages.balance.balancing import run_balance
+from tests.curation.test_balancing import write_matched
+
+T, SEED = 60, 11
+
+
+def _jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """A finished `match` output (1,200 rows over 3 queries, 80/15/5 %) and the same rows as 4 tar shards,
+    downloaded as `save_columns: [query_ids]` stores them: the json holds url and query_ids."""
+    root = tmp_path_factory.mktemp("pool")
+    write_matched(root / "matched", shards=2)
+    rows = pq.read_table(root / "matched").to_pylist()
+    image, urls = _jpeg(), {}
+    (root / "shards").mkdir()
+    for number, part in enumerate(np.array_split(np.arange(len(rows)), 4)):
+        with tarfile.open(root / "shards" / f"{number:05d}.tar", "w") as tar:
+            for i in part:
+                key, row = f"{i:09d}", rows[i]
+                urls[key] = row["url"]
+                meta = json.dumps({"url": row["url"], "caption": f"photo {i}", "query_ids": row["query_ids"]})
+                for suffix, payload in ((".jpg", image), (".txt", f"photo {i}".encode()), (".json", meta.encode())):
+                    info = tarfile.TarInfo(key + suffix)
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    return root, urls
+
+
+def selected(root, urls, selection, epoch) -> set[str]:
+    chosen = set()
+    for path in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".json"):
+                    key = member.name[:-5]
+                    if selection.keep(key, {"json": tar.extractfile(member).read()}, epoch):
+                        chosen.add(urls[key])
+    return chosen
+
+
+def test_each_epoch_draws_what_balance_keeps_with_that_epoch_s_seed(pool, tmp_path):
+    root, urls = pool
+    selection = EpochSelection(OnlineCuration(counts=str(root / "matched.counts.parquet"), t=T, seed=SEED))
+    draws = []
+    for epoch in (0, 1):
+        run_balance(BalanceConfig(t=T, seed=SEED + epoch, workers=1), root / "matched", tmp_path / f"balanced{epoch}")
+        balanced = set(pq.read_table(tmp_path / f"balanced{epoch}")["url"].to_pylist())
+        draws.append(selected(root, urls, selection, epoch))
+        assert draws[-1] == balanced
+    assert len(draws[0] & draws[1]) < 0.5 * len(draws[0])  # every query is over t here: a fresh draw each epoch
+
+
+def loader(root, selection, batches=10, workers=1):
+    dataset = ShardTrainDataset([str(p) for p in sorted((root / "shards").glob("*.tar"))],
+                                image_transform(32, train=True), batch_size=4, batches_per_rank=batches,
+                                shuffle_buffer=16, seed=3, selection=selection)
+    return EpochLoader(dataset, batch_size=4, num_workers=workers, collate_fn=TokenizingCollate())
+
+
+def test_the_loader_yields_only_the_epoch_s_subset_and_resumes_exactly(pool):
+    root, urls = pool
+    selection = EpochSelection(OnlineCuration(counts=str(root / "matched.counts.parquet"), t=T, seed=SEED))
+    straight = loader(root, selection)
+    epochs = [[key for batch in straight for key in batch["key"]] for _ in range(2)]
+    for epoch, keys in enumerate(epochs):
+        assert len(keys) == 40 and {urls[k.split("/")[-1]] for k in keys} <= selected(root, urls, selection, epoch)
+    interrupted = loader(root, selection)
+    iterator = iter(interrupted)
+    for _ in range(4):
+        next(iterator)
+    resumed = loader(root, selection)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert [key for batch in resumed for key in batch["key"]] == epochs[0][16:]
+
+
+def test_settings_are_checked_in_one_line(pool, tmp_path):
+    root, _ = pool
+    counts = str(root / "matched.counts.parquet")
+    module = ShardDataModule(train_shards=str(root / "shards"), batch_size=4, num_workers=1,
+                             curation=OnlineCuration(counts=counts, t=T))
+    with pytest.raises(ClipModuleError, match="needs data.samples_per_epoch"):
+        module.train_dataset()
+    with pytest.raises(ClipModuleError, match="not both"):
+        EpochSelection(OnlineCuration(counts=counts, t=5, tail_proportion=0.1))
+    assert EpochSelection(OnlineCuration(counts=counts, tail_proportion=0.5)).t > 0
+    with pytest.raises(ClipModuleError, match="no 'url' and 'query_ids'"):
+        EpochSelection(OnlineCuration(counts=counts)).keep("k", {"json": b"{}"}, 0)
+
+
+def test_per_language_t_is_balance_s(tmp_path):
+    import pyarrow as pa
+
+    from curation.stages.balance.thresholds import thresholds
+
+    table = pa.table({"matched": [400, 120, 40, 10, 300, 60, 20, 5], "lang": ["en"] * 4 + ["de"] * 4})
+    pq.write_table(table, tmp_path / "counts.parquet")
+    online = EpochSelection(OnlineCuration(counts=str(tmp_path / "counts.parquet"), t=100, per_language=True))
+    offline = thresholds(BalanceConfig(t=100, per_language=True), table, "counts")
+    assert online.by_language == offline.by_language and online.by_language["de"] < 100
+    assert np.array_equal(online.probabilities, offline.probabilities(table["matched"].to_numpy()))
+    with pytest.raises(ClipModuleError, match="not a match counts table"):
+        EpochSelection(OnlineCuration(counts=str(tmp_path / "none.parquet"), per_language=True))

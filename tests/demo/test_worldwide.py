@@ -1,0 +1,17 @@
+"""`python -m demo.worldwide`: English and German captions, each matched against its language's queries and
+capped by its own t (small: 3,000 captions)."""
+
+from __future__ import annotations
+
+from demo.worldwide import main, run
+
+
+def test_each_language_is_matched_and_capped_by_its_own_t(tmp_path, capsys):
+    summary = run(tmp_path / "worldwide", captions=3000, t=40)
+    languages = summary["languages"]
+    assert set(languages) == {"en", "de"} and languages["en"]["t"] == 40 and languages["de"]["t"] < 40
+    assert languages["en"]["captions"] > 1800 and languages["de"]["captions"] > 900  # lid.176 on 3-5 word alt-texts
+    for counts in languages.values():
+        assert counts["kept"] < counts["matched"] <= counts["captions"]
+    assert main(["--out", str(tmp_path / "worldwide"), "--captions", "3000", "--t", "40"]) == 0  # up to date
+    assert "| de |" in capsys.readouterr().out
