@@ -17,6 +17,8 @@ from clipmodule.eval.metrics import PairedEmbeddings
 from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
+from clipmodule.train.distill import DistillConfig, Teacher, distill_clip_loss
+from clipmodule.train.ema import EmaCallback, EmaConfig
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
@@ -84,6 +86,8 @@ class ClipLitModule(L.LightningModule):
             `--ckpt_path` still resumes, and its weights win.
         init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
         lock: which tower parts are frozen (LiT; `clipmodule.train.lock`).
+        distill: a frozen teacher and open_clip's distillation loss (`clipmodule.train.distill`; CLIP loss only).
+        ema: an exponential moving average of the weights, validated beside them (`clipmodule.train.ema`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
@@ -93,7 +97,8 @@ class ClipLitModule(L.LightningModule):
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
-                 init_architecture: str | None = None, lock: LockConfig = LockConfig()):
+                 init_architecture: str | None = None, lock: LockConfig = LockConfig(),
+                 distill: DistillConfig | None = None, ema: EmaConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
@@ -109,6 +114,13 @@ class ClipLitModule(L.LightningModule):
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        if distill is not None and loss != "clip":
+            raise ClipModuleError("model.distill works with the clip loss (open_clip's DistillClipLoss) only")
+        self.teacher = Teacher(distill, model) if distill is not None else None
+        self.distill, self.ema = distill, ema
+        self._teacher_features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._loss_parts: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._shadow: tuple[Any, ...] | None = None
         self._keep_in_eval = apply_lock(model, lock)  # before compile: the no-grad hooks are compiled with the tower
         self.classnames = list(zeroshot_classnames or [])
         self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
@@ -124,6 +136,8 @@ class ClipLitModule(L.LightningModule):
             "accum_grad_clip": accum_grad_clip, "siglip_exchange": siglip_exchange,
             "network": model.config.to_dict() if hasattr(model, "config") else type(model).__name__,
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
+            "distill": self.teacher.source if self.teacher is not None else None,
+            "ema": dataclasses.asdict(ema) if ema is not None else None,
         })
         self.retrieval = PairedEmbeddings()
         self._zeroshot_sets: ZeroShotSets | None = None
@@ -162,11 +176,24 @@ class ClipLitModule(L.LightningModule):
         if not scale_grad:
             scale, bias = scale.detach(), None if bias is None else bias.detach()
         rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
+        if self.teacher is not None and self._teacher_features is not None:
+            return self.distilled_loss(image_features, text_features, scale, rank, world_size)
         if self.loss_name == "siglip":
             return siglip_loss(image_features, text_features, scale, bias, rank=rank, world_size=world_size,
                                exchange=self.siglip_exchange)
         return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
                          local_loss=self.local_loss)
+
+    def distilled_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
+                       rank: int, world_size: int) -> torch.Tensor:
+        """The weighted sum of the contrastive and distillation losses, against the teacher's features of this
+        batch (`clipmodule.train.distill`); the two terms are kept for the log."""
+        teacher_images, teacher_texts = self._teacher_features
+        contrastive, distill = distill_clip_loss(image_features, text_features, scale, teacher_images, teacher_texts,
+                                                 self.teacher.scale(), rank=rank, world_size=world_size,
+                                                 local_loss=self.local_loss)
+        self._loss_parts = contrastive.detach(), distill.detach()
+        return self.distill.contrastive_weight * contrastive + self.distill.weight * distill
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
@@ -177,6 +204,8 @@ class ClipLitModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.teacher is not None:  # micro-batch by micro-batch, as the student's features are cached
+            self._teacher_features = self.teacher.encode_batch(batch, self.accum_freq)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
         loss = self.contrastive_loss(batch["image"], batch["text"])
@@ -194,6 +223,9 @@ class ClipLitModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         samples_seen = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) * batch_size * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if self._loss_parts is not None:
+            self.log("train/contrastive_loss", self._loss_parts[0], batch_size=batch_size)
+            self.log("train/distill_loss", self._loss_parts[1], batch_size=batch_size)
         if self._logging_step():
             self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
             self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
@@ -218,7 +250,7 @@ class ClipLitModule(L.LightningModule):
         """Lightning calls this before it checks its own loop configuration: the refusals that must come first."""
         if self._trainer is not None and self.trainer.state.fn == "fit":
             check_trainer_options(self.trainer, self.accum_freq)
-        return []
+        return [EmaCallback(self.ema)] if self.ema is not None else []
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
@@ -228,38 +260,64 @@ class ClipLitModule(L.LightningModule):
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
 
     def on_validation_epoch_start(self) -> None:
+        self._zeroshot_sets = self.zeroshot_sets_of(self.model)
+
+    def zeroshot_sets_of(self, model: nn.Module) -> ZeroShotSets | None:
         """Every zero-shot set's classifier (`clipmodule.train.zeroshot_sets`: `data.zeroshot_sets`, and the shards of
         `data.zeroshot_shards` named by `model.zeroshot_classnames`), built once per validation epoch."""
-        self._zeroshot_sets = None
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
         sets = dict(data.zeroshot_set_classes()) if hasattr(data, "zeroshot_set_classes") else {}
         if self.classnames:
             sets = {PLAIN: (self.classnames, self.templates), **sets}
-        if sets:  # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
-            tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
-            # the PLAIN set is computed on every rank when the data has zero-shot shards (a rank that skipped the
-            # gather would hang the others); without them no rank draws one, and every rank skips it alike
-            shards = getattr(data, "zeroshot_shards", None) if data is not None else None
-            optional = frozenset() if shards else frozenset({PLAIN})
-            self._zeroshot_sets = ZeroShotSets(self.model, tokenizer, sets, self.templates, self.device, optional)
+        if not sets:
+            return None
+        # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
+        tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
+        # the PLAIN set is computed on every rank when the data has zero-shot shards (a rank that skipped the
+        # gather would hang the others); without them no rank draws one, and every rank skips it alike
+        shards = getattr(data, "zeroshot_shards", None) if data is not None else None
+        optional = frozenset() if shards else frozenset({PLAIN})
+        return ZeroShotSets(model, tokenizer, sets, self.templates, self.device, optional)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        image_features = self.model.encode_image(batch["image"], normalize=True)
+        self.validate_with(self.model, self.retrieval, self._zeroshot_sets, batch)
+
+    @staticmethod
+    def validate_with(model: nn.Module, retrieval: PairedEmbeddings, sets: ZeroShotSets | None,
+                      batch: dict[str, Any]) -> None:
+        image_features = model.encode_image(batch["image"], normalize=True)
         if is_zeroshot(batch.get("task", "")):
-            if self._zeroshot_sets is None:
+            if sets is None:
                 raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames")
-            self._zeroshot_sets.update(batch["task"], image_features, batch["label"])
+            sets.update(batch["task"], image_features, batch["label"])
         else:
-            self.retrieval.update(image_features, self.model.encode_text(batch["text"], normalize=True))
+            retrieval.update(image_features, model.encode_text(batch["text"], normalize=True))
 
     def on_validation_epoch_end(self) -> None:
-        if self.retrieval.update_count:
-            for name, value in self.retrieval.compute().items():
-                self.log(f"val/{name}", value, sync_dist=False, rank_zero_only=False)
-        self.retrieval.reset()
-        sets = self._zeroshot_sets
+        self.log_validation(self.retrieval, self._zeroshot_sets, "val/")
+
+    def log_validation(self, retrieval: PairedEmbeddings, sets: ZeroShotSets | None, prefix: str) -> None:
+        if retrieval.update_count:
+            for name, value in retrieval.compute().items():
+                self.log(f"{prefix}{name}", value, sync_dist=False, rank_zero_only=False)
+        retrieval.reset()
         for name, value in (sets.results() if sets is not None else {}).items():
-            self.log(name, value)
+            self.log(prefix + name.removeprefix("val/"), value)
+
+    # --- a second network validated beside the live one (the EMA weights, `clipmodule.train.ema`) ---
+
+    def start_shadow_validation(self, network: nn.Module) -> None:
+        self._shadow = network, PairedEmbeddings().to(self.device), self.zeroshot_sets_of(network)
+
+    def shadow_validation_step(self, batch: dict[str, Any]) -> None:
+        if self._shadow is not None:
+            with torch.no_grad():
+                self.validate_with(*self._shadow, batch)
+
+    def end_shadow_validation(self, prefix: str) -> None:
+        if self._shadow is not None:
+            self.log_validation(self._shadow[1], self._shadow[2], prefix)
+        self._shadow = None
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
@@ -290,6 +348,10 @@ class ClipLitModule(L.LightningModule):
         super().train(mode)
         keep_in_eval(getattr(self, "_keep_in_eval", []))
         return self
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:  # after the strategy placed (and, for *-true precisions, cast) the student
+            self.teacher.place(self.model)
 
     def on_train_start(self) -> None:
         restore_generators(getattr(self, "_rng_state", None), self.device)
