@@ -124,11 +124,25 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: 
     return list(groups.values())
 
 
-def describe(model: nn.Module, decay: float) -> dict[str, dict[str, Any]]:
-    """The layers as `--print_config`-style data: per group name its lr scale and parameter names."""
-    listing: dict[str, dict[str, Any]] = {}
-    for name, where in layers_of(model).items():
-        key = f"{where.tower}.{where.layer}"
-        entry = listing.setdefault(key, {"lr_scale": round(where.scale(decay), 8), "params": []})
-        entry["params"].append(name)
-    return listing
+def describe_groups(model: nn.Module, optim: Any, matrices: frozenset[str] | None = None) -> dict[str, Any]:
+    """The optimiser's parameter groups as `--print_config`-style data: per group its lr, lr scale, weight decay
+    and parameter names, as `build_optimizer` makes them (`clipmodule fit ... --print_param_groups`)."""
+    from clipmodule.train.optim import parameter_groups
+
+    if optim.layer_decay is not None:
+        groups = layer_decay_groups(model, optim.lr, optim.weight_decay, optim.layer_decay, matrices)
+    else:
+        groups = parameter_groups(model, optim.weight_decay, matrices)
+        for group, name in zip(groups, ("decay", "no_decay")):
+            group.update(name=name, lr=optim.lr, lr_scale=1.0)
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    order = {"visual": 0, "text": 1, "logit": 2}
+
+    def position(group: dict[str, Any]) -> tuple:
+        parts = group["name"].split(".")
+        return (order.get(parts[0], -1), int(parts[1]) if len(parts) > 1 else 0, group["name"])
+
+    groups = sorted(groups, key=position)
+    return {group["name"]: {"lr": group["lr"], "lr_scale": group["lr_scale"], "weight_decay": group["weight_decay"],
+                            "params": [names[id(parameter)] for parameter in group["params"]]}
+            for group in groups if group["params"]}
