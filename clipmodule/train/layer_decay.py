@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.train.optim import decays, matrix_names
+from clipmodule.train.decay_rule import decays, matrix_names, parameter_groups
 
 BLOCK = re.compile(r"(?:^|\.)(?:resblocks|blocks|layers|layer|h)\.(\d+)\.")
 STAGE = re.compile(r"^layer(\d+)\.")  # a ResNet's stages layer1..layer4
@@ -127,8 +127,6 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float, decay: 
 def describe_groups(model: nn.Module, optim: Any, matrices: frozenset[str] | None = None) -> dict[str, Any]:
     """The optimiser's parameter groups as `--print_config`-style data: per group its lr, lr scale, weight decay
     and parameter names, as `build_optimizer` makes them (`clipmodule fit ... --print_param_groups`)."""
-    from clipmodule.train.optim import parameter_groups
-
     if optim.layer_decay is not None:
         groups = layer_decay_groups(model, optim.lr, optim.weight_decay, optim.layer_decay, matrices)
     else:

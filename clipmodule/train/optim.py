@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.train.decay_rule import decays, matrix_names, parameter_groups
 
 OPTIMIZERS = ("adamw", "lamb", "lion")
 SCHEDULES = ("cosine", "const", "const-cooldown")
+__all__ = ["OptimConfig", "WarmupConstant", "WarmupCosine", "build_optimizer", "decays", "matrix_names",
+           "parameter_groups"]
 
 
 @dataclass(frozen=True)
@@ -95,29 +98,6 @@ def schedule_of(optim: OptimConfig, total_steps: int):
         return WarmupConstant(optim.warmup_steps, total_steps, optim.cooldown_steps, optim.cooldown_power,
                               optim.cooldown_end_ratio)
     raise ClipModuleError(f"model.optim.schedule={optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
-
-
-def matrix_names(model: nn.Module) -> frozenset[str]:
-    """The parameters with 2 or more dimensions, read before FSDP turns every parameter into a 1-d shard."""
-    return frozenset(name for name, parameter in model.named_parameters() if parameter.ndim >= 2)
-
-
-def decays(name: str, matrices: frozenset[str]) -> bool:
-    """Weight decay's rule: matrices and conv kernels, never the logit scale/bias."""
-    return name in matrices and "logit_" not in name
-
-
-def parameter_groups(model: nn.Module, weight_decay: float,
-                     matrices: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    """Weight decay on matrices and conv kernels; none on gains, biases and the logit scale/bias.
-    `matrices`: the names of the matrices (`matrix_names` of the unwrapped model); default: read them now."""
-    matrices = matrix_names(model) if matrices is None else matrices
-    decay, exempt = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (decay if decays(name, matrices) else exempt).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
 def _timm_optim() -> Any:
