@@ -116,7 +116,9 @@ class EmaCallback(Callback):
         self._ensure(pl_module).update(pl_module.model, trainer.global_step)
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.config.validate:
+        fitting = trainer.state.fn == "fit"
+        if self.config.validate and (fitting or self.average is not None or self._pending is not None):
+            # outside fit, only an average the checkpoint brought: a fresh one would be the live weights
             pl_module.start_shadow_validation(self._ensure(pl_module).network)
 
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
