@@ -10,7 +10,8 @@ that load from other processes meets them alike:
              `distill_clip_loss` (contrastive + distillation terms) instead of the CLIP loss
   teacher    the teacher's forward pass alone (`Teacher.encode`'s work)
 The figure of merit is (distilled - plain) / teacher: 1.0 means distillation costs the teacher's forward pass
-and nothing more (the extra loss term is an N x N softmax). Medians over all steps after the first of each round.
+and nothing more (the extra loss term is an N x N softmax). Medians over all steps after the first of each round;
+on the CPU in process CPU time with one thread (robust to a shared machine's load), on a GPU wall-clock time.
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ def batches(model, batch_size: int, count: int, device: str) -> list[dict[str, t
 
 
 def timed(function, device: str) -> float:
+    """Wall-clock seconds on a GPU; on the CPU this process's CPU seconds (one thread), which the load of other
+    processes on a shared machine leaves alone."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     function()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -101,7 +105,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # CPU time then measures the work, not the waits of a second thread
     result = run(args)
     print(f"{args.student} student, {args.teacher} teacher, batch {args.batch_size}, {args.device}: "
           f"plain step {result['plain']:.1f} ms, distilled step {result['distilled']:.1f} ms, teacher forward "
