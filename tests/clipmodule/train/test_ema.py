@@ -1,5 +1,5 @@
 """The EMA of the weights (`model.ema`): timm's ModelEmaV3 arithmetic, validation beside the live weights, exact
-resume, and the exported checkpoint."""
+resume (with a distillation teacher too), and the exported checkpoint."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from timm.utils.model_ema import ModelEmaV3
 
 import clipmodule
+from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from clipmodule.train.callbacks import AtomicCheckpointIO
+from clipmodule.train.distill import DistillConfig
 from clipmodule.train.ema import EmaCallback, EmaConfig, WeightAverage, export
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig
@@ -77,10 +79,10 @@ class StopAfter(Callback):
             trainer.should_stop = True
 
 
-def _run(tmp_path: Path, shards: Path, stop: int = 0, ckpt_path: Path | None = None):
+def _run(tmp_path: Path, shards: Path, teacher: Path, stop: int = 0, ckpt_path: Path | None = None):
     torch.manual_seed(7)
     module = ClipLitModule(build_network("tiny-vit", patch_dropout=0.5), optim=OptimConfig(lr=1e-3, warmup_steps=2),
-                           ema=EmaConfig(decay=0.8, warmup=True))
+                           ema=EmaConfig(decay=0.8, warmup=True), distill=DistillConfig(str(teacher)))
     data = ShardDataModule(train_shards=str(shards), batch_size=8, num_workers=1, image_size=32, shuffle_buffer=16,
                            seed=3)
     callbacks = [StopAfter(stop), ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop,
@@ -88,19 +90,26 @@ def _run(tmp_path: Path, shards: Path, stop: int = 0, ckpt_path: Path | None = N
     trainer = _trainer(tmp_path, max_steps=8, callbacks=callbacks, enable_checkpointing=bool(stop),
                        limit_val_batches=0)
     trainer.fit(module, data, ckpt_path=ckpt_path)
-    return trainer
+    return trainer, module
 
 
 @pytest.mark.slow
 def test_resume_restores_the_average_exactly_and_export_gives_its_weights(tmp_path):
+    """With a teacher too (model.distill): it is reloaded from its file, and the run goes on as if unbroken."""
     shards = tmp_path / "shards"
     write_synthetic_shards(shards, 2, 16, image_size=32)
-    straight = _ema_of(_run(tmp_path / "a", shards))
-    _run(tmp_path / "b", shards, stop=4)
+    torch.manual_seed(5)
+    teacher = save_checkpoint(build_network("tiny-vit"), tmp_path / "teacher.safetensors")
+    trainer, straight_module = _run(tmp_path / "a", shards, teacher)
+    straight = _ema_of(trainer)
+    _run(tmp_path / "b", shards, teacher, stop=4)
     checkpoint = tmp_path / "b" / "ckpt" / "step4.ckpt"
-    resumed = _ema_of(_run(tmp_path / "b", shards, ckpt_path=checkpoint))
+    trainer, resumed_module = _run(tmp_path / "b", shards, teacher, ckpt_path=checkpoint)
+    resumed = _ema_of(trainer)
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), f"{name} differs by {(value - resumed[name]).abs().max()}"
+    for (name, value), other in zip(straight_module.state_dict().items(), resumed_module.state_dict().values()):
+        assert torch.equal(value, other), name
     at_four = torch.load(checkpoint, weights_only=True)["callbacks"]["EmaCallback"]["weights"]
     exported = export(checkpoint, tmp_path / "ema.ckpt")
     model, _ = clipmodule.load(str(exported))
