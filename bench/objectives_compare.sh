@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The training objectives of issue 27 beside their baseline on synthetic shape shards, on a CPU, then
 # `clipmodule compare` over the runs (a markdown table and curves):
-#   bash bench/objectives_compare.sh [OUT]        (default /tmp/objectives_compare; ~15 minutes on 2 cores)
+#   bash bench/objectives_compare.sh [OUT]        (default /tmp/objectives_compare; ~10 minutes on 2 cores)
 # Runs (experiment "objectives"): a teacher (the student's shape, twice as wide and deep, trained longer); the
 # student alone (baseline, AdamW + cosine, with model.ema so val_ema/* sits beside val/*); the student distilled
 # from the teacher; the student with Lion; the student with layer decay 0.75 and the const-cooldown schedule.
 set -euo pipefail
 OUT=${1:-/tmp/objectives_compare}
 PY=${PY:-.venv/bin/python}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-300}
 mkdir -p "$OUT"
 $PY - "$OUT" <<'PYTHON'
 import sys
