@@ -121,3 +121,11 @@ def test_distillation_with_the_siglip_loss_is_refused(teacher_file):
     network = build_network("tiny-vit", init_logit_bias=-10.0)
     with pytest.raises(ClipModuleError, match="model.distill works with the clip loss"):
         ClipLitModule(network, loss="siglip", distill=DistillConfig(str(teacher_file)))
+
+
+def test_a_teacher_that_cannot_read_the_students_tokens_is_refused(tmp_path):
+    torch.manual_seed(0)
+    short = save_checkpoint(build_network("tiny-vit", overrides={"text": {"context_length": 16}}),
+                            tmp_path / "short.safetensors")
+    with pytest.raises(ClipModuleError, match="the teacher must read the student's tokens"):
+        ClipLitModule(build_network("tiny-vit"), distill=DistillConfig(str(short)))
