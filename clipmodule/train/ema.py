@@ -152,3 +152,16 @@ def export(checkpoint_path: str | Path, out: str | Path) -> Path:
     out = Path(out)
     torch.save(checkpoint, out)
     return out
+
+
+def main(argv: list[str]) -> int:
+    """`clipmodule ema-export CHECKPOINT OUT`."""
+    from clipmodule.options import new_parser, parse
+
+    parser = new_parser("clipmodule ema-export", "Write the EMA weights of a fit checkpoint (model.ema) as a fit "
+                        "checkpoint of their own, which clipmodule.load, eval and convert read like any other.")
+    parser.add_argument("checkpoint", help="a fit checkpoint of a run with model.ema")
+    parser.add_argument("out", help="the checkpoint to write (.ckpt)")
+    args = parse(parser, argv)
+    print(f"{args.checkpoint} -> {export(args.checkpoint, args.out)}: the EMA weights")
+    return 0

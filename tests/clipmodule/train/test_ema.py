@@ -17,7 +17,8 @@ from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from clipmodule.train.callbacks import AtomicCheckpointIO
 from clipmodule.train.distill import DistillConfig
-from clipmodule.train.ema import EmaCallback, EmaConfig, WeightAverage, export
+from clipmodule.train.ema import EmaCallback, EmaConfig, WeightAverage
+from clipmodule.train.ema import main as ema_export
 from clipmodule.train.module import ClipLitModule, build_network
 from clipmodule.train.optim import OptimConfig
 from tests.clipmodule.fixtures import SyntheticDataModule
@@ -111,7 +112,8 @@ def test_resume_restores_the_average_exactly_and_export_gives_its_weights(tmp_pa
     for (name, value), other in zip(straight_module.state_dict().items(), resumed_module.state_dict().values()):
         assert torch.equal(value, other), name
     at_four = torch.load(checkpoint, weights_only=True)["callbacks"]["EmaCallback"]["weights"]
-    exported = export(checkpoint, tmp_path / "ema.ckpt")
+    assert ema_export([str(checkpoint), str(tmp_path / "ema.ckpt")]) == 0
+    exported = tmp_path / "ema.ckpt"
     model, _ = clipmodule.load(str(exported))
     for name, value in model.state_dict().items():
         assert torch.equal(value, at_four[name]), name
