@@ -22,6 +22,8 @@ COMMANDS: list[Command] = [
             "clipmodule.train.cli:validate"),
     Command("test", "as validate, on the test loaders (LightningCLI)", "clipmodule.train.cli:test"),
     Command("predict", "write image and text embeddings of shards (LightningCLI)", "clipmodule.train.cli:predict"),
+    Command("ema-export", "the EMA weights of a fit checkpoint (model.ema) as a checkpoint of their own",
+            "clipmodule.train.ema:main"),
     Command("search", "nearest samples of a `curation index` to a caption or --image, with a PNG contact sheet",
             "clipmodule.search.cli:main"),
     Command("serve", "a local web service: clip-retrieval's API, search page, curation browse view, data cards",

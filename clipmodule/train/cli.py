@@ -196,7 +196,23 @@ def run_cli(subcommand: str, argv: list[str]) -> int:
 
 
 def fit(argv: list[str]) -> int:
+    if "--print_param_groups" in argv:  # the optimiser's groups (model.optim.layer_decay), as --print_config
+        return print_param_groups([arg for arg in argv if arg != "--print_param_groups"])
     return run_cli("fit", argv)
+
+
+def print_param_groups(argv: list[str]) -> int:
+    """Prints the parameter groups the configured run's optimiser gets (lr, lr scale, weight decay, names), as YAML."""
+    import yaml
+
+    from clipmodule.train.layer_decay import describe_groups
+
+    try:
+        module = build_cli([*argv, "--trainer.logger", "false"]).model  # nothing to record
+    except ClipModuleError as error:
+        raise ClipModuleError(one_line(str(error))) from None
+    print(yaml.safe_dump(describe_groups(module.model, module.optim), sort_keys=False), end="")
+    return 0
 
 
 def validate(argv: list[str]) -> int:

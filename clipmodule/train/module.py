@@ -17,6 +17,8 @@ from clipmodule.loss import clip_loss, siglip_loss
 from clipmodule.models import CLIP, create_model
 from clipmodule.models.lora import LoRAConfig, apply_lora
 from clipmodule.train.accumulate import accumulated_step, check_trainer_options
+from clipmodule.train.distill import DistillConfig, Teacher, distill_clip_loss
+from clipmodule.train.ema import EmaCallback, EmaConfig
 from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, encode_with_negatives
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
@@ -97,6 +99,8 @@ class ClipLitModule(L.LightningModule):
             into plain weights with `clipmodule convert --merge_lora`).
         hard_negatives: rule-based negative captions of each training sample (NegCLIP), extra text candidates of
             its image in the loss (`clipmodule.train.hard_negatives`).
+        distill: a frozen teacher and open_clip's distillation loss (`clipmodule.train.distill`; CLIP loss only).
+        ema: an exponential moving average of the weights, validated beside them (`clipmodule.train.ema`).
     """
 
     # LightningCLI's constructor: each parameter is a `model.*` YAML key, so the argument count is the config's
@@ -107,7 +111,8 @@ class ClipLitModule(L.LightningModule):
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
                  siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
                  init_architecture: str | None = None, lock: LockConfig = LockConfig(),
-                 lora: LoRAConfig | None = None, hard_negatives: HardNegativesConfig | None = None):
+                 lora: LoRAConfig | None = None, hard_negatives: HardNegativesConfig | None = None,
+                 distill: DistillConfig | None = None, ema: EmaConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
@@ -126,6 +131,16 @@ class ClipLitModule(L.LightningModule):
         if lora is not None:
             check_lora_lock(lora, lock)
             apply_lora(model, lora)
+        if distill is not None and loss != "clip":
+            raise ClipModuleError("model.distill works with the clip loss (open_clip's DistillClipLoss) only")
+        if distill is not None and hard_negatives is not None:
+            raise ClipModuleError("model.distill and model.hard_negatives cannot be combined (the teacher's "
+                                  "distributions have no columns for the negative captions)")
+        self.teacher = Teacher(distill, model) if distill is not None else None
+        self.distill, self.ema = distill, ema
+        self._teacher_features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._loss_parts: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._shadow: ValidationTrackers | None = None
         self._keep_in_eval = apply_lock(model, lock)  # before compile: the no-grad hooks are compiled with the tower
         self.classnames = list(zeroshot_classnames or [])
         self._matrices = matrix_names(model)  # weight decay's rule, read before FSDP flattens the parameters
@@ -143,6 +158,8 @@ class ClipLitModule(L.LightningModule):
             "init_from": self.init_source, "lock": dataclasses.asdict(lock),
             "lora": None if lora is None else dataclasses.asdict(lora),
             "hard_negatives": None if hard_negatives is None else dataclasses.asdict(hard_negatives),
+            "distill": self.teacher.source if self.teacher is not None else None,
+            "ema": dataclasses.asdict(ema) if ema is not None else None,
         })
         self.negative_captions = None if hard_negatives is None else NegativeCaptions(hard_negatives)
         self._validation: ValidationTrackers | None = None
@@ -183,6 +200,8 @@ class ClipLitModule(L.LightningModule):
         if not scale_grad:
             scale, bias = scale.detach(), None if bias is None else bias.detach()
         rank, world_size = self.global_rank, self.trainer.world_size if self._trainer else 1
+        if self.teacher is not None and self._teacher_features is not None:
+            return self.distilled_loss(image_features, text_features, scale, rank, world_size)
         negatives = None
         if text_features.ndim == 3:  # captions and their hard negatives (`encode_pair`)
             text_features, negatives = text_features[:, 0], text_features[:, 1:]
@@ -191,6 +210,17 @@ class ClipLitModule(L.LightningModule):
                                exchange=self.siglip_exchange, hard_negatives=negatives)
         return clip_loss(image_features, text_features, scale, rank=rank, world_size=world_size,
                          local_loss=self.local_loss, hard_negatives=negatives)
+
+    def distilled_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor,
+                       rank: int, world_size: int) -> torch.Tensor:
+        """The weighted sum of the contrastive and distillation losses, against the teacher's features of this
+        batch (`clipmodule.train.distill`); the two terms are kept for the log."""
+        teacher_images, teacher_texts = self._teacher_features
+        contrastive, distill = distill_clip_loss(image_features, text_features, scale, teacher_images, teacher_texts,
+                                                 self.teacher.scale(), rank=rank, world_size=world_size,
+                                                 local_loss=self.local_loss)
+        self._loss_parts = contrastive.detach(), distill.detach()
+        return self.distill.contrastive_weight * contrastive + self.distill.weight * distill
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
@@ -203,6 +233,8 @@ class ClipLitModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.negative_captions is not None:
             batch = self.add_hard_negatives(batch)
+        if self.teacher is not None:  # micro-batch by micro-batch, as the student's features are cached
+            self._teacher_features = self.teacher.encode_batch(batch, self.accum_freq)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
         loss = self.contrastive_loss(batch["image"], batch["text"])
@@ -228,6 +260,9 @@ class ClipLitModule(L.LightningModule):
         batch_size = batch["image"].shape[0]
         samples_seen = (self.trainer.fit_loop.epoch_loop.total_batch_idx + 1) * batch_size * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if self._loss_parts is not None:
+            self.log("train/contrastive_loss", self._loss_parts[0], batch_size=batch_size)
+            self.log("train/distill_loss", self._loss_parts[1], batch_size=batch_size)
         if self._logging_step():
             self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=batch_size)
             self.log("train/samples_seen", float(samples_seen), batch_size=batch_size)
@@ -252,7 +287,7 @@ class ClipLitModule(L.LightningModule):
         """Lightning calls this before it checks its own loop configuration: the refusals that must come first."""
         if self._trainer is not None and self.trainer.state.fn == "fit":
             check_trainer_options(self.trainer, self.accum_freq)
-        return []
+        return [EmaCallback(self.ema)] if self.ema is not None else []
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches) if self._trainer else self.optim.warmup_steps + 1
@@ -262,23 +297,42 @@ class ClipLitModule(L.LightningModule):
     # --- validation: retrieval on held-out pairs, zero-shot classification on labelled images ---
 
     def on_validation_epoch_start(self) -> None:
-        """Every validation set's tracker (`clipmodule.train.validation`: retrieval on `data.val_shards`, zero-shot
-        on `data.zeroshot_shards` named by `model.zeroshot_classnames`, and each of `data.zeroshot_sets` by its
-        task kind), built once per validation epoch."""
+        self._validation = self.trackers_of(self.model)
+
+    def trackers_of(self, model: nn.Module) -> ValidationTrackers:
+        """Every validation set's tracker for `model` (`clipmodule.train.validation`: retrieval on
+        `data.val_shards`, zero-shot on `data.zeroshot_shards` named by `model.zeroshot_classnames`, and each of
+        `data.zeroshot_sets` by its task kind), built once per validation epoch."""
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
         tokenizer = None
         if self.classnames or getattr(data, "zeroshot_sets", None):  # sets that prompt the text tower
             # the data's tokenizer: it carries the tokenizer.json folder a model without one was given in the YAML
             tokenizer = (getattr(data, "tokenizer", None) or tokenizer_spec(self.model)).build()
-        self._validation = build_trackers(self.model, data, tokenizer, self.device, (self.classnames, self.templates))
+        return build_trackers(model, data, tokenizer, self.device, (self.classnames, self.templates))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._validation.update(batch)
 
     def on_validation_epoch_end(self) -> None:
-        tracked = self._validation
-        for name, value in (tracked.results() if tracked is not None else {}).items():
-            self.log(name, value)
+        self.log_validation(self._validation, "val/")
+
+    def log_validation(self, trackers: ValidationTrackers | None, prefix: str) -> None:
+        for name, value in (trackers.results() if trackers is not None else {}).items():
+            self.log(prefix + name.removeprefix("val/"), value)
+
+    # --- a second network validated beside the live one (the EMA weights, `clipmodule.train.ema`) ---
+
+    def start_shadow_validation(self, network: nn.Module) -> None:
+        self._shadow = self.trackers_of(network)
+
+    def shadow_validation_step(self, batch: dict[str, Any]) -> None:
+        if self._shadow is not None:
+            with torch.no_grad():
+                self._shadow.update(batch)
+
+    def end_shadow_validation(self, prefix: str) -> None:
+        self.log_validation(self._shadow, prefix)
+        self._shadow = None
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
@@ -309,6 +363,10 @@ class ClipLitModule(L.LightningModule):
         super().train(mode)
         keep_in_eval(getattr(self, "_keep_in_eval", []))
         return self
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:  # after the strategy placed (and, for *-true precisions, cast) the student
+            self.teacher.place(self.model)
 
     def on_train_start(self) -> None:
         restore_generators(getattr(self, "_rng_state", None), self.device)

@@ -1,20 +1,29 @@
-"""AdamW with weight decay on matrices only, and the warmup-cosine schedule (the paper's recipe)."""
+"""The optimiser and its schedule: weight decay on matrices only, AdamW (the paper's recipe), LAMB, Lion or any of
+timm's optimisers by name, and open_clip's schedules (warmup, then cosine, constant, or constant with a cooldown),
+optionally with per-layer learning rates (`clipmodule.train.layer_decay`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.train.decay_rule import decays, matrix_names, parameter_groups
+
+OPTIMIZERS = ("adamw", "lamb", "lion")
+SCHEDULES = ("cosine", "const", "const-cooldown")
+__all__ = ["OptimConfig", "WarmupConstant", "WarmupCosine", "build_optimizer", "decays", "matrix_names",
+           "parameter_groups"]
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with a linear warmup and a cosine decay, stepped every optimiser step (the paper's recipe)."""
+    """The optimiser, with a linear warmup and a schedule, stepped every optimiser step (the paper's recipe:
+    AdamW and cosine)."""
 
     lr: float = 5e-4
     """Peak learning rate, reached after the warmup."""
@@ -28,6 +37,21 @@ class OptimConfig:
     fused: bool | None = None
     """One fused kernel for the AdamW update; None: on when every parameter is a plain CPU or CUDA tensor.
     On CPU it makes the update several times faster (the 49k-token embedding dominates small models)."""
+    name: str = "adamw"
+    """adamw (torch's), lamb, lion (timm's), or `timm/<name>`: any optimiser of timm's registry
+    (`timm.optim.list_optimizers()`), given lr, weight_decay and `kwargs`."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further arguments of a `timm/<name>` optimiser (e.g. {momentum: 0.9})."""
+    schedule: Literal["cosine", "const", "const-cooldown"] = "cosine"
+    """open_clip's schedules, after the warmup: cosine to lr * min_lr_ratio; constant; constant, then a cooldown."""
+    cooldown_steps: int = 0
+    """const-cooldown: the last `cooldown_steps` optimiser steps decay to lr * cooldown_end_ratio."""
+    cooldown_power: float = 1.0
+    """const-cooldown: 1 decays linearly, other values polynomially."""
+    cooldown_end_ratio: float = 0.0
+    layer_decay: float | None = None
+    """Per-layer learning rates (BEiT, timm): a block `d` blocks below its tower's head trains at lr * layer_decay**d,
+    in both towers (`clipmodule.train.layer_decay`). None: every parameter at lr."""
 
 
 class WarmupCosine:
@@ -43,34 +67,79 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def matrix_names(model: nn.Module) -> frozenset[str]:
-    """The parameters with 2 or more dimensions, read before FSDP turns every parameter into a 1-d shard."""
-    return frozenset(name for name, parameter in model.named_parameters() if parameter.ndim >= 2)
+class WarmupConstant:
+    """Learning-rate multiplier: linear 0->1 over `warmup` steps, then 1 (open_clip's `const`); with
+    `cooldown` > 0, the last `cooldown` of `total` steps decay as (1 - e/cooldown)**power to `end`
+    (open_clip's `const-cooldown`)."""
+
+    def __init__(self, warmup: int, total: int, cooldown: int = 0, power: float = 1.0, end: float = 0.0):
+        self.warmup, self.total, self.cooldown, self.power, self.end = warmup, total, cooldown, power, end
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        start = self.total - self.cooldown
+        if self.cooldown <= 0 or step < start:
+            return 1.0
+        decay = max(0.0, 1 - (step - start) / self.cooldown) ** self.power
+        return self.end + decay * (1 - self.end)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float,
-                     matrices: frozenset[str] | None = None) -> list[dict[str, Any]]:
-    """Weight decay on matrices and conv kernels; none on gains, biases and the logit scale/bias.
-    `matrices`: the names of the matrices (`matrix_names` of the unwrapped model); default: read them now."""
-    matrices = matrix_names(model) if matrices is None else matrices
-    decay, exempt = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (exempt if name not in matrices or "logit_" in name else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+def schedule_of(optim: OptimConfig, total_steps: int):
+    """The multiplier of `optim.schedule` over `total_steps` optimiser steps."""
+    if optim.schedule == "cosine":
+        return WarmupCosine(optim.warmup_steps, total_steps, optim.min_lr_ratio)
+    if optim.schedule == "const":
+        return WarmupConstant(optim.warmup_steps, total_steps)
+    if optim.schedule == "const-cooldown":
+        if not 0 < optim.cooldown_steps <= total_steps - optim.warmup_steps:
+            raise ClipModuleError(f"model.optim.cooldown_steps={optim.cooldown_steps} must be between 1 and the "
+                                  f"steps after the warmup ({total_steps - optim.warmup_steps})")
+        return WarmupConstant(optim.warmup_steps, total_steps, optim.cooldown_steps, optim.cooldown_power,
+                              optim.cooldown_end_ratio)
+    raise ClipModuleError(f"model.optim.schedule={optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
+
+
+def _timm_optim() -> Any:
+    try:
+        import timm.optim
+    except ImportError:
+        raise ClipModuleError("model.optim.name: lamb, lion and timm/* need timm (pip install timm)") from None
+    return timm.optim
+
+
+def make_optimizer(groups: list[dict[str, Any]], optim: OptimConfig, fused: bool) -> torch.optim.Optimizer:
+    """The optimiser `optim.name` over `groups` (each group's own `weight_decay` and `lr` kept)."""
+    name = optim.name.lower()
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)
+    if name == "lamb":
+        return _timm_optim().Lamb(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
+    if name == "lion":
+        return _timm_optim().Lion(groups, lr=optim.lr, betas=optim.betas)
+    if name.startswith("timm/"):
+        timm_optim = _timm_optim()
+        if name[5:] not in timm_optim.list_optimizers():
+            raise ClipModuleError(f"model.optim.name={optim.name!r}: timm has no optimiser {name[5:]!r} "
+                                  "(timm.optim.list_optimizers() lists them)")
+        return timm_optim.create_optimizer_v2(groups, opt=name[5:], lr=optim.lr, **optim.kwargs)
+    raise ClipModuleError(f"model.optim.name={optim.name!r} is not one of {', '.join(OPTIMIZERS)} or timm/<name>")
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int, matrices: frozenset[str] | None = None):
-    """AdamW over `parameter_groups` and its warmup-cosine schedule over `total_steps` optimiser steps.
-    Parameters without `requires_grad` (locked towers, `clipmodule.train.lock`) are not in it."""
-    groups = parameter_groups(model, optim.weight_decay, matrices)
+    """The optimiser over `parameter_groups` (or the layer-decay groups) and its schedule over `total_steps`
+    optimiser steps. Parameters without `requires_grad` (locked towers, `clipmodule.train.lock`) are not in it."""
+    if optim.layer_decay is not None:
+        from clipmodule.train.layer_decay import layer_decay_groups
+
+        groups = layer_decay_groups(model, optim.lr, optim.weight_decay, optim.layer_decay, matrices)
+    else:
+        groups = parameter_groups(model, optim.weight_decay, matrices)
     if not any(group["params"] for group in groups):
         raise ClipModuleError("nothing to train: every parameter is locked (model.lock); unlock some groups")
     fused = optim.fused
     if fused is None:
         fused = all(type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") for p in model.parameters())
-    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(optim.warmup_steps, total_steps,
-                                                                         optim.min_lr_ratio))
+    optimizer = make_optimizer(groups, optim, fused)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_of(optim, total_steps))
     return optimizer, schedule

@@ -1,0 +1,80 @@
+"""Optimisers by name (AdamW, LAMB, Lion, timm's registry) and open_clip's schedules, against the peers' own code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from open_clip_train.scheduler import const_lr, const_lr_cooldown, cosine_lr
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.train.module import ClipLitModule, build_network
+from clipmodule.train.optim import OptimConfig, build_optimizer
+
+
+class _Holder:
+    param_groups = [{"lr": 0.0}]
+
+
+def _open_clip_lrs(adjuster, steps: int) -> list[float]:
+    return [adjuster(step) for step in range(steps)]
+
+
+def _our_lrs(optim: OptimConfig, steps: int) -> list[float]:
+    _, schedule = build_optimizer(torch.nn.Linear(2, 2), optim, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "const", "const-cooldown"])
+def test_schedules_equal_open_clips(schedule):
+    lr, warmup, steps = 1e-3, 5, 40
+    optim = OptimConfig(lr=lr, warmup_steps=warmup, schedule=schedule, cooldown_steps=12, cooldown_power=2.0,
+                        cooldown_end_ratio=0.1, weight_decay=0.0)
+    holder = _Holder()
+    peers = {"cosine": lambda: cosine_lr(holder, lr, warmup, steps),
+             "const": lambda: const_lr(holder, lr, warmup, steps),
+             "const-cooldown": lambda: const_lr_cooldown(holder, lr, warmup, steps, 12, 2.0, lr * 0.1)}
+    theirs = _open_clip_lrs(peers[schedule](), steps)
+    ours = _our_lrs(optim, steps)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+
+
+def test_a_cooldown_longer_than_the_run_is_refused():
+    with pytest.raises(ClipModuleError, match="cooldown_steps"):
+        build_optimizer(torch.nn.Linear(2, 2), OptimConfig(schedule="const-cooldown", cooldown_steps=50,
+                                                           warmup_steps=1), 20)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adamw", "AdamW"), ("lamb", "Lamb"), ("lion", "Lion"),
+                                            ("timm/sgd", "SGD"), ("timm/adafactor", "Adafactor")])
+def test_optimisers_by_name_train_with_the_weight_decay_rule(name, kind):
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    options = {"momentum": 0.9} if name == "timm/sgd" else {}
+    optimizer, _ = build_optimizer(network, OptimConfig(name=name, lr=1e-2, warmup_steps=1, kwargs=options), 10)
+    assert type(optimizer).__name__ == kind
+    decayed, exempt = optimizer.param_groups
+    assert (decayed["weight_decay"], len(decayed["params"]), exempt["weight_decay"]) == (0.2, 2, 0.0)
+    before = network[0].weight.detach().clone()
+    network(torch.randn(4, 8)).square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(before, network[0].weight)
+
+
+def test_unknown_optimisers_and_schedules_are_one_line_errors():
+    network = torch.nn.Linear(2, 2)
+    with pytest.raises(ClipModuleError, match="model.optim.name='sgdd' is not one of adamw, lamb, lion"):
+        build_optimizer(network, OptimConfig(name="sgdd"), 10)
+    with pytest.raises(ClipModuleError, match="timm has no optimiser 'nope'"):
+        build_optimizer(network, OptimConfig(name="timm/nope"), 10)
+    with pytest.raises(ClipModuleError, match="schedule='step'"):
+        build_optimizer(network, OptimConfig(schedule="step"), 10)  # type: ignore[arg-type]
+
+
+def test_the_optimiser_and_schedule_are_recorded_with_the_run():
+    module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(name="lion", schedule="const"))
+    assert module.hparams["optim"]["name"] == "lion" and module.hparams["optim"]["schedule"] == "const"
