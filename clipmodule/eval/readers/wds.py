@@ -82,7 +82,16 @@ def _complete(shard: Path) -> bool:
     return _read(shard, size - 1024, 1024) == bytes(1024)
 
 
-def _items(shard: Path, task: str, classes: int) -> list[tuple[FileSlice, object]]:
+def _metadata(fields: dict[str, bytes], where: str) -> list[int]:
+    """A classification sample's `.npy` metadata vector (DataComp's WILDS and fairness copies: region, income…)."""
+    try:
+        return [int(value) for value in np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)]
+    except (ValueError, OSError, TypeError) as error:
+        raise ClipModuleError(f"{where}: unreadable npy metadata ({error})") from None
+
+
+def _items(shard: Path, task: str, classes: int, metadata: list[list[int]]) -> list[tuple[FileSlice, object]]:
+    """The shard's (image, target) items; a classification sample's `.npy` metadata is appended to `metadata`."""
     index = index_shard(str(shard))
     if index.error is not None or not _complete(shard):
         reason = f" ({index.error})" if index.error else ""
@@ -95,6 +104,8 @@ def _items(shard: Path, task: str, classes: int) -> list[tuple[FileSlice, object
             raise ClipModuleError(f"{where}: sample lacks an image (webp|png|jpg|jpeg) or its '{wanted}' field")
         target = _target(task, {wanted: _read(shard, *members[wanted])}, where, classes)
         items.append((FileSlice(str(shard), *members[image]), target))
+        if task == "zeroshot_classification" and "npy" in members:
+            metadata.append(_metadata({"npy": _read(shard, *members["npy"])}, where))
     return items
 
 
@@ -111,5 +122,12 @@ def open_wds(folder: Path, split: str) -> BenchmarkDataset:
         classnames = read_text_lines(folder / "classnames.txt")
         template_file = folder / "zeroshot_classification_templates.txt"
         templates = read_text_lines(template_file) if template_file.is_file() else None
-    items = [item for shard in _shards(folder, split) for item in _items(shard, task, len(classnames or []))]
-    return BenchmarkDataset("wds", split, task, items, classnames, folder, templates)
+    metadata: list[list[int]] = []
+    items = [item for shard in _shards(folder, split) for item in _items(shard, task, len(classnames or []), metadata)]
+    dataset = BenchmarkDataset("wds", split, task, items, classnames, folder, templates)
+    if metadata:  # DataComp's copies: every sample carries it (`eval.subgroups` names its fields)
+        if len(metadata) != len(items):
+            raise ClipModuleError(f"wds at {folder}: {len(items) - len(metadata)} of {len(items)} samples lack the "
+                                  ".npy metadata the others carry")
+        dataset.metadata = {"npy": metadata}
+    return dataset

@@ -56,5 +56,8 @@ def zeroshot_multilabel(model: torch.nn.Module, dataset: Dataset, classnames: Se
     features, targets = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
                                          progress, "zero-shot (multi-label)")
     logits = zeroshot_logits(features, classifier.cpu())
-    value = mean_average_precision(logits, torch.tensor(targets))
-    return {"mean_average_precision": value, "num_samples": len(targets), **data_damage(dataset)}
+    per_class = average_precision_per_class(logits, torch.tensor(targets))
+    value = float(per_class[~per_class.isnan()].mean())  # `mean_average_precision`, from the same detail
+    detail = [None if ap != ap else float(ap) for ap in per_class.tolist()]  # NaN: a class without positives
+    return {"mean_average_precision": value, "num_samples": len(targets), "per_class_average_precision": detail,
+            **data_damage(dataset)}

@@ -12,10 +12,11 @@ from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import classification_metrics
-from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
+from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, dataset_key, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
 from clipmodule.eval.readers import open_classification
+from clipmodule.eval.subgroups import datacomp_metrics
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
 from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
@@ -23,6 +24,9 @@ from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 # DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
 MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+# ...and these by their distribution-shift or fairness metric (`eval.subgroups`; tasklist.yml's main_metric).
+SHIFT_METRICS = {"iwildcam": "macro_f1", "fmow": "worst_region_top1", "dollar_street": "worst_income_top5",
+                 "geode": "worst_region_top1"}
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
@@ -44,8 +48,10 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     if len(classnames) < 2:  # torchmetrics' own error is a traceback
         raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: zero-shot classification needs at least "
                               f"two classes, not {len(classnames)}")
-    logits = zeroshot_logits(features, classifier.cpu())
-    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
+    logits, labels = zeroshot_logits(features, classifier.cpu()), torch.tensor(labels)
+    shifts = datacomp_metrics(dataset_key(str(getattr(dataset, "name", ""))), logits, labels,
+                              getattr(dataset, "metadata", None))  # WILDS and fairness sets: DataComp's metrics
+    return {**classification_metrics(logits, labels, len(classnames)), **shifts, **data_damage(dataset)}
 
 
 def _own_templates(spec: TaskSpec, dataset) -> bool:
@@ -108,10 +114,10 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
 
 def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, float] | None:
     """DataComp's: mAP for a multi-label set, mean per-class recall on Caltech-101, FGVC-Aircraft, Flowers-102 and
-    Pets, top-1 elsewhere."""
+    Pets, `SHIFT_METRICS` on iWildCam, FMoW, Dollar Street and GeoDE, top-1 elsewhere."""
     if "mean_average_precision" in metrics:
         return "mean_average_precision", metrics["mean_average_precision"]
-    name = "mean_per_class_recall" if dataset in MEAN_RECALL_SETS else "top1"
+    name = "mean_per_class_recall" if dataset in MEAN_RECALL_SETS else SHIFT_METRICS.get(dataset or "", "top1")
     return (name, metrics[name]) if name in metrics else None
 
 
