@@ -153,6 +153,7 @@ def _check_tracking(tracking: TrackingOptions) -> None:
 
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
+    from clipmodule.eval.metrics import DETAIL
     from clipmodule.eval.prompts import PROMPTS
     from clipmodule.eval.results import check_output_file, make_record, print_metrics, save_and_track
     from clipmodule.eval.suite import preflight, run_task
@@ -168,7 +169,9 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     with _progress() as progress:
         metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot task's class names (label order) and templates
-    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted)
+    detail = metrics.pop(DETAIL, None)  # per-class results: kept in the record, beside the metrics
+    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted,
+                         **({DETAIL: detail} if detail else {}))
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
     save_and_track(output, record, command.tracking, f"{name}:{_slug(data)}", params, numeric_metrics(metrics),
                    with_record=True)
@@ -185,6 +188,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import numeric_metrics
 
+    if command.models:
+        return run_collection_command(command)
     if not command.model:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
     output = check_output_dir(command.output, [f"{command.name}.md", f"{command.name}.json"])
@@ -216,6 +221,45 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     if run.failed:
         print(f"not run, data refused (damaged or inconsistent): {', '.join(run.failed)}", file=sys.stderr)
     print(f"results: {output / (command.name + '.md')}, {output / (command.name + '.json')}")
+    return record
+
+
+def run_collection_command(command: SuiteCommand) -> dict[str, Any]:
+    """Runs the suite for every model of `command.models` (`eval.collection`): per-task records resume per (model,
+    task); one MLflow run per model; writes <output>/<name>.md, .json and .png."""
+    from clipmodule.eval.collection import comparison_markdown, expand_models, plot_scores
+    from clipmodule.eval.groups import group_metrics, grouped_averages
+    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, write_json, write_text
+    from clipmodule.eval.suite import run_suite
+    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+
+    if command.model:
+        raise ClipModuleError(f"suite {command.name!r}: give `model` or `models`, not both")
+    models = expand_models(list(command.models))
+    output = check_output_dir(command.output, [f"{command.name}{suffix}" for suffix in (".md", ".json", ".png")])
+    _check_tracking(command.tracking)
+    results = []
+    for model in models:
+        fingerprint = model_fingerprint(model)
+        network, preprocess = _load_model(model, command.tokenizer_folder)
+        with _progress() as progress:
+            run = run_suite(network, preprocess, command, progress, model_id=fingerprint,
+                            store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
+        groups = grouped_averages(run.rows)
+        metrics = group_metrics(groups)
+        for row in run.rows:
+            metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
+        run_id = log_to_mlflow(command.tracking, f"suite:{command.name}:{Path(model).name or model}",
+                               {"task": "suite", "suite": command.name, "model": model, "model_sha": fingerprint},
+                               metrics, {"results_json": str((output / f"{command.name}.json").resolve())})
+        results.append({"model": model, "model_sha": fingerprint, "rows": run.rows, "groups": groups,
+                        "missing": run.missing, "failed": run.failed, "reused": run.reused, "mlflow_run_id": run_id})
+    title = f"{command.name}: {len(models)} models"
+    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
+    plot_scores(results, output / f"{command.name}.png", title)
+    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results)
+    write_json(output / f"{command.name}.json", record)
+    print(f"results: {output / (command.name + '.md')}, .json, .png")
     return record
 
 

@@ -12,7 +12,6 @@ eval JSON, `val/image_to_text_R1` in MLflow, whose metric names allow no "@").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,23 +59,32 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     }
 
 
-def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
-    """top1, top5 (when there are more than 5 classes), mean per-class recall over the classes present, and the
-    per-class detail it is the mean of: `per_class_recall` (None for a class without test images) and
-    `per_class_count` (test images per class), both in label order."""
+DETAIL = "detail"
+"""The key under which a task returns its per-class (and per-group) results beside its metrics; a suite row and a
+record keep them as `detail`, out of the metrics table."""
+
+
+def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """top1, top5 (when there are more than 5 classes) and mean per-class recall over the classes present."""
     scores, labels = scores.float(), labels.long()
-    metrics: dict[str, Any] = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")(scores, labels).item()}
+    metrics = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")(scores, labels).item()}
     if num_classes > 5:
         metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")(scores, labels).item()
     per_class = MulticlassRecall(num_classes, average="none")(scores, labels)
-    counts = torch.bincount(labels, minlength=num_classes)
-    present = counts > 0
+    present = torch.bincount(labels, minlength=num_classes) > 0
     metrics["mean_per_class_recall"] = per_class[present].mean().item()
     metrics["num_samples"] = int(len(labels))
-    metrics["per_class_recall"] = [float(value) if seen else None for value, seen in zip(per_class.tolist(),
-                                                                                          present.tolist())]
-    metrics["per_class_count"] = [int(count) for count in counts.tolist()]
     return metrics
+
+
+def per_class_results(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, list]:
+    """What `mean_per_class_recall` is the mean of, in label order: `per_class_recall` (None for a class without
+    test images) and `per_class_count` (test images per class)."""
+    labels = labels.long()
+    recall = MulticlassRecall(num_classes, average="none")(scores.float(), labels).tolist()
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    return {"per_class_recall": [float(value) if count else None for value, count in zip(recall, counts)],
+            "per_class_count": [int(count) for count in counts]}
 
 
 class PairedEmbeddings(Metric):

@@ -35,6 +35,7 @@ from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.groups import grouped_averages, markdown_lines
 from clipmodule.eval.identity import data_identity
+from clipmodule.eval.metrics import DETAIL
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.prompts import PROMPTS
 from clipmodule.eval.readers.base import MissingData
@@ -117,8 +118,10 @@ def _check_rows(config: SuiteConfig) -> None:
 def _row(spec: TaskSpec, metrics: dict[str, Any], data: str | None = None) -> dict[str, Any]:
     metrics = dict(metrics)
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot row's class names and templates, beside its metrics
+    detail = metrics.pop(DETAIL, None)  # per-class (and per-group) results, beside them too
     return {"name": spec.label(), "task": spec.task, "dataset": " → ".join(kind_of(spec).data_names(spec)),
-            **prompted, "metrics": metrics, "spec": asdict(spec), **({"data": data} if data else {})}
+            **prompted, "metrics": metrics, **({DETAIL: detail} if detail else {}), "spec": asdict(spec),
+            **({"data": data} if data else {})}
 
 
 def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:

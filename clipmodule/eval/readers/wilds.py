@@ -47,7 +47,7 @@ def _integer(path: Path, line: int, row: dict[str, str], column: str) -> int:
         raise ClipModuleError(f"{path}:{line}: {column} {row.get(column)!r} is not a number") from None
 
 
-@register("iwildcam", splits=SPLITS, bases=("iwildcam_v2.0",), aliases=("wilds/iwildcam",),
+@register("wilds/iwildcam", splits=SPLITS, bases=("iwildcam_v2.0",), aliases=("iwildcam",),
           expected=lambda split: ["metadata.csv", "categories.csv", "train"],
           metric="top-1, macro F1 (DataComp's main), macro recall",
           layout="iwildcam_v2.0/metadata.csv + categories.csv + train/<filename>")
@@ -77,8 +77,8 @@ def _camelyon_split(center: int, split_id: int) -> str:
     return "train" if split_id == 0 else "id_val"
 
 
-@register("camelyon17", splits=("train", "id_val", "val", "test"), bases=("camelyon17_v1.0",),
-          aliases=("wilds/camelyon17",), expected=lambda split: ["metadata.csv", "patches"],
+@register("wilds/camelyon17", splits=("train", "id_val", "val", "test"), bases=("camelyon17_v1.0",),
+          aliases=("camelyon17",), expected=lambda split: ["metadata.csv", "patches"],
           metric="top-1 (DataComp's main), worst-slide top-1",
           layout="camelyon17_v1.0/metadata.csv + patches/patient_<p>_node_<n>/*.png")
 def open_camelyon17(folder: Path, split: str) -> BenchmarkDataset:
@@ -112,7 +112,7 @@ def _fmow_split(split: str, year: int) -> str | None:
     return {"test": "id_test", "val": "id_val", "train": "train"}.get(split)
 
 
-@register("fmow", splits=SPLITS, bases=("fmow_v1.1",), aliases=("wilds/fmow",),
+@register("wilds/fmow", splits=SPLITS, bases=("fmow_v1.1",), aliases=("fmow",),
           expected=lambda split: ["rgb_metadata.csv", "country_code_mapping.csv", "images"],
           metric="top-1, worst-region top-1 (DataComp's main), worst-year top-1",
           layout="fmow_v1.1/rgb_metadata.csv + country_code_mapping.csv + images/rgb_img_<row>.png")

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.metrics import classification_metrics
+from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, dataset_key, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
@@ -32,10 +32,11 @@ SHIFT_METRICS = {"iwildcam": "macro_f1", "fmow": "worst_region_top1", "dollar_st
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
                             templates: Prompts, options: LoaderOptions | None = None,
                             progress: Progress = None, where: str = "templates",
-                            cache: FeatureCache | None = None) -> dict[str, float]:
+                            cache: FeatureCache | None = None, detail: bool = False) -> dict[str, Any]:
     """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble (or class-specific
     prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`.
-    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`)."""
+    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`); with `detail`,
+    the per-class results (and DataComp's groups) come under `metrics.DETAIL`."""
     options = options or LoaderOptions()
     model = model.to(options.torch_device()).eval()
     key = (tuple(classnames), repr(templates))  # ImageNet, -V2 and -Sketch share one classifier
@@ -51,7 +52,12 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     logits, labels = zeroshot_logits(features, classifier.cpu()), torch.tensor(labels)
     shifts = datacomp_metrics(dataset_key(str(getattr(dataset, "name", ""))), logits, labels,
                               getattr(dataset, "metadata", None))  # WILDS and fairness sets: DataComp's metrics
-    return {**classification_metrics(logits, labels, len(classnames)), **shifts, **data_damage(dataset)}
+    groups = shifts.pop("groups", None)
+    metrics = {**classification_metrics(logits, labels, len(classnames)), **shifts, **data_damage(dataset)}
+    if detail:
+        metrics[DETAIL] = {**per_class_results(logits, labels, len(classnames)),
+                           **({"groups": groups} if groups else {})}
+    return metrics
 
 
 def _own_templates(spec: TaskSpec, dataset) -> bool:
@@ -105,10 +111,10 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
     names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
     if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
         metrics = zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
-                                      where=spec.templates)
+                                      where=spec.templates, detail=True)
     else:
         metrics = zeroshot_classification(model, dataset, names, templates, context.loader, context.progress,
-                                          where=spec.templates, cache=context.cache)
+                                          where=spec.templates, cache=context.cache, detail=True)
     return {**metrics, PROMPTS: prompt_record(names, templates)}  # the record says what was prompted
 
 

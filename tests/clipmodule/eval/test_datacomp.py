@@ -11,7 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, jaccard_score, re
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.groups import DATACOMP_TASKS, grouped_averages
-from clipmodule.eval.metrics import classification_metrics
+from clipmodule.eval.metrics import classification_metrics, per_class_results
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.readers.winogavil import Game
 from clipmodule.eval.subgroups import datacomp_metrics, macro_f1_recall, metadata_fields
@@ -29,7 +29,7 @@ def _random(n: int = 300, classes: int = 12, seed: int = 0) -> tuple[torch.Tenso
 
 def test_classification_metrics_keep_per_class_results_equal_to_clip_benchmark():
     scores, labels = _random()
-    ours = classification_metrics(scores, labels, 12)
+    ours = {**classification_metrics(scores, labels, 12), **per_class_results(scores, labels, 12)}
     top1, top5 = accuracy_numpy2(scores, labels, topk=(1, 5))  # CLIP_benchmark's, fixed for numpy 2
     predictions = scores.argmax(dim=1).numpy()
     assert ours["top1"] == pytest.approx(top1) and ours["top5"] == pytest.approx(top5)
@@ -69,6 +69,7 @@ def test_worst_group_metrics_equal_datacomps_formula(dataset, field, name, k):
     metadata = {field: groups, **({"year": [0] * len(groups)} if dataset == "fmow" else {})}
     ours = datacomp_metrics(dataset, scores, labels, metadata)
     assert ours[name] == pytest.approx(_reference_worst_group(scores, labels, groups, k))
+    assert min(entry[f"top{k}"] for entry in ours["groups"][field].values()) == ours[name]
     assert sum(entry["count"] for entry in ours["groups"][field].values()) == len(labels)
 
 
@@ -164,13 +165,15 @@ def test_a_suite_runs_datacomps_tasks_on_release_copies_and_keeps_per_class_resu
         TaskSpec("association", dataset="winogavil", root=str(tmp_path))])
     run = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
     fmow, wino = (row["metrics"] for row in run.rows)
-    regions = fmow["groups"]["region"]
+    detail = run.rows[0]["detail"]
+    regions = detail["groups"]["region"]
     assert set(regions) == {"Asia", "Europe", "Other"} and fmow["worst_region_top1"] == min(
         entry["top1"] for entry in regions.values())
-    assert len(fmow["per_class_recall"]) == 62 and sum(fmow["per_class_count"]) == 6
+    assert len(detail["per_class_recall"]) == 62 and sum(detail["per_class_count"]) == 6 and "groups" not in fmow
     assert wino["num_games"] == 4 and wino["num_images"] == 12 and set(wino) >= {"jaccard_5", "jaccard_10_12"}
     groups = {group["group"]: group for group in grouped_averages(run.rows)}
     assert groups["Retrieval"]["score"] == pytest.approx(wino["jaccard_10_12"]) and groups["Average"]["of"] == 38
     assert "| Retrieval |" in markdown_table(run.rows, "dc")
     again = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
     assert again.reused == ["zeroshot:fmow", "association:winogavil"] and again.rows[0]["metrics"] == fmow
+    assert again.rows[0]["detail"] == detail  # the per-class results come back with a reused row
