@@ -1,4 +1,4 @@
-"""`clipmodule eval zeroshot|retrieval|linear-probe|suite`: options generated from typed dataclasses.
+"""`clipmodule eval zeroshot|retrieval|linear-probe|suite|concepts`: options generated from typed dataclasses.
 
 Each command loads a CLIP model (`clipmodule.load`: any supported checkpoint, or a name with local
 weights), evaluates, prints a table, writes a JSON record and logs an MLflow run. `-c file.yaml` reads
@@ -111,11 +111,36 @@ class SuiteCommand(SuiteConfig):
     SigLIP model); default: the one beside the weights."""
 
 
+@dataclass
+class ConceptsCommand:
+    """Which concepts the data taught: per-class zero-shot recall against the training captions naming each class."""
+
+    result: str
+    """A zero-shot result: `eval zeroshot`'s JSON, or a suite's JSON with --row."""
+    row: str | None = None
+    """The suite row to read (needed when the suite has several zero-shot rows)."""
+    card: str | None = None
+    """The training data's card (`curation card` JSON); default: the card whose content_hash is the run's
+    data_card_hash, in --cards."""
+    data_card_hash: str | None = None
+    """The training data's card hash; default: the tag of the MLflow fit run whose run folder holds the model."""
+    cards: str = "data_cards"
+    """Folder of data cards searched by hash."""
+    work_dir: str | None = None
+    """The card's curation work folder (matched/ and balanced/ parquet); default: the card's lineage.work_dir."""
+    rare: int = 10
+    """Classes named in fewer training captions than this are listed as rarely shown."""
+    output: str | None = None
+    """Output stem: writes <output>.md, .json and .png; default: eval_results/concepts-<result name>."""
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+
 COMMANDS = {
     "zeroshot": ZeroShotCommand,
     "retrieval": RetrievalCommand,
     "linear-probe": LinearProbeCommand,
     "suite": SuiteCommand,
+    "concepts": ConceptsCommand,
 }
 
 
@@ -263,10 +288,56 @@ def run_collection_command(command: SuiteCommand) -> dict[str, Any]:
     return record
 
 
+def _card_of(command: ConceptsCommand, model: str | None) -> Path:
+    from clipmodule.eval.concepts import find_card
+    from clipmodule.tracking.lineage import data_card_hash_for
+
+    if command.card is not None:
+        return Path(command.card)
+    content_hash = command.data_card_hash or (data_card_hash_for(command.tracking, model) if model else None)
+    if not content_hash:
+        raise ClipModuleError(f"{command.result}: no MLflow fit run holding model {model} names a data_card_hash "
+                              f"(tracking {command.tracking.uri}); pass --card or --data_card_hash")
+    return find_card(command.cards, content_hash)
+
+
+def run_concepts_command(command: ConceptsCommand) -> dict[str, Any]:
+    """Reads the result, follows the model's data card, counts class names before/after balancing, fits, writes."""
+    from clipmodule.eval.concepts import (
+        captions,
+        card_work_dir,
+        concept_markdown,
+        concept_plot,
+        concept_report,
+        zeroshot_result,
+    )
+    from clipmodule.eval.results import check_output_file, write_json, write_text
+
+    result = zeroshot_result(command.result, command.row)
+    stem = Path(command.output or Path("eval_results") / f"concepts-{_slug(str(result['name'] or 'result'))}")
+    check_output_file(stem.with_suffix(".json"))
+    card = _card_of(command, result["model"])
+    work = card_work_dir(card, command.work_dir)
+    balanced = work / "balanced"
+    report = concept_report(result, captions(work / "matched"), captions(balanced) if balanced.is_dir() else None,
+                            command.rare)
+    report["card"] = str(card)
+    write_json(stem.with_suffix(".json"), report)
+    write_text(stem.with_suffix(".md"), concept_markdown(report, card))
+    concept_plot(report, stem.with_suffix(".png"))
+    fit = report["fit"]
+    print(f"never shown: {len(report['never'])}, rarely: {len(report['rare'])}; "
+          + (f"slope {100 * fit['slope']:.1f} points per decade, r {fit['pearson_r']:.2f}" if fit else "no fit"))
+    print(f"results: {stem.with_suffix('.md')}, .json, .png")
+    return report
+
+
 def _runner(name: str):
     def run(argv: list[str]) -> int:
         command = parse_command(name, argv)
-        if name == "suite":
+        if name == "concepts":
+            run_concepts_command(command)
+        elif name == "suite":
             run_suite_command(command)
         else:
             run_single(name, command)

@@ -36,7 +36,7 @@ GROUPS = {
 DATACOMP_TASKS = (
     *GROUPS["ImageNet"], *GROUPS["ImageNet dist. shifts"], *GROUPS["VTAB"], *GROUPS["Retrieval"],
     "cifar10", "country211", "fgvc_aircraft", "food101", "gtsrb", "mnist", "voc2007", "renderedsst2", "cars", "stl10",
-    "iwildcam", "camelyon17", "fmow", "dollar_street", "geode",
+    "wilds/iwildcam", "wilds/camelyon17", "wilds/fmow", "dollar_street", "geode",
 )
 """The 38 tasks DataComp averages (mlfoundations/datacomp aggregate_scores.py asserts 38 rows)."""
 MLFLOW_NAMES = {"ImageNet": "imagenet", "ImageNet dist. shifts": "imagenet_shifts", "VTAB": "vtab",

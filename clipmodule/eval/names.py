@@ -50,7 +50,8 @@ CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "c
              "smallnorb_label_elevation", "dsprites_label_x_position", "dsprites_label_y_position",
              "dsprites_label_orientation",
              # DataComp's WILDS, fairness and association tasks (mlfoundations/datacomp tasklist.yml)
-             "iwildcam", "camelyon17", "fmow", "dollar_street", "geode", "fairface", "utkface", "winogavil")
+             "wilds/iwildcam", "wilds/camelyon17", "wilds/fmow", "dollar_street", "geode", "fairface", "utkface",
+             "winogavil")
 ALIASES = {
     "imagenet": "imagenet1k", "in1k": "imagenet1k", "imagenetsketch": "imagenet_sketch", "sketch": "imagenet_sketch",
     "flowers102": "flowers", "oxfordflowers102": "flowers", "oxfordflowers": "flowers", "oxfordpets": "pets",
@@ -61,6 +62,7 @@ ALIASES = {
     "clevrcount": "clevr_count_all", "clevrcounts": "clevr_count_all",
     "clevrdistance": "clevr_closest_object_distance", "country": "country211",
     # DataComp's retrieval task names
+    "iwildcam": "wilds/iwildcam", "camelyon17": "wilds/camelyon17", "fmow": "wilds/fmow",
     "flickr1ktestimagetextretrieval": "flickr30k", "mscoco20145ktestimagetextretrieval": "mscoco_captions",
 }
 
@@ -74,8 +76,8 @@ _BY_SQUASHED = {**{_squash(name): name for name in CANONICAL}, **ALIASES}
 
 def dataset_key(name: str) -> str | None:
     """The dataset name used here for `name` (any case, `-`/`_`/space, a `vtab/` `wds/` `tfds/` prefix or DataComp's
-    `wilds/` `fairness/` `misc/` `retrieval/`), or None."""
-    prefixed = re.match(r"^(vtab|wds|tfds|wilds|fairness|misc|retrieval)/", name.strip())
+    `fairness/` `misc/` `retrieval/`; WILDS's sets are `wilds/<name>`, as DataComp names them), or None."""
+    prefixed = re.match(r"^(vtab|wds|tfds|fairness|misc|retrieval)/", name.strip())
     short = name.strip().split("/")[-1] if prefixed else name.strip()
     return _BY_SQUASHED.get(_squash(short))
 

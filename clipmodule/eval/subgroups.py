@@ -39,19 +39,19 @@ class WorstGroup:
 
 
 RECIPES: dict[str, tuple[WorstGroup, ...]] = {
-    "camelyon17": (WorstGroup("worst_slide_top1", "slide"),),
-    "fmow": (WorstGroup("worst_region_top1", "region"), WorstGroup("worst_year_top1", "year")),
+    "wilds/camelyon17": (WorstGroup("worst_slide_top1", "slide"),),
+    "wilds/fmow": (WorstGroup("worst_region_top1", "region"), WorstGroup("worst_year_top1", "year")),
     "dollar_street": (WorstGroup("worst_income_top5", "income_ds", k=5),),
     "geode": (WorstGroup("worst_region_top1", "region"),),
 }
-MACRO_F1_SETS = ("iwildcam",)
+MACRO_F1_SETS = ("wilds/iwildcam",)
 
 # The per-image metadata DataComp's webdataset copies store as `.npy` vectors, field by field (the order of each
 # evaluator's `_metadata_fields` in mlfoundations/datacomp eval_utils/wilds_eval.py and fairness_eval.py).
 NPY_FIELDS = {
-    "iwildcam": ("location", "sequence", "year", "month", "day", "hour", "minute", "second", "y"),
-    "camelyon17": ("hospital", "slide", "y"),
-    "fmow": ("region", "year", "y"),
+    "wilds/iwildcam": ("location", "sequence", "year", "month", "day", "hour", "minute", "second", "y"),
+    "wilds/camelyon17": ("hospital", "slide", "y"),
+    "wilds/fmow": ("region", "year", "y"),
     "dollar_street": ("income_ds", "income_meta", "region"),
     "geode": ("region", "country"),
 }

@@ -61,7 +61,7 @@ def open_iwildcam(folder: Path, split: str) -> BenchmarkDataset:
     items = [(folder / "train" / row["filename"], _integer(path, line, row, "y")) for line, row in rows]
     count = max(names) + 1 if names else 0
     classnames = [names.get(label, str(label)) for label in range(count)]
-    dataset = BenchmarkDataset("iwildcam", split, "zeroshot_classification", items, classnames, folder)
+    dataset = BenchmarkDataset("wilds/iwildcam", split, "zeroshot_classification", items, classnames, folder)
     dataset.metadata = {"location": [_integer(path, line, row, "location_remapped") for line, row in rows]}
     return dataset
 
@@ -96,7 +96,8 @@ def open_camelyon17(folder: Path, split: str) -> BenchmarkDataset:
         items.append((image, _integer(path, line, row, "tumor")))
         hospitals.append(center)
         slides.append(slide)
-    dataset = BenchmarkDataset("camelyon17", split, "zeroshot_classification", items, list(CAMELYON_CLASSES), folder)
+    dataset = BenchmarkDataset("wilds/camelyon17", split, "zeroshot_classification", items, list(CAMELYON_CLASSES),
+                               folder)
     dataset.metadata = {"hospital": hospitals, "slide": slides}
     return dataset
 
@@ -132,6 +133,6 @@ def open_fmow(folder: Path, split: str) -> BenchmarkDataset:
         region_of.append(regions.get(row["country_code"], "Other"))
         years.append(year)
     names = [name.replace("_", " ") for name in FMOW_CATEGORIES]
-    dataset = BenchmarkDataset("fmow", split, "zeroshot_classification", items, names, folder)
+    dataset = BenchmarkDataset("wilds/fmow", split, "zeroshot_classification", items, names, folder)
     dataset.metadata = {"region": region_of, "year": years}
     return dataset

@@ -25,7 +25,7 @@ from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 # DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
 MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
 # ...and these by their distribution-shift or fairness metric (`eval.subgroups`; tasklist.yml's main_metric).
-SHIFT_METRICS = {"iwildcam": "macro_f1", "fmow": "worst_region_top1", "dollar_street": "worst_income_top5",
+SHIFT_METRICS = {"wilds/iwildcam": "macro_f1", "wilds/fmow": "worst_region_top1", "dollar_street": "worst_income_top5",
                  "geode": "worst_region_top1"}
 
 

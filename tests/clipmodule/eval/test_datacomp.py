@@ -62,11 +62,11 @@ def _reference_worst_group(scores: torch.Tensor, labels: torch.Tensor, groups: l
 
 @pytest.mark.parametrize(("dataset", "field", "name", "k"), [("dollar_street", "income_ds", "worst_income_top5", 5),
                                                               ("geode", "region", "worst_region_top1", 1),
-                                                              ("fmow", "region", "worst_region_top1", 1)])
+                                                              ("wilds/fmow", "region", "worst_region_top1", 1)])
 def test_worst_group_metrics_equal_datacomps_formula(dataset, field, name, k):
     scores, labels = _random(seed=2)
     groups = [int(value) for value in torch.randint(0, 4, (len(labels),), generator=torch.Generator().manual_seed(3))]
-    metadata = {field: groups, **({"year": [0] * len(groups)} if dataset == "fmow" else {})}
+    metadata = {field: groups, **({"year": [0] * len(groups)} if dataset == "wilds/fmow" else {})}
     ours = datacomp_metrics(dataset, scores, labels, metadata)
     assert ours[name] == pytest.approx(_reference_worst_group(scores, labels, groups, k))
     assert min(entry[f"top{k}"] for entry in ours["groups"][field].values()) == ours[name]
@@ -75,9 +75,9 @@ def test_worst_group_metrics_equal_datacomps_formula(dataset, field, name, k):
 
 def test_datacomps_npy_metadata_is_split_into_its_fields():
     rows = [[2, 7, 1], [0, 3, 0]]
-    assert metadata_fields("fmow", {"npy": rows}) == {"region": [2, 0], "year": [7, 3], "y": [1, 0]}
+    assert metadata_fields("wilds/fmow", {"npy": rows}) == {"region": [2, 0], "year": [7, 3], "y": [1, 0]}
     with pytest.raises(ClipModuleError, match="fewer than the 3 fields"):
-        metadata_fields("fmow", {"npy": [[1]]})
+        metadata_fields("wilds/fmow", {"npy": [[1]]})
     with pytest.raises(ClipModuleError, match="geode: the copy carries no per-image metadata"):
         datacomp_metrics("geode", *_random(), None)
 
