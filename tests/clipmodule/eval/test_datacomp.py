@@ -177,3 +177,51 @@ def test_a_suite_runs_datacomps_tasks_on_release_copies_and_keeps_per_class_resu
     again = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
     assert again.reused == ["zeroshot:fmow", "association:winogavil"] and again.rows[0]["metrics"] == fmow
     assert again.rows[0]["detail"] == detail  # the per-class results come back with a reused row
+
+
+def _datacomp_wds(folder, incomes, classes=7, drop_npy_at=None):
+    """DataComp's copy of Dollar Street (`wds_fairness-dollar_street_test`, CLIP_benchmark's webdataset layout): an
+    image, `.cls` and the `.npy` metadata [income_ds, income_meta, region] per sample."""
+    import io
+
+    import webdataset
+    from PIL import Image
+
+    (folder / "test").mkdir(parents=True)
+    with webdataset.ShardWriter(str(folder / "test" / "%d.tar"), maxcount=4, verbose=0) as sink:
+        for index, income in enumerate(incomes):
+            buffer = io.BytesIO()
+            Image.new("RGB", (24, 24), copies.COLOURS[index % 12]).save(buffer, format="webp")
+            sample = {"__key__": f"s{index:07d}", "webp": buffer.getvalue(), "cls": index % classes}
+            if index != drop_npy_at:
+                sample["npy"] = np.array([income, 1000 + index, index % 3], dtype=np.int64)
+            sink.write(sample)
+        shards = sink.shard
+    (folder / "test" / "nshards.txt").write_text(f"{shards}\n")
+    (folder / "classnames.txt").write_text("".join(f"{name}\n" for name in copies.COLOURS[:classes]))
+    (folder / "zeroshot_classification_templates.txt").write_text("a photo of {c}.\n")
+    return folder
+
+
+def test_datacomps_webdataset_copy_carries_its_metadata_into_the_worst_group_metric(tmp_path):
+    from clipmodule.api import load
+    from clipmodule.checkpoints.io import save_checkpoint
+    from clipmodule.eval.options import SuiteConfig, TaskSpec
+    from clipmodule.eval.suite import run_suite
+    from clipmodule.models import create_model
+
+    incomes = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3]
+    root = _datacomp_wds(tmp_path / "wds_fairness-dollar_street_test", incomes)
+    dataset = open_dataset("wds/fairness/dollar_street", root)
+    assert metadata_fields("dollar_street", dataset.metadata)["income_ds"] == incomes
+    torch.manual_seed(0)
+    save_checkpoint(create_model("tiny-vit"), tmp_path / "tiny.safetensors")
+    model, preprocess = load(tmp_path / "tiny.safetensors")
+    spec = TaskSpec("zeroshot", dataset="wds/fairness/dollar_street", root=str(root), templates="clip_benchmark")
+    row = run_suite(model, preprocess, SuiteConfig(tasks=[spec]), say=lambda line: None).rows[0]
+    groups = row["detail"]["groups"]["income_ds"]
+    assert {name: entry["count"] for name, entry in groups.items()} == {"0": 2, "1": 2, "2": 2, "3": 4}
+    assert row["metrics"]["worst_income_top5"] == min(entry["top5"] for entry in groups.values())
+    _datacomp_wds(tmp_path / "partial", incomes, drop_npy_at=5)
+    with pytest.raises(ClipModuleError, match=r"partial: 1 of 10 samples lack the .npy metadata the others carry"):
+        open_dataset("wds/fairness/dollar_street", tmp_path / "partial")
