@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from clipmodule.eval.readers import (  # noqa: F401 (imported to register their readers)
     arrays,
+    faces,
     folders,
     imagenet,
     lists,

@@ -28,7 +28,10 @@ from clipmodule.eval.readers.base import read_text_lines, register
 from clipmodule.eval.readers.images import FileSlice
 from clipmodule.eval.readers.items import BenchmarkDataset
 
-TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt"}
+TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt", "attributes": "npy"}
+
+
+ATTRIBUTE_OBJECTIVES = ("race", "gender", "age", "toxic")
 
 
 def _dataset_type(folder: Path) -> str:
@@ -62,6 +65,9 @@ def _target(task: str, fields: dict[str, bytes], where: str, classes: int):
     try:
         if task == "retrieval":
             return [line.strip() for line in fields["txt"].decode("utf-8").splitlines() if line.strip()]
+        if task == "attributes":  # DataComp's FairFace/UTKFace: [age, gender, race, race_binary]
+            vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
+            return [int(value) for value in vector]
         if task == "multilabel":
             vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
             if len(vector) != classes:  # a vector over another class list: classnames.txt gained or lost a line
@@ -120,6 +126,9 @@ def open_wds(folder: Path, split: str) -> BenchmarkDataset:
         if not (folder / "classnames.txt").is_file():
             raise ClipModuleError(f"wds at {folder}: classnames.txt is missing (one class name per line)")
         classnames = read_text_lines(folder / "classnames.txt")
+        if task == "zeroshot_classification" and all(name.partition(":")[0] in ATTRIBUTE_OBJECTIVES
+                                                     and ":" in name for name in classnames):
+            task = "attributes"  # DataComp's face sets: `objective:name` classes, `.npy` attributes, no `.cls`
         template_file = folder / "zeroshot_classification_templates.txt"
         templates = read_text_lines(template_file) if template_file.is_file() else None
     metadata: list[list[int]] = []

@@ -17,6 +17,7 @@ from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
 from clipmodule.eval.readers import open_classification
 from clipmodule.eval.subgroups import datacomp_metrics
+from clipmodule.eval.tasks.attributes import zeroshot_attributes
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
 from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
@@ -85,6 +86,9 @@ def spec_classnames(spec: TaskSpec) -> list[str] | None:
 def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     """The names the prompts use: a class-name file's, the shipped data's (put in the dataset's label order),
     or the dataset's own."""
+    if dataset.classnames is None:  # a face-attribute release (`readers.faces`)
+        raise ClipModuleError(f"{spec.label()}: {spec.dataset} ships no class names to prompt with; give its "
+                              "`objective:name` lines with classnames: (DataComp's copy carries them)")
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
@@ -109,7 +113,10 @@ def _check_data(spec: TaskSpec, data: tuple) -> None:
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     dataset = data[0]
     names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
-    if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
+    if getattr(dataset, "task", None) == "attributes":  # FairFace, UTKFace: DataComp's fairness protocol
+        metrics = zeroshot_attributes(model, dataset, names, templates, context.loader, context.progress,
+                                      where=spec.templates, cache=context.cache)
+    elif getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
         metrics = zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
                                       where=spec.templates, detail=True)
     else:
