@@ -54,7 +54,8 @@ def test_fairness_gaps_equal_datacomps_formulas():
         white, other, gap, overall = reference[objective]
         assert ours[f"{objective}_top1_white"] == pytest.approx(white)
         assert ours[f"{objective}_top1_nonwhite"] == pytest.approx(other)
-        assert ours[f"{objective}_top1_gap"] == pytest.approx(gap) and ours[f"{objective}_top1"] == pytest.approx(overall)
+        assert ours[f"{objective}_top1_gap"] == pytest.approx(gap)
+        assert ours[f"{objective}_top1"] == pytest.approx(overall)
     assert ours["gender_top1_worst_intersection"] == pytest.approx(reference["x"][0])
     assert ours["gender_top1_intersection_gap"] == pytest.approx(reference["x"][1])
     assert ours["toxic_crime_max"] == pytest.approx(reference["crime"])
@@ -65,7 +66,8 @@ def test_fairness_gaps_equal_datacomps_formulas():
 def test_release_layouts_read_into_datacomps_codes(tmp_path):
     base = tmp_path / "fairface"
     (base / "val").mkdir(parents=True)
-    rows = [["val/1.jpg", "20-29", "Male", "White", "True"], ["val/2.jpg", "more than 70", "Female", "East Asian", "False"]]
+    rows = [["val/1.jpg", "20-29", "Male", "White", "True"],
+            ["val/2.jpg", "more than 70", "Female", "East Asian", "False"]]
     with (base / "fairface_label_val.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([["file", "age", "gender", "race", "service_test"], *rows])
     assert open_dataset("fairface", tmp_path).labels() == [[3, 0, 1, 0], [8, 1, 6, 1]]
