@@ -46,7 +46,12 @@ from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
                  "mean_average_precision": "mAP",
                  **{f"{direction}_R@{k}": f"{arrow} R@{k}" for direction, arrow in
-                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
+                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)},
+                 # DataComp's distribution-shift, fairness and association metrics (`eval.subgroups`,
+                 # `tasks.attributes`, `tasks.association`): a column only when a row measures it
+                 "macro_f1": "macro F1", "worst_region_top1": "worst region", "worst_income_top5": "worst income top-5",
+                 "jaccard_10_12": "Jaccard 10-12", "race_top1_gap": "race gap", "gender_top1_gap": "gender gap",
+                 "age_top1_gap": "age gap"}
 
 
 def preflight(spec: TaskSpec) -> None:

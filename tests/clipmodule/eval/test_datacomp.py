@@ -173,7 +173,8 @@ def test_a_suite_runs_datacomps_tasks_on_release_copies_and_keeps_per_class_resu
     assert wino["num_games"] == 4 and wino["num_images"] == 12 and set(wino) >= {"jaccard_5", "jaccard_10_12"}
     groups = {group["group"]: group for group in grouped_averages(run.rows)}
     assert groups["Retrieval"]["score"] == pytest.approx(wino["jaccard_10_12"]) and groups["Average"]["of"] == 38
-    assert "| Retrieval |" in markdown_table(run.rows, "dc")
+    table = markdown_table(run.rows, "dc")
+    assert "| Retrieval |" in table and "| worst region | Jaccard 10-12 |" in table
     again = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
     assert again.reused == ["zeroshot:fmow", "association:winogavil"] and again.rows[0]["metrics"] == fmow
     assert again.rows[0]["detail"] == detail  # the per-class results come back with a reused row
