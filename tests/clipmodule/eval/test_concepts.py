@@ -43,13 +43,10 @@ def lab(tmp_path):
     return tmp_path
 
 
-def test_concepts_follow_the_runs_data_card_and_fit_recall_to_log_count(lab, capsys):
-    uri = f"sqlite:///{lab / 'mlruns.db'}"
-    log_to_mlflow(TrackingOptions(uri=uri, experiment="fit"), "fit", {}, {},
-                  {"run_folder": str(lab / "runs" / "fit" / "version_0"), "data_card_hash": "abc123"})
+def test_concepts_count_class_names_in_the_cards_data_and_fit_recall_to_log_count(lab, capsys):
     out = lab / "out" / "concepts"
-    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--tracking.uri",
-            uri, "--output", str(out), "--rare", "5"]
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--data_card_hash",
+            "abc123", "--output", str(out), "--rare", "5"]
     assert clipmodule(argv) == 0, capsys.readouterr().err
     report = json.loads(out.with_suffix(".json").read_text())
     counts = {entry["class"]: (entry["matched"], entry["kept"]) for entry in report["classes"]}
@@ -86,3 +83,14 @@ def test_bad_input_is_one_line(lab, capsys):
     argv[-4:-2] = ["--tracking.uri", "none"]
     assert clipmodule(argv) == 2
     assert "pass --card or --data_card_hash" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an MLflow sqlite store is created (~10 s)
+def test_the_card_is_found_through_the_fit_runs_data_card_hash(lab, capsys):
+    uri = f"sqlite:///{lab / 'mlruns.db'}"
+    log_to_mlflow(TrackingOptions(uri=uri, experiment="fit"), "fit", {}, {},
+                  {"run_folder": str(lab / "runs" / "fit" / "version_0"), "data_card_hash": "abc123"})
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--tracking.uri",
+            uri, "--output", str(lab / "found")]
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    assert json.loads((lab / "found.json").read_text())["card"].endswith("shapes.json")
