@@ -40,9 +40,17 @@ def expand_models(entries: list[str]) -> list[str]:
 
 
 def model_labels(models: list[str]) -> list[str]:
-    """Short column labels: each file's name, or the whole entry where two names would collide."""
-    names = [Path(model.rstrip("/")).name or model for model in models]
-    return [name if names.count(name) == 1 else model for name, model in zip(names, models)]
+    """Short column labels: each entry's last path part, or as many last parts as tell it from the others
+    (`<run>/checkpoints/last.ckpt`)."""
+    parts = [Path(model.rstrip("/")).parts or (model,) for model in models]
+    labels = []
+    for own in parts:
+        for depth in range(1, len(own) + 1):
+            label = "/".join(own[-depth:])
+            if sum("/".join(other[-depth:]) == label for other in parts) == 1:
+                break
+        labels.append(label)
+    return labels
 
 
 def _percent(value: float | None) -> str:

@@ -42,3 +42,5 @@ def test_shrunken_demo_learns_and_accounts_for_every_row(tmp_path):
         with Image.open(plan.out / "compare" / f"{name}.png") as image:
             assert image.width > 400
     assert (plan.out / "data_cards" / "demo.md").exists()
+    concepts = json.loads((plan.out / "eval" / "concepts-demo-clip.json").read_text())  # `eval concepts` stage
+    assert concepts["card"].endswith("demo.json") and len(concepts["classes"]) == plan.source.emoji_classes
