@@ -9,6 +9,7 @@ mlfoundations/datacomp): one main metric per task, averaged over
                            retrieval and association rows, whatever their data)
     Average                every ranked row; over DataComp's 38 tasks (`DATACOMP_TASKS`: tasklist.yml less
                            FairFace and UTKFace, which have no main metric) it is DataComp's headline number
+    DataComp average       when the suite also ranks other rows: the average over its DataComp tasks alone
 
 The main metric is DataComp's, as each task kind declares it (`TaskKind.main_metric`): mean per-class recall on
 Caltech-101, FGVC-Aircraft, Flowers-102 and Pets, macro F1 on iWildCam, worst-region top-1 on FMoW and GeoDE,
@@ -40,7 +41,7 @@ DATACOMP_TASKS = (
 )
 """The 38 tasks DataComp averages (mlfoundations/datacomp aggregate_scores.py asserts 38 rows)."""
 MLFLOW_NAMES = {"ImageNet": "imagenet", "ImageNet dist. shifts": "imagenet_shifts", "VTAB": "vtab",
-                "Retrieval": "retrieval", "Average": "all"}
+                "Retrieval": "retrieval", "Average": "all", "DataComp average": "datacomp"}
 
 
 def main_metric(row: dict[str, Any]) -> tuple[str, float] | None:
@@ -73,14 +74,19 @@ def grouped_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [value for _, value in chosen]
             out.append({"group": group, "score": sum(values) / len(values), "count": len(values), "of": of})
     if scored:
-        datacomp = all(row_dataset(row) in DATACOMP_TASKS for row, _ in scored)
+        ours = [value for row, value in scored if row_dataset(row) in DATACOMP_TASKS]
+        datacomp = len(ours) == len(scored)
         out.append({"group": "Average", "score": sum(value for _, value in scored) / len(scored),
                     "count": len(scored), "of": len(DATACOMP_TASKS) if datacomp else None})
+        if ours and not datacomp:  # other rows too: DataComp's average over its own tasks alone, beside it
+            out.append({"group": "DataComp average", "score": sum(ours) / len(ours), "count": len(ours),
+                        "of": len(DATACOMP_TASKS)})
     return out
 
 
 def group_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
-    """The groups as MLflow metrics: `avg/imagenet`, `avg/imagenet_shifts`, `avg/vtab`, `avg/retrieval`, `avg/all`."""
+    """The groups as MLflow metrics: `avg/imagenet`, `avg/imagenet_shifts`, `avg/vtab`, `avg/retrieval`, `avg/all`
+    (and `avg/datacomp`)."""
     return {f"avg/{MLFLOW_NAMES[group['group']]}": group["score"] for group in groups}
 
 

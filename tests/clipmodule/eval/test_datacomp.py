@@ -147,6 +147,10 @@ def test_the_38_task_average_is_datacomps():
     assert groups["Average"]["score"] == pytest.approx(sum(values) / 38)
     fairface = {"task": "zeroshot", "dataset": "fairface", "metrics": {"race_gap": 0.1}}
     assert grouped_averages([*rows, fairface])[-1]["count"] == 38  # no main metric: not averaged, as DataComp
+    other = {"task": "zeroshot", "dataset": "builtin:digits", "metrics": {"top1": 1.0}}
+    both = {group["group"]: group for group in grouped_averages([*rows, other])}
+    assert both["Average"]["count"] == 39 and both["Average"]["of"] is None
+    assert both["DataComp average"]["score"] == pytest.approx(sum(values) / 38) and both["DataComp average"]["of"] == 38
 
 
 def test_a_suite_runs_datacomps_tasks_on_release_copies_and_keeps_per_class_results(tmp_path):
