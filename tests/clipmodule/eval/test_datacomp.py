@@ -230,3 +230,19 @@ def test_datacomps_webdataset_copy_carries_its_metadata_into_the_worst_group_met
     _datacomp_wds(tmp_path / "partial", incomes, drop_npy_at=5)
     with pytest.raises(ClipModuleError, match=r"partial: 1 of 10 samples lack the .npy metadata the others carry"):
         open_dataset("wds/fairness/dollar_street", tmp_path / "partial")
+
+
+def test_the_shipped_datacomp_suite_lists_its_40_tasks_as_datacomp_names_them():
+    from pathlib import Path
+
+    from clipmodule.eval.cli import parse_command
+    from clipmodule.eval.names import dataset_key
+    from clipmodule.eval.suite import preflight
+
+    config = Path(__file__).resolve().parents[3] / "experiments" / "benchmarks" / "datacomp.yaml"
+    suite = parse_command("suite", ["-c", str(config), "--model", "m"])
+    for task in suite.tasks:
+        preflight(task)
+    keys = [dataset_key(task.dataset) for task in suite.tasks]
+    assert len(keys) == 40 and set(keys) == {*DATACOMP_TASKS, "fairface", "utkface"}
+    assert {task.name for task in suite.tasks} >= {"misc/winogavil", "wilds/fmow", "fairness/dollar_street"}
