@@ -25,11 +25,12 @@ CSV, IMAGES = "winogavil_dataset.csv", "winogavil_images"
 
 @dataclass(frozen=True)
 class Game:
-    """One game: the cue, its candidates (indices into the set's images) and which of them are associations."""
+    """One game: the cue, its candidates (indices into the set's images) and which of them are associations
+    (sorted)."""
 
     cue: str
     candidates: tuple[int, ...]
-    associations: frozenset[int]
+    associations: tuple[int, ...]
 
 
 class AssociationSet(ImageItems):
@@ -66,7 +67,7 @@ def _game(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> 
     for name in candidates:
         index.setdefault(name, len(index))
     return Game(row["cue"].strip(), tuple(index[name] for name in candidates),
-                frozenset(index[name] for name in associations))
+                tuple(sorted({index[name] for name in associations})))
 
 
 @register("winogavil", splits=("test",), bases=("winogavil",), aliases=("misc/winogavil",),

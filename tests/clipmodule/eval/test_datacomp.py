@@ -4,6 +4,8 @@ the release layouts; per-class results stay in the records; the 38-task average 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -93,7 +95,7 @@ def test_winogavil_jaccard_equals_datacomps_scoring():
         candidates = tuple(int(i) for i in generator.choice(30, size, replace=False))
         truth = np.zeros(size, dtype=bool)
         truth[generator.choice(size, int(generator.integers(1, 4)), replace=False)] = True
-        games.append(Game("x", candidates, frozenset(c for c, t in zip(candidates, truth) if t)))
+        games.append(Game("x", candidates, tuple(sorted(c for c, t in zip(candidates, truth) if t))))
         logits = (cue @ images[list(candidates)].T).numpy()
         predicted = np.isin(np.arange(size), np.argsort(logits)[-int(truth.sum()):])
         reference.append(jaccard_score(truth, predicted))
@@ -182,6 +184,13 @@ def test_a_suite_runs_datacomps_tasks_on_release_copies_and_keeps_per_class_resu
     again = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
     assert again.reused == ["zeroshot:fmow", "association:winogavil"] and again.rows[0]["metrics"] == fmow
     assert again.rows[0]["detail"] == detail  # the per-class results come back with a reused row
+    images = {path: path.stat() for path in (tmp_path / "winogavil" / "winogavil_images").iterdir()}
+    games = [*copies.WINOGAVIL_GAMES[:3], ("sun", copies.COLOURS[:12], ["yellow"])]  # one answer fewer
+    copies.winogavil(tmp_path, games)
+    for path, stat in images.items():  # the same images, untouched: only the games differ
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    third = run_suite(model, preprocess, config, model_id="tiny", store=tmp_path / "store", say=lambda line: None)
+    assert third.changed == ["association:winogavil"] and third.reused == ["zeroshot:fmow"]
 
 
 def _datacomp_wds(folder, incomes, classes=7, drop_npy_at=None):
