@@ -217,28 +217,30 @@ def _datacomp_wds(folder, incomes, classes=7, drop_npy_at=None):
     return folder
 
 
-def test_datacomps_webdataset_copy_carries_its_metadata_into_the_worst_group_metric(tmp_path):
+@pytest.mark.parametrize(("name", "field", "metric"), [("dollar_street", "income_ds", "worst_income_top5"),
+                                                     ("geode", "region", "worst_region_top1")])
+def test_datacomps_webdataset_copy_carries_its_metadata_into_the_worst_group_metric(tmp_path, name, field, metric):
     from clipmodule.api import load
     from clipmodule.checkpoints.io import save_checkpoint
     from clipmodule.eval.options import SuiteConfig, TaskSpec
     from clipmodule.eval.suite import run_suite
     from clipmodule.models import create_model
 
-    incomes = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3]
-    root = _datacomp_wds(tmp_path / "wds_fairness-dollar_street_test", incomes)
-    dataset = open_dataset("wds/fairness/dollar_street", root)
-    assert metadata_fields("dollar_street", dataset.metadata)["income_ds"] == incomes
+    incomes = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3]  # the first metadata field: income group, or GeoDE's region
+    root = _datacomp_wds(tmp_path / f"wds_{name}_test", incomes)
+    dataset = open_dataset(f"wds/{name}", root)
+    assert metadata_fields(name, dataset.metadata)[field] == incomes
     torch.manual_seed(0)
     save_checkpoint(create_model("tiny-vit"), tmp_path / "tiny.safetensors")
     model, preprocess = load(tmp_path / "tiny.safetensors")
-    spec = TaskSpec("zeroshot", dataset="wds/fairness/dollar_street", root=str(root), templates="clip_benchmark")
+    spec = TaskSpec("zeroshot", dataset=f"wds/{name}", root=str(root), templates="clip_benchmark")
     row = run_suite(model, preprocess, SuiteConfig(tasks=[spec]), say=lambda line: None).rows[0]
-    groups = row["detail"]["groups"]["income_ds"]
-    assert {name: entry["count"] for name, entry in groups.items()} == {"0": 2, "1": 2, "2": 2, "3": 4}
-    assert row["metrics"]["worst_income_top5"] == min(entry["top5"] for entry in groups.values())
+    groups, k = row["detail"]["groups"][field], metric[-1]
+    assert {group: entry["count"] for group, entry in groups.items()} == {"0": 2, "1": 2, "2": 2, "3": 4}
+    assert row["metrics"][metric] == min(entry[f"top{k}"] for entry in groups.values())
     _datacomp_wds(tmp_path / "partial", incomes, drop_npy_at=5)
     with pytest.raises(ClipModuleError, match=r"partial: 1 of 10 samples lack the .npy metadata the others carry"):
-        open_dataset("wds/fairness/dollar_street", tmp_path / "partial")
+        open_dataset(f"wds/{name}", tmp_path / "partial")
 
 
 def test_the_shipped_datacomp_suite_lists_its_40_tasks_as_datacomp_names_them():
