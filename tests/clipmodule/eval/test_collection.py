@@ -44,6 +44,9 @@ def test_a_collection_of_checkpoints_gives_one_table_one_plot_and_resumes(tmp_pa
     assert clipmodule(argv) == 0
     again = json.loads((tmp_path / "out" / "many.json").read_text())
     assert [entry["reused"] for entry in again["models"]] == [["pets"], ["pets"]]
+    capsys.readouterr()
+    assert clipmodule([*argv, "--model", "other.pt"]) == 2
+    assert capsys.readouterr().err.strip().endswith("suite 'many': give `model` or `models`, not both")
 
 
 def test_model_entries_expand_and_bad_ones_are_one_line(tmp_path):
