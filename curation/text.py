@@ -1,4 +1,5 @@
-"""Text normalisation shared by the query list and the matcher, so both sides see the same characters.
+"""Text normalisation shared by the query list and the matcher, so both sides see the same characters
+(defined in `clipformats.matching`, re-exported here).
 
 `normalize`: lower-case (Python's str.lower), Unicode NFC, the typographic apostrophe ’ → ', control
 characters and whitespace runs → one space, trimmed. A *word character* is a Unicode letter (L*),
@@ -9,46 +10,14 @@ kernels compile their pattern on every call, which costs milliseconds per captio
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Iterable
-
 import pyarrow as pa
 import pyarrow.compute as pc
-import regex
 
-# Markers put around every non-word character by `mark_boundaries`: a left-edge marker where a term may
-# start, a right-edge marker where one may end. Normalisation turns control characters into spaces, so
-# no marker can come from the text itself.
-LEFT = "\x01"
-RIGHT = "\x02"
+# The rule itself lives in the neutral layer, so that clipmodule's `eval concepts` counts class names as
+# `curation match` counts queries (clipmodule may not import curation).
+from clipformats.matching import LEFT, RIGHT, mark_boundaries, normalize, normalize_all
 
-_CLEAN = dict.fromkeys((*range(0x20), *range(0x7F, 0xA0)), " ") | {0x2019: "'"}
-_MARK_ASCII = {code: RIGHT + chr(code) + LEFT for code in range(0x80) if not chr(code).isalnum()}
-_NON_ASCII_NON_WORD = regex.compile(r"[^\p{L}\p{M}\p{N}\x00-\x7f]")
-
-
-def normalize(text: str) -> str:
-    """Lower-case, NFC, ’ → ', control characters and whitespace runs → one space, trimmed."""
-    text = text.lower()
-    if not (text.isascii() and text.isprintable()):  # printable ASCII needs neither step
-        text = unicodedata.normalize("NFC", text.translate(_CLEAN))
-    return " ".join(text.split())
-
-
-def normalize_all(texts: Iterable[str]) -> list[str]:
-    return [normalize(text) for text in texts]
-
-
-def mark_boundaries(text: str) -> str:
-    """Surround each non-word character c of normalised text by markers: c → RIGHT c LEFT.
-
-    A term t matches text s at word boundaries exactly when LEFT + mark(t) + RIGHT occurs in
-    LEFT + mark(s) + RIGHT: the left marker is there only after a non-word character (or at the start),
-    the right marker only before one (or at the end), and inside the term the markers are the same on
-    both sides. So a plain Aho-Corasick scan finds only boundary-respecting matches, with no per-hit check.
-    """
-    text = text.translate(_MARK_ASCII)  # the common case at C speed; the regex only for non-ASCII text
-    return text if text.isascii() else _NON_ASCII_NON_WORD.sub(RIGHT + r"\g<0>" + LEFT, text)
+__all__ = ["LEFT", "RIGHT", "has_letter", "mark_boundaries", "normalize", "normalize_all"]
 
 
 def has_letter(values: pa.Array) -> pa.Array:

@@ -4,6 +4,7 @@
       → curation build (queries, match, balance, img2dataset download, data card)
       → clipmodule fit, twice (CLIP loss, SigLIP loss) on the downloaded shards
       → clipmodule eval zeroshot on held-out renders never served for training
+      → clipmodule eval concepts (per-class recall against the training captions naming each class)
       → clipmodule compare (table, markdown report, PNG curves)
       → curation embed + curation index with the CLIP run's model: the index `clipmodule serve` serves
 
@@ -197,6 +198,11 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         _run(console, f"clipmodule fit: {run_name}", _fit_command(run_name, configs, plan, paths, classnames),
              paths["log"])
     results = _evaluate(console, plan, paths)
+    _run(console, "which concepts the data taught: demo-clip", [  # per-class recall vs training captions per class
+        _bin("clipmodule"), "eval", "concepts", "--result", str(paths["eval"] / "demo-clip.json"), "--row",
+        plan.eval_tasks[0], "--cards", str(paths["cards"]), "--tracking.uri", f"sqlite:///{paths['store']}",
+        "--output", str(paths["eval"] / "concepts-demo-clip"),
+    ], paths["log"])
     _run(console, "clipmodule compare", [
         _bin("clipmodule"), "compare", "--experiment", "demo", "--tracking.uri", f"sqlite:///{paths['store']}",
         "--out", str(paths["compare"]), "--params", "loss,global_batch_size",

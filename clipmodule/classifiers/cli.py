@@ -48,7 +48,7 @@ def _parse(argv: list[str]) -> ClassifierTestCommand:
 def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
     from clipmodule.classifiers.zoo import get_model
-    from clipmodule.eval.metrics import classification_metrics
+    from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
     from clipmodule.eval.prompts import read_classnames
     from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import data_damage, extract_features
@@ -65,7 +65,9 @@ def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
         logits, labels = extract_features(model, dataset, command.loader, progress, f"test {command.model}")
     import torch
 
-    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
+    labels = torch.tensor(labels)
+    return {**classification_metrics(logits, labels, len(classnames)), **data_damage(dataset),
+            DETAIL: per_class_results(logits, labels, len(classnames))}  # kept in the record, beside the metrics
 
 
 def test(argv: list[str]) -> int:
@@ -76,9 +78,12 @@ def test(argv: list[str]) -> int:
     output = check_output_file(command.output or Path("eval_results") / f"test-{command.model}.json")
     if command.tracking.enabled:  # before the test, which may take an hour on ImageNet
         check_store(command.tracking.uri, must_exist=False)
+    from clipmodule.eval.metrics import DETAIL
+
     metrics = test_classifier(command)
+    detail = metrics.pop(DETAIL)
     record = make_record("test", command.model, metrics, checkpoint=command.checkpoint, dataset=command.data,
-                         config=asdict(command))
+                         config=asdict(command), detail=detail)
     save_and_track(output, record, command.tracking, f"test:{command.model}",
                    {"task": "test", "model": command.model, "checkpoint": command.checkpoint, "dataset": command.data},
                    numeric_metrics({f"accuracy/{key}": value for key, value in metrics.items()}))

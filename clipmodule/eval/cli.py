@@ -1,4 +1,4 @@
-"""`clipmodule eval zeroshot|retrieval|linear-probe|suite`: options generated from typed dataclasses.
+"""`clipmodule eval zeroshot|retrieval|linear-probe|suite|concepts`: options generated from typed dataclasses.
 
 Each command loads a CLIP model (`clipmodule.load`: any supported checkpoint, or a name with local
 weights), evaluates, prints a table, writes a JSON record and logs an MLflow run. `-c file.yaml` reads
@@ -111,11 +111,36 @@ class SuiteCommand(SuiteConfig):
     SigLIP model); default: the one beside the weights."""
 
 
+@dataclass
+class ConceptsCommand:
+    """Which concepts the data taught: per-class zero-shot recall against the training captions naming each class."""
+
+    result: str
+    """A zero-shot result: `eval zeroshot`'s JSON, or a suite's JSON with --row."""
+    row: str | None = None
+    """The suite row to read (needed when the suite has several zero-shot rows)."""
+    card: str | None = None
+    """The training data's card (`curation card` JSON); default: the card whose content_hash is the run's
+    data_card_hash, in --cards."""
+    data_card_hash: str | None = None
+    """The training data's card hash; default: the tag of the MLflow fit run whose run folder holds the model."""
+    cards: str = "data_cards"
+    """Folder of data cards searched by hash."""
+    work_dir: str | None = None
+    """The card's curation work folder (matched/ and balanced/ parquet); default: the card's lineage.work_dir."""
+    rare: int = 10
+    """Classes named in fewer training captions than this are listed as rarely shown."""
+    output: str | None = None
+    """Output stem: writes <output>.md, .json and .png; default: eval_results/concepts-<result name>."""
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+
 COMMANDS = {
     "zeroshot": ZeroShotCommand,
     "retrieval": RetrievalCommand,
     "linear-probe": LinearProbeCommand,
     "suite": SuiteCommand,
+    "concepts": ConceptsCommand,
 }
 
 
@@ -153,6 +178,7 @@ def _check_tracking(tracking: TrackingOptions) -> None:
 
 def run_single(name: str, command: Any) -> dict[str, Any]:
     """Evaluates one task; writes its JSON record and MLflow run; returns the record."""
+    from clipmodule.eval.metrics import DETAIL
     from clipmodule.eval.prompts import PROMPTS
     from clipmodule.eval.results import check_output_file, make_record, print_metrics, save_and_track
     from clipmodule.eval.suite import preflight, run_task
@@ -168,7 +194,9 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
     with _progress() as progress:
         metrics = run_task(model, preprocess, spec, command.loader, probe, progress)
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot task's class names (label order) and templates
-    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted)
+    detail = metrics.pop(DETAIL, None)  # per-class results: kept in the record, beside the metrics
+    record = make_record(name, command.model, metrics, dataset=data, task_spec=asdict(spec), **prompted,
+                         **({DETAIL: detail} if detail else {}))
     params = {"task": name, "model": command.model, "dataset": data, **({"train": spec.train} if spec.train else {})}
     save_and_track(output, record, command.tracking, f"{name}:{_slug(data)}", params, numeric_metrics(metrics),
                    with_record=True)
@@ -185,6 +213,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import numeric_metrics
 
+    if command.models:
+        return run_collection_command(command)
     if not command.model:
         raise ClipModuleError(f"suite {command.name!r}: no model (set `model:` in the YAML or pass --model)")
     output = check_output_dir(command.output, [f"{command.name}.md", f"{command.name}.json"])
@@ -219,10 +249,95 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     return record
 
 
+def run_collection_command(command: SuiteCommand) -> dict[str, Any]:
+    """Runs the suite for every model of `command.models` (`eval.collection`): per-task records resume per (model,
+    task); one MLflow run per model; writes <output>/<name>.md, .json and .png."""
+    from clipmodule.eval.collection import comparison_markdown, expand_models, plot_scores
+    from clipmodule.eval.groups import group_metrics, grouped_averages
+    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, write_json, write_text
+    from clipmodule.eval.suite import run_suite
+    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+
+    if command.model:
+        raise ClipModuleError(f"suite {command.name!r}: give `model` or `models`, not both")
+    models = expand_models(list(command.models))
+    output = check_output_dir(command.output, [f"{command.name}{suffix}" for suffix in (".md", ".json", ".png")])
+    _check_tracking(command.tracking)
+    results = []
+    for model in models:
+        fingerprint = model_fingerprint(model)
+        network, preprocess = _load_model(model, command.tokenizer_folder)
+        with _progress() as progress:
+            run = run_suite(network, preprocess, command, progress, model_id=fingerprint,
+                            store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
+        groups = grouped_averages(run.rows)
+        metrics = group_metrics(groups)
+        for row in run.rows:
+            metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
+        run_id = log_to_mlflow(command.tracking, f"suite:{command.name}:{Path(model).name or model}",
+                               {"task": "suite", "suite": command.name, "model": model, "model_sha": fingerprint},
+                               metrics, {"results_json": str((output / f"{command.name}.json").resolve())})
+        results.append({"model": model, "model_sha": fingerprint, "rows": run.rows, "groups": groups,
+                        "missing": run.missing, "failed": run.failed, "reused": run.reused, "mlflow_run_id": run_id})
+    title = f"{command.name}: {len(models)} models"
+    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
+    plot_scores(results, output / f"{command.name}.png", title)
+    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results)
+    write_json(output / f"{command.name}.json", record)
+    print(f"results: {output / (command.name + '.md')}, .json, .png")
+    return record
+
+
+def _card_of(command: ConceptsCommand, model: str | None) -> Path:
+    from clipmodule.eval.concepts import find_card
+    from clipmodule.tracking.lineage import data_card_hash_for
+
+    if command.card is not None:
+        return Path(command.card)
+    content_hash = command.data_card_hash or (data_card_hash_for(command.tracking, model) if model else None)
+    if not content_hash:
+        raise ClipModuleError(f"{command.result}: no MLflow fit run holding model {model} names a data_card_hash "
+                              f"(tracking {command.tracking.uri}); pass --card or --data_card_hash")
+    return find_card(command.cards, content_hash)
+
+
+def run_concepts_command(command: ConceptsCommand) -> dict[str, Any]:
+    """Reads the result, follows the model's data card, counts class names before/after balancing, fits, writes."""
+    from clipmodule.eval.concepts import (
+        captions,
+        card_work_dir,
+        concept_markdown,
+        concept_plot,
+        concept_report,
+        zeroshot_result,
+    )
+    from clipmodule.eval.results import check_output_file, write_json, write_text
+
+    result = zeroshot_result(command.result, command.row)
+    stem = Path(command.output or Path("eval_results") / f"concepts-{_slug(str(result['name'] or 'result'))}")
+    check_output_file(stem.with_suffix(".json"))
+    card = _card_of(command, result["model"])
+    work = card_work_dir(card, command.work_dir)
+    balanced = work / "balanced"
+    report = concept_report(result, captions(work / "matched"), captions(balanced) if balanced.is_dir() else None,
+                            command.rare)
+    report["card"] = str(card)
+    write_json(stem.with_suffix(".json"), report)
+    write_text(stem.with_suffix(".md"), concept_markdown(report, card))
+    concept_plot(report, stem.with_suffix(".png"))
+    fit = report["fit"]
+    print(f"never shown: {len(report['never'])}, rarely: {len(report['rare'])}; "
+          + (f"slope {100 * fit['slope']:.1f} points per decade, r {fit['pearson_r']:.2f}" if fit else "no fit"))
+    print(f"results: {stem.with_suffix('.md')}, .json, .png")
+    return report
+
+
 def _runner(name: str):
     def run(argv: list[str]) -> int:
         command = parse_command(name, argv)
-        if name == "suite":
+        if name == "concepts":
+            run_concepts_command(command)
+        elif name == "suite":
             run_suite_command(command)
         else:
             run_single(name, command)

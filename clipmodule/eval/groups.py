@@ -5,11 +5,16 @@ mlfoundations/datacomp): one main metric per task, averaged over
     ImageNet dist. shifts  ImageNet-Sketch, -V2, -A, -O, -R, ObjectNet
     VTAB                   Caltech-101, CIFAR-100, CLEVR Counts and Distance, DTD, EuroSAT, KITTI distance,
                            Flowers-102, Pets, PatchCamelyon, RESISC45, SVHN, SUN397
-    Retrieval              Flickr30k, MS-COCO (DataComp also counts WinoGAViL; any retrieval row counts here)
-    Average                every zero-shot and retrieval row
+    Retrieval              Flickr30k, MS-COCO, WinoGAViL (the rows of every kind whose group is Retrieval:
+                           retrieval and association rows, whatever their data)
+    Average                every ranked row; over DataComp's 38 tasks (`DATACOMP_TASKS`: tasklist.yml less
+                           FairFace and UTKFace, which have no main metric) it is DataComp's headline number
+    DataComp average       when the suite also ranks other rows: the average over its DataComp tasks alone
 
-The main metric is DataComp's: mean per-class recall on Caltech-101, FGVC-Aircraft, Flowers-102 and Pets,
-top-1 elsewhere, the mean of both directions' recall@1 for retrieval, mAP for a multi-label set. Linear-probe
+The main metric is DataComp's, as each task kind declares it (`TaskKind.main_metric`): mean per-class recall on
+Caltech-101, FGVC-Aircraft, Flowers-102 and Pets, macro F1 on iWildCam, worst-region top-1 on FMoW and GeoDE,
+worst-income top-5 on Dollar Street, top-1 elsewhere, the mean of both directions' recall@1 for retrieval, the
+Jaccard index of 10-12-candidate games for WinoGAViL, mAP for a multi-label set. Linear-probe
 rows are not zero-shot results and join no group. A group reports how many of its datasets the suite ran:
 a partial group is an average over fewer datasets than DataComp's, and says so.
 """
@@ -27,10 +32,16 @@ GROUPS = {
     "ImageNet dist. shifts": ("imagenet_sketch", "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "objectnet"),
     "VTAB": ("caltech101", "cifar100", "clevr_count_all", "clevr_closest_object_distance", "dtd", "eurosat",
              "kitti_closest_vehicle_distance", "flowers", "pets", "pcam", "resisc45", "svhn", "sun397"),
-    "Retrieval": ("flickr30k", "mscoco_captions"),
+    "Retrieval": ("flickr30k", "mscoco_captions", "winogavil"),
 }
+DATACOMP_TASKS = (
+    *GROUPS["ImageNet"], *GROUPS["ImageNet dist. shifts"], *GROUPS["VTAB"], *GROUPS["Retrieval"],
+    "cifar10", "country211", "fgvc_aircraft", "food101", "gtsrb", "mnist", "voc2007", "renderedsst2", "cars", "stl10",
+    "wilds/iwildcam", "wilds/camelyon17", "wilds/fmow", "dollar_street", "geode",
+)
+"""The 38 tasks DataComp averages (mlfoundations/datacomp aggregate_scores.py asserts 38 rows)."""
 MLFLOW_NAMES = {"ImageNet": "imagenet", "ImageNet dist. shifts": "imagenet_shifts", "VTAB": "vtab",
-                "Retrieval": "retrieval", "Average": "all"}
+                "Retrieval": "retrieval", "Average": "all", "DataComp average": "datacomp"}
 
 
 def main_metric(row: dict[str, Any]) -> tuple[str, float] | None:
@@ -46,7 +57,7 @@ def row_dataset(row: dict[str, Any]) -> str | None:
 
 def grouped_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """[{group, score, count, of}] for every group with at least one row; `of` is the group's size in
-    DataComp (None for Average and for Retrieval rows on other data)."""
+    DataComp (38 for an Average over DataComp's tasks only; None for rows on other data)."""
     scored = [(row, main_metric(row)) for row in rows]
     scored = [(row, metric[1]) for row, metric in scored if metric is not None]
     out = []
@@ -63,13 +74,19 @@ def grouped_averages(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = [value for _, value in chosen]
             out.append({"group": group, "score": sum(values) / len(values), "count": len(values), "of": of})
     if scored:
+        ours = [value for row, value in scored if row_dataset(row) in DATACOMP_TASKS]
+        datacomp = len(ours) == len(scored)
         out.append({"group": "Average", "score": sum(value for _, value in scored) / len(scored),
-                    "count": len(scored), "of": None})
+                    "count": len(scored), "of": len(DATACOMP_TASKS) if datacomp else None})
+        if ours and not datacomp:  # other rows too: DataComp's average over its own tasks alone, beside it
+            out.append({"group": "DataComp average", "score": sum(ours) / len(ours), "count": len(ours),
+                        "of": len(DATACOMP_TASKS)})
     return out
 
 
 def group_metrics(groups: list[dict[str, Any]]) -> dict[str, float]:
-    """The groups as MLflow metrics: `avg/imagenet`, `avg/imagenet_shifts`, `avg/vtab`, `avg/retrieval`, `avg/all`."""
+    """The groups as MLflow metrics: `avg/imagenet`, `avg/imagenet_shifts`, `avg/vtab`, `avg/retrieval`, `avg/all`
+    (and `avg/datacomp`)."""
     return {f"avg/{MLFLOW_NAMES[group['group']]}": group["score"] for group in groups}
 
 

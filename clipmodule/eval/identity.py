@@ -80,6 +80,10 @@ def _update(digest: Any, dataset: Any) -> None:
         files.update(_expected_files(dataset))
     about = {"task": getattr(dataset, "task", None), "classnames": getattr(dataset, "classnames", None),
              "templates": getattr(dataset, "templates", None), "files": [_stat(path) for path in sorted(files)]}
+    if getattr(dataset, "metadata", None):  # the groups of a worst-group metric (`eval.subgroups`)
+        about["metadata"] = dataset.metadata
+    if getattr(dataset, "games", None):  # an association set's games (`readers.winogavil`): cue, candidates, answers
+        about["games"] = [[game.cue, list(game.candidates), list(game.associations)] for game in dataset.games]
     digest.update(json.dumps(about, sort_keys=True, default=str).encode())
 
 

@@ -59,6 +59,11 @@ def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor,
     }
 
 
+DETAIL = "detail"
+"""The key under which a task returns its per-class (and per-group) results beside its metrics; a suite row and a
+record keep them as `detail`, out of the metrics table."""
+
+
 def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
     """top1, top5 (when there are more than 5 classes) and mean per-class recall over the classes present."""
     scores, labels = scores.float(), labels.long()
@@ -70,6 +75,16 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, num_class
     metrics["mean_per_class_recall"] = per_class[present].mean().item()
     metrics["num_samples"] = int(len(labels))
     return metrics
+
+
+def per_class_results(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, list]:
+    """What `mean_per_class_recall` is the mean of, in label order: `per_class_recall` (None for a class without
+    test images) and `per_class_count` (test images per class)."""
+    labels = labels.long()
+    recall = MulticlassRecall(num_classes, average="none")(scores.float(), labels).tolist()
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    return {"per_class_recall": [float(value) if count else None for value, count in zip(recall, counts)],
+            "per_class_count": [int(count) for count in counts]}
 
 
 class PairedEmbeddings(Metric):

@@ -48,7 +48,10 @@ RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
 CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "caltech101_vtab", "svhn",
              "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy", "smallnorb_label_azimuth",
              "smallnorb_label_elevation", "dsprites_label_x_position", "dsprites_label_y_position",
-             "dsprites_label_orientation")
+             "dsprites_label_orientation",
+             # DataComp's WILDS, fairness and association tasks (mlfoundations/datacomp tasklist.yml)
+             "wilds/iwildcam", "wilds/camelyon17", "wilds/fmow", "dollar_street", "geode", "fairface", "utkface",
+             "winogavil")
 ALIASES = {
     "imagenet": "imagenet1k", "in1k": "imagenet1k", "imagenetsketch": "imagenet_sketch", "sketch": "imagenet_sketch",
     "flowers102": "flowers", "oxfordflowers102": "flowers", "oxfordflowers": "flowers", "oxfordpets": "pets",
@@ -58,6 +61,9 @@ ALIASES = {
     "facialemotionrecognition2013": "fer2013", "kitti": "kitti_closest_vehicle_distance",
     "clevrcount": "clevr_count_all", "clevrcounts": "clevr_count_all",
     "clevrdistance": "clevr_closest_object_distance", "country": "country211",
+    # DataComp's retrieval task names
+    "iwildcam": "wilds/iwildcam", "camelyon17": "wilds/camelyon17", "fmow": "wilds/fmow",
+    "flickr1ktestimagetextretrieval": "flickr30k", "mscoco20145ktestimagetextretrieval": "mscoco_captions",
 }
 
 
@@ -69,8 +75,10 @@ _BY_SQUASHED = {**{_squash(name): name for name in CANONICAL}, **ALIASES}
 
 
 def dataset_key(name: str) -> str | None:
-    """The dataset name used here for `name` (any case, `-`/`_`/space, a `vtab/` `wds/` `tfds/` prefix), or None."""
-    short = name.strip().split("/")[-1] if re.match(r"^(vtab|wds|tfds)/", name.strip()) else name.strip()
+    """The dataset name used here for `name` (any case, `-`/`_`/space, a `vtab/` `wds/` `tfds/` prefix or DataComp's
+    `fairness/` `misc/` `retrieval/`; WILDS's sets are `wilds/<name>`, as DataComp names them), or None."""
+    prefixed = re.match(r"^(vtab|wds|tfds|fairness|misc|retrieval)/", name.strip())
+    short = name.strip().split("/")[-1] if prefixed else name.strip()
     return _BY_SQUASHED.get(_squash(short))
 
 

@@ -118,6 +118,9 @@ class SuiteConfig:
     """The (task, dataset) rows."""
     model: str | None = None
     """CLIP checkpoint path or a model name with local weights (as `clipmodule.load`)."""
+    models: list[str] = field(default_factory=list)
+    """Several models instead of `model`: names, checkpoint files, folders or globs of checkpoints; one table, one
+    plot and the grouped averages of them all (`clipmodule.eval.collection`)."""
     name: str = "suite"
     """Suite name: the table is written to `<output>/<name>.md` and `.json`."""
     output: str = "eval_results"

@@ -58,8 +58,10 @@ def write_text(path: str | Path, text: str) -> Path:
     return files.write_text(path, text)
 
 
-RECORD_FORMAT = 2  # bump when a metric's definition changes: older per-task records are then not reused
+RECORD_FORMAT = 3  # bump when a metric's definition changes: older per-task records are then not reused
 # 2: zero-shot records state their class names and templates (OpenAI's EuroSAT names were scrambled before)
+# 3: classification records keep per-class results (recall, count; AP of a multi-label set) and DataComp's
+#    worst-group metrics
 
 
 def model_fingerprint(model: str) -> str:

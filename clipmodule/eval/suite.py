@@ -35,6 +35,7 @@ from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.groups import grouped_averages, markdown_lines
 from clipmodule.eval.identity import data_identity
+from clipmodule.eval.metrics import DETAIL
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.prompts import PROMPTS
 from clipmodule.eval.readers.base import MissingData
@@ -45,7 +46,12 @@ from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
                  "mean_average_precision": "mAP",
                  **{f"{direction}_R@{k}": f"{arrow} R@{k}" for direction, arrow in
-                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
+                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)},
+                 # DataComp's distribution-shift, fairness and association metrics (`eval.subgroups`,
+                 # `tasks.attributes`, `tasks.association`): a column only when a row measures it
+                 "macro_f1": "macro F1", "worst_region_top1": "worst region", "worst_income_top5": "worst income top-5",
+                 "jaccard_10_12": "Jaccard 10-12", "race_top1_gap": "race gap", "gender_top1_gap": "gender gap",
+                 "age_top1_gap": "age gap"}
 
 
 def preflight(spec: TaskSpec) -> None:
@@ -117,8 +123,10 @@ def _check_rows(config: SuiteConfig) -> None:
 def _row(spec: TaskSpec, metrics: dict[str, Any], data: str | None = None) -> dict[str, Any]:
     metrics = dict(metrics)
     prompted = metrics.pop(PROMPTS, {})  # a zero-shot row's class names and templates, beside its metrics
+    detail = metrics.pop(DETAIL, None)  # per-class (and per-group) results, beside them too
     return {"name": spec.label(), "task": spec.task, "dataset": " → ".join(kind_of(spec).data_names(spec)),
-            **prompted, "metrics": metrics, "spec": asdict(spec), **({"data": data} if data else {})}
+            **prompted, "metrics": metrics, **({DETAIL: detail} if detail else {}), "spec": asdict(spec),
+            **({"data": data} if data else {})}
 
 
 def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:

@@ -44,3 +44,5 @@ def test_shrunken_demo_learns_and_accounts_for_every_row(tmp_path):
     assert (plan.out / "data_cards" / "demo.md").exists()
     index = json.loads((plan.out / "index" / "index.json").read_text())  # what `clipmodule serve` serves
     assert index["rows"] == stages["download"][1]
+    concepts = json.loads((plan.out / "eval" / "concepts-demo-clip.json").read_text())  # `eval concepts` stage
+    assert concepts["card"].endswith("demo.json") and len(concepts["classes"]) == plan.source.emoji_classes

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.images import Transform, read_image
 
-TASKS = ("zeroshot_classification", "multilabel", "retrieval")
+TASKS = ("zeroshot_classification", "multilabel", "retrieval", "attributes")
 
 
 class ImageItems(Dataset):
@@ -86,7 +86,7 @@ class BenchmarkDataset(ImageItems):
             raise ValueError(f"unknown task {task!r}")
         if not items:
             raise ClipModuleError(f"{name} ({split}) at {root}: the split holds no images")
-        if task != "retrieval":
+        if task not in ("retrieval", "attributes"):  # attributes: [age, gender, race, race_binary] per image
             _check_labels(name, split, root, items, classnames or [])
         super().__init__(items, name, None, classnames)
         self.split, self.task, self.root, self.templates = split, task, str(root), templates
@@ -94,6 +94,8 @@ class BenchmarkDataset(ImageItems):
     def target(self, stored: Any) -> Any:
         if self.task == "multilabel":
             return torch.zeros(len(self.classnames)).index_fill_(0, torch.as_tensor(stored, dtype=torch.long), 1)
+        if self.task == "attributes":
+            return torch.as_tensor(stored, dtype=torch.long)
         return stored
 
     def __repr__(self) -> str:

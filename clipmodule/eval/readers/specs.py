@@ -61,7 +61,8 @@ SOURCES = (
     Source(_is_table, lambda spec, transform, names: labelled_csv(Path(spec), names, transform),
            lambda spec, transform, _: captioned_csv(Path(spec), transform)),
 )
-BENCHMARK_TASKS = {"classification": ("zeroshot_classification", "multilabel"), "retrieval": ("retrieval",)}
+BENCHMARK_TASKS = {"classification": ("zeroshot_classification", "multilabel", "attributes"),
+                   "retrieval": ("retrieval",)}
 NOT_FOUND = {
     "classification": "not an image folder, a .csv/.tsv file, webdataset .tar shards or builtin:<name>",
     "retrieval": "retrieval data is a .csv/.tsv of path,caption, webdataset .tar shards or builtin:<name>",
@@ -92,7 +93,9 @@ def open_benchmark(name: str, root: str, split: str | None, transform: Transform
         wanted = "retrieval" if "retrieval" in tasks else "classification"
         raise ClipModuleError(f"{name}: a {dataset.task.replace('_', ' ')} dataset, not a {wanted} one")
     if classnames is not None:
-        if len(classnames) != len(dataset.classnames):
+        if dataset.classnames is None:  # a face-attribute release ships no prompt names: the row gives them
+            dataset.classnames = list(classnames)
+        elif len(classnames) != len(dataset.classnames):
             raise ClipModuleError(f"{name}: has {len(dataset.classnames)} classes but {len(classnames)} class "
                                   "names were given")
         dataset.classnames = list(classnames)

@@ -28,7 +28,10 @@ from clipmodule.eval.readers.base import read_text_lines, register
 from clipmodule.eval.readers.images import FileSlice
 from clipmodule.eval.readers.items import BenchmarkDataset
 
-TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt"}
+TARGET_FIELDS = {"zeroshot_classification": "cls", "multilabel": "npy", "retrieval": "txt", "attributes": "npy"}
+
+
+ATTRIBUTE_OBJECTIVES = ("race", "gender", "age", "toxic")
 
 
 def _dataset_type(folder: Path) -> str:
@@ -62,6 +65,9 @@ def _target(task: str, fields: dict[str, bytes], where: str, classes: int):
     try:
         if task == "retrieval":
             return [line.strip() for line in fields["txt"].decode("utf-8").splitlines() if line.strip()]
+        if task == "attributes":  # DataComp's FairFace/UTKFace: [age, gender, race, race_binary]
+            vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
+            return [int(value) for value in vector]
         if task == "multilabel":
             vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
             if len(vector) != classes:  # a vector over another class list: classnames.txt gained or lost a line
@@ -82,7 +88,16 @@ def _complete(shard: Path) -> bool:
     return _read(shard, size - 1024, 1024) == bytes(1024)
 
 
-def _items(shard: Path, task: str, classes: int) -> list[tuple[FileSlice, object]]:
+def _metadata(fields: dict[str, bytes], where: str) -> list[int]:
+    """A classification sample's `.npy` metadata vector (DataComp's WILDS and fairness copies: region, income…)."""
+    try:
+        return [int(value) for value in np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)]
+    except (ValueError, OSError, TypeError) as error:
+        raise ClipModuleError(f"{where}: unreadable npy metadata ({error})") from None
+
+
+def _items(shard: Path, task: str, classes: int, metadata: list[list[int]]) -> list[tuple[FileSlice, object]]:
+    """The shard's (image, target) items; a classification sample's `.npy` metadata is appended to `metadata`."""
     index = index_shard(str(shard))
     if index.error is not None or not _complete(shard):
         reason = f" ({index.error})" if index.error else ""
@@ -95,6 +110,8 @@ def _items(shard: Path, task: str, classes: int) -> list[tuple[FileSlice, object
             raise ClipModuleError(f"{where}: sample lacks an image (webp|png|jpg|jpeg) or its '{wanted}' field")
         target = _target(task, {wanted: _read(shard, *members[wanted])}, where, classes)
         items.append((FileSlice(str(shard), *members[image]), target))
+        if task == "zeroshot_classification" and "npy" in members:
+            metadata.append(_metadata({"npy": _read(shard, *members["npy"])}, where))
     return items
 
 
@@ -109,7 +126,17 @@ def open_wds(folder: Path, split: str) -> BenchmarkDataset:
         if not (folder / "classnames.txt").is_file():
             raise ClipModuleError(f"wds at {folder}: classnames.txt is missing (one class name per line)")
         classnames = read_text_lines(folder / "classnames.txt")
+        if task == "zeroshot_classification" and all(name.partition(":")[0] in ATTRIBUTE_OBJECTIVES
+                                                     and ":" in name for name in classnames):
+            task = "attributes"  # DataComp's face sets: `objective:name` classes, `.npy` attributes, no `.cls`
         template_file = folder / "zeroshot_classification_templates.txt"
         templates = read_text_lines(template_file) if template_file.is_file() else None
-    items = [item for shard in _shards(folder, split) for item in _items(shard, task, len(classnames or []))]
-    return BenchmarkDataset("wds", split, task, items, classnames, folder, templates)
+    metadata: list[list[int]] = []
+    items = [item for shard in _shards(folder, split) for item in _items(shard, task, len(classnames or []), metadata)]
+    dataset = BenchmarkDataset("wds", split, task, items, classnames, folder, templates)
+    if metadata:  # DataComp's copies: every sample carries it (`eval.subgroups` names its fields)
+        if len(metadata) != len(items):
+            raise ClipModuleError(f"wds at {folder}: {len(items) - len(metadata)} of {len(items)} samples lack the "
+                                  ".npy metadata the others carry")
+        dataset.metadata = {"npy": metadata}
+    return dataset

@@ -1,5 +1,6 @@
 """Evaluation task kinds, one module each and registered once here: `zeroshot` (classification, and mAP on a
-multi-label set), `retrieval` (recall@k both ways), `linear-probe` (the paper's protocol). A kind declares its data,
+multi-label set), `retrieval` (recall@k both ways), `linear-probe` (the paper's protocol),
+`association` (WinoGAViL's games, Jaccard index). A kind declares its data,
 how it runs and DataComp's main metric (`kind.TaskKind`); suites, their tables and groups, the single commands and
 the records go through `task_kind`. New kinds (segmentation, compositional selection, captioning) `register` here.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
+from clipmodule.eval.tasks import association as association_kind
 from clipmodule.eval.tasks import linear_probe as linear_probe_kind
 from clipmodule.eval.tasks import retrieval as retrieval_kind
 from clipmodule.eval.tasks import zeroshot as zeroshot_kind
@@ -29,7 +31,7 @@ from clipmodule.eval.tasks.retrieval import retrieval, retrieval_metrics
 from clipmodule.eval.tasks.zeroshot import zeroshot_classification
 
 _KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (zeroshot_kind.KIND, retrieval_kind.KIND,
-                                                            linear_probe_kind.KIND)}
+                                                            linear_probe_kind.KIND, association_kind.KIND)}
 
 
 def register_task_kind(kind: TaskKind) -> None:

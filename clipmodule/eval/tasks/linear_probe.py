@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.metrics import classification_metrics
+from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import read_classnames
 from clipmodule.eval.readers import open_classification
@@ -56,7 +56,7 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, 
 
 def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_classes: int,
                  options: LinearProbeOptions | None = None, loader: LoaderOptions | None = None,
-                 progress: Progress = None, cache: FeatureCache | None = None) -> dict[str, float]:
+                 progress: Progress = None, cache: FeatureCache | None = None, detail: bool = False) -> dict[str, Any]:
     """Linear-probe top-1/top-5/mean per-class recall on `test`, with C chosen on a split of `train` (features
     reused from `cache` as in `zeroshot_classification`)."""
     from sklearn.model_selection import train_test_split
@@ -82,8 +82,11 @@ def linear_probe(model: torch.nn.Module, train: Dataset, test: Dataset, num_clas
     probabilities = torch.as_tensor(final.predict_proba(test_x.numpy()), dtype=torch.float32)
     scores[:, torch.as_tensor(final.classes_)] = probabilities
     metrics = classification_metrics(scores, torch.tensor(test_y), num_classes)
-    return {**metrics, "best_C": best_c, "val_accuracy": history[best_c], "num_train": int(len(y)),
-            **data_damage(train, test), "sweep": {f"{c:.6g}": value for c, value in history.items()}}
+    metrics = {**metrics, "best_C": best_c, "val_accuracy": history[best_c], "num_train": int(len(y)),
+               **data_damage(train, test), "sweep": {f"{c:.6g}": value for c, value in history.items()}}
+    if detail:
+        metrics[DETAIL] = per_class_results(scores, torch.tensor(test_y), num_classes)
+    return metrics
 
 
 def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
@@ -100,7 +103,7 @@ def _preflight(spec: TaskSpec) -> None:
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     train, test = data
     return linear_probe(model, train, test, len(train.classnames), context.probe, context.loader, context.progress,
-                        cache=context.cache)
+                        cache=context.cache, detail=True)
 
 
 KIND = TaskKind(name="linear-probe", data_keys=("train", "test"), open=_open, run=_run, preflight=_preflight,

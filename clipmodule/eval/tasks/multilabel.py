@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
+from clipmodule.eval.metrics import DETAIL
 from clipmodule.eval.options import LoaderOptions
 from clipmodule.eval.prompts import Prompts
 from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
@@ -47,14 +49,19 @@ def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float
 
 def zeroshot_multilabel(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str], templates: Prompts,
                         options: LoaderOptions | None = None, progress: Progress = None,
-                        where: str = "templates") -> dict[str, float]:
+                        where: str = "templates", detail: bool = False) -> dict[str, Any]:
     """{mean_average_precision, num_samples} of the prompt-ensemble zero-shot scores on a dataset whose items
-    are (image, 0/1 tensor over the classes)."""
+    are (image, 0/1 tensor over the classes); with `detail`, each class's AP under `metrics.DETAIL`."""
     options = options or LoaderOptions()
     model = model.to(options.torch_device()).eval()
     classifier = build_zeroshot_classifier(model, model_tokenizer(model), classnames, templates, where=where)
     features, targets = extract_features(functools.partial(model.encode_image, normalize=True), dataset, options,
                                          progress, "zero-shot (multi-label)")
     logits = zeroshot_logits(features, classifier.cpu())
-    value = mean_average_precision(logits, torch.tensor(targets))
-    return {"mean_average_precision": value, "num_samples": len(targets), **data_damage(dataset)}
+    per_class = average_precision_per_class(logits, torch.tensor(targets))
+    value = float(per_class[~per_class.isnan()].mean())  # `mean_average_precision`, from the same detail
+    metrics = {"mean_average_precision": value, "num_samples": len(targets), **data_damage(dataset)}
+    if detail:  # NaN: a class without positives has no AP
+        values = [None if ap != ap else float(ap) for ap in per_class.tolist()]
+        metrics[DETAIL] = {"per_class_average_precision": values}
+    return metrics

@@ -12,26 +12,32 @@ from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
-from clipmodule.eval.metrics import classification_metrics
-from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
+from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
+from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, dataset_key, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
 from clipmodule.eval.readers import open_classification
+from clipmodule.eval.subgroups import datacomp_metrics
+from clipmodule.eval.tasks.attributes import zeroshot_attributes
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, image_features, model_tokenizer
 from clipmodule.eval.tasks.kind import BY_DATASET, TaskContext, TaskKind, TrackedSet
 from clipmodule.eval.tasks.multilabel import zeroshot_multilabel
 
 # DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
 MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+# ...and these by their distribution-shift or fairness metric (`eval.subgroups`; tasklist.yml's main_metric).
+SHIFT_METRICS = {"wilds/iwildcam": "macro_f1", "wilds/fmow": "worst_region_top1", "dollar_street": "worst_income_top5",
+                 "geode": "worst_region_top1"}
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
                             templates: Prompts, options: LoaderOptions | None = None,
                             progress: Progress = None, where: str = "templates",
-                            cache: FeatureCache | None = None) -> dict[str, float]:
+                            cache: FeatureCache | None = None, detail: bool = False) -> dict[str, Any]:
     """Zero-shot top-1/top-5/mean per-class recall of a CLIP model with the prompt ensemble (or class-specific
     prompts: see `zeroshot.build_zeroshot_classifier`); errors about the templates name them as `where`.
-    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`)."""
+    With a `cache`, image features already computed for the dataset are reused (see `FeatureCache`); with `detail`,
+    the per-class results (and DataComp's groups) come under `metrics.DETAIL`."""
     options = options or LoaderOptions()
     model = model.to(options.torch_device()).eval()
     key = (tuple(classnames), repr(templates))  # ImageNet, -V2 and -Sketch share one classifier
@@ -44,8 +50,15 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     if len(classnames) < 2:  # torchmetrics' own error is a traceback
         raise ClipModuleError(f"{getattr(dataset, 'name', 'dataset')}: zero-shot classification needs at least "
                               f"two classes, not {len(classnames)}")
-    logits = zeroshot_logits(features, classifier.cpu())
-    return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
+    logits, labels = zeroshot_logits(features, classifier.cpu()), torch.tensor(labels)
+    shifts = datacomp_metrics(dataset_key(str(getattr(dataset, "name", ""))), logits, labels,
+                              getattr(dataset, "metadata", None))  # WILDS and fairness sets: DataComp's metrics
+    groups = shifts.pop("groups", None)
+    metrics = {**classification_metrics(logits, labels, len(classnames)), **shifts, **data_damage(dataset)}
+    if detail:
+        metrics[DETAIL] = {**per_class_results(logits, labels, len(classnames)),
+                           **({"groups": groups} if groups else {})}
+    return metrics
 
 
 def _own_templates(spec: TaskSpec, dataset) -> bool:
@@ -73,6 +86,9 @@ def spec_classnames(spec: TaskSpec) -> list[str] | None:
 def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     """The names the prompts use: a class-name file's, the shipped data's (put in the dataset's label order),
     or the dataset's own."""
+    if dataset.classnames is None:  # a face-attribute release (`readers.faces`)
+        raise ClipModuleError(f"{spec.label()}: {spec.dataset} ships no class names to prompt with; give its "
+                              "`objective:name` lines with classnames: (DataComp's copy carries them)")
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
@@ -97,21 +113,24 @@ def _check_data(spec: TaskSpec, data: tuple) -> None:
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     dataset = data[0]
     names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
-    if getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
+    if getattr(dataset, "task", None) == "attributes":  # FairFace, UTKFace: DataComp's fairness protocol
+        metrics = zeroshot_attributes(model, dataset, names, templates, context.loader, context.progress,
+                                      where=spec.templates, cache=context.cache)
+    elif getattr(dataset, "task", None) == "multilabel":  # VOC2007: mAP
         metrics = zeroshot_multilabel(model, dataset, names, templates, context.loader, context.progress,
-                                      where=spec.templates)
+                                      where=spec.templates, detail=True)
     else:
         metrics = zeroshot_classification(model, dataset, names, templates, context.loader, context.progress,
-                                          where=spec.templates, cache=context.cache)
+                                          where=spec.templates, cache=context.cache, detail=True)
     return {**metrics, PROMPTS: prompt_record(names, templates)}  # the record says what was prompted
 
 
 def main_metric(metrics: dict[str, Any], dataset: str | None) -> tuple[str, float] | None:
     """DataComp's: mAP for a multi-label set, mean per-class recall on Caltech-101, FGVC-Aircraft, Flowers-102 and
-    Pets, top-1 elsewhere."""
+    Pets, `SHIFT_METRICS` on iWildCam, FMoW, Dollar Street and GeoDE, top-1 elsewhere."""
     if "mean_average_precision" in metrics:
         return "mean_average_precision", metrics["mean_average_precision"]
-    name = "mean_per_class_recall" if dataset in MEAN_RECALL_SETS else "top1"
+    name = "mean_per_class_recall" if dataset in MEAN_RECALL_SETS else SHIFT_METRICS.get(dataset or "", "top1")
     return (name, metrics[name]) if name in metrics else None
 
 

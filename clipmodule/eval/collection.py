@@ -1,0 +1,126 @@
+"""Several models through one suite (CLIP_benchmark's model collections): `models:` in the suite YAML or `--models`
+names model names, checkpoint files, hub folders or globs of checkpoints (`ckpts/epoch_*.safetensors`, expanded in
+sorted order). Each model runs the suite's rows as a single-model suite does, its per-task records under the same
+`<output>/<name>.tasks/` (keyed by the model's fingerprint, so a collection resumes per (model, task)); then
+
+    <output>/<name>.md    one table: a row per task, a column per model, DataComp's main metric of each (percent),
+                          then the grouped averages of each model
+    <output>/<name>.json  every model's rows, groups, missing/failed rows and fingerprint
+    <output>/<name>.png   the scores as grouped bars: per task (and group average), one bar per model
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Any
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.groups import main_metric
+
+GLOB_CHARACTERS = ("*", "?", "[")
+
+
+def expand_models(entries: list[str]) -> list[str]:
+    """The models of `entries` in order, each glob replaced by its sorted matches; a glob matching nothing and a
+    model listed twice are one line each."""
+    models: list[str] = []
+    for entry in entries:
+        if any(character in entry for character in GLOB_CHARACTERS):
+            matches = sorted(glob.glob(entry))
+            if not matches:
+                raise ClipModuleError(f"models: {entry!r} matches no file")
+            models.extend(matches)
+        else:
+            models.append(entry)
+    twice = sorted({model for model in models if models.count(model) > 1})
+    if twice:
+        raise ClipModuleError(f"models: {twice[0]!r} is listed twice")
+    return models
+
+
+def model_labels(models: list[str]) -> list[str]:
+    """Short column labels: each entry's last path part, or as many last parts as tell it from the others
+    (`<run>/checkpoints/last.ckpt`)."""
+    parts = [Path(model.rstrip("/")).parts or (model,) for model in models]
+    labels = []
+    for own in parts:
+        for depth in range(1, len(own) + 1):
+            label = "/".join(own[-depth:])
+            if sum("/".join(other[-depth:]) == label for other in parts) == 1:
+                break
+        labels.append(label)
+    return labels
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def score_grid(results: list[dict[str, Any]]) -> tuple[list[str], list[str], list[list[float | None]]]:
+    """(row names, metric names, scores[row][model]): DataComp's main metric of every task any model ran, then the
+    grouped averages (`avg <group>`); None where a model has no score."""
+    names: list[str] = []
+    metric_of: dict[str, str] = {}
+    for result in results:
+        for row in result["rows"]:
+            ranked = main_metric(row)
+            if ranked is not None and row["name"] not in metric_of:
+                names.append(row["name"])
+                metric_of[row["name"]] = ranked[0]
+    groups = [group["group"] for result in results for group in result["groups"]]
+    group_names = list(dict.fromkeys(groups))
+    grid = []
+    for name in names:
+        cells = []
+        for result in results:
+            row = next((row for row in result["rows"] if row["name"] == name), None)
+            ranked = main_metric(row) if row is not None else None
+            cells.append(ranked[1] if ranked is not None else None)
+        grid.append(cells)
+    for group in group_names:
+        grid.append([next((entry["score"] for entry in result["groups"] if entry["group"] == group), None)
+                     for result in results])
+    return names + [f"avg {group}" for group in group_names], [metric_of[name] for name in names], grid
+
+
+def comparison_markdown(results: list[dict[str, Any]], title: str) -> str:
+    labels = model_labels([result["model"] for result in results])
+    rows, metrics, grid = score_grid(results)
+    lines = [f"# {title}", "", "DataComp's main metric of each task, in percent; a blank: the model has no result.",
+             "", "| task | metric | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for index, (name, cells) in enumerate(zip(rows, grid)):
+        metric = metrics[index] if index < len(metrics) else "average"
+        lines.append(f"| {name} | {metric} | " + " | ".join(_percent(value) for value in cells) + " |")
+    lines += ["", "Models:"] + [f"- {label}: {result['model']} ({result['model_sha']})"
+                                for label, result in zip(labels, results)]
+    for label, result in zip(labels, results):
+        for kind in ("missing", "failed"):
+            lines += [f"- {label}: not run ({kind}): {name}: {reason}" for name, reason in result[kind].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(results: list[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Grouped bars of `score_grid` (percent) saved as a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = model_labels([result["model"] for result in results])
+    rows, _, grid = score_grid(results)
+    width = 0.8 / max(1, len(labels))
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) * max(1, len(labels)) ** 0.5 + 2), 4.5))
+    for number, label in enumerate(labels):
+        heights = [100 * (cells[number] or 0.0) for cells in grid]
+        axes.bar([index + number * width for index in range(len(rows))], heights, width, label=label)
+    axes.set_xticks([index + 0.4 - width / 2 for index in range(len(rows))], rows, rotation=60, ha="right",
+                    fontsize=8)
+    axes.set_ylabel("score (%)")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

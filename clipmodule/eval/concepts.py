@@ -1,0 +1,188 @@
+"""Which concepts the training data taught: a zero-shot result's per-class recall against how many training captions
+name each class (the log-linear trend of Udandarao et al. 2024, "No 'zero-shot' without exponential data").
+
+`clipmodule eval concepts --result R`:
+
+1. reads R, a zero-shot record (`eval zeroshot`'s JSON, or a row of a suite's JSON: `--row`): its class names and
+   per-class recall (the record's `detail`);
+2. finds the training data: the data card named by `--card`, or the card in `--cards` whose `content_hash` is the
+   run's `data_card_hash` (`--data_card_hash`, or the tag of the MLflow fit run whose run folder holds the model);
+3. counts each class name in the captions the card's curation run matched (`<work_dir>/matched/*.parquet`, before
+   balancing) and kept (`<work_dir>/balanced/*.parquet`, after), with the matching rule `curation match` uses
+   (`clipformats.matching`: the same normalisation and word boundaries; clipmodule does not import curation);
+4. fits recall = a + b·log10(count) over the classes the data showed, lists the classes it never showed and those
+   it showed fewer than `--rare` times, and writes `<output>.md`, `.json` and a `.png` scatter with the fit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipformats.matching import count_matches
+from clipmodule.errors import ClipModuleError
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ClipModuleError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    except ValueError:
+        raise ClipModuleError(f"{path}: the {what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ClipModuleError(f"{path}: the {what} is not a JSON object")
+    return value
+
+
+def zeroshot_result(path: str | Path, row: str | None = None) -> dict[str, Any]:
+    """{model, name, classnames, recall, count} of a zero-shot record, or of the suite row `row`."""
+    path = Path(path)
+    record = _read_json(path, "result")
+    if "rows" in record:  # a suite: its rows with per-class results
+        rows = [entry for entry in record["rows"] if "classnames" in entry and "detail" in entry]
+        chosen = [entry for entry in rows if row in (None, entry.get("name"))]
+        if len(chosen) != 1:
+            names = ", ".join(entry.get("name", "?") for entry in rows) or "none"
+            wanted = f"no row {row!r}" if row else "several zero-shot rows"
+            raise ClipModuleError(f"{path}: {wanted} with per-class results; pass --row (rows: {names})")
+        entry, name = chosen[0], chosen[0].get("name")
+    else:
+        entry, name = record, record.get("dataset")
+    detail = entry.get("detail") or {}
+    if "per_class_recall" not in detail or "classnames" not in entry:
+        raise ClipModuleError(f"{path}: no per-class zero-shot results (a zero-shot record written by this version "
+                              "of `clipmodule eval`)")
+    if len(detail["per_class_recall"]) != len(entry["classnames"]):
+        raise ClipModuleError(f"{path}: {len(entry['classnames'])} class names but "
+                              f"{len(detail['per_class_recall'])} per-class results")
+    return {"model": record.get("model"), "name": name, "classnames": list(entry["classnames"]),
+            "recall": detail["per_class_recall"], "count": detail.get("per_class_count")}
+
+
+def find_card(cards: str | Path, content_hash: str) -> Path:
+    """The data card (json) in `cards` whose `content_hash` is `content_hash`."""
+    folder = Path(cards)
+    if not folder.is_dir():
+        raise ClipModuleError(f"{folder}: no folder of data cards (--cards)")
+    for path in sorted(folder.glob("*.json")):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("content_hash") == content_hash:
+                return path
+        except (OSError, ValueError, AttributeError):
+            continue
+    raise ClipModuleError(f"{folder}: no data card with content_hash {content_hash} (the run's data_card_hash)")
+
+
+def card_work_dir(card: Path, work_dir: str | None = None) -> Path:
+    """The curation work folder of the card's run (`lineage.work_dir`, relative to where curation ran: tried from
+    here and from the card's parent folder), or `work_dir` when given."""
+    if work_dir is not None:
+        candidates = [Path(work_dir)]
+    else:
+        named = (_read_json(card, "data card").get("lineage") or {}).get("work_dir")
+        if not named:
+            raise ClipModuleError(f"{card}: the card names no work_dir (lineage.work_dir); pass --work_dir")
+        candidates = [Path(named), card.resolve().parent.parent / named]
+    for folder in candidates:
+        if (folder / "matched").is_dir():
+            return folder
+    raise ClipModuleError(f"{candidates[0]}: no matched/ folder of the card's curation run; pass --work_dir")
+
+
+def captions(folder: Path) -> list[str]:
+    """The `caption` column of every parquet file in `folder`, in name order."""
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise ClipModuleError(f"{folder}: no parquet files")
+    texts: list[str] = []
+    for path in files:
+        try:
+            texts.extend(text for text in pq.read_table(path, columns=["caption"])["caption"].to_pylist() if text)
+        except (OSError, KeyError, ValueError) as error:
+            raise ClipModuleError(f"{path}: cannot read its caption column ({str(error).splitlines()[0]})") from None
+    return texts
+
+
+def log_linear_fit(counts: list[int], recalls: list[float | None]) -> dict[str, float] | None:
+    """Least squares recall = intercept + slope·log10(count) over the classes with a count and a recall, and the
+    Pearson correlation; None with fewer than two distinct counts."""
+    pairs = [(np.log10(count), recall) for count, recall in zip(counts, recalls) if count > 0 and recall is not None]
+    if len({x for x, _ in pairs}) < 2:
+        return None
+    x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    slope, intercept = np.polyfit(x, y, 1)
+    r = float(np.corrcoef(x, y)[0, 1]) if np.std(y) > 0 else 0.0
+    return {"slope": float(slope), "intercept": float(intercept), "pearson_r": r, "classes": len(pairs)}
+
+
+def concept_report(result: dict[str, Any], before: list[str], after: list[str] | None, rare: int) -> dict[str, Any]:
+    """Per-class counts before/after balancing beside the recall, the fit (on the counts the model trained on:
+    after balancing when known) and the never/rarely shown classes."""
+    names = result["classnames"]
+    matched = count_matches(names, before)
+    kept = count_matches(names, after) if after is not None else None
+    trained = kept if kept is not None else matched
+    classes = [{"class": name, "matched": matched[i], **({"kept": kept[i]} if kept is not None else {}),
+                "recall": result["recall"][i], **({"test_images": result["count"][i]} if result["count"] else {})}
+               for i, name in enumerate(names)]
+    return {"result": result["name"], "model": result["model"], "classes": classes,
+            "fit": log_linear_fit(trained, result["recall"]), "fit_on": "kept" if kept is not None else "matched",
+            "never": [name for name, count in zip(names, trained) if count == 0],
+            "rare": [name for name, count in zip(names, trained) if 0 < count < rare], "rare_below": rare}
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def concept_markdown(report: dict[str, Any], card: Path) -> str:
+    fit, on = report["fit"], report["fit_on"]
+    lines = [f"# Concepts the data taught: {report['result']}", "",
+             f"Model {report['model']}, trained on the data of {card}. Counts: training captions naming the class "
+             "(curation's matching rule), matched before balancing and kept after.", ""]
+    if fit is None:
+        lines.append("No fit: fewer than two distinct counts among the classes the data showed.")
+    else:
+        lines.append(f"Log-linear fit on the {on} counts over {fit['classes']} classes: recall = "
+                     f"{100 * fit['intercept']:.1f} + {100 * fit['slope']:.1f} · log10(count) (percent), "
+                     f"Pearson r = {fit['pearson_r']:.2f}.")
+    lines += ["", f"Never shown: {', '.join(report['never']) or 'none'}.",
+              f"Rarely shown (fewer than {report['rare_below']}): {', '.join(report['rare']) or 'none'}.", "",
+              "| class | matched | kept | recall (%) | test images |", "|---|---|---|---|---|"]
+    for entry in sorted(report["classes"], key=lambda item: -item.get("kept", item["matched"])):
+        lines.append(f"| {entry['class']} | {entry['matched']} | {entry.get('kept', '')} | "
+                     f"{_percent(entry['recall'])} | {entry.get('test_images', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def concept_plot(report: dict[str, Any], path: Path) -> Path:
+    """Recall against count (log scale; a class the data never showed sits at 0.5), the fitted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = report["fit_on"]
+    points = [(entry[key] or 0.5, 100 * entry["recall"], entry["class"]) for entry in report["classes"]
+              if entry["recall"] is not None]
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    axes.scatter([p[0] for p in points], [p[1] for p in points], s=18)
+    for x, y, name in points if len(points) <= 40 else []:
+        axes.annotate(name, (x, y), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    if report["fit"] is not None and points:
+        xs = np.logspace(0, np.log10(max(p[0] for p in points) + 1), 50)
+        axes.plot(xs, 100 * (report["fit"]["intercept"] + report["fit"]["slope"] * np.log10(xs)), color="C1")
+    axes.set_xscale("log")
+    axes.set_xlabel(f"training captions naming the class ({key}; never shown at 0.5)")
+    axes.set_ylabel("zero-shot recall (%)")
+    axes.set_title(f"Concept frequency vs zero-shot recall: {report['result']}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,96 @@
+"""`eval concepts`: a zero-shot record's per-class recall beside the training captions naming each class, found
+through the run's data_card_hash (MLflow tag) and its card; the log-linear fit; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from clipmodule.cli import main as clipmodule
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.concepts import concept_report, log_linear_fit, zeroshot_result
+from clipmodule.tracking.mlflow import TrackingOptions, log_to_mlflow
+
+CLASSES = ["circle", "square", "triangle", "cross"]
+
+
+def _captions(folder, texts):
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(len(texts))], "caption": texts}),
+                   folder / "00000.parquet")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A curation work folder (matched, balanced), its card, a fit run folder with a checkpoint and a record."""
+    matched = ["a red circle"] * 40 + ["a big square"] * 8 + ["Triangles"] * 5 + ["a triangle"] * 2
+    _captions(tmp_path / "work" / "matched", matched)
+    _captions(tmp_path / "work" / "balanced", ["a red circle"] * 10 + ["a big square"] * 8 + ["a triangle"] * 2)
+    (tmp_path / "cards").mkdir()
+    card = {"name": "shapes", "content_hash": "abc123", "lineage": {"work_dir": str(tmp_path / "work")}}
+    (tmp_path / "cards" / "shapes.json").write_text(json.dumps(card))
+    (tmp_path / "cards" / "other.json").write_text(json.dumps({"content_hash": "zzz"}))
+    checkpoint = tmp_path / "runs" / "fit" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    record = {"task": "zeroshot", "model": str(checkpoint), "dataset": "shapes-test", "classnames": CLASSES,
+              "templates": ["a {}"], "metrics": {"top1": 0.5},
+              "detail": {"per_class_recall": [0.9, 0.6, 0.3, 0.1], "per_class_count": [5, 5, 5, 5]}}
+    (tmp_path / "zs.json").write_text(json.dumps(record))
+    return tmp_path
+
+
+def test_concepts_count_class_names_in_the_cards_data_and_fit_recall_to_log_count(lab, capsys):
+    out = lab / "out" / "concepts"
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--data_card_hash",
+            "abc123", "--output", str(out), "--rare", "5"]
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    counts = {entry["class"]: (entry["matched"], entry["kept"]) for entry in report["classes"]}
+    assert counts == {"circle": (40, 10), "square": (8, 8), "triangle": (2, 2), "cross": (0, 0)}  # not "Triangles"
+    assert report["never"] == ["cross"] and report["rare"] == ["triangle"] and report["card"].endswith("shapes.json")
+    assert report["fit_on"] == "kept" and report["fit"]["slope"] > 0 and report["fit"]["classes"] == 3
+    assert "| circle | 40 | 10 | 90.0 | 5 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_fit_is_least_squares_on_log10_count():
+    fit = log_linear_fit([10, 100, 1000, 0], [0.2, 0.4, 0.6, None])
+    assert fit["slope"] == pytest.approx(0.2) and fit["intercept"] == pytest.approx(0.0)
+    assert fit["pearson_r"] == pytest.approx(1.0) and log_linear_fit([5, 5], [0.1, 0.2]) is None
+    report = concept_report({"name": "x", "model": "m", "classnames": ["cat"], "recall": [0.5], "count": None},
+                            ["a cat"], None, rare=10)
+    assert report["fit_on"] == "matched" and report["rare"] == ["cat"] and report["fit"] is None
+
+
+def test_bad_input_is_one_line(lab, capsys):
+    suite = {"rows": [{"name": "a", "classnames": CLASSES, "detail": {"per_class_recall": [0.1] * 4}},
+                      {"name": "b", "classnames": CLASSES, "detail": {"per_class_recall": [0.1] * 4}}]}
+    (lab / "suite.json").write_text(json.dumps(suite))
+    with pytest.raises(ClipModuleError, match=r"several zero-shot rows with per-class results; pass --row \(rows: a"):
+        zeroshot_result(lab / "suite.json")
+    assert zeroshot_result(lab / "suite.json", "b")["name"] == "b"
+    (lab / "old.json").write_text(json.dumps({"task": "zeroshot", "metrics": {"top1": 0.1}}))
+    with pytest.raises(ClipModuleError, match="old.json: no per-class zero-shot results"):
+        zeroshot_result(lab / "old.json")
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"),
+            "--data_card_hash", "nope", "--output", str(lab / "o")]
+    assert clipmodule(argv) == 2
+    assert capsys.readouterr().err.strip().endswith("no data card with content_hash nope (the run's data_card_hash)")
+    argv[-4:-2] = ["--tracking.uri", "none"]
+    assert clipmodule(argv) == 2
+    assert "pass --card or --data_card_hash" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # an MLflow sqlite store is created (~10 s)
+def test_the_card_is_found_through_the_fit_runs_data_card_hash(lab, capsys):
+    uri = f"sqlite:///{lab / 'mlruns.db'}"
+    log_to_mlflow(TrackingOptions(uri=uri, experiment="fit"), "fit", {}, {},
+                  {"run_folder": str(lab / "runs" / "fit" / "version_0"), "data_card_hash": "abc123"})
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--tracking.uri",
+            uri, "--output", str(lab / "found")]
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    assert json.loads((lab / "found.json").read_text())["card"].endswith("shapes.json")
