@@ -109,6 +109,12 @@ class CLIP(nn.Module):
         features = self.visual(image.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
+    def encode_image_dense(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """MaskCLIP's per-patch embeddings in the joint space, [B, embed_dim, h, w] (`models.dense`)."""
+        from clipmodule.models.dense import encode_image_dense
+
+        return encode_image_dense(self, image, normalize=normalize)
+
     def forward_intermediates(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None,
                               **options) -> dict:
         """Each block's tokens of either tower and the final features, as open_clip's `forward_intermediates`
