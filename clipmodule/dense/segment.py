@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clipmodule.models.dense import dense_output, pixel_text_scores
 from clipmodule.errors import ClipModuleError
+from clipmodule.models.dense import dense_output, pixel_text_scores
 from clipmodule.models.resize import resize_model
 
 
