@@ -93,19 +93,23 @@ def _starts(length: int, window: int, stride: int) -> list[int]:
     return sorted({min(index * stride, length - window) for index in range(count)})
 
 
-def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: SegmentOptions) -> torch.Tensor:
-    """[B, K, H, W] scores of images of any size, by overlapping windows."""
+def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: SegmentOptions,
+                 batch_size: int = 64) -> torch.Tensor:
+    """[B, K, H, W] scores of images of any size, by overlapping windows (up to `batch_size` crops per pass)."""
     window = model.config.vision.image_size
     stride = options.stride or max(1, window * 2 // 3)
     height, width = images.shape[-2:]
     padded = F.pad(images, (0, max(window - width, 0), 0, max(window - height, 0)))
+    boxes = [(top, left) for top in _starts(padded.shape[-2], window, stride)
+             for left in _starts(padded.shape[-1], window, stride)]
+    crops = torch.cat([padded[:, :, top:top + window, left:left + window] for top, left in boxes])
+    scores = torch.cat([window_scores(model, chunk, text, options) for chunk in crops.split(batch_size)])
+    scores = scores.view(len(boxes), images.shape[0], *scores.shape[1:])
     total = padded.new_zeros(images.shape[0], text.shape[0], *padded.shape[-2:], dtype=torch.float32)
     count = padded.new_zeros(1, 1, *padded.shape[-2:], dtype=torch.float32)
-    for top in _starts(padded.shape[-2], window, stride):
-        for left in _starts(padded.shape[-1], window, stride):
-            crop = padded[:, :, top:top + window, left:left + window]
-            total[:, :, top:top + window, left:left + window] += window_scores(model, crop, text, options)
-            count[:, :, top:top + window, left:left + window] += 1
+    for (top, left), score in zip(boxes, scores):
+        total[:, :, top:top + window, left:left + window] += score
+        count[:, :, top:top + window, left:left + window] += 1
     return (total / count)[:, :, :height, :width]
 
 

@@ -1,0 +1,110 @@
+"""Zero-shot semantic segmentation (MaskCLIP, `clipmodule.dense.segment`): every pixel labelled by the class whose
+prompt ensemble its dense feature is closest to; mIoU, per-class IoU and pixel accuracy with mmsegmentation's
+definitions (`eval.seg_metrics`, ignore index 255). The task kind `segmentation` of a suite row:
+
+    - {task: segmentation, dataset: builtin:shapes-seg, templates: simple}
+    - {task: segmentation, dataset: voc2012, root: /data/VOCdevkit, segmentation: {background_threshold: 0.5}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import functional as TF
+
+from clipmodule.checkpoints.io import preprocess_of
+from clipmodule.dense.segment import SegmentOptions, labels_from_scores, slide_scores
+from clipmodule.errors import ClipModuleError
+from clipmodule.eval.options import SegmentationSettings, TaskSpec
+from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
+from clipmodule.eval.readers.segmentation import SegmentationSet, open_segmentation
+from clipmodule.eval.seg_metrics import confusion_matrix, segmentation_metrics
+from clipmodule.eval.tasks.features import Progress, model_tokenizer
+from clipmodule.eval.tasks.kind import TaskContext, TaskKind
+from clipmodule.eval.zeroshot import build_zeroshot_classifier
+from clipmodule.models.resize import resize_model
+
+
+def segment_options(dataset: SegmentationSet, settings: SegmentationSettings) -> SegmentOptions:
+    threshold = settings.background_threshold if dataset.background_index is not None else None
+    return SegmentOptions(key_smoothing=settings.key_smoothing, prompt_denoising=settings.prompt_denoising,
+                          background_threshold=threshold, background_index=dataset.background_index or 0,
+                          window=settings.window, stride=settings.stride)
+
+
+def class_embeddings(model, dataset: SegmentationSet, templates: Prompts, options: SegmentOptions) -> torch.Tensor:
+    """[K, embed_dim] (without the background's when it is thresholded rather than prompted)."""
+    names = list(dataset.classnames)
+    if options.background_threshold is not None:
+        del names[options.background_index]
+    return build_zeroshot_classifier(model, model_tokenizer(model), names, templates).t().contiguous()
+
+
+def predict_labels(model, image, text: torch.Tensor, options: SegmentOptions, short_side: int | None) -> np.ndarray:
+    """[H, W] labels of one PIL image at its own size (scores resized back bilinearly, as mmsegmentation)."""
+    preprocess = preprocess_of(model)
+    height, width = image.height, image.width
+    if short_side is not None:
+        image = TF.resize(image, short_side, interpolation=TF.InterpolationMode.BICUBIC)
+    tensor = TF.normalize(TF.to_tensor(image.convert("RGB")), preprocess.mean, preprocess.std)[None]
+    device = next(model.parameters()).device
+    scores = slide_scores(model, tensor.to(device), text.to(device), options)
+    if scores.shape[-2:] != (height, width):
+        scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+    return labels_from_scores(scores, options).labels[0].cpu().numpy()
+
+
+@torch.no_grad()
+def segmentation_eval(model, dataset: SegmentationSet, templates: Prompts,  # noqa: PLR0913
+                      settings: SegmentationSettings | None = None, device: str = "cpu",
+                      progress: Progress = None) -> dict[str, Any]:
+    """mIoU, aAcc, mAcc and per-class IoU/accuracy of MaskCLIP on `dataset` (see the module's docstring)."""
+    settings = settings or SegmentationSettings()
+    options = segment_options(dataset, settings)
+    model = model.to(device).eval()
+    text = class_embeddings(model, dataset, templates, options)
+    if options.window is not None and options.window != model.config.vision.image_size:
+        model = resize_model(model, image_size=options.window)
+    classes = len(dataset.classnames)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    task = progress.add_task("segmentation", total=len(dataset)) if progress is not None else None
+    for index in range(len(dataset)):
+        image, labels = dataset[index]
+        predicted = predict_labels(model, image, text, options, settings.short_side)
+        try:
+            confusion += confusion_matrix(predicted, labels, classes, dataset.ignore_index)
+        except ValueError as error:
+            raise ClipModuleError(f"{dataset.name}: item {index}: {error}") from None
+        if task is not None:
+            progress.advance(task)
+    return {**segmentation_metrics(confusion, dataset.classnames), "num_images": len(dataset)}
+
+
+def _templates(spec: TaskSpec) -> Prompts:
+    return read_templates(spec.templates)
+
+
+def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
+    names = read_classnames(spec.classnames) if spec.classnames else None
+    return (open_segmentation(spec.dataset, root=spec.root, split=spec.split, classnames=names),)
+
+
+def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
+    dataset, templates = data[0], _templates(spec)
+    metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
+                                context.progress)
+    return {**metrics, PROMPTS: prompt_record(list(dataset.classnames), templates)}
+
+
+def _preflight(spec: TaskSpec) -> None:
+    _templates(spec)
+
+
+KIND = TaskKind(name="segmentation", data_keys=("dataset",), open=_open, run=_run,
+                preflight=_preflight)
+"""No DataComp rank or group: DataComp's average is over its classification and retrieval tasks; the table shows
+mIoU and pixel accuracy."""
