@@ -55,7 +55,7 @@ def _mmseg_formula(predictions, labels):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_equal_numpy_reference_and_mmsegmentation(seed):
     predictions, labels = _planted(seed)
-    matrix = sum(confusion_matrix(p, l, CLASSES) for p, l in zip(predictions, labels))
+    matrix = sum(confusion_matrix(pred, label, CLASSES) for pred, label in zip(predictions, labels))
     reference, iou = _numpy_reference(predictions, labels)
     assert np.array_equal(matrix, reference)
     metrics = segmentation_metrics(matrix)

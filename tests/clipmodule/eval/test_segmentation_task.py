@@ -2,13 +2,11 @@
 majority-class baseline."""
 
 import numpy as np
-import pytest
 import torch
 
 from clipmodule.eval.options import SegmentationSettings, SuiteConfig, TaskSpec
 from clipmodule.eval.readers.segmentation import SHAPES_SEG_CLASSES, open_segmentation, render_shape_scene
 from clipmodule.eval.tasks import kind_of
-from clipmodule.eval.tasks.segmentation import segmentation_eval
 from clipmodule.models import create_model
 
 
