@@ -317,11 +317,18 @@ class ShardDataModule(L.LightningDataModule):
         A set's batches are tagged `zeroshot/<name>`."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
-        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets]
+        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets
+                          if opened.segmentation is None]
 
     def zeroshot_set_classes(self) -> dict[str, tuple[list[str], list[str] | str | None]]:
         """Each zero-shot set's class names and templates as given (None: the model's), by name."""
-        return {opened.name: (opened.classnames, opened.templates) for opened in self.zeroshot_sets}
+        return {opened.name: (opened.classnames, opened.templates) for opened in self.zeroshot_sets
+                if opened.segmentation is None}
+
+    def segmentation_sets(self) -> dict[str, tuple[str, str | None, list[str], list[str] | str | None]]:
+        """Each segmentation set's (data, root, class names (empty: the set's own), templates), by name."""
+        return {opened.name: (*opened.segmentation, opened.classnames, opened.templates)
+                for opened in self.zeroshot_sets if opened.segmentation is not None}
 
     def _zeroshot_set_loader(self, opened: OpenedSet) -> StatefulDataLoader:
         if opened.folder is None:

@@ -33,11 +33,17 @@ class ZeroShotSet:
             (the 1000 names that ship). Default for a folder: its sub-folder names, "_" read as a space.
         templates: prompts with "{}" for the class name: a list, a file, "imagenet" (the paper's 80) or
             "simple"; default: `model.zeroshot_templates`.
+        task: "classification" (top-1/top-5), or "segmentation": `data` names a segmentation set
+            (`builtin:shapes-seg`, or a benchmark name with `root`), scored by MaskCLIP's mIoU and pixel accuracy
+            (`val/seg/<name>/mIoU|aAcc`, and `val/seg_mIoU` their mean over the segmentation sets).
+        root: the local copy of a named segmentation benchmark.
     """
 
     data: str | list[str]
     classnames: list[str] | str | None = None
     templates: list[str] | str | None = None
+    task: str = "classification"
+    root: str | None = None
 
 
 @dataclass
@@ -49,6 +55,8 @@ class OpenedSet:
     templates: list[str] | str | None
     shards: str | list[str] | None = None
     folder: Path | None = None
+    segmentation: tuple[str, str | None] | None = None
+    """(data, root) of a segmentation set: evaluated by the module, not read by a loader."""
 
 
 def read_classnames(source: list[str] | str, where: str) -> list[str]:
@@ -80,6 +88,13 @@ def open_set(name: str, spec: ZeroShotSet | dict) -> OpenedSet:
         except TypeError as error:
             raise ClipModuleError(f"{where}: {error}") from None
     data = spec.data
+    if spec.task not in ("classification", "segmentation"):
+        raise ClipModuleError(f"{where}.task: {spec.task!r} is not classification or segmentation")
+    if spec.task == "segmentation":
+        if not isinstance(data, str):
+            raise ClipModuleError(f"{where}: a segmentation set's data is one name (builtin:shapes-seg, voc2012, ...)")
+        names = read_classnames(spec.classnames, where) if spec.classnames is not None else []
+        return OpenedSet(name, names, spec.templates, segmentation=(data, spec.root))
     if isinstance(data, str) and os.path.isdir(data) and not is_shard_spec(data):
         folders = class_folders(Path(data))
         if not folders:

@@ -260,6 +260,21 @@ class ClipLitModule(L.LightningModule):
         sets = self._zeroshot_sets
         for name, value in (sets.results() if sets is not None else {}).items():
             self.log(name, value)
+        self._log_segmentation_sets()
+
+    def _log_segmentation_sets(self) -> None:
+        """`data.zeroshot_sets` with `task: segmentation` (`clipmodule.train.seg_sets`)."""
+        data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        sets = data.segmentation_sets() if hasattr(data, "segmentation_sets") else {}
+        if not sets:
+            return
+        from clipmodule.train.seg_sets import open_segmentation_sets, segmentation_results
+
+        datasets = open_segmentation_sets(sets)
+        templates = {name: entry[3] for name, entry in sets.items()}
+        results = segmentation_results(self.model, datasets, templates, self.templates, self.device)
+        for name, value in results.items():
+            self.log(name, value)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Normalised embeddings of a batch, with the sample keys (`clipmodule predict`)."""
