@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from clipmodule.eval.prompts import read_templates
-from clipmodule.eval.readers.segmentation import SegmentationSet, open_segmentation
+from clipmodule.eval.readers.seg_specs import open_segmentation
+from clipmodule.eval.readers.segmentation import SegmentationSet
 from clipmodule.eval.tasks.segmentation import segmentation_eval
 
 

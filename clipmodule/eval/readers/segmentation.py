@@ -8,7 +8,7 @@ benchmark's local copy in its released layout (`seg_benchmarks`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,27 +86,3 @@ def render_shape_scene(number: int, size: int = 64, seed: int = 0) -> tuple[Imag
 def shapes_seg(spec: str, count: int | None = None) -> SegmentationSet:
     items = [render_shape_scene(number) for number in range(count or SHAPES_SEG_COUNT)]
     return SegmentationSet(spec, list(SHAPES_SEG_CLASSES), items, background_index=0)
-
-
-def open_segmentation(spec: str, root: str | None = None, split: str | None = None,
-                      classnames: Sequence[str] | None = None) -> SegmentationSet:
-    """`builtin:shapes-seg`, or a benchmark (voc2012, pascal_context_59/60, ade20k, coco_stuff, cityscapes) read
-    from its local copy at `root`; `classnames` replace the set's own (same count)."""
-    if spec == "builtin:shapes-seg":
-        dataset = shapes_seg(spec)
-    else:
-        from clipmodule.eval.readers.seg_benchmarks import SEGMENTATION_READERS, open_benchmark_segmentation
-
-        if spec not in SEGMENTATION_READERS:
-            raise ClipModuleError(f"{spec}: not a segmentation dataset (builtin:shapes-seg, "
-                                  f"{', '.join(SEGMENTATION_READERS)} with root=DIR)")
-        if root is None:
-            raise ClipModuleError(f"{spec}: a benchmark dataset; give the folder of its local copy (`root:` in the "
-                                  "suite row, --dataset_root DIR)")
-        dataset = open_benchmark_segmentation(spec, root, split)
-    if classnames is not None:
-        if len(classnames) != len(dataset.classnames):
-            raise ClipModuleError(f"{spec}: has {len(dataset.classnames)} classes but {len(classnames)} class names "
-                                  "were given")
-        dataset.classnames = list(classnames)
-    return dataset

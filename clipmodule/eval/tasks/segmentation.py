@@ -21,7 +21,8 @@ from clipmodule.dense.segment import SegmentOptions, labels_from_scores, slide_s
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import SegmentationSettings, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
-from clipmodule.eval.readers.segmentation import SegmentationSet, open_segmentation
+from clipmodule.eval.readers.seg_specs import open_segmentation
+from clipmodule.eval.readers.segmentation import SegmentationSet
 from clipmodule.eval.seg_metrics import confusion_matrix, segmentation_metrics
 from clipmodule.eval.tasks.features import Progress, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind

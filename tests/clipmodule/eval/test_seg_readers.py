@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from clipmodule.eval.readers.base import MissingData
-from clipmodule.eval.readers.segmentation import open_segmentation
+from clipmodule.eval.readers.seg_specs import open_segmentation
 
 RAW = np.array([[0, 1, 2, 255], [3, 7, 26, 150]], dtype=np.uint8)  # raw label values as a release stores them
 

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from clipmodule.eval.options import SegmentationSettings, SuiteConfig, TaskSpec
-from clipmodule.eval.readers.segmentation import SHAPES_SEG_CLASSES, open_segmentation, render_shape_scene
+from clipmodule.eval.readers.seg_specs import open_segmentation
+from clipmodule.eval.readers.segmentation import SHAPES_SEG_CLASSES, render_shape_scene
 from clipmodule.eval.tasks import kind_of
 from clipmodule.models import create_model
 

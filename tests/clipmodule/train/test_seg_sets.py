@@ -10,6 +10,7 @@ from clipmodule.data.datamodule import ShardDataModule
 from clipmodule.data.synthetic import CLASSNAMES, write_synthetic_shards
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers import segmentation
+from clipmodule.eval.readers.seg_specs import open_segmentation
 from clipmodule.train.module import ClipLitModule, build_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -32,7 +33,7 @@ def test_fit_logs_segmentation_miou_equal_to_eval(tmp_path, monkeypatch):
                         max_steps=2, val_check_interval=2, default_root_dir=tmp_path)
     trainer.fit(module, datamodule)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    direct = segmentation_eval(module.model, segmentation.open_segmentation("builtin:shapes-seg"), ["a {}."])
+    direct = segmentation_eval(module.model, open_segmentation("builtin:shapes-seg"), ["a {}."])
     assert metrics["val/seg/shapes/mIoU"] == pytest.approx(direct["mIoU"], abs=1e-6)
     assert metrics["val/seg_mIoU"] == metrics["val/seg/shapes/mIoU"]
     assert metrics["val/seg/shapes/aAcc"] == pytest.approx(direct["aAcc"], abs=1e-6)
