@@ -37,3 +37,22 @@ def test_segmentation_row_runs_in_a_suite(tmp_path, monkeypatch):
     metrics = run.rows[0]["metrics"]
     assert 0 <= metrics["mIoU"] <= 1 and set(metrics["per_class_iou"]) == set(SHAPES_SEG_CLASSES)
     assert metrics["num_images"] == 4 and "| mIoU | pixel acc |" in markdown_table(run.rows, "tiny")
+
+
+def test_eval_segmentation_command_writes_a_record(tmp_path, monkeypatch, capsys):
+    import json
+
+    import clipmodule
+    from clipmodule.cli import main
+    from clipmodule.eval.readers import segmentation
+
+    monkeypatch.setattr(segmentation, "SHAPES_SEG_COUNT", 2)
+    torch.manual_seed(0)
+    clipmodule.save_checkpoint(create_model("tiny-vit"), tmp_path / "tiny.safetensors")
+    code = main(["eval", "segmentation", "--model", str(tmp_path / "tiny.safetensors"), "--dataset",
+                 "builtin:shapes-seg", "--templates", "simple", "--segmentation.key_smoothing", "0.5",
+                 "--tracking.uri", "none", "--output", str(tmp_path / "seg.json")])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "seg.json").read_text())
+    assert set(record["metrics"]["per_class_iou"]) == set(SHAPES_SEG_CLASSES)
+    assert record["task_spec"]["segmentation"]["key_smoothing"] == 0.5
