@@ -18,7 +18,8 @@ def _parser():
     parser.add_argument("--templates", default="a photo of a {}.",
                         help="prompt templates with one {} for the class name, '|'-separated")
     parser.add_argument("--output", default=None, help="overlay PNG (default: IMAGE's name + _segment.png)")
-    parser.add_argument("--short_side", type=int, default=None, help="resize the image's short side first")
+    parser.add_argument("--short_side", type=int, default=None,
+                        help="predict on the image resized to this short side (the overlay keeps the image's size)")
     parser.add_argument("--window", type=int, default=None, help="window size (default: the model's image size)")
     parser.add_argument("--stride", type=int, default=None, help="window stride (default: 2/3 of the window)")
     parser.add_argument("--key_smoothing", type=float, default=None, help="MaskCLIP's key smoothing threshold")
@@ -40,10 +41,9 @@ def _image_tensor(path: str, model, short_side: int | None):
         image = Image.open(path).convert("RGB")
     except (OSError, UnidentifiedImageError) as error:
         raise ClipModuleError(f"{path}: not a readable image ({error.__class__.__name__})") from None
-    if short_side is not None:
-        image = TF.resize(image, short_side, interpolation=TF.InterpolationMode.BICUBIC)
+    seen = image if short_side is None else TF.resize(image, short_side, interpolation=TF.InterpolationMode.BICUBIC)
     config = preprocess_of(model)
-    tensor = TF.normalize(TF.to_tensor(image), config.mean, config.std)
+    tensor = TF.normalize(TF.to_tensor(seen), config.mean, config.std)
     return image, tensor.unsqueeze(0).to(torch.float32)
 
 
@@ -63,7 +63,8 @@ def main(argv: list[str]) -> int:
     image, tensor = _image_tensor(args.image, model, args.short_side)
     options = SegmentOptions(key_smoothing=args.key_smoothing, prompt_denoising=args.prompt_denoising,
                              background_threshold=args.background_threshold, window=args.window, stride=args.stride)
-    result = segment(model, tensor, classnames, args.templates.split("|"), options=options)
+    result = segment(model, tensor, classnames, args.templates.split("|"), options=options,
+                     output_size=(image.height, image.width))
     labels = result.labels[0].cpu().numpy()
     output = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + "_segment.png")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -133,20 +133,25 @@ def labels_from_scores(scores: torch.Tensor, options: SegmentOptions) -> Segment
 
 @torch.no_grad()
 def segment_with_embeddings(model, images: torch.Tensor, text: torch.Tensor,
-                            options: SegmentOptions = SegmentOptions()) -> SegmentationResult:
-    """`segment` with the class embeddings [K, embed_dim] given (without the background's, if thresholded)."""
+                            options: SegmentOptions = SegmentOptions(),
+                            output_size: tuple[int, int] | None = None) -> SegmentationResult:
+    """`segment` with the class embeddings [K, embed_dim] given (without the background's, if thresholded);
+    `output_size` (H, W): the scores resized bilinearly to it before the labels are taken (an image predicted
+    smaller than its label map, as mmsegmentation)."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ClipModuleError(f"images must be a [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
     if options.window is not None and options.window != model.config.vision.image_size:
         model = resize_model(model, image_size=options.window)
     device = next(model.parameters()).device
     scores = slide_scores(model, images.to(device), text.to(device), options)
+    if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
+        scores = F.interpolate(scores, size=tuple(output_size), mode="bilinear", align_corners=False)
     return labels_from_scores(scores, options)
 
 
 def segment(model, images: torch.Tensor, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",),
             tokenizer: Callable | None = None, options: SegmentOptions | None = None,
-            **option_values) -> SegmentationResult:
+            output_size: tuple[int, int] | None = None, **option_values) -> SegmentationResult:
     """Per-pixel labels and probabilities of `images` ([B, 3, H, W], normalised as the model's preprocess) over
     `classnames` (see the module's docstring; options as a `SegmentOptions` or its fields as keywords)."""
     from clipmodule.api import get_tokenizer
@@ -163,4 +168,4 @@ def segment(model, images: torch.Tensor, classnames: Sequence[str], templates: S
         del scored[options.background_index]
     tokenizer = tokenizer or get_tokenizer(model)
     text = class_text_embeddings(model, tokenizer, scored, list(templates))
-    return segment_with_embeddings(model, images, text, options)
+    return segment_with_embeddings(model, images, text, options, output_size)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import functional as TF
 
 from clipmodule.checkpoints.io import preprocess_of
-from clipmodule.dense.segment import SegmentOptions, labels_from_scores, slide_scores
+from clipmodule.dense.segment import SegmentOptions, segment_with_embeddings
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import SegmentationSettings, TaskSpec
 from clipmodule.eval.prompts import PROMPTS, Prompts, prompt_record, read_classnames, read_templates
@@ -48,15 +47,11 @@ def class_embeddings(model, dataset: SegmentationSet, templates: Prompts, option
 def predict_labels(model, image, text: torch.Tensor, options: SegmentOptions, short_side: int | None) -> np.ndarray:
     """[H, W] labels of one PIL image at its own size (scores resized back bilinearly, as mmsegmentation)."""
     preprocess = preprocess_of(model)
-    height, width = image.height, image.width
+    size = (image.height, image.width)
     if short_side is not None:
         image = TF.resize(image, short_side, interpolation=TF.InterpolationMode.BICUBIC)
     tensor = TF.normalize(TF.to_tensor(image.convert("RGB")), preprocess.mean, preprocess.std)[None]
-    device = next(model.parameters()).device
-    scores = slide_scores(model, tensor.to(device), text.to(device), options)
-    if scores.shape[-2:] != (height, width):
-        scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-    return labels_from_scores(scores, options).labels[0].cpu().numpy()
+    return segment_with_embeddings(model, tensor, text, options, output_size=size).labels[0].cpu().numpy()
 
 
 @torch.no_grad()
