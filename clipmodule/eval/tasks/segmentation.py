@@ -55,7 +55,7 @@ def predict_labels(model, image, text: torch.Tensor, options: SegmentOptions, sh
 
 
 @torch.no_grad()
-def segmentation_eval(model, dataset: SegmentationSet, templates: Prompts,  # noqa: PLR0913
+def segmentation_eval(model, dataset: SegmentationSet, templates: Prompts,
                       settings: SegmentationSettings | None = None, device: str = "cpu",
                       progress: Progress = None) -> dict[str, Any]:
     """mIoU, aAcc, mAcc and per-class IoU/accuracy of MaskCLIP on `dataset` (see the module's docstring)."""
