@@ -2,6 +2,7 @@
 majority-class baseline."""
 
 import numpy as np
+import pytest
 import torch
 
 from clipmodule.eval.options import SegmentationSettings, SuiteConfig, TaskSpec
@@ -56,3 +57,14 @@ def test_eval_segmentation_command_writes_a_record(tmp_path, monkeypatch, capsys
     record = json.loads((tmp_path / "seg.json").read_text())
     assert set(record["metrics"]["per_class_iou"]) == set(SHAPES_SEG_CLASSES)
     assert record["task_spec"]["segmentation"]["key_smoothing"] == 0.5
+
+
+def test_majority_class_baseline_of_shapes_seg():
+    """The bar a model must clear: all-background scores 0.158 mIoU (0.79 background IoU, 0 for the shapes)."""
+    from clipmodule.eval.seg_metrics import confusion_matrix, segmentation_metrics
+
+    dataset = open_segmentation("builtin:shapes-seg")
+    labels = [dataset[index][1] for index in range(len(dataset))]
+    matrix = sum(confusion_matrix(np.zeros_like(label), label, len(SHAPES_SEG_CLASSES)) for label in labels)
+    metrics = segmentation_metrics(matrix, SHAPES_SEG_CLASSES)
+    assert metrics["mIoU"] == pytest.approx(0.158, abs=0.001) and metrics["aAcc"] == pytest.approx(0.790, abs=0.001)
