@@ -68,3 +68,12 @@ def test_majority_class_baseline_of_shapes_seg():
     matrix = sum(confusion_matrix(np.zeros_like(label), label, len(SHAPES_SEG_CLASSES)) for label in labels)
     metrics = segmentation_metrics(matrix, SHAPES_SEG_CLASSES)
     assert metrics["mIoU"] == pytest.approx(0.158, abs=0.001) and metrics["aAcc"] == pytest.approx(0.790, abs=0.001)
+
+
+def test_a_suite_yaml_row_carries_its_segmentation_settings(tmp_path):
+    from clipmodule.eval.cli import parse_command
+
+    (tmp_path / "suite.yaml").write_text("model: m\ntasks:\n  - {task: segmentation, dataset: voc2012, root: /data, "
+                                         "segmentation: {background_threshold: 0.5, stride: 224}}\n")
+    row = parse_command("suite", ["-c", str(tmp_path / "suite.yaml")]).tasks[0]
+    assert row.segmentation == SegmentationSettings(background_threshold=0.5, stride=224) and row.root == "/data"
