@@ -28,6 +28,7 @@ _EXPORTS = {
     "ClipModuleError": "clipmodule.errors",
     "get_model": "clipmodule.classifiers.zoo",
     "inference_model": "clipmodule.classifiers.inference",
+    "segment": "clipmodule.dense.segment",
 }
 
 

@@ -64,6 +64,8 @@ def load(
     download_root: str | os.PathLike | None = None,
     quick_gelu: bool | None = None,
     model: str | None = None,
+    image_size: int | None = None,
+    context_length: int | None = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """(model in eval mode on `device`, its preprocess transform) from a model name or a checkpoint path.
 
@@ -92,6 +94,10 @@ def load(
         if model is not None or fallback is None or "a bare state dict" not in str(error):
             raise
         network = load_checkpoint(path, quick_gelu=quick_gelu, model=fallback)
+    if image_size is not None or context_length is not None:
+        from clipmodule.models.resize import resize_model
+
+        network = resize_model(network, image_size=image_size, context_length=context_length)
     network = network.to(device).eval()
     return network, preprocess_of(network).transform()
 

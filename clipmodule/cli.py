@@ -30,6 +30,8 @@ COMMANDS: list[Command] = [
             "clipmodule.serve.cli:main"),
     Command("eval", "zeroshot | retrieval | linear-probe | suite evaluation of a CLIP model",
             "clipmodule.eval.cli:main"),
+    Command("segment", "label every pixel of an image with one of --classes (MaskCLIP), an overlay PNG",
+            "clipmodule.dense.cli:main"),
     Command("classifiers", "mmpretrain's CLIP classifiers: list them, or `classifiers test -c CONFIG --checkpoint W`",
             "clipmodule.classifiers.cli:main"),
 ]

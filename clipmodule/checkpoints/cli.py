@@ -25,12 +25,18 @@ def main(argv: list[str]) -> int:
                       help="override: the source uses exact GELU (open_clip's plain names)")
     parser.add_argument("--merge_lora", action="store_true",
                         help="fold the LoRA adapters of a `fit` with model.lora into plain weights")
+    parser.add_argument("--image_size", type=int, default=None,
+                        help="write the model at this image size (position embeddings interpolated as open_clip's)")
+    parser.add_argument("--context_length", type=int, default=None,
+                        help="write the model at this text context length (shorter: truncated; longer: interpolated)")
     args = parse(parser, argv)
 
     from clipmodule.checkpoints.io import load_checkpoint, save_checkpoint
     from clipmodule.models import count_parameters
+    from clipmodule.models.resize import resize_model
 
     model = load_checkpoint(args.source, quick_gelu=args.quick_gelu, model=args.model, merge_lora=args.merge_lora)
+    model = resize_model(model, image_size=args.image_size, context_length=args.context_length)
     written = save_checkpoint(model, args.destination, format=args.to)
     vision = model.config.vision
     tower = _tower(vision)

@@ -326,10 +326,12 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[StatefulDataLoader]:
         """[retrieval shards, zero-shot shards, then each of `zeroshot_sets`], whichever are set, in that order.
-        A set's batches are tagged `<task>/<name>` (`clipmodule.train.validation`)."""
+        A set's batches are tagged `<task>/<name>` (`clipmodule.train.validation`); a set named by a dataset spec has
+        no loader (its kind's tracker reads it whole)."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
-        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets]
+        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets
+                          if opened.source is None]
 
     def validation_sets(self) -> list[OpenedSet]:
         """The named sets (`data.zeroshot_sets`): name, task kind, class names and templates as given (None: the

@@ -33,13 +33,18 @@ class ZeroShotSet:
             (the 1000 names that ship). Default for a folder: its sub-folder names, "_" read as a space.
         templates: prompts with "{}" for the class name: a list, a file, "imagenet" (the paper's 80) or
             "simple"; default: `model.zeroshot_templates`.
+        task: the task kind that tracks it (`clipmodule.eval.tasks`, a kind with a tracker): "zeroshot" (top-1/top-5,
+            the default), or e.g. "segmentation": `data` names a segmentation set (`builtin:shapes-seg`, or a
+            benchmark name with `root`), scored by MaskCLIP's mIoU and pixel accuracy (`val/seg/<name>/mIoU|aAcc`,
+            and `val/seg_mIoU` their mean over the segmentation sets).
+        root: the local copy of a named benchmark.
     """
 
     data: str | list[str]
     classnames: list[str] | str | None = None
     templates: list[str] | str | None = None
     task: str = "zeroshot"
-    """The task kind that tracks it (`clipmodule.eval.tasks`: a kind with a tracker)."""
+    root: str | None = None
 
 
 @dataclass
@@ -52,6 +57,9 @@ class OpenedSet:
     shards: str | list[str] | None = None
     folder: Path | None = None
     task: str = "zeroshot"
+    source: tuple[str, str | None] | None = None
+    """(data, root) of a set named by a dataset spec (`builtin:shapes-seg`, a benchmark and its root): no loader
+    reads it; its kind's tracker reads it whole at the validation epoch's end."""
 
 
 def read_classnames(source: list[str] | str, where: str) -> list[str]:
@@ -83,6 +91,11 @@ def open_set(name: str, spec: ZeroShotSet | dict) -> OpenedSet:
         except TypeError as error:
             raise ClipModuleError(f"{where}: {error}") from None
     data = spec.data
+    if spec.root is not None or (isinstance(data, str) and not os.path.isdir(data) and not is_shard_spec(data)):
+        if not isinstance(data, str):
+            raise ClipModuleError(f"{where}: a set with a root is named by one dataset spec, not a list")
+        names = read_classnames(spec.classnames, where) if spec.classnames is not None else []
+        return OpenedSet(name, names, spec.templates, task=spec.task, source=(data, spec.root))
     if isinstance(data, str) and os.path.isdir(data) and not is_shard_spec(data):
         folders = class_folders(Path(data))
         if not folders:

@@ -1,4 +1,4 @@
-"""`clipmodule eval zeroshot|retrieval|linear-probe|suite|concepts`: options generated from typed dataclasses.
+"""`clipmodule eval zeroshot|retrieval|linear-probe|segmentation|suite|concepts`: options from typed dataclasses.
 
 Each command loads a CLIP model (`clipmodule.load`: any supported checkpoint, or a name with local
 weights), evaluates, prints a table, writes a JSON record and logs an MLflow run. `-c file.yaml` reads
@@ -19,6 +19,7 @@ from clipmodule.eval.options import (
     LinearProbeOptions,
     LoaderOptions,
     NamedDataOptions,
+    SegmentationSettings,
     SuiteConfig,
     TaskSpec,
 )
@@ -102,6 +103,32 @@ class LinearProbeCommand(NamedDataOptions):
 
 
 @dataclass
+class SegmentationCommand(NamedDataOptions):
+    """Zero-shot semantic segmentation (MaskCLIP): mIoU, per-class IoU, pixel accuracy (mmsegmentation's)."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    dataset: str
+    """builtin:shapes-seg, or voc2012, pascal_context_59, pascal_context_60, ade20k, coco_stuff, cityscapes with
+    --dataset_root DIR (their released layouts)."""
+    classnames: str | None = None
+    """Class-name file (one per line); default: the dataset's own names."""
+    templates: str = "imagenet"
+    """Prompt-template file, `imagenet` (the paper's 80), `simple`, or a .json list."""
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    output: str | None = None
+    """JSON results file; default eval_results/segmentation-<dataset>.json."""
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("segmentation", dataset=self.dataset, classnames=self.classnames, templates=self.templates,
+                        segmentation=self.segmentation, **self.named_data())
+
+
+@dataclass
 class SuiteCommand(SuiteConfig):
     """A benchmark suite from YAML (-c suite.yaml): every task, one markdown + JSON table, one MLflow run."""
 
@@ -139,6 +166,7 @@ COMMANDS = {
     "zeroshot": ZeroShotCommand,
     "retrieval": RetrievalCommand,
     "linear-probe": LinearProbeCommand,
+    "segmentation": SegmentationCommand,
     "suite": SuiteCommand,
     "concepts": ConceptsCommand,
 }

@@ -78,6 +78,26 @@ class LinearProbeOptions:
 
 
 @dataclass
+class SegmentationSettings:
+    """How a `segmentation` row predicts (MaskCLIP, `clipmodule.dense.segment`)."""
+
+    short_side: int | None = None
+    """Resize each image so its short side is this many pixels first (scores are resized back to the labels'
+    size); None: the image's own size."""
+    window: int | None = None
+    """Sliding-window size (default: the model's image size; another one resizes its position embeddings)."""
+    stride: int | None = None
+    """Sliding-window stride (default: 2/3 of the window)."""
+    key_smoothing: float | None = None
+    """MaskCLIP's key smoothing: the cosine threshold between the last attention's keys (None: off)."""
+    prompt_denoising: float | None = None
+    """MaskCLIP's prompt denoising: classes below this probability everywhere in an image are dropped there."""
+    background_threshold: float | None = None
+    """On a set with a background class (VOC, Context-60, shapes-seg): pixels less sure than this are background
+    and the background's own prompt is not scored; None: the background is scored by its prompt like any class."""
+
+
+@dataclass
 class TaskSpec:
     """One evaluation: a task on a dataset (see `clipmodule.eval.readers.specs` for how datasets are named)."""
 
@@ -105,6 +125,8 @@ class TaskSpec:
     """The k of retrieval recall@k."""
     name: str | None = None
     """Row label; default `<task>:<dataset>`."""
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    """A segmentation row's inference settings."""
 
     def label(self) -> str:
         return self.name or f"{self.task}:{self.dataset or self.test}"

@@ -51,7 +51,7 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
                  # `tasks.attributes`, `tasks.association`): a column only when a row measures it
                  "macro_f1": "macro F1", "worst_region_top1": "worst region", "worst_income_top5": "worst income top-5",
                  "jaccard_10_12": "Jaccard 10-12", "race_top1_gap": "race gap", "gender_top1_gap": "gender gap",
-                 "age_top1_gap": "age gap"}
+                 "age_top1_gap": "age gap", "mIoU": "mIoU", "aAcc": "pixel acc"}
 
 
 def preflight(spec: TaskSpec) -> None:

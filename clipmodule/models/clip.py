@@ -98,9 +98,30 @@ class CLIP(nn.Module):
         else:
             self.visual.grad_checkpointing = enabled
 
-    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor, normalize: bool = False, return_tokens: bool = False):
+        """[B, embed_dim] image embeddings; with `return_tokens`, (embeddings, the final patch tokens [B, patches,
+        width]) (`models.intermediates.image_tokens`)."""
+        if return_tokens:
+            from clipmodule.models.intermediates import image_tokens
+
+            features, tokens = image_tokens(self.visual, image.to(self.dtype))
+            return (F.normalize(features, dim=-1) if normalize else features), tokens
         features = self.visual(image.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_image_dense(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """MaskCLIP's per-patch embeddings in the joint space, [B, embed_dim, h, w] (`models.dense`)."""
+        from clipmodule.models.dense import encode_image_dense
+
+        return encode_image_dense(self, image, normalize=normalize)
+
+    def forward_intermediates(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                              **options) -> dict:
+        """Each block's tokens of either tower and the final features, as open_clip's `forward_intermediates`
+        (options and output keys: `clipmodule.models.intermediates`)."""
+        from clipmodule.models.intermediates import forward_intermediates
+
+        return forward_intermediates(self, image, text, **options)
 
     def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         length = text.shape[1]

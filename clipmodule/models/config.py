@@ -40,6 +40,9 @@ class VisionConfig:
     """"linear": a projection to embed_dim after the trunk; "none": the trunk's features as they are (SigLIP);
     "": the trunk's own classifier, sized embed_dim (open_clip's null, EVA02)."""
     timm_proj_bias: bool = False
+    timm_input_size: int | None = None
+    """The timm trunk's input size when it is not timm's default for the model (a resized model, `models.resize`);
+    None: timm's default, as open_clip builds it."""
 
     @property
     def is_resnet(self) -> bool:

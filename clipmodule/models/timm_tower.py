@@ -37,6 +37,8 @@ class TimmTower(nn.Module):
                 self.trunk.reset_classifier(0, **({"global_pool": config.timm_pool} if config.timm_pool else {}))
         except (RuntimeError, TypeError, ValueError) as error:
             raise ClipModuleError(f"timm cannot build {config.timm_model_name!r}: {error}") from None
+        if config.timm_input_size is not None and hasattr(self.trunk, "set_input_size"):  # a resized model
+            self.trunk.set_input_size(img_size=(config.timm_input_size, config.timm_input_size))
         head = OrderedDict()
         if config.timm_proj == "linear":
             head["drop"] = nn.Dropout(0.0)

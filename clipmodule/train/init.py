@@ -4,9 +4,11 @@ a model name with local weights).
 
 The architecture is the file's, as `load` decides it (`init_architecture` is load's `model=` for files that do not
 say theirs). A network configured beside it (`model.model`) must be that same architecture: only the training-time
-options (patch dropout, the initial logit scale/bias values the file replaces) may differ; anything else is refused
-in one line rather than loading weights into a silently different model. `--ckpt_path` still means resume: Lightning
-restores the checkpoint's weights after the module is built, so the resumed weights win.
+options (patch dropout, the initial logit scale/bias values the file replaces) and the image size / context length
+(the file's position embeddings are then resized as open_clip does, `clipmodule.models.resize`) may differ;
+anything else is refused in one line rather than loading weights into a silently different model. `--ckpt_path`
+still means resume: Lightning restores the checkpoint's weights after the module is built, so the resumed weights
+win.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from clipmodule.errors import ClipModuleError
 
 # Options that do not change what the weights mean: training-time only, or replaced by the loaded values.
 _TRAINING_ONLY = ("init_logit_scale", "vision.patch_dropout")
+# Sizes the file's weights are resized to (`models.resize`) when model.model asks for others.
+_RESIZABLE = ("vision.image_size", "vision.timm_input_size", "text.context_length")
 
 
 def source_path(init_from: str) -> Path:
@@ -61,7 +65,7 @@ def architecture_difference(from_file: Any, configured: Any) -> str | None:
     """How two `CLIPConfig`s differ in what the weights mean (one line, the first few fields), or None."""
     file_fields, own_fields = _flat(from_file.to_dict()), _flat(configured.to_dict())
     for flat in (file_fields, own_fields):
-        for key in _TRAINING_ONLY:
+        for key in (*_TRAINING_ONLY, *_RESIZABLE):
             flat.pop(key, None)
         flat["init_logit_bias"] = "present" if flat["init_logit_bias"] is not None else "absent"
     differing = [key for key in file_fields if file_fields[key] != own_fields.get(key)]
@@ -70,6 +74,13 @@ def architecture_difference(from_file: Any, configured: Any) -> str | None:
     shown = ", ".join(f"{key} {file_fields[key]!r} vs {own_fields.get(key)!r}" for key in differing[:3])
     more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
     return f"{shown}{more}"
+
+
+def _at_configured_size(network: nn.Module, own: Any) -> nn.Module:
+    """The loaded network at model.model's image size and context length (position embeddings resized)."""
+    from clipmodule.models.resize import resize_model
+
+    return resize_model(network, image_size=own.vision.image_size, context_length=own.text.context_length)
 
 
 def start_from_weights(init_from: str, architecture: str | None = None,
@@ -89,6 +100,7 @@ def start_from_weights(init_from: str, architecture: str | None = None,
             raise ClipModuleError(
                 f"model.init_from {init_from}: its architecture differs from model.model's ({difference}; file vs "
                 "config): drop model.model (model: {model: null}) to take the file's, or configure the same one")
+        network = _at_configured_size(network, own)
         configured.load_state_dict(network.state_dict(), strict=True)
         if hasattr(network, "preprocess_cfg"):
             configured.preprocess_cfg = network.preprocess_cfg

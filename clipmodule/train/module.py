@@ -24,7 +24,7 @@ from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
-from clipmodule.train.validation import ValidationTrackers, build_trackers
+from clipmodule.train.validation import ValidationTrackers, build_trackers, check_sets
 from clipmodule.transforms import normalize_batch
 
 MAX_LOG_SCALE = math.log(100.0)
@@ -365,6 +365,7 @@ class ClipLitModule(L.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
+        check_sets(getattr(self.trainer, "datamodule", None))  # a set no kind can track stops fit before any step
         if self.teacher is not None:  # after the strategy placed (and, for *-true precisions, cast) the student
             self.teacher.place(self.model)
 

@@ -50,8 +50,12 @@ class ValidationTrackers:
 
     def results(self) -> dict[str, torch.Tensor]:
         """Every tracker's metrics (each computed on every rank: a rank that skipped the gather would hang the
-        others)."""
-        return {name: value for tracker in self.trackers.values() for name, value in tracker.results().items()}
+        others), then each kind's summary over its sets."""
+        out = {name: value for tracker in self.trackers.values() for name, value in tracker.results().items()}
+        summaries = {type(tracker).summary for tracker in self.trackers.values() if hasattr(tracker, "summary")}
+        for summary in summaries:
+            out.update(summary(out))
+        return out
 
 
 def build_trackers(model: torch.nn.Module, data: Any, tokenizer: Callable | None, device: torch.device,
@@ -73,5 +77,13 @@ def build_trackers(model: torch.nn.Module, data: Any, tokenizer: Callable | None
     for opened in (data.validation_sets() if hasattr(data, "validation_sets") else []):
         trackers[f"{opened.task}/{opened.name}"] = tracker_of(opened.task, tracked(
             opened.name, f"data.zeroshot_sets.{opened.name}", classnames=opened.classnames,
-            templates=opened.templates))
+            templates=opened.templates, source=opened.source))
     return ValidationTrackers(trackers)
+
+
+def check_sets(data: Any) -> None:
+    """Each named set's task is a registered kind with a tracker (checked when `fit` starts, not after an epoch)."""
+    for opened in (data.validation_sets() if hasattr(data, "validation_sets") else []):
+        where = f"data.zeroshot_sets.{opened.name}"
+        if task_kind(opened.task, where).tracker is None:
+            raise ClipModuleError(f"{where}: task {opened.task!r} cannot be tracked during fit")

@@ -15,6 +15,7 @@ from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
 from clipmodule.eval.tasks import association as association_kind
 from clipmodule.eval.tasks import linear_probe as linear_probe_kind
 from clipmodule.eval.tasks import retrieval as retrieval_kind
+from clipmodule.eval.tasks import segmentation as segmentation_kind
 from clipmodule.eval.tasks import zeroshot as zeroshot_kind
 from clipmodule.eval.tasks.features import (
     FeatureCache,
@@ -31,7 +32,8 @@ from clipmodule.eval.tasks.retrieval import retrieval, retrieval_metrics
 from clipmodule.eval.tasks.zeroshot import zeroshot_classification
 
 _KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (zeroshot_kind.KIND, retrieval_kind.KIND,
-                                                            linear_probe_kind.KIND, association_kind.KIND)}
+                                                            linear_probe_kind.KIND, association_kind.KIND,
+                                                            segmentation_kind.KIND)}
 
 
 def register_task_kind(kind: TaskKind) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
+from clipmodule.eval.prompts import read_templates
 
 BY_DATASET = "by dataset"
 """A kind's `group` when its rows join DataComp's group of their dataset (ImageNet, its shifts, VTAB)."""
@@ -56,6 +57,14 @@ class TrackedSet:
     """The YAML key errors name."""
     may_be_empty: bool = False
     """True when no rank may draw a batch of it: its results are then skipped, not computed."""
+    source: tuple[str, str | None] | None = None
+    """(dataset spec, root) of a set no loader reads: the tracker reads it whole in `results` (segmentation)."""
+
+    def prompts(self) -> list[str]:
+        """The templates as given (a list, or a file / shipped name read by `read_templates`), else the default."""
+        if self.templates is None:
+            return list(self.default_templates)
+        return read_templates(self.templates) if isinstance(self.templates, str) else list(self.templates)
 
 
 class Tracker(Protocol):
@@ -66,6 +75,9 @@ class Tracker(Protocol):
     def results(self) -> dict[str, Any]:
         """Metric name -> value; computed on every rank (the gather needs them all), then reset."""
         ...
+
+    # optional: `summary(results of every set) -> more metrics`, a static method of the tracker's class, for
+    # values over all the sets of its kind (segmentation's `val/seg_mIoU`)
 
 
 @dataclass(frozen=True)

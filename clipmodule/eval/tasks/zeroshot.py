@@ -142,14 +142,14 @@ class ZeroShotTracker:
     def __init__(self, tracked: TrackedSet):
         from torchmetrics.classification import MulticlassAccuracy
 
+        if tracked.source is not None:
+            raise ClipModuleError(f"{tracked.where}: {tracked.source[0]} is neither labelled shards nor a folder of "
+                                  f"class folders (a zero-shot set during fit is one of them)")
         self.model, self.may_be_empty = tracked.model, tracked.may_be_empty
         self.prefix = f"val/zeroshot/{tracked.name}/" if tracked.name else "val/zeroshot_"
-        given = tracked.templates
-        templates = (tracked.default_templates if given is None
-                     else read_templates(given) if isinstance(given, str) else list(given))
         where = f"{tracked.where}.templates" if tracked.name else tracked.where
-        self.classifier = build_zeroshot_classifier(tracked.model, tracked.tokenizer, tracked.classnames, templates,
-                                                    where=where)
+        self.classifier = build_zeroshot_classifier(tracked.model, tracked.tokenizer, tracked.classnames,
+                                                    tracked.prompts(), where=where)
         classes = len(tracked.classnames)
         self.metrics = {f"top{k}": MulticlassAccuracy(classes, top_k=min(k, classes), average="micro")
                         .to(tracked.device) for k in (1, 5)}

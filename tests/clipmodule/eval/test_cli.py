@@ -133,8 +133,8 @@ def test_bad_input_is_one_line_and_exit_2(work, tmp_path, capsys, monkeypatch, c
         (tmp_path / "suite.yaml").write_text("tasks: [ {task: zeroshot\n")
         argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml")], "suite.yaml: malformed YAML"
     elif case == "unknown-task":
-        (tmp_path / "suite.yaml").write_text("tasks:\n  - {task: segmentation, dataset: builtin:digits}\n")
-        argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model], "unknown task 'segmentation'"
+        (tmp_path / "suite.yaml").write_text("tasks:\n  - {task: captioning, dataset: builtin:digits}\n")
+        argv, expected = ["eval", "suite", "-c", str(tmp_path / "suite.yaml"), *model], "unknown task 'captioning'"
     elif case == "suite-class-names":  # the second row's missing file stops the suite before the first row runs
         (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"output": str(tmp_path / "suite"), "tasks": [
             {"task": "retrieval", "dataset": str(work / "captions.csv")},

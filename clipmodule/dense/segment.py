@@ -1,0 +1,171 @@
+"""Training-free zero-shot segmentation (MaskCLIP): dense features scored against class text embeddings.
+
+    result = clipmodule.segment(model, images, ["cat", "dog", "grass"], ["a photo of a {}."])
+    result.labels          # [B, H, W] class index per pixel
+    result.probabilities   # [B, K, H, W] softmax over the classes
+
+Options (MaskCLIP's, all off by default):
+- `key_smoothing` (a cosine threshold, MaskCLIP uses 0.5-1.0 of its keys' similarity): each patch's class scores
+  become the mean of the scores of the patches whose last-attention keys have cosine similarity at least the
+  threshold with its own (itself included), so regions that attend alike are labelled alike.
+- `prompt_denoising` (a probability, MaskCLIP: 0.5): a class whose probability stays below it at every pixel of an
+  image is taken out of that image (its score set to -100 before the softmax).
+- `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
+  pixels whose best class probability is below the threshold get it (its probability column is 0).
+
+Images are normalised tensors [B, 3, H, W] of any size: the model sees `window`-pixel crops (default: its own
+image size; another window resizes the model's position embeddings, `models.resize`) every `stride` pixels
+(default 2/3 of the window), their score maps upsampled bilinearly and averaged where crops overlap; an image
+smaller than the window is padded. Scores are `logit_scale.exp() * cosine` (MaskCLIP's 100 for OpenAI's models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clipmodule.errors import ClipModuleError
+from clipmodule.models.dense import dense_output, pixel_text_scores
+from clipmodule.models.resize import resize_model
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """MaskCLIP's inference options (see the module's docstring)."""
+
+    key_smoothing: float | None = None
+    prompt_denoising: float | None = None
+    background_threshold: float | None = None
+    background_index: int = 0
+    window: int | None = None
+    stride: int | None = None
+
+
+@dataclass
+class SegmentationResult:
+    labels: torch.Tensor
+    """[B, H, W] int64 class index per pixel."""
+    probabilities: torch.Tensor
+    """[B, K, H, W] float32."""
+
+
+@torch.no_grad()
+def class_text_embeddings(model, tokenizer: Callable, classnames: Sequence[str],
+                          templates: Sequence[str]) -> torch.Tensor:
+    """[K, embed_dim] unit class embeddings: each class's filled templates embedded, averaged, renormalised (the
+    paper's prompt ensemble). Templates hold one "{}" (or "{c}") for the class name."""
+    if not templates or any(template.replace("{c}", "{}").count("{}") != 1 for template in templates):
+        raise ClipModuleError(f"templates need one '{{}}' slot each for the class name, got {list(templates)!r:.120}")
+    device = next(model.parameters()).device
+    rows = []
+    for name in classnames:
+        texts = [template.replace("{c}", "{}").format(name) for template in templates]
+        embeddings = model.encode_text(tokenizer(texts).to(device), normalize=True).float()
+        rows.append(F.normalize(embeddings.mean(dim=0), dim=-1))
+    return torch.stack(rows)
+
+
+def smooth_by_keys(scores: torch.Tensor, keys: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[B, K, h, w] scores averaged over the patches whose keys ([B, h*w, C]) are at least `threshold`-similar."""
+    batch, classes, height, width = scores.shape
+    keys = F.normalize(keys.float(), dim=-1)
+    weights = (keys @ keys.transpose(1, 2) >= threshold).float()  # [B, hw, hw]; the diagonal is always in
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    smoothed = scores.flatten(2) @ weights.transpose(1, 2)
+    return smoothed.reshape(batch, classes, height, width)
+
+
+def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: SegmentOptions) -> torch.Tensor:
+    """[B, K, window, window] score maps of window-sized crops."""
+    dense = dense_output(model, crops)
+    scores = pixel_text_scores(dense.features, text, model.logit_scale.exp().float())
+    if options.key_smoothing is not None and dense.keys is not None:
+        scores = smooth_by_keys(scores, dense.keys, options.key_smoothing)
+    return F.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    """Crop offsets covering [0, length) (mmsegmentation's slide inference: the last crop ends at the edge)."""
+    count = max(length - window + stride - 1, 0) // stride + 1
+    return sorted({min(index * stride, length - window) for index in range(count)})
+
+
+def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: SegmentOptions,
+                 batch_size: int = 64) -> torch.Tensor:
+    """[B, K, H, W] scores of images of any size, by overlapping windows (up to `batch_size` crops per pass)."""
+    window = model.config.vision.image_size
+    stride = options.stride or max(1, window * 2 // 3)
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (0, max(window - width, 0), 0, max(window - height, 0)))
+    boxes = [(top, left) for top in _starts(padded.shape[-2], window, stride)
+             for left in _starts(padded.shape[-1], window, stride)]
+    crops = torch.cat([padded[:, :, top:top + window, left:left + window] for top, left in boxes])
+    scores = torch.cat([window_scores(model, chunk, text, options) for chunk in crops.split(batch_size)])
+    scores = scores.view(len(boxes), images.shape[0], *scores.shape[1:])
+    total = padded.new_zeros(images.shape[0], text.shape[0], *padded.shape[-2:], dtype=torch.float32)
+    count = padded.new_zeros(1, 1, *padded.shape[-2:], dtype=torch.float32)
+    for (top, left), score in zip(boxes, scores):
+        total[:, :, top:top + window, left:left + window] += score
+        count[:, :, top:top + window, left:left + window] += 1
+    return (total / count)[:, :, :height, :width]
+
+
+def labels_from_scores(scores: torch.Tensor, options: SegmentOptions) -> SegmentationResult:
+    """Prompt denoising, softmax, background threshold, argmax (scores [B, K, H, W] over the scored classes)."""
+    if options.prompt_denoising is not None:
+        probabilities = scores.softmax(dim=1)
+        absent = probabilities.flatten(2).amax(dim=-1) < options.prompt_denoising  # [B, K]
+        scores = scores.masked_fill(absent[:, :, None, None], -100.0)
+    probabilities = scores.softmax(dim=1)
+    if options.background_threshold is None:
+        return SegmentationResult(probabilities.argmax(dim=1), probabilities)
+    best, labels = probabilities.max(dim=1)
+    index = options.background_index
+    labels = labels + (labels >= index).long()  # the scored classes back to their places around the background
+    labels[best < options.background_threshold] = index
+    zeros = probabilities.new_zeros(probabilities.shape[0], 1, *probabilities.shape[-2:])
+    probabilities = torch.cat([probabilities[:, :index], zeros, probabilities[:, index:]], dim=1)
+    return SegmentationResult(labels, probabilities)
+
+
+@torch.no_grad()
+def segment_with_embeddings(model, images: torch.Tensor, text: torch.Tensor,
+                            options: SegmentOptions = SegmentOptions(),
+                            output_size: tuple[int, int] | None = None) -> SegmentationResult:
+    """`segment` with the class embeddings [K, embed_dim] given (without the background's, if thresholded);
+    `output_size` (H, W): the scores resized bilinearly to it before the labels are taken (an image predicted
+    smaller than its label map, as mmsegmentation)."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ClipModuleError(f"images must be a [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
+    if options.window is not None and options.window != model.config.vision.image_size:
+        model = resize_model(model, image_size=options.window)
+    device = next(model.parameters()).device
+    scores = slide_scores(model, images.to(device), text.to(device), options)
+    if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
+        scores = F.interpolate(scores, size=tuple(output_size), mode="bilinear", align_corners=False)
+    return labels_from_scores(scores, options)
+
+
+def segment(model, images: torch.Tensor, classnames: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",),
+            tokenizer: Callable | None = None, options: SegmentOptions | None = None,
+            output_size: tuple[int, int] | None = None, **option_values) -> SegmentationResult:
+    """Per-pixel labels and probabilities of `images` ([B, 3, H, W], normalised as the model's preprocess) over
+    `classnames` (see the module's docstring; options as a `SegmentOptions` or its fields as keywords)."""
+    from clipmodule.api import get_tokenizer
+
+    options = options or SegmentOptions(**option_values)
+    classnames = list(classnames)
+    if not classnames:
+        raise ClipModuleError("segment needs at least one class name")
+    scored = list(classnames)
+    if options.background_threshold is not None:
+        if not 0 <= options.background_index < len(classnames):
+            raise ClipModuleError(f"background_index {options.background_index} is not a class index "
+                                  f"(0 to {len(classnames) - 1})")
+        del scored[options.background_index]
+    tokenizer = tokenizer or get_tokenizer(model)
+    text = class_text_embeddings(model, tokenizer, scored, list(templates))
+    return segment_with_embeddings(model, images, text, options, output_size)
