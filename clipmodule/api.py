@@ -19,7 +19,7 @@ import torch
 from clipmodule.checkpoints.io import load_checkpoint, preprocess_of
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
-from clipmodule.models.config import ALIASES
+from clipmodule.models.registry import ALIASES
 from clipmodule.tokenizer import tokenize as _tokenize
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.

@@ -19,7 +19,7 @@ from clipmodule.checkpoints.open_clip import config_from_open_clip
 from clipmodule.checkpoints.readers import StateDict
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import MODEL_CONFIGS, CLIPConfig, TextConfig, VisionConfig, get_model_config
-from clipmodule.models.config import ALIASES, OPENAI_MODELS
+from clipmodule.models.registry import ALIASES, OPENAI_MODELS
 
 
 def resolve_config(state_dict: StateDict, info: dict, source: str, model: str | None = None,
