@@ -64,6 +64,7 @@ def load(
     download_root: str | os.PathLike | None = None,
     quick_gelu: bool | None = None,
     model: str | None = None,
+    pretrained: str | None = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """(model in eval mode on `device`, its preprocess transform) from a model name or a checkpoint path.
 
@@ -72,7 +73,14 @@ def load(
     `model` (a registered name or a config .json) if given, else the config the files carry, else OpenAI's for
     OpenAI's releases; a bare state dict that is none of these is refused. The preprocess transform follows
     open_clip's `preprocess_cfg` where the folder has one. A name is looked up in `download_root` (see
-    `default_download_root`), and a bare file found there is read as that name's architecture."""
+    `default_download_root`), and a bare file found there is read as that name's architecture.
+
+    `pretrained` is one of open_clip's tags for the name (`load("ViT-B-32", pretrained="laion2b_s34b_b79k")`),
+    found in the local Hugging Face cache (`checkpoints.pretrained`; never downloaded), with the tag's own
+    preprocessing and activation."""
+    if pretrained is not None:
+        network = load_pretrained(str(name_or_path), pretrained, quick_gelu).to(device).eval()
+        return network, preprocess_of(network).transform()
     path = Path(name_or_path)
     fallback = None
     if not path.exists():
@@ -94,6 +102,39 @@ def load(
         network = load_checkpoint(path, quick_gelu=quick_gelu, model=fallback)
     network = network.to(device).eval()
     return network, preprocess_of(network).transform()
+
+
+def load_pretrained(name: str, tag: str, quick_gelu: bool | None = None) -> CLIP:
+    """open_clip's `name` with the weights released as `tag`, from the local Hugging Face cache (train mode)."""
+    from clipmodule.checkpoints.pretrained import resolve
+
+    canonical = ALIASES.get(name, name)
+    if canonical not in available_models():
+        raise ClipModuleError(f"unknown model name {name!r} (`clipmodule models` lists them)")
+    path, row = resolve(canonical, tag)
+    gelu = quick_gelu if quick_gelu is not None else row.quick_gelu or None  # the tag's activation wins the name's
+    network = load_checkpoint(path, quick_gelu=gelu, model=canonical)
+    network.preprocess_cfg = row.preprocess(network.config.vision.image_size)
+    network.pretrained = {"name": canonical, "tag": row.tag, "repo": row.repo, "licence": row.licence}
+    return network
+
+
+def create_model_and_transforms(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
+                                **overrides: Any) -> tuple[CLIP, Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
+    """open_clip's entry point: (model, train transform, eval transform). With `pretrained`, the tag's weights from
+    the local Hugging Face cache (see `load`; the model in eval mode); without, a randomly initialised model of the
+    registered name (`overrides` as `create_model`'s)."""
+    from clipmodule.transforms import image_transform
+
+    if pretrained is not None:
+        if overrides:
+            raise ClipModuleError(f"create_model_and_transforms({name!r}, pretrained=...) takes no architecture "
+                                  f"overrides ({', '.join(overrides)}): the weights fix the architecture")
+        network, preprocess = load(name, device=device, pretrained=pretrained)
+    else:
+        network = create_model(ALIASES.get(name, name), **overrides).to(device)
+        preprocess = preprocess_of(network).transform()
+    return network, image_transform(network.config.vision.image_size, train=True), preprocess
 
 
 def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
@@ -155,5 +196,5 @@ def get_tokenizer(model: CLIP, folder: str | os.PathLike | None = None) -> Calla
     return spec.build(truncate=False)
 
 
-__all__ = ["TokenizerSpec", "available_models", "create_model", "default_download_root", "get_tokenizer", "load",
-           "local_weights", "tokenize", "tokenizer_spec"]
+__all__ = ["TokenizerSpec", "available_models", "create_model", "create_model_and_transforms", "default_download_root",
+           "get_tokenizer", "load", "load_pretrained", "local_weights", "tokenize", "tokenizer_spec"]

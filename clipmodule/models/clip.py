@@ -50,7 +50,8 @@ class CLIP(nn.Module):
             self.logit_bias = nn.Parameter(torch.tensor([float(config.init_logit_bias)]))
         self.register_state_dict_post_hook(_scalars_saved_0d)
         self.register_load_state_dict_pre_hook(_scalars_loaded_1d)
-        self.init_weights()
+        if self.logit_scale.device.type != "meta":  # shapes only (parameter counts): nothing to initialise
+            self.init_weights()
 
     def _build_text_tower(self, config: CLIPConfig) -> None:
         text = config.text

@@ -28,7 +28,8 @@ class VisionConfig:
     timm_pool: str = "avg"
     """timm's `global_pool` ("map": SigLIP's attention-pool head; "avg", "token", "")."""
     timm_proj: str = "linear"
-    """"linear": a projection to embed_dim after the trunk; "mlp": timm's two-layer MLP; "none": the trunk's features as they are (SigLIP);
+    """"linear": a projection to embed_dim after the trunk; "mlp": timm's two-layer MLP (ConvNeXt-large-d); "none":
+    the trunk's features as they are (SigLIP);
     "": the trunk's own classifier, sized embed_dim (open_clip's null, EVA02)."""
     timm_proj_bias: bool = False
     ln_pre: bool = True

@@ -211,7 +211,8 @@ def _vision_to_open_clip(vision: VisionConfig) -> dict[str, Any]:
 def _text_to_open_clip(text: TextConfig) -> dict[str, Any]:
     if text.hf_model_name is not None:
         text_cfg = {"context_length": text.context_length, "hf_model_name": text.hf_model_name,
-                    "hf_model_pretrained": False, "hf_pooler_type": text.hf_pooler, "hf_proj_type": text.hf_proj or None}
+                    "hf_model_pretrained": False, "hf_pooler_type": text.hf_pooler,
+                    "hf_proj_type": text.hf_proj or None}
     else:
         text_cfg = {"context_length": text.context_length, "vocab_size": text.vocab_size, "width": text.width,
                     "heads": text.width // text.head_width, "layers": text.layers, "mlp_ratio": text.mlp_ratio,

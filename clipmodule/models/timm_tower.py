@@ -28,7 +28,8 @@ class TimmTower(nn.Module):
             raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none', 'linear', 'mlp' "
                                   "or '')")
         try:
-            if config.timm_proj not in ("linear", "mlp"):  # "": timm's own classifier maps to output_dim; "none": no head at all
+            # "": timm's own classifier maps to output_dim; "none": no head at all
+            if config.timm_proj not in ("linear", "mlp"):
                 classes = 0 if config.timm_proj == "none" else output_dim
                 self.trunk = timm.create_model(config.timm_model_name, num_classes=classes, pretrained=False,
                                                global_pool=config.timm_pool)

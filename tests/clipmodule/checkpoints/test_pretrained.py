@@ -1,0 +1,121 @@
+"""open_clip's pretrained tags resolve to the local Hugging Face cache (a fake one, written here in huggingface_hub's
+layout), never downloading: `load(name, pretrained=TAG)`, `create_model_and_transforms`, `init_from: {name,
+pretrained}` and `clipmodule models --pretrained`."""
+
+import json
+import os
+
+import open_clip
+import open_clip.pretrained as open_clip_pretrained
+import pytest
+import safetensors.torch
+import torch
+
+import clipmodule
+from clipmodule.checkpoints import pretrained
+from clipmodule.checkpoints.cli import list_models
+from clipmodule.errors import ClipModuleError
+from clipmodule.models import available_models, create_model
+from clipmodule.train.init import start_from_weights
+
+LICENCES = {"MIT", "apache-2.0", "cc-by-nc-4.0", "apple-amlr"}
+TINY_ROW = {"name": "tiny-vit", "tag": "demo_s1k", "repo": "someone/tiny-vit-demo", "file": None,
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bilinear", "resize_mode": "squash",
+            "quick_gelu": False, "licence": "MIT"}
+
+
+def _cache_repo(cache, repo, files, revision="c0ffee"):
+    """`models--org--name` as huggingface_hub writes it: blobs, a snapshot of symlinks, refs/main."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(revision)
+    for name, write in files.items():
+        blob = root / "blobs" / f"blob-{name}"
+        write(blob)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
+    (root / "snapshots" / "0ld").mkdir()  # an older revision: refs/main decides
+    return snapshot
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def tiny_tag(tmp_path, cache, monkeypatch):
+    """The real table plus one tiny release, cached: (the released model, the table row)."""
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps([*json.loads(pretrained.PRETRAINED_FILE.read_text()), TINY_ROW]))
+    monkeypatch.setattr(pretrained, "PRETRAINED_FILE", table)
+    torch.manual_seed(0)
+    released = create_model("tiny-vit").eval()
+    _cache_repo(cache, TINY_ROW["repo"], {
+        "open_clip_model.safetensors": lambda path: safetensors.torch.save_file(released.state_dict(), str(path))})
+    return released
+
+
+def test_table_is_open_clips_with_a_licence_each():
+    rows = pretrained.pretrained_tags()
+    assert [(row.name, row.tag) for row in rows] == open_clip_pretrained.list_pretrained()
+    names = set(available_models())
+    for row in rows:
+        theirs = open_clip_pretrained.get_pretrained_cfg(row.name, row.tag)
+        assert theirs["hf_hub"] == f"{row.repo}/{row.file or ''}"
+        assert row.mean == tuple(theirs["mean"]) and row.quick_gelu == theirs.get("quick_gelu", False)
+        assert row.licence in LICENCES and row.name in names
+
+
+def test_load_by_tag_reads_the_cache_with_the_tags_preprocessing(tiny_tag):
+    model, preprocess = clipmodule.load("tiny-vit", pretrained="Demo-S1K")  # open_clip's spelling rule
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in tiny_tag.state_dict().items())
+    assert preprocess.transforms[-1].mean == (0.5, 0.5, 0.5) and model.pretrained["licence"] == "MIT"
+    network, train, evaluation = clipmodule.create_model_and_transforms("tiny-vit", pretrained="demo_s1k")
+    assert not network.training and evaluation.transforms[-1].std == (0.25, 0.25, 0.25)
+    assert train.image_size == 32
+    with pytest.raises(ClipModuleError, match="takes no architecture overrides"):
+        clipmodule.create_model_and_transforms("tiny-vit", pretrained="demo_s1k", image_size=64)
+
+
+def test_init_from_name_and_pretrained(tiny_tag):
+    network, record = start_from_weights({"name": "tiny-vit", "pretrained": "demo_s1k"})
+    assert network.training and record["pretrained"] == "demo_s1k" and record["repo"] == TINY_ROW["repo"]
+    assert all(torch.equal(network.state_dict()[key], value) for key, value in tiny_tag.state_dict().items())
+    with pytest.raises(ClipModuleError, match=r"must be \{name: MODEL, pretrained: TAG\}"):
+        start_from_weights({"name": "tiny-vit"})
+
+
+def test_missing_tag_is_one_line_naming_the_repo_and_where_it_goes(cache):
+    with pytest.raises(ClipModuleError) as info:
+        clipmodule.load("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    message = str(info.value)
+    assert "\n" not in message and "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
+    assert str(cache / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K") in message
+    with pytest.raises(ClipModuleError, match="has no pretrained tag 'laion9b'; its tags: openai, "):
+        clipmodule.load("ViT-B-32", pretrained="laion9b")
+    with pytest.raises(ClipModuleError, match="'tiny-rn' has no pretrained tags"):
+        clipmodule.load("tiny-rn", pretrained="openai")
+
+
+def test_real_tags_resolve_safetensors_first(cache):
+    snapshot = _cache_repo(cache, "timm/vit_base_patch32_clip_224.openai",
+                           {"open_clip_pytorch_model.bin": lambda path: path.write_bytes(b"x")})
+    path, row = pretrained.resolve("ViT-B-32", "openai")
+    assert path == snapshot / "open_clip_pytorch_model.bin" and row.quick_gelu  # OpenAI's: QuickGELU
+    os.symlink(snapshot / "open_clip_pytorch_model.bin", snapshot / "open_clip_model.safetensors")
+    assert pretrained.resolve("ViT-B-32", "openai")[0].name == "open_clip_model.safetensors"
+    _cache_repo(cache, "jienengchen/ViTamin-S", {"pytorch_model.bin": lambda path: path.write_bytes(b"x")})
+    assert pretrained.resolve("ViTamin-S", "datacomp1b")[0].name == "pytorch_model.bin"  # the table's own file
+
+
+def test_models_command_lists_tags_and_what_is_local(tiny_tag, capsys):
+    assert list_models(["--pretrained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if "demo_s1k" in line)
+    assert "someone/tiny-vit-demo" in row and "open_clip_model.safetensors" in row and "MIT" in row
+    assert sum("laion2b_s34b_b79k" in line and " - " in line for line in lines) == 1
+    assert open_clip.list_pretrained()  # the peer's own table is what the data file was generated from
