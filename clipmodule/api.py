@@ -152,12 +152,14 @@ class TokenizerSpec:
         context_length: tokens per text; longer texts are truncated keeping the end-of-text token.
         folder: the folder holding the "hf:" kind's `tokenizer.json`.
         clean: text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`).
+        strip_sep: the separator token replaced by 0 (open_clip's `strip_sep_token`: CLIPA's BERT vocabulary).
     """
 
     kind: str = "openai_bpe"
     context_length: int = 77
     folder: str | None = None
     clean: str = "whitespace"
+    strip_sep: bool = False
 
     def with_folder(self, folder: str | os.PathLike | None) -> TokenizerSpec:
         """This spec with `folder` where it has none (an explicit folder fills a gap, it never replaces one)."""
@@ -173,7 +175,7 @@ class TokenizerSpec:
                                   "data.tokenizer_folder, eval's --tokenizer_folder)")
         from clipmodule.hf_tokenizer import HFTokenizer
 
-        return HFTokenizer(self.folder, self.context_length, clean=self.clean)
+        return HFTokenizer(self.folder, self.context_length, clean=self.clean, strip_sep=self.strip_sep)
 
 
 def tokenizer_spec(model: CLIP, folder: str | os.PathLike | None = None) -> TokenizerSpec:
@@ -182,7 +184,7 @@ def tokenizer_spec(model: CLIP, folder: str | os.PathLike | None = None) -> Toke
     text = model.config.text
     own = getattr(model, "tokenizer_folder", None)
     own = str(own) if own is not None else None
-    spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean)
+    spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean, text.tokenizer_strip_sep)
     return spec.with_folder(folder) if text.tokenizer != "openai_bpe" else spec
 
 

@@ -145,7 +145,7 @@ def _assert_same_outputs(name, tmp_path):
 
 
 def _cut_cases():
-    """Configs whose cut-down form is the same test once (e.g. ViT-L-14 at 224, 280 and 336 px): {shortest name: all}."""
+    """Configs whose cut-down form is one and the same test (ViT-L-14 at 224, 280, 336 px): {shortest name: all}."""
     groups: dict[str, list[str]] = {}
     for name in ZOO:
         if not ZOO[name]["vision_cfg"].get("timm_model_name") and name not in REFUSED_MODELS:
