@@ -97,6 +97,11 @@ def _snapshot(folder: Path) -> Path | None:
     return snapshots[0] if len(snapshots) == 1 else None
 
 
+def cached_snapshot(repo: str, cache: Path | None = None) -> Path | None:
+    """The `refs/main` snapshot folder of `repo` in the local hub cache (e.g. a tokenizer's repo), or None."""
+    return _snapshot(repo_folder(repo, cache))
+
+
 def local_file(row: PretrainedTag, cache: Path | None = None) -> Path | None:
     """The tag's weight file in the local hub cache (the `refs/main` snapshot), or None."""
     snapshot = _snapshot(repo_folder(row.repo, cache))

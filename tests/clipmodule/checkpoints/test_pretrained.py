@@ -119,3 +119,15 @@ def test_models_command_lists_tags_and_what_is_local(tiny_tag, capsys):
     assert "someone/tiny-vit-demo" in row and "open_clip_model.safetensors" in row and "MIT" in row
     assert sum("laion2b_s34b_b79k" in line and " - " in line for line in lines) == 1
     assert open_clip.list_pretrained()  # the peer's own table is what the data file was generated from
+
+
+def test_hf_tokenizer_is_found_in_the_cache_by_its_repo(cache, tmp_path):
+    import transformers
+
+    trained = transformers.T5Tokenizer().train_new_from_iterator(["a photo of a cat", "a dog"] * 20, vocab_size=60)
+    trained.save_pretrained(tmp_path / "tok")
+    _cache_repo(cache, "google/mt5-base", {name: lambda path, name=name: path.write_bytes(
+        (tmp_path / "tok" / name).read_bytes()) for name in ("tokenizer.json", "tokenizer_config.json")})
+    model = create_model("tiny-vit", context_length=12, text={"tokenizer": "hf:google/mt5-base"})
+    theirs = open_clip.tokenizer.HFTokenizer(str(tmp_path / "tok"), context_length=12)
+    assert torch.equal(clipmodule.get_tokenizer(model)(["a photo of a cat"]), theirs(["a photo of a cat"]))
