@@ -33,9 +33,10 @@ _TIMM_CUT = {"convnext": ({"depths": (1, 1, 1, 1), "dims": (16, 32, 64, 128)}, 6
              "fastvit": ({"layers": (1, 1, 1, 1)}, 64)}
 # One config per timm family and head (pool, projection), plus what else it brings (SigLIP 2's tanh text GELU, the
 # i18n SO400M's text without projection, ConvNeXt-large-d's MLP head).
-TIMM_CASES = ["ViT-B-16-SigLIP2", "ViT-SO400M-16-SigLIP-i18n-256", "convnext_large_d", "convnext_base_w",
-              "EVA02-B-16", "EVA01-g-14", "MobileCLIP2-S0", "MobileCLIP-B", "PE-Core-T-16-384", "ViTamin-S",
-              "swin_base_patch4_window7_224", "vit_medium_patch16_gap_256", "vit_relpos_medium_patch16_cls_224"]
+TIMM_CASES = ["ViT-B-16-SigLIP2", "ViT-B-16-SigLIP", "ViT-SO400M-16-SigLIP-i18n-256", "nllb-clip-base-siglip",
+              "convnext_large_d", "convnext_base_w", "EVA02-B-16", "EVA01-g-14", "MobileCLIP2-S0", "MobileCLIP-B",
+              "MobileCLIP2-L-14", "PE-Core-T-16-384", "ViTamin-S", "swin_base_patch4_window7_224",
+              "vit_medium_patch16_gap_256", "vit_relpos_medium_patch16_cls_224"]
 FAST = ["ViT-B-32", "RN50", "ViT-L-14-CLIPA", "ViT-L-14-worldwide", "ViT-B-16-SigLIP2", "convnext_large_d",
         "xlm-roberta-base-ViT-B-32", "mt5-base-ViT-B-32"]
 
@@ -190,6 +191,22 @@ def test_every_config_of_open_clips_towers_is_covered():
                                   for name in TIMM_CASES])
 def test_timm_towers_equal_open_clip(name, tmp_path, small_timm):
     _assert_same_outputs(name, tmp_path)
+
+
+def _timm_signature(name):
+    """What our code around a timm trunk depends on: the trunk's family, its head, and the text tower's options."""
+    vision, text = ZOO[name]["vision_cfg"], ZOO[name]["text_cfg"]
+    text_options = {key: text.get(key) for key in ("no_causal_mask", "pool_type", "proj_type", "proj_bias",
+                                                   "act_kwargs", "norm_kwargs", "hf_model_name")}
+    return (vision["timm_model_name"].split("_")[0], vision.get("timm_pool"), vision.get("timm_proj"),
+            vision.get("timm_proj_bias"), json.dumps(text_options, sort_keys=True) if text_options["hf_model_name"]
+            is None else "hf", ZOO[name].get("quick_gelu", False))
+
+
+def test_every_timm_config_has_a_representative():
+    timm_names = [name for name in ZOO if ZOO[name]["vision_cfg"].get("timm_model_name")]
+    assert len(timm_names) == 78
+    assert {_timm_signature(name) for name in timm_names} == {_timm_signature(name) for name in TIMM_CASES}
 
 
 @pytest.mark.slow
