@@ -19,7 +19,7 @@ import torch
 from clipmodule.checkpoints.io import load_checkpoint, preprocess_of
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
-from clipmodule.models.registry import ALIASES
+from clipmodule.models.registry import ALIASES, did_you_mean
 from clipmodule.tokenizer import tokenize as _tokenize
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.
@@ -86,9 +86,8 @@ def load(
     if not path.exists():
         name = str(name_or_path)
         if name not in available_models() and name not in ALIASES:
-            raise ClipModuleError(
-                f"{name}: neither an existing checkpoint path nor a model name ({', '.join(available_models())})"
-            )
+            raise ClipModuleError(f"{name}: neither an existing checkpoint path nor a model name{did_you_mean(name)} "
+                                  "(`clipmodule models` lists them)")
         instead = (f"`load` reads local files only: pass a checkpoint path, or use "
                    f"create_model({ALIASES.get(name, name)!r}) for a randomly initialised model")
         path = local_weights(name, instead, download_root)
@@ -121,11 +120,9 @@ def load_pretrained(name: str, tag: str, quick_gelu: bool | None = None) -> CLIP
 
 def create_model_and_transforms(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
                                 **overrides: Any) -> tuple[CLIP, Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
-    """open_clip's entry point: (model, train transform, eval transform). With `pretrained`, the tag's weights from
-    the local Hugging Face cache (see `load`; the model in eval mode); without, a randomly initialised model of the
-    registered name (`overrides` as `create_model`'s)."""
-    from clipmodule.transforms import image_transform
-
+    """open_clip's entry point: (model, train transform, eval transform), both normalised as the weights were trained.
+    With `pretrained`, the tag's weights from the local Hugging Face cache (see `load`; the model in eval mode);
+    without, a randomly initialised model of the registered name (`overrides` as `create_model`'s)."""
     if pretrained is not None:
         if overrides:
             raise ClipModuleError(f"create_model_and_transforms({name!r}, pretrained=...) takes no architecture "
@@ -134,7 +131,7 @@ def create_model_and_transforms(name: str, pretrained: str | None = None, device
     else:
         network = create_model(ALIASES.get(name, name), **overrides).to(device)
         preprocess = preprocess_of(network).transform()
-    return network, image_transform(network.config.vision.image_size, train=True), preprocess
+    return network, preprocess_of(network).train_transform(), preprocess
 
 
 def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:

@@ -13,6 +13,7 @@ is registered with its reason, and building it is refused in one line.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ def available_models() -> list[str]:
     return sorted({*MODEL_CONFIGS, *REFUSED_MODELS}, key=str.lower)
 
 
+def did_you_mean(name: str) -> str:
+    """" (did you mean A, B?)" with the registered names closest to `name`, or ""."""
+    close = difflib.get_close_matches(name, [*available_models(), *ALIASES], n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
     """The registered config for `name`, with top-level fields or `vision={...}`/`text={...}` replaced.
 
@@ -90,7 +97,8 @@ def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
     if canonical in REFUSED_MODELS:
         raise ClipModuleError(f"model {name!r} is registered but not built here: {REFUSED_MODELS[canonical]}")
     if canonical not in MODEL_CONFIGS:
-        raise ClipModuleError(f"unknown model name {name!r}; available: {', '.join(available_models())}")
+        raise ClipModuleError(f"unknown model name {name!r}{did_you_mean(name)}; `clipmodule models` lists all "
+                              f"{len(available_models())}")
     return apply_overrides(MODEL_CONFIGS[canonical], **overrides)
 
 
