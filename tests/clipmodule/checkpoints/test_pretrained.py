@@ -131,3 +131,44 @@ def test_hf_tokenizer_is_found_in_the_cache_by_its_repo(cache, tmp_path):
     model = create_model("tiny-vit", context_length=12, text={"tokenizer": "hf:google/mt5-base"})
     theirs = open_clip.tokenizer.HFTokenizer(str(tmp_path / "tok"), context_length=12)
     assert torch.equal(clipmodule.get_tokenizer(model)(["a photo of a cat"]), theirs(["a photo of a cat"]))
+
+
+def test_a_tag_gives_what_open_clip_loads_from_the_same_cache(tmp_path, cache, monkeypatch):
+    """open_clip's own tag loading (offline, from the same fake cache) and ours: same model, same preprocessing."""
+    import huggingface_hub.constants
+    import open_clip.factory
+    from PIL import Image
+
+    from clipmodule.models import MODEL_CONFIGS
+    from clipmodule.models.open_clip_config import config_from_open_clip
+
+    config = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+              "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 64, "heads": 1, "layers": 1}}
+    row = {**TINY_ROW, "name": "tiny-oc", "quick_gelu": True, "interpolation": "bicubic", "resize_mode": "shortest"}
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "tiny-oc", config)
+    monkeypatch.setitem(open_clip_pretrained._PRETRAINED, "tiny-oc", {"demo_s1k": open_clip_pretrained._pcfg(
+        hf_hub=f"{row['repo']}/", mean=(0.5,) * 3, std=(0.25,) * 3, quick_gelu=True)})
+    monkeypatch.setitem(MODEL_CONFIGS, "tiny-oc", config_from_open_clip(config, "tiny-oc"))
+    (tmp_path / "table.json").write_text(json.dumps([row]))
+    monkeypatch.setattr(pretrained, "PRETRAINED_FILE", tmp_path / "table.json")
+    torch.manual_seed(0)
+    released = open_clip.CLIP(**config)
+    with torch.no_grad():
+        for parameter in released.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    _cache_repo(cache, row["repo"], {
+        "open_clip_model.safetensors": lambda path: safetensors.torch.save_file(released.state_dict(), str(path))})
+    with pytest.warns(UserWarning, match="QuickGELU mismatch"):  # open_clip builds the name's GELU and warns
+        open_clip.create_model_and_transforms("tiny-oc", pretrained="demo_s1k", cache_dir=str(cache))
+    theirs, _, their_preprocess = open_clip.create_model_and_transforms(
+        "tiny-oc", pretrained="demo_s1k", cache_dir=str(cache), force_quick_gelu=True)
+    ours, our_preprocess = clipmodule.load("tiny-oc", pretrained="demo_s1k")
+    assert ours.config.quick_gelu  # the activation the tag was trained with, never a silently different model
+    image = Image.new("RGB", (50, 40), (200, 30, 90))
+    images, text = our_preprocess(image)[None], torch.randint(1, 99, (2, 16))
+    text[:, 5] = 99
+    assert torch.allclose(images, their_preprocess(image)[None], atol=1e-6)
+    with torch.no_grad():
+        assert (ours.encode_image(images) - theirs.encode_image(images)).abs().max() <= 1e-5
+        assert (ours.encode_text(text) - theirs.encode_text(text)).abs().max() <= 1e-5
