@@ -142,8 +142,9 @@ class CLIP(nn.Module):
 
     def _pooled_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the ids the tower must read, the position pooled in each row)."""
-        if self.config.text.pool == "last":
-            return text, torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
+        if self.config.text.pool in ("last", "first"):
+            at = text.shape[1] - 1 if self.config.text.pool == "last" else 0
+            return text, torch.full((text.shape[0],), at, dtype=torch.long, device=text.device)
         if self.config.text.pool == "eos":  # the first end-of-sequence token (position 0 where there is none)
             return text, (text == self.config.text.eos_id).int().argmax(dim=-1)
         text = self.cut_padding(text)

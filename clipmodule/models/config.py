@@ -63,7 +63,7 @@ class TextConfig:
     causal: bool = True
     pool: str = "argmax"
     """"argmax": at the end-of-text token (the largest id, OpenAI's BPE); "last": the last position (SigLIP);
-    "eos": the first `eos_id` token (MetaCLIP 2's mT5 vocabulary)."""
+    "eos": the first `eos_id` token (MetaCLIP 2's mT5 vocabulary); "first": the first position."""
     eos_id: int = 2
     proj_type: str = "linear"
     """"linear": a projection to embed_dim; "none": the pooled feature as it is (width == embed_dim)."""

@@ -157,8 +157,8 @@ def _text_config(text_cfg: dict[str, Any], source: str, quick_gelu: bool) -> Tex
 
 
 def _text_pool(pool_type: str, source: str) -> str:
-    if pool_type not in ("argmax", "last", "eos"):
-        raise ClipModuleError(f"{source}: text_cfg.pool_type={pool_type!r} is not supported (argmax, last, eos)")
+    if pool_type not in ("argmax", "last", "eos", "first"):
+        raise ClipModuleError(f"{source}: text_cfg.pool_type={pool_type!r} is not supported (argmax, last, eos, first)")
     return pool_type
 
 

@@ -21,6 +21,7 @@ from open_clip.model import CustomTextCLIP
 import clipmodule
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import REFUSED_MODELS, available_models, count_parameters, create_model
+from clipmodule.models.open_clip_config import config_from_open_clip
 from clipmodule.models.registry import open_clip_model_configs
 
 timm = pytest.importorskip("timm")
@@ -168,6 +169,30 @@ def test_every_open_clip_config_is_registered_by_name():
 def test_shipped_configs_are_the_installed_open_clips():
     for name, config in ZOO.items():
         assert open_clip.get_model_config(name) == config, name
+
+
+@pytest.mark.parametrize("section, key, value", [("vision_cfg", "pool_type", "none"),
+                                                 ("text_cfg", "pool_type", "middle"),
+                                                 ("text_cfg", "act_kwargs", {"approximate": "sigmoid"}),
+                                                 ("text_cfg", "proj_type", "mlp"),
+                                                 ("vision_cfg", "attentional_pool", True)])
+def test_what_is_not_built_is_refused_by_name_in_one_line(section, key, value, tmp_path):
+    config = _cut("ViT-B-32", tmp_path)
+    config[section][key] = value
+    with pytest.raises(ClipModuleError, match=f"cfg.json: {section}.{key}") as info:
+        config_from_open_clip(config, "cfg.json")
+    assert "\n" not in str(info.value)
+
+
+def test_text_read_at_the_first_token_equals_open_clip(tmp_path):
+    config = _cut("ViT-B-32", tmp_path)
+    config["text_cfg"].update(pool_type="first", no_causal_mask=True)
+    theirs = _theirs(config)
+    ours = clipmodule.CLIP(config_from_open_clip(config, "cfg.json")).eval()
+    ours.load_state_dict(theirs.state_dict())
+    text = _inputs(config, ours)[1]
+    with torch.no_grad():
+        assert (ours.encode_text(text) - theirs.encode_text(text)).abs().max() <= TOL
 
 
 def test_coca_is_refused_in_one_line():
