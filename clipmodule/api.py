@@ -79,6 +79,9 @@ def load(
     found in the local Hugging Face cache (`checkpoints.pretrained`; never downloaded), with the tag's own
     preprocessing and activation."""
     if pretrained is not None:
+        if model is not None:
+            raise ClipModuleError(f"load({str(name_or_path)!r}, pretrained={pretrained!r}): the name is the "
+                                  f"architecture, model={model!r} cannot also be given")
         network = load_pretrained(str(name_or_path), pretrained, quick_gelu).to(device).eval()
         return network, preprocess_of(network).transform()
     path = Path(name_or_path)

@@ -77,6 +77,8 @@ def test_load_by_tag_reads_the_cache_with_the_tags_preprocessing(tiny_tag):
     network, train, evaluation = clipmodule.create_model_and_transforms("tiny-vit", pretrained="demo_s1k")
     assert not network.training and evaluation.transforms[-1].std == (0.25, 0.25, 0.25)
     assert train.transforms[0].size == (32, 32) and train.transforms[-1].mean == (0.5, 0.5, 0.5)
+    with pytest.raises(ClipModuleError, match="model='tiny-rn' cannot also be given"):
+        clipmodule.load("tiny-vit", pretrained="demo_s1k", model="tiny-rn")
     with pytest.raises(ClipModuleError, match="takes no architecture overrides"):
         clipmodule.create_model_and_transforms("tiny-vit", pretrained="demo_s1k", image_size=64)
 
