@@ -51,7 +51,7 @@ def demo_model_config():
     """Our config of the demo's model, read from experiments/demo.yaml's overrides of its named config."""
     import yaml
 
-    from clipmodule.models.config import get_model_config
+    from clipmodule.models import get_model_config
 
     init = yaml.safe_load((ROOT / "experiments" / "demo.yaml").read_text())["model"]["model"]["init_args"]
     return get_model_config(init["name"], **init.get("overrides", {}))

@@ -51,7 +51,7 @@ def open_clip_config(model: str, out: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from fit_throughput import write_open_clip_config
 
-    from clipmodule.models.config import get_model_config
+    from clipmodule.models import get_model_config
 
     write_open_clip_config(get_model_config(model), out)
 

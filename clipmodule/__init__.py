@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load": "clipmodule.api",
+    "create_model_and_transforms": "clipmodule.api",
     "tokenize": "clipmodule.api",
     "get_tokenizer": "clipmodule.api",
     "tokenizer_spec": "clipmodule.api",

@@ -19,7 +19,7 @@ import torch
 from clipmodule.checkpoints.io import load_checkpoint, preprocess_of
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIP, available_models, create_model
-from clipmodule.models.config import ALIASES
+from clipmodule.models.registry import ALIASES, did_you_mean
 from clipmodule.tokenizer import tokenize as _tokenize
 
 # File names of OpenAI's released weights, as their `clip.load` caches them in ~/.cache/clip.
@@ -66,6 +66,7 @@ def load(
     model: str | None = None,
     image_size: int | None = None,
     context_length: int | None = None,
+    pretrained: str | None = None,
 ) -> tuple[CLIP, Callable[[Any], torch.Tensor]]:
     """(model in eval mode on `device`, its preprocess transform) from a model name or a checkpoint path.
 
@@ -74,32 +75,80 @@ def load(
     `model` (a registered name or a config .json) if given, else the config the files carry, else OpenAI's for
     OpenAI's releases; a bare state dict that is none of these is refused. The preprocess transform follows
     open_clip's `preprocess_cfg` where the folder has one. A name is looked up in `download_root` (see
-    `default_download_root`), and a bare file found there is read as that name's architecture."""
-    path = Path(name_or_path)
-    fallback = None
-    if not path.exists():
-        name = str(name_or_path)
-        if name not in available_models() and name not in ALIASES:
-            raise ClipModuleError(
-                f"{name}: neither an existing checkpoint path nor a model name ({', '.join(available_models())})"
-            )
-        instead = (f"`load` reads local files only: pass a checkpoint path, or use "
-                   f"create_model({ALIASES.get(name, name)!r}) for a randomly initialised model")
-        path = local_weights(name, instead, download_root)
-        fallback = ALIASES.get(name, name)
-    try:
-        network = load_checkpoint(path, quick_gelu=quick_gelu, model=model)
-    except ClipModuleError as error:
-        # By name, a bare file is that name's architecture; files that say what they are win (OpenAI's .pt).
-        if model is not None or fallback is None or "a bare state dict" not in str(error):
-            raise
-        network = load_checkpoint(path, quick_gelu=quick_gelu, model=fallback)
+    `default_download_root`), and a bare file found there is read as that name's architecture.
+
+    `pretrained` is one of open_clip's tags for the name (`load("ViT-B-32", pretrained="laion2b_s34b_b79k")`),
+    found in the local Hugging Face cache (`checkpoints.pretrained`; never downloaded), with the tag's own
+    preprocessing and activation. `image_size` / `context_length` give the model at another resolution / text
+    context (position embeddings interpolated as open_clip's `resize_pos_embed`, `models.resize`); the preprocess
+    follows the new size."""
+    if pretrained is not None:
+        if model is not None:
+            raise ClipModuleError(f"load({str(name_or_path)!r}, pretrained={pretrained!r}): the name is the "
+                                  f"architecture, model={model!r} cannot also be given")
+        network = load_pretrained(str(name_or_path), pretrained, quick_gelu)
+    else:
+        network = _load_files(name_or_path, download_root, quick_gelu, model)
     if image_size is not None or context_length is not None:
         from clipmodule.models.resize import resize_model
 
         network = resize_model(network, image_size=image_size, context_length=context_length)
     network = network.to(device).eval()
     return network, preprocess_of(network).transform()
+
+
+def _load_files(name_or_path: str | os.PathLike, download_root: str | os.PathLike | None,
+                quick_gelu: bool | None, model: str | None) -> CLIP:
+    """`load`'s network from a checkpoint path, or a model name's local weights."""
+    path = Path(name_or_path)
+    fallback = None
+    if not path.exists():
+        name = str(name_or_path)
+        if name not in available_models() and name not in ALIASES:
+            raise ClipModuleError(f"{name}: neither an existing checkpoint path nor a model name{did_you_mean(name)} "
+                                  "(`clipmodule models` lists them)")
+        instead = (f"`load` reads local files only: pass a checkpoint path, or use "
+                   f"create_model({ALIASES.get(name, name)!r}) for a randomly initialised model")
+        path = local_weights(name, instead, download_root)
+        fallback = ALIASES.get(name, name)
+    try:
+        return load_checkpoint(path, quick_gelu=quick_gelu, model=model)
+    except ClipModuleError as error:
+        # By name, a bare file is that name's architecture; files that say what they are win (OpenAI's .pt).
+        if model is not None or fallback is None or "a bare state dict" not in str(error):
+            raise
+        return load_checkpoint(path, quick_gelu=quick_gelu, model=fallback)
+
+
+def load_pretrained(name: str, tag: str, quick_gelu: bool | None = None) -> CLIP:
+    """open_clip's `name` with the weights released as `tag`, from the local Hugging Face cache (train mode)."""
+    from clipmodule.checkpoints.pretrained import resolve
+
+    canonical = ALIASES.get(name, name)
+    if canonical not in available_models():
+        raise ClipModuleError(f"unknown model name {name!r} (`clipmodule models` lists them)")
+    path, row = resolve(canonical, tag)
+    gelu = quick_gelu if quick_gelu is not None else row.quick_gelu or None  # the tag's activation wins the name's
+    network = load_checkpoint(path, quick_gelu=gelu, model=canonical)
+    network.preprocess_cfg = row.preprocess(network.config.vision.image_size)
+    network.pretrained = {"name": canonical, "tag": row.tag, "repo": row.repo, "licence": row.licence}
+    return network
+
+
+def create_model_and_transforms(name: str, pretrained: str | None = None, device: str | torch.device = "cpu",
+                                **overrides: Any) -> tuple[CLIP, Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
+    """open_clip's entry point: (model, train transform, eval transform), both normalised as the weights were trained.
+    With `pretrained`, the tag's weights from the local Hugging Face cache (see `load`; the model in eval mode);
+    without, a randomly initialised model of the registered name (`overrides` as `create_model`'s)."""
+    if pretrained is not None:
+        if overrides:
+            raise ClipModuleError(f"create_model_and_transforms({name!r}, pretrained=...) takes no architecture "
+                                  f"overrides ({', '.join(overrides)}): the weights fix the architecture")
+        network, preprocess = load(name, device=device, pretrained=pretrained)
+    else:
+        network = create_model(ALIASES.get(name, name), **overrides).to(device)
+        preprocess = preprocess_of(network).transform()
+    return network, preprocess_of(network).train_transform(), preprocess
 
 
 def tokenize(texts: str | list[str], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
@@ -117,12 +166,14 @@ class TokenizerSpec:
         context_length: tokens per text; longer texts are truncated keeping the end-of-text token.
         folder: the folder holding the "hf:" kind's `tokenizer.json`.
         clean: text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`).
+        strip_sep: the separator token replaced by 0 (open_clip's `strip_sep_token`: CLIPA's BERT vocabulary).
     """
 
     kind: str = "openai_bpe"
     context_length: int = 77
     folder: str | None = None
     clean: str = "whitespace"
+    strip_sep: bool = False
 
     def with_folder(self, folder: str | os.PathLike | None) -> TokenizerSpec:
         """This spec with `folder` where it has none (an explicit folder fills a gap, it never replaces one)."""
@@ -138,16 +189,22 @@ class TokenizerSpec:
                                   "data.tokenizer_folder, eval's --tokenizer_folder)")
         from clipmodule.hf_tokenizer import HFTokenizer
 
-        return HFTokenizer(self.folder, self.context_length, clean=self.clean)
+        return HFTokenizer(self.folder, self.context_length, clean=self.clean, strip_sep=self.strip_sep)
 
 
 def tokenizer_spec(model: CLIP, folder: str | os.PathLike | None = None) -> TokenizerSpec:
     """The tokenizer `model` reads: its config's kind and context length, the `tokenizer.json` folder that came with
-    its weights (else `folder`)."""
+    its weights (else `folder`, else the "hf:" repo's snapshot in the local Hugging Face cache, e.g. google/mt5-base
+    for MetaCLIP 2)."""
     text = model.config.text
     own = getattr(model, "tokenizer_folder", None)
+    if own is None and folder is None and text.tokenizer.startswith("hf:"):
+        from clipmodule.checkpoints.pretrained import cached_snapshot
+
+        snapshot = cached_snapshot(text.tokenizer[len("hf:"):])
+        own = snapshot if snapshot is not None and (snapshot / "tokenizer.json").is_file() else None
     own = str(own) if own is not None else None
-    spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean)
+    spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean, text.tokenizer_strip_sep)
     return spec.with_folder(folder) if text.tokenizer != "openai_bpe" else spec
 
 
@@ -161,5 +218,5 @@ def get_tokenizer(model: CLIP, folder: str | os.PathLike | None = None) -> Calla
     return spec.build(truncate=False)
 
 
-__all__ = ["TokenizerSpec", "available_models", "create_model", "default_download_root", "get_tokenizer", "load",
-           "local_weights", "tokenize", "tokenizer_spec"]
+__all__ = ["TokenizerSpec", "available_models", "create_model", "create_model_and_transforms", "default_download_root",
+           "get_tokenizer", "load", "load_pretrained", "local_weights", "tokenize", "tokenizer_spec"]

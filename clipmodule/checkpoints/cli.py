@@ -47,30 +47,61 @@ def main(argv: list[str]) -> int:
 
 
 def list_models(argv: list[str]) -> int:
-    parse(new_parser("clipmodule models", "List the registered model names."), argv)
-    import torch
+    parser = new_parser("clipmodule models", "List the registered model names (open_clip's whole zoo, our small "
+                        "configs), or with --pretrained open_clip's released weights by tag and which are local.")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="list open_clip's (name, tag) table: hub repo, licence, and the local file if cached")
+    parser.add_argument("--parameters", action="store_true",
+                        help="also count the parameters of timm and Hugging Face towers (builds them on the meta "
+                             "device: slower)")
+    args = parse(parser, argv)
     from rich.console import Console
+
+    table = _pretrained_table() if args.pretrained else _models_table(args.parameters)
+    Console(width=220).print(table)
+    return 0
+
+
+def _models_table(all_parameters: bool):
+    import torch
     from rich.table import Table
 
-    from clipmodule.models import available_models, count_parameters, create_model
+    from clipmodule.models import REFUSED_MODELS, available_models, count_parameters, create_model, get_model_config
 
     table = Table("name", "image tower", "image size", "activation", "context", "tokenizer", "embed dim",
                   "parameters")
     for name in available_models():
-        try:
-            with torch.device("meta"):  # shapes only: no memory, no init cost (bigG is 2.5B parameters)
-                model = create_model(name)
-        except ClipModuleError as error:  # e.g. a timm tower without timm installed
-            table.add_row(name, str(error)[:60], *[""] * 6)
+        if name in REFUSED_MODELS:
+            table.add_row(name, REFUSED_MODELS[name].split(": ", 1)[-1][:70], *[""] * 6)
             continue
-        config = model.config
+        config = get_model_config(name)
+        parameters = "(--parameters)"
+        if all_parameters or (config.vision.timm_model_name is None and config.text.hf_model_name is None):
+            try:
+                with torch.device("meta"):  # shapes only: no memory, no init cost (bigG is 2.5B parameters)
+                    parameters = f"{count_parameters(create_model(name)) / 1e6:.2f}M"
+            except ClipModuleError as error:  # a timm tower without timm, an HF tower without its config.json
+                parameters = str(error)[:40]
         tokenizer = "OpenAI BPE" if config.text.tokenizer == "openai_bpe" else config.text.tokenizer
         table.add_row(name, _tower(config.vision), str(config.vision.image_size),
                       "QuickGELU" if config.quick_gelu else "GELU", str(config.text.context_length),
-                      f"{tokenizer} ({config.text.vocab_size})", str(config.embed_dim),
-                      f"{count_parameters(model) / 1e6:.2f}M")
-    Console(width=200).print(table)
-    return 0
+                      f"{tokenizer} ({config.text.vocab_size})", str(config.embed_dim), parameters)
+    return table
+
+
+def _pretrained_table():
+    from rich.table import Table
+
+    from clipmodule.checkpoints.pretrained import hub_cache_dir, local_file, pretrained_tags
+
+    cache = hub_cache_dir()
+    table = Table("name", "tag", "hub repo", "licence", "QuickGELU", "local file @ revision",
+                  caption=f"Hugging Face cache: {cache} (`huggingface-cli download REPO` fetches a missing one)")
+    for row in pretrained_tags():
+        found = local_file(row, cache)
+        table.add_row(row.name, row.tag, row.repo, row.licence, "yes" if row.quick_gelu else "",
+                      f"{found.name} @ {found.parent.name[:10]}" if found else "-")
+    return table
 
 
 def _tower(vision) -> str:

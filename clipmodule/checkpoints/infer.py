@@ -19,7 +19,7 @@ from clipmodule.checkpoints.open_clip import config_from_open_clip
 from clipmodule.checkpoints.readers import StateDict
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import MODEL_CONFIGS, CLIPConfig, TextConfig, VisionConfig, get_model_config
-from clipmodule.models.config import ALIASES, OPENAI_MODELS
+from clipmodule.models.registry import ALIASES, OPENAI_MODELS
 
 
 def resolve_config(state_dict: StateDict, info: dict, source: str, model: str | None = None,
@@ -84,7 +84,8 @@ def _from_shapes(state_dict: StateDict, source: str, torchscript: bool, quick_ge
         if _shape_key(MODEL_CONFIGS[name]) == key:
             return MODEL_CONFIGS[name]
     fits = [name for name, config in MODEL_CONFIGS.items()
-            if config.vision.timm_model_name is None and _shape_key(config) == key]
+            if config.vision.timm_model_name is None and config.text.hf_model_name is None
+            and _shape_key(config) == key]
     if quick_gelu is not None:
         chosen = [name for name in fits if MODEL_CONFIGS[name].quick_gelu == quick_gelu]
         if len(chosen) == 1:
@@ -103,7 +104,7 @@ def _shape_key(config: CLIPConfig) -> tuple:
     return (config.embed_dim, config.init_logit_bias is not None, vision.image_size, vision.layers, vision.width,
             None if vision.is_resnet else vision.patch_size, int(vision.width * vision.mlp_ratio),
             vision.ls_init_value is not None, text.context_length, text.vocab_size, text.width, text.layers,
-            int(text.width * text.mlp_ratio), text.ls_init_value is not None)
+            int(text.width * text.mlp_ratio), text.ls_init_value is not None, vision.ln_pre, text.proj_type)
 
 
 def infer_shapes(state_dict: StateDict) -> CLIPConfig:

@@ -21,8 +21,8 @@ from clipmodule.checkpoints.readers import StateDict, read_checkpoint
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.models import CLIP, CLIPConfig
 from clipmodule.models.clip import SCALARS
-from clipmodule.models.config import MODEL_CONFIGS
 from clipmodule.models.lora import has_adapters, merge_lora_state_dict
+from clipmodule.models.registry import MODEL_CONFIGS
 
 FORMATS = ("openai", "open_clip", "hf")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

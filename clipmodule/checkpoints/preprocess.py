@@ -50,6 +50,12 @@ class Preprocess:
             resize = [T.Resize(self.size, interpolation=mode), T.CenterCrop(self.size)]
         return T.Compose([*resize, ToRGB(), T.ToTensor(), T.Normalize(self.mean, self.std)])
 
+    def train_transform(self) -> T.Compose:
+        """open_clip's default training augmentation (`preprocess_train`) with this normalisation: a random crop of
+        90-100% of the image resized to `size`."""
+        crop = T.RandomResizedCrop(self.size, scale=(0.9, 1.0), interpolation=_INTERPOLATIONS[self.interpolation])
+        return T.Compose([crop, ToRGB(), T.ToTensor(), T.Normalize(self.mean, self.std)])
+
 
 class FitLongestAndPad:
     """Resize so the longest side is `size` (aspect kept), then pad the short side evenly (extra pixel right/bottom)."""

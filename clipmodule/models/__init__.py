@@ -1,4 +1,4 @@
-"""The model zoo: one registry of named configs (`config.MODEL_CONFIGS`) and the modules they build."""
+"""The model zoo: one registry of named configs (`registry.MODEL_CONFIGS`) and the modules they build."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ from typing import Any
 from torch import nn
 
 from clipmodule.models.clip import CLIP
-from clipmodule.models.config import (
-    MODEL_CONFIGS,
-    CLIPConfig,
-    TextConfig,
-    VisionConfig,
-    available_models,
-    get_model_config,
-)
+from clipmodule.models.config import CLIPConfig, TextConfig, VisionConfig
+from clipmodule.models.registry import MODEL_CONFIGS, REFUSED_MODELS, available_models, get_model_config
 
 
 def create_model(name: str, **overrides: Any) -> CLIP:
@@ -31,6 +25,7 @@ __all__ = [
     "CLIP",
     "CLIPConfig",
     "MODEL_CONFIGS",
+    "REFUSED_MODELS",
     "TextConfig",
     "VisionConfig",
     "available_models",

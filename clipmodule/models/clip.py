@@ -50,7 +50,8 @@ class CLIP(nn.Module):
             self.logit_bias = nn.Parameter(torch.tensor([float(config.init_logit_bias)]))
         self.register_state_dict_post_hook(_scalars_saved_0d)
         self.register_load_state_dict_pre_hook(_scalars_loaded_1d)
-        self.init_weights()
+        if self.logit_scale.device.type != "meta":  # shapes only (parameter counts): nothing to initialise
+            self.init_weights()
 
     def _build_text_tower(self, config: CLIPConfig) -> None:
         text = config.text
@@ -58,11 +59,19 @@ class CLIP(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(text.context_length, text.width))
         heads = text.width // text.head_width
         self.transformer = Transformer(text.width, text.layers, heads, text.mlp_ratio, config.quick_gelu,
-                                       text.ls_init_value, norm_eps=text.norm_eps)
+                                       text.ls_init_value, norm_eps=text.norm_eps,
+                                       gelu_approximate=text.gelu_approximate)
         self.ln_final = LayerNorm(text.width, eps=text.norm_eps)
-        # SigLIP's projection has a bias (an nn.Linear, weight transposed); OpenAI's is a bare matrix.
-        self.text_projection = nn.Linear(text.width, config.embed_dim) if text.proj_bias else \
-            nn.Parameter(torch.empty(text.width, config.embed_dim))
+        # SigLIP's projection has a bias (an nn.Linear, weight transposed); OpenAI's is a bare matrix; open_clip's
+        # proj_type "none" (SigLIP i18n SO400M) has none: the pooled feature is the embedding.
+        if text.proj_type == "none":
+            if text.width != config.embed_dim:
+                raise ClipModuleError(f"text proj_type 'none' needs width == embed_dim ({text.width} vs "
+                                      f"{config.embed_dim})")
+            self.text_projection = None
+        else:
+            self.text_projection = nn.Linear(text.width, config.embed_dim) if text.proj_bias else \
+                nn.Parameter(torch.empty(text.width, config.embed_dim))
 
     def init_weights(self) -> None:
         self.visual.init_weights()
@@ -73,7 +82,7 @@ class CLIP(nn.Module):
         if isinstance(self.text_projection, nn.Linear):
             nn.init.normal_(self.text_projection.weight, std=self.config.text.width**-0.5)
             nn.init.zeros_(self.text_projection.bias)
-        else:
+        elif self.text_projection is not None:
             nn.init.normal_(self.text_projection, std=self.config.text.width**-0.5)
         self.transformer.init_weights()
 
@@ -134,7 +143,10 @@ class CLIP(nn.Module):
         text, pooled = self._pooled_tokens(text)
         x = self.token_embedding(text) + self.positional_embedding[: text.shape[1]].to(self.dtype)
         x = self.ln_final(self.transformer(x, causal=self.config.text.causal, pooled=pooled))
-        x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) else x @ self.text_projection
+        if isinstance(self.text_projection, nn.Linear):
+            x = self.text_projection(x)
+        elif self.text_projection is not None:
+            x = x @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
     def cut_padding(self, text: torch.Tensor) -> torch.Tensor:
@@ -143,7 +155,7 @@ class CLIP(nn.Module):
         argmax). Short captions in a long context are mostly padding. Unchanged for other towers, and while
         tracing or compiling, where the cut length would be baked in."""
         config = self.config.text
-        if config.hf_model_name is not None or not config.causal or config.pool == "last" or not len(text):
+        if config.hf_model_name is not None or not config.causal or config.pool != "argmax" or not len(text):
             return text
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return text
@@ -151,8 +163,11 @@ class CLIP(nn.Module):
 
     def _pooled_tokens(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the ids the tower must read, the position pooled in each row)."""
-        if self.config.text.pool == "last":
-            return text, torch.full((text.shape[0],), text.shape[1] - 1, dtype=torch.long, device=text.device)
+        if self.config.text.pool in ("last", "first"):
+            at = text.shape[1] - 1 if self.config.text.pool == "last" else 0
+            return text, torch.full((text.shape[0],), at, dtype=torch.long, device=text.device)
+        if self.config.text.pool == "eos":  # the first end-of-sequence token (position 0 where there is none)
+            return text, (text == self.config.text.eos_id).int().argmax(dim=-1)
         text = self.cut_padding(text)
         return text, text.argmax(dim=-1)
 

@@ -1,11 +1,4 @@
-"""Typed model configs and the one registry of named configs.
-
-Names and semantics are open_clip's (its `model_configs/*.json` are the facts): a plain name (`ViT-B-32`,
-`ViT-H-14`) uses exact GELU, as the LAION/DataComp checkpoints; its `-quickgelu` twin uses OpenAI's QuickGELU.
-OpenAI's own spellings (`ViT-B/32`, `ViT-L/14@336px`) mean OpenAI's released models, i.e. the `-quickgelu`
-twins. Head widths other than 64 (ViT-H/g/bigG) cannot be read off a checkpoint's weights, which is why
-`clipmodule.checkpoints.infer` refuses a bare state dict it cannot name. Small CPU configs serve tests and the demo.
-"""
+"""Typed model configs: what a CLIP model is, as frozen dataclasses (the named ones are in `registry`)."""
 
 from __future__ import annotations
 
@@ -13,8 +6,6 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
-
-from clipmodule.errors import ClipModuleError
 
 
 @dataclass(frozen=True)
@@ -37,12 +28,21 @@ class VisionConfig:
     timm_pool: str = "avg"
     """timm's `global_pool` ("map": SigLIP's attention-pool head; "avg", "token", "")."""
     timm_proj: str = "linear"
-    """"linear": a projection to embed_dim after the trunk; "none": the trunk's features as they are (SigLIP);
+    """"linear": a projection to embed_dim after the trunk; "mlp": timm's two-layer MLP (ConvNeXt-large-d); "none":
+    the trunk's features as they are (SigLIP);
     "": the trunk's own classifier, sized embed_dim (open_clip's null, EVA02)."""
     timm_proj_bias: bool = False
     timm_input_size: int | None = None
     """The timm trunk's input size when it is not timm's default for the model (a resized model, `models.resize`);
     None: timm's default, as open_clip builds it."""
+    ln_pre: bool = True
+    """LayerNorm on the ViT's input tokens (False: open_clip's `no_ln_pre`, CLIPA)."""
+    pool: str = "tok"
+    """The ViT's image feature: "tok" the class token, "avg" the mean of the patch tokens (CLIPA)."""
+    final_ln_after_pool: bool = False
+    """`ln_post` after pooling instead of on every token (differs from before only for "avg")."""
+    gelu_approximate: str = "none"
+    """GELU's `approximate` ("none" exact, "tanh"); open_clip's `act_kwargs`."""
 
     @property
     def is_resnet(self) -> bool:
@@ -65,13 +65,21 @@ class TextConfig:
     ls_init_value: float | None = None
     causal: bool = True
     pool: str = "argmax"
-    """"argmax": at the end-of-text token (the largest id, OpenAI's BPE); "last": the last position (SigLIP)."""
+    """"argmax": at the end-of-text token (the largest id, OpenAI's BPE); "last": the last position (SigLIP);
+    "eos": the first `eos_id` token (MetaCLIP 2's mT5 vocabulary); "first": the first position."""
+    eos_id: int = 2
+    proj_type: str = "linear"
+    """"linear": a projection to embed_dim; "none": the pooled feature as it is (width == embed_dim)."""
     proj_bias: bool = False
+    gelu_approximate: str = "none"
+    """GELU's `approximate` ("none" exact, "tanh": SigLIP 2's text tower); open_clip's `act_kwargs`."""
     norm_eps: float = 1e-5
     tokenizer: str = "openai_bpe"
     """"openai_bpe", or "hf:<repo>" for a `tokenizer.json` (sentencepiece-based for SigLIP) read by `tokenizers`."""
     tokenizer_clean: str = "whitespace"
     """Text cleaning before an "hf:" tokenizer (open_clip's `tokenizer_kwargs.clean`; SigLIP: "canonicalize")."""
+    tokenizer_strip_sep: bool = False
+    """Drop the separator token an "hf:" tokenizer appends (open_clip's `strip_sep_token`; CLIPA's BERT vocabulary)."""
     hf_model_name: str | None = None
     """A transformers text tower (e.g. "xlm-roberta-base" or a folder) built from its local config.json; the
     fields above are then unused except context_length and the tokenizer."""
@@ -103,138 +111,3 @@ class CLIPConfig:
             vision["layers"] = tuple(vision["layers"])
         text = dict(data.pop("text", {}))
         return cls(vision=VisionConfig(**vision), text=TextConfig(**text), **data)
-
-
-def _rn(embed_dim: int, layers: tuple[int, int, int, int], width: int, image_size: int, text_width: int) -> CLIPConfig:
-    return CLIPConfig(
-        embed_dim=embed_dim,
-        vision=VisionConfig(image_size=image_size, layers=layers, width=width),
-        text=TextConfig(width=text_width),
-        quick_gelu=False,
-    )
-
-
-def _vit(embed_dim: int, layers: int, width: int, patch: int, image_size: int, text_width: int,
-         text_layers: int = 12, head_width: int = 64, mlp_ratio: float = 4.0) -> CLIPConfig:
-    return CLIPConfig(
-        embed_dim=embed_dim,
-        vision=VisionConfig(image_size=image_size, layers=layers, width=width, patch_size=patch,
-                            head_width=head_width, mlp_ratio=mlp_ratio),
-        text=TextConfig(width=text_width, layers=text_layers),
-        quick_gelu=False,
-    )
-
-
-# open_clip's names and shapes (exact GELU); each also gets a `-quickgelu` twin below.
-_OPEN_CLIP_ZOO: dict[str, CLIPConfig] = {
-    "RN50": _rn(1024, (3, 4, 6, 3), 64, 224, 512),
-    "RN101": _rn(512, (3, 4, 23, 3), 64, 224, 512),
-    "RN50x4": _rn(640, (4, 6, 10, 6), 80, 288, 640),
-    "RN50x16": _rn(768, (6, 8, 18, 8), 96, 384, 768),
-    "RN50x64": _rn(1024, (3, 15, 36, 10), 128, 448, 1024),
-    "ViT-B-32": _vit(512, 12, 768, 32, 224, 512),
-    "ViT-B-16": _vit(512, 12, 768, 16, 224, 512),
-    "ViT-B-16-plus-240": _vit(640, 12, 896, 16, 240, 640),
-    "ViT-L-14": _vit(768, 24, 1024, 14, 224, 768),
-    "ViT-L-14-336": _vit(768, 24, 1024, 14, 336, 768),
-    "ViT-H-14": _vit(1024, 32, 1280, 14, 224, 1024, text_layers=24, head_width=80),
-    "ViT-g-14": _vit(1024, 40, 1408, 14, 224, 1024, text_layers=24, head_width=88, mlp_ratio=4.3637),
-    "ViT-bigG-14": _vit(1280, 48, 1664, 14, 224, 1280, text_layers=32, head_width=104, mlp_ratio=4.9231),
-}
-# Small configs that train on a CPU in seconds (tests) or minutes (the demo); QuickGELU, as they always had.
-_SMALL: dict[str, CLIPConfig] = {
-    "tiny-vit": CLIPConfig(
-        embed_dim=64,
-        vision=VisionConfig(image_size=32, layers=2, width=128, patch_size=8),
-        text=TextConfig(width=128, layers=2),
-    ),
-    "tiny-rn": CLIPConfig(
-        embed_dim=64,
-        vision=VisionConfig(image_size=64, layers=(1, 1, 1, 1), width=16),
-        text=TextConfig(width=128, layers=2),
-    ),
-    "small-vit": CLIPConfig(
-        embed_dim=128,
-        vision=VisionConfig(image_size=64, layers=4, width=256, patch_size=8),
-        text=TextConfig(width=256, layers=4),
-    ),
-}
-MODEL_CONFIGS: dict[str, CLIPConfig] = {}
-for _name, _config in _OPEN_CLIP_ZOO.items():
-    MODEL_CONFIGS[_name] = _config
-    MODEL_CONFIGS[f"{_name}-quickgelu"] = dataclasses.replace(_config, quick_gelu=True)
-MODEL_CONFIGS.update(_SMALL)
-# SigLIP (Zhai et al. 2023) as open_clip builds it: a timm ViT with an attention-pool (MAP) head, no class token;
-# a bidirectional text tower read at the last token; sigmoid loss with a learned bias.
-MODEL_CONFIGS["ViT-B-16-SigLIP"] = CLIPConfig(
-    embed_dim=768,
-    vision=VisionConfig(image_size=224, timm_model_name="vit_base_patch16_siglip_224", timm_pool="map",
-                        timm_proj="none"),
-    text=TextConfig(context_length=64, vocab_size=32000, width=768, layers=12, causal=False, pool="last",
-                    proj_bias=True, norm_eps=1e-6, tokenizer="hf:timm/ViT-B-16-SigLIP",
-                    tokenizer_clean="canonicalize"),
-    quick_gelu=False,
-    init_logit_bias=-10.0,
-)
-MODEL_CONFIGS["ViT-SO400M-14-SigLIP"] = CLIPConfig(
-    embed_dim=1152,
-    vision=VisionConfig(image_size=224, timm_model_name="vit_so400m_patch14_siglip_224", timm_pool="map",
-                        timm_proj="none"),
-    text=TextConfig(context_length=16, vocab_size=32000, width=1152, layers=27, head_width=72, mlp_ratio=3.7362,
-                    causal=False, pool="last", proj_bias=True, norm_eps=1e-6, tokenizer="hf:timm/ViT-B-16-SigLIP",
-                    tokenizer_clean="canonicalize"),
-    quick_gelu=False,
-    init_logit_bias=-10.0,
-)
-# timm image towers with open_clip's standard text tower (open_clip's names).
-MODEL_CONFIGS["convnext_base"] = CLIPConfig(
-    embed_dim=512, vision=VisionConfig(image_size=224, timm_model_name="convnext_base", timm_pool="",
-                                       timm_proj="linear"), quick_gelu=False)
-MODEL_CONFIGS["EVA02-B-16"] = CLIPConfig(
-    embed_dim=512, vision=VisionConfig(image_size=224, timm_model_name="eva02_base_patch16_clip_224",
-                                       timm_pool="token", timm_proj=""), quick_gelu=False)
-
-# OpenAI's released models, under the names its `clip.available_models()` gives them. The ResNets keep their
-# plain names there, so only `load` of OpenAI's files (TorchScript, or its exact shapes) means QuickGELU for them.
-OPENAI_MODELS = {"RN50": "RN50-quickgelu", "RN101": "RN101-quickgelu", "RN50x4": "RN50x4-quickgelu",
-                 "RN50x16": "RN50x16-quickgelu", "RN50x64": "RN50x64-quickgelu", "ViT-B/32": "ViT-B-32-quickgelu",
-                 "ViT-B/16": "ViT-B-16-quickgelu", "ViT-L/14": "ViT-L-14-quickgelu",
-                 "ViT-L/14@336px": "ViT-L-14-336-quickgelu"}
-# OpenAI's slash spellings keep meaning OpenAI's (QuickGELU) models.
-ALIASES = {name: canonical for name, canonical in OPENAI_MODELS.items() if "/" in name}
-
-
-def available_models() -> list[str]:
-    """Names accepted by `create_model` and `load`."""
-    return list(MODEL_CONFIGS)
-
-
-def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
-    """The registered config for `name`, with top-level fields or `vision={...}`/`text={...}` replaced.
-
-    Shortcuts: `image_size`, `patch_dropout` (vision) and `context_length` (text)."""
-    canonical = ALIASES.get(name, name)
-    if canonical not in MODEL_CONFIGS:
-        raise ClipModuleError(f"unknown model name {name!r}; available: {', '.join(available_models())}")
-    return apply_overrides(MODEL_CONFIGS[canonical], **overrides)
-
-
-def apply_overrides(config: CLIPConfig, **overrides: Any) -> CLIPConfig:
-    vision = dict(overrides.pop("vision", None) or {})
-    text = dict(overrides.pop("text", None) or {})
-    for key in ("image_size", "patch_dropout"):
-        if key in overrides:
-            vision[key] = overrides.pop(key)
-    if "context_length" in overrides:
-        text["context_length"] = overrides.pop("context_length")
-    try:
-        if isinstance(vision.get("layers"), list):
-            vision["layers"] = tuple(vision["layers"])
-        return dataclasses.replace(
-            config,
-            vision=dataclasses.replace(config.vision, **vision),
-            text=dataclasses.replace(config.text, **text),
-            **overrides,
-        )
-    except TypeError as error:
-        raise ClipModuleError(f"bad model override: {error}") from None

@@ -24,10 +24,12 @@ class TimmTower(nn.Module):
         except ImportError:
             raise ClipModuleError(f"the image tower {config.timm_model_name!r} is built by timm: pip install timm") \
                 from None
-        if config.timm_proj not in ("none", "linear", ""):
-            raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none', 'linear' or '')")
+        if config.timm_proj not in ("none", "linear", "mlp", ""):
+            raise ClipModuleError(f"timm_proj {config.timm_proj!r} is not supported (use 'none', 'linear', 'mlp' "
+                                  "or '')")
         try:
-            if config.timm_proj != "linear":  # "": timm's own classifier maps to output_dim; "none": no head at all
+            # "": timm's own classifier maps to output_dim; "none": no head at all
+            if config.timm_proj not in ("linear", "mlp"):
                 classes = 0 if config.timm_proj == "none" else output_dim
                 self.trunk = timm.create_model(config.timm_model_name, num_classes=classes, pretrained=False,
                                                global_pool=config.timm_pool)
@@ -43,6 +45,10 @@ class TimmTower(nn.Module):
         if config.timm_proj == "linear":
             head["drop"] = nn.Dropout(0.0)
             head["proj"] = nn.Linear(self.trunk.num_features, output_dim, bias=config.timm_proj_bias)
+        elif config.timm_proj == "mlp":  # ConvNeXt-large-d: timm's two-layer MLP, hidden width 2 * output_dim
+            from timm.layers import Mlp
+
+            head["mlp"] = Mlp(self.trunk.num_features, 2 * output_dim, output_dim, bias=(True, config.timm_proj_bias))
         self.head = nn.Sequential(head)
 
     def init_weights(self) -> None:

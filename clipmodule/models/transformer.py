@@ -88,13 +88,13 @@ class LayerScale(nn.Module):
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool,
-                 ls_init_value: float | None = None, norm_eps: float = 1e-5):
+                 ls_init_value: float | None = None, norm_eps: float = 1e-5, gelu_approximate: str = "none"):
         super().__init__()
         hidden = int(width * mlp_ratio)
         self.ln_1 = LayerNorm(width, eps=norm_eps)
         self.attn = SelfAttention(width, heads)
         self.ln_2 = LayerNorm(width, eps=norm_eps)
-        activation = QuickGELU() if quick_gelu else nn.GELU()
+        activation = QuickGELU() if quick_gelu else nn.GELU(approximate=gelu_approximate)
         self.mlp = nn.Sequential(
             OrderedDict(c_fc=nn.Linear(width, hidden), gelu=activation, c_proj=nn.Linear(hidden, width))
         )
@@ -120,11 +120,12 @@ class ResidualAttentionBlock(nn.Module):
 
 class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0, quick_gelu: bool = True,
-                 ls_init_value: float | None = None, norm_eps: float = 1e-5):
+                 ls_init_value: float | None = None, norm_eps: float = 1e-5, gelu_approximate: str = "none"):
         super().__init__()
         self.width = width
         self.resblocks = nn.ModuleList(
-            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu, ls_init_value, norm_eps) for _ in range(layers)
+            ResidualAttentionBlock(width, heads, mlp_ratio, quick_gelu, ls_init_value, norm_eps, gelu_approximate)
+            for _ in range(layers)
         )
         self.grad_checkpointing = False
 

@@ -165,9 +165,11 @@ class VisionTransformer(nn.Module):
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch, stride=patch, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid**2 + 1, width))
-        self.ln_pre = LayerNorm(width)
+        self.ln_pre = LayerNorm(width) if config.ln_pre else nn.Identity()  # CLIPA: no_ln_pre
+        self.pool, self.final_ln_after_pool = config.pool, config.final_ln_after_pool
         heads = width // config.head_width
-        self.transformer = Transformer(width, config.layers, heads, config.mlp_ratio, quick_gelu, config.ls_init_value)
+        self.transformer = Transformer(width, config.layers, heads, config.mlp_ratio, quick_gelu, config.ls_init_value,
+                                       gelu_approximate=config.gelu_approximate)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -199,8 +201,13 @@ class VisionTransformer(nn.Module):
         return self.ln_post(self.transformer(self.tokens(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The class token's embedding; the last block computes the class token only (`Transformer`)."""
+        """The class token's embedding (the last block computes the class token only: `Transformer`), or with
+        pool "avg" (CLIPA) the mean of the patch tokens, layer-normed before or after the mean."""
         x = self.tokens(x)
+        if self.pool == "avg":
+            x = self.transformer(x)
+            pooled = self.ln_post(x[:, 1:].mean(dim=1)) if self.final_ln_after_pool else self.ln_post(x)[:, 1:].mean(1)
+            return pooled @ self.proj
         cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.ln_post(self.transformer(x, pooled=cls)) @ self.proj
 

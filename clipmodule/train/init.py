@@ -1,6 +1,7 @@
 """Start a run from released or earlier weights (`model.init_from`): anything `clipmodule.load` reads (OpenAI .pt or
 TorchScript, an open_clip file or hub folder, a Hugging Face folder, our .safetensors, a `clipmodule fit` checkpoint,
-a model name with local weights).
+a model name with local weights), or open_clip's released weights by name and tag (`init_from: {name: ViT-B-32,
+pretrained: laion2b_s34b_b79k}`, found in the local Hugging Face cache: `clipmodule.checkpoints.pretrained`).
 
 The architecture is the file's, as `load` decides it (`init_architecture` is load's `model=` for files that do not
 say theirs). A network configured beside it (`model.model`) must be that same architecture: only the training-time
@@ -27,10 +28,23 @@ _TRAINING_ONLY = ("init_logit_scale", "vision.patch_dropout")
 _RESIZABLE = ("vision.image_size", "vision.timm_input_size", "text.context_length")
 
 
-def source_path(init_from: str) -> Path:
-    """The file or folder `init_from` names: a path, or a model name's local weights (as `clipmodule.load`)."""
+def pretrained_source(init_from: dict[str, Any]) -> tuple[str, str]:
+    """(name, tag) of an `init_from: {name, pretrained}` mapping; anything else there is one line."""
+    if set(init_from) != {"name", "pretrained"} or not all(isinstance(v, str) for v in init_from.values()):
+        raise ClipModuleError(f"model.init_from {init_from}: a mapping must be {{name: MODEL, pretrained: TAG}} "
+                              "(open_clip's released weights), else give a path")
+    return init_from["name"], init_from["pretrained"]
+
+
+def source_path(init_from: str | dict[str, Any]) -> Path:
+    """The file or folder `init_from` names: a path, a model name's local weights (as `clipmodule.load`), or a
+    {name, pretrained} tag's file in the Hugging Face cache."""
     from clipmodule.api import local_weights
 
+    if isinstance(init_from, dict):
+        from clipmodule.checkpoints.pretrained import resolve
+
+        return resolve(*pretrained_source(init_from))[0]
     path = Path(init_from)
     if path.exists():
         return path
@@ -83,7 +97,7 @@ def _at_configured_size(network: nn.Module, own: Any) -> nn.Module:
     return resize_model(network, image_size=own.vision.image_size, context_length=own.text.context_length)
 
 
-def start_from_weights(init_from: str, architecture: str | None = None,
+def start_from_weights(init_from: str | dict[str, Any], architecture: str | None = None,
                        configured: nn.Module | None = None) -> tuple[nn.Module, dict[str, str]]:
     """(the network holding `init_from`'s weights, in train mode; {"path", "sha256"} to record).
 
@@ -92,7 +106,13 @@ def start_from_weights(init_from: str, architecture: str | None = None,
     from clipmodule.api import load
 
     path = source_path(init_from)
-    network, _ = load(init_from, model=architecture)
+    if isinstance(init_from, dict):
+        name, tag = pretrained_source(init_from)
+        if architecture is not None:
+            raise ClipModuleError("model.init_architecture: not with init_from {name, pretrained} (the name is it)")
+        network, _ = load(name, pretrained=tag)
+    else:
+        network, _ = load(init_from, model=architecture)
     if configured is not None:
         own = getattr(configured, "config", None)
         difference = architecture_difference(network.config, own) if own is not None else "not a CLIP network"
@@ -106,6 +126,10 @@ def start_from_weights(init_from: str, architecture: str | None = None,
             configured.preprocess_cfg = network.preprocess_cfg
         network = configured
     network.train()
-    return network, {"path": str(path.resolve()), "sha256": source_sha256(path),
-                     "architecture": architecture or "from the file"}
+    record = {"path": str(path.resolve()), "sha256": source_sha256(path),
+              "architecture": architecture or "from the file"}
+    if isinstance(init_from, dict):
+        record.update(architecture=init_from["name"], pretrained=network.pretrained["tag"],
+                      repo=network.pretrained["repo"], licence=network.pretrained["licence"])
+    return network, record
 

@@ -90,7 +90,8 @@ class ClipLitModule(L.LightningModule):
         siglip_exchange: how the SigLIP loss reaches the other ranks' texts: "gather" all at once, or pass them
             round the ranks ("shift", "bidir": both ways at once), one block at a time, recomputed in the backward
             pass; the same loss and gradients, and loss memory per rank that stays flat as ranks are added.
-        init_from: start from these weights (anything `clipmodule.load` reads; `clipmodule.train.init`); `model`, if
+        init_from: start from these weights (anything `clipmodule.load` reads, or open_clip's released weights as
+            {name, pretrained}; `clipmodule.train.init`); `model`, if
             given, must be the file's architecture. Recorded in MLflow (init_from/path, init_from/sha256).
             `--ckpt_path` still resumes, and its weights win.
         init_architecture: the architecture of an `init_from` file that does not say it (load's `model=`).
@@ -109,10 +110,11 @@ class ClipLitModule(L.LightningModule):
                  compile: bool = False,
                  zeroshot_classnames: list[str] | None = None, zeroshot_templates: list[str] | None = None,
                  accum_freq: int = 1, accum_grad_clip: float | None = None,
-                 siglip_exchange: Literal["gather", "shift", "bidir"] = "gather", init_from: str | None = None,
-                 init_architecture: str | None = None, lock: LockConfig = LockConfig(),
-                 lora: LoRAConfig | None = None, hard_negatives: HardNegativesConfig | None = None,
-                 distill: DistillConfig | None = None, ema: EmaConfig | None = None):
+                 siglip_exchange: Literal["gather", "shift", "bidir"] = "gather",
+                 init_from: str | dict[str, str] | None = None, init_architecture: str | None = None,
+                 lock: LockConfig = LockConfig(), lora: LoRAConfig | None = None,
+                 hard_negatives: HardNegativesConfig | None = None, distill: DistillConfig | None = None,
+                 ema: EmaConfig | None = None):
         super().__init__()
         count_cpu_attention_flops()  # before Lightning's model summary counts (it copies torch's formulas then)
         self.init_source: dict[str, str] | None = None
