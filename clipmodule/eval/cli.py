@@ -102,6 +102,27 @@ class LinearProbeCommand(NamedDataOptions):
 
 
 @dataclass
+class CaptionSelectionCommand(NamedDataOptions):
+    """Image-caption selection (SugarCrepe, Winoground, ARO): text, image and group accuracy."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    dataset: str
+    """sugar_crepe/<subset> (add_att, add_obj, replace_att, replace_obj, replace_rel, swap_att, swap_obj),
+    winoground, vg_relation or vg_attribution; its copy in --dataset_root."""
+    output: str | None = None
+    """JSON results file; default eval_results/image_caption_selection-<dataset>.json."""
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one; default: the one beside the
+    weights."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("image_caption_selection", dataset=self.dataset, **self.named_data())
+
+
+@dataclass
 class SuiteCommand(SuiteConfig):
     """A benchmark suite from YAML (-c suite.yaml): every task, one markdown + JSON table, one MLflow run."""
 
@@ -115,6 +136,7 @@ COMMANDS = {
     "zeroshot": ZeroShotCommand,
     "retrieval": RetrievalCommand,
     "linear-probe": LinearProbeCommand,
+    "image_caption_selection": CaptionSelectionCommand,
     "suite": SuiteCommand,
 }
 

@@ -45,7 +45,8 @@ from clipmodule.eval.tasks import FeatureCache, TaskContext, kind_of
 TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mean recall",
                  "mean_average_precision": "mAP",
                  **{f"{direction}_R@{k}": f"{arrow} R@{k}" for direction, arrow in
-                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)}}
+                    (("image_to_text", "I→T"), ("text_to_image", "T→I")) for k in (1, 5, 10)},
+                 "text_acc": "text", "image_acc": "image", "acc": "group", "macro_acc": "macro acc"}
 
 
 def preflight(spec: TaskSpec) -> None:

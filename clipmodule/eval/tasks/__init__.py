@@ -1,7 +1,8 @@
 """Evaluation task kinds, one module each and registered once here: `zeroshot` (classification, and mAP on a
 multi-label set), `retrieval` (recall@k both ways), `linear-probe` (the paper's protocol). A kind declares its data,
 how it runs and DataComp's main metric (`kind.TaskKind`); suites, their tables and groups, the single commands and
-the records go through `task_kind`. New kinds (segmentation, compositional selection, captioning) `register` here.
+the records go through `task_kind`; `image_caption_selection` (SugarCrepe, Winoground, ARO) is registered below.
+New kinds (segmentation, compositional selection, captioning) `register` here.
 
 The evaluation functions themselves stay importable from here, as before the split.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
+from clipmodule.eval.tasks import caption_selection as caption_selection_kind
 from clipmodule.eval.tasks import linear_probe as linear_probe_kind
 from clipmodule.eval.tasks import retrieval as retrieval_kind
 from clipmodule.eval.tasks import zeroshot as zeroshot_kind
@@ -37,6 +39,9 @@ def register_task_kind(kind: TaskKind) -> None:
     if kind.name in _KINDS:
         raise ClipModuleError(f"task kind {kind.name!r} is already registered")
     _KINDS[kind.name] = kind
+
+
+register_task_kind(caption_selection_kind.KIND)
 
 
 def task_kinds() -> list[str]:
