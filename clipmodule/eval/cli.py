@@ -87,6 +87,9 @@ class LinearProbeCommand(NamedDataOptions):
     """Test images, labelled with the same classes."""
     classnames: str | None = None
     """Class-name file or `imagenet`; default: the training set's own names."""
+    fewshot_k: int | None = None
+    """k training images per class: CLIP_benchmark's few-shot probe (--probe.fewshot_* set it up); default:
+    the full-data probe."""
     output: str | None = None
     """JSON results file; default eval_results/linear-probe-<test>.json."""
     probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
@@ -98,7 +101,7 @@ class LinearProbeCommand(NamedDataOptions):
 
     def task(self) -> TaskSpec:
         return TaskSpec("linear-probe", train=self.train, test=self.test, classnames=self.classnames,
-                        **self.named_data())
+                        fewshot_k=self.fewshot_k, **self.named_data())
 
 
 @dataclass
