@@ -39,6 +39,9 @@ class ZeroShotCommand(NamedDataOptions):
     templates: str = "imagenet"
     """Prompt-template file (one per line, one "{}" or "{c}" for the class name), `imagenet` (the paper's 80),
     `simple`, or a .json list of templates or CuPL-style dict of class-specific prompts {class: [prompt, …]}."""
+    language: str | None = None
+    """CLIP_benchmark's --language: class names and templates in it (with --templates clip_benchmark), or the
+    captions of a dataset released per language (xtd10, crossmodal3600…). Default: English."""
     output: str | None = None
     """JSON results file; default eval_results/zeroshot-<dataset>.json."""
     tokenizer_folder: str | None = None
@@ -49,7 +52,7 @@ class ZeroShotCommand(NamedDataOptions):
 
     def task(self) -> TaskSpec:
         return TaskSpec("zeroshot", dataset=self.dataset, classnames=self.classnames, templates=self.templates,
-                        **self.named_data())
+                        language=self.language, **self.named_data())
 
 
 @dataclass
@@ -63,6 +66,9 @@ class RetrievalCommand(NamedDataOptions):
     or builtin:<name>."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of recall@k."""
+    language: str | None = None
+    """CLIP_benchmark's --language: class names and templates in it (with --templates clip_benchmark), or the
+    captions of a dataset released per language (xtd10, crossmodal3600…). Default: English."""
     output: str | None = None
     """JSON results file; default eval_results/retrieval-<dataset>.json."""
     tokenizer_folder: str | None = None
@@ -72,7 +78,8 @@ class RetrievalCommand(NamedDataOptions):
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def task(self) -> TaskSpec:
-        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at), **self.named_data())
+        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at), language=self.language,
+                        **self.named_data())
 
 
 @dataclass

@@ -48,7 +48,9 @@ RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
 SELECTION = ("sugar_crepe/add_att", "sugar_crepe/add_obj", "sugar_crepe/replace_att", "sugar_crepe/replace_obj",
              "sugar_crepe/replace_rel", "sugar_crepe/swap_att", "sugar_crepe/swap_obj", "winoground", "vg_relation",
              "vg_attribution")
-CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, *SELECTION, "caltech101_vtab", "svhn",
+MULTILINGUAL = ("xtd10", "xtd200", "flickr30k-200", "crossmodal3600", "imagenet_babel")
+CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, *SELECTION, *MULTILINGUAL,
+             "caltech101_vtab", "svhn",
              "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy", "smallnorb_label_azimuth",
              "smallnorb_label_elevation", "dsprites_label_x_position", "dsprites_label_y_position",
              "dsprites_label_orientation")
@@ -61,6 +63,7 @@ ALIASES = {
     "facialemotionrecognition2013": "fer2013", "kitti": "kitti_closest_vehicle_distance",
     "clevrcount": "clevr_count_all", "clevrcounts": "clevr_count_all",
     "clevrdistance": "clevr_closest_object_distance", "country": "country211",
+    "babelimagenet": "imagenet_babel", "xm3600": "crossmodal3600",
 }
 
 

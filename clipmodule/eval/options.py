@@ -112,6 +112,10 @@ class TaskSpec:
     list of templates or dict of class-specific prompts {class name: [prompt, …]}."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of retrieval recall@k."""
+    language: str | None = None
+    """Language of the class names and templates (CLIP_benchmark's `--language`: en, ar, cn, it, jp with
+    `templates: clip_benchmark`), or of a dataset released per language (xtd10, crossmodal3600, babel_imagenet…);
+    several, comma-separated, make one suite row each (`eval.languages`). None: English."""
     fewshot_k: int | None = None
     """A linear probe on k training images per class (CLIP_benchmark's `--fewshot_k`); None: the full-data probe."""
     name: str | None = None

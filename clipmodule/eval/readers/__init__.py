@@ -16,7 +16,8 @@ The dataset classes are one family (`items`: `LabelledImages`, `CaptionedImages`
 `arrays` (CIFAR, MNIST, STL-10, SVHN, PCam, FER2013), `folders` (EuroSAT, RESISC45, Caltech-101, Country211,
 Rendered SST2, GTSRB, SUN397), `lists` (Food-101, Flowers-102, DTD, Pets, FGVC-Aircraft, Stanford Cars),
 `imagenet` (ImageNet-1k, V2, Sketch, A, R, ObjectNet), `voc`, `retrieval` (Flickr8k/30k, MS-COCO),
-`wds`, `selection` (SugarCrepe, Winoground, ARO: image-caption selection). `table()` gives the README's dataset table.
+`wds`, `selection` (SugarCrepe, Winoground, ARO: image-caption selection), `multilingual` (XTD-10/200,
+Flickr30k-200, Crossmodal-3600, Babel-ImageNet: one split per language). `table()` gives the README's dataset table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from clipmodule.eval.readers import (  # noqa: F401, E402 (register)
     folders,
     imagenet,
     lists,
+    multilingual,
     retrieval,
     selection,
     voc,

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
+from clipmodule.eval.languages import ENGLISH, classnames_in, split_for, templates_in
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
@@ -48,6 +49,18 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     return {**classification_metrics(logits, torch.tensor(labels), len(classnames)), **data_damage(dataset)}
 
 
+def _by_language(spec: TaskSpec) -> bool:
+    from clipmodule.eval.readers import is_benchmark_name, reader
+
+    return bool(spec.root) and is_benchmark_name(str(spec.dataset)) and reader(str(spec.dataset)).by_language
+
+
+def _translated(spec: TaskSpec) -> bool:
+    """Class names and templates in another language than English, from CLIP_benchmark's lists (a template file
+    is read as written; its class names then come from a class-name file or the copy)."""
+    return spec.language not in (None, ENGLISH) and not spec.classnames
+
+
 def _own_templates(spec: TaskSpec, dataset) -> bool:
     """CLIP_benchmark's webdataset copies carry their own names and templates, which CLIP_benchmark uses."""
     return spec.templates == "clip_benchmark" and getattr(dataset, "templates", None) is not None
@@ -60,6 +73,13 @@ def prompt_templates(spec: TaskSpec, dataset=None) -> Prompts | None:
         return list(dataset.templates)
     if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
         return None  # known once the copy is opened (the preflight cannot tell)
+    if _translated(spec) and spec.templates in SOURCES:
+        if spec.templates != "clip_benchmark":
+            raise ClipModuleError(f"{spec.label()}: {spec.templates} prompts are English; language "
+                                  f"{spec.language!r} takes CLIP_benchmark's (templates: clip_benchmark)")
+        if dataset is None and _by_language(spec):
+            return None  # the copy carries its own (Babel-ImageNet), known once it is opened
+        return templates_in(spec.dataset, spec.language)
     if spec.templates in SOURCES:
         return templates_for(spec.dataset, spec.templates)
     return read_templates(spec.templates)
@@ -76,6 +96,8 @@ def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
+    if _translated(spec):
+        return classnames_in(spec.dataset, spec.language, list(dataset.classnames), named)
     if not named:
         return list(dataset.classnames)
     return align_classnames(list(dataset.classnames), named, spec.label(), dataset=spec.dataset)
@@ -87,7 +109,8 @@ def _preflight(spec: TaskSpec) -> None:
 
 
 def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
-    return (open_classification(spec.dataset, preprocess, spec_classnames(spec), root=spec.root, split=spec.split),)
+    return (open_classification(spec.dataset, preprocess, spec_classnames(spec), root=spec.root,
+                                split=split_for(spec)),)
 
 
 def _check_data(spec: TaskSpec, data: tuple) -> None:
