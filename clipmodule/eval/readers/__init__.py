@@ -55,5 +55,6 @@ def table() -> str:
     lines = ["| name | layout under `--dataset_root` | splits | metric |", "|---|---|---|---|"]
     for name in known_datasets():
         entry = READERS[name]
-        lines.append(f"| `{name}` | {entry.layout} | {', '.join(entry.splits)} | {entry.metric} |")
+        splits = f"{len(entry.splits)} languages (`language`)" if entry.by_language else ", ".join(entry.splits)
+        lines.append(f"| `{name}` | {entry.layout} | {splits} | {entry.metric} |")
     return "\n".join(lines) + "\n"
