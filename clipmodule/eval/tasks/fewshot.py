@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import classification_metrics
@@ -51,6 +51,15 @@ def _cosine(base: float, step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * step / steps)) * base
 
 
+def _epoch_order(count: int) -> torch.Tensor:
+    """The order a shuffling DataLoader visits `count` items in, drawn from the global RNG as it draws: one int64
+    for its workers' base seed, one to seed the RandomSampler's permutation (torch.utils.data). Indexing the
+    features in that order gives CLIP_benchmark's batches without a DataLoader's per-item collation."""
+    torch.empty((), dtype=torch.int64).random_()
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+
+
 def train_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
                  options: LinearProbeOptions) -> torch.nn.Linear:
     """The linear layer CLIP_benchmark's `train` fits (same seed, initialisation, batch order and schedule)."""
@@ -58,15 +67,15 @@ def train_linear(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
         torch.manual_seed(options.seed)
         layer = torch.nn.Linear(features.shape[1], num_classes)
         optimizer = torch.optim.AdamW(layer.parameters(), lr=options.fewshot_lr, weight_decay=weight_decay)
-        loader = DataLoader(TensorDataset(features, labels), batch_size=options.fewshot_batch_size, shuffle=True)
-        steps = options.fewshot_epochs * len(loader)
+        batches = math.ceil(len(labels) / options.fewshot_batch_size)
+        steps = options.fewshot_epochs * batches
         criterion = torch.nn.CrossEntropyLoss()
         for epoch in range(options.fewshot_epochs):
-            for index, (x, y) in enumerate(loader):
+            for index, chosen in enumerate(_epoch_order(len(labels)).split(options.fewshot_batch_size)):
                 for group in optimizer.param_groups:
-                    group["lr"] = _cosine(options.fewshot_lr, index + epoch * len(loader), steps)
+                    group["lr"] = _cosine(options.fewshot_lr, index + epoch * batches, steps)
                 optimizer.zero_grad()
-                criterion(layer(x), y).backward()
+                criterion(layer(features[chosen]), labels[chosen]).backward()
                 optimizer.step()
     return layer
 

@@ -24,6 +24,7 @@ from clipmodule.eval.zeroshot import build_zeroshot_classifier, zeroshot_logits
 
 # DataComp ranks these by mean per-class recall (their classes are unbalanced), the others by top-1.
 MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
+ENGLISH_TEMPLATES = ("imagenet", "simple")  # built-in template sets, English only
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
@@ -73,7 +74,7 @@ def prompt_templates(spec: TaskSpec, dataset=None) -> Prompts | None:
         return list(dataset.templates)
     if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
         return None  # known once the copy is opened (the preflight cannot tell)
-    if _translated(spec) and spec.templates in SOURCES:
+    if _translated(spec) and (spec.templates in SOURCES or spec.templates in ENGLISH_TEMPLATES):
         if spec.templates != "clip_benchmark":
             raise ClipModuleError(f"{spec.label()}: {spec.templates} prompts are English; language "
                                   f"{spec.language!r} takes CLIP_benchmark's (templates: clip_benchmark)")

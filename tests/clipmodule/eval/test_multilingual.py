@@ -106,6 +106,8 @@ def test_a_wrong_language_is_one_line(tmp_path):
          r"^cifar10: CLIP_benchmark ships it class names and templates only for imagenet1k; give a class-name"),
         (TaskSpec("zeroshot", dataset="imagenet1k", root=str(tmp_path), templates="openai", language="de"),
          r"openai prompts are English; language 'de' takes CLIP_benchmark's"),
+        (TaskSpec("zeroshot", dataset=str(tmp_path / "val"), language="de"),
+         r"imagenet prompts are English; language 'de' takes CLIP_benchmark's"),
         (TaskSpec("retrieval", dataset="xtd10", root=str(tmp_path), language="xx"),
          r"^xtd10: no language 'xx' \(languages: de, en, es, fr, it, jp, ko, pl, ru, tr, zh\)$"),
         (TaskSpec("retrieval", dataset="xtd10", root=str(tmp_path), language="fr"),
