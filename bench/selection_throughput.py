@@ -4,8 +4,9 @@
                                                    [--batch-size 64] [--workers 2] [--device cpu] [--json FILE]
 
 - SugarCrepe (`image_caption_selection`): a copy in its release layout (add_att.json + COCO-like val2017/ of
-  500x375 JPEGs, `--items` entries over half as many images), read by CLIP_benchmark's `SugarCrepe` dataset and
-  scored by its `metrics.image_caption_selection.evaluate`, against `eval.suite.run_task` on the same files.
+  500x375 JPEGs, one per entry of `--items`), read by CLIP_benchmark's `SugarCrepe` dataset and scored by its
+  `metrics.image_caption_selection.evaluate`, against `eval.suite.run_task` on the same files. (Ours encodes an
+  image named by several entries once; the copy names each once, so that saving is not in the ratio.)
 - Winoground (two images and two captions an item): the same items for both (CLIP_benchmark's own reader needs
   the HF hub), each pipeline's loader and metric.
 - Few-shot probe (k=16, 10 classes of 512-d features, the weight-decay sweep on a 20% validation share): its
@@ -43,7 +44,7 @@ def write_sugar_crepe(root: Path, items: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     images = root / "val2017"
     images.mkdir(parents=True, exist_ok=True)
-    names = [f"{139 + index:012d}.jpg" for index in range(max(1, items // 2))]
+    names = [f"{139 + index:012d}.jpg" for index in range(items)]  # one image per entry: no reuse to exploit
     for name in names:
         base = Image.fromarray(rng.integers(0, 255, size=(6, 8, 3), dtype=np.uint8)).resize((500, 375))
         base.save(images / name, quality=90)

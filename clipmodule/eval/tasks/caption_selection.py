@@ -25,6 +25,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.eval.names import DATA
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.readers import open_dataset
+from clipmodule.eval.readers.items import ImageItems
 from clipmodule.eval.readers.selection import TASK
 from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
@@ -76,19 +77,35 @@ def _text_embeddings(model, captions: list[list[str]], device: torch.device, whe
     return embedded.view(len(captions), counts.pop(), -1)
 
 
+def _image_embeddings(model, dataset, options: LoaderOptions, progress: Progress) -> tuple[torch.Tensor, list]:
+    """([N, I, D] normalised image embeddings, each item's captions). Items listing their image sources
+    (`SelectionDataset`) have each distinct image decoded and encoded once (SugarCrepe's entries share COCO
+    images); any other dataset of (images [I, C, H, W], captions) is read item by item."""
+    items = getattr(dataset, "items", None)
+    if items is None:
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            flat = model.encode_image(images.flatten(0, 1), normalize=True)
+            return flat.view(images.shape[0], images.shape[1], -1)
+
+        return extract_features(encode, dataset, options, progress, "caption selection", captions=True)
+    unique = list(dict.fromkeys(source for sources, _ in items for source in sources))
+    position = {source: index for index, source in enumerate(unique)}
+    images = ImageItems([(source, 0) for source in unique], getattr(dataset, "name", "images"), dataset.transform,
+                        None)
+    features, _ = extract_features(functools.partial(model.encode_image, normalize=True), images, options, progress,
+                                   "caption selection")
+    index = torch.tensor([[position[source] for source in sources] for sources, _ in items])
+    return features[index], [list(captions) for _, captions in items]
+
+
 def image_caption_selection(model: torch.nn.Module, dataset: Dataset, options: LoaderOptions | None = None,
                             progress: Progress = None) -> dict[str, Any]:
     """The selection accuracies (module docstring) of a model on a dataset of (images [I, C, H, W], captions)."""
     options = options or LoaderOptions()
     device = options.torch_device()
     model = model.to(device).eval()
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        flat = model.encode_image(images.flatten(0, 1), normalize=True)
-        return flat.view(images.shape[0], images.shape[1], -1)
-
     name = getattr(dataset, "name", "dataset")
-    images, captions = extract_features(encode, dataset, options, progress, "caption selection", captions=True)
+    images, captions = _image_embeddings(model, dataset, options, progress)
     metrics = selection_metrics(images, _text_embeddings(model, captions, device, name))
     correct = metrics.pop("text_correct")
     groups = getattr(dataset, "groups", None)

@@ -88,6 +88,13 @@ def test_sugar_crepe_equals_clip_benchmarks_reader_and_metric(tmp_path, model):
         expected = _clip_benchmark(model, theirs)
         assert {key: ours[key] for key in expected} == pytest.approx(expected, abs=1e-6)
         assert ours["num_samples"] == 9 and ours["image_acc"] == 1.0 and ours["acc"] == ours["text_acc"]
+    encoded = []
+    encode_image = model.encode_image
+    with pytest.MonkeyPatch.context() as patch:  # 9 entries name 6 COCO images: each is encoded once
+        patch.setattr(model, "encode_image", lambda images, **kw: encoded.append(len(images)) or encode_image(
+            images, **kw))
+        image_caption_selection(model, dataset, LoaderOptions(batch_size=4, num_workers=0))
+    assert sum(encoded) == 6
 
 
 def test_winoground_and_aro_equal_clip_benchmarks_metric(tmp_path, model):
