@@ -126,3 +126,15 @@ def test_a_wrong_language_is_one_line(tmp_path):
     write_xm3600(tmp_path / "xm", languages=("en",))
     with pytest.raises(ClipModuleError, match=r"captions.jsonl:1: no 'de' caption"):
         open_dataset("crossmodal3600", tmp_path / "xm", "de")
+
+
+def test_the_shipped_suite_parses_and_every_row_preflights():
+    from clipmodule.eval.cli import parse_command
+
+    config = Path(__file__).resolve().parents[3] / "experiments" / "benchmarks" / "beyond_classification.yaml"
+    suite = parse_command("suite", ["-c", str(config), "--model", "m"])
+    rows = expand_languages(suite.tasks)
+    for spec in rows:
+        preflight(spec)
+    tasks = {spec.task for spec in rows}
+    assert tasks == {"image_caption_selection", "retrieval", "zeroshot", "linear-probe"} and len(rows) == 35
