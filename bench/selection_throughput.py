@@ -7,6 +7,9 @@
   500x375 JPEGs, one per entry of `--items`), read by CLIP_benchmark's `SugarCrepe` dataset and scored by its
   `metrics.image_caption_selection.evaluate`, against `eval.suite.run_task` on the same files. (Ours encodes an
   image named by several entries once; the copy names each once, so that saving is not in the ratio.)
+- SugarCrepe's seven subsets as one suite (each subset's json names the same images, as the real subsets share
+  COCO's val2017): `eval.suite.run_suite` (a shared image is encoded once per suite) against seven CLIP_benchmark
+  runs.
 - Winoground (two images and two captions an item): the same items for both (CLIP_benchmark's own reader needs
   the HF hub), each pipeline's loader and metric.
 - Few-shot probe (k=16, 10 classes of 512-d features, the weight-decay sweep on a 20% validation share): its
@@ -41,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests` holds th
 
 from tests.clipmodule.eval.readers.selection_copies import write_winoground  # noqa: E402
 
+SUBSETS = ("add_att", "add_obj", "replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
+
 
 def write_sugar_crepe(root: Path, items: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
@@ -53,7 +58,8 @@ def write_sugar_crepe(root: Path, items: int, seed: int = 0) -> Path:
     entries = {str(index): {"filename": names[index % len(names)], "caption": f"a photo of thing number {index}",
                             "negative_caption": f"a photo of thing number {index + 1} in red"}
                for index in range(items)}
-    (root / "add_att.json").write_text(json.dumps(entries))
+    for subset in SUBSETS:  # every subset names the same val2017 images, as SugarCrepe's subsets share COCO's
+        (root / f"{subset}.json").write_text(json.dumps(entries))
     return root
 
 
@@ -95,6 +101,38 @@ def selection_pair(model, preprocess, root: Path, dataset: str, args) -> tuple:
         return evaluate(model, batches, tokenizer_spec(model).build(truncate=True), args.device, amp=False)
 
     return ours, theirs, ("acc", "text_acc", "image_acc")
+
+
+def suite_pair(model, preprocess, root: Path, args) -> tuple:
+    """All seven SugarCrepe subsets: one `run_suite` against seven CLIP_benchmark runs."""
+    from clip_benchmark.datasets.builder import image_captions_collate_fn
+    from clip_benchmark.datasets.sugar_crepe import SugarCrepe
+    from clip_benchmark.metrics.image_caption_selection import evaluate
+
+    from clipmodule.api import tokenizer_spec
+    from clipmodule.eval.options import LoaderOptions, SuiteConfig, TaskSpec
+    from clipmodule.eval.suite import run_suite
+
+    rows = [TaskSpec("image_caption_selection", dataset=f"sugar_crepe/{subset}", root=str(root), name=subset)
+            for subset in SUBSETS]
+    config = SuiteConfig(tasks=rows, loader=LoaderOptions(batch_size=args.batch_size, num_workers=args.workers,
+                                                          device=args.device))
+
+    def ours():
+        run = run_suite(model, preprocess, config, store=None, say=lambda line: None)
+        return {row["name"]: row["metrics"]["acc"] for row in run.rows}
+
+    def theirs():
+        out = {}
+        for subset in SUBSETS:
+            items = SugarCrepe(str(root / "val2017"), str(root / f"{subset}.json"), preprocess)
+            batches = torch.utils.data.DataLoader(items, batch_size=args.batch_size, num_workers=args.workers,
+                                                  collate_fn=image_captions_collate_fn)
+            out[subset] = evaluate(model, batches, tokenizer_spec(model).build(truncate=True), args.device,
+                                   amp=False)["acc"]
+        return out
+
+    return ours, theirs, SUBSETS
 
 
 def fewshot_pair(root: Path, args) -> tuple:
@@ -188,6 +226,8 @@ def main() -> None:
         write_winoground(root / "winoground", examples=max(2, args.items // 4))
         results["sugar_crepe/add_att"] = compare("sugar_crepe", selection_pair(
             model, preprocess, root / "sugar_crepe", "sugar_crepe/add_att", args), args.rounds)
+        results["sugar_crepe, 7 subsets (suite)"] = compare("sugar_crepe suite", suite_pair(
+            model, preprocess, root / "sugar_crepe", args), args.rounds)
         results["winoground"] = compare("winoground", selection_pair(
             model, preprocess, root / "winoground", "winoground", args), args.rounds)
         results["fewshot k=16 (sweep)"] = compare("fewshot", fewshot_pair(root, args), args.rounds)

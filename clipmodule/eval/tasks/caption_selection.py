@@ -27,7 +27,7 @@ from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.readers.items import ImageItems
 from clipmodule.eval.readers.selection import TASK
-from clipmodule.eval.tasks.features import Progress, data_damage, extract_features, model_tokenizer
+from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, extract_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
 
 ARO_MIN_ATTRIBUTE_COUNT = 25
@@ -77,10 +77,12 @@ def _text_embeddings(model, captions: list[list[str]], device: torch.device, whe
     return embedded.view(len(captions), counts.pop(), -1)
 
 
-def _image_embeddings(model, dataset, options: LoaderOptions, progress: Progress) -> tuple[torch.Tensor, list]:
+def _image_embeddings(model, dataset, options: LoaderOptions, progress: Progress,
+                      cache: FeatureCache | None = None) -> tuple[torch.Tensor, list]:
     """([N, I, D] normalised image embeddings, each item's captions). Items listing their image sources
-    (`SelectionDataset`) have each distinct image decoded and encoded once (SugarCrepe's entries share COCO
-    images); any other dataset of (images [I, C, H, W], captions) is read item by item."""
+    (`SelectionDataset`) have each distinct image decoded and encoded once, and once per suite with the suite's
+    `cache` (SugarCrepe's entries and subsets share COCO images); any other dataset of (images [I, C, H, W],
+    captions) is read item by item."""
     items = getattr(dataset, "items", None)
     if items is None:
         def encode(images: torch.Tensor) -> torch.Tensor:
@@ -88,24 +90,28 @@ def _image_embeddings(model, dataset, options: LoaderOptions, progress: Progress
             return flat.view(images.shape[0], images.shape[1], -1)
 
         return extract_features(encode, dataset, options, progress, "caption selection", captions=True)
+    known = cache.by_image if cache is not None else {}
+    key = id(dataset.transform)  # one suite, one preprocess object: rows share it
     unique = list(dict.fromkeys(source for sources, _ in items for source in sources))
-    position = {source: index for index, source in enumerate(unique)}
-    images = ImageItems([(source, 0) for source in unique], getattr(dataset, "name", "images"), dataset.transform,
-                        None)
-    features, _ = extract_features(functools.partial(model.encode_image, normalize=True), images, options, progress,
-                                   "caption selection")
-    index = torch.tensor([[position[source] for source in sources] for sources, _ in items])
-    return features[index], [list(captions) for _, captions in items]
+    todo = [source for source in unique if (key, source) not in known]
+    if todo:
+        images = ImageItems([(source, 0) for source in todo], getattr(dataset, "name", "images"), dataset.transform,
+                            None)
+        features, _ = extract_features(functools.partial(model.encode_image, normalize=True), images, options,
+                                       progress, "caption selection")
+        known.update({(key, source): feature for source, feature in zip(todo, features)})
+    embeddings = torch.stack([torch.stack([known[(key, source)] for source in sources]) for sources, _ in items])
+    return embeddings, [list(captions) for _, captions in items]
 
 
 def image_caption_selection(model: torch.nn.Module, dataset: Dataset, options: LoaderOptions | None = None,
-                            progress: Progress = None) -> dict[str, Any]:
+                            progress: Progress = None, cache: FeatureCache | None = None) -> dict[str, Any]:
     """The selection accuracies (module docstring) of a model on a dataset of (images [I, C, H, W], captions)."""
     options = options or LoaderOptions()
     device = options.torch_device()
     model = model.to(device).eval()
     name = getattr(dataset, "name", "dataset")
-    images, captions = _image_embeddings(model, dataset, options, progress)
+    images, captions = _image_embeddings(model, dataset, options, progress, cache)
     metrics = selection_metrics(images, _text_embeddings(model, captions, device, name))
     correct = metrics.pop("text_correct")
     groups = getattr(dataset, "groups", None)
@@ -126,7 +132,7 @@ def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
 
 
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
-    return image_caption_selection(model, data[0], context.loader, context.progress)
+    return image_caption_selection(model, data[0], context.loader, context.progress, context.cache)
 
 
 KIND = TaskKind(name=TASK, data_keys=("dataset",), open=_open, run=_run)

@@ -196,3 +196,20 @@ def test_the_command_writes_its_record(tmp_path, model, capsys):
                        "--tracking.uri", "none"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in error and "winoground (test):" in error and "examples.jsonl" in error
+
+
+def test_subsets_in_one_suite_encode_their_shared_images_once(tmp_path, model):
+    write_sugar_crepe(tmp_path, subsets=("add_att", "swap_obj", "replace_att"), per_subset=6)
+    rows = [TaskSpec("image_caption_selection", dataset=f"sugar_crepe/{subset}", root=str(tmp_path))
+            for subset in ("add_att", "swap_obj", "replace_att")]
+    encoded = []
+    encode_image = model.encode_image
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "encode_image", lambda images, **kw: encoded.append(len(images)) or encode_image(
+            images, **kw))
+        run = run_suite(model, _preprocess(model), SuiteConfig(tasks=rows, loader=LoaderOptions(num_workers=0)),
+                        store=None, say=lambda line: None)
+    assert sum(encoded) == 6  # three subsets of the same six COCO images
+    alone = image_caption_selection(model, open_dataset("sugar_crepe/swap_obj", tmp_path).with_transform(
+        _preprocess(model)), LoaderOptions(num_workers=0))
+    assert run.rows[1]["metrics"]["acc"] == pytest.approx(alone["acc"])
