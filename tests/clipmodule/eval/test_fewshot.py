@@ -128,3 +128,18 @@ def test_rows_with_and_without_k_and_too_few_images(shapes, tmp_path):
     with pytest.raises(ClipModuleError, match=r"^shapes-train: class 0 has 7 image\(s\), fewer than fewshot_k=8 "
                                               r"\(4 class\(es\) short\)$"):
         fewshot_probe(model, train, test, 4, 8, loader=LoaderOptions(num_workers=0))
+
+
+def test_the_commands_take_fewshot_k_and_language():
+    from clipmodule.eval.cli import parse_command
+
+    probe = parse_command("linear-probe", ["--model", "m", "--train", "a", "--test", "b", "--fewshot_k", "4",
+                                           "--probe.fewshot_val_fraction", "0.2"])
+    assert probe.task().fewshot_k == 4 and probe.probe.fewshot_val_fraction == 0.2
+    assert probe.task().label() == "linear-probe:b:4-shot"
+    zeroshot = parse_command("zeroshot", ["--model", "m", "--dataset", "imagenet1k", "--language", "it"])
+    assert zeroshot.task().language == "it"
+    with pytest.raises(ClipModuleError, match="fewshot_k must be at least 1, not 0"):
+        from clipmodule.eval.suite import preflight
+
+        preflight(TaskSpec("linear-probe", train="a", test="b", fewshot_k=0))
