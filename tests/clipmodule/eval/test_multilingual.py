@@ -138,3 +138,24 @@ def test_the_shipped_suite_parses_and_every_row_preflights():
         preflight(spec)
     tasks = {spec.task for spec in rows}
     assert tasks == {"image_caption_selection", "retrieval", "zeroshot", "linear-probe"} and len(rows) == 35
+
+
+def test_a_model_with_its_own_multilingual_tokenizer_reads_each_language(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from clipmodule.eval.tasks import model_tokenizer
+    from tests.clipmodule.eval.readers.multilingual_copies import _captions
+    from tests.clipmodule.spm import make_spm_tokenizer
+
+    write_xtd10(tmp_path / "xtd")
+    corpus = [caption for language in ("en", "de", "jp") for caption in _captions(language, 6)]
+    folder = make_spm_tokenizer(tmp_path / "spm", corpus * 3, vocab_size=60)
+    torch.manual_seed(0)
+    model = create_model("tiny-vit", text={"tokenizer": "hf:test/spm", "tokenizer_clean": "canonicalize",
+                                           "vocab_size": 64, "pool": "last", "causal": False, "context_length": 16})
+    model.tokenizer_folder = folder
+    ids = model_tokenizer(model)(_captions("jp", 2))
+    assert int((ids == 2).sum()) == 0  # no <unk>: the model's sentencepiece vocabulary, not OpenAI's BPE
+    rows = [TaskSpec("retrieval", dataset="xtd10", root=str(tmp_path / "xtd"), language="de,jp", recall_at=[1])]
+    run = run_suite(model, _preprocess(model), SuiteConfig(tasks=rows, loader=LoaderOptions(num_workers=0)),
+                    store=None, say=lambda line: None)
+    assert [row["metrics"]["num_captions"] for row in run.rows] == [6, 6]
