@@ -137,7 +137,7 @@ def test_the_shipped_suite_parses_and_every_row_preflights():
     for spec in rows:
         preflight(spec)
     tasks = {spec.task for spec in rows}
-    assert tasks == {"image_caption_selection", "retrieval", "zeroshot", "linear-probe"} and len(rows) == 35
+    assert tasks == {"image_caption_selection", "retrieval", "zeroshot", "linear-probe"} and len(rows) == 34
 
 
 def test_a_model_with_its_own_multilingual_tokenizer_reads_each_language(tmp_path):
