@@ -30,7 +30,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.base import read_text_lines, register
 from clipmodule.eval.readers.imagenet import open_imagenet1k
 from clipmodule.eval.readers.items import BenchmarkDataset
-from clipmodule.eval.readers.selection import _check_images
+from clipmodule.eval.readers.selection import check_listed_images
 
 DATA = Path(__file__).resolve().parents[2] / "assets" / "multilingual"
 XTD10_LANGUAGES = ("de", "en", "es", "fr", "it", "jp", "ko", "pl", "ru", "tr", "zh")
@@ -72,7 +72,7 @@ def _paired(name: str, folder: Path, language: str, index: tuple[str, ...], capt
         raise ClipModuleError(f"{name} ({language}): {caption_file} has {len(texts)} captions but {index_file} "
                               f"names {len(names)} images")
     paths = [image_dir / image for image in names]
-    _check_images(f"{name} ({language})", index_file, paths, image_dir)
+    check_listed_images(f"{name} ({language})", index_file, paths, image_dir)
     return BenchmarkDataset(name, language, "retrieval", [(path, [text]) for path, text in zip(paths, texts)],
                             root=folder)
 
@@ -128,7 +128,7 @@ def open_crossmodal3600(folder: Path, language: str) -> BenchmarkDataset:
     except (KeyError, TypeError, IndexError):
         raise ClipModuleError(f"{captions}:{number}: no {language!r} caption (expected {{image/key, "
                               f"{language}: {{caption: [...]}}}})") from None
-    _check_images(f"crossmodal3600 ({language})", captions, [path for path, _ in items], images)
+    check_listed_images(f"crossmodal3600 ({language})", captions, [path for path, _ in items], images)
     return BenchmarkDataset("crossmodal3600", language, "retrieval", items, root=folder)
 
 

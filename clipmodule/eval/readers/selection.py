@@ -73,7 +73,7 @@ def _fields(path: Path, entry: Any, where: str, keys: Sequence[str]) -> list[Any
     return [entry[key] for key in keys]
 
 
-def _check_images(name: str, annotations: Path, paths: list[Path], folder: Path) -> None:
+def check_listed_images(name: str, annotations: Path, paths: list[Path], folder: Path) -> None:
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise ClipModuleError(f"{name}: {len(missing)} of {len(paths)} images named in {annotations.name} are "
@@ -97,7 +97,7 @@ def _sugar_crepe(subset: str) -> Callable[[Path, str], SelectionDataset]:
         rows = [_fields(annotations, entry, key, ("filename", "caption", "negative_caption"))
                 for key, entry in data.items()]
         paths = [images / filename for filename, _, _ in rows]
-        _check_images(name, annotations, paths, images)
+        check_listed_images(name, annotations, paths, images)
         return SelectionDataset(name, [((path,), [caption, negative]) for path, (_, caption, negative)
                                        in zip(paths, rows)], folder)
 
@@ -127,7 +127,7 @@ def open_winoground(folder: Path, split: str) -> SelectionDataset:
     rows = [_fields(annotations, entry, f"on line {number}", ("caption_0", "caption_1", "image_0", "image_1"))
             for number, entry in enumerate(_read_json(annotations, jsonl=True), start=1)]
     pairs = [(_image_file(images, str(image_0)), _image_file(images, str(image_1))) for _, _, image_0, image_1 in rows]
-    _check_images("winoground", annotations, [path for pair in pairs for path in pair], images)
+    check_listed_images("winoground", annotations, [path for pair in pairs for path in pair], images)
     return SelectionDataset("winoground", [(pair, [caption_0, caption_1]) for pair, (caption_0, caption_1, _, _)
                                            in zip(pairs, rows)], folder)
 
@@ -143,7 +143,7 @@ def _aro(name: str) -> Callable[[Path, str], SelectionDataset]:
         keys = ("image_path", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "true_caption", "false_caption", group_key)
         rows = [_fields(annotations, entry, f"#{index}", keys) for index, entry in enumerate(data)]
         images = folder / "images"
-        _check_images(name, annotations, [images / row[0] for row in rows], images)
+        check_listed_images(name, annotations, [images / row[0] for row in rows], images)
         items = [((CropImage(images / path, (x, y, x + w, y + h)),), [true, false])
                  for path, x, y, w, h, true, false, _ in rows]
         groups = [group if isinstance(group, str) else "_".join(str(part) for part in group[:2])
