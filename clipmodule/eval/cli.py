@@ -40,6 +40,9 @@ class ZeroShotCommand(NamedDataOptions):
     templates: str = "imagenet"
     """Prompt-template file (one per line, one "{}" or "{c}" for the class name), `imagenet` (the paper's 80),
     `simple`, or a .json list of templates or CuPL-style dict of class-specific prompts {class: [prompt, …]}."""
+    language: str | None = None
+    """CLIP_benchmark's --language: class names and templates in it (with --templates clip_benchmark), or the
+    captions of a dataset released per language (xtd10, crossmodal3600…). Default: English."""
     output: str | None = None
     """JSON results file; default eval_results/zeroshot-<dataset>.json."""
     tokenizer_folder: str | None = None
@@ -50,7 +53,7 @@ class ZeroShotCommand(NamedDataOptions):
 
     def task(self) -> TaskSpec:
         return TaskSpec("zeroshot", dataset=self.dataset, classnames=self.classnames, templates=self.templates,
-                        **self.named_data())
+                        language=self.language, **self.named_data())
 
 
 @dataclass
@@ -64,6 +67,9 @@ class RetrievalCommand(NamedDataOptions):
     or builtin:<name>."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of recall@k."""
+    language: str | None = None
+    """CLIP_benchmark's --language: class names and templates in it (with --templates clip_benchmark), or the
+    captions of a dataset released per language (xtd10, crossmodal3600…). Default: English."""
     output: str | None = None
     """JSON results file; default eval_results/retrieval-<dataset>.json."""
     tokenizer_folder: str | None = None
@@ -73,7 +79,8 @@ class RetrievalCommand(NamedDataOptions):
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def task(self) -> TaskSpec:
-        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at), **self.named_data())
+        return TaskSpec("retrieval", dataset=self.dataset, recall_at=list(self.recall_at), language=self.language,
+                        **self.named_data())
 
 
 @dataclass
@@ -88,6 +95,9 @@ class LinearProbeCommand(NamedDataOptions):
     """Test images, labelled with the same classes."""
     classnames: str | None = None
     """Class-name file or `imagenet`; default: the training set's own names."""
+    fewshot_k: int | None = None
+    """k training images per class: CLIP_benchmark's few-shot probe (--probe.fewshot_* set it up); default:
+    the full-data probe."""
     output: str | None = None
     """JSON results file; default eval_results/linear-probe-<test>.json."""
     probe: LinearProbeOptions = field(default_factory=LinearProbeOptions)
@@ -99,7 +109,28 @@ class LinearProbeCommand(NamedDataOptions):
 
     def task(self) -> TaskSpec:
         return TaskSpec("linear-probe", train=self.train, test=self.test, classnames=self.classnames,
-                        **self.named_data())
+                        fewshot_k=self.fewshot_k, **self.named_data())
+
+
+@dataclass
+class CaptionSelectionCommand(NamedDataOptions):
+    """Image-caption selection (SugarCrepe, Winoground, ARO): text, image and group accuracy."""
+
+    model: str
+    """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
+    dataset: str
+    """sugar_crepe/<subset> (add_att, add_obj, replace_att, replace_obj, replace_rel, swap_att, swap_obj),
+    winoground, vg_relation or vg_attribution; its copy in --dataset_root."""
+    output: str | None = None
+    """JSON results file; default eval_results/image_caption_selection-<dataset>.json."""
+    tokenizer_folder: str | None = None
+    """Folder with the `tokenizer.json` of a model whose weights came without one; default: the one beside the
+    weights."""
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def task(self) -> TaskSpec:
+        return TaskSpec("image_caption_selection", dataset=self.dataset, **self.named_data())
 
 
 @dataclass
@@ -167,6 +198,7 @@ COMMANDS = {
     "retrieval": RetrievalCommand,
     "linear-probe": LinearProbeCommand,
     "segmentation": SegmentationCommand,
+    "image_caption_selection": CaptionSelectionCommand,
     "suite": SuiteCommand,
     "concepts": ConceptsCommand,
 }

@@ -25,6 +25,8 @@ def _source(source: Any) -> Any:
     """A JSON-able name of one item's image; the files named are collected for their stat."""
     if isinstance(source, (str, Path)):
         return str(source)
+    if isinstance(source, tuple):  # the images of one image-caption selection item
+        return [_source(part) for part in source]
     if isinstance(source, FileSlice):
         return [source.path, source.offset, source.size]
     if isinstance(source, H5Image):
@@ -40,11 +42,13 @@ def _source(source: Any) -> Any:
     return ["object", type(source).__name__]
 
 
-def _source_file(source: Any) -> str | None:
+def _source_files(source: Any) -> list[str]:
+    if isinstance(source, tuple):
+        return [path for part in source for path in _source_files(part)]
     if isinstance(source, (str, Path)):
-        return str(source)
+        return [str(source)]
     path = getattr(source, "path", None)
-    return str(path) if path is not None else None
+    return [str(path)] if path is not None else []
 
 
 def _expected_files(dataset: BenchmarkDataset) -> list[str]:
@@ -72,8 +76,7 @@ def _update(digest: Any, dataset: Any) -> None:
     files: set[str] = set()
     for source, target in getattr(dataset, "items", None) or []:
         digest.update(json.dumps([_source(source), target], default=str).encode())
-        if (path := _source_file(source)) is not None:
-            files.add(path)
+        files.update(_source_files(source))
     spec = getattr(dataset, "spec", None)  # webdataset shards given by path (eval.readers.shards.ShardImages)
     files.update(getattr(spec, "urls", None) or [])
     if isinstance(dataset, BenchmarkDataset):

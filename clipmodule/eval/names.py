@@ -45,7 +45,12 @@ OPENAI_SECTIONS = {
 IMAGENET_FULL = ("imagenet1k", "imagenetv2", "imagenet_sketch")
 IMAGENET_SUBSETS = ("imagenet-a", "imagenet-r", "imagenet-o", "objectnet")
 RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
-CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, "caltech101_vtab", "svhn",
+SELECTION = ("sugar_crepe/add_att", "sugar_crepe/add_obj", "sugar_crepe/replace_att", "sugar_crepe/replace_obj",
+             "sugar_crepe/replace_rel", "sugar_crepe/swap_att", "sugar_crepe/swap_obj", "winoground", "vg_relation",
+             "vg_attribution")
+MULTILINGUAL = ("xtd10", "xtd200", "flickr30k-200", "crossmodal3600", "imagenet_babel")
+CANONICAL = (*OPENAI_SECTIONS, *IMAGENET_FULL, *IMAGENET_SUBSETS, *RETRIEVAL, *SELECTION, *MULTILINGUAL,
+             "caltech101_vtab", "svhn",
              "clevr_closest_object_distance", "dmlab", "diabetic_retinopathy", "smallnorb_label_azimuth",
              "smallnorb_label_elevation", "dsprites_label_x_position", "dsprites_label_y_position",
              "dsprites_label_orientation",
@@ -64,6 +69,7 @@ ALIASES = {
     # DataComp's retrieval task names
     "iwildcam": "wilds/iwildcam", "camelyon17": "wilds/camelyon17", "fmow": "wilds/fmow",
     "flickr1ktestimagetextretrieval": "flickr30k", "mscoco20145ktestimagetextretrieval": "mscoco_captions",
+    "babelimagenet": "imagenet_babel", "xm3600": "crossmodal3600",
 }
 
 

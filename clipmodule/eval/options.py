@@ -75,6 +75,15 @@ class LinearProbeOptions:
     threads: int | None = None
     """BLAS/OpenMP threads for the fits (None: the libraries' default). On a busy machine 1 is far faster:
     idle threads spin-waiting for a core can slow small fits down thirtyfold."""
+    fewshot_epochs: int = 10
+    """Few-shot probe (a row's `fewshot_k`; CLIP_benchmark's protocol, `tasks.fewshot`): training epochs."""
+    fewshot_lr: float = 0.1
+    """Few-shot probe: AdamW's learning rate (cosine schedule)."""
+    fewshot_batch_size: int = 64
+    """Few-shot probe: features per training batch."""
+    fewshot_val_fraction: float | None = None
+    """Few-shot probe: share of the training images held out to choose the weight decay (CLIP_benchmark's
+    `--val_proportion`); None: weight decay 0, CLIP_benchmark's default."""
 
 
 @dataclass
@@ -123,13 +132,20 @@ class TaskSpec:
     list of templates or dict of class-specific prompts {class name: [prompt, …]}."""
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     """The k of retrieval recall@k."""
+    language: str | None = None
+    """Language of the class names and templates (CLIP_benchmark's `--language`: en, ar, cn, it, jp with
+    `templates: clip_benchmark`), or of a dataset released per language (xtd10, crossmodal3600, babel_imagenet…);
+    several, comma-separated, make one suite row each (`eval.languages`). None: English."""
+    fewshot_k: int | None = None
+    """A linear probe on k training images per class (CLIP_benchmark's `--fewshot_k`); None: the full-data probe."""
     name: str | None = None
-    """Row label; default `<task>:<dataset>`."""
+    """Row label; default `<task>:<dataset>` (`:<k>-shot` added for a few-shot probe)."""
     segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
     """A segmentation row's inference settings."""
 
     def label(self) -> str:
-        return self.name or f"{self.task}:{self.dataset or self.test}"
+        shots = f":{self.fewshot_k}-shot" if self.fewshot_k else ""
+        return self.name or f"{self.task}:{self.dataset or self.test}{shots}"
 
 
 @dataclass

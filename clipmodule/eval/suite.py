@@ -27,14 +27,15 @@ The single commands (`clipmodule eval zeroshot`…) run one row through the same
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError, one_line
-from clipmodule.eval.groups import grouped_averages, markdown_lines
+from clipmodule.eval.groups import grouped_averages, main_metric, markdown_lines
 from clipmodule.eval.identity import data_identity
+from clipmodule.eval.languages import expand_languages, language_lines
 from clipmodule.eval.metrics import DETAIL
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.prompts import PROMPTS
@@ -51,7 +52,8 @@ TABLE_COLUMNS = {"top1": "top-1", "top5": "top-5", "mean_per_class_recall": "mea
                  # `tasks.attributes`, `tasks.association`): a column only when a row measures it
                  "macro_f1": "macro F1", "worst_region_top1": "worst region", "worst_income_top5": "worst income top-5",
                  "jaccard_10_12": "Jaccard 10-12", "race_top1_gap": "race gap", "gender_top1_gap": "gender gap",
-                 "age_top1_gap": "age gap", "mIoU": "mIoU", "aAcc": "pixel acc"}
+                 "age_top1_gap": "age gap", "mIoU": "mIoU", "aAcc": "pixel acc",
+                 "text_acc": "text", "image_acc": "image", "acc": "group", "macro_acc": "macro acc"}
 
 
 def preflight(spec: TaskSpec) -> None:
@@ -139,6 +141,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
               store: str | Path | None = None, say: Callable[[str], None] = print) -> SuiteRun:
     """Every row of the suite (see the module docstring); `model_id` is the model's fingerprint and `store`
     the folder of per-task records (None: no resume)."""
+    config = replace(config, tasks=expand_languages(config.tasks))  # a row per language it lists
     _check_rows(config)
     run, cache, pending = SuiteRun(), FeatureCache(), {}
     keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config))
@@ -200,6 +203,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str, missing: dict[str, st
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     lines += markdown_lines(grouped_averages(rows))
+    lines += language_lines(rows, main_metric)
     damaged = [row for row in rows if row["metrics"].get("corrupt_shards")]
     if damaged:  # the numbers above were measured on less data than the task names
         lines += ["", "Damaged data (read up to the damage, as training does):"]

@@ -16,8 +16,9 @@ The dataset classes are one family (`items`: `LabelledImages`, `CaptionedImages`
 `arrays` (CIFAR, MNIST, STL-10, SVHN, PCam, FER2013), `folders` (EuroSAT, RESISC45, Caltech-101, Country211,
 Rendered SST2, GTSRB, SUN397), `lists` (Food-101, Flowers-102, DTD, Pets, FGVC-Aircraft, Stanford Cars),
 `imagenet` (ImageNet-1k, V2, Sketch, A, R, ObjectNet), `voc`, `retrieval` (Flickr8k/30k, MS-COCO),
-`wds`, `wilds` (iWildCam, Camelyon17, FMoW with their metadata), `winogavil`. `table()` gives the README's
-dataset table.
+`wds`, `wilds` (iWildCam, Camelyon17, FMoW with their metadata), `winogavil`, `faces` (FairFace, UTKFace),
+`selection` (SugarCrepe, Winoground, ARO: image-caption selection), `multilingual` (XTD-10/200, Flickr30k-200,
+Crossmodal-3600, Babel-ImageNet: one split per language). `table()` gives the README's dataset table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from clipmodule.eval.readers import (  # noqa: F401 (imported to register their 
     folders,
     imagenet,
     lists,
+    multilingual,
     retrieval,
+    selection,
     voc,
     wds,
     wilds,
@@ -56,5 +59,6 @@ def table() -> str:
     lines = ["| name | layout under `--dataset_root` | splits | metric |", "|---|---|---|---|"]
     for name in known_datasets():
         entry = READERS[name]
-        lines.append(f"| `{name}` | {entry.layout} | {', '.join(entry.splits)} | {entry.metric} |")
+        splits = f"{len(entry.splits)} languages (`language`)" if entry.by_language else ", ".join(entry.splits)
+        lines.append(f"| `{name}` | {entry.layout} | {splits} | {entry.metric} |")
     return "\n".join(lines) + "\n"

@@ -38,10 +38,12 @@ class Reader:
     """One line for the README's table and `known_datasets`."""
     metric: str = "top-1, top-5, mean per-class recall"
     aliases: tuple[str, ...] = ()
+    by_language: bool = False
+    """The splits are languages (XTD-10, Crossmodal-3600, Babel-ImageNet…): a row's `language` picks one."""
 
     @property
     def default_split(self) -> str:
-        return next((split for split in ("all", "test") if split in self.splits), self.splits[0])
+        return next((split for split in ("all", "test", "en") if split in self.splits), self.splits[0])
 
     @property
     def train_split(self) -> str | None:
@@ -53,13 +55,14 @@ ALIASES: dict[str, str] = {}
 
 
 def register(name: str, *, splits: Sequence[str], expected: Expected, bases: Sequence[str] = (), layout: str = "",
-             metric: str | None = None, aliases: Sequence[str] = ()) -> Callable:
-    """Decorator: `open(base_folder, split) -> BenchmarkDataset` becomes the reader of `name`."""
+             metric: str | None = None, aliases: Sequence[str] = (), by_language: bool = False) -> Callable:
+    """Decorator: `open(base_folder, split) -> BenchmarkDataset` becomes the reader of `name` (`split` is a
+    language code where `by_language`)."""
 
     def decorate(open_: Callable[[Path, str], BenchmarkDataset]) -> Callable:
         extra = {"metric": metric} if metric else {}
         READERS[name] = Reader(name, open_, tuple(splits), expected, tuple(bases), layout, aliases=tuple(aliases),
-                               **extra)
+                               by_language=by_language, **extra)
         ALIASES.update(dict.fromkeys(aliases, name))
         return open_
 
@@ -95,7 +98,8 @@ def locate(name: str, root: str | Path, split: str) -> tuple[Reader, Path, str]:
     entry = reader(name)
     split = split or entry.default_split
     if split not in entry.splits:
-        raise ClipModuleError(f"{name}: no split {split!r} (splits: {', '.join(entry.splits)})")
+        what = "language" if entry.by_language else "split"
+        raise ClipModuleError(f"{name}: no {what} {split!r} ({what}s: {', '.join(entry.splits)})")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise MissingData(f"{name}: dataset root {root} is not a folder")

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.readers.images import Transform, read_image
 
-TASKS = ("zeroshot_classification", "multilabel", "retrieval", "attributes")
+TASKS = ("zeroshot_classification", "multilabel", "retrieval", "attributes", "image_caption_selection")
 
 
 class ImageItems(Dataset):
@@ -86,7 +86,7 @@ class BenchmarkDataset(ImageItems):
             raise ValueError(f"unknown task {task!r}")
         if not items:
             raise ClipModuleError(f"{name} ({split}) at {root}: the split holds no images")
-        if task not in ("retrieval", "attributes"):  # attributes: [age, gender, race, race_binary] per image
+        if task in ("zeroshot_classification", "multilabel"):
             _check_labels(name, split, root, items, classnames or [])
         super().__init__(items, name, None, classnames)
         self.split, self.task, self.root, self.templates = split, task, str(root), templates

@@ -2,7 +2,8 @@
 multi-label set), `retrieval` (recall@k both ways), `linear-probe` (the paper's protocol),
 `association` (WinoGAViL's games, Jaccard index). A kind declares its data,
 how it runs and DataComp's main metric (`kind.TaskKind`); suites, their tables and groups, the single commands and
-the records go through `task_kind`. New kinds (segmentation, compositional selection, captioning) `register` here.
+the records go through `task_kind`. Registered here: zeroshot, retrieval, linear-probe, association (WinoGAViL),
+segmentation (MaskCLIP), image_caption_selection (SugarCrepe, Winoground, ARO); a new kind joins `_KINDS`.
 
 The evaluation functions themselves stay importable from here, as before the split.
 """
@@ -13,6 +14,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.eval.metrics import classification_metrics
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, TaskSpec
 from clipmodule.eval.tasks import association as association_kind
+from clipmodule.eval.tasks import caption_selection as caption_selection_kind
 from clipmodule.eval.tasks import linear_probe as linear_probe_kind
 from clipmodule.eval.tasks import retrieval as retrieval_kind
 from clipmodule.eval.tasks import segmentation as segmentation_kind
@@ -33,7 +35,7 @@ from clipmodule.eval.tasks.zeroshot import zeroshot_classification
 
 _KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (zeroshot_kind.KIND, retrieval_kind.KIND,
                                                             linear_probe_kind.KIND, association_kind.KIND,
-                                                            segmentation_kind.KIND)}
+                                                            segmentation_kind.KIND, caption_selection_kind.KIND)}
 
 
 def register_task_kind(kind: TaskKind) -> None:
@@ -41,6 +43,8 @@ def register_task_kind(kind: TaskKind) -> None:
     if kind.name in _KINDS:
         raise ClipModuleError(f"task kind {kind.name!r} is already registered")
     _KINDS[kind.name] = kind
+
+
 
 
 def task_kinds() -> list[str]:

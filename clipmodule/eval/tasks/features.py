@@ -90,6 +90,8 @@ class FeatureCache:
         self.keys: dict[int, tuple] = {}  # id(dataset) -> key; the suite keeps its datasets alive
         self.classifiers: dict[tuple, torch.Tensor] = {}  # zero-shot class embeddings by (names, templates)
         self.passes = 0  # image passes actually run (what the reuse saves is visible in tests and logs)
+        self.by_image: dict[tuple, torch.Tensor] = {}  # normalised embeddings by (transform, image source): the
+        # images several caption-selection rows share (SugarCrepe's seven subsets all read COCO's val2017)
 
     def register(self, dataset: Dataset, key: tuple) -> None:
         self.keys[id(dataset)] = key

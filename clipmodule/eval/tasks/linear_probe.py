@@ -1,6 +1,7 @@
 """Linear probe: frozen features, scikit-learn's L-BFGS logistic regression; the inverse regularisation C is chosen
 on a validation split by the paper's sweep (10^-6..10^6, coarse-to-fine down to 8 steps per decade), then refit on
-train+validation and scored on the test set. The task kind `linear-probe`."""
+train+validation and scored on the test set. The task kind `linear-probe`; a row with `fewshot_k` runs
+CLIP_benchmark's few-shot probe instead (`fewshot`)."""
 
 from __future__ import annotations
 
@@ -96,12 +97,19 @@ def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
 
 
 def _preflight(spec: TaskSpec) -> None:
+    if spec.fewshot_k is not None and spec.fewshot_k < 1:
+        raise ClipModuleError(f"{spec.label()}: fewshot_k must be at least 1, not {spec.fewshot_k}")
     if spec.classnames:
         read_classnames(spec.classnames)
 
 
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     train, test = data
+    if spec.fewshot_k is not None:  # CLIP_benchmark's k-shot protocol
+        from clipmodule.eval.tasks.fewshot import fewshot_probe
+
+        return fewshot_probe(model, train, test, len(train.classnames), spec.fewshot_k, context.probe,
+                             context.loader, context.progress, cache=context.cache)
     return linear_probe(model, train, test, len(train.classnames), context.probe, context.loader, context.progress,
                         cache=context.cache, detail=True)
 

@@ -48,7 +48,9 @@ def retrieval(model: torch.nn.Module, dataset: Dataset, ks: Sequence[int] = (1, 
 
 
 def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
-    return (open_retrieval(spec.dataset, preprocess, root=spec.root, split=spec.split),)
+    from clipmodule.eval.languages import split_for
+
+    return (open_retrieval(spec.dataset, preprocess, root=spec.root, split=split_for(spec)),)
 
 
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:

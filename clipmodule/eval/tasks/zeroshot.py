@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.classifier import build_zeroshot_classifier, zeroshot_logits
+from clipmodule.eval.languages import ENGLISH, classnames_in, split_for, templates_in
 from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
 from clipmodule.eval.names import SOURCES, align_classnames, classnames_for, dataset_key, templates_for
 from clipmodule.eval.options import LoaderOptions, TaskSpec
@@ -28,6 +29,7 @@ MEAN_RECALL_SETS = ("caltech101", "fgvc_aircraft", "flowers", "pets")
 # ...and these by their distribution-shift or fairness metric (`eval.subgroups`; tasklist.yml's main_metric).
 SHIFT_METRICS = {"wilds/iwildcam": "macro_f1", "wilds/fmow": "worst_region_top1", "dollar_street": "worst_income_top5",
                  "geode": "worst_region_top1"}
+ENGLISH_TEMPLATES = ("imagenet", "simple")  # built-in template sets, English only
 
 
 def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames: Sequence[str],
@@ -61,6 +63,18 @@ def zeroshot_classification(model: torch.nn.Module, dataset: Dataset, classnames
     return metrics
 
 
+def _by_language(spec: TaskSpec) -> bool:
+    from clipmodule.eval.readers import is_benchmark_name, reader
+
+    return bool(spec.root) and is_benchmark_name(str(spec.dataset)) and reader(str(spec.dataset)).by_language
+
+
+def _translated(spec: TaskSpec) -> bool:
+    """Class names and templates in another language than English, from CLIP_benchmark's lists (a template file
+    is read as written; its class names then come from a class-name file or the copy)."""
+    return spec.language not in (None, ENGLISH) and not spec.classnames
+
+
 def _own_templates(spec: TaskSpec, dataset) -> bool:
     """CLIP_benchmark's webdataset copies carry their own names and templates, which CLIP_benchmark uses."""
     return spec.templates == "clip_benchmark" and getattr(dataset, "templates", None) is not None
@@ -73,6 +87,13 @@ def prompt_templates(spec: TaskSpec, dataset=None) -> Prompts | None:
         return list(dataset.templates)
     if spec.templates == "clip_benchmark" and dataset is None and str(spec.dataset).startswith("wds/"):
         return None  # known once the copy is opened (the preflight cannot tell)
+    if _translated(spec) and (spec.templates in SOURCES or spec.templates in ENGLISH_TEMPLATES):
+        if spec.templates != "clip_benchmark":
+            raise ClipModuleError(f"{spec.label()}: {spec.templates} prompts are English; language "
+                                  f"{spec.language!r} takes CLIP_benchmark's (templates: clip_benchmark)")
+        if dataset is None and _by_language(spec):
+            return None  # the copy carries its own (Babel-ImageNet), known once it is opened
+        return templates_in(spec.dataset, spec.language)
     if spec.templates in SOURCES:
         return templates_for(spec.dataset, spec.templates)
     return read_templates(spec.templates)
@@ -92,6 +113,8 @@ def prompt_classnames(spec: TaskSpec, dataset) -> list[str]:
     if spec.classnames or spec.templates not in SOURCES or _own_templates(spec, dataset):
         return list(dataset.classnames)
     named = classnames_for(spec.dataset, spec.templates)
+    if _translated(spec):
+        return classnames_in(spec.dataset, spec.language, list(dataset.classnames), named)
     if not named:
         return list(dataset.classnames)
     return align_classnames(list(dataset.classnames), named, spec.label(), dataset=spec.dataset)
@@ -103,7 +126,8 @@ def _preflight(spec: TaskSpec) -> None:
 
 
 def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
-    return (open_classification(spec.dataset, preprocess, spec_classnames(spec), root=spec.root, split=spec.split),)
+    return (open_classification(spec.dataset, preprocess, spec_classnames(spec), root=spec.root,
+                                split=split_for(spec)),)
 
 
 def _check_data(spec: TaskSpec, data: tuple) -> None:
