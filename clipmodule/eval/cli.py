@@ -268,7 +268,8 @@ def run_single(name: str, command: Any) -> dict[str, Any]:
 def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     """Runs a suite (resuming: tasks finished for this model and data are not run again); writes
     <output>/<name>.md and .json and one MLflow run."""
-    from clipmodule.eval.groups import group_metrics, grouped_averages
+    from clipmodule.eval.groups import group_metrics, grouped_averages, main_metric
+    from clipmodule.eval.languages import language_averages, language_metrics
     from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, save_and_track, write_text
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import numeric_metrics
@@ -286,15 +287,16 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
                         store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
     rows, groups = run.rows, grouped_averages(run.rows)
     title = f"{command.name}: {command.model}"
-    metrics: dict[str, float] = group_metrics(groups)
+    languages = language_averages(rows, main_metric)  # each dataset's mean over the languages it ran in
+    metrics: dict[str, float] = {**group_metrics(groups), **language_metrics(languages)}
     for row in rows:
         metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
     params = {"task": "suite", "suite": command.name, "model": command.model, "model_sha": fingerprint,
               "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-",
               "failed": ", ".join(run.failed) or "-"}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
-                         model_sha=fingerprint, groups=groups, missing=run.missing, failed=run.failed,
-                         reused=run.reused, changed=run.changed,
+                         model_sha=fingerprint, groups=groups, languages=languages, missing=run.missing,
+                         failed=run.failed, reused=run.reused, changed=run.changed,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
     write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing, run.failed))
     save_and_track(output / f"{command.name}.json", record, command.tracking, f"suite:{command.name}", params, metrics,

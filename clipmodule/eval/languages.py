@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,12 @@ def language_averages(rows: list[dict[str, Any]], metric_of) -> list[dict[str, A
     return [{"task": task, "dataset": dataset, "languages": sorted(scores),
              "score": sum(scores.values()) / len(scores)}
             for (task, dataset), scores in groups.items() if len(scores) > 1]
+
+
+def language_metrics(averages: list[dict[str, Any]]) -> dict[str, float]:
+    """`language_averages` as MLflow metrics: `avg_languages/<task>/<dataset>` (characters MLflow refuses -> "_")."""
+    return {re.sub(r"[^A-Za-z0-9_./ -]", "_", f"avg_languages/{item['task']}/{item['dataset']}"): item["score"]
+            for item in averages}
 
 
 def language_lines(rows: list[dict[str, Any]], metric_of) -> list[str]:

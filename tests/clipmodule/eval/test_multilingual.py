@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.eval.languages import expand_languages, shipped_languages
+from clipmodule.eval.groups import main_metric
+from clipmodule.eval.languages import expand_languages, language_averages, language_metrics, shipped_languages
 from clipmodule.eval.options import LoaderOptions, SuiteConfig, TaskSpec
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.suite import markdown_table, open_data, preflight, run_suite
@@ -94,6 +95,8 @@ def test_a_suite_row_per_language_and_their_average(tmp_path, model):
     table = markdown_table(run.rows, "xtd10")
     assert "Averages over languages" in table
     assert f"| retrieval | xtd10 | de, en, jp | {100 * sum(scores) / 3:.2f} |" in table
+    averages = language_averages(run.rows, main_metric)  # what the suite's record and MLflow run keep
+    assert language_metrics(averages) == {"avg_languages/retrieval/xtd10": pytest.approx(sum(scores) / 3)}
 
 
 def test_a_wrong_language_is_one_line(tmp_path):
