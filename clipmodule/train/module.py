@@ -239,7 +239,7 @@ class ClipLitModule(L.LightningModule):
             self._teacher_features = self.teacher.encode_batch(batch, self.accum_freq)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
-        loss = self.contrastive_loss(batch["image"], batch["text"])
+        loss = self.loss_of_features(*self.encode_pair(batch))  # the batch whole: its hard negatives too
         self.check_finite(loss)
         self.log_step(loss, batch)
         return loss

@@ -140,6 +140,19 @@ def test_the_module_adds_the_negatives_and_accumulation_keeps_them(wordnet):
         assert torch.allclose(parameter.grad, whole[name], atol=1e-6), name
 
 
+def test_a_training_step_scores_the_negatives(wordnet, monkeypatch):
+    """The step Lightning runs (accum_freq 1) takes the negatives: its loss is the loss with them, not the plain."""
+    torch.manual_seed(0)
+    module = ClipLitModule(create_model("tiny-vit"), hard_negatives=HardNegativesConfig(count=2,
+                                                                                       wordnet_dir=str(wordnet)))
+    monkeypatch.setattr(module, "log_step", lambda loss, batch: None)  # no trainer to log to, or to stop
+    monkeypatch.setattr(module, "check_finite", lambda loss: None)
+    step = module.training_step(_batch(), 0)
+    with_negatives = module.loss_of_features(*module.encode_pair(module.add_hard_negatives(_batch())))
+    assert torch.equal(step, with_negatives)
+    assert step > module.loss_of_features(*module.encode_pair(_batch()))
+
+
 def test_bad_options_and_batches_without_captions_are_one_line(tmp_path, wordnet):
     with pytest.raises(ClipModuleError, match=r"rules \['colours'\]"):
         ClipLitModule(create_model("tiny-vit"), hard_negatives=HardNegativesConfig(rules=("colours",)))
