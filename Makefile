@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all,dev]"
 # clip-retrieval's ClipClient is `clipmodule serve`'s peer in the tests; its pins would downgrade numpy,
 # transformers and open_clip, and the client needs only requests: installed without its dependencies.
-	$(PY) -m pip install -q --no-deps clip-retrieval
+	$(PY) -m pip install -q --no-deps "clip-retrieval==2.45.0"
 	touch $(STAMP)
 
 install: sysdeps $(STAMP)

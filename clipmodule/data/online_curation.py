@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from clipformats.balancing import coins, keep_probabilities, key_hashes, language_thresholds, p_to_t
+from clipformats.files import sha256_file
 from clipmodule.errors import ClipModuleError
 
 
@@ -68,6 +69,7 @@ class EpochSelection:
             raise ClipModuleError(f"data.curation: t must be >= 1, got {self.t}")
         self.probabilities = keep_probabilities(counts, per_query)
         self.seed, self.key_field, self.counts = config.seed, config.key_field, str(Path(config.counts))
+        self.counts_sha256 = sha256_file(config.counts)  # a resume needs these counts, not only their path
 
     def keep(self, key: str, fields: dict[str, bytes], epoch: int) -> bool:
         """Whether sample `key` (its tar fields) is in epoch `epoch`'s subset."""
@@ -84,5 +86,6 @@ class EpochSelection:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint notes, so a resume with other curation settings is refused."""
-        return {"counts": self.counts, "t": int(self.t), "seed": self.seed, "key_field": self.key_field,
+        return {"counts": self.counts, "counts_sha256": self.counts_sha256, "t": int(self.t), "seed": self.seed,
+                "key_field": self.key_field,
                 **({"t_per_language": self.by_language} if self.by_language else {})}

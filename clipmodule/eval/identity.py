@@ -77,6 +77,8 @@ def _update(digest: Any, dataset: Any) -> None:
     for source, target in getattr(dataset, "items", None) or []:
         digest.update(json.dumps([_source(source), target], default=str).encode())
         files.update(_source_files(source))
+        if isinstance(target, Path) or (isinstance(target, str) and os.path.isfile(target)):
+            files.add(str(target))  # a label map (segmentation): its file, not only its name
     spec = getattr(dataset, "spec", None)  # webdataset shards given by path (eval.readers.shards.ShardImages)
     files.update(getattr(spec, "urls", None) or [])
     if isinstance(dataset, BenchmarkDataset):

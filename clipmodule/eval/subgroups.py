@@ -75,11 +75,6 @@ def group_accuracy(correct: np.ndarray, groups: Sequence[Any]) -> dict[str, dict
     return out
 
 
-def worst_group_accuracy(correct: np.ndarray, groups: Sequence[Any]) -> float:
-    """The lowest accuracy over the groups that hold at least one image."""
-    return min(entry["accuracy"] for entry in group_accuracy(correct, groups).values())
-
-
 def macro_f1_recall(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
     """(F1, recall) averaged over the classes present in `labels`: a class only ever predicted counts as a false
     positive of the others, not as a class of its own (WILDS's F1 and Recall with average="macro")."""

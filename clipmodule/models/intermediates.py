@@ -69,7 +69,7 @@ def vit_intermediates(visual, image: torch.Tensor, indices: Indices = None, outp
                          for y in intermediates]
     output["image_intermediates"] = intermediates
     if not intermediates_only:
-        output["image_features"] = visual.ln_post(x)[:, 0] @ visual.proj
+        output["image_features"] = visual.pool_tokens(x)
     return output
 
 
@@ -188,5 +188,5 @@ def image_tokens(visual, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     if hasattr(visual, "attnpool"):
         features = visual.forward_features(image)
         return visual.attnpool(features), features.flatten(2).transpose(1, 2)
-    x = visual.forward_features(image)
-    return x[:, 0] @ visual.proj, x[:, 1:]
+    x = visual.transformer(visual.tokens(image))
+    return visual.pool_tokens(x), visual.ln_post(x)[:, 1:]

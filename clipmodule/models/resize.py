@@ -135,7 +135,7 @@ def resize_model(model, image_size: int | None = None, context_length: int | Non
         network = type(model)(config)
     network.load_state_dict(state, strict=True)
     network = network.to(parameter.dtype).train(model.training)
-    for name in ("tokenizer_folder",):
+    for name in ("tokenizer_folder", "pretrained"):
         if hasattr(model, name):
             setattr(network, name, getattr(model, name))
     preprocess = getattr(model, "preprocess_cfg", None)

@@ -200,14 +200,21 @@ class VisionTransformer(nn.Module):
         LayerNorm acts per token, so normalising all tokens leaves the class token exactly as the paper's."""
         return self.ln_post(self.transformer(self.tokens(x)))
 
+    def pool_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The image embedding from every token after the last block (before `ln_post`): the class token's, or
+        with pool "avg" (CLIPA) the mean of the patch tokens, layer-normed before or after the mean."""
+        if self.pool == "avg":
+            pooled = self.ln_post(x[:, 1:].mean(dim=1)) if self.final_ln_after_pool else self.ln_post(x)[:, 1:].mean(1)
+        else:
+            pooled = self.ln_post(x[:, 0])
+        return pooled @ self.proj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The class token's embedding (the last block computes the class token only: `Transformer`), or with
         pool "avg" (CLIPA) the mean of the patch tokens, layer-normed before or after the mean."""
         x = self.tokens(x)
         if self.pool == "avg":
-            x = self.transformer(x)
-            pooled = self.ln_post(x[:, 1:].mean(dim=1)) if self.final_ln_after_pool else self.ln_post(x)[:, 1:].mean(1)
-            return pooled @ self.proj
+            return self.pool_tokens(self.transformer(x))
         cls = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.ln_post(self.transformer(x, pooled=cls)) @ self.proj
 

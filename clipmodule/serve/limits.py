@@ -48,9 +48,8 @@ async def read_body(request: Any, limit: int) -> bytes:
 
 def decode_image(text: Any, limits: Limits) -> Any:
     """A base64 image (clip-retrieval's `image` field) as an RGB PIL image, in memory only (nothing written)."""
-    from PIL import UnidentifiedImageError
-
-    from clipformats.images import ImageTooLarge, open_image
+    from clipformats.images import ImageTooLarge
+    from clipmodule.embedding import decode_image as decode_bytes
 
     if not isinstance(text, str):
         raise RequestError(400, "image: expected a base64 string")
@@ -59,12 +58,12 @@ def decode_image(text: Any, limits: Limits) -> Any:
     except (binascii.Error, ValueError):
         raise RequestError(400, "image: not valid base64") from None
     try:
-        image = open_image(data, limit=limits.max_image_pixels)
-        return image.convert("RGB")
+        image = decode_bytes(data, limits.max_image_pixels)
     except ImageTooLarge:
         raise RequestError(413, f"image: over the limit of {limits.max_image_pixels:,} pixels") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise RequestError(400, f"image: cannot read it ({error})") from None
+    if image is None:
+        raise RequestError(400, "image: cannot read it (not an image, or damaged)")
+    return image
 
 
 def file_under(root: Path, relative: str) -> Path:

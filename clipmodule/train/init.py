@@ -124,6 +124,7 @@ def start_from_weights(init_from: str | dict[str, Any], architecture: str | None
         configured.load_state_dict(network.state_dict(), strict=True)
         if hasattr(network, "preprocess_cfg"):
             configured.preprocess_cfg = network.preprocess_cfg
+        configured.pretrained = getattr(network, "pretrained", None)  # a tag's release, for the record
         network = configured
     network.train()
     record = {"path": str(path.resolve()), "sha256": source_sha256(path),

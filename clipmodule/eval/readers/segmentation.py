@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from clipmodule.data.synthetic import draw_shape
 from clipmodule.errors import ClipModuleError, one_line
+from clipmodule.eval.readers.images import load_image
 
 IGNORE_INDEX = 255
 SHAPES_SEG_COUNT = 64
@@ -49,7 +50,7 @@ class SegmentationSet:
     def _read(self, index: int) -> tuple[Image.Image, np.ndarray]:
         image, labels = self.items[index]
         try:
-            image = Image.open(image).convert("RGB") if isinstance(image, str) else image
+            image = load_image(image) if isinstance(image, str) else image
             if isinstance(labels, str):
                 with Image.open(labels) as png:  # a palette PNG's indices, not its colours
                     labels = self.decode(np.asarray(png, dtype=np.int64))

@@ -87,6 +87,12 @@ def test_init_from_name_and_pretrained(tiny_tag):
     network, record = start_from_weights({"name": "tiny-vit", "pretrained": "demo_s1k"})
     assert network.training and record["pretrained"] == "demo_s1k" and record["repo"] == TINY_ROW["repo"]
     assert all(torch.equal(network.state_dict()[key], value) for key, value in tiny_tag.state_dict().items())
+    from clipmodule.models import create_model
+
+    configured, configured_record = start_from_weights({"name": "tiny-vit", "pretrained": "demo_s1k"},
+                                                       configured=create_model("tiny-vit"))  # and model.model
+    assert configured_record["pretrained"] == "demo_s1k"
+    assert all(torch.equal(configured.state_dict()[key], value) for key, value in tiny_tag.state_dict().items())
     with pytest.raises(ClipModuleError, match=r"must be \{name: MODEL, pretrained: TAG\}"):
         start_from_weights({"name": "tiny-vit"})
 

@@ -110,6 +110,17 @@ def test_settings_are_checked_in_one_line(pool, tmp_path):
     assert EpochSelection(OnlineCuration(counts=counts, tail_proportion=0.5)).t > 0
     with pytest.raises(ClipModuleError, match="no 'url' and 'query_ids'"):
         EpochSelection(OnlineCuration(counts=counts)).keep("k", {"json": b"{}"}, 0)
+    # the record a resume checks names the counts' content: new counts at the same path are another selection
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "matched.counts.parquet"
+    table = pq.read_table(counts)
+    pq.write_table(table, copy)
+    before = EpochSelection(OnlineCuration(counts=str(copy), t=T)).record()
+    pq.write_table(table.set_column(table.schema.get_field_index("matched"), "matched",
+                                    [[value + 1 for value in table["matched"].to_pylist()]]), copy)
+    after = EpochSelection(OnlineCuration(counts=str(copy), t=T)).record()
+    assert before["counts"] == after["counts"] and before != after
 
 
 def test_per_language_t_is_balance_s(tmp_path):

@@ -35,3 +35,19 @@ def test_a_folder_copy_is_identified_by_its_class_list_and_images(tmp_path):
     (tmp_path / "SUN397" / "z" / "zoo" / "sun_eee.jpg").write_bytes(
         (tmp_path / "SUN397" / "z" / "zoo" / "sun_ccc.jpg").read_bytes())
     assert data_identity((open_dataset("sun397", tmp_path, "all"),)) not in (first, second)
+
+
+def test_a_segmentation_copy_is_identified_by_its_label_maps_too(tmp_path):
+    """Regenerated masks under the same names change the identity (a stored mIoU is not reused for them)."""
+    import numpy as np
+    from PIL import Image
+
+    from clipmodule.eval.readers.segmentation import SegmentationSet
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.jpg")
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "a.png")
+    dataset = SegmentationSet("set", ["x", "y"], [(str(tmp_path / "a.jpg"), str(tmp_path / "a.png"))])
+    before = data_identity((dataset,))
+    Image.fromarray(np.ones((4, 4), dtype=np.uint8)).save(tmp_path / "a.png")
+    os.utime(tmp_path / "a.png", ns=(1, 1))  # the same size; another modification time
+    assert data_identity((dataset,)) != before

@@ -95,3 +95,19 @@ def test_hf_text_intermediates_equal_transformers_hidden_states(tmp_path):
         states = reference(input_ids=ids, attention_mask=(ids != 1).long(), output_hidden_states=True).hidden_states
     assert _close(got["text_intermediates"], list(states[1:]))
     assert _close(got["text_features"], theirs.encode_text(ids).detach())
+
+
+@pytest.mark.parametrize("final_ln_after_pool", [False, True])
+def test_a_clipa_towers_tokens_and_intermediates_pool_as_encode_image(final_ln_after_pool):
+    """CLIPA's average-pooled image embedding is the same through every path (no class-token shortcut)."""
+    from clipmodule.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny-vit").eval()
+    model.visual.pool, model.visual.final_ln_after_pool = "avg", final_ln_after_pool
+    images = torch.randn(2, 3, model.config.vision.image_size, model.config.vision.image_size)
+    with torch.no_grad():
+        plain = model.encode_image(images)
+        pooled, _ = model.encode_image(images, return_tokens=True)
+        features = model.forward_intermediates(images, None, indices=1, normalize=False)["image_features"]
+    assert torch.allclose(pooled, plain, atol=1e-6) and torch.allclose(features, plain, atol=1e-6)

@@ -72,6 +72,8 @@ def post(served, data, raw: bytes | None = None) -> requests.Response:
     ({"image": png(600, 600), "num_images": 3}, 413, "image: over the limit of 262,144 pixels"),
     ({"image": "not base64!", "num_images": 3}, 400, "image: not valid base64"),
     ({"image": base64.b64encode(b"not an image").decode(), "num_images": 3}, 400, "image: cannot read it"),
+    ({"image": base64.b64encode(base64.b64decode(png(8, 8))[:30]).decode(), "num_images": 3}, 400,
+     "image: cannot read it"),  # a damaged PNG header (PIL raises SyntaxError/ValueError, not OSError)
     ({"image_url": "http://example.com/a.jpg", "num_images": 3}, 400, "fetches nothing"),
     ({"embedding_input": [1.0, 2.0], "num_images": 3}, 400, "2-dimensional embeddings, the index holds"),
     ({"num_images": 3}, 400, "give one of text, image and embedding_input"),
