@@ -14,9 +14,18 @@ sample. Writers are curation's stages; a reader needs only these names and colum
     decontaminated.drops.parquet     shard, key, pass, distance, cosine, eval_set, eval_image
 
 Standard library only: readers open the parquet files with pyarrow themselves.
+
+Row identity: `match` records `rows_identity` (`rows_identity(files)` of its parquet parts) in its stats and in
+its counts table's schema metadata (key `ROWS_IDENTITY`); `balance` records its own; `download` records the
+identity of the rows it fetched; a stage that copies shards (language, unsafe, ...) passes its input shards' on.
+Online curation reads it to refuse shards that are not the matched output its counts count.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 QUERIES = "queries.parquet"
 MATCHED = "matched"
@@ -35,5 +44,31 @@ FILTER_COLUMNS = ("shard", "key", "clip_score", "kept", "reason")
 DEDUP_COLUMNS = ("shard", "key", "duplicate_of_shard", "duplicate_of_key", "cosine", "cluster")
 DECONTAMINATION_COLUMNS = ("shard", "key", "pass", "distance", "cosine", "eval_set", "eval_image")
 
+ROWS_IDENTITY = "rows_identity"
+"""Key of a row set's identity in a stage's stats json and in a counts table's parquet schema metadata."""
+
 DOWNLOAD_SUCCESS = "success"
 """img2dataset's `status` of a sample it wrote into the shard."""
+
+
+def rows_identity(files: list[Path]) -> str:
+    """A row set's identity: sha256 of the "name sha256" lines of its files, sorted by name (content, not paths)."""
+    lines = []
+    for path in sorted(files, key=lambda p: Path(p).name):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        lines.append(f"{Path(path).name} {digest.hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def recorded_identity(folder: Path) -> str | None:
+    """The `rows_identity` a stage recorded in `<folder>.stats.json` for the rows behind `folder` (None: none)."""
+    folder = Path(folder)
+    try:
+        stats = json.loads(folder.with_name(folder.name + ".stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = stats.get(ROWS_IDENTITY) if isinstance(stats, dict) else None
+    return value if isinstance(value, str) else None

@@ -29,7 +29,7 @@ from clipmodule.data.batches import TokenizingCollate, plain_data, sum_counters
 from clipmodule.data.decode import decode_sample, sample_seed
 from clipmodule.data.evaluation import FolderEvalDataset, ShardEvalDataset
 from clipmodule.data.mixing import MixedStream, drawn_per_source
-from clipmodule.data.online_curation import EpochSelection, OnlineCuration
+from clipmodule.data.online_curation import EpochSelection, OnlineCuration, shard_folders
 from clipmodule.data.provenance import check_resume, training_record
 from clipmodule.data.remote import is_remote
 from clipmodule.data.shards import StreamPlan, shard_paths
@@ -284,6 +284,8 @@ class ShardDataModule(L.LightningDataModule):
         selection = None if self.curation is None else EpochSelection(self.curation)
         if selection is not None and not self.samples_per_epoch:
             raise ClipModuleError("data.curation needs data.samples_per_epoch (e.g. `curation balance`'s rows_out)")
+        if selection is not None:  # the counts are of the matched rows: other shards would be balanced wrongly
+            selection.check_origin(shard_folders(sources))
         batches = samples // (world_size * self.batch_size)
         if batches == 0:
             raise ClipModuleError(f"{samples} training samples are fewer than one global batch "

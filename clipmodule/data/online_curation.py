@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from clipformats.balancing import coins, keep_probabilities, key_hashes, language_thresholds, p_to_t
+from clipformats.curation_outputs import ROWS_IDENTITY, recorded_identity
 from clipformats.files import sha256_file
 from clipmodule.errors import ClipModuleError
 
@@ -37,6 +38,10 @@ class OnlineCuration:
     """MetaCLIP 2's per-language t (`balance.per_language`; the counts need their query list's `lang` column)."""
     key_field: str = "url"
     """The sample json's field identifying the row (curation balance's key_column)."""
+    verify: bool = True
+    """Refuse training shards whose recorded origin (`rows_identity` in `<shards>.stats.json`, written by
+    `curation download --from_matched` and passed on by the filter stages) is not the matched output these counts
+    count: shards of a balanced output would be balanced twice. false: shards copied without their stats."""
 
 
 class EpochSelection:
@@ -70,6 +75,29 @@ class EpochSelection:
         self.probabilities = keep_probabilities(counts, per_query)
         self.seed, self.key_field, self.counts = config.seed, config.key_field, str(Path(config.counts))
         self.counts_sha256 = sha256_file(config.counts)  # a resume needs these counts, not only their path
+        metadata = pq.read_schema(config.counts).metadata or {}
+        self.rows_identity = metadata.get(ROWS_IDENTITY.encode(), b"").decode() or None
+        self.verify = config.verify
+
+    def check_origin(self, folders: list[Path]) -> None:
+        """Refuses (one line) shard folders that are not downloads of the matched output these counts count."""
+        if not self.verify:
+            return
+        for folder in folders:
+            recorded = recorded_identity(folder)
+            if self.rows_identity is None:
+                raise ClipModuleError(f"{self.counts}: records no identity of the matched output it counts (made "
+                                      "before `curation match` recorded one): re-run `curation match --overwrite`, "
+                                      "or set data.curation.verify: false")
+            if recorded is None:
+                raise ClipModuleError(f"{folder}: no recorded origin ({ROWS_IDENTITY} in {folder}.stats.json); online "
+                                      f"curation reads shards downloaded from the matched output that {self.counts} "
+                                      "counts (`curation download --from_matched`), or set data.curation.verify: false")
+            if recorded != self.rows_identity:
+                raise ClipModuleError(f"{folder}: these shards hold other rows than the matched output {self.counts} "
+                                      f"counts (rows identity {recorded[:12]}, counts' {self.rows_identity[:12]}): "
+                                      "shards of a balanced output would be balanced a second time; download the "
+                                      "matched output (`curation download --from_matched`)")
 
     def keep(self, key: str, fields: dict[str, bytes], epoch: int) -> bool:
         """Whether sample `key` (its tar fields) is in epoch `epoch`'s subset."""
@@ -89,3 +117,10 @@ class EpochSelection:
         return {"counts": self.counts, "counts_sha256": self.counts_sha256, "t": int(self.t), "seed": self.seed,
                 "key_field": self.key_field,
                 **({"t_per_language": self.by_language} if self.by_language else {})}
+
+
+def shard_folders(sources: list[Any]) -> list[Path]:
+    """The folders the training sources' shards lie in (a table source: its file), each once, in order."""
+    found = [Path(path).parent for source in sources for path in source.shards]
+    found += [Path(source.table.source) for source in sources if not source.shards and source.table is not None]
+    return list(dict.fromkeys(found))

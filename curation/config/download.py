@@ -44,6 +44,9 @@ class DownloadConfig:
     """img2dataset distributor; pyspark and ray need a cluster and their package installed."""
     save_columns: list[str] = field(default_factory=list)
     """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
+    from_matched: bool = False
+    """Download a `curation match` output (the unbalanced pool online curation, `data.curation`, draws from each
+    epoch; store query_ids with save_columns) instead of a `curation balance` output."""
     allow_schemes: list[str] = field(default_factory=list)
     """URL schemes fetched besides http and https (e.g. file: then local files are read). Other URLs are
     not opened; they count as failures with the reason."""

@@ -64,11 +64,21 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
         stats = stage.finish({"rows_in": rows, "rows_kept": kept, "rows_dropped": rows - kept,
                               "dropped_by_reason": dict(reasons.most_common()), "examples": examples,
                               "settings": asdict(settings), "shards": [s.name for s in sources],
-                              "truth": precision_recall(dropped, read_truth(truth)) if truth is not None else None})
+                              "truth": precision_recall(dropped, read_truth(truth)) if truth is not None else None,
+                              **inherited_identity(sources)})
     report(f"{sieve.name}: kept {kept:,} of {rows:,} samples"
            + (f" (dropped: {', '.join(f'{n:,} {r}' for r, n in reasons.most_common())})" if reasons else "")
            + f" → {out}")
     return stats
+
+
+def inherited_identity(sources: list[Path]) -> dict[str, str]:
+    """The input shards' recorded row identity, passed on (a subset of a download is still of those rows:
+    online curation checks it, `clipformats.curation_outputs`); empty when the inputs record none or several."""
+    from clipformats.curation_outputs import ROWS_IDENTITY, recorded_identity
+
+    found = {recorded_identity(folder) for folder in {source.parent for source in sources}}
+    return {ROWS_IDENTITY: found.pop()} if len(found) == 1 and None not in found else {}
 
 
 def _note(examples: dict[str, list], verdict: str | None, key: str, meta: dict[str, Any]) -> None:

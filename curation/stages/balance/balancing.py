@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipformats.balancing import balance_mask, coins, keep_probabilities, key_hashes
+from clipformats.curation_outputs import ROWS_IDENTITY, rows_identity
 from clipformats.files import atomic_path
 from curation.config import BalanceConfig
 from curation.engines import run_job
@@ -113,7 +114,8 @@ def run_balance(config: BalanceConfig, matched: Path, out: Path, overwrite: bool
         with atomic_path(out_counts) as tmp:
             pq.write_table(table, tmp)
         stats = stage.finish({**_balance_stats(config, tasks, table, out_counts), **chosen.stats(),
-                              "queries_capped": int((table["matched"].to_numpy() > chosen.per_query).sum())})
+                              "queries_capped": int((table["matched"].to_numpy() > chosen.per_query).sum()),
+                              ROWS_IDENTITY: rows_identity([task.output for task in tasks])})
     report(f"balance: kept {stats['rows_out']:,} of {stats['rows_in']:,} rows (t={stats['t']:,}); "
            f"{stats['queries_capped']:,} queries over t → {out}")
     return stats

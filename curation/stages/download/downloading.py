@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from clipformats.curation_outputs import ROWS_IDENTITY, rows_identity
 from clipformats.files import atomic_path, write_json
 from clipformats.urls import allowed_schemes
 from curation.config import DownloadConfig
@@ -109,16 +110,18 @@ def data_files(out: Path, output_format: str) -> list[Path]:
     return sorted(p for p in Path(out).glob(f"*{suffix}") if not p.name.startswith((".", "_")))
 
 
-def _balanced_rows(balanced: Path) -> tuple[list[Path], int]:
+def _balanced_rows(balanced: Path, from_matched: bool = False) -> tuple[list[Path], int]:
     stats = read_json(stats_path(balanced), "balance stats (run `curation balance` first)")
-    if stats.get("stage") != "balance":
-        raise CurationError(f"{balanced}: made by `curation {stats.get('stage', '?')}`, not `curation balance`; "
-                            f"give --input the output of `curation balance`")
+    stage, wanted = stats.get("stage"), "match" if from_matched else "balance"  # match: online curation's pool
+    if stage != wanted:
+        raise CurationError(f"{balanced}: made by `curation {stats.get('stage', '?')}`, not `curation {wanted}`; "
+                            f"give --input the output of `curation {wanted}`"
+                            + ("" if from_matched else " (a match output with --from_matched, for online curation)"))
     if not stats.get("finished"):
-        raise CurationError(f"{balanced}: `curation balance` has not finished there")
+        raise CurationError(f"{balanced}: `curation {stage}` has not finished there")
     try:
         files = [balanced / shard["name"] for shard in stats["shards"]]
-        rows = sum(int(shard["rows"]) for shard in stats["shards"])
+        rows = sum(int(shard["rows" if stage == "balance" else "rows_out"]) for shard in stats["shards"])
     except (KeyError, TypeError, ValueError):
         raise CurationError(f"{stats_path(balanced)}: balance stats without a shard list (re-run `curation balance`)"
                             ) from None
@@ -244,7 +247,7 @@ def run_download(config: DownloadConfig, balanced: Path, out: Path, overwrite: b
     """Download the balanced rows into shards in `out`; `<out>.stats.json` accounts for every row. With
     `retry_failed`, a finished download fetches again the rows that failed for a retriable reason (`retry`)."""
     balanced, out = Path(balanced), Path(out)
-    files, rows = _balanced_rows(balanced)
+    files, rows = _balanced_rows(balanced, config.from_matched)
     log_file = sidecar(out, ".log")
     settings = output_settings(config)
     stage = Stage("download", out, {"config": settings, "inputs": file_signature(files)}, overwrite,
@@ -277,6 +280,7 @@ def run_download(config: DownloadConfig, balanced: Path, out: Path, overwrite: b
         stats = stage.finish({**totals, "balanced_rows": rows, "duplicate_urls": duplicates,
                               "duplicates_dropped": duplicates if config.dedup_urls else 0,
                               "output_format": config.output_format, "data_files": shards,
+                              ROWS_IDENTITY: rows_identity(files),
                               "log": str(log_file), "settings": asdict(config)})
     reasons = _reasons(stats)
     report(f"download: {stats['successes']:,} of {expected:,} images → {out} ({len(shards)} shards)"

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipformats.curation_outputs import ROWS_IDENTITY, rows_identity
 from clipformats.files import atomic_path
 from clipformats.urls import allowed_schemes, url_problem
 from curation.config import MatchConfig
@@ -209,9 +210,10 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
         sources = terms["source"] if "source" in terms.column_names else pa.nulls(len(counts), pa.string())
         table = pa.table({"id": terms["id"], "term": terms["term"], "source": sources, "matched": pa.array(counts),
                           **({"lang": terms["lang"]} if "lang" in terms.column_names else {})})
+        identity = rows_identity([task.output for task in tasks])  # what online curation checks its shards against
         with atomic_path(counts_file) as tmp:
-            pq.write_table(table, tmp)
-        stats = stage.finish(_match_stats(tasks, counts, queries, counts_file))
+            pq.write_table(table.replace_schema_metadata({ROWS_IDENTITY: identity}), tmp)
+        stats = stage.finish({**_match_stats(tasks, counts, queries, counts_file), ROWS_IDENTITY: identity})
     refused = stats["rows_refused_url"]
     report(f"match: {stats['rows_matched']:,} of {stats['rows_in']:,} rows contain a query "
            f"({stats['match_rate']:.1%}); {stats['queries_matched']:,} queries matched → {out}"
