@@ -77,6 +77,7 @@ class TrainSamples:
                 self._skip(self.stream.describe((shard, sample)), getattr(error, "strerror", None) or str(error))
                 continue
             if self.selection is not None and not self.selection.keep(key, fields, self.epoch):
+                self.stream.note_unselected()  # left out, not unusable: a mixture's per-source guard skips it
                 if self.stream.pass_index >= self.good_pass + 2:  # not a usable sample drawn in a whole pass
                     raise ClipModuleError(f"online curation drew nothing usable in a pass over {self.stream.summary()}")
                 continue  # not in this epoch's balanced subset (`clipmodule.data.online_curation`)

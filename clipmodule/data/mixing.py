@@ -45,6 +45,8 @@ class MixedStream:
         """Samples drawn from each source since its last usable one (`note_usable`)."""
         self.good_pass = [-1] * len(streams)
         """Each source stream's pass at its last usable sample (-1: none yet)."""
+        self.left_out = [0] * len(streams)
+        """Samples of each source online curation left out since its last usable one (not counted as unusable)."""
         self._last = 0
 
     @property
@@ -63,18 +65,29 @@ class MixedStream:
 
     def note_usable(self) -> None:
         """The sample last drawn was usable (called by the training reader once it decoded)."""
-        self.since_usable[self._last] = 0
+        self.since_usable[self._last] = self.left_out[self._last] = 0
         self.good_pass[self._last] = self.streams[self._last].pass_index
+
+    def note_unselected(self) -> None:
+        """The sample last drawn is not in this epoch's online-curation subset: not an unusable sample."""
+        self.since_usable[self._last] -= 1
+        self.left_out[self._last] += 1
 
     def _check_alive(self, source: int) -> None:
         """Stops on a source whose draws since its last usable sample cover a whole pass of its stream (the
-        stream drains a pass before starting the next) or `max_unusable` samples."""
+        stream drains a pass before starting the next) or `max_unusable` unusable samples (online curation's
+        left-out samples are not unusable)."""
         stream, whole_pass = self.streams[source], self.streams[source].pass_index >= self.good_pass[source] + 2
         if whole_pass or self.since_usable[source] >= self.max_unusable:
             span = "a whole pass over" if whole_pass else f"{self.since_usable[source]} samples in a row from"
-            raise ClipModuleError(f"training source {self.names[source]!r} gave no usable sample in {span} "
+            name, left_out = self.names[source], self.left_out[source]
+            if whole_pass and left_out and not self.since_usable[source]:
+                raise ClipModuleError(f"training source {name!r}: online curation (data.curation) selected none of "
+                                      f"its samples in a whole pass over {stream.summary()}")
+            besides = f" ({left_out} more left out by online curation)" if left_out else ""
+            raise ClipModuleError(f"training source {name!r} gave no usable sample in {span} "
                                   f"{stream.summary()}: every image missing or undecodable, or caption empty or "
-                                  "missing; fix it or remove it from data.train_shards")
+                                  f"missing{besides}; fix it or remove it from data.train_shards")
 
     def _local(self, reference: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         shard, sample = reference
@@ -96,7 +109,7 @@ class MixedStream:
     def state_dict(self) -> dict[str, Any]:
         return {"sources": [stream.state_dict() for stream in self.streams], "rng": self.rng.bit_generator.state,
                 "drawn": list(self.drawn), "names": list(self.names), "since_usable": list(self.since_usable),
-                "good_pass": list(self.good_pass), "last": self._last}
+                "good_pass": list(self.good_pass), "last": self._last, "left_out": list(self.left_out)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("names") != self.names:
@@ -110,6 +123,7 @@ class MixedStream:
         self.since_usable = list(state.get("since_usable", [0] * len(self.streams)))
         self.good_pass = list(state.get("good_pass", [stream.pass_index for stream in self.streams]))
         self._last = state.get("last", 0)
+        self.left_out = list(state.get("left_out", [0] * len(self.streams)))
 
 
 def drawn_per_source(state: Any) -> dict[str, int]:

@@ -264,6 +264,9 @@ class ShardStream:
         """The sample last drawn was usable: a lone stream's dead end is the training reader's own check (a
         mixture checks each source, `clipmodule.data.mixing`)."""
 
+    def note_unselected(self) -> None:
+        """The sample last drawn is not in the epoch's online-curation subset (the reader's own count)."""
+
     def read(self, reference: tuple[int, int]) -> tuple[str, dict[str, bytes]]:
         shard, sample = reference
         key, fields = self.cache.read(shard, sample)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -136,3 +137,32 @@ def test_per_language_t_is_balance_s(tmp_path):
     assert np.array_equal(online.probabilities, offline.probabilities(table["matched"].to_numpy()))
     with pytest.raises(ClipModuleError, match="not a match counts table"):
         EpochSelection(OnlineCuration(counts=str(tmp_path / "none.parquet"), per_language=True))
+
+
+def test_a_mixture_counts_only_selected_samples_toward_the_unusable_guard(pool, tmp_path):
+    """About one sample in six is selected: runs of left-out samples far longer than max_unusable are no sign of
+    missing images; a source whose selected samples are all unusable still stops training."""
+    from clipmodule.data.sources import TrainSource
+
+    root, _ = pool
+    selection = EpochSelection(OnlineCuration(counts=str(root / "matched.counts.parquet"), t=T, seed=SEED))
+    shards = [str(p) for p in sorted((root / "shards").glob("*.tar"))]
+
+    def epoch(sources, max_unusable=3):
+        dataset = ShardTrainDataset([s for source in sources for s in source.shards], image_transform(32, train=True),
+                                    batch_size=4, batches_per_rank=10, shuffle_buffer=16, seed=3, selection=selection,
+                                    sources=sources, shares=[0.5, 0.5], max_unusable=max_unusable)
+        return [key for batch in EpochLoader(dataset, batch_size=4, num_workers=0, collate_fn=TokenizingCollate())
+                for key in batch["key"]]
+
+    keys = epoch([TrainSource("a", shards), TrainSource("b", shards)])
+    assert len(keys) == 40 and {key.split(":")[0] for key in keys} == {"a", "b"}
+    broken = tmp_path / "broken"  # the same samples, selected alike, with every image removed
+    broken.mkdir()
+    for path in shards:
+        with tarfile.open(path) as source, tarfile.open(broken / Path(path).name, "w") as tar:
+            for member in source.getmembers():
+                if not member.name.endswith(".jpg"):
+                    tar.addfile(member, source.extractfile(member))
+    with pytest.raises(ClipModuleError, match=r"source 'b' gave no usable sample in 3 samples in a row .* left out"):
+        epoch([TrainSource("a", shards), TrainSource("b", sorted(str(p) for p in broken.glob("*.tar")))])
