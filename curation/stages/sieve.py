@@ -30,6 +30,18 @@ class Sieve(Protocol):
 
     def build(self, shards: list[Path]) -> Decide: ...
 
+    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+        """What else decides the samples (embeddings, a model, a class list) as {name: content hash}: part of the
+        stage's fingerprint, so a re-embedded folder or an edited file re-runs the stage (`content_hash`)."""
+        ...
+
+
+def content_hash(paths: list[Path]) -> str:
+    """sha256 over the files' names and sha256s: changes with any byte of any of them, not with their paths."""
+    from clipformats.curation_outputs import rows_identity
+
+    return rows_identity(paths)
+
 
 def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwrite: bool = False) -> dict[str, Any]:
     """Decide every sample of `shards`; write the kept ones to `out/<shard>.tar`; stats with examples (and, when
@@ -38,7 +50,8 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
     from curation.shardio import input_shards, sample_meta, shard_stem, tar_samples, write_subset
 
     out, sources, truth = Path(out), input_shards(shards, "input shards"), getattr(settings, "truth", None)
-    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources)}
+    side = {**sieve.side_inputs(sources), **({"truth": content_hash([truth])} if truth and truth.is_file() else {})}
+    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources), "side_inputs": side}
     stage = Stage(sieve.name, out, fingerprint, overwrite, inputs=tuple(sources), made=("*.tar",))
     if (done := stage.finished()) is not None:
         report(f"{sieve.name}: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")

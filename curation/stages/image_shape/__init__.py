@@ -55,6 +55,9 @@ class ImageShapeSieve:
     def build(self, shards: list[Path]) -> Decide:
         return lambda meta, members: shape_problem(meta.get("width"), meta.get("height"), self.config)
 
+    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+        return {}  # the json's sides only (and the truth table, which run_sieve hashes)
+
 
 STAGE = sieve_stage("image_shape", "keep samples whose image's original sides are large and square enough",
                     ImageShapePaths, ImageShapeConfig, ImageShapeSieve, "Image size and aspect ratio",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import CurationError
-from curation.stages.sieve import Decide, sieve_stage
+from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 TIMM_LEMMAS = "timm/data/_info/imagenet_synset_to_lemma.txt"
 TIMM_SYNSETS = "timm/data/_info/imagenet21k_goog_synsets.txt"
@@ -53,18 +53,23 @@ def _lines(path: Path) -> list[str]:
         raise CurationError(f"{path}: cannot read class names ({error})") from None
 
 
+def _timm_files() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        timm = distribution("timm")
+    except PackageNotFoundError:
+        raise CurationError("in21k_text.classes: give a class-name file (timm, which ships ImageNet-21k's, "
+                            "is not installed)") from None
+    return [Path(timm.locate_file(TIMM_SYNSETS)), Path(timm.locate_file(TIMM_LEMMAS))]
+
+
 def class_names(classes: Path | None) -> list[str]:
     """Every lemma of every class (ImageNet-21k's by default), underscores as spaces."""
     if classes is None:
-        from importlib.metadata import PackageNotFoundError, distribution
-
-        try:
-            timm = distribution("timm")
-        except PackageNotFoundError:
-            raise CurationError("in21k_text.classes: give a class-name file (timm, which ships ImageNet-21k's, "
-                                "is not installed)") from None
-        wanted = set(_lines(Path(timm.locate_file(TIMM_SYNSETS))))
-        lines = [line for line in _lines(Path(timm.locate_file(TIMM_LEMMAS))) if line.split("\t")[0] in wanted]
+        synsets, lemmas = _timm_files()
+        wanted = set(_lines(synsets))
+        lines = [line for line in _lines(lemmas) if line.split("\t")[0] in wanted]
     else:
         lines = _lines(classes)
     names = {name.strip().replace("_", " ") for line in lines for name in line.split("\t")[-1].split(",")}
@@ -93,6 +98,12 @@ class In21kTextSieve:
             return None if matcher.find(meta.get("caption") or "") else "no ImageNet-21k class"
 
         return decide
+
+    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+        classes = self.config.classes
+        if classes is not None and not classes.is_file():
+            raise CurationError(f"{classes}: no such class-name file")
+        return {"classes": content_hash([classes] if classes is not None else _timm_files())}
 
 
 STAGE = sieve_stage("in21k_text", "keep samples whose caption names an ImageNet-21k class (DataComp's text filter)",

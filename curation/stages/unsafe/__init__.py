@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config.checks import require
-from curation.stages.sieve import Decide, sieve_stage
+from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 
 @dataclass
@@ -84,6 +84,16 @@ class UnsafeSieve:
             return None if hit is None else f"unsafe: {names[hit]}"
 
         return decide
+
+    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+        from curation.embedding_rows import embedding_files
+
+        given = self.config.concept_embeddings
+        model = Path(self.config.model) if given is None else None
+        prompts = [given] if given is not None else [model] if model.is_file() else \
+            sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else []
+        return {"embeddings": content_hash(embedding_files(self.config.embeddings, shards)),
+                "concepts": content_hash(prompts) if prompts else None}  # None: a model by name, in the config
 
 
 STAGE = sieve_stage("unsafe", "drop samples whose image is close to a concept prompt (CLIP similarity)",

@@ -1,0 +1,79 @@
+"""A sieve stage's fingerprint holds the content of its side inputs (unsafe's embeddings, concept embeddings or
+model; in21k_text's class file; language's lid.176 model; every stage's truth table): a re-embed or an edited file
+is refused as other settings, and re-decided with overwrite, never answered from stale decisions."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.errors import CurationError
+from curation.stages.image_shape import ImageShapeConfig, ImageShapeSieve
+from curation.stages.in21k_text import In21kTextConfig, In21kTextSieve
+from curation.stages.language import LanguageConfig, LanguageSieve
+from curation.stages.match.languages import model_file
+from curation.stages.sieve import content_hash, run_sieve
+from curation.stages.unsafe import UnsafeConfig, UnsafeSieve
+from tests.curation.conftest import Sample, write_embedded
+
+D = 8
+
+
+def samples(cosines: list[float]) -> list[Sample]:
+    """Images at these cosines to the first axis (the concept)."""
+    vectors = [np.array([c, np.sqrt(1 - c * c)] + [0.0] * (D - 2)) for c in cosines]
+    return [Sample(key=f"{i:09d}", image=v, text=np.ones(D), caption=f"a cat photo {i}", width=300, height=300)
+            for i, v in enumerate(vectors)]
+
+
+def refused_then_redone(sieve, config, shards, out, changed: str) -> dict:
+    with pytest.raises(CurationError, match=rf"other settings \(side_inputs\.{changed}"):
+        run_sieve(sieve, config, [str(shards)], out)
+    return run_sieve(sieve, config, [str(shards)], out, overwrite=True)
+
+
+def test_unsafe_reruns_after_a_re_embed_or_new_concept_embeddings(tmp_path):
+    shards, embeddings = write_embedded(tmp_path, {"00000.tar": samples([0.9, 0.9, 0.1, 0.1])})
+    np.save(tmp_path / "concepts.npy", np.eye(D)[:1].astype(np.float32))
+    config = UnsafeConfig(embeddings=embeddings, concepts=["a gun"], thresholds=[0.5],
+                          concept_embeddings=tmp_path / "concepts.npy")
+    assert run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")["rows_kept"] == 2
+    _, again = write_embedded(tmp_path / "re", {"00000.tar": samples([0.9, 0.9, 0.9, 0.1])})  # re-embedded
+    shutil.rmtree(embeddings)
+    shutil.copytree(again, embeddings)
+    assert refused_then_redone(UnsafeSieve(config), config, shards, tmp_path / "safe", "embeddings")["rows_kept"] == 1
+    np.save(tmp_path / "concepts.npy", np.eye(D)[1:2].astype(np.float32))  # other prompts' embeddings, same path
+    stats = refused_then_redone(UnsafeSieve(config), config, shards, tmp_path / "safe", "concepts")
+    assert stats["rows_kept"] == 3  # only the 0.1 image lies near the second axis (cosine 0.99; the others 0.44)
+    model = tmp_path / "model"  # a model folder: its files' content
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"1")
+    by_model = UnsafeSieve(UnsafeConfig(embeddings=embeddings, concepts=["a gun"], model=str(model)))
+    before = by_model.side_inputs(sorted(shards.glob("*.tar")))["concepts"]
+    (model / "weights.bin").write_bytes(b"2")
+    assert by_model.side_inputs(sorted(shards.glob("*.tar")))["concepts"] != before
+
+
+def test_in21k_reruns_after_the_class_file_changes_and_any_stage_after_its_truth_changes(tmp_path):
+    shards, _ = write_embedded(tmp_path, {"00000.tar": samples([0.1, 0.2])})
+    (tmp_path / "classes.txt").write_text("n1\tdog\n")
+    config = In21kTextConfig(classes=tmp_path / "classes.txt", skip_common=0)
+    assert run_sieve(In21kTextSieve(config), config, [str(shards)], tmp_path / "in21k")["rows_kept"] == 0
+    (tmp_path / "classes.txt").write_text("n1\tdog\nn2\tcat\n")  # edited in place
+    assert refused_then_redone(In21kTextSieve(config), config, shards, tmp_path / "in21k", "classes")["rows_kept"] == 2
+    truth = tmp_path / "truth.parquet"
+    pq.write_table(pa.table({"shard": ["00000"], "key": ["000000000"]}), truth)
+    shape = ImageShapeConfig(min_side=1, truth=truth)
+    assert run_sieve(ImageShapeSieve(shape), shape, [str(shards)], tmp_path / "shape")["truth"]["recall"] == 0.0
+    pq.write_table(pa.table({"shard": [], "key": []}, schema=pq.read_schema(truth)), truth)
+    redone = refused_then_redone(ImageShapeSieve(shape), shape, shards, tmp_path / "shape", "truth")
+    assert redone["truth"]["truth"] == 0
+
+
+def test_language_fingerprints_the_model_file(tmp_path):
+    sieve = LanguageSieve(LanguageConfig())
+    assert model_file().is_file() and sieve.side_inputs([]) == {"model": content_hash([model_file()])}
