@@ -33,18 +33,28 @@ def sentences(lang: str, count: int, rng: np.random.Generator, vocabulary: int =
     return [" ".join(words[i] for i in row[: rng.integers(3, 6)]).capitalize() for row in drawn]
 
 
+def write_captions(table: Path, captions: int, seed: int) -> None:
+    """The generated alt-texts, keyed on what generates them (in the parquet's metadata): a table made with other
+    settings is rewritten, the same settings find it as it is (and every stage after it up to date)."""
+    key = json.dumps({"captions": captions, "seed": seed}).encode()
+    if table.exists() and (pq.read_schema(table).metadata or {}).get(b"demo_settings") == key:
+        return
+    rng = np.random.default_rng(seed)
+    texts = sentences("en", 2 * captions // 3, rng) + sentences("de", captions - 2 * captions // 3, rng)
+    table.parent.mkdir(exist_ok=True)
+    rows = pa.table({"url": [f"http://example.invalid/{i}.jpg" for i in range(len(texts))], "caption": texts})
+    pq.write_table(rows.replace_schema_metadata({"demo_settings": key}), table)
+
+
 def run(out: Path, captions: int, t: int, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    table = out / "captions" / "captions.parquet"
-    if not table.exists():  # written once: a second run finds every stage up to date
-        rng = np.random.default_rng(seed)
-        texts = sentences("en", 2 * captions // 3, rng) + sentences("de", captions - 2 * captions // 3, rng)
-        table.parent.mkdir(exist_ok=True)
-        pq.write_table(pa.table({"url": [f"http://example.invalid/{i}.jpg" for i in range(len(texts))],
-                                 "caption": texts}), table)
+    write_captions(out / "captions" / "captions.parquet", captions, seed)
+    # overwrite: an output made from other captions or another t is rebuilt; an up-to-date one is kept
     run_queries(QueriesConfig(wordnet=False, languages=["de"], max_terms=20_000), out / "queries.parquet")
-    matched = run_match(MatchConfig(workers=1), out / "queries.parquet", [str(out / "captions")], out / "matched")
-    balanced = run_balance(BalanceConfig(t=t, per_language=True, workers=1), out / "matched", out / "balanced")
+    matched = run_match(MatchConfig(workers=1), out / "queries.parquet", [str(out / "captions")], out / "matched",
+                        overwrite=True)
+    balanced = run_balance(BalanceConfig(t=t, per_language=True, workers=1), out / "matched", out / "balanced",
+                           overwrite=True)
     rows = {lang: {"captions": matched["rows_in_by_language"].get(lang, 0), **counts,
                    "t": balanced["t_per_language"].get(lang)} for lang, counts in balanced["rows_by_language"].items()}
     return {"t_en": t, "english_tail_share": balanced["tail_proportion_at_t"], "languages": rows}

@@ -15,3 +15,11 @@ def test_each_language_is_matched_and_capped_by_its_own_t(tmp_path, capsys):
         assert counts["kept"] < counts["matched"] <= counts["captions"]
     assert main(["--out", str(tmp_path / "worldwide"), "--captions", "3000", "--t", "40"]) == 0  # up to date
     assert "| de |" in capsys.readouterr().out
+
+
+def test_other_captions_settings_rebuild_the_captions_and_every_stage_after(tmp_path):
+    first = run(tmp_path / "worldwide", captions=600, t=40)
+    again = run(tmp_path / "worldwide", captions=900, t=40)
+    assert sum(r["captions"] for r in first["languages"].values()) <= 600
+    assert 600 < sum(r["captions"] for r in again["languages"].values()) <= 900
+    assert run(tmp_path / "worldwide", captions=900, t=30)["languages"]["en"]["t"] == 30  # another t: rebalanced
