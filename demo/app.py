@@ -7,6 +7,7 @@
       → clipmodule eval concepts (per-class recall against the training captions naming each class)
       → clipmodule compare (table, markdown report, PNG curves)
       → curation embed + curation index with the CLIP run's model: the index `clipmodule serve` serves
+      → worldwide curation (`python -m demo.worldwide`): English and German captions, rows per language
 
 Each stage runs as its own process, exactly as a user would type it; this module only sequences them.
 """
@@ -43,6 +44,8 @@ class DemoPlan:
     source: DemoSourceConfig = field(default_factory=DemoSourceConfig)
     fit_overrides: list[str] = field(default_factory=list)
     eval_tasks: tuple[str, ...] = EVAL_TASKS
+    worldwide_captions: int = 30_000
+    """Generated alt-texts of the worldwide step (two English for each German one)."""
 
     @classmethod
     def small(cls, out: Path) -> DemoPlan:
@@ -52,7 +55,7 @@ class DemoPlan:
         return cls(out=out, source=source, fit_overrides=[
             "--trainer.max_steps=150",
             "--trainer.val_check_interval=75", "--data.batch_size=64", "--checkpoint.every_n_train_steps=75"],
-            eval_tasks=("emoji",))
+            eval_tasks=("emoji",), worldwide_captions=3000)
 
 
 def _run(console: Console, title: str, command: list[str], log: Path) -> None:
@@ -210,7 +213,9 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
         "--plot", "train/loss,val/zeroshot_top1",
     ], paths["log"])
     _search_index(console, paths)
+    worldwide = run_worldwide(console, plan, paths)
     report = {"results": results, "accounting": accounting, "capped": capped, "seconds": time.time() - start,
+              "worldwide": worldwide,
               "chance": {task: 1 / len((paths["source"] / "eval" / task / "classnames.txt").read_text().splitlines())
                          for task in plan.eval_tasks}}
     (plan.out / "demo_summary.json").write_text(json.dumps(report, indent=2))
@@ -228,6 +233,22 @@ def _search_index(console: Console, paths: dict[str, Path]) -> None:
                                      "--out", str(paths["index"])], paths["log"])
 
 
+def run_worldwide(console: Console, plan: DemoPlan, paths: dict[str, Path]) -> dict:
+    """The second language: MetaCLIP 2's worldwide curation of English and German alt-texts (a few seconds)."""
+    out = plan.out / "worldwide"
+    _run(console, "worldwide curation: English + German", [
+        sys.executable, "-m", "demo.worldwide", "--out", str(out), "--captions", str(plan.worldwide_captions)],
+        paths["log"])
+    return json.loads((out / "summary.json").read_text())
+
+
+def worldwide_line(summary: dict) -> str:
+    """Rows per language through the per-language cap, one line."""
+    rows = "; ".join(f"{lang} {r['captions']:,} → {r['matched']:,} → {r['kept']:,} (t {r['t']:,})"
+                     for lang, r in summary["languages"].items())
+    return f"worldwide curation, rows per language (captions → matched → kept by the cap): {rows}"
+
+
 def serve_command(paths: dict[str, Path]) -> str:
     """The command that serves the demo's index, its curation decisions and its data card."""
     return (f"{_bin('clipmodule')} serve --index demo={paths['index']} --work demo={paths['curation']} "
@@ -242,6 +263,7 @@ def _print_summary(console: Console, plan: DemoPlan, paths: dict[str, Path], rep
     balance = next(row for row in report["accounting"] if row[0] == "balance")
     heads = ", ".join(f"{term!r} {matched:,}→{kept:,}" for term, matched, kept in report["capped"])
     console.print(f"the balancing cap removed {balance[3]:,} rows; the queries it cut most: {heads or 'none'}")
+    console.print(worldwide_line(report["worldwide"]), soft_wrap=True)
     for run_name, tasks in report["results"].items():
         scores = ", ".join(f"{task} {top1:.1%} (chance {report['chance'][task]:.1%})" for task, top1 in tasks.items())
         console.print(f"held-out zero-shot top-1, {run_name}: {scores}")

@@ -23,3 +23,17 @@ def test_other_captions_settings_rebuild_the_captions_and_every_stage_after(tmp_
     assert sum(r["captions"] for r in first["languages"].values()) <= 600
     assert 600 < sum(r["captions"] for r in again["languages"].values()) <= 900
     assert run(tmp_path / "worldwide", captions=900, t=30)["languages"]["en"]["t"] == 30  # another t: rebalanced
+
+
+def test_make_demo_runs_the_worldwide_step_and_prints_rows_per_language(tmp_path):
+    from rich.console import Console
+
+    from demo.app import DemoPlan, _paths, run_worldwide, worldwide_line
+
+    plan = DemoPlan.small(tmp_path)
+    paths = _paths(tmp_path)
+    summary = run_worldwide(Console(quiet=True), plan, paths)  # `python -m demo.worldwide`, its own process
+    assert sum(r["captions"] for r in summary["languages"].values()) <= plan.worldwide_captions == 3000
+    line = worldwide_line(summary)
+    assert line.startswith("worldwide curation, rows per language") and "; de " in line and "\n" not in line
+    assert "demo.worldwide" in paths["log"].read_text()
