@@ -50,6 +50,9 @@ class QueriesConfig:
     """Column of `titles` holding a view count; needed when `min_views` > 0."""
     min_views: int = 0
     """Keep titles viewed at least this often."""
+    title_language_column: str = "lang"
+    """With `languages`: the column of a `titles` table naming each title's language (lid.176/wordfreq codes);
+    a title joins its language's list (no value: English's). Without the column every title is English's."""
     max_terms: int = 500_000
     """Cap on the list: terms are ranked by source (unigram, bigram, title, wordnet), then by count."""
     languages: list[str] = field(default_factory=list)

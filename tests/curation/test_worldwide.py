@@ -96,3 +96,33 @@ def test_the_worldwide_dataset_yaml_parses():
                        dataset_config_type())
     assert config.match.rule == "metaclip2" and config.balance.per_language and config.balance.t == 170_000
     assert config.queries.languages == ["de", "fr", "es", "ja", "zh"] and config.download.blur_faces
+
+
+def test_each_language_gains_the_bigrams_of_its_own_corpus_documents(tmp_path):
+    """With a corpus, a language's list adds the PMI bigrams of the corpus documents lid.176 gives that language
+    (as English's list has the corpus's bigrams); no other language's collocation enters it."""
+    german = ["wir wünschen allen frohe weihnachten und ein gutes neues jahr",
+              "die kinder singen am abend frohe weihnachten im warmen wohnzimmer",
+              "der alte bahnhof liegt direkt neben dem großen marktplatz der stadt"]
+    english = ["the old railway station stands next to the large market square of the town",
+               "we wish everyone a merry christmas and a happy new year together"]
+    (tmp_path / "corpus.txt").write_text("\n".join((german + english) * 20) + "\n")
+    config = QueriesConfig(wordnet=False, unigrams="wordfreq", corpus=[str(tmp_path / "corpus.txt")],
+                           languages=["de"], bigram_min_count=20, min_pmi=1.0, wordfreq_corpus_words=100_000)
+    run_queries(config, tmp_path / "queries.parquet")
+    rows = pq.read_table(tmp_path / "queries.parquet").to_pylist()
+    german_bigrams = {r["term"] for r in rows if r["lang"] == "de" and "bigram" in r["source"]}
+    assert {"frohe weihnachten", "alte bahnhof"} <= german_bigrams
+    assert not {"merry christmas", "market square"} & german_bigrams
+    assert "merry christmas" in {r["term"] for r in rows if r["lang"] == "en"}
+
+
+def test_titles_join_the_list_of_their_language_column(tmp_path):
+    pq.write_table(pa.table({"title": ["Brandenburger Tor", "Golden Gate Bridge", "Eiffel Tower"],
+                             "lang": ["de", "en", None]}), tmp_path / "titles.parquet")
+    config = QueriesConfig(wordnet=False, titles=str(tmp_path / "titles.parquet"), languages=["de"],
+                           wordfreq_corpus_words=100_000)
+    run_queries(config, tmp_path / "queries.parquet")
+    titles = {(r["term"], r["lang"]) for r in pq.read_table(tmp_path / "queries.parquet").to_pylist()
+              if "title" in r["source"]}
+    assert titles == {("brandenburger tor", "de"), ("golden gate bridge", "en"), ("eiffel tower", "en")}

@@ -51,12 +51,18 @@ def collect_sources(config: QueriesConfig, advance=lambda units: None) -> tuple[
         found["unigram"] = sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words)
         advance(1)
     if config.titles:
-        found["title"] = sources.titles(Path(config.titles), config.title_column, config.views_column, config.min_views)
+        found["title"] = sources.titles_of(_titles(config), "en")
         advance(1)
     if config.wordnet:
         found["wordnet"], facts["wordnet_synsets"] = sources.wordnet_lemmas(config.wordnet_dir)
         advance(1)
     return found, facts
+
+
+def _titles(config: QueriesConfig) -> pa.Table:
+    """The titles table; with `languages`, its language column too (each title then joins its language's list)."""
+    return sources.titles(Path(config.titles), config.title_column, config.views_column, config.min_views,
+                          config.title_language_column if config.languages else None)
 
 
 def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table, dict[str, Any]]:
@@ -94,11 +100,20 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
 
 
 def add_languages(english: pa.Table, config: QueriesConfig) -> tuple[pa.Table, dict[str, int]]:
-    """The English list and each other language's wordfreq list, one table with a `lang` column, ids renumbered."""
+    """The English list and each other language's wordfreq list (plus, with a corpus and bigrams on, the PMI
+    bigrams of the corpus's documents in that language), one table with a `lang` column, ids renumbered."""
     parts, sizes = [english.append_column("lang", pa.repeat("en", english.num_rows))], {"en": english.num_rows}
-    for lang in dict.fromkeys(lang for lang in config.languages if lang != "en"):
-        words, _ = merge_sources({"unigram": sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words,
-                                                                       lang)}, config.max_terms)
+    others = list(dict.fromkeys(lang for lang in config.languages if lang != "en"))
+    corpus = sources.count_corpus_by_language([Path(p) for p in config.corpus], config.corpus_field, others) \
+        if config.corpus and config.bigrams else {}
+    titles = _titles(config) if config.titles else None
+    for lang in others:
+        found = {"unigram": sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words, lang)}
+        if lang in corpus:
+            found["bigram"] = sources.pmi_bigrams(*corpus[lang], config.bigram_min_count, config.min_pmi)
+        if config.titles and (own := sources.titles_of(titles, lang)).num_rows:
+            found["title"] = own
+        words, _ = merge_sources(found, config.max_terms)
         parts.append(words.append_column("lang", pa.repeat(lang, words.num_rows)))
         sizes[lang] = words.num_rows
     table = pa.concat_tables(parts)
@@ -111,7 +126,12 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
     if missing:
         raise CurationError(f"{missing[0]}: no such file")
     wordnet = [config.wordnet_dir / name for name in ("data.noun", "data.verb", "data.adj", "data.adv")]
-    settings = {k: v for k, v in asdict(config).items() if k != "languages" or v}  # earlier lists stay valid
+    settings = {k: v for k, v in asdict(config).items()  # lists made before these settings existed stay valid
+                if (k != "languages" or v) and (k != "title_language_column" or v != "lang")}
+    if config.languages and config.corpus and config.bigrams:  # lists made before had no per-language bigrams
+        settings["language_bigrams"] = True
+    if config.languages and config.titles:  # nor titles split by their language column
+        settings["language_titles"] = True
     return {"config": settings, "inputs": file_signature(inputs),
             "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
             "wordfreq": version("wordfreq")}

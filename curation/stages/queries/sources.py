@@ -104,26 +104,57 @@ def _words(chunk: pa.Array) -> tuple[pa.Array, pa.Array]:
     return pc.utf8_trim(tokens.flatten(), "'-"), pc.list_parent_indices(tokens)
 
 
+class _Counter:
+    """Unigram and bigram counts of the chunks added (partial counts merged every few chunks)."""
+
+    def __init__(self, bigrams: bool):
+        self.bigrams, self.tokens = bigrams, 0
+        self.unigram_parts: list[pa.Table] = [_empty_counts(["term"])]
+        self.bigram_parts: list[pa.Table] = [_empty_counts(["left", "right"])]
+
+    def add(self, chunk: pa.Array) -> None:
+        words, lines = _words(chunk)
+        is_word = has_letter(words)
+        self.tokens += pc.sum(is_word).as_py() or 0
+        self.unigram_parts.append(_count_rows(pa.table({"term": words.filter(is_word)}), ["term"]))
+        if self.bigrams and len(words) > 1:
+            self.bigram_parts.append(_chunk_bigrams(words, lines, is_word))
+        if len(self.unigram_parts) >= 16:
+            self.unigram_parts = [_sum_counts(self.unigram_parts, ["term"])]
+            self.bigram_parts = [_sum_counts(self.bigram_parts, ["left", "right"])]
+
+    def result(self) -> tuple[pa.Table, pa.Table, int]:
+        return (_sum_counts(self.unigram_parts, ["term"]), _sum_counts(self.bigram_parts, ["left", "right"]),
+                self.tokens)
+
+
 def count_corpus(paths: list[Path], text_field: str, bigrams: bool) -> tuple[pa.Table, pa.Table, int]:
     """Unigram counts (term, count), bigram counts (left, right, count) and the number of word tokens.
 
     All distinct unigrams and bigrams are held in memory (partial counts are merged every few chunks).
     """
-    unigram_parts: list[pa.Table] = [_empty_counts(["term"])]
-    bigram_parts: list[pa.Table] = [_empty_counts(["left", "right"])]
-    tokens = 0
+    counter = _Counter(bigrams)
     for path in paths:
         for chunk in _corpus_chunks(Path(path), text_field):
-            words, lines = _words(chunk)
-            is_word = has_letter(words)
-            tokens += pc.sum(is_word).as_py() or 0
-            unigram_parts.append(_count_rows(pa.table({"term": words.filter(is_word)}), ["term"]))
-            if bigrams and len(words) > 1:
-                bigram_parts.append(_chunk_bigrams(words, lines, is_word))
-            if len(unigram_parts) >= 16:
-                unigram_parts = [_sum_counts(unigram_parts, ["term"])]
-                bigram_parts = [_sum_counts(bigram_parts, ["left", "right"])]
-    return _sum_counts(unigram_parts, ["term"]), _sum_counts(bigram_parts, ["left", "right"]), tokens
+            counter.add(chunk)
+    return counter.result()
+
+
+def count_corpus_by_language(paths: list[Path], text_field: str,
+                             languages: list[str]) -> dict[str, tuple[pa.Table, pa.Table, int]]:
+    """`count_corpus` of each language's documents (lines or rows) only, each identified with lid.176 as `match`
+    identifies captions: the corpus's own bigrams per language (MetaCLIP 2's per-language lists)."""
+    from curation.stages.match.languages import LanguageIdentifier
+
+    identifier, counters = LanguageIdentifier(), {lang: _Counter(True) for lang in languages}
+    for path in paths:
+        for chunk in _corpus_chunks(Path(path), text_field):
+            found = pa.array(identifier.identify(chunk.to_pylist())[0], pa.string())
+            for lang, counter in counters.items():
+                mine = chunk.filter(pc.equal(found, lang))
+                if len(mine):
+                    counter.add(mine)
+    return {lang: counter.result() for lang, counter in counters.items()}
 
 
 def _empty_counts(keys: list[str]) -> pa.Table:
@@ -165,8 +196,18 @@ def pmi_bigrams(unigrams: pa.Table, pairs: pa.Table, tokens: int, min_count: int
     return pa.table({"term": terms, "count": joined["count"]})
 
 
-def titles(path: Path, title_column: str, views_column: str, min_views: int) -> pa.Table:
-    """Titles (txt: one per line; tables: `title_column`), keeping those with views ≥ min_views when counted."""
+def titles_of(table: pa.Table, lang: str) -> pa.Table:
+    """The titles of one language (a `lang` column's; a title without one is English), as (term, count)."""
+    if "lang" not in table.column_names:
+        return table if lang == "en" else COUNTS_SCHEMA.empty_table()
+    mine = pc.equal(pc.fill_null(table["lang"], "en"), lang)
+    return table.filter(mine).select(["term", "count"])
+
+
+def titles(path: Path, title_column: str, views_column: str, min_views: int,
+           language_column: str | None = None) -> pa.Table:
+    """Titles (txt: one per line; tables: `title_column`), keeping those with views ≥ min_views when counted;
+    with `language_column` present in the table, a `lang` column too."""
     if Path(path).suffix.lower() in (".txt", ".text"):
         chunks = list(_corpus_chunks(Path(path), ""))
         names = pc.utf8_trim_whitespace(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.string())
@@ -187,7 +228,9 @@ def titles(path: Path, title_column: str, views_column: str, min_views: int) -> 
     elif min_views > 0:
         raise CurationError(f"{path}: min_views is {min_views} but there is no column {views_column!r}")
     names = pc.fill_null(table[title_column].cast(pa.string()), "")
-    result = pa.table({"term": names, "count": views})
+    result = pa.table({"term": names, "count": views,
+                       **({"lang": table[language_column].cast(pa.string())}
+                          if language_column in table.column_names else {})})
     if min_views > 0:
         result = result.filter(pc.greater_equal(pc.fill_null(views, 0), min_views))
     return result
