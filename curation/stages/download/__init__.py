@@ -31,6 +31,11 @@ def run(settings: DownloadConfig, paths: DownloadPaths) -> None:
 def build(step: BuildStep) -> None:
     from curation.stages.download.downloading import run_download
 
+    if step.settings.from_matched:  # the card accounts balance → download: a build downloads the balanced rows
+        from curation.errors import CurationError
+
+        raise CurationError(f"download.from_matched: `curation build` downloads the balanced rows; download the "
+                            f"matched ones with `curation download --input {step.outputs['match']} --from_matched`")
     run_download(step.settings, step.outputs["balance"], step.out, step.overwrite)
 
 
