@@ -63,12 +63,15 @@ def rows_identity(files: list[Path]) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def recorded_identity(folder: Path) -> str | None:
-    """The `rows_identity` a stage recorded in `<folder>.stats.json` for the rows behind `folder` (None: none)."""
+def recorded_identity(folder: Path, stage: str | None = None) -> str | None:
+    """The `rows_identity` a stage (`stage`, when given) recorded in `<folder>.stats.json` for the rows behind
+    `folder` (None: none)."""
     folder = Path(folder)
     try:
         stats = json.loads(folder.with_name(folder.name + ".stats.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    value = stats.get(ROWS_IDENTITY) if isinstance(stats, dict) else None
+    if not isinstance(stats, dict) or (stage is not None and stats.get("stage") != stage):
+        return None
+    value = stats.get(ROWS_IDENTITY)
     return value if isinstance(value, str) else None

@@ -77,6 +77,9 @@ class EpochSelection:
         self.counts_sha256 = sha256_file(config.counts)  # a resume needs these counts, not only their path
         metadata = pq.read_schema(config.counts).metadata or {}
         self.rows_identity = metadata.get(ROWS_IDENTITY.encode(), b"").decode() or None
+        if self.rows_identity is None and Path(config.counts).name.endswith(".counts.parquet"):
+            # counts of a match made before it recorded an identity: its stats hold it once match ran again
+            self.rows_identity = recorded_identity(Path(config.counts[: -len(".counts.parquet")]), stage="match")
         self.verify = config.verify
 
     def check_origin(self, folders: list[Path]) -> None:
@@ -87,8 +90,8 @@ class EpochSelection:
             recorded = recorded_identity(folder)
             if self.rows_identity is None:
                 raise ClipModuleError(f"{self.counts}: records no identity of the matched output it counts (made "
-                                      "before `curation match` recorded one): re-run `curation match --overwrite`, "
-                                      "or set data.curation.verify: false")
+                                      "before `curation match` recorded one): run the same `curation match` again "
+                                      "(an up-to-date output gains it), or set data.curation.verify: false")
             if recorded is None:
                 raise ClipModuleError(f"{folder}: no recorded origin ({ROWS_IDENTITY} in {folder}.stats.json); online "
                                       f"curation reads shards downloaded from the matched output that {self.counts} "
