@@ -77,3 +77,17 @@ def test_in21k_reruns_after_the_class_file_changes_and_any_stage_after_its_truth
 def test_language_fingerprints_the_model_file(tmp_path):
     sieve = LanguageSieve(LanguageConfig())
     assert model_file().is_file() and sieve.side_inputs([]) == {"model": content_hash([model_file()])}
+
+
+def test_shard_stages_pass_on_their_inputs_row_identity(tmp_path):
+    """What language/unsafe/..., filter, dedup and decontaminate record for online curation's check."""
+    import json
+
+    from curation.stages.sieve import inherited_identity
+
+    for name, identity in (("a", "1" * 64), ("b", "1" * 64), ("c", "2" * 64)):
+        (tmp_path / name).mkdir()
+        (tmp_path / f"{name}.stats.json").write_text(json.dumps({"stage": "download", "rows_identity": identity}))
+    assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "b" / "1.tar"]) == {"rows_identity": "1" * 64}
+    assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "c" / "1.tar"]) == {}  # two origins: none
+    assert inherited_identity([tmp_path / "d" / "0.tar"]) == {}  # no stats: none

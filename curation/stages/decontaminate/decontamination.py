@@ -41,6 +41,7 @@ from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, sample_image, tar_samples
 from curation.stage import Stage, file_signature, read_json, sidecar
+from curation.stages.sieve import inherited_identity
 
 IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
 RESULT_SUFFIX = "_decontamination.json"
@@ -294,7 +295,7 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
         stats = _stats(config, sources, images, tasks, results, drops, drop_list, plot if plot.exists() else None)
         stats["embedding_pass"] = _embedding_stats(config, references, drops) if config.eval_embeddings else None
         stats["truth"] = precision_recall({(d["shard"], d["key"]) for d in drops}, truth) if truth else None
-        stats = stage.finish(stats)
+        stats = stage.finish({**stats, **inherited_identity(train)})
     report(f"decontaminate: dropped {stats['samples_dropped']:,} of {stats['samples_in']:,} training samples within "
            f"distance {config.threshold} of {stats['eval_images']:,} evaluation images → {out}")
     return stats

@@ -41,6 +41,7 @@ from curation.kmeans import kmeans, nearest, resolve_backend
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, shard_images
 from curation.stage import Stage, file_signature, sidecar
+from curation.stages.sieve import inherited_identity
 
 BLOCK = 512
 TOP_PAIRS = 50
@@ -113,8 +114,8 @@ def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Pat
         _write_drop_list(drops, drop_list)
         if drops and config.thumbnails:
             _plot_pairs(drops[: config.thumbnails], {s.name: s for s in sources}, plot)
-        stats = stage.finish(_stats(config, sources, out, rows, kept, drops, clustering, truth, drop_list,
-                                    plot if plot.exists() else None))
+        stats = stage.finish({**_stats(config, sources, out, rows, kept, drops, clustering, truth, drop_list,
+                                       plot if plot.exists() else None), **inherited_identity(sources)})
     report(f"dedup: dropped {stats['rows_dropped']:,} of {stats['rows_in']:,} samples as near-duplicates "
            f"(cosine > {config.threshold}, {clustering['clusters']:,} clusters) → {out}")
     return stats

@@ -35,6 +35,7 @@ from curation.progress import report
 from curation.shardio import input_shards
 from curation.stage import Stage, file_signature, sidecar
 from curation.stages.filter.plots import plot_score_histogram
+from curation.stages.sieve import inherited_identity
 
 REASONS = ("no_embedding", "caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score",
            "image_cluster")
@@ -135,8 +136,8 @@ def run_filter(config: FilterConfig, shards: list[str], embeddings: Path, out: P
         _write_rows(rows, scores, reasons, rows_file)
         threshold = _lowest_kept(scores, kept, config)
         plot_score_histogram(scores, kept, threshold, plot)
-        stats = stage.finish(_stats(config, sources, out, rows, scores, reasons, threshold, clustering,
-                                    rows_file, plot))
+        stats = stage.finish({**_stats(config, sources, out, rows, scores, reasons, threshold, clustering,
+                                       rows_file, plot), **inherited_identity(sources)})
     dropped = ", ".join(f"{n:,} {r}" for r, n in stats["dropped_by_reason"].items()) or "none"
     report(f"filter: kept {stats['rows_kept']:,} of {stats['rows_in']:,} samples (dropped: {dropped}) → {out}")
     return stats
