@@ -343,24 +343,14 @@ def _card_of(command: ConceptsCommand, model: str | None) -> Path:
 
 def run_concepts_command(command: ConceptsCommand) -> dict[str, Any]:
     """Reads the result, follows the model's data card, counts class names before/after balancing, fits, writes."""
-    from clipmodule.eval.concepts import (
-        captions,
-        card_work_dir,
-        concept_markdown,
-        concept_plot,
-        concept_report,
-        zeroshot_result,
-    )
+    from clipmodule.eval.concepts import class_counts, concept_markdown, concept_plot, counts_report, zeroshot_result
     from clipmodule.eval.results import check_output_file, write_json, write_text
 
     result = zeroshot_result(command.result, command.row)
     stem = Path(command.output or Path("eval_results") / f"concepts-{_slug(str(result['name'] or 'result'))}")
     check_output_file(stem.with_suffix(".json"))
     card = _card_of(command, result["model"])
-    work = card_work_dir(card, command.work_dir)
-    balanced = work / "balanced"
-    report = concept_report(result, captions(work / "matched"), captions(balanced) if balanced.is_dir() else None,
-                            command.rare)
+    report = counts_report(result, class_counts(card, command.work_dir, result["classnames"]), command.rare)
     report["card"] = str(card)
     write_json(stem.with_suffix(".json"), report)
     write_text(stem.with_suffix(".md"), concept_markdown(report, card))
