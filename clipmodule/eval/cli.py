@@ -289,8 +289,9 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     _check_tracking(command.tracking)
     fingerprint = model_fingerprint(command.model)
     model, preprocess = _load_model(command.model, command.tokenizer_folder)
+    identity = model_identity(fingerprint, model)  # the weights and what loading added: the resume key's model
     with _progress() as progress:
-        run = run_suite(model, preprocess, command, progress, model_id=model_identity(fingerprint, model),
+        run = run_suite(model, preprocess, command, progress, model_id=identity,
                         store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
     rows, groups = run.rows, grouped_averages(run.rows)
     title = f"{command.name}: {command.model}"
@@ -302,8 +303,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
               "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-",
               "failed": ", ".join(run.failed) or "-"}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
-                         model_sha=fingerprint, groups=groups, languages=languages, missing=run.missing,
-                         failed=run.failed, reused=run.reused, changed=run.changed,
+                         model_sha=fingerprint, model_id=identity, groups=groups, languages=languages,
+                         missing=run.missing, failed=run.failed, reused=run.reused, changed=run.changed,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
     write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing, run.failed))
     save_and_track(output / f"{command.name}.json", record, command.tracking, f"suite:{command.name}", params, metrics,

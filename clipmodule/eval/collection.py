@@ -140,15 +140,16 @@ def _model_result(command: Any, model: str, load_model: Callable, progress: Call
 
     fingerprint = model_fingerprint(model)
     network, preprocess = load_model(model)
+    identity = model_identity(fingerprint, network)
     with progress() as bar:
-        run = run_suite(network, preprocess, command, bar, model_id=model_identity(fingerprint, network),
+        run = run_suite(network, preprocess, command, bar, model_id=identity,
                         store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
     groups = grouped_averages(run.rows)
     metrics = group_metrics(groups)
     for row in run.rows:
         metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
-    return {"model": model, "model_sha": fingerprint, "rows": run.rows, "groups": groups, "missing": run.missing,
-            "failed": run.failed, "reused": run.reused, "metrics": metrics}
+    return {"model": model, "model_sha": fingerprint, "model_id": identity, "rows": run.rows, "groups": groups,
+            "missing": run.missing, "failed": run.failed, "reused": run.reused, "metrics": metrics}
 
 
 def run_collection(command: Any, load_model: Callable, progress: Callable) -> dict[str, Any]:

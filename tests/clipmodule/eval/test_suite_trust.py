@@ -124,3 +124,5 @@ def test_a_collection_writes_its_results_before_mlflow(work, tmp_path, monkeypat
     assert capsys.readouterr().err.strip().endswith("MLflow logging failed (connection refused)")
     record = json.loads((tmp_path / "out" / "many.json").read_text())  # the results survived the failure
     assert record["models"][0]["rows"][0]["name"] == "pets" and (tmp_path / "out" / "many.md").is_file()
+    entry = record["models"][0]
+    assert entry["model_id"] == f"{entry['model_sha']}+setup:{entry['model_id'].rsplit(':', 1)[1]}"
