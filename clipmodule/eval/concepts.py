@@ -11,7 +11,8 @@ name each class (the log-linear trend of Udandarao et al. 2024, "No 'zero-shot' 
    balancing) and kept (`<work_dir>/balanced/*.parquet`, after), with the matching rule `curation match` uses
    (`clipformats.matching`: the same normalisation and word boundaries; clipmodule does not import curation);
    where the captions are gone, the balance stage's counts per query (`balanced.counts.parquet`) give the class
-   names that are queries their counts (`class_counts`); without either it stops with one line;
+   names that are queries their counts, else the card's head (its most matched queries) those among them
+   (`class_counts`); a class list none of these counts stops with one line;
 4. fits recall = a + b·log10(count) over the classes the data showed, lists the classes it never showed and those
    it showed fewer than `--rare` times, and writes `<output>.md`, `.json` and a `.png` scatter with the fit.
 """
@@ -115,21 +116,32 @@ def class_counts(card: Path, work_dir: str | None, names: list[str]) -> dict[str
     """Each class name's training captions, before and after balancing: counted in the captions of the card's
     curation folder (`matched/`, `balanced/`) when they are there; else read from the counts per query the balance
     stage kept beside them (`balanced.counts.parquet`: a class name that is not a query has no count there, None);
-    else one line naming what is missing. {matched, kept (None: no balanced captions), source}."""
+    else from the card's own head (its most matched queries: the class names below it have no count); a class
+    list none of these counts is one line naming what is missing. {matched, kept (None: no balanced captions),
+    source}."""
     candidates = _work_candidates(card, work_dir)
     for folder in candidates:
         if (folder / MATCHED).is_dir():
             balanced = folder / BALANCED
             return {"matched": count_matches(names, captions(folder / MATCHED)), "source": "captions",
                     "kept": count_matches(names, captions(balanced)) if balanced.is_dir() else None}
+    counts, source = None, "query counts"
     for folder in candidates:
         if (folder / BALANCE_COUNTS).is_file():
             counts = query_counts(folder / BALANCE_COUNTS)
-            found = [counts.get(boundary_key(name)) for name in names]
-            return {"matched": [pair and pair[0] for pair in found], "kept": [pair and pair[1] for pair in found],
-                    "source": "query counts"}
-    raise ClipModuleError(f"{candidates[0]}: the card's curation folder holds neither its matched/ captions nor its "
-                          f"{BALANCE_COUNTS} (the card itself keeps only its most matched queries); pass --work_dir")
+            break
+    if counts is None:  # the card's own head: its most matched queries, nothing below them
+        head = (_read_json(card, "data card").get("balance") or {}).get("head") or []
+        counts, source = {boundary_key(str(entry.get("term", ""))): (int(entry["matched"]), int(entry["kept"]))
+                          for entry in head if isinstance(entry, dict) and "matched" in entry and "kept" in entry
+                          and entry.get("term")}, "card head"
+    found = [counts.get(boundary_key(name)) for name in names]
+    if all(pair is None for pair in found):
+        raise ClipModuleError(f"{candidates[0]}: the card's curation folder holds neither its matched/ captions nor "
+                              f"its {BALANCE_COUNTS}, and no class name is among the card's {len(counts)} most "
+                              "matched queries; pass --work_dir")
+    return {"matched": [pair and pair[0] for pair in found], "kept": [pair and pair[1] for pair in found],
+            "source": source}
 
 
 def captions(folder: Path) -> list[str]:
@@ -197,9 +209,10 @@ def concept_markdown(report: dict[str, Any], card: Path) -> str:
     lines = [f"# Concepts the data taught: {report['result']}", "",
              f"Model {report['model']}, trained on the data of {card}. Counts: training captions naming the class "
              "(curation's matching rule), matched before balancing and kept after"
-             + ("." if report.get("counted_in", "captions") == "captions" else
-                f" (from the balance stage's counts per query, {BALANCE_COUNTS}: the captions are gone; a class "
-                "name that is not a query has no count)."), ""]
+             + {"captions": ".", "query counts": f" (from the balance stage's counts per query, {BALANCE_COUNTS}: "
+                "the captions are gone; a class name that is not a query has no count).",
+                "card head": " (from the card's head, its most matched queries: the curation folder is gone; the "
+                "classes below the head have no count)."}[report.get("counted_in", "captions")], ""]
     if fit is None:
         lines.append("No fit: fewer than two distinct counts among the classes the data showed.")
     else:

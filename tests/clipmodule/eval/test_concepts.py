@@ -114,9 +114,19 @@ def test_without_the_captions_the_balance_stages_counts_per_query_serve_else_one
     assert report["counted_in"] == "query counts" and report["unknown"] == ["cross"] and report["never"] == []
     assert report["rare"] == ["triangle"] and report["fit"]["classes"] == 3
     assert "No count (not a query): cross." in out.with_suffix(".md").read_text()
-    (lab / "work" / "balanced.counts.parquet").unlink()
+    (lab / "work" / "balanced.counts.parquet").unlink()  # the work folder is gone too: the card's head is left
+    card = json.loads((lab / "cards" / "shapes.json").read_text())
+    card["balance"] = {"head": [{"term": "a", "matched": 55, "kept": 20}, {"term": "circle", "matched": 40,
+                                                                          "kept": 10}]}
+    (lab / "cards" / "shapes.json").write_text(json.dumps(card))
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["counted_in"] == "card head" and report["unknown"] == ["square", "triangle", "cross"]
+    assert report["classes"][0]["kept"] == 10 and report["fit"] is None
+    card["balance"]["head"] = card["balance"]["head"][:1]  # no class among the head: nothing to count
+    (lab / "cards" / "shapes.json").write_text(json.dumps(card))
     assert clipmodule(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("the card's curation folder holds neither its matched/ captions nor its balanced.counts"
-                        ".parquet (the card itself keeps only its most matched queries); pass --work_dir")
+                        ".parquet, and no class name is among the card's 1 most matched queries; pass --work_dir")
     assert len(err.splitlines()) == 1 and str(lab / "work") in err
