@@ -145,7 +145,8 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     config = replace(config, tasks=expand_languages(config.tasks))  # a row per language it lists
     _check_rows(config)
     run, cache, pending = SuiteRun(), FeatureCache(), {}
-    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config), spec_inputs(spec))
+    inputs = {spec.label(): spec_inputs(spec) for spec in config.tasks}  # template / class-name files, by content
+    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config), inputs[spec.label()])
             for spec in config.tasks}
     identities: dict[str, str] = {}
     stored: dict[str, dict[str, Any]] = {}  # the metrics of rows reused from their records
@@ -175,7 +176,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
                                cache)
             if store is not None:
                 record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}),
-                                     data=identities[label])
+                                     data=identities[label], inputs=inputs[label])
                 write_json(task_record_path(store, keys[label]), record)
             run.rows.append(_row(spec, metrics, identities.get(label)))
         elif label in run.reused:

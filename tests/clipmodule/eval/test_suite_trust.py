@@ -67,6 +67,11 @@ def test_an_edited_template_or_class_name_file_at_the_same_path_is_run_again(wor
     renamed = _run(model, config, store)
     assert renamed.reused == [] and renamed.rows[0]["classnames"] == ["kitten", "puppy"]
     assert _run(model, config, store).reused == ["zs"] and len(list(store.glob("*.json"))) == 3
+    import hashlib
+
+    kept = [json.loads(path.read_text())["inputs"] for path in store.glob("*.json")]
+    assert {"templates": hashlib.sha256(b"a drawing of a {}.\n").hexdigest(),
+            "classnames": hashlib.sha256(b"kitten\npuppy\n").hexdigest()} in kept  # each record names its files
 
 
 def test_language_fewshot_k_and_the_probe_seed_are_in_the_key(work, model, tmp_path):
