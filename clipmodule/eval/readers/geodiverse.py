@@ -5,9 +5,10 @@ the files people download:
 
     dollar_street  dataset_dollarstreet/images_v2_imagenet_<split>.csv (MLCommons' release: imageRelPath, topics,
                    income, region.id, country.name, …) + the images under it (imageRelPath, e.g. assets/<id>/…jpg);
-                   splits test and train. The class of an image is its first topic (class names: the split's
-                   topics, sorted); `income_ds` is its income group: 0 up to $200 a month, 1 up to $684, 2 up to
-                   $1,997, 3 above (the Dollar Street paper's income quartiles); `region` is region.id
+                   splits test and train (the ImageNet-matched ones), `full` (images_v2.csv: every image). The
+                   class of an image is its first topic (class names: the split's topics, sorted); `income_ds` is
+                   its income group: 0 up to $200 a month, 1 up to $684, 2 up to $1,997, 3 above (the Dollar
+                   Street paper's income quartiles); `region` is region.id
     geode          geode/index.csv (file_path, object, region, ip_country) + images/<file_path>; one split, test
                    (DataComp evaluates every image). Class names: the objects, sorted, `_` read as a space;
                    `region` is the release's region
@@ -29,6 +30,11 @@ from clipmodule.eval.readers.items import BenchmarkDataset
 from clipmodule.eval.readers.selection import check_listed_images
 
 DOLLAR_STREET_CSV = "images_v2_imagenet_{split}.csv"
+DOLLAR_STREET_ALL = "images_v2.csv"
+
+
+def _dollar_street_csv(split: str) -> str:
+    return DOLLAR_STREET_ALL if split == "full" else DOLLAR_STREET_CSV.format(split=split)
 INCOME_EDGES = (200.0, 684.0, 1997.0)
 """Upper bounds (monthly income, USD) of the poorer three of Dollar Street's four income groups."""
 
@@ -60,13 +66,13 @@ def _income(path: Path, line: int, text: str) -> float:
         raise ClipModuleError(f"{path}:{line}: income {text!r} is not a number") from None
 
 
-@register("dollar_street", splits=("test", "train"), bases=("dataset_dollarstreet",),
-          aliases=("dollarstreet",), expected=lambda split: [DOLLAR_STREET_CSV.format(split=split)],
+@register("dollar_street", splits=("test", "train", "full"), bases=("dataset_dollarstreet",),
+          aliases=("dollarstreet",), expected=lambda split: [_dollar_street_csv(split)],
           metric="top-1, worst income group top-5 (DataComp's main)",
           layout="dataset_dollarstreet/images_v2_imagenet_test.csv (imageRelPath, topics, income, region.id) + "
                  "the images it names")
 def open_dollar_street(folder: Path, split: str) -> BenchmarkDataset:
-    path = folder / DOLLAR_STREET_CSV.format(split=split)
+    path = folder / _dollar_street_csv(split)
     rows = read_csv_rows(path, ("imageRelPath", "topics", "income", "region.id"))
     topics = [_first_topic(path, line, row["topics"]) for line, row in rows]
     names = sorted(set(topics))

@@ -51,8 +51,10 @@ def dollar_street_release(root: Path) -> Path:
         topics = [TOPICS[number % 8]] + (["kitchen"] if number % 3 == 0 else [])
         rows.append([number, f"5d4be{number:03d}", "Kenya", "ke", REGIONS[number], "Africa", str(topics),
                      INCOMES[number], relative, "['n04254777']"])
-    _csv(base / "images_v2_imagenet_test.csv", ["", "id", "country.name", "country.id", "region.id", "place",
-                                                 "topics", "income", "imageRelPath", "imagenet_sysnet_id"], rows)
+    header = ["", "id", "country.name", "country.id", "region.id", "place", "topics", "income", "imageRelPath",
+              "imagenet_sysnet_id"]
+    _csv(base / "images_v2_imagenet_test.csv", header, rows)
+    _csv(base / "images_v2.csv", header, rows[:6])  # the whole release's list (here: a part of the same images)
     return base
 
 
@@ -111,6 +113,7 @@ def test_dollar_street_from_the_release_equals_datacomps_copy(model, tmp_path):
     assert dataset.metadata["income_ds"] == [income_group(income) for income in INCOMES] == [0, 0, 1, 2, 2, 3, 3, 0, 1,
                                                                                              2]
     assert dataset.metadata["region"] == list(REGIONS)
+    assert len(open_dataset("dollar_street", base, "full")) == 6  # images_v2.csv: every image of the release
     labels = [target for _, target in dataset.items]
     npy = [[group, income, index % 3] for index, (group, income) in enumerate(zip(dataset.metadata["income_ds"],
                                                                                    INCOMES))]
