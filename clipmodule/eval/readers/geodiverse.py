@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from pathlib import Path
 
 from clipmodule.errors import ClipModuleError
@@ -61,9 +62,12 @@ def _first_topic(path: Path, line: int, text: str) -> str:
 
 def _income(path: Path, line: int, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ClipModuleError(f"{path}:{line}: income {text!r} is not a number") from None
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:  # a NaN would fall silently into the poorest group
+        raise ClipModuleError(f"{path}:{line}: income {text!r} is not a number")
+    return value
 
 
 @register("dollar_street", splits=("test", "train", "full"), bases=("dataset_dollarstreet",),

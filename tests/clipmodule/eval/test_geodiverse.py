@@ -158,6 +158,9 @@ def test_bad_release_copies_are_one_line(tmp_path):
     (base / "images_v2_imagenet_test.csv").write_text(text)
     with pytest.raises(ClipModuleError, match=r"images_v2_imagenet_test.csv:7: income 'lots' is not a number"):
         open_dataset("dollar_street", base)
+    (base / "images_v2_imagenet_test.csv").write_text(text.replace(",lots,", ",nan,"))
+    with pytest.raises(ClipModuleError, match=r"images_v2_imagenet_test.csv:7: income 'nan' is not a number"):
+        open_dataset("dollar_street", base)
     geode = geode_release(tmp_path / "g")
     (geode / "index.csv").write_text("file_path,object\nx.jpg,bag\n")
     with pytest.raises(ClipModuleError, match="index.csv: expected ',\'-separated columns file_path, object, region"):
