@@ -270,7 +270,14 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     <output>/<name>.md and .json and one MLflow run."""
     from clipmodule.eval.groups import group_metrics, grouped_averages, main_metric
     from clipmodule.eval.languages import language_averages, language_metrics
-    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, save_and_track, write_text
+    from clipmodule.eval.results import (
+        check_output_dir,
+        make_record,
+        model_fingerprint,
+        model_identity,
+        save_and_track,
+        write_text,
+    )
     from clipmodule.eval.suite import markdown_table, print_table, run_suite
     from clipmodule.tracking.mlflow import numeric_metrics
 
@@ -282,8 +289,9 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
     _check_tracking(command.tracking)
     fingerprint = model_fingerprint(command.model)
     model, preprocess = _load_model(command.model, command.tokenizer_folder)
+    identity = model_identity(fingerprint, model)  # the weights and what loading added: the resume key's model
     with _progress() as progress:
-        run = run_suite(model, preprocess, command, progress, model_id=fingerprint,
+        run = run_suite(model, preprocess, command, progress, model_id=identity,
                         store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
     rows, groups = run.rows, grouped_averages(run.rows)
     title = f"{command.name}: {command.model}"
@@ -295,8 +303,8 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
               "tasks": ", ".join(row["name"] for row in rows), "missing": ", ".join(run.missing) or "-",
               "failed": ", ".join(run.failed) or "-"}
     record = make_record("suite", command.model, {row["name"]: row["metrics"] for row in rows}, suite=command.name,
-                         model_sha=fingerprint, groups=groups, languages=languages, missing=run.missing,
-                         failed=run.failed, reused=run.reused, changed=run.changed,
+                         model_sha=fingerprint, model_id=identity, groups=groups, languages=languages,
+                         missing=run.missing, failed=run.failed, reused=run.reused, changed=run.changed,
                          rows=[{key: value for key, value in row.items() if key != "metrics"} for row in rows])
     write_text(output / f"{command.name}.md", markdown_table(rows, title, run.missing, run.failed))
     save_and_track(output / f"{command.name}.json", record, command.tracking, f"suite:{command.name}", params, metrics,
@@ -312,42 +320,13 @@ def run_suite_command(command: SuiteCommand) -> dict[str, Any]:
 
 
 def run_collection_command(command: SuiteCommand) -> dict[str, Any]:
-    """Runs the suite for every model of `command.models` (`eval.collection`): per-task records resume per (model,
-    task); one MLflow run per model; writes <output>/<name>.md, .json and .png."""
-    from clipmodule.eval.collection import comparison_markdown, expand_models, plot_scores
-    from clipmodule.eval.groups import group_metrics, grouped_averages
-    from clipmodule.eval.results import check_output_dir, make_record, model_fingerprint, write_json, write_text
-    from clipmodule.eval.suite import run_suite
-    from clipmodule.tracking.mlflow import log_to_mlflow, numeric_metrics
+    """Runs the suite for every model of `command.models` (`eval.collection.run_collection`)."""
+    from clipmodule.eval.collection import run_collection
 
     if command.model:
         raise ClipModuleError(f"suite {command.name!r}: give `model` or `models`, not both")
-    models = expand_models(list(command.models))
-    output = check_output_dir(command.output, [f"{command.name}{suffix}" for suffix in (".md", ".json", ".png")])
     _check_tracking(command.tracking)
-    results = []
-    for model in models:
-        fingerprint = model_fingerprint(model)
-        network, preprocess = _load_model(model, command.tokenizer_folder)
-        with _progress() as progress:
-            run = run_suite(network, preprocess, command, progress, model_id=fingerprint,
-                            store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
-        groups = grouped_averages(run.rows)
-        metrics = group_metrics(groups)
-        for row in run.rows:
-            metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
-        run_id = log_to_mlflow(command.tracking, f"suite:{command.name}:{Path(model).name or model}",
-                               {"task": "suite", "suite": command.name, "model": model, "model_sha": fingerprint},
-                               metrics, {"results_json": str((output / f"{command.name}.json").resolve())})
-        results.append({"model": model, "model_sha": fingerprint, "rows": run.rows, "groups": groups,
-                        "missing": run.missing, "failed": run.failed, "reused": run.reused, "mlflow_run_id": run_id})
-    title = f"{command.name}: {len(models)} models"
-    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
-    plot_scores(results, output / f"{command.name}.png", title)
-    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results)
-    write_json(output / f"{command.name}.json", record)
-    print(f"results: {output / (command.name + '.md')}, .json, .png")
-    return record
+    return run_collection(command, lambda model: _load_model(model, command.tokenizer_folder), _progress)
 
 
 def _card_of(command: ConceptsCommand, model: str | None) -> Path:
@@ -365,24 +344,14 @@ def _card_of(command: ConceptsCommand, model: str | None) -> Path:
 
 def run_concepts_command(command: ConceptsCommand) -> dict[str, Any]:
     """Reads the result, follows the model's data card, counts class names before/after balancing, fits, writes."""
-    from clipmodule.eval.concepts import (
-        captions,
-        card_work_dir,
-        concept_markdown,
-        concept_plot,
-        concept_report,
-        zeroshot_result,
-    )
+    from clipmodule.eval.concepts import class_counts, concept_markdown, concept_plot, counts_report, zeroshot_result
     from clipmodule.eval.results import check_output_file, write_json, write_text
 
     result = zeroshot_result(command.result, command.row)
     stem = Path(command.output or Path("eval_results") / f"concepts-{_slug(str(result['name'] or 'result'))}")
     check_output_file(stem.with_suffix(".json"))
     card = _card_of(command, result["model"])
-    work = card_work_dir(card, command.work_dir)
-    balanced = work / "balanced"
-    report = concept_report(result, captions(work / "matched"), captions(balanced) if balanced.is_dir() else None,
-                            command.rare)
+    report = counts_report(result, class_counts(card, command.work_dir, result["classnames"]), command.rare)
     report["card"] = str(card)
     write_json(stem.with_suffix(".json"), report)
     write_text(stem.with_suffix(".md"), concept_markdown(report, card))

@@ -7,11 +7,16 @@ sorted order). Each model runs the suite's rows as a single-model suite does, it
                           then the grouped averages of each model
     <output>/<name>.json  every model's rows, groups, missing/failed rows and fingerprint
     <output>/<name>.png   the scores as grouped bars: per task (and group average), one bar per model
+
+The files are written before anything is logged to MLflow (one run per model), as a single suite does: an
+unreachable tracking server must not lose hours of results. The JSON is written again with the runs' ids.
 """
 
 from __future__ import annotations
 
 import glob
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +129,50 @@ def plot_scores(results: list[dict[str, Any]], path: str | Path, title: str) -> 
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def _model_result(command: Any, model: str, load_model: Callable, progress: Callable, output: Path) -> dict[str, Any]:
+    """One model's suite run (`suite.run_suite`, resuming from the shared per-task records) and its metrics."""
+    from clipmodule.eval.groups import group_metrics, grouped_averages
+    from clipmodule.eval.results import model_fingerprint, model_identity
+    from clipmodule.eval.suite import run_suite
+    from clipmodule.tracking.mlflow import numeric_metrics
+
+    fingerprint = model_fingerprint(model)
+    network, preprocess = load_model(model)
+    identity = model_identity(fingerprint, network)
+    with progress() as bar:
+        run = run_suite(network, preprocess, command, bar, model_id=identity,
+                        store=output / f"{command.name}.tasks", say=lambda line: print(line, file=sys.stderr))
+    groups = grouped_averages(run.rows)
+    metrics = group_metrics(groups)
+    for row in run.rows:
+        metrics.update(numeric_metrics(row["metrics"], prefix=f"{row['name']}/"))
+    return {"model": model, "model_sha": fingerprint, "model_id": identity, "rows": run.rows, "groups": groups,
+            "missing": run.missing, "failed": run.failed, "reused": run.reused, "metrics": metrics}
+
+
+def run_collection(command: Any, load_model: Callable, progress: Callable) -> dict[str, Any]:
+    """Every model of `command.models` through the suite `command` (a `cli.SuiteCommand`); `load_model(model)` gives
+    (network, preprocess), `progress()` a progress context. Writes the table, plot and JSON, then one MLflow run per
+    model, then the JSON again with the runs' ids; returns the record."""
+    from clipmodule.eval.results import check_output_dir, make_record, write_json, write_text
+    from clipmodule.tracking.mlflow import log_to_mlflow
+
+    models = expand_models(list(command.models))
+    output = check_output_dir(command.output, [f"{command.name}{suffix}" for suffix in (".md", ".json", ".png")])
+    results = [_model_result(command, model, load_model, progress, output) for model in models]
+    metrics = [result.pop("metrics") for result in results]
+    title = f"{command.name}: {len(models)} models"
+    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
+    plot_scores(results, output / f"{command.name}.png", title)
+    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results)
+    path = write_json(output / f"{command.name}.json", record)
+    for result, values in zip(results, metrics):
+        result["mlflow_run_id"] = log_to_mlflow(
+            command.tracking, f"suite:{command.name}:{Path(result['model']).name or result['model']}",
+            {"task": "suite", "suite": command.name, "model": result["model"], "model_sha": result["model_sha"]},
+            values, {"results_json": str(Path(path).resolve())})
+    write_json(path, record)
+    print(f"results: {output / (command.name + '.md')}, .json, .png")
+    return record

@@ -10,6 +10,9 @@ name each class (the log-linear trend of Udandarao et al. 2024, "No 'zero-shot' 
 3. counts each class name in the captions the card's curation run matched (`<work_dir>/matched/*.parquet`, before
    balancing) and kept (`<work_dir>/balanced/*.parquet`, after), with the matching rule `curation match` uses
    (`clipformats.matching`: the same normalisation and word boundaries; clipmodule does not import curation);
+   where the captions are gone, the balance stage's counts per query (`balanced.counts.parquet`) give the class
+   names that are queries their counts, else the card's head (its most matched queries) those among them
+   (`class_counts`); a class list none of these counts stops with one line;
 4. fits recall = a + b·log10(count) over the classes the data showed, lists the classes it never showed and those
    it showed fewer than `--rare` times, and writes `<output>.md`, `.json` and a `.png` scatter with the fit.
 """
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from clipformats.matching import count_matches
+from clipformats.curation_outputs import BALANCE_COUNTS, BALANCED, MATCHED
+from clipformats.matching import boundary_key, count_matches
 from clipmodule.errors import ClipModuleError
 
 
@@ -77,20 +81,67 @@ def find_card(cards: str | Path, content_hash: str) -> Path:
     raise ClipModuleError(f"{folder}: no data card with content_hash {content_hash} (the run's data_card_hash)")
 
 
+def _work_candidates(card: Path, work_dir: str | None) -> list[Path]:
+    if work_dir is not None:
+        return [Path(work_dir)]
+    named = (_read_json(card, "data card").get("lineage") or {}).get("work_dir")
+    if not named:
+        raise ClipModuleError(f"{card}: the card names no work_dir (lineage.work_dir); pass --work_dir")
+    return [Path(named), card.resolve().parent.parent / named]
+
+
 def card_work_dir(card: Path, work_dir: str | None = None) -> Path:
     """The curation work folder of the card's run (`lineage.work_dir`, relative to where curation ran: tried from
     here and from the card's parent folder), or `work_dir` when given."""
-    if work_dir is not None:
-        candidates = [Path(work_dir)]
-    else:
-        named = (_read_json(card, "data card").get("lineage") or {}).get("work_dir")
-        if not named:
-            raise ClipModuleError(f"{card}: the card names no work_dir (lineage.work_dir); pass --work_dir")
-        candidates = [Path(named), card.resolve().parent.parent / named]
+    candidates = _work_candidates(card, work_dir)
     for folder in candidates:
-        if (folder / "matched").is_dir():
+        if (folder / MATCHED).is_dir():
             return folder
     raise ClipModuleError(f"{candidates[0]}: no matched/ folder of the card's curation run; pass --work_dir")
+
+
+def query_counts(path: Path) -> dict[str, tuple[int, int]]:
+    """{term in its matching form: (rows matched, rows kept)} of a `balanced.counts.parquet` (curation's balance)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["term", "matched", "kept"])
+    except (OSError, KeyError, ValueError) as error:
+        raise ClipModuleError(f"{path}: not a table of counts per query ({str(error).splitlines()[0]})") from None
+    return {boundary_key(str(term)): (int(matched), int(kept)) for term, matched, kept in
+            zip(table["term"].to_pylist(), table["matched"].to_pylist(), table["kept"].to_pylist()) if term}
+
+
+def class_counts(card: Path, work_dir: str | None, names: list[str]) -> dict[str, Any]:
+    """Each class name's training captions, before and after balancing: counted in the captions of the card's
+    curation folder (`matched/`, `balanced/`) when they are there; else read from the counts per query the balance
+    stage kept beside them (`balanced.counts.parquet`: a class name that is not a query has no count there, None);
+    else from the card's own head (its most matched queries: the class names below it have no count); a class
+    list none of these counts is one line naming what is missing. {matched, kept (None: no balanced captions),
+    source}."""
+    candidates = _work_candidates(card, work_dir)
+    for folder in candidates:
+        if (folder / MATCHED).is_dir():
+            balanced = folder / BALANCED
+            return {"matched": count_matches(names, captions(folder / MATCHED)), "source": "captions",
+                    "kept": count_matches(names, captions(balanced)) if balanced.is_dir() else None}
+    counts, source = None, "query counts"
+    for folder in candidates:
+        if (folder / BALANCE_COUNTS).is_file():
+            counts = query_counts(folder / BALANCE_COUNTS)
+            break
+    if counts is None:  # the card's own head: its most matched queries, nothing below them
+        head = (_read_json(card, "data card").get("balance") or {}).get("head") or []
+        counts, source = {boundary_key(str(entry.get("term", ""))): (int(entry["matched"]), int(entry["kept"]))
+                          for entry in head if isinstance(entry, dict) and "matched" in entry and "kept" in entry
+                          and entry.get("term")}, "card head"
+    found = [counts.get(boundary_key(name)) for name in names]
+    if all(pair is None for pair in found):
+        raise ClipModuleError(f"{candidates[0]}: the card's curation folder holds neither its matched/ captions nor "
+                              f"its {BALANCE_COUNTS}, and no class name is among the card's {len(counts)} most "
+                              "matched queries; pass --work_dir")
+    return {"matched": [pair and pair[0] for pair in found], "kept": [pair and pair[1] for pair in found],
+            "source": source}
 
 
 def captions(folder: Path) -> list[str]:
@@ -109,10 +160,11 @@ def captions(folder: Path) -> list[str]:
     return texts
 
 
-def log_linear_fit(counts: list[int], recalls: list[float | None]) -> dict[str, float] | None:
+def log_linear_fit(counts: list[int | None], recalls: list[float | None]) -> dict[str, float] | None:
     """Least squares recall = intercept + slope·log10(count) over the classes with a count and a recall, and the
     Pearson correlation; None with fewer than two distinct counts."""
-    pairs = [(np.log10(count), recall) for count, recall in zip(counts, recalls) if count > 0 and recall is not None]
+    pairs = [(np.log10(count), recall) for count, recall in zip(counts, recalls)
+             if count is not None and count > 0 and recall is not None]
     if len({x for x, _ in pairs}) < 2:
         return None
     x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
@@ -122,30 +174,45 @@ def log_linear_fit(counts: list[int], recalls: list[float | None]) -> dict[str, 
 
 
 def concept_report(result: dict[str, Any], before: list[str], after: list[str] | None, rare: int) -> dict[str, Any]:
-    """Per-class counts before/after balancing beside the recall, the fit (on the counts the model trained on:
-    after balancing when known) and the never/rarely shown classes."""
+    """`counts_report` on the counts of the class names in the captions `before` and `after` balancing."""
     names = result["classnames"]
-    matched = count_matches(names, before)
-    kept = count_matches(names, after) if after is not None else None
+    return counts_report(result, {"matched": count_matches(names, before), "source": "captions",
+                                  "kept": count_matches(names, after) if after is not None else None}, rare)
+
+
+def counts_report(result: dict[str, Any], counts: dict[str, Any], rare: int) -> dict[str, Any]:
+    """Per-class counts before/after balancing (`class_counts`; None: unknown) beside the recall, the fit (on the
+    counts the model trained on: after balancing when known) and the never/rarely shown classes."""
+    names, matched, kept = result["classnames"], counts["matched"], counts["kept"]
     trained = kept if kept is not None else matched
     classes = [{"class": name, "matched": matched[i], **({"kept": kept[i]} if kept is not None else {}),
                 "recall": result["recall"][i], **({"test_images": result["count"][i]} if result["count"] else {})}
                for i, name in enumerate(names)]
     return {"result": result["name"], "model": result["model"], "classes": classes,
             "fit": log_linear_fit(trained, result["recall"]), "fit_on": "kept" if kept is not None else "matched",
+            "counted_in": counts.get("source", "captions"),
             "never": [name for name, count in zip(names, trained) if count == 0],
-            "rare": [name for name, count in zip(names, trained) if 0 < count < rare], "rare_below": rare}
+            "rare": [name for name, count in zip(names, trained) if count is not None and 0 < count < rare],
+            "unknown": [name for name, count in zip(names, trained) if count is None], "rare_below": rare}
 
 
 def _percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
+def _count(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
 def concept_markdown(report: dict[str, Any], card: Path) -> str:
     fit, on = report["fit"], report["fit_on"]
     lines = [f"# Concepts the data taught: {report['result']}", "",
              f"Model {report['model']}, trained on the data of {card}. Counts: training captions naming the class "
-             "(curation's matching rule), matched before balancing and kept after.", ""]
+             "(curation's matching rule), matched before balancing and kept after"
+             + {"captions": ".", "query counts": f" (from the balance stage's counts per query, {BALANCE_COUNTS}: "
+                "the captions are gone; a class name that is not a query has no count).",
+                "card head": " (from the card's head, its most matched queries: the curation folder is gone; the "
+                "classes below the head have no count)."}[report.get("counted_in", "captions")], ""]
     if fit is None:
         lines.append("No fit: fewer than two distinct counts among the classes the data showed.")
     else:
@@ -153,10 +220,11 @@ def concept_markdown(report: dict[str, Any], card: Path) -> str:
                      f"{100 * fit['intercept']:.1f} + {100 * fit['slope']:.1f} · log10(count) (percent), "
                      f"Pearson r = {fit['pearson_r']:.2f}.")
     lines += ["", f"Never shown: {', '.join(report['never']) or 'none'}.",
-              f"Rarely shown (fewer than {report['rare_below']}): {', '.join(report['rare']) or 'none'}.", "",
+              f"Rarely shown (fewer than {report['rare_below']}): {', '.join(report['rare']) or 'none'}.",
+              *([f"No count (not a query): {', '.join(report['unknown'])}."] if report.get("unknown") else []), "",
               "| class | matched | kept | recall (%) | test images |", "|---|---|---|---|---|"]
-    for entry in sorted(report["classes"], key=lambda item: -item.get("kept", item["matched"])):
-        lines.append(f"| {entry['class']} | {entry['matched']} | {entry.get('kept', '')} | "
+    for entry in sorted(report["classes"], key=lambda item: -(item.get("kept", item["matched"]) or -1)):
+        lines.append(f"| {entry['class']} | {_count(entry['matched'])} | {_count(entry.get('kept'))} | "
                      f"{_percent(entry['recall'])} | {entry.get('test_images', '')} |")
     return "\n".join(lines) + "\n"
 
@@ -170,7 +238,7 @@ def concept_plot(report: dict[str, Any], path: Path) -> Path:
 
     key = report["fit_on"]
     points = [(entry[key] or 0.5, 100 * entry["recall"], entry["class"]) for entry in report["classes"]
-              if entry["recall"] is not None]
+              if entry["recall"] is not None and entry[key] is not None]
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     axes.scatter([p[0] for p in points], [p[1] for p in points], s=18)
     for x, y, name in points if len(points) <= 40 else []:

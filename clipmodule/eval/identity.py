@@ -6,6 +6,10 @@ and the size and modification time of every local file behind it: the item files
 copy, the annotation and array files its reader expects (CIFAR's batches, MNIST's idx files, ClassName.txt
 …). Nothing is read whole, so it costs one stat per file; a file replaced, rewritten, added to the split or
 removed from it changes the identity. Remote shards are identified by their size and ETag / version.
+
+`spec_inputs(spec)` hashes, by content, the files a row names beside its data (its template and class-name
+files): they join the row's resume key (`results.task_key`), so an edited template file at the same path is
+never answered with the result of the old one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clipformats import files as content
 from clipmodule.data import remote
 from clipmodule.eval.readers import BenchmarkDataset, reader
 from clipmodule.eval.readers.images import ArrayImage, CropImage, FileSlice, H5Image
@@ -98,3 +103,18 @@ def data_identity(datasets: tuple) -> str:
     for dataset in datasets:
         _update(digest, dataset)
     return f"data:{digest.hexdigest()}"
+
+
+SPEC_FILES = ("templates", "classnames")
+"""A row's fields that may name a file read beside its data."""
+
+
+def spec_inputs(spec: Any) -> dict[str, str]:
+    """{field: sha256 of the file it names} for the row's template and class-name files (names of shipped
+    lists, `imagenet` or `openai`, name no file and are left out)."""
+    found = {}
+    for name in SPEC_FILES:
+        value = getattr(spec, name, None)
+        if isinstance(value, str) and value and Path(value).is_file():
+            found[name] = content.sha256_file(value)
+    return found

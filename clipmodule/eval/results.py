@@ -66,8 +66,16 @@ RECORD_FORMAT = 3  # bump when a metric's definition changes: older per-task rec
 
 def model_fingerprint(model: str) -> str:
     """What identifies the model's weights: the sha256 of a checkpoint file, of a folder's files (a hub
-    folder) in name order, or the model name itself when it names locally cached weights."""
+    folder) in name order; a model name is fingerprinted by the local weights `load` reads for it (the name
+    itself only when it names none: `load` then fails)."""
     path = Path(model)
+    if not path.exists():
+        from clipmodule.api import local_weights
+
+        try:
+            path = local_weights(model, "")
+        except ClipModuleError:
+            return f"name:{model}"
     if path.is_file():
         return f"sha256:{files.sha256_file(path)}"
     if path.is_dir():
@@ -77,11 +85,31 @@ def model_fingerprint(model: str) -> str:
     return f"name:{model}"
 
 
-def task_key(model: str, spec: dict[str, Any], options: dict[str, Any]) -> str:
-    """The key of one finished task: the model's fingerprint, the task spec (its data, class names,
-    templates; not its row name) and the options that change its result (the probe's), hashed."""
+TOKENIZER_FILES = ("tokenizer*.json", "special_tokens_map.json", "*.model", "vocab*", "merges*")
+"""The files of a tokenizer folder that decide the ids (`hf_tokenizer`; sentencepiece models)."""
+
+
+def model_identity(fingerprint: str, network: Any) -> str:
+    """What a stored result's model is: the weights' `fingerprint` and, beside it, what loading added to them: the
+    architecture config and preprocessing read from files beside the weights, and the tokenizer files the text is
+    encoded with (`--tokenizer_folder`, a tokenizer.json beside the weights) hashed by content."""
+    from clipmodule.api import tokenizer_spec
+
+    folder = tokenizer_spec(network).folder
+    tokenizer = sorted(f"{item.name}:{files.sha256_file(item)}" for pattern in TOKENIZER_FILES
+                       for item in (Path(folder).glob(pattern) if folder else []) if item.is_file())
+    setup = {"config": getattr(network, "config", None), "preprocess": getattr(network, "preprocess_cfg", None),
+             "tokenizer": tokenizer}
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    return f"{fingerprint}+setup:{digest}"
+
+
+def task_key(model: str, spec: dict[str, Any], options: dict[str, Any], inputs: dict[str, str] | None = None) -> str:
+    """The key of one finished task: the model's identity, the task spec (its data, class names, templates,
+    language, few-shot k; not its row name), the options that change its result (the probe's, its seed included)
+    and the content of the files the spec names (`inputs`: {field: sha256}, `identity.spec_inputs`), hashed."""
     identity = {"format": RECORD_FORMAT, "model": model, "spec": {k: v for k, v in spec.items() if k != "name"},
-                "options": options}
+                "options": options, **({"inputs": inputs} if inputs else {})}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -14,9 +14,10 @@ shipped data (`eval.names`) by the dataset's name. `clipmodule eval suite -c sui
 
 - checks every row's options first (an unknown task or a missing template file stops it before any work);
 - says which datasets cannot be opened (missing or incomplete on disk), one line each, and runs the rest;
-- skips a task already finished for the same model and data: each task's record is written atomically to
-  `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`), so a suite that crashed resumes
-  where it stopped;
+- skips a task already finished for the same model, data and inputs (template and class-name files by
+  content, `identity.spec_inputs`; the model's weights, config and tokenizer, `results.model_identity`): each
+  record is written atomically to `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`),
+  so a suite that crashed resumes where it stopped;
 - computes a dataset's image features once for all the tasks reading it (`tasks.FeatureCache`);
 - writes `<output>/<name>.md` and `.json` with DataComp-style grouped averages (`eval.groups`) and logs one
   MLflow run whose metrics are `<row name>/<metric>` and `avg/<group>`.
@@ -34,7 +35,7 @@ from typing import Any
 from clipformats.webdataset import is_shard_spec
 from clipmodule.errors import ClipModuleError, one_line
 from clipmodule.eval.groups import grouped_averages, main_metric, markdown_lines
-from clipmodule.eval.identity import data_identity
+from clipmodule.eval.identity import data_identity, spec_inputs
 from clipmodule.eval.languages import expand_languages, language_lines
 from clipmodule.eval.metrics import DETAIL
 from clipmodule.eval.options import LinearProbeOptions, LoaderOptions, SuiteConfig, TaskSpec
@@ -144,7 +145,8 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     config = replace(config, tasks=expand_languages(config.tasks))  # a row per language it lists
     _check_rows(config)
     run, cache, pending = SuiteRun(), FeatureCache(), {}
-    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config))
+    inputs = {spec.label(): spec_inputs(spec) for spec in config.tasks}  # template / class-name files, by content
+    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config), inputs[spec.label()])
             for spec in config.tasks}
     identities: dict[str, str] = {}
     stored: dict[str, dict[str, Any]] = {}  # the metrics of rows reused from their records
@@ -174,7 +176,7 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
                                cache)
             if store is not None:
                 record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}),
-                                     data=identities[label])
+                                     data=identities[label], inputs=inputs[label])
                 write_json(task_record_path(store, keys[label]), record)
             run.rows.append(_row(spec, metrics, identities.get(label)))
         elif label in run.reused:

@@ -16,7 +16,8 @@ The dataset classes are one family (`items`: `LabelledImages`, `CaptionedImages`
 `arrays` (CIFAR, MNIST, STL-10, SVHN, PCam, FER2013), `folders` (EuroSAT, RESISC45, Caltech-101, Country211,
 Rendered SST2, GTSRB, SUN397), `lists` (Food-101, Flowers-102, DTD, Pets, FGVC-Aircraft, Stanford Cars),
 `imagenet` (ImageNet-1k, V2, Sketch, A, R, ObjectNet), `voc`, `retrieval` (Flickr8k/30k, MS-COCO),
-`wds`, `wilds` (iWildCam, Camelyon17, FMoW with their metadata), `winogavil`, `faces` (FairFace, UTKFace),
+`wds`, `wilds` (iWildCam, Camelyon17, FMoW with their metadata), `geodiverse` (Dollar Street, GeoDE with their
+groups), `winogavil`, `faces` (FairFace, UTKFace),
 `selection` (SugarCrepe, Winoground, ARO: image-caption selection), `multilingual` (XTD-10/200, Flickr30k-200,
 Crossmodal-3600, Babel-ImageNet: one split per language). `table()` gives the README's dataset table.
 """
@@ -27,6 +28,7 @@ from clipmodule.eval.readers import (  # noqa: F401 (imported to register their 
     arrays,
     faces,
     folders,
+    geodiverse,
     imagenet,
     lists,
     multilingual,

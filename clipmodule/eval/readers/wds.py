@@ -11,13 +11,17 @@
 Named `wds` or `wds/<name>` (CLIP_benchmark's `wds/vtab/cifar10` …). The tars are indexed (headers only,
 the reader training uses) and read by offset, so the set has a length and any worker can read any item.
 A shard that is truncated or corrupt is refused by name: a benchmark number on part of a test set would be
-a different benchmark. `.npy` labels are read with numpy's pickle-free loader.
+a different benchmark. `.npy` labels and metadata are read without pickle: the header by numpy's own parser, once
+per distinct header (a copy's samples share one), the values straight from the bytes. Indexing opens each shard
+once (not once per sample member).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -61,15 +65,44 @@ def _read(path: Path, offset: int, size: int) -> bytes:
         return handle.read(size)
 
 
+@functools.lru_cache(maxsize=64)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, Fortran order) of an `.npy` header (magic, version, length, dict), by numpy's own parser."""
+    handle = io.BytesIO(header)
+    version = np.lib.format.read_magic(handle)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(handle)
+    if dtype.hasobject:
+        raise ValueError("an object array (pickled) is not read")
+    return dtype, tuple(shape), fortran
+
+
+def npy_values(data: bytes) -> np.ndarray:
+    """The flat values of one `.npy` file's bytes, as `np.load(allow_pickle=False).reshape(-1)` gives them."""
+    if data[:6] != b"\x93NUMPY" or len(data) < 10:
+        raise ValueError("not an .npy file")
+    start = 10 + int.from_bytes(data[8:10], "little") if data[6] == 1 else 12 + int.from_bytes(data[8:12], "little")
+    dtype, shape, fortran = _npy_header(bytes(data[:start]))
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) < start + count * dtype.itemsize:
+        raise ValueError("the .npy data is shorter than its header says")
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=start)
+    return values.reshape(shape[::-1]).T.reshape(-1) if fortran and len(shape) > 1 else values
+
+
+def _member(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(size)
+
+
 def _target(task: str, fields: dict[str, bytes], where: str, classes: int):
     try:
         if task == "retrieval":
             return [line.strip() for line in fields["txt"].decode("utf-8").splitlines() if line.strip()]
         if task == "attributes":  # DataComp's FairFace/UTKFace: [age, gender, race, race_binary]
-            vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
-            return [int(value) for value in vector]
+            return [int(value) for value in npy_values(fields["npy"])]
         if task == "multilabel":
-            vector = np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)
+            vector = npy_values(fields["npy"])
             if len(vector) != classes:  # a vector over another class list: classnames.txt gained or lost a line
                 raise ClipModuleError(f"{where}: its npy label vector has {len(vector)} entries but classnames.txt "
                                       f"lists {classes} classes")
@@ -91,7 +124,7 @@ def _complete(shard: Path) -> bool:
 def _metadata(fields: dict[str, bytes], where: str) -> list[int]:
     """A classification sample's `.npy` metadata vector (DataComp's WILDS and fairness copies: region, income…)."""
     try:
-        return [int(value) for value in np.asarray(np.load(io.BytesIO(fields["npy"]), allow_pickle=False)).reshape(-1)]
+        return [int(value) for value in npy_values(fields["npy"])]
     except (ValueError, OSError, TypeError) as error:
         raise ClipModuleError(f"{where}: unreadable npy metadata ({error})") from None
 
@@ -104,14 +137,15 @@ def _items(shard: Path, task: str, classes: int, metadata: list[list[int]]) -> l
         raise ClipModuleError(f"{shard}: truncated or corrupt shard{reason}; fetch it again")
     wanted = TARGET_FIELDS[task]
     items = []
-    for key, members in zip(index.keys, index.members):
-        where, image = f"{shard}:{key}", image_field(members)
-        if image is None or wanted not in members:
-            raise ClipModuleError(f"{where}: sample lacks an image (webp|png|jpg|jpeg) or its '{wanted}' field")
-        target = _target(task, {wanted: _read(shard, *members[wanted])}, where, classes)
-        items.append((FileSlice(str(shard), *members[image]), target))
-        if task == "zeroshot_classification" and "npy" in members:
-            metadata.append(_metadata({"npy": _read(shard, *members["npy"])}, where))
+    with shard.open("rb") as handle:  # one open per shard: a set of 60k samples is not 120k opens
+        for key, members in zip(index.keys, index.members):
+            where, image = f"{shard}:{key}", image_field(members)
+            if image is None or wanted not in members:
+                raise ClipModuleError(f"{where}: sample lacks an image (webp|png|jpg|jpeg) or its '{wanted}' field")
+            target = _target(task, {wanted: _member(handle, *members[wanted])}, where, classes)
+            items.append((FileSlice(str(shard), *members[image]), target))
+            if task == "zeroshot_classification" and "npy" in members:
+                metadata.append(_metadata({"npy": _member(handle, *members["npy"])}, where))
     return items
 
 

@@ -1,9 +1,15 @@
 """WinoGAViL (Bitton et al. 2022): a cue word, 5 to 12 candidate images, and the k of them people associated with
 the cue. Read from the copy of its Hugging Face release (`nlphuji/winogavil`, the data DataComp evaluates):
 
-    winogavil/winogavil_dataset.csv      columns cue, candidates, associations (lists of image names, as JSON
-                                         or Python list literals), one row per game
-    winogavil/winogavil_images/<name>.jpg  one image per candidate name
+    winogavil/winogavil_dataset.csv      columns candidates, cue, associations (lists of image names, as JSON
+                                         or Python list literals), score_fool_the_ai, num_associations,
+                                         annotation_index, num_candidates, solvers_jaccard_mean,
+                                         solvers_jaccard_std, ID; one row per game
+    winogavil/winogavil_images/<name>.jpg  one image per candidate name (`winogavil_images.zip`, unpacked)
+
+(checked against the release's loading script, `winogavil.py` of the Hugging Face dataset: the CSV's lists are
+JSON, the images `winogavil_images/<name>.jpg`; DataComp's `eval_utils/wino_eval.py` reads it through it). Where
+the row states `num_associations` / `num_candidates`, they must agree with its lists.
 
 `AssociationSet` holds each distinct image once (its items, read like any image set) and the games as indices
 into them, so a model encodes an image once however many games show it (`tasks.association`).
@@ -64,6 +70,10 @@ def _game(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> 
         reason = f"association {stray[0]!r} is not a candidate" if stray else (
             "no associations" if not associations else "a candidate is listed twice")
         raise ClipModuleError(f"{path}:{line}: {reason}")
+    for column, names in (("num_associations", associations), ("num_candidates", candidates)):
+        stated = (row.get(column) or "").strip()
+        if stated and stated.replace(".0", "") != str(len(names)):
+            raise ClipModuleError(f"{path}:{line}: {column} is {stated} but the row lists {len(names)}")
     for name in candidates:
         index.setdefault(name, len(index))
     return Game(row["cue"].strip(), tuple(index[name] for name in candidates),

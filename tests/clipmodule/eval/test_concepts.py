@@ -94,3 +94,39 @@ def test_the_card_is_found_through_the_fit_runs_data_card_hash(lab, capsys):
             uri, "--output", str(lab / "found")]
     assert clipmodule(argv) == 0, capsys.readouterr().err
     assert json.loads((lab / "found.json").read_text())["card"].endswith("shapes.json")
+
+
+def test_without_the_captions_the_balance_stages_counts_per_query_serve_else_one_line(lab, capsys):
+    import shutil
+
+    for folder in ("matched", "balanced"):  # the curation folder was cleaned up after the card was written
+        shutil.rmtree(lab / "work" / folder)
+    pq.write_table(pa.table({"id": [0, 1, 2, 3], "term": ["Circle", "square", "triangle", "photo"],
+                             "matched": [40, 8, 2, 50], "kept": [10, 8, 2, 10]}),
+                   lab / "work" / "balanced.counts.parquet")
+    out = lab / "out" / "counts"
+    argv = ["eval", "concepts", "--result", str(lab / "zs.json"), "--cards", str(lab / "cards"), "--data_card_hash",
+            "abc123", "--output", str(out), "--rare", "5"]
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    counts = {entry["class"]: (entry["matched"], entry["kept"]) for entry in report["classes"]}
+    assert counts == {"circle": (40, 10), "square": (8, 8), "triangle": (2, 2), "cross": (None, None)}
+    assert report["counted_in"] == "query counts" and report["unknown"] == ["cross"] and report["never"] == []
+    assert report["rare"] == ["triangle"] and report["fit"]["classes"] == 3
+    assert "No count (not a query): cross." in out.with_suffix(".md").read_text()
+    (lab / "work" / "balanced.counts.parquet").unlink()  # the work folder is gone too: the card's head is left
+    card = json.loads((lab / "cards" / "shapes.json").read_text())
+    card["balance"] = {"head": [{"term": "a", "matched": 55, "kept": 20}, {"term": "circle", "matched": 40,
+                                                                          "kept": 10}]}
+    (lab / "cards" / "shapes.json").write_text(json.dumps(card))
+    assert clipmodule(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["counted_in"] == "card head" and report["unknown"] == ["square", "triangle", "cross"]
+    assert report["classes"][0]["kept"] == 10 and report["fit"] is None
+    card["balance"]["head"] = card["balance"]["head"][:1]  # no class among the head: nothing to count
+    (lab / "cards" / "shapes.json").write_text(json.dumps(card))
+    assert clipmodule(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("the card's curation folder holds neither its matched/ captions nor its balanced.counts"
+                        ".parquet, and no class name is among the card's 1 most matched queries; pass --work_dir")
+    assert len(err.splitlines()) == 1 and str(lab / "work") in err
