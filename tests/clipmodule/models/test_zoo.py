@@ -4,8 +4,12 @@ hub folder with open_clip's outputs on the same random weights.
 Towers are cut down so each case takes a fraction of a second: our towers (ViT, ModifiedResNet, text transformer) to
 one block of two heads at their head width; timm trunks to one block (a keyword timm's constructors take, passed
 to both builds); Hugging Face text towers are built from a tiny config.json the test writes (mT5, NLLB's M2M100,
-RoBERTa, XLM-R). Every open_clip-built tower (not timm's) runs numerically for every config; for timm trunks one
-representative per tower family and head (the trunk is timm's code in both builds, our part is the head around it).
+RoBERTa, XLM-R). Every config runs numerically: each open_clip-built tower (not timm's) once per distinct cut-down
+config, and each of the 78 timm-tower configs by itself (timm's keywords cut the trunk, e.g. `depth=1`; open_clip
+passes no keywords of its own, so `timm.create_model` is patched for both builds alike). Our `-quickgelu` twins and
+small configs are compared too; every registered name is output-checked or listed in NOT_OUTPUT_CHECKED with its
+reason (only CoCa). Released sizes are checked on the meta device (parameter counts), HF text towers in
+test_hf_text_zoo.py.
 """
 
 import copy
