@@ -154,6 +154,10 @@ def _assert_same_outputs(name, tmp_path, **top):
     with torch.no_grad():
         assert (ours.encode_image(images) - theirs.encode_image(images)).abs().max() <= TOL, name
         assert (ours.encode_text(text) - theirs.encode_text(text)).abs().max() <= TOL, name
+    for key in ("logit_scale", "logit_bias"):  # SigLIP's bias too: present in both or in neither, same value
+        mine, their = getattr(ours, key, None), getattr(theirs, key, None)
+        assert (mine is None) == (their is None), (name, key)
+        assert mine is None or torch.equal(mine.detach().flatten(), their.detach().flatten()), (name, key)
 
 
 def _cut_cases():
