@@ -6,7 +6,8 @@ own top folder may be it or sit inside it). Label maps become class indices with
     pascal_context_59  VOCdevkit/VOC2010/{JPEGImages, SegmentationClassContext/<id>.png,
     pascal_context_60  ImageSets/SegmentationContext/<split>.txt}: the label PNGs mmsegmentation's converter
                        writes from the release's trainval_merged.json (0 = background, 1..59 the classes);
-                       the 59-class set ignores the background, the 60-class set keeps it as class 0
+                       the 59-class set ignores the background, the 60-class set keeps it as class 0; or the
+                       original release's VOC2010/trainval/<id>.mat LabelMaps (`pascal_context_mat`)
     ade20k             ADEChallengeData2016/{images,annotations}/<split>/<name>.{jpg,png}; 0 ("other") ignored,
                        1..150 -> 0..149; splits `validation` (default; `val` too) and `training`
     coco_stuff         {images,annotations}/<split>2017/<name>.{jpg,png} (the stuffthingmaps release: COCO ids
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from clipmodule.data.name_files import ASSETS
+from clipmodule.eval.readers import pascal_context_mat as context_mat
 from clipmodule.eval.readers.base import MissingData
 from clipmodule.eval.readers.segmentation import IGNORE_INDEX, SegmentationSet
 
@@ -78,6 +80,14 @@ def _voc(root: Path, split: str) -> SegmentationSet:
 def _context(root: Path, split: str, classes: int) -> SegmentationSet:
     folder = _find(root, "VOCdevkit/VOC2010", "VOC2010", ".")
     name = f"pascal_context_{classes}"
+    mat_folder = context_mat.find_mat_folder(root, folder)
+    if mat_folder is not None and not (folder / "SegmentationClassContext").is_dir():  # the original release
+        names = _names("pascal_context_59.txt")
+        return SegmentationSet(name, names if classes == 59 else ["background", *names],
+                               context_mat.mat_items(folder, mat_folder, split, name),
+                               background_index=None if classes == 59 else 0,
+                               decode=context_mat.context_decoder(context_mat.context_59_ids(mat_folder), classes),
+                               split=split, read_labels=context_mat.read_label_map)
     items = _id_list(folder, "JPEGImages", "SegmentationClassContext",
                      folder / "ImageSets/SegmentationContext" / f"{split}.txt", name)
     names = _names("pascal_context_59.txt")

@@ -29,10 +29,15 @@ def _identity(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def read_png_labels(path: str) -> np.ndarray:
+    with Image.open(path) as png:  # a palette PNG's indices, not its colours
+        return np.asarray(png, dtype=np.int64)
+
+
 @dataclass
 class SegmentationSet:
     """Images and their label maps, read lazily. `items[i]` is (image: a file path or a PIL image, labels: a file
-    path of a label PNG or an [H, W] array); `decode` maps a label PNG's values to class indices (255: ignored)."""
+    path of a label file or an [H, W] array); `decode` maps a label file's values to class indices (255: ignored)."""
 
     name: str
     classnames: list[str]
@@ -43,6 +48,8 @@ class SegmentationSet:
     ignore_index: int = IGNORE_INDEX
     split: str | None = None
     task: str = "segmentation"
+    read_labels: Callable[[str], np.ndarray] = read_png_labels
+    """Reads a label file's raw values (a PNG's; Pascal Context's release: a .mat file's LabelMap)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -52,8 +59,7 @@ class SegmentationSet:
         try:
             image = load_image(image) if isinstance(image, str) else image
             if isinstance(labels, str):
-                with Image.open(labels) as png:  # a palette PNG's indices, not its colours
-                    labels = self.decode(np.asarray(png, dtype=np.int64))
+                labels = self.decode(self.read_labels(labels))
         except OSError as error:
             raise ClipModuleError(f"{self.name}: item {index}: unreadable ({one_line(error)[:160]})") from None
         return image, labels
