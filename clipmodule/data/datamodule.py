@@ -184,6 +184,11 @@ class EpochLoader(StatefulDataLoader):
         super().load_state_dict(state_dict["loader"])
 
 
+SETS_READ_WHOLE = "sets-read-whole"
+"""The tag of the one batch validation gets when its only sets are read whole (a segmentation set): no tracker
+reads it."""
+
+
 class ShardDataModule(L.LightningDataModule):
     """Training shards plus optional held-out shards for retrieval and labelled shards for zero-shot.
 
@@ -330,8 +335,11 @@ class ShardDataModule(L.LightningDataModule):
         no loader (its kind's tracker reads it whole)."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
-        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets
-                          if opened.source is None]
+        loaders += [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets if opened.source is None]
+        if not loaders and any(opened.source is not None for opened in self.zeroshot_sets):
+            # Lightning validates only with a loader: one batch that says so, when every set is read whole
+            loaders.append(StatefulDataLoader([{"task": SETS_READ_WHOLE}], batch_size=None))
+        return loaders
 
     def validation_sets(self) -> list[OpenedSet]:
         """The named sets (`data.zeroshot_sets`): name, task kind, class names and templates as given (None: the
