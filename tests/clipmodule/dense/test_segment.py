@@ -102,3 +102,14 @@ def test_segment_prompts_every_alternative(model):
     # the pair's score is the better of its two names' at every pixel, so it wins wherever either one does
     either = (sky.labels == 0) | (grass.labels == 0)
     assert torch.equal(both.labels == 0, either)
+
+
+def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsys):
+    from clipmodule.cli import main
+
+    clipmodule.save_checkpoint(model, tmp_path / "model.safetensors")
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "a.png")
+    code = main(["segment", str(tmp_path / "a.png"), "--classes", "background=red background; black background,circle",
+                 "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "background " in out and "circle " in out and "red background" not in out
