@@ -5,13 +5,15 @@
     result.probabilities   # [B, K, H, W] softmax over the classes
 
 Options (MaskCLIP's, all off by default):
-- `key_smoothing` (a cosine threshold, MaskCLIP uses 0.5-1.0 of its keys' similarity): each patch's class scores
-  become the mean of the scores of the patches whose last-attention keys have cosine similarity at least the
-  threshold with its own (itself included), so regions that attend alike are labelled alike.
+- `key_smoothing` (a cosine threshold): each patch's class scores become the mean of the scores of the patches
+  whose last-attention keys have cosine similarity at least the threshold with its own (itself included), so
+  regions that attend alike are labelled alike. A variant of MaskCLIP's: its released code weights every patch's
+  probabilities by the raw key cosine and re-votes only the patches less sure than a probability threshold.
 - `prompt_denoising` (a probability, MaskCLIP: 0.5): a class whose probability stays below it at every pixel of an
   image is taken out of that image (its score set to -100 before the softmax).
 - A class name may list alternatives separated by "; " ("red background; black background"): each is prompted,
-  and a pixel's score for the class is the best of theirs (`split_alternatives`).
+  and a pixel's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
+  background names so).
 - `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
   pixels whose best class probability is below the threshold get it (its probability column is 0).
 
