@@ -39,6 +39,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import image_transform
 
 log = logging.getLogger(__name__)
+SETS_READ_WHOLE = "sets-read-whole"  # the tag of the one batch validating sets that are all read whole
 
 # A shard set of bad samples would otherwise print one warning per sample, millions of lines: name the first
 # few skipped samples, then give a running count every `WARN_EVERY`.
@@ -330,11 +331,14 @@ class ShardDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[StatefulDataLoader]:
         """[retrieval shards, zero-shot shards, then each of `zeroshot_sets`], whichever are set, in that order.
         A set's batches are tagged `<task>/<name>` (`clipmodule.train.validation`); a set named by a dataset spec has
-        no loader (its kind's tracker reads it whole)."""
+        no loader (its kind's tracker reads it whole); if only those, one batch tagged SETS_READ_WHOLE (Lightning
+        validates only with a loader)."""
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
-        return loaders + [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets
-                          if opened.source is None]
+        loaders += [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets if opened.source is None]
+        if not loaders and any(opened.source is not None for opened in self.zeroshot_sets):
+            loaders.append(StatefulDataLoader([{"task": SETS_READ_WHOLE}], batch_size=None))
+        return loaders
 
     def validation_sets(self) -> list[OpenedSet]:
         """The named sets (`data.zeroshot_sets`): name, task kind, class names and templates as given (None: the

@@ -13,7 +13,9 @@ def _parser():
                         "(MaskCLIP: the CLIP model's dense features against the class prompts), and write an "
                         "overlay PNG.", config=True)
     parser.add_argument("image", help="an image file")
-    parser.add_argument("--classes", required=True, help="class names, comma-separated")
+    parser.add_argument("--classes", required=True,
+                        help="class names, comma-separated; 'a; b' prompts a class by two names (the better one "
+                        "scores), 'label=a; b' also names it 'label' in the legend")
     parser.add_argument("--model", required=True, help="a checkpoint `clipmodule.load` reads, or a model name")
     parser.add_argument("--templates", default="a photo of a {}.",
                         help="prompt templates with one {} for the class name, '|'-separated")
@@ -49,9 +51,12 @@ def _image_tensor(path: str, model, short_side: int | None):
 
 def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
-    classnames = [name.strip() for name in args.classes.split(",") if name.strip()]
-    if not classnames:
+    entries = [entry.strip() for entry in args.classes.split(",") if entry.strip()]
+    if not entries:
         raise ClipModuleError("--classes: no class names given")
+    labels_and_prompts = [entry.partition("=")[::2] if "=" in entry else (entry, entry) for entry in entries]
+    legend = [label.strip() for label, _ in labels_and_prompts]
+    classnames = [prompts.strip() for _, prompts in labels_and_prompts]
     if not Path(args.image).is_file():
         raise ClipModuleError(f"{args.image}: no such image file")
     import clipmodule
@@ -69,7 +74,7 @@ def main(argv: list[str]) -> int:
     output = Path(args.output) if args.output else Path(args.image).with_name(Path(args.image).stem + "_segment.png")
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output) as temporary:
-        overlay(image, labels, classnames).save(temporary, format="PNG")
-    shares = {name: float((labels == index).mean()) for index, name in enumerate(classnames)}
+        overlay(image, labels, legend).save(temporary, format="PNG")
+    shares = {name: float((labels == index).mean()) for index, name in enumerate(legend)}
     print(f"{args.image} -> {output}: " + ", ".join(f"{name} {share:.0%}" for name, share in shares.items()))
     return 0

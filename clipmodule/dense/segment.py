@@ -5,11 +5,15 @@
     result.probabilities   # [B, K, H, W] softmax over the classes
 
 Options (MaskCLIP's, all off by default):
-- `key_smoothing` (a cosine threshold, MaskCLIP uses 0.5-1.0 of its keys' similarity): each patch's class scores
-  become the mean of the scores of the patches whose last-attention keys have cosine similarity at least the
-  threshold with its own (itself included), so regions that attend alike are labelled alike.
+- `key_smoothing` (a cosine threshold): each patch's class scores become the mean of the scores of the patches
+  whose last-attention keys have cosine similarity at least the threshold with its own (itself included), so
+  regions that attend alike are labelled alike. A variant of MaskCLIP's: its released code weights every patch's
+  probabilities by the raw key cosine and re-votes only the patches less sure than a probability threshold.
 - `prompt_denoising` (a probability, MaskCLIP: 0.5): a class whose probability stays below it at every pixel of an
   image is taken out of that image (its score set to -100 before the softmax).
+- A class name may list alternatives separated by "; " ("red background; black background"): each is prompted,
+  and a pixel's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
+  background names so).
 - `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
   pixels whose best class probability is below the threshold get it (its probability column is 0).
 
@@ -66,6 +70,26 @@ def class_text_embeddings(model, tokenizer: Callable, classnames: Sequence[str],
         embeddings = model.encode_text(tokenizer(texts).to(device), normalize=True).float()
         rows.append(F.normalize(embeddings.mean(dim=0), dim=-1))
     return torch.stack(rows)
+
+
+def split_alternatives(classnames: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """(the names to prompt, [M] the class index of each): "a; b" is two names of one class."""
+    names, owners = [], []
+    for index, classname in enumerate(classnames):
+        parts = [part.strip() for part in classname.split(";") if part.strip()]
+        if not parts:
+            raise ClipModuleError(f"class {index}: an empty class name ({classname!r})")
+        names.extend(parts)
+        owners.extend([index] * len(parts))
+    return names, torch.tensor(owners)
+
+
+def best_of_alternatives(scores: torch.Tensor, owners: torch.Tensor | None) -> torch.Tensor:
+    """[B, M, H, W] scores of the prompted names -> [B, K, H, W]: each class's best name."""
+    if owners is None:
+        return scores
+    owners = owners.to(scores.device)
+    return torch.stack([scores[:, owners == index].amax(dim=1) for index in range(int(owners.max()) + 1)], dim=1)
 
 
 def smooth_by_keys(scores: torch.Tensor, keys: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -134,16 +158,18 @@ def labels_from_scores(scores: torch.Tensor, options: SegmentOptions) -> Segment
 @torch.no_grad()
 def segment_with_embeddings(model, images: torch.Tensor, text: torch.Tensor,
                             options: SegmentOptions = SegmentOptions(),
-                            output_size: tuple[int, int] | None = None) -> SegmentationResult:
+                            output_size: tuple[int, int] | None = None,
+                            owners: torch.Tensor | None = None) -> SegmentationResult:
     """`segment` with the class embeddings [K, embed_dim] given (without the background's, if thresholded);
     `output_size` (H, W): the scores resized bilinearly to it before the labels are taken (an image predicted
-    smaller than its label map, as mmsegmentation)."""
+    smaller than its label map, as mmsegmentation); `owners` [M]: the class of each of M embeddings when classes
+    have several names (`split_alternatives`)."""
     if images.dim() != 4 or images.shape[1] != 3:
         raise ClipModuleError(f"images must be a [B, 3, H, W] tensor, got shape {tuple(images.shape)}")
     if options.window is not None and options.window != model.config.vision.image_size:
         model = resize_model(model, image_size=options.window)
     device = next(model.parameters()).device
-    scores = slide_scores(model, images.to(device), text.to(device), options)
+    scores = best_of_alternatives(slide_scores(model, images.to(device), text.to(device), options), owners)
     if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
         scores = F.interpolate(scores, size=tuple(output_size), mode="bilinear", align_corners=False)
     return labels_from_scores(scores, options)
@@ -167,5 +193,6 @@ def segment(model, images: torch.Tensor, classnames: Sequence[str], templates: S
                                   f"(0 to {len(classnames) - 1})")
         del scored[options.background_index]
     tokenizer = tokenizer or get_tokenizer(model)
-    text = class_text_embeddings(model, tokenizer, scored, list(templates))
-    return segment_with_embeddings(model, images, text, options, output_size)
+    names, owners = split_alternatives(scored)
+    text = class_text_embeddings(model, tokenizer, names, list(templates))
+    return segment_with_embeddings(model, images, text, options, output_size, owners)

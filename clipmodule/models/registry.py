@@ -92,7 +92,8 @@ def did_you_mean(name: str) -> str:
 def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
     """The registered config for `name`, with top-level fields or `vision={...}`/`text={...}` replaced.
 
-    Shortcuts: `image_size`, `patch_dropout` (vision) and `context_length` (text)."""
+    Shortcuts: `image_size`, `patch_dropout` (vision) and `context_length` (text). Another image size for a timm
+    tower is its trunk's input size too (`vision.timm_input_size`)."""
     canonical = ALIASES.get(name, name)
     if canonical in REFUSED_MODELS:
         raise ClipModuleError(f"model {name!r} is registered but not built here: {REFUSED_MODELS[canonical]}")
@@ -110,6 +111,8 @@ def apply_overrides(config: CLIPConfig, **overrides: Any) -> CLIPConfig:
             vision[key] = overrides.pop(key)
     if "context_length" in overrides:
         text["context_length"] = overrides.pop("context_length")
+    if config.vision.timm_model_name and vision.get("image_size", config.vision.image_size) != config.vision.image_size:
+        vision.setdefault("timm_input_size", vision["image_size"])  # timm builds its trunk at this size
     try:
         if isinstance(vision.get("layers"), list):
             vision["layers"] = tuple(vision["layers"])

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from clipmodule.data.datamodule import SETS_READ_WHOLE
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.tasks import TrackedSet, Tracker, task_kind
 
@@ -42,6 +43,8 @@ class ValidationTrackers:
 
     def update(self, batch: dict[str, Any]) -> None:
         tag = batch.get("task") or RETRIEVAL
+        if tag == SETS_READ_WHOLE:
+            return
         if tag not in self.trackers:
             kind, name = split_tag(tag)
             raise ClipModuleError("zero-shot validation shards need model.zeroshot_classnames" if tag == ZEROSHOT

@@ -28,5 +28,5 @@ def open_segmentation(spec: str, root: str | None = None, split: str | None = No
         if len(classnames) != len(dataset.classnames):
             raise ClipModuleError(f"{spec}: has {len(dataset.classnames)} classes but {len(classnames)} class names "
                                   "were given")
-        dataset.classnames = list(classnames)
+        dataset.classnames, dataset.prompt_names = list(classnames), None
     return dataset

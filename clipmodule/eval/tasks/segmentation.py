@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import functional as TF
 
 from clipmodule.checkpoints.io import preprocess_of
-from clipmodule.dense.segment import SegmentOptions, segment_with_embeddings
+from clipmodule.dense.segment import SegmentOptions, segment_with_embeddings, split_alternatives
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.classifier import build_zeroshot_classifier
 from clipmodule.eval.options import SegmentationSettings, TaskSpec
@@ -36,22 +36,28 @@ def segment_options(dataset: SegmentationSet, settings: SegmentationSettings) ->
                           window=settings.window, stride=settings.stride)
 
 
-def class_embeddings(model, dataset: SegmentationSet, templates: Prompts, options: SegmentOptions) -> torch.Tensor:
-    """[K, embed_dim] (without the background's when it is thresholded rather than prompted)."""
-    names = list(dataset.classnames)
+def class_embeddings(model, dataset: SegmentationSet, templates: Prompts,
+                     options: SegmentOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """([M, embed_dim], [M] the class of each row): every name of every class (`prompt_names`' alternatives), without
+    the background's when it is thresholded rather than prompted."""
+    names = list(dataset.prompt_names or dataset.classnames)
     if options.background_threshold is not None:
         del names[options.background_index]
-    return build_zeroshot_classifier(model, model_tokenizer(model), names, templates).t().contiguous()
+    names, owners = split_alternatives(names)
+    return build_zeroshot_classifier(model, model_tokenizer(model), names, templates).t().contiguous(), owners
 
 
-def predict_labels(model, image, text: torch.Tensor, options: SegmentOptions, short_side: int | None) -> np.ndarray:
+def predict_labels(model, image, text: tuple[torch.Tensor, torch.Tensor], options: SegmentOptions,
+                   short_side: int | None) -> np.ndarray:
     """[H, W] labels of one PIL image at its own size (scores resized back bilinearly, as mmsegmentation)."""
     preprocess = preprocess_of(model)
     size = (image.height, image.width)
     if short_side is not None:
         image = TF.resize(image, short_side, interpolation=TF.InterpolationMode.BICUBIC)
     tensor = TF.normalize(TF.to_tensor(image.convert("RGB")), preprocess.mean, preprocess.std)[None]
-    return segment_with_embeddings(model, tensor, text, options, output_size=size).labels[0].cpu().numpy()
+    embeddings, owners = text
+    result = segment_with_embeddings(model, tensor, embeddings, options, output_size=size, owners=owners)
+    return result.labels[0].cpu().numpy()
 
 
 @torch.no_grad()
@@ -93,7 +99,7 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
     dataset, templates = data[0], _templates(spec)
     metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
                                 context.progress)
-    return {**metrics, PROMPTS: prompt_record(list(dataset.classnames), templates)}
+    return {**metrics, PROMPTS: prompt_record(list(dataset.prompt_names or dataset.classnames), templates)}
 
 
 def _preflight(spec: TaskSpec) -> None:

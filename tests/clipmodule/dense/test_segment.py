@@ -81,3 +81,35 @@ def test_segment_command_writes_an_overlay(model, tmp_path, capsys):
     assert "sky" in capsys.readouterr().out
     assert main(["segment", str(tmp_path / "missing.jpg"), "--classes", "a", "--model", "x"]) == 2
     assert "missing.jpg: no such image file" in capsys.readouterr().err
+
+
+def test_a_class_with_alternative_names_scores_as_the_best_of_them():
+    from clipmodule.dense.segment import best_of_alternatives, split_alternatives
+
+    names, owners = split_alternatives(["red background; black background", "circle", " square ;"])
+    assert names == ["red background", "black background", "circle", "square"] and owners.tolist() == [0, 0, 1, 2]
+    scores = torch.tensor([1.0, 3.0, 2.0, 0.5]).view(1, 4, 1, 1)
+    assert best_of_alternatives(scores, owners).flatten().tolist() == [3.0, 2.0, 0.5]
+    with pytest.raises(ClipModuleError, match="class 1: an empty class name"):
+        split_alternatives(["a", " ; "])
+
+
+def test_segment_prompts_every_alternative(model):
+    images = torch.randn(1, 3, 32, 32)
+    both = clipmodule.segment(model, images, ["sky; grass", "dog"], ["a {}."])
+    sky = clipmodule.segment(model, images, ["sky", "dog"], ["a {}."])
+    grass = clipmodule.segment(model, images, ["grass", "dog"], ["a {}."])
+    # the pair's score is the better of its two names' at every pixel, so it wins wherever either one does
+    either = (sky.labels == 0) | (grass.labels == 0)
+    assert torch.equal(both.labels == 0, either)
+
+
+def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsys):
+    from clipmodule.cli import main
+
+    clipmodule.save_checkpoint(model, tmp_path / "model.safetensors")
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "a.png")
+    code = main(["segment", str(tmp_path / "a.png"), "--classes", "background=red background; black background,circle",
+                 "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "background " in out and "circle " in out and "red background" not in out

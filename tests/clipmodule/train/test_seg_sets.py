@@ -52,3 +52,16 @@ def test_a_set_of_an_unknown_kind_is_refused_before_the_first_step(tmp_path):
     with pytest.raises(ClipModuleError, match="data.zeroshot_sets.x: unknown task 'depth'"):
         trainer.fit(module, datamodule)
     assert module.global_step == 0
+
+
+def test_a_fit_whose_only_validation_set_is_a_segmentation_set_validates(tmp_path, monkeypatch):
+    monkeypatch.setattr(segmentation, "SHAPES_SEG_COUNT", 2)
+    write_synthetic_shards(tmp_path / "train", 1, 16, image_size=32)
+    sets = {"shapes": {"data": "builtin:shapes-seg", "task": "segmentation", "templates": ["a {}."]}}
+    datamodule = ShardDataModule(train_shards=str(tmp_path / "train"), zeroshot_sets=sets, batch_size=8,
+                                 num_workers=0, image_size=32, shuffle_buffer=8)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                        max_steps=2, val_check_interval=2, default_root_dir=tmp_path)
+    trainer.fit(ClipLitModule(build_network("tiny-vit")), datamodule)
+    assert 0 <= float(trainer.callback_metrics["val/seg_mIoU"]) <= 1  # no loader of its own: validated anyway
