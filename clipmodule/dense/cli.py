@@ -24,7 +24,8 @@ def _parser():
                         help="predict on the image resized to this short side (the overlay keeps the image's size)")
     parser.add_argument("--window", type=int, default=None, help="window size (default: the model's image size)")
     parser.add_argument("--stride", type=int, default=None, help="window stride (default: 2/3 of the window)")
-    parser.add_argument("--key_smoothing", type=float, default=None, help="MaskCLIP's key smoothing threshold")
+    parser.add_argument("--key_smoothing", type=float, default=None,
+                        help="MaskCLIP's key smoothing: patches less sure than this probability re-voted (1.0: all)")
     parser.add_argument("--prompt_denoising", type=float, default=None, help="MaskCLIP's prompt denoising threshold")
     parser.add_argument("--background_threshold", type=float, default=None,
                         help="pixels less sure than this get the first class (the background)")

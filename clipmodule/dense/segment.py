@@ -5,12 +5,14 @@
     result.probabilities   # [B, K, H, W] softmax over the classes
 
 Options (MaskCLIP's, all off by default):
-- `key_smoothing` (a cosine threshold): each patch's class scores become the mean of the scores of the patches
-  whose last-attention keys have cosine similarity at least the threshold with its own (itself included), so
-  regions that attend alike are labelled alike. A variant of MaskCLIP's: its released code weights every patch's
-  probabilities by the raw key cosine and re-votes only the patches less sure than a probability threshold.
-- `prompt_denoising` (a probability, MaskCLIP: 0.5): a class whose probability stays below it at every pixel of an
-  image is taken out of that image (its score set to -100 before the softmax).
+- `prompt_denoising` (a probability, MaskCLIP: 0.5) and `key_smoothing` (a probability, MaskCLIP: 1.0) are
+  MaskCLIP's `refine_output` as released (mmseg/models/decode_heads/maskclip_head.py), per window at the patch
+  grid: first a class whose probability stays below `prompt_denoising` at every patch of the window is taken out
+  (its score set to -100); then, with key smoothing, every patch less sure than `key_smoothing` (its best
+  probability below it; 1.0: all of them) gets the probabilities of all patches weighted by their key affinity
+  `k k^T`, the last attention's keys (ViT: through its output projection, as the released backbone computes them)
+  normalised over positions per channel as the released code does. The smoothed probabilities are then scored by
+  the softmax as mmsegmentation's inference does (argmax kept).
 - A class name may list alternatives separated by "; " ("red background; black background"): each is prompted,
   and a pixel's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
   background names so).
@@ -92,21 +94,33 @@ def best_of_alternatives(scores: torch.Tensor, owners: torch.Tensor | None) -> t
     return torch.stack([scores[:, owners == index].amax(dim=1) for index in range(int(owners.max()) + 1)], dim=1)
 
 
+def denoise_prompts(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """MaskCLIP's prompt denoising: [B, K, h, w] scores, a class under `threshold` at every patch set to -100."""
+    absent = scores.softmax(dim=1).flatten(2).amax(dim=-1) < threshold  # [B, K]
+    return scores.masked_fill(absent[:, :, None, None], -100.0)
+
+
 def smooth_by_keys(scores: torch.Tensor, keys: torch.Tensor, threshold: float) -> torch.Tensor:
-    """[B, K, h, w] scores averaged over the patches whose keys ([B, h*w, C]) are at least `threshold`-similar."""
+    """MaskCLIP's key smoothing: [B, K, h, w] scores -> probabilities, those of patches whose best is below
+    `threshold` replaced by the key-affinity-weighted sum over all patches (keys [B, h*w, C])."""
     batch, classes, height, width = scores.shape
-    keys = F.normalize(keys.float(), dim=-1)
-    weights = (keys @ keys.transpose(1, 2) >= threshold).float()  # [B, hw, hw]; the diagonal is always in
-    weights = weights / weights.sum(dim=-1, keepdim=True)
-    smoothed = scores.flatten(2) @ weights.transpose(1, 2)
-    return smoothed.reshape(batch, classes, height, width)
+    probabilities = scores.float().softmax(dim=1).flatten(2).transpose(1, 2)  # [B, hw, K]
+    keys = F.normalize(keys.float(), dim=1)  # over positions, per channel, as the released head does
+    weighted = (keys @ keys.transpose(1, 2)) @ probabilities
+    unsure = probabilities.amax(dim=-1, keepdim=True) < threshold
+    smoothed = torch.where(unsure, weighted, probabilities)
+    return smoothed.transpose(1, 2).reshape(batch, classes, height, width)
 
 
 def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: SegmentOptions) -> torch.Tensor:
-    """[B, K, window, window] score maps of window-sized crops."""
+    """[B, K, window, window] score maps of window-sized crops (MaskCLIP's refinements at the patch grid)."""
     dense = dense_output(model, crops)
     scores = pixel_text_scores(dense.features, text, model.logit_scale.exp().float())
-    if options.key_smoothing is not None and dense.keys is not None:
+    if options.prompt_denoising is not None:
+        scores = denoise_prompts(scores, options.prompt_denoising)
+    if options.key_smoothing is not None:
+        if dense.keys is None:
+            raise ClipModuleError("key_smoothing needs the last attention's keys; this image tower has none")
         scores = smooth_by_keys(scores, dense.keys, options.key_smoothing)
     return F.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -138,11 +152,7 @@ def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: Segme
 
 
 def labels_from_scores(scores: torch.Tensor, options: SegmentOptions) -> SegmentationResult:
-    """Prompt denoising, softmax, background threshold, argmax (scores [B, K, H, W] over the scored classes)."""
-    if options.prompt_denoising is not None:
-        probabilities = scores.softmax(dim=1)
-        absent = probabilities.flatten(2).amax(dim=-1) < options.prompt_denoising  # [B, K]
-        scores = scores.masked_fill(absent[:, :, None, None], -100.0)
+    """Softmax, background threshold, argmax (scores [B, K, H, W] over the scored classes)."""
     probabilities = scores.softmax(dim=1)
     if options.background_threshold is None:
         return SegmentationResult(probabilities.argmax(dim=1), probabilities)

@@ -98,7 +98,8 @@ class SegmentationSettings:
     stride: int | None = None
     """Sliding-window stride (default: 2/3 of the window)."""
     key_smoothing: float | None = None
-    """MaskCLIP's key smoothing: the cosine threshold between the last attention's keys (None: off)."""
+    """MaskCLIP's key smoothing: patches whose best probability is below this are re-voted by key affinity
+    (MaskCLIP: 1.0; None: off)."""
     prompt_denoising: float | None = None
     """MaskCLIP's prompt denoising: classes below this probability everywhere in an image are dropped there."""
     background_threshold: float | None = None

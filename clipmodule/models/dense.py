@@ -26,7 +26,8 @@ from clipmodule.models.resize import resize_grid_embedding
 
 @dataclass
 class DenseOutput:
-    """features: [B, embed_dim, h, w]; keys: [B, h*w, width] the last attention's keys (key smoothing), or None."""
+    """features: [B, embed_dim, h, w]; keys: [B, h*w, width] the last attention's keys (key smoothing; a ViT's through
+    its output projection, as MaskCLIP's released backbone gives them), or None."""
 
     features: torch.Tensor
     keys: torch.Tensor | None
@@ -57,7 +58,7 @@ def vit_dense(visual, image: torch.Tensor) -> DenseOutput:
     normed = last.ln_1(x)[:, 1:]
     values = last.attn.out_proj(F.linear(normed, weight_v, bias_v))
     features = visual.ln_post(values) @ visual.proj
-    keys = F.linear(normed, weight_k, bias_k)
+    keys = last.attn.out_proj(F.linear(normed, weight_k, bias_k))  # as MaskCLIP's released backbone returns k
     return DenseOutput(features.transpose(1, 2).reshape(x.shape[0], -1, *grid), keys)
 
 

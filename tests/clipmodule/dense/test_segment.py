@@ -34,30 +34,83 @@ def test_windows_cover_the_image_and_average_overlaps(model):
     assert wide.labels.shape == (1, 48, 48)  # the model resized to a 48-pixel window
 
 
-def test_prompt_denoising_and_background_threshold():
+def released_refine_output(output, k, pd_thresh, ks_thresh):
+    """MaskCLIP's `MaskClipHead.refine_output` (chongzhou96/MaskCLIP, mmseg/models/decode_heads/maskclip_head.py)
+    restated: `output` [N, C, H, W] cosines, `k` [N, H*W, width]."""
+    output = output.clone()
+    if pd_thresh > 0:
+        n, c, h, w = output.shape
+        max_cls_conf = torch.softmax(output * 100, dim=1).view(n, c, -1).max(dim=-1)[0]
+        output[(max_cls_conf < pd_thresh)[:, :, None, None].expand(n, c, h, w)] = -100
+    if ks_thresh > 0:
+        output = torch.softmax(output * 100, dim=1)
+        n, c, h, w = output.shape
+        output = output.view(n, c, -1).transpose(-2, -1)
+        k = torch.nn.functional.normalize(k, p=2)
+        weight = k @ k.transpose(-2, -1)
+        selected = (output.max(dim=-1, keepdim=True)[0] < ks_thresh).expand(-1, -1, c)
+        weighted = weight @ output
+        output[selected] = weighted[selected]
+        output = output.transpose(-2, -1).reshape(n, c, h, w)
+    return output
+
+
+def test_refinements_equal_maskclips_released_head(model):
+    """Prompt denoising then key smoothing, at the patch grid, as the released head (its scale 100 = ours here)."""
+    from clipmodule.models.dense import dense_output, pixel_text_scores
+
+    text = torch.nn.functional.normalize(torch.randn(5, 64), dim=-1)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model.logit_scale.fill_(np.log(100.0))
+        dense = dense_output(model, images)
+        cosines = pixel_text_scores(dense.features, text, torch.tensor(1.0))
+        for pd, ks in ((0.5, 0.0), (0.0, 1.0), (0.5, 1.0), (0.3, 0.6)):
+            options = SegmentOptions(prompt_denoising=pd or None, key_smoothing=ks or None)
+            ours = window_scores(model, images, text, options)
+            expected = released_refine_output(cosines, dense.keys, pd, ks)
+            # unsmoothed scores stay logits (cosine x scale); a denoised class is -100 here, -100 x scale there
+            expected = (expected * (100 if not ks else 1)).clamp(min=-100)
+            expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)
+            assert torch.allclose(ours, expected, atol=1e-4), (pd, ks)
+
+
+def test_vit_keys_are_the_last_attentions_projected_keys(model):
+    from clipmodule.models.dense import dense_output
+
+    images = torch.randn(1, 3, 32, 32)
+    visual = model.visual
+    with torch.no_grad():
+        x = visual.ln_pre(torch.cat([visual.class_embedding.expand(1, 1, -1),
+                                     visual.conv1(images).flatten(2).transpose(1, 2)], dim=1)
+                          + visual.positional_embedding)
+        for block in visual.transformer.resblocks[:-1]:
+            x = block(x)
+        last = visual.transformer.resblocks[-1]
+        width = x.shape[-1]
+        keys = last.ln_1(x) @ last.attn.in_proj_weight[width:2 * width].T + last.attn.in_proj_bias[width:2 * width]
+        expected = last.attn.out_proj(keys)[:, 1:]
+        assert torch.allclose(dense_output(model, images).keys, expected, atol=1e-6)
+
+
+def test_background_threshold():
     scores = torch.zeros(1, 3, 2, 2)
     scores[0, 0] = torch.tensor([[5.0, 5.0], [0.0, 0.0]])
     scores[0, 1] = torch.tensor([[0.0, 0.0], [5.0, 0.2]])
-    scores[0, 2] = 0.1  # never the most likely anywhere: denoised away
-    plain = labels_from_scores(scores, SegmentOptions())
-    denoised = labels_from_scores(scores, SegmentOptions(prompt_denoising=0.5))
-    assert plain.probabilities[0, 2].max() < 0.5 and denoised.probabilities[0, 2].max() < 1e-30
-    assert torch.equal(denoised.labels, plain.labels)
+    scores[0, 2] = 0.1
     background = labels_from_scores(scores, SegmentOptions(background_threshold=0.9, background_index=0))
     # scored classes 0, 1, 2 become labels 1, 2, 3; the unsure bottom-right pixel is background
     assert background.labels[0].tolist() == [[1, 1], [2, 0]]
     assert background.probabilities.shape == (1, 4, 2, 2) and background.probabilities[0, 0].abs().max() == 0
 
 
-def test_key_smoothing_thresholds(model):
-    text = torch.nn.functional.normalize(torch.randn(4, 64), dim=-1)
-    images = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        raw = window_scores(model, images, text, SegmentOptions())
-        only_self = window_scores(model, images, text, SegmentOptions(key_smoothing=1.0 - 1e-6))
-        everything = window_scores(model, images, text, SegmentOptions(key_smoothing=-1.0))
-    assert torch.allclose(raw, only_self, atol=1e-5)
-    assert torch.allclose(everything, everything[..., :1, :1].expand_as(everything), atol=1e-5)
+def test_key_smoothing_needs_keys(model, monkeypatch):
+    from clipmodule.dense import segment as module
+    from clipmodule.models.dense import DenseOutput
+
+    monkeypatch.setattr(module, "dense_output", lambda m, x: DenseOutput(torch.randn(1, 64, 2, 2), None))
+    with pytest.raises(ClipModuleError, match="key_smoothing needs"):
+        window_scores(model, torch.randn(1, 3, 32, 32), torch.randn(2, 64), SegmentOptions(key_smoothing=1.0))
 
 
 def test_segment_builds_the_classifier_and_checks_inputs(model):
