@@ -220,8 +220,7 @@ class ShardDataModule(L.LightningDataModule):
             sources together).
         seed: shard order, shuffling and augmentation all derive from it.
         data_card: the data card (json or md) of the training data; its sha256 tags the MLflow run.
-        curation: online curation: each epoch's balanced subset drawn from matched shards
-            (`clipmodule.data.online_curation`); needs samples_per_epoch.
+        curation: online curation (`clipmodule.data.online_curation`); needs samples_per_epoch.
         max_unusable_samples: training stops with an error after this many unusable samples in a row
             (undecodable image, empty or missing caption), or after a whole pass over the shards without one.
     """
@@ -284,9 +283,9 @@ class ShardDataModule(L.LightningDataModule):
         counts = [source.samples() for source in sources] if by_size or not self.samples_per_epoch else None
         samples = self.samples_per_epoch or sum(counts)
         selection = None if self.curation is None else EpochSelection(self.curation)
-        if selection is not None and not self.samples_per_epoch:
-            raise ClipModuleError("data.curation needs data.samples_per_epoch (e.g. `curation balance`'s rows_out)")
         if selection is not None:  # the counts are of the matched rows: other shards would be balanced wrongly
+            if not self.samples_per_epoch:
+                raise ClipModuleError("data.curation needs data.samples_per_epoch (e.g. `curation balance`'s rows_out)")
             selection.check_origin(shard_folders(sources))
         batches = samples // (world_size * self.batch_size)
         if batches == 0:
@@ -336,9 +335,8 @@ class ShardDataModule(L.LightningDataModule):
         specs = {"retrieval": self.val_shards, "zeroshot": self.zeroshot_shards}
         loaders = [self._eval_loader(spec, task) for task, spec in specs.items() if spec is not None]
         loaders += [self._zeroshot_set_loader(opened) for opened in self.zeroshot_sets if opened.source is None]
-        if not loaders and any(opened.source is not None for opened in self.zeroshot_sets):
-            loaders.append(StatefulDataLoader([{"task": SETS_READ_WHOLE}], batch_size=None))
-        return loaders
+        whole = not loaders and any(opened.source is not None for opened in self.zeroshot_sets)
+        return loaders + [StatefulDataLoader([{"task": SETS_READ_WHOLE}], batch_size=None)] * whole
 
     def validation_sets(self) -> list[OpenedSet]:
         """The named sets (`data.zeroshot_sets`): name, task kind, class names and templates as given (None: the
