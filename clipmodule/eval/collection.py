@@ -152,22 +152,40 @@ def _model_result(command: Any, model: str, load_model: Callable, progress: Call
             "missing": run.missing, "failed": run.failed, "reused": run.reused, "metrics": metrics}
 
 
+def _write_results(command: Any, output: Path, models: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table, plot and JSON of the models finished so far (`pending`: those still to run); the record."""
+    from clipmodule.eval.results import make_record, write_json, write_text
+
+    done = len(results)
+    title = f"{command.name}: {len(models)} models" if done == len(models) else \
+        f"{command.name}: {done} of {len(models)} models"
+    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
+    plot_scores(results, output / f"{command.name}.png", title)
+    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results,
+                         **({"pending": models[done:]} if done < len(models) else {}))
+    write_json(output / f"{command.name}.json", record)
+    return record
+
+
 def run_collection(command: Any, load_model: Callable, progress: Callable) -> dict[str, Any]:
     """Every model of `command.models` through the suite `command` (a `cli.SuiteCommand`); `load_model(model)` gives
-    (network, preprocess), `progress()` a progress context. Writes the table, plot and JSON, then one MLflow run per
-    model, then the JSON again with the runs' ids; returns the record."""
-    from clipmodule.eval.results import check_output_dir, make_record, write_json, write_text
+    (network, preprocess), `progress()` a progress context. Writes the table, plot and JSON after each model (a
+    failure on a later model keeps the earlier ones' results), then one MLflow run per model, then the JSON again
+    with the runs' ids; returns the record."""
+    from clipmodule.eval.results import check_output_dir, write_json
     from clipmodule.tracking.mlflow import log_to_mlflow
 
     models = expand_models(list(command.models))
+    if not models:
+        raise ClipModuleError(f"suite {command.name!r}: `models` lists no model")
     output = check_output_dir(command.output, [f"{command.name}{suffix}" for suffix in (".md", ".json", ".png")])
-    results = [_model_result(command, model, load_model, progress, output) for model in models]
-    metrics = [result.pop("metrics") for result in results]
-    title = f"{command.name}: {len(models)} models"
-    write_text(output / f"{command.name}.md", comparison_markdown(results, title))
-    plot_scores(results, output / f"{command.name}.png", title)
-    record = make_record("suite", ", ".join(models), {}, suite=command.name, models=results)
-    path = write_json(output / f"{command.name}.json", record)
+    results: list[dict[str, Any]] = []
+    metrics = []
+    for model in models:
+        results.append(_model_result(command, model, load_model, progress, output))
+        metrics.append(results[-1].pop("metrics"))
+        record = _write_results(command, output, models, results)
+    path = output / f"{command.name}.json"
     for result, values in zip(results, metrics):
         result["mlflow_run_id"] = log_to_mlflow(
             command.tracking, f"suite:{command.name}:{Path(result['model']).name or result['model']}",

@@ -81,11 +81,14 @@ def find_card(cards: str | Path, content_hash: str) -> Path:
     raise ClipModuleError(f"{folder}: no data card with content_hash {content_hash} (the run's data_card_hash)")
 
 
-def _work_candidates(card: Path, work_dir: str | None) -> list[Path]:
+def _work_candidates(card: Path, work_dir: str | None, required: bool = True) -> list[Path]:
+    """The folders where the card's curation run may be; none (`required` False) when the card names none."""
     if work_dir is not None:
         return [Path(work_dir)]
     named = (_read_json(card, "data card").get("lineage") or {}).get("work_dir")
     if not named:
+        if not required:
+            return []
         raise ClipModuleError(f"{card}: the card names no work_dir (lineage.work_dir); pass --work_dir")
     return [Path(named), card.resolve().parent.parent / named]
 
@@ -105,21 +108,50 @@ def query_counts(path: Path) -> dict[str, tuple[int, int]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=["term", "matched", "kept"])
+        per_language = "lang" in pq.read_schema(path).names
+        rows = pq.read_table(path, columns=["term", "matched", "kept"] + ["lang"] * per_language).to_pylist()
     except (OSError, KeyError, ValueError) as error:
         raise ClipModuleError(f"{path}: not a table of counts per query ({str(error).splitlines()[0]})") from None
-    return {boundary_key(str(term)): (int(matched), int(kept)) for term, matched, kept in
-            zip(table["term"].to_pylist(), table["matched"].to_pylist(), table["kept"].to_pylist()) if term}
+    return summed_counts(rows, per_language, str(path))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= 0
+
+
+def summed_counts(rows: list[Any], per_language: bool, where: str) -> dict[str, tuple[int, int]]:
+    """{term in its matching form: (matched, kept)} of `rows` ({term, matched, kept}): a term listed once per language
+    (`per_language`: a `lang` column) sums its languages' rows; a term twice otherwise, or a count that is not a whole
+    number, is one line naming `where`."""
+    counts: dict[str, tuple[int, int]] = {}
+    seen: set[tuple[str, Any]] = set()
+    for row in rows:
+        if not isinstance(row, dict) or not row.get("term"):
+            continue
+        pair = (row.get("matched"), row.get("kept"))
+        if not all(_whole(value) for value in pair):
+            raise ClipModuleError(f"{where}: query {row['term']!r} has no whole counts (matched {pair[0]!r}, "
+                                  f"kept {pair[1]!r})")
+        key = boundary_key(str(row["term"]))
+        if (key, row.get("lang") if per_language else None) in seen:
+            raise ClipModuleError(f"{where}: query {row['term']!r} is listed twice" + (
+                f" for language {row.get('lang')!r}" if per_language else " (in its matching form) and there is no "
+                "lang column to tell its rows apart"))
+        seen.add((key, row.get("lang") if per_language else None))
+        before = counts.get(key, (0, 0))
+        counts[key] = (before[0] + int(pair[0]), before[1] + int(pair[1]))
+    return counts
 
 
 def class_counts(card: Path, work_dir: str | None, names: list[str]) -> dict[str, Any]:
     """Each class name's training captions, before and after balancing: counted in the captions of the card's
     curation folder (`matched/`, `balanced/`) when they are there; else read from the counts per query the balance
     stage kept beside them (`balanced.counts.parquet`: a class name that is not a query has no count there, None);
-    else from the card's own head (its most matched queries: the class names below it have no count); a class
+    else (or when the card names no curation folder) from the card's own head (its most matched queries: the class
+    names below it have no count); a term listed in several languages sums them; a class
     list none of these counts is one line naming what is missing. {matched, kept (None: no balanced captions),
     source}."""
-    candidates = _work_candidates(card, work_dir)
+    candidates = _work_candidates(card, work_dir, required=False)
     for folder in candidates:
         if (folder / MATCHED).is_dir():
             balanced = folder / BALANCED
@@ -132,12 +164,12 @@ def class_counts(card: Path, work_dir: str | None, names: list[str]) -> dict[str
             break
     if counts is None:  # the card's own head: its most matched queries, nothing below them
         head = (_read_json(card, "data card").get("balance") or {}).get("head") or []
-        counts, source = {boundary_key(str(entry.get("term", ""))): (int(entry["matched"]), int(entry["kept"]))
-                          for entry in head if isinstance(entry, dict) and "matched" in entry and "kept" in entry
-                          and entry.get("term")}, "card head"
+        per_language = any(isinstance(entry, dict) and "lang" in entry for entry in head)
+        counts, source = summed_counts(head, per_language, f"{card} (balance.head)"), "card head"
     found = [counts.get(boundary_key(name)) for name in names]
     if all(pair is None for pair in found):
-        raise ClipModuleError(f"{candidates[0]}: the card's curation folder holds neither its matched/ captions nor "
+        where = candidates[0] if candidates else card
+        raise ClipModuleError(f"{where}: the card's curation folder holds neither its matched/ captions nor "
                               f"its {BALANCE_COUNTS}, and no class name is among the card's {len(counts)} most "
                               "matched queries; pass --work_dir")
     return {"matched": [pair and pair[0] for pair in found], "kept": [pair and pair[1] for pair in found],

@@ -14,8 +14,9 @@ shipped data (`eval.names`) by the dataset's name. `clipmodule eval suite -c sui
 
 - checks every row's options first (an unknown task or a missing template file stops it before any work);
 - says which datasets cannot be opened (missing or incomplete on disk), one line each, and runs the rest;
-- skips a task already finished for the same model, data and inputs (template and class-name files by
-  content, `identity.spec_inputs`; the model's weights, config and tokenizer, `results.model_identity`): each
+- skips a task already finished for the same model, data and inputs (the class names and templates it prompts
+  with as resolved from files or shipped data, `TaskKind.prompts`, else its files by content,
+  `identity.spec_inputs`; the model's weights, config and tokenizer, `results.model_identity`): each
   record is written atomically to `<output>/<name>.tasks/<key>.json` as soon as it ends (`results.task_key`),
   so a suite that crashed resumes where it stopped;
 - computes a dataset's image features once for all the tasks reading it (`tasks.FeatureCache`);
@@ -27,6 +28,8 @@ The single commands (`clipmodule eval zeroshot`…) run one row through the same
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -138,6 +141,15 @@ def _register(cache: FeatureCache, spec: TaskSpec, data: tuple) -> None:
         cache.register(dataset, (name, spec.classnames, spec.root, getattr(dataset, "split", None)))
 
 
+def _key(model_id: str, spec: TaskSpec, config: SuiteConfig, files: dict[str, str],
+         prompts: dict[str, Any] | None) -> str:
+    """A row's resume key: its model, spec and run settings, and the class names and templates it prompts with
+    (resolved: from files or shipped data, `TaskKind.prompts`) or, for a kind without prompts, its files' content."""
+    used = files if prompts is None else {
+        "prompts": hashlib.sha256(json.dumps(prompts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
+    return task_key(model_id, asdict(spec), kind_of(spec).run_settings(config), used)
+
+
 def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *, model_id: str = "",
               store: str | Path | None = None, say: Callable[[str], None] = print) -> SuiteRun:
     """Every row of the suite (see the module docstring); `model_id` is the model's fingerprint and `store`
@@ -145,9 +157,8 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
     config = replace(config, tasks=expand_languages(config.tasks))  # a row per language it lists
     _check_rows(config)
     run, cache, pending = SuiteRun(), FeatureCache(), {}
-    inputs = {spec.label(): spec_inputs(spec) for spec in config.tasks}  # template / class-name files, by content
-    keys = {spec.label(): task_key(model_id, asdict(spec), kind_of(spec).run_settings(config), inputs[spec.label()])
-            for spec in config.tasks}
+    inputs: dict[str, dict[str, str]] = {}  # template / class-name files, by content, read beside the data
+    keys: dict[str, str] = {}
     identities: dict[str, str] = {}
     stored: dict[str, dict[str, Any]] = {}  # the metrics of rows reused from their records
     for spec in config.tasks:
@@ -155,7 +166,8 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
         if (data := _open_or_file(run, spec, preprocess, say)) is None:
             continue
         if store is not None:  # a stored result counts only for the data it was computed on
-            identities[label] = data_identity(data)
+            identities[label], inputs[label] = data_identity(data), spec_inputs(spec)
+            keys[label] = _key(model_id, spec, config, inputs[label], kind_of(spec).prompts(spec, data))
             if (record := read_task_record(store, keys[label])) is not None:
                 if record.get("data") == identities[label]:
                     run.reused.append(label)
@@ -174,10 +186,11 @@ def run_suite(model, preprocess: Callable, config: SuiteConfig, progress=None, *
         if label in pending:
             metrics = run_task(model, preprocess, spec, config.loader, config.probe, progress, pending.pop(label),
                                cache)
-            if store is not None:
-                record = make_record(spec.task, model_id, metrics, key=keys[label], row=_row(spec, {}),
+            if store is not None:  # keyed on the prompts the run used (a file may have changed since it opened)
+                key = _key(model_id, spec, config, inputs[label], metrics.get(PROMPTS))
+                record = make_record(spec.task, model_id, metrics, key=key, row=_row(spec, {}),
                                      data=identities[label], inputs=inputs[label])
-                write_json(task_record_path(store, keys[label]), record)
+                write_json(task_record_path(store, key), record)
             run.rows.append(_row(spec, metrics, identities.get(label)))
         elif label in run.reused:
             run.rows.append(_row(spec, stored[label], identities[label]))

@@ -7,15 +7,17 @@ the files people download:
                    income, region.id, country.name, …) + the images under it (imageRelPath, e.g. assets/<id>/…jpg);
                    splits test and train (the ImageNet-matched ones), `full` (images_v2.csv: every image). The
                    class of an image is its first topic (class names: the split's topics, sorted); `income_ds` is
-                   its income group: 0 up to $200 a month, 1 up to $684, 2 up to $1,997, 3 above (the Dollar
-                   Street paper's income quartiles); `region` is region.id
+                   its income group: 0 up to $200 a month, 1 up to $684, 2 up to $1,997, 3 above (our choice:
+                   DataComp's own income split is in its copy's metadata and its conversion script is not
+                   public); `region` is region.id
     geode          geode/index.csv (file_path, object, region, ip_country) + images/<file_path>; one split, test
                    (DataComp evaluates every image). Class names: the objects, sorted, `_` read as a space;
                    `region` is the release's region
 
 DataComp's copies were converted by a script that is not public: which Dollar Street images they hold and how they
-name and order the classes may differ from the release's; on the same images in the same groups the worst-group
-values are the same (`tests/clipmodule/eval/test_geodiverse.py`).
+name and order the classes may differ from the release's; given the same images in the same groups, both readers
+give the same worst-group values (`tests/clipmodule/eval/test_geodiverse.py`). An empty topic, object or region is
+one line naming its CSV line (never a class or group named "").
 """
 
 from __future__ import annotations
@@ -51,13 +53,20 @@ def _first_topic(path: Path, line: int, text: str) -> str:
             value = parse(text)
         except (ValueError, SyntaxError, TypeError):
             continue
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        if isinstance(value, str):
+            return _named(path, line, "topics", value).strip()
         if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
-            return value[0].strip()
+            return _named(path, line, "topics' first topic", value[0]).strip()
     if text.strip() and not text.strip().startswith("["):
         return text.strip()  # a bare topic name
     raise ClipModuleError(f"{path}:{line}: topics {text!r} is not a list of topic names")
+
+
+def _named(path: Path, line: int, column: str, text: str | None) -> str:
+    """A class or group name: not empty (an empty cell would be a class or group named "")."""
+    if not (text or "").strip():
+        raise ClipModuleError(f"{path}:{line}: {column} is empty")
+    return str(text)
 
 
 def _income(path: Path, line: int, text: str) -> float:
@@ -86,7 +95,7 @@ def open_dollar_street(folder: Path, split: str) -> BenchmarkDataset:
     dataset = BenchmarkDataset("dollar_street", split, "zeroshot_classification",
                                [(image, index[topic]) for image, topic in zip(images, topics)], names, folder)
     dataset.metadata = {"income_ds": [income_group(_income(path, line, row["income"])) for line, row in rows],
-                        "region": [row["region.id"] for _, row in rows],
+                        "region": [_named(path, line, "region.id", row["region.id"]) for line, row in rows],
                         "country": [row.get("country.name") or "" for _, row in rows]}
     return dataset
 
@@ -97,6 +106,8 @@ def open_dollar_street(folder: Path, split: str) -> BenchmarkDataset:
 def open_geode(folder: Path, split: str) -> BenchmarkDataset:
     path = folder / "index.csv"
     rows = read_csv_rows(path, ("file_path", "object", "region", "ip_country"))
+    for line, row in rows:
+        _named(path, line, "object", row["object"]), _named(path, line, "region", row["region"])
     objects = sorted({row["object"] for _, row in rows})
     index = {name: label for label, name in enumerate(objects)}
     images = [folder / "images" / row["file_path"] for _, row in rows]

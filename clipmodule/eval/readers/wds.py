@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,11 +84,22 @@ def npy_values(data: bytes) -> np.ndarray:
         raise ValueError("not an .npy file")
     start = 10 + int.from_bytes(data[8:10], "little") if data[6] == 1 else 12 + int.from_bytes(data[8:12], "little")
     dtype, shape, fortran = _npy_header(bytes(data[:start]))
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(data) < start + count * dtype.itemsize:
-        raise ValueError("the .npy data is shorter than its header says")
+    if any(size < 0 for size in shape):
+        raise ValueError(f"the .npy header's shape {shape} has a negative size")
+    count = math.prod(shape)  # exact: numpy's int64 product wraps round on absurd shapes
+    if len(data) != start + count * dtype.itemsize:
+        which = "shorter" if len(data) < start + count * dtype.itemsize else "longer"
+        raise ValueError(f"the .npy data is {which} than its header says (shape {shape}, {dtype})")
     values = np.frombuffer(data, dtype=dtype, count=count, offset=start)
-    return values.reshape(shape[::-1]).T.reshape(-1) if fortran and len(shape) > 1 else values
+    return values.reshape(shape, order="F" if fortran else "C").reshape(-1)
+
+
+def whole_numbers(values: np.ndarray, where: str, what: str) -> list[int]:
+    """`values` as ints: an integer or boolean array, or floats that are all whole numbers; else one line."""
+    if values.dtype.kind in "iub" or (values.dtype.kind == "f" and bool(np.all(np.isfinite(values)))
+                                      and bool(np.all(values == np.round(values)))):
+        return [int(value) for value in values]
+    raise ClipModuleError(f"{where}: its npy {what} holds {values.dtype} values, not whole numbers")
 
 
 def _member(handle: BinaryIO, offset: int, size: int) -> bytes:
@@ -100,9 +112,9 @@ def _target(task: str, fields: dict[str, bytes], where: str, classes: int):
         if task == "retrieval":
             return [line.strip() for line in fields["txt"].decode("utf-8").splitlines() if line.strip()]
         if task == "attributes":  # DataComp's FairFace/UTKFace: [age, gender, race, race_binary]
-            return [int(value) for value in npy_values(fields["npy"])]
+            return whole_numbers(npy_values(fields["npy"]), where, "attributes")
         if task == "multilabel":
-            vector = npy_values(fields["npy"])
+            vector = np.array(whole_numbers(npy_values(fields["npy"]), where, "label vector"), dtype=np.int64)
             if len(vector) != classes:  # a vector over another class list: classnames.txt gained or lost a line
                 raise ClipModuleError(f"{where}: its npy label vector has {len(vector)} entries but classnames.txt "
                                       f"lists {classes} classes")
@@ -124,8 +136,8 @@ def _complete(shard: Path) -> bool:
 def _metadata(fields: dict[str, bytes], where: str) -> list[int]:
     """A classification sample's `.npy` metadata vector (DataComp's WILDS and fairness copies: region, income…)."""
     try:
-        return [int(value) for value in npy_values(fields["npy"])]
-    except (ValueError, OSError, TypeError) as error:
+        return whole_numbers(npy_values(fields["npy"]), where, "metadata")
+    except (ValueError, OSError) as error:
         raise ClipModuleError(f"{where}: unreadable npy metadata ({error})") from None
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,17 @@ def _names(path: Path, line: int, text: str, column: str) -> list[str]:
     raise ClipModuleError(f"{path}:{line}: {column} is not a list of image names")
 
 
+def _count(path: Path, line: int, column: str, stated: str) -> int:
+    """A stated count, written as an integer or a whole float (`5`, `5.0`: pandas writes ints as floats)."""
+    try:
+        value = float(stated)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer() or value < 0:
+        raise ClipModuleError(f"{path}:{line}: {column} is {stated!r}, not a whole number")
+    return int(value)
+
+
 def _game(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> Game:
     candidates = _names(path, line, row["candidates"], "candidates")
     associations = _names(path, line, row["associations"], "associations")
@@ -72,7 +84,7 @@ def _game(path: Path, line: int, row: dict[str, str], index: dict[str, int]) -> 
         raise ClipModuleError(f"{path}:{line}: {reason}")
     for column, names in (("num_associations", associations), ("num_candidates", candidates)):
         stated = (row.get(column) or "").strip()
-        if stated and stated.replace(".0", "") != str(len(names)):
+        if stated and _count(path, line, column, stated) != len(names):
             raise ClipModuleError(f"{path}:{line}: {column} is {stated} but the row lists {len(names)}")
     for name in candidates:
         index.setdefault(name, len(index))

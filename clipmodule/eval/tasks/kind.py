@@ -40,6 +40,10 @@ def _no_settings(config: SuiteConfig) -> dict[str, Any]:
     return {}
 
 
+def _no_prompts(spec: TaskSpec, data: tuple) -> dict[str, Any] | None:
+    return None
+
+
 @dataclass
 class TrackedSet:
     """A validation set `fit` tracks (`clipmodule.train.validation`), as its kind's tracker gets it."""
@@ -103,6 +107,9 @@ class TaskKind:
     (every row of the kind joins it, e.g. `Retrieval`), or None (no group: a linear probe is not zero-shot)."""
     run_settings: Callable[[SuiteConfig], dict[str, Any]] = _no_settings
     """Suite settings outside the row that change its result (part of its resume key; the probe's protocol)."""
+    prompts: Callable[[TaskSpec, tuple], dict[str, Any] | None] = _no_prompts
+    """The class names and templates a run of the row on its opened data prompts with (`prompt_record`, as its
+    record states them under `prompts`), resolved from files and shipped data alike: its resume key; None: none."""
     tracker: Callable[[TrackedSet], Tracker] | None = None
     """How `fit` tracks a validation set of this kind (the loader tags its batches `<kind>` or `<kind>/<name>`);
     None: the kind is not tracked during training."""

@@ -95,6 +95,10 @@ def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
     return (open_segmentation(spec.dataset, root=spec.root, split=spec.split, classnames=names),)
 
 
+def _prompts(spec: TaskSpec, data: tuple) -> dict[str, Any]:
+    return prompt_record(list(data[0].prompt_names or data[0].classnames), _templates(spec))
+
+
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     dataset, templates = data[0], _templates(spec)
     metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
@@ -134,6 +138,6 @@ class SegmentationTracker:
 
 
 KIND = TaskKind(name="segmentation", data_keys=("dataset",), open=_open, run=_run,
-                preflight=_preflight, tracker=SegmentationTracker)
+                preflight=_preflight, tracker=SegmentationTracker, prompts=_prompts)
 """No DataComp rank or group: DataComp's average is over its classification and retrieval tasks; the table shows
 mIoU and pixel accuracy."""

@@ -134,6 +134,10 @@ def _check_data(spec: TaskSpec, data: tuple) -> None:
     prompt_classnames(spec, data[0])  # names that do not fit the copy stop a suite now, not hours later
 
 
+def _prompts(spec: TaskSpec, data: tuple) -> dict[str, Any]:
+    return prompt_record(prompt_classnames(spec, data[0]), prompt_templates(spec, data[0]))
+
+
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     dataset = data[0]
     names, templates = prompt_classnames(spec, dataset), prompt_templates(spec, dataset)
@@ -194,4 +198,5 @@ class ZeroShotTracker:
 
 
 KIND = TaskKind(name="zeroshot", data_keys=("dataset",), open=_open, run=_run, preflight=_preflight,
-                check_data=_check_data, main_metric=main_metric, group=BY_DATASET, tracker=ZeroShotTracker)
+                check_data=_check_data, main_metric=main_metric, group=BY_DATASET, tracker=ZeroShotTracker,
+                prompts=_prompts)

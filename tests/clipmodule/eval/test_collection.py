@@ -58,3 +58,21 @@ def test_model_entries_expand_and_bad_ones_are_one_line(tmp_path):
     with pytest.raises(ClipModuleError, match="is listed twice"):
         expand_models([str(tmp_path / "a.pt"), str(tmp_path / "*.pt")])
     assert model_labels(["x/last.pt", "y/last.pt", "z/first.pt"]) == ["x/last.pt", "y/last.pt", "first.pt"]
+
+
+def test_a_failure_on_a_later_model_keeps_the_earlier_models_results(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_checkpoint(create_model("tiny-vit"), tmp_path / "ckpts" / "epoch_0.safetensors")
+    (tmp_path / "ckpts" / "epoch_1.safetensors").write_bytes(b"not a checkpoint")  # fails to load, after epoch_0
+    for name, colour in (("cat", "red"), ("dog", "blue")):
+        (tmp_path / "test" / name).mkdir(parents=True)
+        Image.new("RGB", (24, 24), colour).save(tmp_path / "test" / name / "0.png")
+    suite = {"name": "many", "output": str(tmp_path / "out"), "models": [str(tmp_path / "ckpts" / "*.safetensors")],
+             "tasks": [{"task": "zeroshot", "dataset": str(tmp_path / "test"), "templates": "simple", "name": "pets"}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    assert clipmodule(["eval", "suite", "-c", str(tmp_path / "suite.yaml"), "--tracking.uri", "none"]) == 2
+    assert "epoch_1.safetensors" in capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "many.json").read_text())
+    assert [entry["model"].rsplit("/", 1)[-1] for entry in record["models"]] == ["epoch_0.safetensors"]
+    assert [path.rsplit("/", 1)[-1] for path in record["pending"]] == ["epoch_1.safetensors"]
+    assert "many: 1 of 2 models" in (tmp_path / "out" / "many.md").read_text()

@@ -130,3 +130,53 @@ def test_without_the_captions_the_balance_stages_counts_per_query_serve_else_one
     assert err.endswith("the card's curation folder holds neither its matched/ captions nor its balanced.counts"
                         ".parquet, and no class name is among the card's 1 most matched queries; pass --work_dir")
     assert len(err.splitlines()) == 1 and str(lab / "work") in err
+
+
+def _counts_without_captions(lab, table):
+    import shutil
+
+    for folder in ("matched", "balanced"):
+        shutil.rmtree(lab / "work" / folder)
+    pq.write_table(pa.table(table), lab / "work" / "balanced.counts.parquet")
+
+
+def test_a_query_listed_in_several_languages_sums_its_languages_counts(lab):
+    from clipmodule.eval.concepts import class_counts
+
+    _counts_without_captions(lab, {"term": ["circle", "Circle", "square"], "lang": ["en", "fr", "en"],
+                                   "matched": [40, 6, 8], "kept": [10, 3, 8]})
+    counts = class_counts(lab / "cards" / "shapes.json", None, ["circle", "square"])
+    assert counts["matched"] == [46, 8] and counts["kept"] == [13, 8]
+
+
+def test_a_repeated_query_without_languages_or_a_null_count_is_one_line(lab):
+    from clipmodule.eval.concepts import class_counts
+
+    _counts_without_captions(lab, {"term": ["circle", "Circle"], "matched": [40, 6], "kept": [10, 3]})
+    with pytest.raises(ClipModuleError, match=r"balanced.counts.parquet: query 'Circle' is listed twice .*no lang"):
+        class_counts(lab / "cards" / "shapes.json", None, ["circle"])
+    pq.write_table(pa.table({"term": ["circle", "square"], "matched": [40, None], "kept": [10, 8]}),
+                   lab / "work" / "balanced.counts.parquet")
+    with pytest.raises(ClipModuleError, match=r"balanced.counts.parquet: query 'square' has no whole counts"):
+        class_counts(lab / "cards" / "shapes.json", None, ["circle"])
+
+
+def test_the_card_head_sums_languages_refuses_repeats_and_serves_a_card_without_a_work_dir(lab):
+    from clipmodule.eval.concepts import class_counts
+
+    card = {"content_hash": "abc123", "balance": {"head": [
+        {"term": "circle", "lang": "en", "matched": 40, "kept": 10},
+        {"term": "circle", "lang": "de", "matched": 5, "kept": 5}]}}
+    path = lab / "cards" / "shapes.json"
+    path.write_text(json.dumps(card))  # no lineage.work_dir: straight to the head
+    counts = class_counts(path, None, ["circle", "square"])
+    assert counts["source"] == "card head" and counts["matched"] == [45, None] and counts["kept"] == [15, None]
+    for entry in card["balance"]["head"]:
+        del entry["lang"]
+    path.write_text(json.dumps(card))
+    with pytest.raises(ClipModuleError, match=r"shapes.json \(balance.head\): query 'circle' is listed twice"):
+        class_counts(path, None, ["circle"])
+    card["balance"]["head"] = [{"term": "circle", "matched": None, "kept": 3}]
+    path.write_text(json.dumps(card))
+    with pytest.raises(ClipModuleError, match=r"shapes.json \(balance.head\): query 'circle' has no whole counts"):
+        class_counts(path, None, ["circle"])

@@ -106,7 +106,8 @@ def _rows(model, tmp_path: Path, release: TaskSpec, copy: TaskSpec) -> tuple[dic
     return run.rows[0], run.rows[1]
 
 
-def test_dollar_street_from_the_release_equals_datacomps_copy(model, tmp_path):
+def test_the_same_dollar_street_groups_give_the_same_metrics_through_the_release_reader_and_a_wds_copy(model,
+                                                                                                    tmp_path):
     base = dollar_street_release(tmp_path / "release")
     dataset = open_dataset("dollar_street", base)
     assert dataset.classnames == sorted(TOPICS) and len(dataset) == 10
@@ -129,7 +130,7 @@ def test_dollar_street_from_the_release_equals_datacomps_copy(model, tmp_path):
     assert counts == {"0": 3, "1": 2, "2": 3, "3": 2}
 
 
-def test_geode_from_the_release_equals_datacomps_copy(model, tmp_path):
+def test_the_same_geode_groups_give_the_same_metrics_through_the_release_reader_and_a_wds_copy(model, tmp_path):
     base = geode_release(tmp_path / "release")
     dataset = open_dataset("geode", base)
     assert dataset.classnames == ["bag", "hand soap", "stove"] and dataset.split == "test"
@@ -167,3 +168,29 @@ def test_bad_release_copies_are_one_line(tmp_path):
         open_dataset("geode", geode)
     with pytest.raises(ClipModuleError, match="images_v2_imagenet_train.csv"):
         open_dataset("dollar_street", base, "train")
+
+
+def _edit_cell(path: Path, row: int, column: str, value: str) -> None:
+    """Sets one cell of a release CSV (row 0: the first after the header, CSV line 2)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    lines[row + 1][lines[0].index(column)] = value
+    _csv(path, lines[0], lines[1:])
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("topics", "['', 'kitchen']", "topics' first topic is empty"), ("topics", "[' ']", "topics' first topic is empty"),
+    ("topics", '""', "topics is empty"), ("region.id", "\t", "region.id is empty")])  # an empty cell: "row lacks"
+def test_an_empty_dollar_street_class_or_group_is_one_line(tmp_path, column, value, message):
+    base = dollar_street_release(tmp_path)
+    _edit_cell(base / "images_v2_imagenet_test.csv", 3, column, value)
+    with pytest.raises(ClipModuleError, match=rf"images_v2_imagenet_test.csv:5: {message}$"):
+        open_dataset("dollar_street", base)
+
+
+@pytest.mark.parametrize("column", ["object", "region"])
+def test_an_empty_geode_class_or_region_is_one_line(tmp_path, column):
+    base = geode_release(tmp_path)
+    _edit_cell(base / "index.csv", 1, column, "\t ")
+    with pytest.raises(ClipModuleError, match=rf"index.csv:3: {column} is empty$"):
+        open_dataset("geode", base)

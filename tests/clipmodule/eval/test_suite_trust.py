@@ -131,3 +131,25 @@ def test_a_collection_writes_its_results_before_mlflow(work, tmp_path, monkeypat
     assert record["models"][0]["rows"][0]["name"] == "pets" and (tmp_path / "out" / "many.md").is_file()
     entry = record["models"][0]
     assert entry["model_id"] == f"{entry['model_sha']}+setup:{entry['model_id'].rsplit(':', 1)[1]}"
+
+
+def test_shipped_templates_changed_by_a_package_upgrade_are_run_again(model, tmp_path, monkeypatch):
+    """`templates: clip_benchmark` names no file: the key holds the class names and templates as resolved."""
+    import clipmodule.eval.names as names
+    from tests.clipmodule.eval.readers.copies import write_fer2013_folders
+
+    write_fer2013_folders(tmp_path / "fer2013")
+    config = SuiteConfig(name="s", tasks=[TaskSpec("zeroshot", dataset="fer2013", root=str(tmp_path),
+                                                   templates="clip_benchmark", name="fer")])
+    store = tmp_path / "tasks"
+    assert _run(model, config, store).reused == [] and _run(model, config, store).reused == ["fer"]
+    shipped = names._json
+
+    def upgraded(name: str) -> dict:
+        lists = shipped(name)
+        return {**lists, "fer2013": ["a face that looks {c}."]} if "templates" in name else lists
+
+    monkeypatch.setattr(names, "_json", upgraded)  # a newer release's template list
+    again = _run(model, config, store)
+    assert again.reused == [] and again.rows[0]["templates"] == ["a face that looks {c}."]
+    assert _run(model, config, store).reused == ["fer"]

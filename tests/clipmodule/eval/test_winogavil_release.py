@@ -41,3 +41,16 @@ def test_the_release_csv_reads_as_games(tmp_path):
 def test_a_count_that_disagrees_with_the_lists_is_one_line(tmp_path):
     with pytest.raises(ClipModuleError, match=r"winogavil_dataset.csv:2: num_associations is 3 but the row lists 2"):
         open_dataset("winogavil", _release(tmp_path, num_associations=3))
+
+
+@pytest.mark.parametrize("stated", ["2.0", "2.00", " 2 ", "2e0"])
+def test_a_count_written_as_a_whole_float_reads_as_its_number(tmp_path, stated):
+    assert len(open_dataset("winogavil", _release(tmp_path, num_associations=stated)).games) == 1
+
+
+@pytest.mark.parametrize(("stated", "message"), [
+    ("20.0", "num_associations is 20.0 but the row lists 2"), ("1.02", "num_associations is '1.02', not a whole"),
+    ("two", "num_associations is 'two', not a whole number"), ("nan", "num_associations is 'nan', not a whole")])
+def test_a_count_that_is_not_the_lists_whole_number_is_one_line(tmp_path, stated, message):
+    with pytest.raises(ClipModuleError, match=rf"winogavil_dataset.csv:2: {message}"):
+        open_dataset("winogavil", _release(tmp_path, num_associations=stated))
