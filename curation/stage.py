@@ -28,7 +28,7 @@ import fnmatch
 import glob
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,30 @@ class Stage:
         stats = {"stage": self.name, "finished": True, "fingerprint": self.fingerprint, **_plain(results)}
         write_json(self.stats_file, stats)
         return stats
+
+    def amend(self, what: str, facts: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Add `facts(stats)` to this finished output's stats (what later versions record, e.g. a row identity;
+        `what` names it), holding the lock; one line when the lock, the outputs or the stats cannot be read or
+        written."""
+        try:
+            self.lock.acquire()
+        except OutputLocked as error:
+            raise CurationError(f"{self.out}: {error}") from None
+        except OSError as error:
+            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
+        try:
+            current = self.finished()
+            if current is None:
+                raise CurationError(f"{self.stats_file}: changed while `{self.name}` read it; run it again")
+            stats = {**current, **_plain(facts(current))}
+            write_json(self.stats_file, stats)
+            return stats
+        except OSError as error:
+            raise CurationError(f"{error.filename or self.stats_file}: cannot record {what} in "
+                                f"{self.stats_file.name} ({error.strerror or error}); fix it and run "
+                                f"`curation {self.name}` again") from None
+        finally:
+            self.lock.release()
 
     def _remove_stale_temporaries(self) -> None:
         """The names `atomic_path` writes to, left by killed runs (safe: this run holds the lock)."""

@@ -51,9 +51,11 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
 
     out, sources, truth = Path(out), input_shards(shards, "input shards"), getattr(settings, "truth", None)
     side = {**sieve.side_inputs(sources), **({"truth": content_hash([truth])} if truth and truth.is_file() else {})}
-    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources), "side_inputs": side}
+    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources),
+                   **({"side_inputs": side} if side else {})}  # outputs made before side inputs stay valid
     stage = Stage(sieve.name, out, fingerprint, overwrite, inputs=tuple(sources), made=("*.tar",))
     if (done := stage.finished()) is not None:
+        done = backfill_identity(stage, done, sources)
         report(f"{sieve.name}: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")
         return done
     with stage.running():
@@ -92,6 +94,16 @@ def inherited_identity(sources: list[Path]) -> dict[str, str]:
 
     found = {recorded_identity(folder) for folder in {source.parent for source in sources}}
     return {ROWS_IDENTITY: found.pop()} if len(found) == 1 and None not in found else {}
+
+
+def backfill_identity(stage: Stage, done: dict[str, Any], sources: list[Path]) -> dict[str, Any]:
+    """An up-to-date output made before stages passed the row identity on gains its inputs' (as `match` adds
+    its own), so online curation accepts it without a rerun."""
+    from clipformats.curation_outputs import ROWS_IDENTITY
+
+    if ROWS_IDENTITY in done or not (inherited := inherited_identity(sources)):
+        return done
+    return stage.amend(ROWS_IDENTITY, lambda stats: inherited)
 
 
 def _note(examples: dict[str, list], verdict: str | None, key: str, meta: dict[str, Any]) -> None:

@@ -91,3 +91,21 @@ def test_shard_stages_pass_on_their_inputs_row_identity(tmp_path):
     assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "b" / "1.tar"]) == {"rows_identity": "1" * 64}
     assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "c" / "1.tar"]) == {}  # two origins: none
     assert inherited_identity([tmp_path / "d" / "0.tar"]) == {}  # no stats: none
+
+
+def test_an_output_made_before_side_inputs_and_row_identity_stays_up_to_date_and_gains_the_identity(tmp_path):
+    """An unchanged old image_shape output (no side inputs: none in its fingerprint) is not refused; its stats
+    gain the row identity of its inputs (as an up-to-date `match` gains its own)."""
+    import json
+
+    shards, _ = write_embedded(tmp_path, {"00000.tar": samples([0.1, 0.2])})
+    (tmp_path / f"{shards.name}.stats.json").write_text(json.dumps({"stage": "download", "rows_identity": "1" * 64}))
+    shape = ImageShapeConfig(min_side=1)
+    run_sieve(ImageShapeSieve(shape), shape, [str(shards)], tmp_path / "shape")
+    stats_file = tmp_path / "shape.stats.json"
+    old = json.loads(stats_file.read_text())
+    old["fingerprint"].pop("side_inputs", None)  # as the version before side inputs and row identity wrote it
+    old.pop("rows_identity")
+    stats_file.write_text(json.dumps(old))
+    assert run_sieve(ImageShapeSieve(shape), shape, [str(shards)], tmp_path / "shape")["rows_identity"] == "1" * 64
+    assert json.loads(stats_file.read_text())["rows_identity"] == "1" * 64
