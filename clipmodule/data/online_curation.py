@@ -79,7 +79,8 @@ class EpochSelection:
         self.rows_identity = metadata.get(ROWS_IDENTITY.encode(), b"").decode() or None
         if self.rows_identity is None and Path(config.counts).name.endswith(".counts.parquet"):
             # counts of a match made before it recorded an identity: its stats hold it once match ran again
-            self.rows_identity = recorded_identity(Path(config.counts[: -len(".counts.parquet")]), stage="match")
+            self.rows_identity = recorded_identity(Path(str(config.counts)[: -len(".counts.parquet")]),
+                                                   stage="match")
         self.verify = config.verify
 
     def check_origin(self, folders: list[Path]) -> None:

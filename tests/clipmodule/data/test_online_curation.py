@@ -166,3 +166,12 @@ def test_a_mixture_counts_only_selected_samples_toward_the_unusable_guard(pool, 
                     tar.addfile(member, source.extractfile(member))
     with pytest.raises(ClipModuleError, match=r"source 'b' gave no usable sample in 3 samples in a row .* left out"):
         epoch([TrainSource("a", shards), TrainSource("b", sorted(str(p) for p in broken.glob("*.tar")))])
+
+
+def test_old_counts_given_as_a_path_find_their_match_s_recorded_identity(tmp_path):
+    """Counts without an identity in their schema (a match made before it recorded one) named as a Path."""
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"matched": [4, 2]}), tmp_path / "matched.counts.parquet")
+    (tmp_path / "matched.stats.json").write_text(json.dumps({"stage": "match", "rows_identity": "3" * 64}))
+    assert EpochSelection(OnlineCuration(counts=tmp_path / "matched.counts.parquet", t=2)).rows_identity == "3" * 64
