@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 QUERIES = "queries.parquet"
@@ -65,12 +66,15 @@ def rows_identity(files: list[Path]) -> str:
 
 def recorded_identity(folder: Path, stage: str | None = None) -> str | None:
     """The `rows_identity` a stage (`stage`, when given) recorded in `<folder>.stats.json` for the rows behind
-    `folder` (None: none)."""
-    folder = Path(folder)
-    try:
-        stats = json.loads(folder.with_name(folder.name + ".stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    `folder` (None: none). A relative folder is taken from the working directory; a symbolic link's stats are
+    looked for beside the link, then beside what it points to. Local folders only."""
+    stats = None
+    for place in dict.fromkeys((Path(os.path.abspath(folder)), Path(folder).resolve())):  # ".", "..", a link
+        try:
+            stats = json.loads((place.parent / (place.name + ".stats.json")).read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            continue
     if not isinstance(stats, dict) or (stage is not None and stats.get("stage") != stage):
         return None
     value = stats.get(ROWS_IDENTITY)

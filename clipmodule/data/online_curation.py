@@ -19,6 +19,7 @@ import numpy as np
 from clipformats.balancing import coins, keep_probabilities, key_hashes, language_thresholds, p_to_t
 from clipformats.curation_outputs import ROWS_IDENTITY, recorded_identity
 from clipformats.files import sha256_file
+from clipmodule.data.remote import is_remote
 from clipmodule.errors import ClipModuleError
 
 
@@ -83,11 +84,16 @@ class EpochSelection:
                                                    stage="match")
         self.verify = config.verify
 
-    def check_origin(self, folders: list[Path]) -> None:
+    def check_origin(self, folders: list[Path | str]) -> None:
         """Refuses (one line) shard folders that are not downloads of the matched output these counts count."""
         if not self.verify:
             return
         for folder in folders:
+            if is_remote(str(folder)):
+                raise ClipModuleError(f"{folder}: online curation cannot check the origin of remote shards (it reads "
+                                      f"{ROWS_IDENTITY} from the local <shards>.stats.json of a download); if these "
+                                      f"are the download of the matched output {self.counts} counts, vouch for them "
+                                      "with data.curation.verify: false")
             recorded = recorded_identity(folder)
             if self.rows_identity is None:
                 raise ClipModuleError(f"{self.counts}: records no identity of the matched output it counts (made "
@@ -123,8 +129,10 @@ class EpochSelection:
                 **({"t_per_language": self.by_language} if self.by_language else {})}
 
 
-def shard_folders(sources: list[Any]) -> list[Path]:
-    """The folders the training sources' shards lie in (a table source: its file), each once, in order."""
-    found = [Path(path).parent for source in sources for path in source.shards]
+def shard_folders(sources: list[Any]) -> list[Path | str]:
+    """The folders the training sources' shards lie in (a table source: its file), each once, in order (a remote
+    shard's: its URL up to the last slash)."""
+    found: list[Path | str] = [str(path).rsplit("/", 1)[0] if is_remote(str(path)) else Path(path).parent
+                               for source in sources for path in source.shards]
     found += [Path(source.table.source) for source in sources if not source.shards and source.table is not None]
     return list(dict.fromkeys(found))

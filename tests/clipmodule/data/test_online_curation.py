@@ -175,3 +175,23 @@ def test_old_counts_given_as_a_path_find_their_match_s_recorded_identity(tmp_pat
     pq.write_table(pa.table({"matched": [4, 2]}), tmp_path / "matched.counts.parquet")
     (tmp_path / "matched.stats.json").write_text(json.dumps({"stage": "match", "rows_identity": "3" * 64}))
     assert EpochSelection(OnlineCuration(counts=tmp_path / "matched.counts.parquet", t=2)).rows_identity == "3" * 64
+
+
+def test_the_origin_is_found_for_relative_and_linked_folders_and_remote_shards_are_named(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from clipformats.curation_outputs import recorded_identity
+
+    (tmp_path / "work" / "shards").mkdir(parents=True)
+    (tmp_path / "work" / "shards.stats.json").write_text(json.dumps({"stage": "download", "rows_identity": "4" * 64}))
+    (tmp_path / "link").symlink_to(tmp_path / "work" / "shards")
+    monkeypatch.chdir(tmp_path / "work" / "shards")
+    assert recorded_identity(Path(".")) == recorded_identity(Path("../shards")) == "4" * 64
+    assert recorded_identity(tmp_path / "link") == "4" * 64
+    pq.write_table(pa.table({"matched": [4, 2]}).replace_schema_metadata({"rows_identity": "4" * 64}),
+                   tmp_path / "counts.parquet")
+    selection = EpochSelection(OnlineCuration(counts=str(tmp_path / "counts.parquet"), t=2))
+    selection.check_origin([Path("."), tmp_path / "link"])
+    with pytest.raises(ClipModuleError, match=r"s3://b/x: online curation cannot check the origin of remote shards"
+                                              r".*verify: false"):
+        selection.check_origin(["s3://b/x"])
