@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 QUERIES = "queries.parquet"
@@ -52,16 +53,21 @@ DOWNLOAD_SUCCESS = "success"
 """img2dataset's `status` of a sample it wrote into the shard."""
 
 
-def rows_identity(files: list[Path]) -> str:
-    """A row set's identity: sha256 of the "name sha256" lines of its files, sorted by name (content, not paths)."""
+def rows_identity(files: list[Path], sha256: Callable[[Path], str] | None = None) -> str:
+    """A row set's identity: sha256 of the "name sha256" lines of its files, sorted by name (content, not paths).
+    `sha256`: each file's digest (default: read it; a cache may answer instead)."""
     lines = []
     for path in sorted(files, key=lambda p: Path(p).name):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        lines.append(f"{Path(path).name} {digest.hexdigest()}\n")
+        lines.append(f"{Path(path).name} {(sha256 or _sha256)(path)}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def recorded_identity(folder: Path, stage: str | None = None) -> str | None:

@@ -27,12 +27,13 @@ import contextlib
 import fnmatch
 import glob
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from clipformats.files import TEMP_MARK, disk_full, write_json
+from clipformats.files import TEMP_MARK, disk_full, sha256_file, write_json
 from clipformats.locks import OutputLock, OutputLocked
 from curation.errors import CurationError, StageIncomplete
 
@@ -265,3 +266,40 @@ class Stage:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+
+
+class HashCache:
+    """`sha256(path)`: from the cache when the file's size, mtime and ctime (which no copy preserves) are the ones
+    recorded, else read (and recorded; `save()` writes the cache atomically, or not at all where it cannot).
+    Side inputs (embeddings, models, class lists) are then read once, not on every run of an up-to-date stage."""
+
+    def __init__(self, file: Path | None = None):
+        self.file, self.changed = file, False
+        self.entries: dict[str, dict] = {}
+        if file is not None:
+            try:
+                found = json.loads(Path(file).read_text(encoding="utf-8"))
+                self.entries = found if isinstance(found, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}  # none yet, or unreadable: hashed again
+
+    def sha256(self, path: str | Path) -> str:
+        key, stat = os.path.abspath(path), os.stat(path)
+        entry = self.entries.get(key)
+        seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+        if isinstance(entry, dict) and {k: entry.get(k) for k in seen} == seen and "sha256" in entry:
+            return entry["sha256"]
+        digest = sha256_file(path)
+        self.entries[key] = {**seen, "sha256": digest}
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.file is None or not self.changed:
+            return
+        try:
+            Path(self.file).parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.file, self.entries)
+            self.changed = False
+        except OSError:
+            pass  # a cache only: the next run hashes again
