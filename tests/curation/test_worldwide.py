@@ -142,3 +142,19 @@ def test_titles_join_the_list_of_their_language_column(tmp_path):
     titles = {(r["term"], r["lang"]) for r in pq.read_table(tmp_path / "queries.parquet").to_pylist()
               if "title" in r["source"]}
     assert titles == {("brandenburger tor", "de"), ("golden gate bridge", "en"), ("eiffel tower", "en")}
+
+
+def test_title_language_codes_are_normalised_and_a_named_column_must_exist(tmp_path):
+    pq.write_table(pa.table({"title": ["Brandenburger Tor", "Kölner Dom", "Torre Eiffel", "Big Ben"],
+                             "language": ["de-DE", "DE", "it_IT", "EN-gb"]}), tmp_path / "titles.parquet")
+    config = QueriesConfig(wordnet=False, titles=str(tmp_path / "titles.parquet"), languages=["de"],
+                           title_language_column="language", wordfreq_corpus_words=100_000)
+    stats = run_queries(config, tmp_path / "queries.parquet")
+    titles = {(r["term"], r["lang"]) for r in pq.read_table(tmp_path / "queries.parquet").to_pylist()
+              if "title" in r["source"]}
+    assert titles == {("brandenburger tor", "de"), ("kölner dom", "de"), ("big ben", "en")}
+    assert stats["titles_left_out_by_language"] == {"it": 1}
+    missing = QueriesConfig(wordnet=False, titles=str(tmp_path / "titles.parquet"), languages=["de"],
+                            title_language_column="wiki_lang", wordfreq_corpus_words=100_000)
+    with pytest.raises(CurationError, match=r"titles.parquet: no column 'wiki_lang' for title_language_column"):
+        run_queries(missing, tmp_path / "other.parquet")

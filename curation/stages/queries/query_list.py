@@ -83,7 +83,8 @@ def _unigram_source(config: QueriesConfig) -> str:
 def _titles(config: QueriesConfig) -> pa.Table:
     """The titles table; with `languages`, its language column too (each title then joins its language's list)."""
     return sources.titles(Path(config.titles), config.title_column, config.views_column, config.min_views,
-                          config.title_language_column if config.languages else None)
+                          config.title_language_column if config.languages else None,
+                          language_required=bool(config.languages) and config.title_language_column != "lang")
 
 
 def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table, dict[str, Any]]:
@@ -121,10 +122,11 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
 
 
 def add_languages(english: pa.Table, config: QueriesConfig,
-                  counted: dict | None = None) -> tuple[pa.Table, dict[str, int]]:
+                  counted: dict | None = None) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
     """The English list and each other language's wordfreq list (plus, with a corpus and bigrams on, the PMI
     bigrams of the corpus's documents in that language), one table with a `lang` column, ids renumbered.
-    `counted`: `corpus_counts`' result (computed here when not given)."""
+    `counted`: `corpus_counts`' result (computed here when not given). Also: the titles of languages without a
+    list, by language (left out of every list)."""
     parts, sizes = [english.append_column("lang", pa.repeat("en", english.num_rows))], {"en": english.num_rows}
     others = other_languages(config)
     if counted is None:
@@ -141,7 +143,8 @@ def add_languages(english: pa.Table, config: QueriesConfig,
         parts.append(words.append_column("lang", pa.repeat(lang, words.num_rows)))
         sizes[lang] = words.num_rows
     table = pa.concat_tables(parts)
-    return table.set_column(0, "id", pa.array(range(table.num_rows), pa.int32())), sizes
+    left_out = sources.titles_left_out(titles, ["en", *others]) if titles is not None else {}
+    return table.set_column(0, "id", pa.array(range(table.num_rows), pa.int32())), sizes, left_out
 
 
 def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
@@ -158,6 +161,7 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
         settings["english_corpus_by_language"] = True
     if config.languages and config.titles:  # nor titles split by their language column
         settings["language_titles"] = True
+        settings["title_language_codes"] = "lower-case, no region"  # nor "de-DE" read as "de"
     return {"config": settings, "inputs": file_signature(inputs),
             "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
             "wordfreq": version("wordfreq")}
@@ -180,7 +184,9 @@ def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> di
             found, facts = collect_sources(config, advance, counted)
         table, counts = merge_sources(found, config.max_terms)
         if config.languages:
-            table, counts["languages"] = add_languages(table, config, counted)
+            table, counts["languages"], left_out = add_languages(table, config, counted)
+            if config.titles:
+                counts["titles_left_out_by_language"] = left_out
             counts["terms"] = table.num_rows
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
