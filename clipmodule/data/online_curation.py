@@ -102,7 +102,9 @@ class EpochSelection:
             if recorded is None:
                 raise ClipModuleError(f"{folder}: no recorded origin ({ROWS_IDENTITY} in {folder}.stats.json); online "
                                       f"curation reads shards downloaded from the matched output that {self.counts} "
-                                      "counts (`curation download --from_matched`), or set data.curation.verify: false")
+                                      "counts (`curation download --from_matched`; a filter stage's output made before "
+                                      "it passed the origin on gains it when that stage runs again), or set "
+                                      "data.curation.verify: false")
             if recorded != self.rows_identity:
                 raise ClipModuleError(f"{folder}: these shards hold other rows than the matched output {self.counts} "
                                       f"counts (rows identity {recorded[:12]}, counts' {self.rows_identity[:12]}): "
