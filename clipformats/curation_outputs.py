@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 QUERIES = "queries.parquet"
@@ -51,26 +53,34 @@ DOWNLOAD_SUCCESS = "success"
 """img2dataset's `status` of a sample it wrote into the shard."""
 
 
-def rows_identity(files: list[Path]) -> str:
-    """A row set's identity: sha256 of the "name sha256" lines of its files, sorted by name (content, not paths)."""
+def rows_identity(files: list[Path], sha256: Callable[[Path], str] | None = None) -> str:
+    """A row set's identity: sha256 of the "name sha256" lines of its files, sorted by name (content, not paths).
+    `sha256`: each file's digest (default: read it; a cache may answer instead)."""
     lines = []
     for path in sorted(files, key=lambda p: Path(p).name):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        lines.append(f"{Path(path).name} {digest.hexdigest()}\n")
+        lines.append(f"{Path(path).name} {(sha256 or _sha256)(path)}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def recorded_identity(folder: Path, stage: str | None = None) -> str | None:
     """The `rows_identity` a stage (`stage`, when given) recorded in `<folder>.stats.json` for the rows behind
-    `folder` (None: none)."""
-    folder = Path(folder)
-    try:
-        stats = json.loads(folder.with_name(folder.name + ".stats.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    `folder` (None: none). A relative folder is taken from the working directory; a symbolic link's stats are
+    looked for beside the link, then beside what it points to. Local folders only."""
+    stats = None
+    for place in dict.fromkeys((Path(os.path.abspath(folder)), Path(folder).resolve())):  # ".", "..", a link
+        try:
+            stats = json.loads((place.parent / (place.name + ".stats.json")).read_text(encoding="utf-8"))
+            break
+        except (OSError, ValueError):
+            continue
     if not isinstance(stats, dict) or (stage is not None and stats.get("stage") != stage):
         return None
     value = stats.get(ROWS_IDENTITY)

@@ -27,12 +27,13 @@ import contextlib
 import fnmatch
 import glob
 import json
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from clipformats.files import TEMP_MARK, disk_full, write_json
+from clipformats.files import TEMP_MARK, disk_full, sha256_file, write_json
 from clipformats.locks import OutputLock, OutputLocked
 from curation.errors import CurationError, StageIncomplete
 
@@ -197,6 +198,30 @@ class Stage:
         write_json(self.stats_file, stats)
         return stats
 
+    def amend(self, what: str, facts: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Add `facts(stats)` to this finished output's stats (what later versions record, e.g. a row identity;
+        `what` names it), holding the lock; one line when the lock, the outputs or the stats cannot be read or
+        written."""
+        try:
+            self.lock.acquire()
+        except OutputLocked as error:
+            raise CurationError(f"{self.out}: {error}") from None
+        except OSError as error:
+            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
+        try:
+            current = self.finished()
+            if current is None:
+                raise CurationError(f"{self.stats_file}: changed while `{self.name}` read it; run it again")
+            stats = {**current, **_plain(facts(current))}
+            write_json(self.stats_file, stats)
+            return stats
+        except OSError as error:
+            raise CurationError(f"{error.filename or self.stats_file}: cannot record {what} in "
+                                f"{self.stats_file.name} ({error.strerror or error}); fix it and run "
+                                f"`curation {self.name}` again") from None
+        finally:
+            self.lock.release()
+
     def _remove_stale_temporaries(self) -> None:
         """The names `atomic_path` writes to, left by killed runs (safe: this run holds the lock)."""
         stale = list(self.out.glob(f".*{TEMP_MARK}*")) if self.out.is_dir() else []
@@ -241,3 +266,40 @@ class Stage:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
+
+
+class HashCache:
+    """`sha256(path)`: from the cache when the file's size, mtime and ctime (which no copy preserves) are the ones
+    recorded, else read (and recorded; `save()` writes the cache atomically, or not at all where it cannot).
+    Side inputs (embeddings, models, class lists) are then read once, not on every run of an up-to-date stage."""
+
+    def __init__(self, file: Path | None = None):
+        self.file, self.changed = file, False
+        self.entries: dict[str, dict] = {}
+        if file is not None:
+            try:
+                found = json.loads(Path(file).read_text(encoding="utf-8"))
+                self.entries = found if isinstance(found, dict) else {}
+            except (OSError, ValueError):
+                self.entries = {}  # none yet, or unreadable: hashed again
+
+    def sha256(self, path: str | Path) -> str:
+        key, stat = os.path.abspath(path), os.stat(path)
+        entry = self.entries.get(key)
+        seen = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+        if isinstance(entry, dict) and {k: entry.get(k) for k in seen} == seen and "sha256" in entry:
+            return entry["sha256"]
+        digest = sha256_file(path)
+        self.entries[key] = {**seen, "sha256": digest}
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.file is None or not self.changed:
+            return
+        try:
+            Path(self.file).parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.file, self.entries)
+            self.changed = False
+        except OSError:
+            pass  # a cache only: the next run hashes again

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipformats.files import atomic_path
 from curation.config import BalanceConfig, MatchConfig, QueriesConfig
 from curation.stages.balance.balancing import run_balance
 from curation.stages.match.matching import run_match
@@ -37,13 +38,22 @@ def write_captions(table: Path, captions: int, seed: int) -> None:
     """The generated alt-texts, keyed on what generates them (in the parquet's metadata): a table made with other
     settings is rewritten, the same settings find it as it is (and every stage after it up to date)."""
     key = json.dumps({"captions": captions, "seed": seed}).encode()
-    if table.exists() and (pq.read_schema(table).metadata or {}).get(b"demo_settings") == key:
+    if table.exists() and _settings_of(table) == key:
         return
     rng = np.random.default_rng(seed)
     texts = sentences("en", 2 * captions // 3, rng) + sentences("de", captions - 2 * captions // 3, rng)
     table.parent.mkdir(exist_ok=True)
     rows = pa.table({"url": [f"http://example.invalid/{i}.jpg" for i in range(len(texts))], "caption": texts})
-    pq.write_table(rows.replace_schema_metadata({"demo_settings": key}), table)
+    with atomic_path(table) as tmp:  # a killed run leaves the old table or none, never half of one
+        pq.write_table(rows.replace_schema_metadata({"demo_settings": key}), tmp)
+
+
+def _settings_of(table: Path) -> bytes | None:
+    """The settings the table was generated with; None when it cannot be read (then it is rewritten)."""
+    try:
+        return (pq.read_schema(table).metadata or {}).get(b"demo_settings")
+    except (OSError, pa.ArrowException):
+        return None
 
 
 def run(out: Path, captions: int, t: int, seed: int = 0) -> dict:

@@ -379,12 +379,12 @@ class ShardDataModule(L.LightningDataModule):
             return {"corrupt_samples": 0, "corrupt_shards": 0}
         return sum_counters(self._train_loader._iterator.state_dict())
 
-    def mix_counts(self) -> dict[str, int]:
-        """Samples drawn from each source of a mixture so far this epoch (corrupt ones included), summed over this
-        rank's workers; empty for a single source."""
+    def mix_counts(self, counted: str = "drawn") -> dict[str, int]:
+        """Samples drawn from each source of a mixture so far this epoch (corrupt ones included; "used": the usable
+        ones delivered, whose mix follows the shares under online curation), summed over this rank's workers."""
         if self._train_loader is None or self._train_loader._iterator is None:
             return {}
-        return drawn_per_source(self._train_loader._iterator.state_dict())
+        return drawn_per_source(self._train_loader._iterator.state_dict(), counted)
 
     def data_card_hash(self) -> str | None:
         """The `content_hash` of the data card (`curation card` output, json or the md beside it), or None

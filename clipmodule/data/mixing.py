@@ -6,6 +6,10 @@ large share repeats (its stream starts its next pass) while a large one is only 
 Drawing per sample rather than per shard (open_clip draws whole shards) keeps the mix of an epoch of n samples
 within the binomial spread, sqrt(share x (1 - share) / n), whatever the shard sizes.
 
+Under online curation (`data.curation`) a sample left out of the epoch's subset is replaced by the next sample
+of the same source, so the shares hold for the samples training sees (a source whose rows curation keeps less
+often is read further), not for the draws; `drawn` counts every draw, `used` the usable samples delivered.
+
 A source that gives nothing usable (every image missing or undecodable, every caption empty) would otherwise
 leave the others to train on, silently: each source is held to the rule the whole stream is held to
 (`data.max_unusable_samples`), so a source that goes through a whole pass of its shards (this worker's part of
@@ -47,7 +51,9 @@ class MixedStream:
         """Each source stream's pass at its last usable sample (-1: none yet)."""
         self.left_out = [0] * len(streams)
         """Samples of each source online curation left out since its last usable one (not counted as unusable)."""
-        self._last = 0
+        self.used = [0] * len(streams)
+        """Usable samples delivered from each source this epoch: the mix training sees."""
+        self._last, self._redraw = 0, False
 
     @property
     def pass_index(self) -> int:
@@ -55,7 +61,9 @@ class MixedStream:
         return min(stream.pass_index for stream in self.streams)
 
     def next_reference(self) -> tuple[int, int]:
-        source = int(np.searchsorted(self.cumulative, self.rng.random(), side="right"))
+        # a sample online curation left out is replaced from its own source: the shares hold for selected samples
+        source = self._last if self._redraw else int(np.searchsorted(self.cumulative, self.rng.random(), side="right"))
+        self._redraw = False
         shard, sample = self.streams[source].next_reference()
         self._check_alive(source)
         self.drawn[source] += 1
@@ -67,11 +75,13 @@ class MixedStream:
         """The sample last drawn was usable (called by the training reader once it decoded)."""
         self.since_usable[self._last] = self.left_out[self._last] = 0
         self.good_pass[self._last] = self.streams[self._last].pass_index
+        self.used[self._last] += 1
 
     def note_unselected(self) -> None:
         """The sample last drawn is not in this epoch's online-curation subset: not an unusable sample."""
         self.since_usable[self._last] -= 1
         self.left_out[self._last] += 1
+        self._redraw = True
 
     def _check_alive(self, source: int) -> None:
         """Stops on a source whose draws since its last usable sample cover a whole pass of its stream (the
@@ -109,7 +119,8 @@ class MixedStream:
     def state_dict(self) -> dict[str, Any]:
         return {"sources": [stream.state_dict() for stream in self.streams], "rng": self.rng.bit_generator.state,
                 "drawn": list(self.drawn), "names": list(self.names), "since_usable": list(self.since_usable),
-                "good_pass": list(self.good_pass), "last": self._last, "left_out": list(self.left_out)}
+                "good_pass": list(self.good_pass), "last": self._last, "left_out": list(self.left_out),
+                "used": list(self.used), "redraw": self._redraw}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("names") != self.names:
@@ -124,17 +135,20 @@ class MixedStream:
         self.good_pass = list(state.get("good_pass", [stream.pass_index for stream in self.streams]))
         self._last = state.get("last", 0)
         self.left_out = list(state.get("left_out", [0] * len(self.streams)))
+        self.used = list(state.get("used", [0] * len(self.streams)))
+        self._redraw = bool(state.get("redraw", False))
 
 
-def drawn_per_source(state: Any) -> dict[str, int]:
-    """Samples drawn from each named source, summed over the workers whose (nested) loader state is given."""
+def drawn_per_source(state: Any, counted: str = "drawn") -> dict[str, int]:
+    """Samples drawn from each named source, summed over the workers whose (nested) loader state is given
+    (`counted="used"`: the usable samples delivered, whose mix follows the shares under online curation too)."""
     totals: dict[str, int] = {}
     stack = [state]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             if isinstance(item.get("drawn"), list) and isinstance(item.get("names"), list):
-                for name, count in zip(item["names"], item["drawn"]):
+                for name, count in zip(item["names"], item.get(counted, [])):
                     totals[name] = totals.get(name, 0) + int(count)
                 continue
             stack.extend(value for value in item.values() if isinstance(value, (dict, list)))

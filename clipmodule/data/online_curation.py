@@ -19,6 +19,7 @@ import numpy as np
 from clipformats.balancing import coins, keep_probabilities, key_hashes, language_thresholds, p_to_t
 from clipformats.curation_outputs import ROWS_IDENTITY, recorded_identity
 from clipformats.files import sha256_file
+from clipmodule.data.remote import is_remote
 from clipmodule.errors import ClipModuleError
 
 
@@ -79,14 +80,20 @@ class EpochSelection:
         self.rows_identity = metadata.get(ROWS_IDENTITY.encode(), b"").decode() or None
         if self.rows_identity is None and Path(config.counts).name.endswith(".counts.parquet"):
             # counts of a match made before it recorded an identity: its stats hold it once match ran again
-            self.rows_identity = recorded_identity(Path(config.counts[: -len(".counts.parquet")]), stage="match")
+            self.rows_identity = recorded_identity(Path(str(config.counts)[: -len(".counts.parquet")]),
+                                                   stage="match")
         self.verify = config.verify
 
-    def check_origin(self, folders: list[Path]) -> None:
+    def check_origin(self, folders: list[Path | str]) -> None:
         """Refuses (one line) shard folders that are not downloads of the matched output these counts count."""
         if not self.verify:
             return
         for folder in folders:
+            if is_remote(str(folder)):
+                raise ClipModuleError(f"{folder}: online curation cannot check the origin of remote shards (it reads "
+                                      f"{ROWS_IDENTITY} from the local <shards>.stats.json of a download); if these "
+                                      f"are the download of the matched output {self.counts} counts, vouch for them "
+                                      "with data.curation.verify: false")
             recorded = recorded_identity(folder)
             if self.rows_identity is None:
                 raise ClipModuleError(f"{self.counts}: records no identity of the matched output it counts (made "
@@ -95,7 +102,9 @@ class EpochSelection:
             if recorded is None:
                 raise ClipModuleError(f"{folder}: no recorded origin ({ROWS_IDENTITY} in {folder}.stats.json); online "
                                       f"curation reads shards downloaded from the matched output that {self.counts} "
-                                      "counts (`curation download --from_matched`), or set data.curation.verify: false")
+                                      "counts (`curation download --from_matched`; a filter stage's output made before "
+                                      "it passed the origin on gains it when that stage runs again), or set "
+                                      "data.curation.verify: false")
             if recorded != self.rows_identity:
                 raise ClipModuleError(f"{folder}: these shards hold other rows than the matched output {self.counts} "
                                       f"counts (rows identity {recorded[:12]}, counts' {self.rows_identity[:12]}): "
@@ -122,8 +131,10 @@ class EpochSelection:
                 **({"t_per_language": self.by_language} if self.by_language else {})}
 
 
-def shard_folders(sources: list[Any]) -> list[Path]:
-    """The folders the training sources' shards lie in (a table source: its file), each once, in order."""
-    found = [Path(path).parent for source in sources for path in source.shards]
+def shard_folders(sources: list[Any]) -> list[Path | str]:
+    """The folders the training sources' shards lie in (a table source: its file), each once, in order (a remote
+    shard's: its URL up to the last slash)."""
+    found: list[Path | str] = [str(path).rsplit("/", 1)[0] if is_remote(str(path)) else Path(path).parent
+                               for source in sources for path in source.shards]
     found += [Path(source.table.source) for source in sources if not source.shards and source.table is not None]
     return list(dict.fromkeys(found))

@@ -46,7 +46,7 @@ class DownloadConfig:
     """Extra columns of the balanced rows stored with each sample (e.g. query_ids)."""
     from_matched: bool = False
     """Download a `curation match` output (the unbalanced pool online curation, `data.curation`, draws from each
-    epoch; store query_ids with save_columns) instead of a `curation balance` output."""
+    epoch; query_ids must be in save_columns, else refused) instead of a `curation balance` output."""
     allow_schemes: list[str] = field(default_factory=list)
     """URL schemes fetched besides http and https (e.g. file: then local files are read). Other URLs are
     not opened; they count as failures with the reason."""
@@ -86,3 +86,6 @@ class DownloadConfig:
         reserved = {"url", "caption", "key", "status", "error_message", "width", "height", "sha256"}
         clash = sorted(reserved.intersection(self.save_columns))
         _require(not clash, f"download.save_columns: {clash} are written by img2dataset itself")
+        _require(not self.from_matched or "query_ids" in self.save_columns,
+                 "download.from_matched: online curation reads each sample's query_ids; add query_ids to "
+                 "save_columns (--save_columns query_ids)")

@@ -15,8 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+from curation.errors import CurationError
 from curation.progress import progress_bar, report
-from curation.stage import Stage, file_signature
+from curation.stage import HashCache, Stage, file_signature, sidecar
 
 EXAMPLES = 5
 
@@ -30,17 +31,40 @@ class Sieve(Protocol):
 
     def build(self, shards: list[Path]) -> Decide: ...
 
-    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+    def side_inputs(self, shards: list[Path], hashes: HashCache | None = None) -> dict[str, str | None]:
         """What else decides the samples (embeddings, a model, a class list) as {name: content hash}: part of the
-        stage's fingerprint, so a re-embedded folder or an edited file re-runs the stage (`content_hash`)."""
+        stage's fingerprint, so a re-embedded folder or an edited file re-runs the stage (`content_hash`, with
+        `hashes` remembering each file's sha256 by size and mtime)."""
         ...
 
 
-def content_hash(paths: list[Path]) -> str:
+def content_hash(paths: list[Path], hashes: HashCache | None = None) -> str:
     """sha256 over the files' names and sha256s: changes with any byte of any of them, not with their paths."""
     from clipformats.curation_outputs import rows_identity
 
-    return rows_identity(paths)
+    return rows_identity(paths, hashes.sha256 if hashes is not None else None)
+
+
+def side_inputs(sieve: Sieve, settings: Any, sources: list[Path], out: Path) -> dict[str, str | None]:
+    """The sieve's side inputs and the truth table's, hashed through `<out>.hashes.json` (an unchanged file is not
+    read again); a side input that cannot be read is a `CurationError`."""
+    truth, hashes = getattr(settings, "truth", None), HashCache(sidecar(out, ".hashes.json"))
+    try:
+        side = {**sieve.side_inputs(sources, hashes),
+                **({"truth": content_hash([truth], hashes)} if truth and truth.is_file() else {})}
+    except OSError as error:
+        raise CurationError(f"{error.filename or out}: cannot read ({error.strerror or error})") from None
+    hashes.save()
+    return side
+
+
+def _recorded_side_inputs(name: str, out: Path) -> dict[str, Any]:
+    """The side inputs a finished output's fingerprint records (for one whose side inputs are gone since)."""
+    from curation.stage import read_json, stats_path
+
+    old = read_json(stats_path(out), f"{name} stats") if stats_path(out).is_file() else {}
+    recorded = old.get("fingerprint", {}).get("side_inputs") if isinstance(old.get("fingerprint"), dict) else None
+    return {"side_inputs": recorded} if recorded else {}
 
 
 def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwrite: bool = False) -> dict[str, Any]:
@@ -50,12 +74,19 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
     from curation.shardio import input_shards, sample_meta, shard_stem, tar_samples, write_subset
 
     out, sources, truth = Path(out), input_shards(shards, "input shards"), getattr(settings, "truth", None)
-    side = {**sieve.side_inputs(sources), **({"truth": content_hash([truth])} if truth and truth.is_file() else {})}
-    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources), "side_inputs": side}
+    fingerprint = {"config": asdict(settings), "inputs": file_signature(sources)}
+    try:
+        side = side_inputs(sieve, settings, sources, out)
+    except CurationError:  # e.g. embeddings deleted after the stage finished: up to date as recorded, else refused
+        gone = Stage(sieve.name, out, {**fingerprint, **_recorded_side_inputs(sieve.name, out)}, overwrite,
+                     inputs=tuple(sources), made=("*.tar",))
+        if not _recorded_side_inputs(sieve.name, out) or (done := gone.finished()) is None:
+            raise
+        return _up_to_date(sieve.name, gone, done, sources, out)
+    fingerprint.update({"side_inputs": side} if side else {})  # outputs made before side inputs stay valid
     stage = Stage(sieve.name, out, fingerprint, overwrite, inputs=tuple(sources), made=("*.tar",))
     if (done := stage.finished()) is not None:
-        report(f"{sieve.name}: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")
-        return done
+        return _up_to_date(sieve.name, stage, done, sources, out)
     with stage.running():
         out.mkdir(parents=True, exist_ok=True)
         decide, reasons, examples, dropped = sieve.build(sources), Counter(), {"kept": []}, set()
@@ -92,6 +123,22 @@ def inherited_identity(sources: list[Path]) -> dict[str, str]:
 
     found = {recorded_identity(folder) for folder in {source.parent for source in sources}}
     return {ROWS_IDENTITY: found.pop()} if len(found) == 1 and None not in found else {}
+
+
+def _up_to_date(name: str, stage: Stage, done: dict[str, Any], sources: list[Path], out: Path) -> dict[str, Any]:
+    done = backfill_identity(stage, done, sources)
+    report(f"{name}: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")
+    return done
+
+
+def backfill_identity(stage: Stage, done: dict[str, Any], sources: list[Path]) -> dict[str, Any]:
+    """An up-to-date output made before stages passed the row identity on gains its inputs' (as `match` adds
+    its own), so online curation accepts it without a rerun."""
+    from clipformats.curation_outputs import ROWS_IDENTITY
+
+    if ROWS_IDENTITY in done or not (inherited := inherited_identity(sources)):
+        return done
+    return stage.amend(ROWS_IDENTITY, lambda stats: inherited)
 
 
 def _note(examples: dict[str, list], verdict: str | None, key: str, meta: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from clipformats.locks import group_alive
 from curation.config import DownloadConfig
+from curation.errors import CurationError
 from curation.stages.download.downloading import img2dataset_arguments
 from curation.stages.download.retry import merged_totals, retriable
 from tests.conftest import LoopbackServer, render
@@ -124,3 +125,10 @@ def test_retry_failed_fetches_only_retriable_failures_into_the_same_accounting(t
         assert samples_in_tars(tmp_path / "shards") == Counter(dict.fromkeys(good + flaky, 1))
         nothing = cli_download(tmp_path, "--samples_per_shard", "4", "--retry_failed", env=clean_env)
         assert nothing.returncode == 0 and "may pass on another try" in nothing.stderr + nothing.stdout
+
+
+def test_a_download_of_the_matched_rows_without_query_ids_is_refused_before_it_starts():
+    """Online curation reads each sample's query_ids: a matched download without them would be unusable."""
+    with pytest.raises(CurationError, match="add query_ids to save_columns"):
+        DownloadConfig(from_matched=True)
+    assert DownloadConfig(from_matched=True, save_columns=["query_ids"]).from_matched

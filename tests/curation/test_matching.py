@@ -190,3 +190,24 @@ def test_a_url_with_whitespace_is_one_dropped_row_not_a_refused_file(tmp_path, t
     assert stats["rows_in"] == 4 and stats["rows_matched"] == 1 and stats["rows_refused_url"] == 3
     assert stats["urls_refused"] == {"whitespace or control character in URL": 3}
     assert pq.read_table(next((tmp_path / "m").glob("*.parquet")))["url"].to_pylist() == ["http://x/2.jpg"]
+
+
+def test_adding_the_identity_to_an_old_up_to_date_output_fails_in_one_line(tmp_path, tiny_queries):
+    """A match output made before it recorded its row identity gains it when up to date, under its lock; an
+    unreadable part is one line, not a traceback."""
+    (tmp_path / "captions").mkdir()
+    pq.write_table(pa.table({"url": ["http://x/1", "http://x/2"], "caption": ["a red circle", "photo"]}),
+                   tmp_path / "captions" / "a.parquet")
+
+    def match() -> dict:
+        return run_match(MatchConfig(workers=1), tiny_queries, [str(tmp_path / "captions")], tmp_path / "matched")
+
+    stats_file = tmp_path / "matched.stats.json"
+    old = json.loads(json.dumps(match()))
+    identity = old.pop("rows_identity")
+    stats_file.write_text(json.dumps(old))
+    assert match()["rows_identity"] == identity and json.loads(stats_file.read_text())["rows_identity"] == identity
+    stats_file.write_text(json.dumps(old))
+    next((tmp_path / "matched").glob("*.parquet")).unlink()
+    with pytest.raises(CurationError, match="cannot record rows_identity"):
+        match()

@@ -91,3 +91,64 @@ def test_shard_stages_pass_on_their_inputs_row_identity(tmp_path):
     assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "b" / "1.tar"]) == {"rows_identity": "1" * 64}
     assert inherited_identity([tmp_path / "a" / "0.tar", tmp_path / "c" / "1.tar"]) == {}  # two origins: none
     assert inherited_identity([tmp_path / "d" / "0.tar"]) == {}  # no stats: none
+
+
+def test_an_output_made_before_side_inputs_and_row_identity_stays_up_to_date_and_gains_the_identity(tmp_path):
+    """An unchanged old image_shape output (no side inputs: none in its fingerprint) is not refused; its stats
+    gain the row identity of its inputs (as an up-to-date `match` gains its own)."""
+    import json
+
+    shards, _ = write_embedded(tmp_path, {"00000.tar": samples([0.1, 0.2])})
+    (tmp_path / f"{shards.name}.stats.json").write_text(json.dumps({"stage": "download", "rows_identity": "1" * 64}))
+    shape = ImageShapeConfig(min_side=1)
+    run_sieve(ImageShapeSieve(shape), shape, [str(shards)], tmp_path / "shape")
+    stats_file = tmp_path / "shape.stats.json"
+    old = json.loads(stats_file.read_text())
+    old["fingerprint"].pop("side_inputs", None)  # as the version before side inputs and row identity wrote it
+    old.pop("rows_identity")
+    stats_file.write_text(json.dumps(old))
+    assert run_sieve(ImageShapeSieve(shape), shape, [str(shards)], tmp_path / "shape")["rows_identity"] == "1" * 64
+    assert json.loads(stats_file.read_text())["rows_identity"] == "1" * 64
+
+
+def test_an_up_to_date_run_reads_no_side_input_again_and_survives_their_deletion(tmp_path, monkeypatch):
+    """Each side input's sha256 is remembered by size, mtime and ctime in <out>.hashes.json: an up-to-date run
+    does not read the embeddings again, and stays up to date once they are deleted."""
+    import curation.stage
+
+    shards, embeddings = write_embedded(tmp_path, {"00000.tar": samples([0.9, 0.1])})
+    np.save(tmp_path / "concepts.npy", np.eye(D)[:1].astype(np.float32))
+    config = UnsafeConfig(embeddings=embeddings, concepts=["a gun"], thresholds=[0.5],
+                          concept_embeddings=tmp_path / "concepts.npy")
+    first = run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")
+    assert (tmp_path / "safe.hashes.json").is_file()
+
+    def no_reading(path, *args):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(curation.stage, "sha256_file", no_reading)
+    assert run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe") == first
+    monkeypatch.undo()
+    shutil.rmtree(embeddings)
+    assert run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")["rows_kept"] == first["rows_kept"]
+    with pytest.raises(CurationError, match="missing; embed these shards first"):  # a new output needs them
+        run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "other")
+
+
+def test_a_model_folder_is_hashed_by_the_files_the_loader_reads(tmp_path):
+    from clipformats.model_files import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
+    from clipmodule.checkpoints import open_clip
+
+    assert (OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS) == (open_clip.CONFIG_NAME, open_clip.WEIGHT_NAMES)
+    shards, embeddings = write_embedded(tmp_path, {"00000.tar": samples([0.9])})
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / OPEN_CLIP_CONFIG).write_text("{}")
+    (model / OPEN_CLIP_WEIGHTS[0]).write_bytes(b"1")
+    sieve = UnsafeSieve(UnsafeConfig(embeddings=embeddings, concepts=["a gun"], model=str(model)))
+    before = sieve.side_inputs(sorted(shards.glob("*.tar")))["concepts"]
+    (model / "training_log.txt").write_text("epoch 1")  # not read by the loader
+    (model / "model.onnx").write_bytes(b"another format")
+    assert sieve.side_inputs(sorted(shards.glob("*.tar")))["concepts"] == before
+    (model / OPEN_CLIP_WEIGHTS[0]).write_bytes(b"2")
+    assert sieve.side_inputs(sorted(shards.glob("*.tar")))["concepts"] != before

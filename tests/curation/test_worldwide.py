@@ -117,6 +117,22 @@ def test_each_language_gains_the_bigrams_of_its_own_corpus_documents(tmp_path):
     assert "merry christmas" in {r["term"] for r in rows if r["lang"] == "en"}
 
 
+def test_english_list_counts_only_the_english_documents_of_the_corpus(tmp_path):
+    """With `languages`, English's corpus unigrams and bigrams come from the documents lid.176 gives English."""
+    german = ["wir wünschen allen frohe weihnachten und ein gutes neues jahr",
+              "die kinder singen am abend frohe weihnachten im warmen wohnzimmer"]
+    english = ["we wish everyone a merry christmas and a happy new year together",
+               "the old railway station stands next to the large market square of the town"]
+    (tmp_path / "corpus.txt").write_text("\n".join((german + english) * 20) + "\n")
+    config = QueriesConfig(wordnet=False, unigrams="corpus", corpus=[str(tmp_path / "corpus.txt")], min_count=5,
+                           languages=["de"], bigram_min_count=20, min_pmi=1.0, wordfreq_corpus_words=100_000)
+    run_queries(config, tmp_path / "queries.parquet")
+    rows = pq.read_table(tmp_path / "queries.parquet").to_pylist()
+    english_terms = {r["term"] for r in rows if r["lang"] == "en"}
+    assert {"merry christmas", "market square", "railway"} <= english_terms
+    assert not {"frohe weihnachten", "weihnachten", "wohnzimmer"} & english_terms
+
+
 def test_titles_join_the_list_of_their_language_column(tmp_path):
     pq.write_table(pa.table({"title": ["Brandenburger Tor", "Golden Gate Bridge", "Eiffel Tower"],
                              "lang": ["de", "en", None]}), tmp_path / "titles.parquet")
@@ -126,3 +142,19 @@ def test_titles_join_the_list_of_their_language_column(tmp_path):
     titles = {(r["term"], r["lang"]) for r in pq.read_table(tmp_path / "queries.parquet").to_pylist()
               if "title" in r["source"]}
     assert titles == {("brandenburger tor", "de"), ("golden gate bridge", "en"), ("eiffel tower", "en")}
+
+
+def test_title_language_codes_are_normalised_and_a_named_column_must_exist(tmp_path):
+    pq.write_table(pa.table({"title": ["Brandenburger Tor", "Kölner Dom", "Torre Eiffel", "Big Ben"],
+                             "language": ["de-DE", "DE", "it_IT", "EN-gb"]}), tmp_path / "titles.parquet")
+    config = QueriesConfig(wordnet=False, titles=str(tmp_path / "titles.parquet"), languages=["de"],
+                           title_language_column="language", wordfreq_corpus_words=100_000)
+    stats = run_queries(config, tmp_path / "queries.parquet")
+    titles = {(r["term"], r["lang"]) for r in pq.read_table(tmp_path / "queries.parquet").to_pylist()
+              if "title" in r["source"]}
+    assert titles == {("brandenburger tor", "de"), ("kölner dom", "de"), ("big ben", "en")}
+    assert stats["titles_left_out_by_language"] == {"it": 1}
+    missing = QueriesConfig(wordnet=False, titles=str(tmp_path / "titles.parquet"), languages=["de"],
+                            title_language_column="wiki_lang", wordfreq_corpus_words=100_000)
+    with pytest.raises(CurationError, match=r"titles.parquet: no column 'wiki_lang' for title_language_column"):
+        run_queries(missing, tmp_path / "other.parquet")

@@ -37,3 +37,28 @@ def test_make_demo_runs_the_worldwide_step_and_prints_rows_per_language(tmp_path
     line = worldwide_line(summary)
     assert line.startswith("worldwide curation, rows per language") and "; de " in line and "\n" not in line
     assert "demo.worldwide" in paths["log"].read_text()
+
+
+def test_a_half_written_captions_table_is_rewritten_atomically(tmp_path, monkeypatch):
+    import contextlib
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from demo import worldwide
+
+    table = tmp_path / "captions" / "captions.parquet"
+    table.parent.mkdir()
+    table.write_bytes(b"PAR1 cut short")  # what a killed non-atomic write leaves
+    worldwide.write_captions(table, 30, 0)
+    assert pq.read_table(table).num_rows == 30
+
+    def killed(rows, where, **options):
+        Path(where).write_bytes(b"PAR1 half")  # killed halfway through the write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worldwide.pq, "write_table", killed)
+    with contextlib.suppress(KeyboardInterrupt):
+        worldwide.write_captions(table, 45, 0)
+    monkeypatch.undo()
+    assert pq.read_table(table).num_rows == 30 and list(table.parent.iterdir()) == [table]  # the old one, whole

@@ -41,7 +41,7 @@ from curation.errors import CurationError
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, sample_image, tar_samples
 from curation.stage import Stage, file_signature, read_json, sidecar
-from curation.stages.sieve import inherited_identity
+from curation.stages.sieve import backfill_identity, inherited_identity
 
 IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
 RESULT_SUFFIX = "_decontamination.json"
@@ -271,6 +271,7 @@ def run_decontaminate(config: DecontaminateConfig, eval_sets: list[str], shards:
                   inputs=(*sources, *train, *([Path(embeddings)] if embeddings else []),
                           *map(Path, config.eval_embeddings)), made=("*.tar", f"*{RESULT_SUFFIX}"))
     if (done := stage.finished()) is not None:
+        done = backfill_identity(stage, done, train)
         report(f"decontaminate: up to date ({done['samples_dropped']:,} of {done['samples_in']:,} dropped in {out})")
         return done
     with stage.running():

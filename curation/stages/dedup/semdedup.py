@@ -41,7 +41,7 @@ from curation.kmeans import kmeans, nearest, resolve_backend
 from curation.progress import progress_bar, report
 from curation.shardio import input_shards, shard_images
 from curation.stage import Stage, file_signature, sidecar
-from curation.stages.sieve import inherited_identity
+from curation.stages.sieve import backfill_identity, inherited_identity
 
 BLOCK = 512
 TOP_PAIRS = 50
@@ -99,6 +99,7 @@ def run_dedup(config: DedupConfig, shards: list[str], embeddings: Path, out: Pat
     stage = Stage("dedup", out, fingerprint, overwrite, extra_outputs=(drop_list, plot),
                   inputs=(*sources, embeddings), made=("*.tar",))
     if (done := stage.finished()) is not None:
+        done = backfill_identity(stage, done, sources)
         report(f"dedup: up to date ({done['rows_dropped']:,} of {done['rows_in']:,} dropped in {out})")
         return done
     with stage.running():

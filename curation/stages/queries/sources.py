@@ -204,10 +204,26 @@ def titles_of(table: pa.Table, lang: str) -> pa.Table:
     return table.filter(mine).select(["term", "count"])
 
 
+def titles_left_out(table: pa.Table, languages: list[str]) -> dict[str, int]:
+    """How many titles of each language that has no list (`languages`) join none: {code: titles}."""
+    if "lang" not in table.column_names:
+        return {}
+    codes = pc.fill_null(table["lang"], "en")
+    counts = pc.value_counts(codes.filter(pc.invert(pc.is_in(codes, pa.array(languages, pa.string()))))).to_pylist()
+    return {row["values"]: row["counts"] for row in sorted(counts, key=lambda r: (-r["counts"], r["values"]))}
+
+
+def language_codes(codes: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Language codes as the lists name them: lower-case, trimmed, region dropped ("de-DE", "pt_BR" → "de", "pt")."""
+    trimmed = pc.utf8_lower(pc.utf8_trim_whitespace(codes))
+    return pc.replace_substring_regex(trimmed, r"[-_].*$", "")
+
+
 def titles(path: Path, title_column: str, views_column: str, min_views: int,
-           language_column: str | None = None) -> pa.Table:
+           language_column: str | None = None, language_required: bool = False) -> pa.Table:
     """Titles (txt: one per line; tables: `title_column`), keeping those with views ≥ min_views when counted;
-    with `language_column` present in the table, a `lang` column too."""
+    with `language_column` present in the table, a `lang` column too (codes lower-case, region dropped: "de-DE"
+    is "de"); a `language_required` column that is missing is an error."""
     if Path(path).suffix.lower() in (".txt", ".text"):
         chunks = list(_corpus_chunks(Path(path), ""))
         names = pc.utf8_trim_whitespace(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.string())
@@ -227,9 +243,12 @@ def titles(path: Path, title_column: str, views_column: str, min_views: int,
             raise CurationError(f"{path}: column {views_column!r} does not hold whole numbers") from None
     elif min_views > 0:
         raise CurationError(f"{path}: min_views is {min_views} but there is no column {views_column!r}")
+    if language_required and language_column not in table.column_names:
+        raise CurationError(f"{path}: no column {language_column!r} for title_language_column "
+                            f"(columns: {', '.join(table.column_names)})")
     names = pc.fill_null(table[title_column].cast(pa.string()), "")
     result = pa.table({"term": names, "count": views,
-                       **({"lang": table[language_column].cast(pa.string())}
+                       **({"lang": language_codes(table[language_column].cast(pa.string()))}
                           if language_column in table.column_names else {})})
     if min_views > 0:
         result = result.filter(pc.greater_equal(pc.fill_null(views, 0), min_views))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.config.checks import require
+from curation.stage import HashCache
 from curation.stages.sieve import Decide, content_hash, sieve_stage
 
 
@@ -85,15 +86,16 @@ class UnsafeSieve:
 
         return decide
 
-    def side_inputs(self, shards: list[Path]) -> dict[str, str | None]:
+    def side_inputs(self, shards: list[Path], hashes: HashCache | None = None) -> dict[str, str | None]:
+        from clipformats.model_files import model_files
         from curation.embedding_rows import embedding_files
 
         given = self.config.concept_embeddings
         model = Path(self.config.model) if given is None else None
         prompts = [given] if given is not None else [model] if model.is_file() else \
-            sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else []
-        return {"embeddings": content_hash(embedding_files(self.config.embeddings, shards)),
-                "concepts": content_hash(prompts) if prompts else None}  # None: a model by name, in the config
+            model_files(model) if model.is_dir() else []  # a folder: the files the loader reads
+        return {"embeddings": content_hash(embedding_files(self.config.embeddings, shards), hashes),
+                "concepts": content_hash(prompts, hashes) if prompts else None}  # None: a model by name
 
 
 STAGE = sieve_stage("unsafe", "drop samples whose image is close to a concept prompt (CLIP similarity)",

@@ -166,3 +166,73 @@ def test_a_mixture_counts_only_selected_samples_toward_the_unusable_guard(pool, 
                     tar.addfile(member, source.extractfile(member))
     with pytest.raises(ClipModuleError, match=r"source 'b' gave no usable sample in 3 samples in a row .* left out"):
         epoch([TrainSource("a", shards), TrainSource("b", sorted(str(p) for p in broken.glob("*.tar")))])
+
+
+def test_old_counts_given_as_a_path_find_their_match_s_recorded_identity(tmp_path):
+    """Counts without an identity in their schema (a match made before it recorded one) named as a Path."""
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"matched": [4, 2]}), tmp_path / "matched.counts.parquet")
+    (tmp_path / "matched.stats.json").write_text(json.dumps({"stage": "match", "rows_identity": "3" * 64}))
+    assert EpochSelection(OnlineCuration(counts=tmp_path / "matched.counts.parquet", t=2)).rows_identity == "3" * 64
+
+
+def test_the_origin_is_found_for_relative_and_linked_folders_and_remote_shards_are_named(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from clipformats.curation_outputs import recorded_identity
+
+    (tmp_path / "work" / "shards").mkdir(parents=True)
+    (tmp_path / "work" / "shards.stats.json").write_text(json.dumps({"stage": "download", "rows_identity": "4" * 64}))
+    (tmp_path / "link").symlink_to(tmp_path / "work" / "shards")
+    monkeypatch.chdir(tmp_path / "work" / "shards")
+    assert recorded_identity(Path(".")) == recorded_identity(Path("../shards")) == "4" * 64
+    assert recorded_identity(tmp_path / "link") == "4" * 64
+    pq.write_table(pa.table({"matched": [4, 2]}).replace_schema_metadata({"rows_identity": "4" * 64}),
+                   tmp_path / "counts.parquet")
+    selection = EpochSelection(OnlineCuration(counts=str(tmp_path / "counts.parquet"), t=2))
+    selection.check_origin([Path("."), tmp_path / "link"])
+    with pytest.raises(ClipModuleError, match=r"s3://b/x: online curation cannot check the origin of remote shards"
+                                              r".*verify: false"):
+        selection.check_origin(["s3://b/x"])
+
+
+@pytest.mark.slow  # two mixed epochs' worth of online-curation draws (~15 s on a loaded core)
+def test_a_mixture_s_shares_hold_for_the_samples_online_curation_selects(pool, tmp_path):
+    """Source a holds the head query's rows (about 6 % kept at t), b the rest (about 40 %): at shares 0.5/0.5 the
+    samples training sees are half a's, as a left-out sample is replaced from its own source."""
+    from clipmodule.data.mixing import drawn_per_source
+    from clipmodule.data.sources import TrainSource
+
+    root, _ = pool
+    selection = EpochSelection(OnlineCuration(counts=str(root / "matched.counts.parquet"), t=T, seed=SEED))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    for path in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(path) as source, tarfile.open(tmp_path / "a" / path.name, "w") as a, \
+                tarfile.open(tmp_path / "b" / path.name, "w") as b:
+            members = source.getmembers()
+            head = {m.name[:-5] for m in members if m.name.endswith(".json")
+                    and json.loads(source.extractfile(m).read())["query_ids"] == [0]}
+            for member in members:
+                (a if member.name.split(".")[0] in head else b).addfile(member, source.extractfile(member))
+    sources = [TrainSource(name, sorted(str(p) for p in (tmp_path / name).glob("*.tar"))) for name in ("a", "b")]
+
+    def mixed() -> EpochLoader:
+        dataset = ShardTrainDataset([s for source in sources for s in source.shards], image_transform(32, train=True),
+                                    batch_size=4, batches_per_rank=25, shuffle_buffer=16, seed=3, selection=selection,
+                                    sources=sources, shares=[0.5, 0.5])
+        return EpochLoader(dataset, batch_size=4, num_workers=0, collate_fn=TokenizingCollate())
+
+    keys = [key for batch in mixed() for key in batch["key"]]
+    from_a = sum(key.startswith("a:") for key in keys)
+    assert len(keys) == 100 and 35 <= from_a <= 65, from_a
+    interrupted = mixed()
+    iterator = iter(interrupted)
+    for _ in range(10):
+        next(iterator)
+    used = drawn_per_source(interrupted.state_dict(), "used")
+    assert sum(used.values()) == 40 and drawn_per_source(interrupted.state_dict())["a"] > used["a"]
+    resumed = mixed()
+    resumed.load_state_dict(interrupted.state_dict())
+    assert [key for batch in resumed for key in batch["key"]] == keys[40:]  # a resume makes the same draws

@@ -109,3 +109,20 @@ def test_an_earlier_match_output_gains_its_identity_when_match_runs_again(work, 
     with pytest.raises(ClipModuleError, match="records no identity"):  # only a match's stats vouch for counts
         ShardDataModule(train_shards=str(work / "shards"), batch_size=2, num_workers=1, samples_per_epoch=8,
                         curation=counts).train_dataset()
+
+
+def test_the_faked_balanced_identity_is_what_download_records_for_a_balance_input(work, tmp_path, monkeypatch):
+    """The fixture's balanced shards carry recorded_identity(balanced) without a second img2dataset run: the
+    identity `curation download` records for a balance input is that one (img2dataset replaced by its outputs)."""
+    from curation.stages.download import downloading
+
+    def fetched(config, source, out, expected_rows, log_file, stage):  # one shard, every row a success
+        (out / "00000.tar").write_bytes((work / "shards" / "00000.tar").read_bytes())
+        (out / "00000_stats.json").write_text(json.dumps({"count": expected_rows, "successes": expected_rows,
+                                                          "failed_to_download": 0, "failed_to_resize": 0}))
+
+    monkeypatch.setattr(downloading, "run_img2dataset", fetched)
+    stats = run_download(DownloadConfig(image_size=32, processes=1, threads=2, allow_schemes=["file"],
+                                        save_columns=["query_ids"]), work / "balanced", tmp_path / "balanced_shards")
+    assert stats[ROWS_IDENTITY] == recorded_identity(work / "balanced") == recorded_identity(work / "balanced_shards")
+    assert recorded_identity(tmp_path / "balanced_shards") == recorded_identity(work / "balanced_shards")
