@@ -22,7 +22,7 @@ from clipmodule.train.ema import EmaCallback, EmaConfig
 from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, encode_with_negatives
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
-from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
+from clipmodule.train.optim import OptimConfig, build_optimizer, check_options, matrix_names
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 from clipmodule.train.validation import ValidationTrackers, build_trackers, check_sets
 from clipmodule.transforms import normalize_batch
@@ -125,6 +125,7 @@ class ClipLitModule(L.LightningModule):
                                   "model.init_from")
         if accum_freq < 1:
             raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
+        check_options(optim)  # an option the optimiser would ignore stops the run here, before any step
         self.accum_freq, self.accum_grad_clip, self.siglip_exchange = accum_freq, accum_grad_clip, siglip_exchange
         self.automatic_optimization = accum_freq == 1
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
