@@ -71,6 +71,14 @@ def check_lora_lock(lora: LoRAConfig, lock: LockConfig) -> None:
                                   f"its weights; drop the lock or leave {tower!r} out of model.lora.towers")
 
 
+def check_step_options(accum_freq: int, optim: OptimConfig) -> None:
+    """Refusals of the step's options, before any data or step: the accumulation factor, and an option the chosen
+    optimiser would ignore (`clipmodule.train.optim.check_options`)."""
+    if accum_freq < 1:
+        raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
+    check_options(optim)
+
+
 class ClipLitModule(L.LightningModule):
     """Contrastive training of a CLIP model.
 
@@ -123,9 +131,7 @@ class ClipLitModule(L.LightningModule):
         elif model is None:
             raise ClipModuleError("no network: set model.model (e.g. clipmodule.train.module.build_network) or "
                                   "model.init_from")
-        if accum_freq < 1:
-            raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
-        check_options(optim)  # an option the optimiser would ignore stops the run here, before any step
+        check_step_options(accum_freq, optim)
         self.accum_freq, self.accum_grad_clip, self.siglip_exchange = accum_freq, accum_grad_clip, siglip_exchange
         self.automatic_optimization = accum_freq == 1
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
