@@ -128,8 +128,13 @@ def selection(name: str, checkpoint: Path, work: Path, log: Path) -> float:
     relation-swapped one, what hard negatives train for), logged to the run as shape_swaps/text_acc."""
     from mlflow.tracking import MlflowClient
 
-    output = work / "selection" / f"{name}.json"
-    seconds = run(f"{name}: image-caption selection on builtin:shape-swaps", [
+    output, seconds = work / "selection" / f"{name}.json", 0.0
+    if name.endswith("lora"):  # adapters are folded into plain weights first (eval reads plain weights)
+        merged = work / "selection" / f"{name}-merged.safetensors"
+        seconds += run(f"{name}: clipmodule convert --merge_lora", [
+            sys.executable, "-m", "clipmodule", "convert", "--merge_lora", str(checkpoint), str(merged)], log)
+        checkpoint = merged
+    seconds += run(f"{name}: image-caption selection on builtin:shape-swaps", [
         sys.executable, "-m", "clipmodule", "eval", "image_caption_selection", "--model", str(checkpoint),
         "--dataset", "builtin:shape-swaps", "--output", str(output)], log)
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
