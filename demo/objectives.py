@@ -123,6 +123,19 @@ def run(title: str, command: list[str], log: Path) -> float:
     return seconds
 
 
+def forget(work: Path, name: str) -> None:
+    """A run done again (`--only`) replaces its earlier one in the comparison (MLflow keeps it, marked deleted)."""
+    from mlflow.tracking import MlflowClient
+
+    if not (work / "mlruns.db").is_file():
+        return
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    for found in client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = '{name}'") if experiment \
+            else []:
+        client.delete_run(found.info.run_id)
+
+
 def selection(name: str, checkpoint: Path, work: Path, log: Path) -> float:
     """Compositional selection on builtin:shape-swaps (a shape on a coloured background: its caption against the
     relation-swapped one, what hard negatives train for), logged to the run as shape_swaps/text_acc."""
@@ -160,6 +173,7 @@ def run_all(demo_out: Path, work: Path, steps: int, finetune_steps: int, only: l
                       f"--checkpoint.dirpath={work / 'runs' / name}"]
     for name, command in plan.items():
         if only is None or name in only:
+            forget(work, name)
             seconds[name] = run(name, command, log)
     for name in plan:
         if only is None or name in only:
