@@ -149,7 +149,8 @@ def selection(name: str, checkpoint: Path, work: Path, log: Path) -> float:
         checkpoint = merged
     seconds += run(f"{name}: image-caption selection on builtin:shape-swaps", [
         sys.executable, "-m", "clipmodule", "eval", "image_caption_selection", "--model", str(checkpoint),
-        "--dataset", "builtin:shape-swaps", "--output", str(output)], log)
+        "--dataset", "builtin:shape-swaps", "--output", str(output), f"--tracking.uri=sqlite:///{work / 'mlruns.db'}",
+        f"--tracking.experiment={EXPERIMENT}-eval"], log)
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     (found,) = client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = '{name}'",
