@@ -17,7 +17,8 @@ From the demo's CLIP checkpoint (`model.init_from`), a few more steps at a fine-
     finetune-hard-negatives every weight, with two negative captions per sample (NegCLIP's recipe: fine-tuning)
 Each run's last checkpoint then takes image-caption selection on `builtin:shape-swaps` (a shape on a coloured
 background: its caption against the same words with the relation's sides swapped; chance 50%), what hard negatives
-are for, logged to the run as shape_swaps/text_acc.
+are for, and on `builtin:shape-replace-shape|colour` (the negative names another shape or background colour),
+logged to the run as <set>/text_acc.
 
     demo_out/objectives/runs/       checkpoints;   demo_out/objectives/mlruns.db  the MLflow store
     demo_out/objectives/compare/    compare.md and its PNGs;   demo_out/objectives/summary.json
@@ -39,7 +40,7 @@ SETS = ("emoji", "digits", "shapes")
 STUDENT = ("{embed_dim: 64, image_size: 32, vision: {layers: 1, width: 64}, "
            "text: {layers: 1, width: 64, context_length: 24}}")
 METRICS = [f"val/zeroshot/{name}/top1" for name in SETS] + [f"val_ema/zeroshot/{name}/top1" for name in SETS] + [
-    "shape_swaps/text_acc"]
+    f"{name}/text_acc" for name in ("shape_swaps", "shape_replace_shape", "shape_replace_colour")]
 
 
 def student_runs(teacher: Path, steps: int) -> dict[str, list[str]]:
@@ -136,26 +137,43 @@ def forget(work: Path, name: str) -> None:
         client.delete_run(found.info.run_id)
 
 
+def selection_suite(work: Path) -> Path:
+    """The three rendered compositional sets as one suite (`clipmodule eval suite`: one process per checkpoint)."""
+    import yaml
+
+    from clipmodule.eval.readers.builtin import SELECTION_SETS
+
+    tasks = [{"name": name.replace("-", "_"), "task": "image_caption_selection", "dataset": f"builtin:{name}"}
+             for name in SELECTION_SETS]
+    path = work / "selection" / "suite.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"output": str(path.parent), "tasks": tasks}, sort_keys=False))
+    return path
+
+
 def selection(name: str, checkpoint: Path, work: Path, log: Path) -> float:
-    """Compositional selection on builtin:shape-swaps (a shape on a coloured background: its caption against the
-    relation-swapped one, what hard negatives train for), logged to the run as shape_swaps/text_acc."""
+    """Compositional selection on the rendered shape sets (a shape on a coloured background: its caption against
+    the relation-swapped one, what hard negatives train for, and against another shape or background colour),
+    each logged to the run as <set>/text_acc."""
     from mlflow.tracking import MlflowClient
 
-    output, seconds = work / "selection" / f"{name}.json", 0.0
+    seconds = 0.0
     if name.endswith("lora"):  # adapters are folded into plain weights first (eval reads plain weights)
         merged = work / "selection" / f"{name}-merged.safetensors"
         seconds += run(f"{name}: clipmodule convert --merge_lora", [
             sys.executable, "-m", "clipmodule", "convert", "--merge_lora", str(checkpoint), str(merged)], log)
         checkpoint = merged
-    seconds += run(f"{name}: image-caption selection on builtin:shape-swaps", [
-        sys.executable, "-m", "clipmodule", "eval", "image_caption_selection", "--model", str(checkpoint),
-        "--dataset", "builtin:shape-swaps", "--output", str(output), f"--tracking.uri=sqlite:///{work / 'mlruns.db'}",
+    seconds += run(f"{name}: image-caption selection on the builtin:shape-* sets", [
+        sys.executable, "-m", "clipmodule", "eval", "suite", "-c", str(selection_suite(work)), "--model",
+        str(checkpoint), "--name", name, f"--tracking.uri=sqlite:///{work / 'mlruns.db'}",
         f"--tracking.experiment={EXPERIMENT}-eval"], log)
+    metrics = json.loads((work / "selection" / f"{name}.json").read_text())["metrics"]
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlruns.db'}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
     (found,) = client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = '{name}'",
                                   order_by=["attributes.start_time DESC"], max_results=1)
-    client.log_metric(found.info.run_id, "shape_swaps/text_acc", json.loads(output.read_text())["metrics"]["text_acc"])
+    for task, values in metrics.items():
+        client.log_metric(found.info.run_id, f"{task}/text_acc", values["text_acc"])
     return seconds
 
 
@@ -179,7 +197,7 @@ def run_all(demo_out: Path, work: Path, steps: int, finetune_steps: int, only: l
     for name in plan:
         if only is None or name in only:
             checkpoint = teacher if name == "demo-clip" else work / "runs" / name / "last.ckpt"
-            seconds[f"{name} shape-swaps"] = selection(name, checkpoint, work, log)
+            seconds[f"{name} selection"] = selection(name, checkpoint, work, log)
     run("clipmodule compare", [sys.executable, "-m", "clipmodule", "compare", "--experiment", EXPERIMENT,
                                "--tracking.uri", f"sqlite:///{work / 'mlruns.db'}", "--out", str(work / "compare"),
                                "--params", "optim/name,optim/lr", "--metrics", ",".join([*METRICS, "train/loss"]),

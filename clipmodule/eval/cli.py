@@ -121,7 +121,8 @@ class CaptionSelectionCommand(NamedDataOptions):
     dataset: str
     """sugar_crepe/<subset> (add_att, add_obj, replace_att, replace_obj, replace_rel, swap_att, swap_obj),
     winoground, vg_relation or vg_attribution; its copy in --dataset_root. Or builtin:shape-swaps (rendered: a shape on
-    a coloured background, its caption against the relation-swapped one)."""
+    a coloured background, its caption against the relation-swapped one), builtin:shape-replace-shape|colour
+    (against another shape or background colour)."""
     output: str | None = None
     """JSON results file; default eval_results/image_caption_selection-<dataset>.json."""
     tokenizer_folder: str | None = None

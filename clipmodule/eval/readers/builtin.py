@@ -7,6 +7,9 @@
     builtin:shape-swaps  image-caption selection (compositionality): 96 renders of a shape on a coloured
                      background, each with its caption ("a circle on a red background") and the caption with the
                      relation's two sides swapped ("a red background on a circle"): the same words, another meaning
+    builtin:shape-replace-shape, builtin:shape-replace-colour  the same renders, the negative an equally likely
+                     sentence that only the image rules out: another shape ("a square on a red background") or
+                     another background colour ("a circle on a green background")
 
 `:train` / `:test` select a fixed stratified half (for linear probes); no suffix means the whole set.
 """
@@ -85,9 +88,23 @@ SWAP_BACKGROUNDS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 8
                     "black": (20, 20, 20)}
 
 
-def render_shape_swaps(repeats: int = 4, seed: int = 0, size: int = 64) -> list[tuple[Image.Image, list[str]]]:
-    """(image, [its caption, the relation-swapped caption]) for every shape on every background, `repeats` times
-    at random places and sizes; the shape is drawn in the background's complement."""
+SELECTION_SETS = ("shape-swaps", "shape-replace-shape", "shape-replace-colour")
+
+
+def _negative(kind: str, shape: str, colour: str) -> str:
+    """The negative caption of a render: the relation swapped, or the next shape / background colour in its list."""
+    if kind == "shape-swaps":
+        return f"a {colour} background on a {shape}"
+    if kind == "shape-replace-shape":
+        return f"a {SWAP_SHAPES[(SWAP_SHAPES.index(shape) + 1) % len(SWAP_SHAPES)]} on a {colour} background"
+    names = list(SWAP_BACKGROUNDS)
+    return f"a {shape} on a {names[(names.index(colour) + 1) % len(names)]} background"
+
+
+def render_shape_swaps(repeats: int = 4, seed: int = 0, size: int = 64,
+                       kind: str = "shape-swaps") -> list[tuple[Image.Image, list[str]]]:
+    """(image, [its caption, the negative of `kind`]) for every shape on every background, `repeats` times at
+    random places and sizes (the same renders for every kind); the shape is drawn in the background's complement."""
     rng = np.random.default_rng(seed)
     items = []
     for shape in SWAP_SHAPES:
@@ -98,7 +115,7 @@ def render_shape_swaps(repeats: int = 4, seed: int = 0, size: int = 64) -> list[
                 image = Image.new("RGB", (size, size), background)
                 draw_shape(ImageDraw.Draw(image), shape, (left, top, left + extent, top + extent),
                            tuple(255 - v for v in background))
-                items.append((image, [f"a {shape} on a {name} background", f"a {name} background on a {shape}"]))
+                items.append((image, [f"a {shape} on a {name} background", _negative(kind, shape, name)]))
     return items
 
 
@@ -113,9 +130,11 @@ class BuiltinSelection(CaptionedImages):
 
 
 def builtin_selection(spec: str, transform: Transform | None) -> BuiltinSelection:
-    if spec != "builtin:shape-swaps":
-        raise ClipModuleError(f"{spec}: unknown built-in selection dataset (builtin:shape-swaps)")
-    return BuiltinSelection(render_shape_swaps(), transform, spec)
+    name = spec.removeprefix("builtin:")
+    if name not in SELECTION_SETS:
+        raise ClipModuleError(f"{spec}: unknown built-in selection dataset ("
+                              f"{'|'.join(f'builtin:{known}' for known in SELECTION_SETS)})")
+    return BuiltinSelection(render_shape_swaps(kind=name), transform, spec)
 
 
 def _skimage() -> tuple[list[Image.Image], list[list[str]]]:

@@ -30,6 +30,16 @@ def test_each_item_is_its_caption_and_the_same_words_swapped():
     assert all(a[0].tobytes() == b[0].tobytes() for a, b in zip(items, again))  # the same renders every time
 
 
+def test_the_replace_sets_have_the_same_renders_and_a_likely_negative():
+    swaps = render_shape_swaps()
+    for kind, negative in (("shape-replace-shape", "a square on a red background"),
+                           ("shape-replace-colour", "a circle on a green background")):
+        items = render_shape_swaps(kind=kind)
+        assert items[0][1] == ["a circle on a red background", negative]
+        assert all(a[0].tobytes() == b[0].tobytes() for a, b in zip(items, swaps))
+        assert all(caption != other and len(caption.split()) == len(other.split()) for _, (caption, other) in items)
+
+
 def test_the_set_scores_as_clip_benchmark_scores_it_and_runs_from_the_command(tmp_path, capsys):
     from clip_benchmark.datasets.builder import image_captions_collate_fn
 
@@ -50,4 +60,4 @@ def test_the_set_scores_as_clip_benchmark_scores_it_and_runs_from_the_command(tm
     capsys.readouterr()
     assert clipmodule([*command, "--dataset", "builtin:shape-nope"]) == 2
     error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "builtin:shape-nope: unknown built-in selection dataset" in error
+    assert "\n" not in error and "builtin:shape-nope: unknown built-in selection dataset (builtin:shape-swaps|" in error
