@@ -4,7 +4,7 @@ on the demo's own data, in short runs, then `clipmodule compare` over them.
 Every run reads the demo's curated shards (demo_out/curation/shards) and is validated on its held-out renders
 (emoji, digits, shapes: `data.zeroshot_sets`, each reported as val/zeroshot/<set>/top1) at its end.
 
-From scratch, a student a quarter of the demo model's size (1 block, width 64, both towers):
+From scratch, a student of 1 block, width 64 in both towers (the demo model: 3 blocks, width 128):
     student                the baseline: AdamW, cosine; `model.ema` (val_ema/* beside val/*)
     student-distilled      the same, with the demo's CLIP checkpoint as teacher (`model.distill`)
     student-lion           the same, with Lion (`model.optim.name: lion`, its usual lower lr, higher decay)
