@@ -84,10 +84,15 @@ class TrainTransform:
         return f"TrainTransform(image_size={self.image_size}, scale={self.scale}, ratio={self.ratio})"
 
 
-def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, 3, H, W] -> float, scaled to [0, 1] and normalised with OpenAI's mean and std."""
+def normalize_batch(images: torch.Tensor, mean: tuple[float, ...] | None = None,
+                    std: tuple[float, ...] | None = None) -> torch.Tensor:
+    """uint8 [N, 3, H, W] -> float, scaled to [0, 1] and normalised with OpenAI's mean and std (or the given ones)."""
     # in place on the fresh float copy: the out-of-place broadcast form ran ~50x slower here (torch 2.14, CPU)
-    mean, inverse_std = _MEAN_255.to(images.device), _INVERSE_STD_255.to(images.device)
+    if mean is None and std is None:
+        mean, inverse_std = _MEAN_255.to(images.device), _INVERSE_STD_255.to(images.device)
+    else:
+        mean = torch.tensor(mean or OPENAI_MEAN).view(1, 3, 1, 1).mul(255).to(images.device)
+        inverse_std = torch.tensor(std or OPENAI_STD).view(1, 3, 1, 1).mul(255).reciprocal().to(images.device)
     return images.float().sub_(mean).mul_(inverse_std)
 
 

@@ -184,6 +184,9 @@ def _read_torch(path: Path) -> tuple[StateDict, dict]:
             info["config"] = CLIPConfig.from_dict(network)
         except (TypeError, ValueError) as error:
             raise ClipModuleError(f"{path}: malformed hyper_parameters.network ({one_line(error)[:120]})") from None
+        preprocess = loaded["hyper_parameters"].get("preprocess")
+        if preprocess is not None:  # the release's eval preprocessing a run started from (`model.init_from`)
+            info["preprocess_cfg"] = preprocess
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             loaded = loaded[wrapper]

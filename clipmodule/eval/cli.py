@@ -120,7 +120,9 @@ class CaptionSelectionCommand(NamedDataOptions):
     """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
     dataset: str
     """sugar_crepe/<subset> (add_att, add_obj, replace_att, replace_obj, replace_rel, swap_att, swap_obj),
-    winoground, vg_relation or vg_attribution; its copy in --dataset_root."""
+    winoground, vg_relation or vg_attribution; its copy in --dataset_root. Or builtin:shape-swaps (rendered: a shape on
+    a coloured background, its caption against the relation-swapped one), builtin:shape-replace-shape|colour
+    (against another shape or background colour)."""
     output: str | None = None
     """JSON results file; default eval_results/image_caption_selection-<dataset>.json."""
     tokenizer_folder: str | None = None

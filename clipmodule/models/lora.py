@@ -10,6 +10,10 @@ Adapters live beside the weight they adapt, so a state dict names them by that w
 `<owner>.lora.*` adapts `<owner>.weight` (an nn.Linear, through a forward hook) and `attn.in_proj_lora.*` adapts
 `attn.in_proj_weight`. Each adapter stores its scale and the row blocks it writes (`chunks`) as buffers: a state
 dict alone says how to fold it (`merge_lora_state_dict`), with no config beside it.
+
+The image tower's attention-pool head is adapted as a block: the ResNet's attention pool (`attnpool`: q, k, v, and
+its output projection as "out"; a ResNet tower has no other block) and SigLIP's MAP head (timm's latent attention
+pool, `attn_pool`: q, its packed k/v written in halves, "out", and its MLP's fc1/fc2).
 """
 
 from __future__ import annotations
@@ -124,13 +128,32 @@ def _block_projections(block: nn.Module) -> dict[str, tuple[nn.Module, str, nn.M
     return None
 
 
+def _pool_projections(module: nn.Module) -> dict[str, tuple[nn.Module, str, nn.Module | None]] | None:
+    """{target group: (owner, kind, linear)} of an image tower's attention-pool head: the ResNet's attention pool
+    (separate q_proj, k_proj, v_proj; c_proj as "out") or timm's latent attention pool, SigLIP's MAP head (q, the
+    packed kv written in halves as "kv", proj as "out", mlp.fc1/fc2); None for any other module."""
+    names = ("q_proj", "k_proj", "v_proj", "c_proj")
+    if all(isinstance(getattr(module, name, None), nn.Linear) for name in names):
+        return {target: (module, "linear", getattr(module, name)) for target, name in zip(("q", "k", "v", "out"),
+                                                                                          names)}
+    if not all(isinstance(getattr(module, name, None), nn.Linear) for name in ("q", "kv", "proj")):
+        return None
+    found = {"q": (module, "linear", module.q), "kv": (module, "linear", module.kv),
+             "out": (module, "linear", module.proj)}
+    mlp = getattr(module, "mlp", None)
+    if all(isinstance(getattr(mlp, name, None), nn.Linear) for name in ("fc1", "fc2")):
+        found.update(fc1=(mlp, "linear", mlp.fc1), fc2=(mlp, "linear", mlp.fc2))
+    return found
+
+
 def _tower_blocks(model: nn.Module, tower: str) -> list[dict[str, tuple[nn.Module, str, nn.Module | None]]]:
     if tower == "image":
         root, name = model.visual, "the image tower"
     else:  # ours, or a Hugging Face tower (open_clip's HFTextEncoder layout: text.transformer)
         hf = getattr(model, "text", None)
         root, name = (model.transformer, "the text tower") if hf is None else (hf.transformer, "the text tower")
-    blocks = [found for module in root.modules() if (found := _block_projections(module)) is not None]
+    blocks = [found for module in root.modules()
+              if (found := _block_projections(module) or (_pool_projections(module) if tower == "image" else None))]
     if not blocks:
         raise ClipModuleError(f"model.lora: {name} ({type(root).__name__}) has no transformer blocks to adapt; "
                               f"leave {tower!r} out of model.lora.towers")
@@ -161,16 +184,20 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> int:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     parts = [index for index, name in enumerate("qkv") if name in config.targets]
+    halves = [index for index, name in enumerate("kv") if name in config.targets]  # a MAP head's packed k, v
     count = 0
     for tower in config.towers:
+        adapted = 0
         for block in _tower_blocks(model, tower):
-            if parts and "qkv" in block:
-                _adapt(*block["qkv"], parts, 3, config)
-                count += 1
-            for target in config.targets:
-                if target in block:
-                    _adapt(*block[target], [0], 1, config)
-                    count += 1
+            chosen = [(key, chunks, total) for key, chunks, total in (("qkv", parts, 3), ("kv", halves, 2))
+                      if chunks and key in block] + [(target, [0], 1) for target in config.targets if target in block]
+            for key, chunks, total in chosen:
+                _adapt(*block[key], chunks, total, config)
+            adapted += len(chosen)
+        if not adapted:  # e.g. a ResNet tower (its attention pool only) asked for fc1/fc2
+            raise ClipModuleError(f"model.lora: the {tower} tower has none of {list(config.targets)} to adapt; "
+                                  f"choose other targets or leave {tower!r} out of model.lora.towers")
+        count += adapted
     return count
 
 

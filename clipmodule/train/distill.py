@@ -8,7 +8,8 @@ same gather as the student's (`local_loss` scores this rank's rows against every
 
 The teacher is anything `clipmodule.load` reads. It is frozen, in eval mode, and run without gradients in the
 trainer's precision (under its autocast, or cast to the student's dtype for `*-true` precisions); it is not part of
-the module's state dict, so checkpoints hold the student only and resume reloads the teacher from its path.
+the module's state dict, so checkpoints hold the student only and resume reloads the teacher from its path. It sees
+the batch's pixels normalised with its own release's mean/std (`clipmodule.train.pixels`), whatever the student's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from clipmodule.errors import ClipModuleError
 from clipmodule.loss import gather_with_grad
+from clipmodule.train.pixels import PixelNorm
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Teacher:
                                   f"{theirs.context_length} tokens, the student {own.kind} of {own.context_length}; "
                                   "the teacher must read the student's tokens")
         self.image_size = self.model.config.vision.image_size
+        self.pixels = PixelNorm.of(self.model)  # its release's mean/std: the batch is moved to them
         self.source = {"path": str(path.resolve()), "sha256": source_sha256(path),
                        "weight": config.weight, "contrastive_weight": config.contrastive_weight}
 
@@ -95,9 +98,10 @@ class Teacher:
         self.model.to(device=parameter.device, dtype=parameter.dtype if parameter.is_floating_point() else None)
 
     @torch.no_grad()
-    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (image, text) features; images resized to the teacher's size when it differs."""
-        images = batch["image"]
+    def encode(self, batch: dict[str, Any], pixels: PixelNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (image, text) features of a batch whose images are normalised with `pixels` (the student's;
+        default OpenAI's): moved to the teacher's own mean/std, resized to its size when it differs."""
+        images = (pixels or PixelNorm()).to(batch["image"], self.pixels)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic",
                                    align_corners=False)
@@ -107,9 +111,10 @@ class Teacher:
     def scale(self) -> torch.Tensor:
         return self.model.logit_scale.detach().exp()
 
-    def encode_batch(self, batch: dict[str, Any], parts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_batch(self, batch: dict[str, Any], parts: int,
+                     pixels: PixelNorm | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's features of `batch`, computed `parts` micro-batches at a time (activations held for one)."""
         from clipmodule.train.accumulate import split_batch
 
-        encoded = [self.encode(micro) for micro in (split_batch(batch, parts) if parts > 1 else [batch])]
+        encoded = [self.encode(micro, pixels) for micro in (split_batch(batch, parts) if parts > 1 else [batch])]
         return torch.cat([images for images, _ in encoded]), torch.cat([texts for _, texts in encoded])

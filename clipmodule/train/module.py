@@ -22,10 +22,10 @@ from clipmodule.train.ema import EmaCallback, EmaConfig
 from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaptions, encode_with_negatives
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
-from clipmodule.train.optim import OptimConfig, build_optimizer, matrix_names
+from clipmodule.train.optim import OptimConfig, build_optimizer, check_options, matrix_names
+from clipmodule.train.pixels import PixelNorm, preprocess_record
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 from clipmodule.train.validation import ValidationTrackers, build_trackers, check_sets
-from clipmodule.transforms import normalize_batch
 
 MAX_LOG_SCALE = math.log(100.0)
 
@@ -69,6 +69,14 @@ def check_lora_lock(lora: LoRAConfig, lock: LockConfig) -> None:
         if locked and tower in lora.towers:
             raise ClipModuleError(f"model.lock locks the {tower} tower that model.lora adapts: LoRA already freezes "
                                   f"its weights; drop the lock or leave {tower!r} out of model.lora.towers")
+
+
+def check_step_options(accum_freq: int, optim: OptimConfig) -> None:
+    """Refusals of the step's options, before any data or step: the accumulation factor, and an option the chosen
+    optimiser would ignore (`clipmodule.train.optim.check_options`)."""
+    if accum_freq < 1:
+        raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
+    check_options(optim)
 
 
 class ClipLitModule(L.LightningModule):
@@ -123,13 +131,13 @@ class ClipLitModule(L.LightningModule):
         elif model is None:
             raise ClipModuleError("no network: set model.model (e.g. clipmodule.train.module.build_network) or "
                                   "model.init_from")
-        if accum_freq < 1:
-            raise ClipModuleError(f"model.accum_freq must be 1 or more, got {accum_freq}")
+        check_step_options(accum_freq, optim)
         self.accum_freq, self.accum_grad_clip, self.siglip_exchange = accum_freq, accum_grad_clip, siglip_exchange
         self.automatic_optimization = accum_freq == 1
         if loss == "siglip" and getattr(model, "logit_bias", None) is None:
             raise ClipModuleError("the siglip loss needs a model with a logit bias: set init_logit_bias (e.g. -10)")
         self.model, self.loss_name, self.local_loss, self.optim = model, loss, local_loss, optim
+        self.pixels = PixelNorm.of(model)  # the mean/std its weights were trained with (`clipmodule.train.pixels`)
         if lora is not None:
             check_lora_lock(lora, lock)
             apply_lora(model, lora)
@@ -161,7 +169,7 @@ class ClipLitModule(L.LightningModule):
             "lora": None if lora is None else dataclasses.asdict(lora),
             "hard_negatives": None if hard_negatives is None else dataclasses.asdict(hard_negatives),
             "distill": self.teacher.source if self.teacher is not None else None,
-            "ema": dataclasses.asdict(ema) if ema is not None else None,
+            "ema": dataclasses.asdict(ema) if ema is not None else None, "preprocess": preprocess_record(model),
         })
         self.negative_captions = None if hard_negatives is None else NegativeCaptions(hard_negatives)
         self._validation: ValidationTrackers | None = None
@@ -226,17 +234,20 @@ class ClipLitModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
-        device, in one operation for the batch."""
+        device, in one operation for the batch, with the network's own mean/std. Evaluation batches arrive normalised
+        with OpenAI's: moved to the network's where they differ."""
         image = batch.get("image") if isinstance(batch, dict) else None
         if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
-            batch = {**batch, "image": normalize_batch(image)}
+            batch = {**batch, "image": self.pixels.normalise(image)}
+        elif isinstance(image, torch.Tensor) and image.is_floating_point() and not self.pixels.is_openai:
+            batch = {**batch, "image": PixelNorm().to(image, self.pixels)}
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.negative_captions is not None:
             batch = self.add_hard_negatives(batch)
         if self.teacher is not None:  # micro-batch by micro-batch, as the student's features are cached
-            self._teacher_features = self.teacher.encode_batch(batch, self.accum_freq)
+            self._teacher_features = self.teacher.encode_batch(batch, self.accum_freq, self.pixels)
         if self.accum_freq > 1:
             return accumulated_step(self, batch)
         loss = self.loss_of_features(*self.encode_pair(batch))  # the batch whole: its hard negatives too
@@ -358,6 +369,8 @@ class ClipLitModule(L.LightningModule):
         if "FSDP" not in type(getattr(trainer, "strategy", None)).__name__:  # FSDP's own state dict is sharded
             check_state_fits(checkpoint.get("state_dict", {}), self.state_dict(), source)
         fitting = trainer is not None and trainer.state.fn == "fit"
+        # the checkpoint's weights were trained with its recorded mean/std (a module built without init_from)
+        self.pixels = PixelNorm.of_record(checkpoint.get("hyper_parameters", {}).get("preprocess")) or self.pixels
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def train(self, mode: bool = True) -> ClipLitModule:

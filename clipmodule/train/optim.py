@@ -108,8 +108,30 @@ def _timm_optim() -> Any:
     return timm.optim
 
 
+def check_options(optim: OptimConfig) -> None:
+    """Refuses, in one line, an option the named optimiser would ignore: `fused` is AdamW's only; Lion has no `eps`;
+    a `timm/<name>` optimiser takes its own options from `kwargs` only (betas/eps there, not beside `name`); `kwargs`
+    go to `timm/<name>` only."""
+    name, default = optim.name.lower(), OptimConfig()
+    where = f"model.optim (name {optim.name!r})"
+    if optim.fused and name != "adamw":
+        raise ClipModuleError(f"{where}: fused is torch's AdamW only; drop model.optim.fused")
+    if name.startswith("timm/"):
+        for option in ("betas", "eps"):
+            if getattr(optim, option) != getattr(default, option):
+                raise ClipModuleError(f"{where}: {option} is not passed to a timm/<name> optimiser; give it in "
+                                      f"model.optim.kwargs (e.g. {{{option}: ...}}) if it takes one")
+        return
+    if optim.kwargs:
+        raise ClipModuleError(f"{where}: kwargs go to timm/<name> optimisers only; {', '.join(optim.kwargs)} "
+                              "would be ignored")
+    if name == "lion" and optim.eps != default.eps:
+        raise ClipModuleError(f"{where}: Lion has no eps; drop model.optim.eps")
+
+
 def make_optimizer(groups: list[dict[str, Any]], optim: OptimConfig, fused: bool) -> torch.optim.Optimizer:
     """The optimiser `optim.name` over `groups` (each group's own `weight_decay` and `lr` kept)."""
+    check_options(optim)
     name = optim.name.lower()
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)

@@ -4,11 +4,19 @@
     builtin:shapes   200 rendered shapes (circle, square, triangle, cross) in named colours, seed 0;
                      retrieval captions state shape, colour, size and background
     builtin:skimage  17 of scikit-image's sample photographs, two hand-written captions each (retrieval)
+    builtin:shape-swaps  image-caption selection (compositionality): 96 renders of a shape on a coloured
+                     background, each with its caption ("a circle on a red background") and the caption with the
+                     relation's two sides swapped ("a red background on a circle"): the same words, another meaning
+    builtin:shape-replace-shape, builtin:shape-replace-colour  the same renders, the negative an equally likely
+                     sentence that only the image rules out: another shape ("a square on a red background") or
+                     another background colour ("a circle on a green background")
 
 `:train` / `:test` select a fixed stratified half (for linear probes); no suffix means the whole set.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -72,6 +80,61 @@ def render_shapes(per_class: int = SHAPES_PER_CLASS, seed: int = 0,
             size_word = "large" if big else "small"
             captions.append([f"a {colour} {shape}", f"a {size_word} {colour} {shape} on a {background} background"])
     return images, labels, captions
+
+
+SWAP_SHAPES = ("circle", "square", "triangle")
+SWAP_BACKGROUNDS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 200), "yellow": (230, 200, 40),
+                    "purple": (130, 60, 170), "orange": (240, 140, 30), "white": (245, 245, 245),
+                    "black": (20, 20, 20)}
+
+
+SELECTION_SETS = ("shape-swaps", "shape-replace-shape", "shape-replace-colour")
+
+
+def _negative(kind: str, shape: str, colour: str) -> str:
+    """The negative caption of a render: the relation swapped, or the next shape / background colour in its list."""
+    if kind == "shape-swaps":
+        return f"a {colour} background on a {shape}"
+    if kind == "shape-replace-shape":
+        return f"a {SWAP_SHAPES[(SWAP_SHAPES.index(shape) + 1) % len(SWAP_SHAPES)]} on a {colour} background"
+    names = list(SWAP_BACKGROUNDS)
+    return f"a {shape} on a {names[(names.index(colour) + 1) % len(names)]} background"
+
+
+def render_shape_swaps(repeats: int = 4, seed: int = 0, size: int = 64,
+                       kind: str = "shape-swaps") -> list[tuple[Image.Image, list[str]]]:
+    """(image, [its caption, the negative of `kind`]) for every shape on every background, `repeats` times at
+    random places and sizes (the same renders for every kind); the shape is drawn in the background's complement."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for shape in SWAP_SHAPES:
+        for name, background in SWAP_BACKGROUNDS.items():
+            for _ in range(repeats):
+                extent = int(rng.integers(size // 3, size - 8))
+                left, top = (int(v) for v in rng.integers(0, size - extent, size=2))
+                image = Image.new("RGB", (size, size), background)
+                draw_shape(ImageDraw.Draw(image), shape, (left, top, left + extent, top + extent),
+                           tuple(255 - v for v in background))
+                items.append((image, [f"a {shape} on a {name} background", _negative(kind, shape, name)]))
+    return items
+
+
+class BuiltinSelection(CaptionedImages):
+    """Image-caption selection items read one by one: (images [1, C, H, W], [true caption, negatives...])."""
+
+    task = "image_caption_selection"
+
+    def __getitem__(self, index: int) -> tuple[Any, list[str]]:
+        image, captions = self.items[index]
+        return (self.transform(image)[None] if self.transform is not None else [image]), list(captions)
+
+
+def builtin_selection(spec: str, transform: Transform | None) -> BuiltinSelection:
+    name = spec.removeprefix("builtin:")
+    if name not in SELECTION_SETS:
+        raise ClipModuleError(f"{spec}: unknown built-in selection dataset ("
+                              f"{'|'.join(f'builtin:{known}' for known in SELECTION_SETS)})")
+    return BuiltinSelection(render_shape_swaps(kind=name), transform, spec)
 
 
 def _skimage() -> tuple[list[Image.Image], list[list[str]]]:

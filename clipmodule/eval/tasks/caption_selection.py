@@ -26,7 +26,7 @@ from clipmodule.eval.names import DATA
 from clipmodule.eval.options import LoaderOptions, TaskSpec
 from clipmodule.eval.readers import open_dataset
 from clipmodule.eval.readers.items import ImageItems
-from clipmodule.eval.readers.selection import TASK
+from clipmodule.eval.readers.selection import TASK, SelectionDataset
 from clipmodule.eval.tasks.features import FeatureCache, Progress, data_damage, extract_features, model_tokenizer
 from clipmodule.eval.tasks.kind import TaskContext, TaskKind
 
@@ -83,7 +83,7 @@ def _image_embeddings(model, dataset, options: LoaderOptions, progress: Progress
     (`SelectionDataset`) have each distinct image decoded and encoded once, and once per suite with the suite's
     `cache` (SugarCrepe's entries and subsets share COCO images); any other dataset of (images [I, C, H, W],
     captions) is read item by item."""
-    items = getattr(dataset, "items", None)
+    items = dataset.items if isinstance(dataset, SelectionDataset) else None
     if items is None:
         def encode(images: torch.Tensor) -> torch.Tensor:
             flat = model.encode_image(images.flatten(0, 1), normalize=True)
@@ -121,6 +121,10 @@ def image_caption_selection(model: torch.nn.Module, dataset: Dataset, options: L
 
 
 def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
+    if spec.dataset.startswith("builtin:"):
+        from clipmodule.eval.readers.builtin import builtin_selection
+
+        return (builtin_selection(spec.dataset, preprocess),)
     if not spec.root:
         raise ClipModuleError(f"{spec.label()}: an image_caption_selection task reads a benchmark copy: give its "
                               "folder (--dataset_root DIR, or `root:` in the suite row)")

@@ -102,8 +102,8 @@ def test_a_broken_adapter_and_bad_options_are_one_line():
         apply_lora(model, LoRAConfig())
     with pytest.raises(ClipModuleError, match=r"model.lora.targets \['qkv'\]: choose from q, k, v"):
         apply_lora(create_model("tiny-vit"), LoRAConfig(targets=("qkv",)))
-    with pytest.raises(ClipModuleError, match="has no transformer blocks to adapt; leave 'image' out"):
-        apply_lora(create_model("tiny-rn"), LoRAConfig())
+    with pytest.raises(ClipModuleError, match=r"the image tower has none of \['fc1', 'fc2'\] to adapt; choose other"):
+        apply_lora(create_model("tiny-rn"), LoRAConfig(targets=("fc1", "fc2")))  # its attention pool has no MLP
     apply_lora(create_model("tiny-rn"), LoRAConfig(towers=("text",)))  # the ResNet's text tower is a transformer
     with pytest.raises(ClipModuleError, match="model.lock locks the image tower that model.lora adapts"):
         ClipLitModule(create_model("tiny-vit"), lora=LoRAConfig(), lock=LockConfig(lock_image=True))
@@ -156,3 +156,47 @@ def test_a_hugging_face_text_tower_gets_adapters_on_its_separate_projections(tmp
     with torch.no_grad():
         adapted = model.encode_text(text)
         assert (merged_model(model).eval().encode_text(text) - adapted).abs().max() <= 1e-5
+
+
+def test_a_resnet_towers_attention_pool_gets_adapters_and_merges():
+    torch.manual_seed(0)
+    model = create_model("tiny-rn").eval()
+    assert apply_lora(model, LoRAConfig(rank=2, towers=("image",))) == 4  # q, k, v, out of the attention pool
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    assert {f"visual.attnpool.{name}.lora.a" for name in ("q_proj", "k_proj", "v_proj", "c_proj")} <= trainable
+    _randomise_b(model)
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = model.encode_image(images)
+        merged = merged_model(model).eval().encode_image(images)
+    assert (adapted - merged).abs().max() <= 1e-5
+    original = create_model("tiny-rn").eval()
+    original.load_state_dict(merge_lora_state_dict({k: v for k, v in model.state_dict().items()
+                                                    if "lora" not in k}))
+    with torch.no_grad():
+        assert (original.encode_image(images) - adapted).abs().max() > 1e-4  # the adapters changed it
+
+
+@pytest.mark.parametrize("targets", [("q", "k", "v", "out", "fc1", "fc2"), ("v", "fc1")])
+def test_siglips_map_head_gets_adapters_its_packed_kv_in_halves_and_merges(targets):
+    torch.manual_seed(0)
+    from tests.clipmodule.models.open_clip_tiny import TINY_SIGLIP  # registers the tiny SigLIP trunk with timm
+
+    model = create_model("tiny-vit", embed_dim=96, vision={"timm_model_name": TINY_SIGLIP, "timm_pool": "map",
+                                                           "timm_proj": "none", "image_size": 224}).eval()
+    apply_lora(model, LoRAConfig(rank=2, towers=("image",), targets=targets))
+    head = model.visual.trunk.attn_pool
+    assert head.kv.lora.total_chunks == 2 and head.kv.lora.chunks.tolist() == [index for index, name in
+                                                                              enumerate("kv") if name in targets]
+    assert hasattr(head.mlp.fc1, "lora") and hasattr(head.q, "lora") == ("q" in targets)
+    before = head.kv.weight.detach().clone()
+    _randomise_b(model)
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapted = model.encode_image(images)
+        merged = merged_model(model).eval()
+        assert (adapted - merged.encode_image(images)).abs().max() <= 1e-5
+    packed = merged.visual.trunk.attn_pool.kv.weight
+    width = packed.shape[0] // 2
+    assert torch.equal(packed[:width], before[:width]) == ("k" not in targets)  # only the chosen half moved
+    assert not torch.equal(packed[width:], before[width:])

@@ -71,6 +71,35 @@ def test_the_average_is_validated_beside_the_live_weights(tmp_path):
     assert module.hparams["ema"]["decay"] == 0.5
 
 
+def test_validate_with_a_checkpoint_reports_its_average(tmp_path):
+    """`clipmodule validate --ckpt_path` (Trainer.validate): val_ema/* are the checkpoint's average (equal to its
+    exported weights validated as the live ones), val/* its live weights."""
+    torch.manual_seed(0)
+    data = SyntheticDataModule(num_samples=32, batch_size=16, image_size=32, context_length=24)
+
+    def module(ema: EmaConfig | None) -> ClipLitModule:
+        return ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(lr=1e-2, warmup_steps=1), ema=ema,
+                             zeroshot_classnames=CLASSNAMES)
+
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=0, enable_checkpointing=False)
+    trainer.fit(module(EmaConfig(decay=0.5)), data)
+    checkpoint = tmp_path / "fit.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    def validate(ema: EmaConfig | None, path: Path) -> dict[str, float]:
+        per_loader = _trainer(tmp_path, limit_val_batches=2).validate(module(ema), data, ckpt_path=path)
+        return {name.split("/dataloader_idx")[0]: value for metrics in per_loader for name, value in metrics.items()}
+
+    averaged = validate(EmaConfig(decay=0.5), checkpoint)
+    assert ema_export([str(checkpoint), str(tmp_path / "ema.ckpt")]) == 0
+    exported, live = validate(None, tmp_path / "ema.ckpt"), validate(None, checkpoint)
+    names = [name for name in exported if name.startswith("val/")]
+    assert names and all(f"val_ema/{name[4:]}" in averaged for name in names)
+    assert {name: averaged[f"val_ema/{name[4:]}"] for name in names} == {name: exported[name] for name in names}
+    assert {name: averaged[name] for name in names} == {name: live[name] for name in names}
+    assert averaged != {**averaged, **{f"val_ema/{name[4:]}": live[name] for name in names}}  # the two differ
+
+
 class StopAfter(Callback):
     def __init__(self, step: int):
         self.step = step

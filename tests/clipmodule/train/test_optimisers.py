@@ -78,3 +78,50 @@ def test_unknown_optimisers_and_schedules_are_one_line_errors():
 def test_the_optimiser_and_schedule_are_recorded_with_the_run():
     module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(name="lion", schedule="const"))
     assert module.hparams["optim"]["name"] == "lion" and module.hparams["optim"]["schedule"] == "const"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"name": "lamb", "fused": True}, "fused is torch's AdamW only"),
+    ({"name": "lion", "fused": True}, "fused is torch's AdamW only"),
+    ({"name": "timm/sgd", "fused": True}, "fused is torch's AdamW only"),
+    ({"name": "timm/adamw", "betas": (0.9, 0.95)}, "betas is not passed to a timm/<name> optimiser"),
+    ({"name": "timm/adamw", "eps": 1e-8}, "eps is not passed to a timm/<name> optimiser"),
+    ({"name": "lion", "eps": 1e-8}, "Lion has no eps"),
+    ({"name": "adamw", "kwargs": {"momentum": 0.9}}, "kwargs go to timm/<name> optimisers only; momentum"),
+    ({"name": "lamb", "kwargs": {"trust_clip": True}}, "kwargs go to timm/<name> optimisers only"),
+])
+def test_an_option_the_optimiser_would_ignore_is_refused_at_config_time(options, message):
+    """Refused when the module is built (before any data or step), and by build_optimizer itself."""
+    optim = OptimConfig(**options)
+    with pytest.raises(ClipModuleError, match=message.replace("(", r"\(")) as refused:
+        ClipLitModule(build_network("tiny-vit"), optim=optim)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(f"model.optim (name {optim.name!r})")
+    with pytest.raises(ClipModuleError, match="model.optim"):
+        build_optimizer(torch.nn.Linear(2, 2), optim, 10)
+
+
+def _hyper(optimizer: torch.optim.Optimizer, key: str):
+    return optimizer.param_groups[0][key]
+
+
+@pytest.mark.parametrize("name", ["lamb", "lion"])
+def test_betas_and_eps_reach_lamb_and_lion(name):
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(name=name, betas=(0.8, 0.9), eps=1e-6
+                                                                      if name == "lion" else 1e-4), 10)
+    assert tuple(_hyper(optimizer, "betas")) == (0.8, 0.9)
+    if name == "lamb":
+        assert _hyper(optimizer, "eps") == 1e-4
+
+
+def test_a_timm_optimisers_betas_and_eps_come_from_kwargs():
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(name="timm/adamw", kwargs={
+        "betas": (0.8, 0.9), "eps": 1e-7}), 10)
+    assert tuple(_hyper(optimizer, "betas")) == (0.8, 0.9) and _hyper(optimizer, "eps") == 1e-7
+
+
+def test_adamw_honours_fused_betas_and_eps():
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(betas=(0.8, 0.9), eps=1e-7, fused=False), 10)
+    assert (tuple(_hyper(optimizer, "betas")), _hyper(optimizer, "eps"), optimizer.defaults["fused"]) == (
+        (0.8, 0.9), 1e-7, False)
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(fused=True), 10)
+    assert optimizer.defaults["fused"] is True

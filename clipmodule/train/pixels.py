@@ -1,0 +1,68 @@
+"""The pixel normalisation each network in a run was trained with, and the one operation that moves a batch between
+two of them.
+
+Released weights differ in the mean and std they expect (OpenAI's and LAION's: OpenAI's values; SigLIP's: 0.5 and
+0.5; some ImageNet's), and `clipmodule.load` keeps the file's as `preprocess_cfg`. The data pipeline does not know
+the model: training batches arrive as uint8 pixels and evaluation batches normalised with OpenAI's values. The
+trainer normalises each batch for its own network (`PixelNorm.of(model)`: the release's values for `init_from`,
+OpenAI's for a network built from scratch); a distillation teacher gets the batch moved to its own values. The move is
+per-channel affine, so it commutes with the bicubic resize to the teacher's size (its weights sum to one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from clipmodule.transforms import OPENAI_MEAN, OPENAI_STD, normalize_batch
+
+
+@dataclass(frozen=True)
+class PixelNorm:
+    """Per-channel mean and std of [0, 1] pixels."""
+
+    mean: tuple[float, ...] = OPENAI_MEAN
+    std: tuple[float, ...] = OPENAI_STD
+
+    @classmethod
+    def of(cls, network: Any) -> PixelNorm:
+        """The network's own (its checkpoint's `preprocess_cfg`), else OpenAI's."""
+        preprocess = getattr(network, "preprocess_cfg", None)
+        if preprocess is None:
+            return cls()
+        return cls(tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std))
+
+    @classmethod
+    def of_record(cls, record: Any) -> PixelNorm | None:
+        """From a recorded preprocess ({"mean": [...], "std": [...]}, open_clip's `preprocess_cfg` form), or None."""
+        if not isinstance(record, dict) or "mean" not in record or "std" not in record:
+            return None
+        return cls(tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"]))
+
+    @property
+    def is_openai(self) -> bool:
+        return self == PixelNorm()
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 3, H, W] -> float, scaled to [0, 1] and normalised with these values."""
+        return normalize_batch(images) if self.is_openai else normalize_batch(images, self.mean, self.std)
+
+    def to(self, images: torch.Tensor, other: PixelNorm) -> torch.Tensor:
+        """Images normalised with these values, normalised with `other`'s instead (the same pixels)."""
+        if other == self:
+            return images
+        mine_mean, mine_std, their_mean, their_std = (
+            torch.tensor(values, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+            for values in (self.mean, self.std, other.mean, other.std))
+        return images * (mine_std / their_std) + (mine_mean - their_mean) / their_std
+
+
+def preprocess_record(network: Any) -> dict[str, Any] | None:
+    """The network's eval preprocessing as open_clip's `preprocess_cfg` (recorded with a fit run, so that its
+    checkpoints are read with it), or None for a network without one (OpenAI's then)."""
+    from clipmodule.checkpoints.open_clip import preprocess_to_open_clip
+
+    preprocess = getattr(network, "preprocess_cfg", None)
+    return None if preprocess is None else preprocess_to_open_clip(preprocess)
