@@ -14,8 +14,9 @@ Options (MaskCLIP's, all off by default):
   normalised over positions per channel as the released code does. The smoothed probabilities are then scored by
   the softmax as mmsegmentation's inference does (argmax kept).
 - A class name may list alternatives separated by "; " ("red background; black background"): each is prompted,
-  and a pixel's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
-  background names so).
+  and a patch's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
+  background names so), taken per window before the refinements, so that two near-synonyms do not split their
+  class's probability (each at 0.49, both would be denoised away).
 - `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
   pixels whose best class probability is below the threshold get it (its probability column is 0).
 
@@ -112,10 +113,13 @@ def smooth_by_keys(scores: torch.Tensor, keys: torch.Tensor, threshold: float) -
     return smoothed.transpose(1, 2).reshape(batch, classes, height, width)
 
 
-def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: SegmentOptions) -> torch.Tensor:
-    """[B, K, window, window] score maps of window-sized crops (MaskCLIP's refinements at the patch grid)."""
+def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: SegmentOptions,
+                  owners: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, K, window, window] score maps of window-sized crops (MaskCLIP's refinements at the patch grid); with
+    `owners` ([M], the class of each of the M rows of `text`) each class scores as its best name, before the
+    refinements (so that near-synonym names do not split their class's probability)."""
     dense = dense_output(model, crops)
-    scores = pixel_text_scores(dense.features, text, model.logit_scale.exp().float())
+    scores = best_of_alternatives(pixel_text_scores(dense.features, text, model.logit_scale.exp().float()), owners)
     if options.prompt_denoising is not None:
         scores = denoise_prompts(scores, options.prompt_denoising)
     if options.key_smoothing is not None:
@@ -132,8 +136,9 @@ def _starts(length: int, window: int, stride: int) -> list[int]:
 
 
 def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: SegmentOptions,
-                 batch_size: int = 64) -> torch.Tensor:
-    """[B, K, H, W] scores of images of any size, by overlapping windows (up to `batch_size` crops per pass)."""
+                 batch_size: int = 64, owners: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, K, H, W] scores of images of any size, by overlapping windows (up to `batch_size` crops per pass;
+    `owners`: as `window_scores`)."""
     window = model.config.vision.image_size
     stride = options.stride or max(1, window * 2 // 3)
     height, width = images.shape[-2:]
@@ -141,9 +146,9 @@ def slide_scores(model, images: torch.Tensor, text: torch.Tensor, options: Segme
     boxes = [(top, left) for top in _starts(padded.shape[-2], window, stride)
              for left in _starts(padded.shape[-1], window, stride)]
     crops = torch.cat([padded[:, :, top:top + window, left:left + window] for top, left in boxes])
-    scores = torch.cat([window_scores(model, chunk, text, options) for chunk in crops.split(batch_size)])
+    scores = torch.cat([window_scores(model, chunk, text, options, owners) for chunk in crops.split(batch_size)])
     scores = scores.view(len(boxes), images.shape[0], *scores.shape[1:])
-    total = padded.new_zeros(images.shape[0], text.shape[0], *padded.shape[-2:], dtype=torch.float32)
+    total = padded.new_zeros(images.shape[0], scores.shape[2], *padded.shape[-2:], dtype=torch.float32)
     count = padded.new_zeros(1, 1, *padded.shape[-2:], dtype=torch.float32)
     for (top, left), score in zip(boxes, scores):
         total[:, :, top:top + window, left:left + window] += score
@@ -179,7 +184,8 @@ def segment_with_embeddings(model, images: torch.Tensor, text: torch.Tensor,
     if options.window is not None and options.window != model.config.vision.image_size:
         model = resize_model(model, image_size=options.window)
     device = next(model.parameters()).device
-    scores = best_of_alternatives(slide_scores(model, images.to(device), text.to(device), options), owners)
+    owners = owners.to(device) if owners is not None else None
+    scores = slide_scores(model, images.to(device), text.to(device), options, owners=owners)
     if output_size is not None and tuple(output_size) != tuple(scores.shape[-2:]):
         scores = F.interpolate(scores, size=tuple(output_size), mode="bilinear", align_corners=False)
     return labels_from_scores(scores, options)

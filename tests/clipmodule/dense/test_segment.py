@@ -148,13 +148,18 @@ def test_a_class_with_alternative_names_scores_as_the_best_of_them():
 
 
 def test_segment_prompts_every_alternative(model):
+    from clipmodule.dense.segment import class_text_embeddings
+    from clipmodule.models.dense import dense_output, pixel_text_scores
+
     images = torch.randn(1, 3, 32, 32)
     both = clipmodule.segment(model, images, ["sky; grass", "dog"], ["a {}."])
-    sky = clipmodule.segment(model, images, ["sky", "dog"], ["a {}."])
-    grass = clipmodule.segment(model, images, ["grass", "dog"], ["a {}."])
-    # the pair's score is the better of its two names' at every pixel, so it wins wherever either one does
-    either = (sky.labels == 0) | (grass.labels == 0)
-    assert torch.equal(both.labels == 0, either)
+    # the pair's score is the better of its two names' at every patch (before the upsampling and the refinements)
+    text = class_text_embeddings(model, clipmodule.get_tokenizer(model), ["sky", "grass", "dog"], ["a {}."])
+    with torch.no_grad():
+        scores = pixel_text_scores(dense_output(model, images).features, text, model.logit_scale.exp())
+    merged = torch.stack([scores[:, :2].amax(dim=1), scores[:, 2]], dim=1)
+    expected = torch.nn.functional.interpolate(merged, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.equal(both.labels, expected.argmax(dim=1))
 
 
 def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsys):
@@ -166,3 +171,33 @@ def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsy
                  "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")])
     out = capsys.readouterr().out
     assert code == 0 and "background " in out and "circle " in out and "red background" not in out
+
+
+def _planted_dense(monkeypatch, cosines):
+    """dense_output replaced by unit features at the 2x2 patches whose cosines with the text rows e_0 .. e_{M-1} are
+    `cosines` ([4 patches, M], row-major); returns those text rows."""
+    from clipmodule.dense import segment as module
+    from clipmodule.models.dense import DenseOutput
+
+    planted = torch.tensor(cosines)
+    features = torch.zeros(4, 64)
+    features[:, :planted.shape[1]] = planted
+    features[:, planted.shape[1]] = (1 - planted.square().sum(dim=1)).sqrt()
+    grid = features.T.reshape(1, 64, 2, 2)
+    monkeypatch.setattr(module, "dense_output", lambda m, x, *rest, **options: DenseOutput(
+        grid.expand(x.shape[0], 64, 2, 2).clone(), torch.randn(x.shape[0], 4, 8)))
+    return torch.eye(64)[:planted.shape[1]]
+
+
+def test_alternatives_merge_before_prompt_denoising(model, monkeypatch):
+    """Two equal background names at 0.498 each would both be denoised away; merged first, the background holds."""
+    text = _planted_dense(monkeypatch, [[0.5, 0.5, 0.45]] * 3 + [[0.0, 0.0, 0.6]])
+    owners = torch.tensor([0, 0, 1])
+    with torch.no_grad():
+        saved = model.logit_scale.clone()
+        model.logit_scale.fill_(np.log(100.0))
+        result = segment_with_embeddings(model, torch.randn(1, 3, 32, 32), text, SegmentOptions(prompt_denoising=0.5),
+                                         owners=owners)
+        model.logit_scale.copy_(saved)
+    assert result.probabilities.shape == (1, 2, 32, 32)
+    assert (result.labels[0, :8, :8] == 0).all() and (result.labels[0, -8:, -8:] == 1).all()
