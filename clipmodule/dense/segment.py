@@ -7,7 +7,8 @@
 Options (MaskCLIP's, all off by default):
 - `prompt_denoising` (a probability, MaskCLIP: 0.5) and `key_smoothing` (a probability, MaskCLIP: 1.0) are
   MaskCLIP's `refine_output` as released (mmseg/models/decode_heads/maskclip_head.py), per window at the patch
-  grid: first a class whose probability stays below `prompt_denoising` at every patch of the window is taken out
+  grid, on the released scale (probabilities: softmax(100 * cosine), not the model's logit scale): first a class
+  whose probability stays below `prompt_denoising` at every patch of the window is taken out
   (its score set to -100); then, with key smoothing, every patch less sure than `key_smoothing` (its best
   probability below it; 1.0: all of them) gets the probabilities of all patches weighted by their key affinity
   `k k^T`, the last attention's keys (ViT: through its output projection, as the released backbone computes them)
@@ -23,7 +24,8 @@ Options (MaskCLIP's, all off by default):
 Images are normalised tensors [B, 3, H, W] of any size: the model sees `window`-pixel crops (default: its own
 image size; another window resizes the model's position embeddings, `models.resize`) every `stride` pixels
 (default 2/3 of the window), their score maps upsampled bilinearly and averaged where crops overlap; an image
-smaller than the window is padded. Scores are `logit_scale.exp() * cosine` (MaskCLIP's 100 for OpenAI's models).
+smaller than the window is padded. Scores are `logit_scale.exp() * cosine` (MaskCLIP's 100 for OpenAI's models);
+the refinements use the released scale, softmax(100 * cosine), whatever the model's logit scale.
 """
 
 from __future__ import annotations
@@ -95,17 +97,27 @@ def best_of_alternatives(scores: torch.Tensor, owners: torch.Tensor | None) -> t
     return torch.stack([scores[:, owners == index].amax(dim=1) for index in range(int(owners.max()) + 1)], dim=1)
 
 
-def denoise_prompts(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    """MaskCLIP's prompt denoising: [B, K, h, w] scores, a class under `threshold` at every patch set to -100."""
-    absent = scores.softmax(dim=1).flatten(2).amax(dim=-1) < threshold  # [B, K]
-    return scores.masked_fill(absent[:, :, None, None], -100.0)
+RELEASED_SCALE = 100.0
+"""The refinements' softmax temperature as released (`softmax(cosine * 100)`), whatever the model's logit scale."""
 
 
-def smooth_by_keys(scores: torch.Tensor, keys: torch.Tensor, threshold: float) -> torch.Tensor:
-    """MaskCLIP's key smoothing: [B, K, h, w] scores -> probabilities, those of patches whose best is below
-    `threshold` replaced by the key-affinity-weighted sum over all patches (keys [B, h*w, C])."""
-    batch, classes, height, width = scores.shape
-    probabilities = scores.float().softmax(dim=1).flatten(2).transpose(1, 2)  # [B, hw, K]
+def absent_classes(cosines: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[B, K] MaskCLIP's prompt denoising: the classes of [B, K, h, w] cosines whose probability (softmax of 100 x
+    cosine, as released) stays below `threshold` at every patch."""
+    return (cosines.float() * RELEASED_SCALE).softmax(dim=1).flatten(2).amax(dim=-1) < threshold
+
+
+def denoise_prompts(cosines: torch.Tensor, threshold: float) -> torch.Tensor:
+    """MaskCLIP's prompt denoising: [B, K, h, w] cosines, an absent class's (`absent_classes`) set to -100."""
+    return cosines.masked_fill(absent_classes(cosines, threshold)[:, :, None, None], -100.0)
+
+
+def smooth_by_keys(cosines: torch.Tensor, keys: torch.Tensor, threshold: float) -> torch.Tensor:
+    """MaskCLIP's key smoothing: [B, K, h, w] cosines -> probabilities (softmax of 100 x cosine, as released), those
+    of patches whose best is below `threshold` replaced by the key-affinity-weighted sum over all patches (keys
+    [B, h*w, C])."""
+    batch, classes, height, width = cosines.shape
+    probabilities = (cosines.float() * RELEASED_SCALE).softmax(dim=1).flatten(2).transpose(1, 2)  # [B, hw, K]
     keys = F.normalize(keys.float(), dim=1)  # over positions, per channel, as the released head does
     weighted = (keys @ keys.transpose(1, 2)) @ probabilities
     unsure = probabilities.amax(dim=-1, keepdim=True) < threshold
@@ -117,15 +129,22 @@ def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: Segme
                   owners: torch.Tensor | None = None) -> torch.Tensor:
     """[B, K, window, window] score maps of window-sized crops (MaskCLIP's refinements at the patch grid); with
     `owners` ([M], the class of each of the M rows of `text`) each class scores as its best name, before the
-    refinements (so that near-synonym names do not split their class's probability)."""
+    refinements (so that near-synonym names do not split their class's probability). The refinements work on the
+    released scale (100 x cosine); without key smoothing the scores are the model's (`logit_scale.exp()` x cosine,
+    a denoised class -100), with it the re-voted probabilities."""
     dense = dense_output(model, crops)
-    scores = best_of_alternatives(pixel_text_scores(dense.features, text, model.logit_scale.exp().float()), owners)
-    if options.prompt_denoising is not None:
-        scores = denoise_prompts(scores, options.prompt_denoising)
+    cosines = best_of_alternatives(pixel_text_scores(dense.features, text), owners)
+    absent = absent_classes(cosines, options.prompt_denoising) if options.prompt_denoising is not None else None
+    if absent is not None:
+        cosines = cosines.masked_fill(absent[:, :, None, None], -100.0)
     if options.key_smoothing is not None:
         if dense.keys is None:
             raise ClipModuleError("key_smoothing needs the last attention's keys; this image tower has none")
-        scores = smooth_by_keys(scores, dense.keys, options.key_smoothing)
+        scores = smooth_by_keys(cosines, dense.keys, options.key_smoothing)
+    else:
+        scores = model.logit_scale.exp().float() * cosines
+        if absent is not None:
+            scores = scores.masked_fill(absent[:, :, None, None], -100.0)
     return F.interpolate(scores, size=crops.shape[-2:], mode="bilinear", align_corners=False)
 
 

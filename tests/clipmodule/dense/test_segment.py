@@ -55,24 +55,28 @@ def released_refine_output(output, k, pd_thresh, ks_thresh):
     return output
 
 
-def test_refinements_equal_maskclips_released_head(model):
-    """Prompt denoising then key smoothing, at the patch grid, as the released head (its scale 100 = ours here)."""
+@pytest.mark.parametrize("scale", [100.0, 20.0])
+def test_refinements_equal_maskclips_released_head(model, scale):
+    """Prompt denoising then key smoothing, at the patch grid, as the released head: on its scale 100 whatever the
+    model's logit scale (100, and 20 where the refinements would differ on the model's)."""
     from clipmodule.models.dense import dense_output, pixel_text_scores
 
     text = torch.nn.functional.normalize(torch.randn(5, 64), dim=-1)
     images = torch.randn(2, 3, 32, 32)
+    saved = model.logit_scale.detach().clone()
     with torch.no_grad():
-        model.logit_scale.fill_(np.log(100.0))
+        model.logit_scale.fill_(np.log(scale))
         dense = dense_output(model, images)
         cosines = pixel_text_scores(dense.features, text, torch.tensor(1.0))
         for pd, ks in ((0.5, 0.0), (0.0, 1.0), (0.5, 1.0), (0.3, 0.6)):
             options = SegmentOptions(prompt_denoising=pd or None, key_smoothing=ks or None)
             ours = window_scores(model, images, text, options)
             expected = released_refine_output(cosines, dense.keys, pd, ks)
-            # unsmoothed scores stay logits (cosine x scale); a denoised class is -100 here, -100 x scale there
-            expected = (expected * (100 if not ks else 1)).clamp(min=-100)
+            # unsmoothed scores stay the model's logits (cosine x its scale); a denoised class is -100 (-100 there)
+            expected = (expected * (scale if not ks else 1)).clamp(min=-100)
             expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)
             assert torch.allclose(ours, expected, atol=1e-4), (pd, ks)
+        model.logit_scale.copy_(saved)
 
 
 def test_vit_keys_are_the_last_attentions_projected_keys(model):
