@@ -13,7 +13,9 @@ Options (MaskCLIP's, all off by default):
   probability below it; 1.0: all of them) gets the probabilities of all patches weighted by their key affinity
   `k k^T`, the last attention's keys (ViT: through its output projection, as the released backbone computes them)
   normalised over positions per channel as the released code does. The smoothed probabilities are then scored by
-  the softmax as mmsegmentation's inference does (argmax kept).
+  the softmax as mmsegmentation's inference does (argmax kept): with key smoothing, `probabilities` are the
+  softmax of the re-voted values (mmseg's inference), not calibrated probabilities, so key smoothing refuses a
+  `background_threshold`.
 - A class name may list alternatives separated by "; " ("red background; black background"): each is prompted,
   and a patch's score for the class is the best of theirs (`split_alternatives`; MaskCLIP's code scores extra
   background names so), taken per window before the refinements, so that two near-synonyms do not split their
@@ -51,6 +53,11 @@ class SegmentOptions:
     background_index: int = 0
     window: int | None = None
     stride: int | None = None
+
+    def __post_init__(self):
+        if self.key_smoothing is not None and self.background_threshold is not None:
+            raise ClipModuleError("key_smoothing and background_threshold do not go together: key smoothing's scores "
+                                  "are re-voted probabilities whose softmax is no confidence to threshold; use one")
 
 
 @dataclass

@@ -104,6 +104,8 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
 
 def _preflight(spec: TaskSpec) -> None:
     _templates(spec)
+    settings = spec.segmentation or SegmentationSettings()
+    SegmentOptions(key_smoothing=settings.key_smoothing, background_threshold=settings.background_threshold)
 
 
 class SegmentationTracker:

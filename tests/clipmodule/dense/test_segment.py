@@ -205,3 +205,12 @@ def test_alternatives_merge_before_prompt_denoising(model, monkeypatch):
         model.logit_scale.copy_(saved)
     assert result.probabilities.shape == (1, 2, 32, 32)
     assert (result.labels[0, :8, :8] == 0).all() and (result.labels[0, -8:, -8:] == 1).all()
+
+
+def test_key_smoothing_refuses_a_background_threshold(model):
+    with pytest.raises(ClipModuleError, match="key_smoothing and background_threshold do not go together") as info:
+        SegmentOptions(key_smoothing=1.0, background_threshold=0.5)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ClipModuleError, match="key_smoothing and background_threshold"):
+        clipmodule.segment(model, torch.randn(1, 3, 32, 32), ["sky", "dog"], key_smoothing=1.0,
+                           background_threshold=0.5)
