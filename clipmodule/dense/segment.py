@@ -23,6 +23,9 @@ Options (MaskCLIP's, all off by default):
 - `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
   pixels whose best class probability is below the threshold get it (its probability column is 0).
 
+- `vit_path`: a ViT's dense features by the paper's value path ("value", the default) or by MaskCLIP's released
+  backbone ("released": the residual and the last block's MLP kept; `clipmodule.models.dense`).
+
 Images are normalised tensors [B, 3, H, W] of any size: the model sees `window`-pixel crops (default: its own
 image size; another window resizes the model's position embeddings, `models.resize`) every `stride` pixels
 (default 2/3 of the window), their score maps upsampled bilinearly and averaged where crops overlap; an image
@@ -39,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from clipmodule.errors import ClipModuleError
-from clipmodule.models.dense import dense_output, pixel_text_scores
+from clipmodule.models.dense import VIT_PATHS, dense_output, pixel_text_scores
 from clipmodule.models.resize import resize_model
 
 
@@ -53,8 +56,13 @@ class SegmentOptions:
     background_index: int = 0
     window: int | None = None
     stride: int | None = None
+    vit_path: str = "value"
+    """A ViT's dense features: "value" (the paper's) or "released" (MaskCLIP's released backbone;
+    `clipmodule.models.dense`)."""
 
     def __post_init__(self):
+        if self.vit_path not in VIT_PATHS:
+            raise ClipModuleError(f"vit_path {self.vit_path!r}: expected one of {', '.join(VIT_PATHS)}")
         if self.key_smoothing is not None and self.background_threshold is not None:
             raise ClipModuleError("key_smoothing and background_threshold do not go together: key smoothing's scores "
                                   "are re-voted probabilities whose softmax is no confidence to threshold; use one")
@@ -139,7 +147,7 @@ def window_scores(model, crops: torch.Tensor, text: torch.Tensor, options: Segme
     refinements (so that near-synonym names do not split their class's probability). The refinements work on the
     released scale (100 x cosine); without key smoothing the scores are the model's (`logit_scale.exp()` x cosine,
     a denoised class -100), with it the re-voted probabilities."""
-    dense = dense_output(model, crops)
+    dense = dense_output(model, crops, options.vit_path)
     cosines = best_of_alternatives(pixel_text_scores(dense.features, text), owners)
     absent = absent_classes(cosines, options.prompt_denoising) if options.prompt_denoising is not None else None
     if absent is not None:

@@ -33,7 +33,7 @@ def segment_options(dataset: SegmentationSet, settings: SegmentationSettings) ->
     threshold = settings.background_threshold if dataset.background_index is not None else None
     return SegmentOptions(key_smoothing=settings.key_smoothing, prompt_denoising=settings.prompt_denoising,
                           background_threshold=threshold, background_index=dataset.background_index or 0,
-                          window=settings.window, stride=settings.stride)
+                          window=settings.window, stride=settings.stride, vit_path=settings.vit_path)
 
 
 def class_embeddings(model, dataset: SegmentationSet, templates: Prompts,
@@ -105,7 +105,8 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
 def _preflight(spec: TaskSpec) -> None:
     _templates(spec)
     settings = spec.segmentation or SegmentationSettings()
-    SegmentOptions(key_smoothing=settings.key_smoothing, background_threshold=settings.background_threshold)
+    SegmentOptions(key_smoothing=settings.key_smoothing, background_threshold=settings.background_threshold,
+                   vit_path=settings.vit_path)
 
 
 class SegmentationTracker:

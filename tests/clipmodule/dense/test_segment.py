@@ -112,7 +112,7 @@ def test_key_smoothing_needs_keys(model, monkeypatch):
     from clipmodule.dense import segment as module
     from clipmodule.models.dense import DenseOutput
 
-    monkeypatch.setattr(module, "dense_output", lambda m, x: DenseOutput(torch.randn(1, 64, 2, 2), None))
+    monkeypatch.setattr(module, "dense_output", lambda m, x, *path: DenseOutput(torch.randn(1, 64, 2, 2), None))
     with pytest.raises(ClipModuleError, match="key_smoothing needs"):
         window_scores(model, torch.randn(1, 3, 32, 32), torch.randn(2, 64), SegmentOptions(key_smoothing=1.0))
 
@@ -214,3 +214,23 @@ def test_key_smoothing_refuses_a_background_threshold(model):
     with pytest.raises(ClipModuleError, match="key_smoothing and background_threshold"):
         clipmodule.segment(model, torch.randn(1, 3, 32, 32), ["sky", "dog"], key_smoothing=1.0,
                            background_threshold=0.5)
+
+
+def test_vit_path_option_reaches_the_dense_features(model, tmp_path):
+    from clipmodule.cli import main
+    from clipmodule.models.dense import pixel_text_scores
+
+    text = torch.nn.functional.normalize(torch.randn(3, 64), dim=-1)
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ours = window_scores(model, images, text, SegmentOptions(vit_path="released"))
+        dense = model.encode_image_dense(images, vit_path="released")
+        expected = torch.nn.functional.interpolate(pixel_text_scores(dense, text, model.logit_scale.exp()),
+                                                   size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    with pytest.raises(ClipModuleError, match="vit_path 'both': expected one of value, released"):
+        SegmentOptions(vit_path="both")
+    clipmodule.save_checkpoint(model, tmp_path / "model.safetensors")
+    Image.new("RGB", (32, 32), (20, 90, 200)).save(tmp_path / "a.png")
+    assert main(["segment", str(tmp_path / "a.png"), "--classes", "sky,grass", "--vit_path", "released",
+                 "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")]) == 0

@@ -91,3 +91,11 @@ def test_eval_segmentation_refuses_key_smoothing_with_a_background_threshold(tmp
                  "builtin:shapes-seg", "--templates", "simple", "--segmentation.key_smoothing", "1.0",
                  "--segmentation.background_threshold", "0.5", "--tracking.uri", "none"])
     assert code != 0 and "key_smoothing and background_threshold do not go together" in capsys.readouterr().err
+
+
+def test_segmentation_settings_name_the_vit_path():
+    from clipmodule.eval.tasks.segmentation import segment_options
+
+    dataset = open_segmentation("builtin:shapes-seg")
+    assert segment_options(dataset, SegmentationSettings(vit_path="released")).vit_path == "released"
+    assert segment_options(dataset, SegmentationSettings()).vit_path == "value"
