@@ -7,11 +7,14 @@
     VOCdevkit/VOC2010/ImageSets/SegmentationContext/<split>.txt, else VOC2010's ImageSets/Main/<split>.txt
     (Context's train/val are VOC2010's: 4998 and 5105 of the 10103 trainval images)
 
-The benchmark's 59 classes are the ids `59_labels.txt` lists (the site's file; without it, the same ids built in),
-in ascending id order, which is mmsegmentation's order when it converts this release: the 59-class set reads them as
-0..58 and ignores every other pixel (255); the 60-class set reads them as 1..59 and every other pixel, unlabelled or
-of the other 400 classes, as background 0. The .mat files are read with scipy.io.loadmat (MATLAB's data format; no
-code runs).
+The 59 classes are the ids `59_labels.txt` lists (the site's file; without it, the same ids built in), in ascending
+id order, the order of mmsegmentation's 59 classes: the 59-class set reads them as 0..58 and ignores every other
+pixel (255); the 60-class set reads them as 1..59 and every other pixel, unlabelled or of the other 400 classes, as
+background 0. These are NOT the benchmark's labels: mmsegmentation's SegmentationClassContext PNGs, on which
+published numbers are scored, come from the Detail API's `trainval_merged.json`, whose masks differ from the .mat
+files' (mmsegmentation's PR #474, a .mat converter, was closed for that), so the sets read here are named
+`pascal_context_59_mat` / `pascal_context_60_mat` and their records say so. The .mat files are read with
+scipy.io.loadmat (MATLAB's data format; no code runs).
 """
 
 from __future__ import annotations

@@ -99,7 +99,9 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
     dataset, templates = data[0], _templates(spec)
     metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
                                 context.progress)
-    return {**metrics, PROMPTS: prompt_record(list(dataset.prompt_names or dataset.classnames), templates)}
+    record = prompt_record(list(dataset.prompt_names or dataset.classnames), templates)
+    source = {"labels_source": dataset.labels_source} if dataset.labels_source else {}
+    return {**metrics, PROMPTS: {**record, **source}}
 
 
 def _preflight(spec: TaskSpec) -> None:
