@@ -56,9 +56,9 @@ def _label_file(path: Path) -> dict[int, str]:
     return entries
 
 
-def context_59_ids(folder: Path) -> tuple[int, ...]:
-    """The 59 classes' release ids: from `59_labels.txt` beside `trainval/` if there (checked against `labels.txt`
-    there), else the built-in list."""
+def context_59_ids(folder: Path, classnames: list[str]) -> tuple[int, ...]:
+    """The 59 classes' release ids: from `59_labels.txt` beside `trainval/` if there (its names in id order must be
+    `classnames`, clipmodule's pascal_context_59.txt, and those of `labels.txt` there), else the built-in list."""
     subset_file, all_file = folder.parent / "59_labels.txt", folder.parent / "labels.txt"
     if not subset_file.is_file():
         return CONTEXT_59_IDS
@@ -71,7 +71,13 @@ def context_59_ids(folder: Path) -> tuple[int, ...]:
         if wrong:
             raise ClipModuleError(f"{subset_file}: id {wrong[0]} is {subset[wrong[0]]!r} but {all_file} names it "
                                   f"{names.get(wrong[0])!r}")
-    return tuple(sorted(subset))
+    ids = tuple(sorted(subset))
+    differing = [(key, name) for key, name in zip(ids, classnames, strict=True) if subset[key] != name]
+    if differing:
+        key, name = differing[0]
+        raise ClipModuleError(f"{subset_file}: id {key} is {subset[key]!r} but class {ids.index(key)} of the 59 "
+                              f"(pascal_context_59.txt, in id order) is {name!r}")
+    return ids
 
 
 def read_label_map(path: str) -> np.ndarray:

@@ -111,7 +111,7 @@ def _context_mat(root: Path, split: str, classes: int) -> SegmentationSet:
     return SegmentationSet(name, names if classes == 59 else ["background", *names],
                            context_mat.mat_items(folder, mat_folder, split, name),
                            background_index=None if classes == 59 else 0,
-                           decode=context_mat.context_decoder(context_mat.context_59_ids(mat_folder), classes),
+                           decode=context_mat.context_decoder(context_mat.context_59_ids(mat_folder, names), classes),
                            split=split, read_labels=context_mat.read_label_map, labels_source=MAT_LABELS)
 
 

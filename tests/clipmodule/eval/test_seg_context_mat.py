@@ -107,3 +107,18 @@ def test_bad_release_files_are_one_line_errors(tmp_path):
         open_segmentation("pascal_context_59_mat", root=str(tmp_path))
     with pytest.raises(MissingData, match="no split list"):
         open_segmentation("pascal_context_59_mat", root=str(tmp_path), split="test")
+
+
+def test_59_labels_names_must_be_the_59_classes_in_id_order(tmp_path):
+    top = _release(tmp_path)
+    for file in ("labels.txt", "59_labels.txt"):  # agreeing with labels.txt is not enough
+        (top / file).write_text((top / file).read_text().replace("284: person", "284: people"))
+    with pytest.raises(ClipModuleError, match=r"59_labels.txt: id 284 is 'people' but class 36 of the 59 "
+                                              r"\(pascal_context_59.txt, in id order\) is 'person'") as info:
+        open_segmentation("pascal_context_59_mat", root=str(tmp_path))
+    assert "\n" not in str(info.value)
+    (top / "labels.txt").unlink()
+    swapped = (top / "59_labels.txt").read_text().replace("2: aeroplane", "2: bag").replace("9: bag", "9: aeroplane")
+    (top / "59_labels.txt").write_text(swapped)
+    with pytest.raises(ClipModuleError, match="id 2 is 'bag' but class 0 of the 59 .* is 'aeroplane'"):
+        open_segmentation("pascal_context_60_mat", root=str(tmp_path))
