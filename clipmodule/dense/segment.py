@@ -22,7 +22,6 @@ Options (MaskCLIP's, all off by default):
   class's probability (each at 0.49, both would be denoised away).
 - `background_threshold` with `background_index`: `classnames[background_index]` is not scored by its text; the
   pixels whose best class probability is below the threshold get it (its probability column is 0).
-
 - `vit_path`: a ViT's dense features by the paper's value path ("value", the default) or by MaskCLIP's released
   backbone ("released": the residual and the last block's MLP kept; `clipmodule.models.dense`).
 
