@@ -194,15 +194,17 @@ class TokenizerSpec:
 
 def tokenizer_spec(model: CLIP, folder: str | os.PathLike | None = None) -> TokenizerSpec:
     """The tokenizer `model` reads: its config's kind and context length, the `tokenizer.json` folder that came with
-    its weights (else `folder`, else the "hf:" name itself where it is a local folder holding one, else the repo's
-    snapshot in the local Hugging Face cache, e.g. google/mt5-base for MetaCLIP 2)."""
+    its weights (else `folder`, else the "hf:" name itself where it is a local folder path holding one: absolute or
+    starting with ./ ../ or ~, stored resolved, so that a stray folder in the working directory never shadows a repo
+    name; else the repo's snapshot in the local Hugging Face cache, e.g. google/mt5-base for MetaCLIP 2)."""
     text = model.config.text
     own = getattr(model, "tokenizer_folder", None)
     if own is None and folder is None and text.tokenizer.startswith("hf:"):
         from clipmodule.checkpoints.pretrained import cached_snapshot
 
-        name = text.tokenizer[len("hf:"):]  # a local folder first, as transformers reads a name that is a path
-        snapshot = Path(name) if (Path(name) / "tokenizer.json").is_file() else cached_snapshot(name)
+        name = text.tokenizer[len("hf:"):]
+        is_path = Path(name).is_absolute() or name.startswith(("./", "../", "~"))
+        snapshot = Path(name).expanduser().resolve() if is_path else cached_snapshot(name)
         own = snapshot if snapshot is not None and (snapshot / "tokenizer.json").is_file() else None
     own = str(own) if own is not None else None
     spec = TokenizerSpec(text.tokenizer, text.context_length, own, text.tokenizer_clean, text.tokenizer_strip_sep)

@@ -29,6 +29,9 @@ def _parser():
     parser.add_argument("--prompt_denoising", type=float, default=None, help="MaskCLIP's prompt denoising threshold")
     parser.add_argument("--background_threshold", type=float, default=None,
                         help="pixels less sure than this get the first class (the background)")
+    parser.add_argument("--vit_path", default="value", choices=["value", "released"],
+                        help="a ViT's dense features: the paper's value path, or MaskCLIP's released backbone "
+                        "(the last block's residual and MLP kept)")
     parser.add_argument("--device", default="cpu")
     return parser
 
@@ -68,7 +71,8 @@ def main(argv: list[str]) -> int:
     model, _ = clipmodule.load(args.model, device=args.device)
     image, tensor = _image_tensor(args.image, model, args.short_side)
     options = SegmentOptions(key_smoothing=args.key_smoothing, prompt_denoising=args.prompt_denoising,
-                             background_threshold=args.background_threshold, window=args.window, stride=args.stride)
+                             background_threshold=args.background_threshold, window=args.window, stride=args.stride,
+                             vit_path=args.vit_path)
     result = segment(model, tensor, classnames, args.templates.split("|"), options=options,
                      output_size=(image.height, image.width))
     labels = result.labels[0].cpu().numpy()

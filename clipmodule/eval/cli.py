@@ -142,7 +142,8 @@ class SegmentationCommand(NamedDataOptions):
     model: str
     """CLIP checkpoint (OpenAI, open_clip, HF or this project's) or a model name with local weights."""
     dataset: str
-    """builtin:shapes-seg, or voc2012, pascal_context_59, pascal_context_60, ade20k, coco_stuff, cityscapes with
+    """builtin:shapes-seg, or voc2012, pascal_context_59, pascal_context_60 (pascal_context_59_mat /
+    _60_mat: the .mat release, not the benchmark's labels), ade20k, coco_stuff, cityscapes with
     --dataset_root DIR (their released layouts)."""
     classnames: str | None = None
     """Class-name file (one per line); default: the dataset's own names."""

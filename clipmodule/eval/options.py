@@ -105,6 +105,9 @@ class SegmentationSettings:
     background_threshold: float | None = None
     """On a set with a background class (VOC, Context-60, shapes-seg): pixels less sure than this are background
     and the background's own prompt is not scored; None: the background is scored by its prompt like any class."""
+    vit_path: str = "value"
+    """A ViT's dense features: `value` (the paper's value path) or `released` (MaskCLIP's released backbone: the last
+    block's residual and MLP kept; `clipmodule.models.dense`)."""
 
 
 @dataclass

@@ -118,11 +118,12 @@ class CLIP(nn.Module):
         features = self.visual(image.to(self.dtype))
         return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_image_dense(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """MaskCLIP's per-patch embeddings in the joint space, [B, embed_dim, h, w] (`models.dense`)."""
+    def encode_image_dense(self, image: torch.Tensor, normalize: bool = False, vit_path: str = "value") -> torch.Tensor:
+        """MaskCLIP's per-patch embeddings in the joint space, [B, embed_dim, h, w] (`models.dense`; `vit_path`:
+        "value", the paper's, or "released", MaskCLIP's released backbone)."""
         from clipmodule.models.dense import encode_image_dense
 
-        return encode_image_dense(self, image, normalize=normalize)
+        return encode_image_dense(self, image, normalize=normalize, vit_path=vit_path)
 
     def forward_intermediates(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None,
                               **options) -> dict:

@@ -4,7 +4,10 @@ in the joint image-text space, from a CLIP image tower with no training.
 The pooled embedding comes out of one attention query (the class token, the attention pool's mean token, the MAP
 head's latent). Each patch's own *value*, sent through the same output path, lands in the same space:
 - ViT: the last block's value projection of `ln_1(x)` (x: the last block's input), its attention output
-  projection, `ln_post` and `proj`; the last block's query/key attention and MLP are skipped.
+  projection, `ln_post` and `proj`; the last block's query/key attention, residual and MLP are skipped (the
+  paper's value path, `vit_path="value"`, the default). `vit_path="released"` is MaskCLIP's released backbone
+  instead (mmseg/models/backbones/vit.py with `return_qkv`, `final_norm`): the value through the output
+  projection plus the residual x, then the block's MLP residual, then `ln_post` and `proj`.
 - ModifiedResNet: the attention pool's value and output projections applied to the final feature map as 1x1
   convolutions (no positional embedding, so any size works).
 - timm MAP towers (SigLIP): the MAP head's value path, the head's projection and its MLP residual, per token.
@@ -46,7 +49,10 @@ def _vit_tokens(visual, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, i
     return visual.ln_pre(torch.cat([cls, x], dim=1) + position.to(x.dtype)), grid
 
 
-def vit_dense(visual, image: torch.Tensor) -> DenseOutput:
+VIT_PATHS = ("value", "released")
+
+
+def vit_dense(visual, image: torch.Tensor, path: str = "value") -> DenseOutput:
     x, grid = _vit_tokens(visual, image)
     blocks = visual.transformer.resblocks
     for block in blocks[:-1]:
@@ -55,10 +61,13 @@ def vit_dense(visual, image: torch.Tensor) -> DenseOutput:
     width = x.shape[-1]
     _, weight_k, weight_v = last.attn.in_proj_weight.split(width)
     _, bias_k, bias_v = last.attn.in_proj_bias.split(width)
-    normed = last.ln_1(x)[:, 1:]
+    normed = last.ln_1(x)
     values = last.attn.out_proj(F.linear(normed, weight_v, bias_v))
-    features = visual.ln_post(values) @ visual.proj
-    keys = last.attn.out_proj(F.linear(normed, weight_k, bias_k))  # as MaskCLIP's released backbone returns k
+    if path == "released":  # v = out_proj(v) + x; v = v + mlp(ln_2(v)) (the block's own layer scales kept)
+        values = x + last.ls_1(values)
+        values = values + last.ls_2(last.mlp(last.ln_2(values)))
+    features = visual.ln_post(values[:, 1:]) @ visual.proj
+    keys = last.attn.out_proj(F.linear(normed[:, 1:], weight_k, bias_k))  # as MaskCLIP's released backbone returns k
     return DenseOutput(features.transpose(1, 2).reshape(x.shape[0], -1, *grid), keys)
 
 
@@ -91,20 +100,26 @@ def timm_map_dense(visual, image: torch.Tensor) -> DenseOutput:
     return DenseOutput(x.transpose(1, 2).reshape(x.shape[0], -1, *side), keys)
 
 
-def dense_output(model, image: torch.Tensor) -> DenseOutput:
-    """MaskCLIP's per-patch embeddings of `image` [B, 3, H, W] and the keys of the attention they replace."""
+def dense_output(model, image: torch.Tensor, vit_path: str = "value") -> DenseOutput:
+    """MaskCLIP's per-patch embeddings of `image` [B, 3, H, W] and the keys of the attention they replace
+    (`vit_path`: a ViT's "value" or "released" path, see the module's docstring; a ResNet's path is the same both
+    ways, as MaskCLIP's released head; a timm MAP tower has only its value path)."""
+    if vit_path not in VIT_PATHS:
+        raise ClipModuleError(f"vit_path {vit_path!r}: expected one of {', '.join(VIT_PATHS)}")
     visual = model.visual
     image = image.to(model.dtype)
     if hasattr(visual, "trunk"):
+        if vit_path != "value":
+            raise ClipModuleError(f"vit_path {vit_path!r}: a timm tower's dense features have only the value path")
         return timm_map_dense(visual, image)
     if hasattr(visual, "attnpool"):
         return resnet_dense(visual, image)
-    return vit_dense(visual, image)
+    return vit_dense(visual, image, vit_path)
 
 
-def encode_image_dense(model, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+def encode_image_dense(model, image: torch.Tensor, normalize: bool = False, vit_path: str = "value") -> torch.Tensor:
     """[B, embed_dim, h, w] per-patch embeddings in the joint space (see the module's docstring)."""
-    features = dense_output(model, image).features
+    features = dense_output(model, image, vit_path).features
     return F.normalize(features, dim=1) if normalize else features
 
 

@@ -59,3 +59,19 @@ def test_get_tokenizer_finds_the_tokenizer_beside_the_weights(tokenizer_folder, 
     assert torch.equal(ids, open_clip.tokenizer.HFTokenizer(str(tokenizer_folder), 16, clean="canonicalize")(
         ["a photo of a cat"]))
     assert clipmodule.get_tokenizer(clipmodule.create_model("tiny-vit", context_length=24))("a cat").shape == (1, 24)
+
+
+def test_an_hf_name_is_a_local_folder_only_when_written_as_a_path(tokenizer_folder, tmp_path, monkeypatch):
+    """A stray test/spm folder in the working directory does not shadow the repo name; ./test/spm is that folder,
+    kept as an absolute path (another working directory later reads the same one)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "test" / "spm").mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "test" / "spm" / name).write_bytes((tokenizer_folder / name).read_bytes())
+    repo_named = clipmodule.create_model("tiny-vit", context_length=16, text={"tokenizer": "hf:test/spm"})
+    assert clipmodule.tokenizer_spec(repo_named).folder is None
+    for written in ("./test/spm", str(tmp_path / "test" / "spm")):
+        model = clipmodule.create_model("tiny-vit", context_length=16, text={"tokenizer": f"hf:{written}"})
+        assert clipmodule.tokenizer_spec(model).folder == str((tmp_path / "test" / "spm").resolve())
+        assert clipmodule.get_tokenizer(model)(["a photo of a cat"]).shape == (1, 16)

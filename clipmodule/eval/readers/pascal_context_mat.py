@@ -7,11 +7,14 @@
     VOCdevkit/VOC2010/ImageSets/SegmentationContext/<split>.txt, else VOC2010's ImageSets/Main/<split>.txt
     (Context's train/val are VOC2010's: 4998 and 5105 of the 10103 trainval images)
 
-The benchmark's 59 classes are the ids `59_labels.txt` lists (the site's file; without it, the same ids built in),
-in ascending id order, which is mmsegmentation's order when it converts this release: the 59-class set reads them as
-0..58 and ignores every other pixel (255); the 60-class set reads them as 1..59 and every other pixel, unlabelled or
-of the other 400 classes, as background 0. The .mat files are read with scipy.io.loadmat (MATLAB's data format; no
-code runs).
+The 59 classes are the ids `59_labels.txt` lists (the site's file; without it, the same ids built in), in ascending
+id order, the order of mmsegmentation's 59 classes: the 59-class set reads them as 0..58 and ignores every other
+pixel (255); the 60-class set reads them as 1..59 and every other pixel, unlabelled or of the other 400 classes, as
+background 0. These are NOT the benchmark's labels: mmsegmentation's SegmentationClassContext PNGs, on which
+published numbers are scored, come from the Detail API's `trainval_merged.json`, whose masks differ from the .mat
+files' (mmsegmentation's PR #474, a .mat converter, was closed for that), so the sets read here are named
+`pascal_context_59_mat` / `pascal_context_60_mat` and their records say so. The .mat files are read with
+scipy.io.loadmat (MATLAB's data format; no code runs).
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ def _label_file(path: Path) -> dict[int, str]:
     return entries
 
 
-def context_59_ids(folder: Path) -> tuple[int, ...]:
-    """The 59 classes' release ids: from `59_labels.txt` beside `trainval/` if there (checked against `labels.txt`
-    there), else the built-in list."""
+def context_59_ids(folder: Path, classnames: list[str]) -> tuple[int, ...]:
+    """The 59 classes' release ids: from `59_labels.txt` beside `trainval/` if there (its names in id order must be
+    `classnames`, clipmodule's pascal_context_59.txt, and those of `labels.txt` there), else the built-in list."""
     subset_file, all_file = folder.parent / "59_labels.txt", folder.parent / "labels.txt"
     if not subset_file.is_file():
         return CONTEXT_59_IDS
@@ -68,7 +71,13 @@ def context_59_ids(folder: Path) -> tuple[int, ...]:
         if wrong:
             raise ClipModuleError(f"{subset_file}: id {wrong[0]} is {subset[wrong[0]]!r} but {all_file} names it "
                                   f"{names.get(wrong[0])!r}")
-    return tuple(sorted(subset))
+    ids = tuple(sorted(subset))
+    differing = [(key, name) for key, name in zip(ids, classnames, strict=True) if subset[key] != name]
+    if differing:
+        key, name = differing[0]
+        raise ClipModuleError(f"{subset_file}: id {key} is {subset[key]!r} but class {ids.index(key)} of the 59 "
+                              f"(pascal_context_59.txt, in id order) is {name!r}")
+    return ids
 
 
 def read_label_map(path: str) -> np.ndarray:

@@ -5,9 +5,12 @@ own top folder may be it or sit inside it). Label maps become class indices with
                        ImageSets/Segmentation/<split>.txt}; 21 classes, 0 = background, 255 = object borders
     pascal_context_59  VOCdevkit/VOC2010/{JPEGImages, SegmentationClassContext/<id>.png,
     pascal_context_60  ImageSets/SegmentationContext/<split>.txt}: the label PNGs mmsegmentation's converter
-                       writes from the release's trainval_merged.json (0 = background, 1..59 the classes);
-                       the 59-class set ignores the background, the 60-class set keeps it as class 0; or the
-                       original release's VOC2010/trainval/<id>.mat LabelMaps (`pascal_context_mat`)
+                       writes from the Detail API's trainval_merged.json (0 = background, 1..59 the classes);
+                       the 59-class set ignores the background, the 60-class set keeps it as class 0
+    pascal_context_59_mat, pascal_context_60_mat
+                       the original release's VOC2010/trainval/<id>.mat LabelMaps (`pascal_context_mat`): their
+                       masks differ from trainval_merged.json's, so these labels are not the benchmark's and
+                       their scores are not comparable with published numbers
     ade20k             ADEChallengeData2016/{images,annotations}/<split>/<name>.{jpg,png}; 0 ("other") ignored,
                        1..150 -> 0..149; splits `validation` (default; `val` too) and `training`
     coco_stuff         {images,annotations}/<split>2017/<name>.{jpg,png} (the stuffthingmaps release: COCO ids
@@ -77,17 +80,17 @@ def _voc(root: Path, split: str) -> SegmentationSet:
     return SegmentationSet("voc2012", _names("voc2012.txt"), items, background_index=0, split=split)
 
 
+MAT_LABELS = ("Pascal Context's original .mat release, not the benchmark's labels (mmsegmentation's PNGs come from "
+              "the Detail API's trainval_merged.json): not comparable with published numbers")
+
+
 def _context(root: Path, split: str, classes: int) -> SegmentationSet:
     folder = _find(root, "VOCdevkit/VOC2010", "VOC2010", ".")
     name = f"pascal_context_{classes}"
-    mat_folder = context_mat.find_mat_folder(root, folder)
-    if mat_folder is not None and not (folder / "SegmentationClassContext").is_dir():  # the original release
-        names = _names("pascal_context_59.txt")
-        return SegmentationSet(name, names if classes == 59 else ["background", *names],
-                               context_mat.mat_items(folder, mat_folder, split, name),
-                               background_index=None if classes == 59 else 0,
-                               decode=context_mat.context_decoder(context_mat.context_59_ids(mat_folder), classes),
-                               split=split, read_labels=context_mat.read_label_map)
+    if not (folder / "SegmentationClassContext").is_dir() and context_mat.find_mat_folder(root, folder) is not None:
+        raise MissingData(f"{name}: {folder} holds the original .mat release, not mmsegmentation's "
+                          f"SegmentationClassContext PNGs (the benchmark's labels); read it as {name}_mat "
+                          "(its labels differ; not comparable with published numbers)")
     items = _id_list(folder, "JPEGImages", "SegmentationClassContext",
                      folder / "ImageSets/SegmentationContext" / f"{split}.txt", name)
     names = _names("pascal_context_59.txt")
@@ -95,6 +98,21 @@ def _context(root: Path, split: str, classes: int) -> SegmentationSet:
         return SegmentationSet(name, names, items, decode=_lookup({v: v - 1 for v in range(1, 60)}), split=split)
     return SegmentationSet(name, ["background", *names], items, background_index=0,
                            decode=_lookup({v: v for v in range(60)}), split=split)
+
+
+def _context_mat(root: Path, split: str, classes: int) -> SegmentationSet:
+    """Pascal Context's original release read from its .mat LabelMaps (`labels_source`: not the benchmark's)."""
+    folder = _find(root, "VOCdevkit/VOC2010", "VOC2010", ".")
+    name = f"pascal_context_{classes}_mat"
+    mat_folder = context_mat.find_mat_folder(root, folder)
+    if mat_folder is None:
+        raise MissingData(f"{name}: no trainval/ folder of .mat files in {folder} or {root}")
+    names = _names("pascal_context_59.txt")
+    return SegmentationSet(name, names if classes == 59 else ["background", *names],
+                           context_mat.mat_items(folder, mat_folder, split, name),
+                           background_index=None if classes == 59 else 0,
+                           decode=context_mat.context_decoder(context_mat.context_59_ids(mat_folder, names), classes),
+                           split=split, read_labels=context_mat.read_label_map, labels_source=MAT_LABELS)
 
 
 def _pairs(images: Path, labels: Path, image_suffix: str, label_for: Callable[[Path], Path | None],
@@ -172,6 +190,8 @@ SEGMENTATION_READERS = {
     "voc2012": SegmentationReader(_voc, "val"),
     "pascal_context_59": SegmentationReader(lambda root, split: _context(root, split, 59), "val"),
     "pascal_context_60": SegmentationReader(lambda root, split: _context(root, split, 60), "val"),
+    "pascal_context_59_mat": SegmentationReader(lambda root, split: _context_mat(root, split, 59), "val"),
+    "pascal_context_60_mat": SegmentationReader(lambda root, split: _context_mat(root, split, 60), "val"),
     "ade20k": SegmentationReader(_ade, "validation"),
     "coco_stuff": SegmentationReader(_coco_stuff, "val2017"),
     "cityscapes": SegmentationReader(_cityscapes, "val"),

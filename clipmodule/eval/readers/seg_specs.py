@@ -12,7 +12,8 @@ from clipmodule.eval.readers.segmentation import SegmentationSet, shapes_seg
 
 def open_segmentation(spec: str, root: str | None = None, split: str | None = None,
                       classnames: Sequence[str] | None = None) -> SegmentationSet:
-    """`builtin:shapes-seg`, or a benchmark (voc2012, pascal_context_59/60, ade20k, coco_stuff, cityscapes) read
+    """`builtin:shapes-seg`, or a benchmark (voc2012, pascal_context_59/60 and their _mat
+    forms from the original .mat release, ade20k, coco_stuff, cityscapes) read
     from its local copy at `root`; `classnames` replace the set's own (same count)."""
     if spec == "builtin:shapes-seg":
         dataset = shapes_seg(spec)

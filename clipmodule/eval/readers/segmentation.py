@@ -63,6 +63,9 @@ class SegmentationSet:
     prompt_names: list[str] | None = None
     """What each class is prompted as, if not its name: alternatives separated by "; ", a pixel scored by the
     best of them (`dense.segment.split_alternatives`)."""
+    labels_source: str | None = None
+    """Where the labels come from when they are not the benchmark's own (Pascal Context's .mat release): the
+    records say so."""
 
     def __len__(self) -> int:
         return len(self.items)

@@ -33,7 +33,7 @@ def segment_options(dataset: SegmentationSet, settings: SegmentationSettings) ->
     threshold = settings.background_threshold if dataset.background_index is not None else None
     return SegmentOptions(key_smoothing=settings.key_smoothing, prompt_denoising=settings.prompt_denoising,
                           background_threshold=threshold, background_index=dataset.background_index or 0,
-                          window=settings.window, stride=settings.stride)
+                          window=settings.window, stride=settings.stride, vit_path=settings.vit_path)
 
 
 def class_embeddings(model, dataset: SegmentationSet, templates: Prompts,
@@ -103,11 +103,16 @@ def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, 
     dataset, templates = data[0], _templates(spec)
     metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
                                 context.progress)
-    return {**metrics, PROMPTS: prompt_record(list(dataset.prompt_names or dataset.classnames), templates)}
+    record = prompt_record(list(dataset.prompt_names or dataset.classnames), templates)
+    source = {"labels_source": dataset.labels_source} if dataset.labels_source else {}
+    return {**metrics, PROMPTS: {**record, **source}}
 
 
 def _preflight(spec: TaskSpec) -> None:
     _templates(spec)
+    settings = spec.segmentation or SegmentationSettings()
+    SegmentOptions(key_smoothing=settings.key_smoothing, background_threshold=settings.background_threshold,
+                   vit_path=settings.vit_path)
 
 
 class SegmentationTracker:

@@ -55,24 +55,28 @@ def released_refine_output(output, k, pd_thresh, ks_thresh):
     return output
 
 
-def test_refinements_equal_maskclips_released_head(model):
-    """Prompt denoising then key smoothing, at the patch grid, as the released head (its scale 100 = ours here)."""
+@pytest.mark.parametrize("scale", [100.0, 20.0])
+def test_refinements_equal_maskclips_released_head(model, scale):
+    """Prompt denoising then key smoothing, at the patch grid, as the released head: on its scale 100 whatever the
+    model's logit scale (100, and 20 where the refinements would differ on the model's)."""
     from clipmodule.models.dense import dense_output, pixel_text_scores
 
     text = torch.nn.functional.normalize(torch.randn(5, 64), dim=-1)
     images = torch.randn(2, 3, 32, 32)
+    saved = model.logit_scale.detach().clone()
     with torch.no_grad():
-        model.logit_scale.fill_(np.log(100.0))
+        model.logit_scale.fill_(np.log(scale))
         dense = dense_output(model, images)
         cosines = pixel_text_scores(dense.features, text, torch.tensor(1.0))
         for pd, ks in ((0.5, 0.0), (0.0, 1.0), (0.5, 1.0), (0.3, 0.6)):
             options = SegmentOptions(prompt_denoising=pd or None, key_smoothing=ks or None)
             ours = window_scores(model, images, text, options)
             expected = released_refine_output(cosines, dense.keys, pd, ks)
-            # unsmoothed scores stay logits (cosine x scale); a denoised class is -100 here, -100 x scale there
-            expected = (expected * (100 if not ks else 1)).clamp(min=-100)
+            # unsmoothed scores stay the model's logits (cosine x its scale); a denoised class is -100 (-100 there)
+            expected = (expected * (scale if not ks else 1)).clamp(min=-100)
             expected = torch.nn.functional.interpolate(expected, size=(32, 32), mode="bilinear", align_corners=False)
             assert torch.allclose(ours, expected, atol=1e-4), (pd, ks)
+        model.logit_scale.copy_(saved)
 
 
 def test_vit_keys_are_the_last_attentions_projected_keys(model):
@@ -108,7 +112,7 @@ def test_key_smoothing_needs_keys(model, monkeypatch):
     from clipmodule.dense import segment as module
     from clipmodule.models.dense import DenseOutput
 
-    monkeypatch.setattr(module, "dense_output", lambda m, x: DenseOutput(torch.randn(1, 64, 2, 2), None))
+    monkeypatch.setattr(module, "dense_output", lambda m, x, *path: DenseOutput(torch.randn(1, 64, 2, 2), None))
     with pytest.raises(ClipModuleError, match="key_smoothing needs"):
         window_scores(model, torch.randn(1, 3, 32, 32), torch.randn(2, 64), SegmentOptions(key_smoothing=1.0))
 
@@ -148,13 +152,18 @@ def test_a_class_with_alternative_names_scores_as_the_best_of_them():
 
 
 def test_segment_prompts_every_alternative(model):
+    from clipmodule.dense.segment import class_text_embeddings
+    from clipmodule.models.dense import dense_output, pixel_text_scores
+
     images = torch.randn(1, 3, 32, 32)
     both = clipmodule.segment(model, images, ["sky; grass", "dog"], ["a {}."])
-    sky = clipmodule.segment(model, images, ["sky", "dog"], ["a {}."])
-    grass = clipmodule.segment(model, images, ["grass", "dog"], ["a {}."])
-    # the pair's score is the better of its two names' at every pixel, so it wins wherever either one does
-    either = (sky.labels == 0) | (grass.labels == 0)
-    assert torch.equal(both.labels == 0, either)
+    # the pair's score is the better of its two names' at every patch (before the upsampling and the refinements)
+    text = class_text_embeddings(model, clipmodule.get_tokenizer(model), ["sky", "grass", "dog"], ["a {}."])
+    with torch.no_grad():
+        scores = pixel_text_scores(dense_output(model, images).features, text, model.logit_scale.exp())
+    merged = torch.stack([scores[:, :2].amax(dim=1), scores[:, 2]], dim=1)
+    expected = torch.nn.functional.interpolate(merged, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.equal(both.labels, expected.argmax(dim=1))
 
 
 def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsys):
@@ -166,3 +175,62 @@ def test_segment_command_names_a_class_of_several_prompts(model, tmp_path, capsy
                  "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")])
     out = capsys.readouterr().out
     assert code == 0 and "background " in out and "circle " in out and "red background" not in out
+
+
+def _planted_dense(monkeypatch, cosines):
+    """dense_output replaced by unit features at the 2x2 patches whose cosines with the text rows e_0 .. e_{M-1} are
+    `cosines` ([4 patches, M], row-major); returns those text rows."""
+    from clipmodule.dense import segment as module
+    from clipmodule.models.dense import DenseOutput
+
+    planted = torch.tensor(cosines)
+    features = torch.zeros(4, 64)
+    features[:, :planted.shape[1]] = planted
+    features[:, planted.shape[1]] = (1 - planted.square().sum(dim=1)).sqrt()
+    grid = features.T.reshape(1, 64, 2, 2)
+    monkeypatch.setattr(module, "dense_output", lambda m, x, *rest, **options: DenseOutput(
+        grid.expand(x.shape[0], 64, 2, 2).clone(), torch.randn(x.shape[0], 4, 8)))
+    return torch.eye(64)[:planted.shape[1]]
+
+
+def test_alternatives_merge_before_prompt_denoising(model, monkeypatch):
+    """Two equal background names at 0.498 each would both be denoised away; merged first, the background holds."""
+    text = _planted_dense(monkeypatch, [[0.5, 0.5, 0.45]] * 3 + [[0.0, 0.0, 0.6]])
+    owners = torch.tensor([0, 0, 1])
+    with torch.no_grad():
+        saved = model.logit_scale.clone()
+        model.logit_scale.fill_(np.log(100.0))
+        result = segment_with_embeddings(model, torch.randn(1, 3, 32, 32), text, SegmentOptions(prompt_denoising=0.5),
+                                         owners=owners)
+        model.logit_scale.copy_(saved)
+    assert result.probabilities.shape == (1, 2, 32, 32)
+    assert (result.labels[0, :8, :8] == 0).all() and (result.labels[0, -8:, -8:] == 1).all()
+
+
+def test_key_smoothing_refuses_a_background_threshold(model):
+    with pytest.raises(ClipModuleError, match="key_smoothing and background_threshold do not go together") as info:
+        SegmentOptions(key_smoothing=1.0, background_threshold=0.5)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ClipModuleError, match="key_smoothing and background_threshold"):
+        clipmodule.segment(model, torch.randn(1, 3, 32, 32), ["sky", "dog"], key_smoothing=1.0,
+                           background_threshold=0.5)
+
+
+def test_vit_path_option_reaches_the_dense_features(model, tmp_path):
+    from clipmodule.cli import main
+    from clipmodule.models.dense import pixel_text_scores
+
+    text = torch.nn.functional.normalize(torch.randn(3, 64), dim=-1)
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ours = window_scores(model, images, text, SegmentOptions(vit_path="released"))
+        dense = model.encode_image_dense(images, vit_path="released")
+        expected = torch.nn.functional.interpolate(pixel_text_scores(dense, text, model.logit_scale.exp()),
+                                                   size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    with pytest.raises(ClipModuleError, match="vit_path 'both': expected one of value, released"):
+        SegmentOptions(vit_path="both")
+    clipmodule.save_checkpoint(model, tmp_path / "model.safetensors")
+    Image.new("RGB", (32, 32), (20, 90, 200)).save(tmp_path / "a.png")
+    assert main(["segment", str(tmp_path / "a.png"), "--classes", "sky,grass", "--vit_path", "released",
+                 "--model", str(tmp_path / "model.safetensors"), "--output", str(tmp_path / "out.png")]) == 0

@@ -79,3 +79,23 @@ def test_a_suite_yaml_row_carries_its_segmentation_settings(tmp_path):
                                          "segmentation: {background_threshold: 0.5, stride: 224}}\n")
     row = parse_command("suite", ["-c", str(tmp_path / "suite.yaml")]).tasks[0]
     assert row.segmentation == SegmentationSettings(background_threshold=0.5, stride=224) and row.root == "/data"
+
+
+def test_eval_segmentation_refuses_key_smoothing_with_a_background_threshold(tmp_path, capsys):
+    import clipmodule
+    from clipmodule.cli import main
+
+    torch.manual_seed(0)
+    clipmodule.save_checkpoint(create_model("tiny-vit"), tmp_path / "tiny.safetensors")
+    code = main(["eval", "segmentation", "--model", str(tmp_path / "tiny.safetensors"), "--dataset",
+                 "builtin:shapes-seg", "--templates", "simple", "--segmentation.key_smoothing", "1.0",
+                 "--segmentation.background_threshold", "0.5", "--tracking.uri", "none"])
+    assert code != 0 and "key_smoothing and background_threshold do not go together" in capsys.readouterr().err
+
+
+def test_segmentation_settings_name_the_vit_path():
+    from clipmodule.eval.tasks.segmentation import segment_options
+
+    dataset = open_segmentation("builtin:shapes-seg")
+    assert segment_options(dataset, SegmentationSettings(vit_path="released")).vit_path == "released"
+    assert segment_options(dataset, SegmentationSettings()).vit_path == "value"

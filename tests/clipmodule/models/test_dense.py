@@ -89,3 +89,33 @@ def test_siglip_map_dense_is_the_map_head_on_each_token_alone(tmp_path):
         dense = model.encode_image_dense(images)
     assert dense.shape == (1, 96, 14, 14)
     assert (dense.flatten(2).transpose(1, 2) - expected).abs().max() <= 1e-6
+
+
+def test_vit_released_path_is_maskclips_released_backbone(tmp_path):
+    """`vit_path="released"`: MaskCLIP's released ViT (mmseg/models/backbones/vit.py, return_qkv and final_norm as
+    its configs set them) restated on open_clip's own modules: q, k, v each through the output projection, v plus
+    the block's input, then the block's MLP residual on it, the final norm on v, the projection."""
+    import torch.nn.functional as F
+
+    config = CONFIGS["vit"]
+    reference = build_open_clip(config).double().eval()
+    write_hub_folder(reference, config, tmp_path / "vit")
+    model = clipmodule.load(tmp_path / "vit")[0].double()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        out = model.forward_intermediates(images, image_indices=[-2], output_fmt="NLC", output_extra_tokens=True)
+        x = torch.cat([out["image_intermediates_prefix"][0], out["image_intermediates"][0]], dim=1)
+        layer = reference.visual.transformer.resblocks[-1]
+        y = F.linear(layer.ln_1(x), layer.attn.in_proj_weight, layer.attn.in_proj_bias)
+        n, length, c = y.shape
+        y = y.view(n, length, 3, c // 3).permute(2, 0, 1, 3).reshape(3 * n, length, c // 3)
+        y = F.linear(y, layer.attn.out_proj.weight, layer.attn.out_proj.bias)
+        _, _, v = y.tensor_split(3, dim=0)
+        v = v + x
+        v = v + layer.mlp(layer.ln_2(v))
+        v = reference.visual.ln_post(v)[:, 1:] @ reference.visual.proj
+        expected = v.transpose(1, 2).reshape(2, 32, 4, 4)
+        released = model.encode_image_dense(images, vit_path="released")
+        value = model.encode_image_dense(images)
+    assert (released - expected).abs().max() <= 1e-6
+    assert (value - expected).abs().max() > 1e-3  # the paper's value path is another one
