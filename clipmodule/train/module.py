@@ -369,8 +369,8 @@ class ClipLitModule(L.LightningModule):
         if "FSDP" not in type(getattr(trainer, "strategy", None)).__name__:  # FSDP's own state dict is sharded
             check_state_fits(checkpoint.get("state_dict", {}), self.state_dict(), source)
         fitting = trainer is not None and trainer.state.fn == "fit"
-        # the checkpoint's weights were trained with its recorded mean/std (a module built without init_from)
-        self.pixels = PixelNorm.of_record(checkpoint.get("hyper_parameters", {}).get("preprocess")) or self.pixels
+        # the checkpoint's weights were trained with its recorded mean/std, else OpenAI's (`PixelNorm.of_checkpoint`)
+        self.pixels = PixelNorm.of_checkpoint(checkpoint, source, self.pixels)
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def train(self, mode: bool = True) -> ClipLitModule:
