@@ -21,6 +21,7 @@ from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import OPENAI_MEAN, OPENAI_STD, normalize_batch
 
 log = logging.getLogger(__name__)
+NORM_KEY = "image_norm"  # a batch's optional (mean, std) of its float images; absent: OpenAI's
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,22 @@ class PixelNorm:
                      "the checkpoint's", source, list(pixels.mean), list(pixels.std), list(current.mean),
                      list(current.std))
         return pixels
+
+    @classmethod
+    def carried(cls, batch: dict[str, Any]) -> PixelNorm:
+        """The mean/std a batch's float images were normalised with: its `image_norm` ((mean, std), set by a data
+        module that normalises otherwise), else OpenAI's (every loader of this project's)."""
+        tag = batch.get(NORM_KEY)
+        if tag is None:
+            return cls()
+        try:
+            mean, std = tag
+            norm = cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (TypeError, ValueError):
+            norm = None
+        if norm is None or len(norm.mean) != 3 or len(norm.std) != 3 or min(norm.std) <= 0:
+            raise ClipModuleError(f"batch {NORM_KEY} {tag!r}: not (mean, std) of 3 values each, std positive")
+        return norm
 
     @property
     def is_openai(self) -> bool:

@@ -121,3 +121,17 @@ def test_a_malformed_recorded_preprocess_is_one_error_naming_the_checkpoint(reco
     module = ClipLitModule(build_network("tiny-vit"))
     with pytest.raises(ClipModuleError, match=r"given: hyper_parameters\.preprocess"):
         module.on_load_checkpoint({"state_dict": module.state_dict(), "hyper_parameters": {"preprocess": record}})
+
+
+def test_float_batches_are_openais_unless_they_carry_their_norm(tmp_path):
+    """The batch contract (`on_after_batch_transfer`): float images are OpenAI-normalised, or as `image_norm` says."""
+    module = ClipLitModule(init_from=str(_release(tmp_path, "release", 0)))
+    pixels = _pixels().float() / 255
+    openai, half = normalize_batch(_pixels()), pixels * 2 - 1
+    torch.testing.assert_close(module.on_after_batch_transfer({"image": openai}, 0)["image"], half, atol=1e-5, rtol=0)
+    tagged = {"image": half, "image_norm": (HALF, HALF)}
+    assert module.on_after_batch_transfer(tagged, 0)["image"] is half  # already the network's: untouched
+    scratch = ClipLitModule(build_network("tiny-vit"))
+    torch.testing.assert_close(scratch.on_after_batch_transfer(tagged, 0)["image"], openai, atol=1e-5, rtol=0)
+    with pytest.raises(ClipModuleError, match="batch image_norm .*3 values each"):
+        scratch.on_after_batch_transfer({"image": half, "image_norm": ([0.5], [0.5])}, 0)
