@@ -177,8 +177,22 @@ def selection(name: str, checkpoint: Path, work: Path, log: Path) -> float:
     return seconds
 
 
+def plan_names() -> list[str]:
+    """The comparison's run names, in order: the teacher's validation, the runs from scratch, the fine-tunes."""
+    return ["demo-clip", *student_runs(Path("teacher"), 1), *finetune_runs(Path("start"), 1)]
+
+
+def check_only(only: list[str] | None) -> None:
+    """`--only` names runs of the plan: anything else is one line listing them (it would silently run nothing)."""
+    unknown = [name for name in only or () if name not in plan_names()]
+    if unknown:
+        raise SystemExit(f"demo.objectives: --only {','.join(unknown)}: not a run of the plan "
+                         f"({', '.join(plan_names())})")
+
+
 def run_all(demo_out: Path, work: Path, steps: int, finetune_steps: int, only: list[str] | None = None) -> dict:
     start = time.time()
+    check_only(only)
     teacher = demo_checkpoint(demo_out)
     if only is None:
         shutil.rmtree(work, ignore_errors=True)

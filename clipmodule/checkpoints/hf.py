@@ -10,6 +10,7 @@ import re
 
 import torch
 
+from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.errors import ClipModuleError
 from clipmodule.models import CLIPConfig
 
@@ -147,3 +148,19 @@ def hf_config_dict(config: CLIPConfig) -> dict:
             "projection_dim": config.embed_dim,
         },
     }
+
+
+def hf_preprocessor_dict(preprocess: Preprocess, source: str) -> dict:
+    """`preprocessor_config.json` for `CLIPImageProcessor.from_pretrained`: resize the shortest side and centre-crop
+    (OpenAI's), or resize to the square without a crop (squash). open_clip's "longest" (fit and pad) has no
+    CLIPImageProcessor form: refused, pointing to open_clip's layout."""
+    resample = {"bilinear": 2, "bicubic": 3}[preprocess.interpolation]
+    if preprocess.resize_mode == "longest":
+        raise ClipModuleError(f"{source}: its preprocessing fits the longest side and pads, which transformers' "
+                              "CLIPImageProcessor cannot say; export as open_clip (its preprocess_cfg records it)")
+    squash = preprocess.resize_mode == "squash"
+    size = {"height": preprocess.size, "width": preprocess.size} if squash else {"shortest_edge": preprocess.size}
+    return {"image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": size, "resample": resample,
+            "do_center_crop": not squash, "crop_size": {"height": preprocess.size, "width": preprocess.size},
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(preprocess.mean),
+            "image_std": list(preprocess.std), "do_convert_rgb": True}

@@ -14,7 +14,7 @@ import torch
 
 from clipformats.files import TEMP_MARK, atomic_path, remove_stale_temporaries, temp_name, write_text
 from clipmodule.checkpoints import open_clip
-from clipmodule.checkpoints.hf import hf_config_dict, openai_to_hf
+from clipmodule.checkpoints.hf import hf_config_dict, hf_preprocessor_dict, openai_to_hf
 from clipmodule.checkpoints.infer import resolve_config
 from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.checkpoints.readers import StateDict, read_checkpoint
@@ -120,6 +120,8 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
     path = Path(path)
     if format == "openai" and path.suffix != ".safetensors" and not model.config.quick_gelu:
         raise ClipModuleError(f"{path}: {_gelu_refusal(model.config)}")
+    if format == "openai" and path.suffix != ".safetensors":
+        _check_openai_preprocess(preprocess_of(model), path)
     _clear_stale_writes(path)
     try:
         return _save(model, path, format)
@@ -143,8 +145,10 @@ def _save(model: CLIP, path: Path, format: str) -> Path:
         if model.config.vision.timm_model_name or text.hf_model_name or not text.causal or text.pool != "argmax" \
                 or text.proj_bias:
             raise ClipModuleError("Hugging Face CLIPModel has no timm tower or SigLIP text tower; export as open_clip")
+        processor = hf_preprocessor_dict(preprocess_of(model), str(path))
         return _write_folder(path, {
             "config.json": lambda file: write_text(file, json.dumps(hf_config_dict(model.config), indent=2)),
+            "preprocessor_config.json": lambda file: write_text(file, json.dumps(processor, indent=2)),
             "model.safetensors": lambda file: save_file(openai_to_hf(state_dict, model.config), str(file),
                                                         metadata={"format": "pt"}),
         })
@@ -166,6 +170,16 @@ def _save(model: CLIP, path: Path, format: str) -> Path:
         else:
             torch.save(state_dict, tmp)
     return path
+
+
+def _check_openai_preprocess(preprocess: Preprocess, path: Path) -> None:
+    """An OpenAI torch file is a bare state dict: its readers assume OpenAI's mean/std and resize-and-crop."""
+    openai = Preprocess(preprocess.size)
+    if (preprocess.mean, preprocess.std, preprocess.resize_mode) != (openai.mean, openai.std, openai.resize_mode):
+        raise ClipModuleError(
+            f"{path}: this model was trained with mean {list(preprocess.mean)}, std {list(preprocess.std)}, resize "
+            f"{preprocess.resize_mode!r}, which an OpenAI .pt file cannot record (its readers assume OpenAI's); write "
+            "a .safetensors file or --to open_clip / format='open_clip' (both record it)")
 
 
 def _gelu_refusal(config: CLIPConfig) -> str:

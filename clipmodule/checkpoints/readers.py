@@ -129,6 +129,9 @@ def _hf_preprocess(processor: dict) -> dict:
     resample = {2: "bilinear", 3: "bicubic"}.get(processor.get("resample"))
     if resample:
         cfg["interpolation"] = resample
+    size = processor.get("size")
+    if processor.get("do_center_crop") is False and isinstance(size, dict) and "height" in size:
+        cfg["size"], cfg["resize_mode"] = size["height"], "squash"  # resized to the square, no crop
     return cfg
 
 

@@ -47,17 +47,17 @@ def _parse(argv: list[str]) -> ClassifierTestCommand:
 
 def test_classifier(command: ClassifierTestCommand) -> dict[str, Any]:
     """Loads the classifier with the checkpoint's weights and scores it on the data; returns the metrics."""
+    from clipmodule.classifiers.inference import classifier_transform
     from clipmodule.classifiers.zoo import get_model
     from clipmodule.eval.metrics import DETAIL, classification_metrics, per_class_results
     from clipmodule.eval.prompts import read_classnames
     from clipmodule.eval.readers import open_classification
     from clipmodule.eval.tasks import data_damage, extract_features
-    from clipmodule.transforms import image_transform
 
     classnames = read_classnames(command.classnames)
     model = get_model(command.model, pretrained=command.checkpoint, classnames=classnames,
                       device=command.loader.torch_device())
-    dataset = open_classification(command.data, image_transform(model.image_size), classnames)
+    dataset = open_classification(command.data, classifier_transform(model), classnames)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -55,6 +55,13 @@ def _as_classifier(model: Any, classnames: Sequence[str] | None, templates: str 
     return model
 
 
+def classifier_transform(classifier: Any) -> Any:
+    """The classifier's eval transform: its `preprocess` (a zero-shot classifier's is its CLIP's: the checkpoint's
+    mean/std and resize mode), else OpenAI's at its `image_size` (resize the short side, centre-crop)."""
+    preprocess = getattr(classifier, "preprocess", None)
+    return preprocess.transform() if preprocess is not None else image_transform(classifier.image_size)
+
+
 @torch.no_grad()
 def inference_model(
     model: Any,
@@ -67,7 +74,7 @@ def inference_model(
     """{pred_label, pred_score, pred_class, pred_scores} for an image (a list of them for a list).
 
     Images are paths, RGB uint8 arrays (H×W×3, as skimage and PIL give them) or PIL images; they are
-    resized (bicubic, short side) and centre-cropped to the model's size with CLIP's mean/std.
+    preprocessed as the classifier's CLIP was trained (`classifier_transform`).
     `pretrained` matters only for a name (see `get_model`); as in mmpretrain it defaults to True, which
     reads a local copy and never downloads."""
     if device is None:
@@ -75,7 +82,7 @@ def inference_model(
     classifier = _as_classifier(model, classnames, templates, pretrained, device).eval()
     parameter = next(classifier.parameters())
     single = not isinstance(images, list)
-    preprocess = image_transform(classifier.image_size)
+    preprocess = classifier_transform(classifier)
     batch = torch.stack([preprocess(_to_pil(image)) for image in ([images] if single else images)])
     probabilities = classifier(batch.to(parameter.device, parameter.dtype)).float().softmax(dim=-1).cpu()
     results = []

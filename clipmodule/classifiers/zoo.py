@@ -22,6 +22,8 @@ from torch import nn
 
 from clipmodule.api import local_weights
 from clipmodule.checkpoints.classifier import load_classifier_weights
+from clipmodule.checkpoints.io import preprocess_of
+from clipmodule.checkpoints.preprocess import Preprocess
 from clipmodule.errors import ClipModuleError
 from clipmodule.eval.classifier import build_zeroshot_classifier
 from clipmodule.eval.prompts import Prompts, name_list, read_classnames, read_templates
@@ -87,6 +89,7 @@ class CLIPImageClassifier(nn.Module):
         super().__init__()
         self.spec = spec
         self.image_size = spec.image_size
+        self.preprocess = Preprocess(spec.image_size)  # OpenAI's: the fine-tunes of OpenAI's CLIP this zoo names
         self.classnames = name_list(classnames) if classnames is not None else imagenet_classnames()
         if len(self.classnames) != spec.num_classes:
             raise ClipModuleError(f"{spec.name}: {spec.num_classes} classes but {len(self.classnames)} class names")
@@ -116,6 +119,7 @@ class ZeroShotClassifier(nn.Module):
         self.register_buffer("class_embeddings", class_embeddings.detach().clone())
         self.classnames = name_list(classnames)
         self.image_size = clip.config.vision.image_size
+        self.preprocess = preprocess_of(clip)  # the wrapped CLIP's own (its checkpoint's mean/std, resize mode)
 
     def extract_feat(self, images: torch.Tensor) -> tuple[torch.Tensor]:
         """(L2-normalised image embedding [B, embed_dim],)"""

@@ -11,7 +11,8 @@ Adapters live beside the weight they adapt, so a state dict names them by that w
 `attn.in_proj_weight`. Each adapter stores its scale and the row blocks it writes (`chunks`) as buffers: a state
 dict alone says how to fold it (`merge_lora_state_dict`), with no config beside it.
 
-The image tower's attention-pool head is adapted as a block: the ResNet's attention pool (`attnpool`: q, k, v, and
+With `pools` (opt-in: runs before it left them frozen, and resume needs the same adapters), the image tower's
+attention-pool head is adapted as a block too: the ResNet's attention pool (`attnpool`: q, k, v, and
 its output projection as "out"; a ResNet tower has no other block) and SigLIP's MAP head (timm's latent attention
 pool, `attn_pool`: q, its packed k/v written in halves, "out", and its MLP's fc1/fc2).
 """
@@ -46,6 +47,9 @@ class LoRAConfig:
     targets: tuple[str, ...] = TARGETS
     """Which projections of each block: "q", "k", "v" (attention's query/key/value), "out" (attention's output),
     "fc1", "fc2" (the MLP's two layers)."""
+    pools: bool = False
+    """Also adapt the image tower's attention-pool head with the same targets: a ResNet's attention pool (its only
+    attention), SigLIP's MAP head. Off: they stay frozen, as in runs from before the option."""
 
     def check(self) -> None:
         if self.rank < 1:
@@ -146,17 +150,20 @@ def _pool_projections(module: nn.Module) -> dict[str, tuple[nn.Module, str, nn.M
     return found
 
 
-def _tower_blocks(model: nn.Module, tower: str) -> list[dict[str, tuple[nn.Module, str, nn.Module | None]]]:
+def _tower_blocks(model: nn.Module, tower: str,
+                  pools: bool) -> list[dict[str, tuple[nn.Module, str, nn.Module | None]]]:
     if tower == "image":
         root, name = model.visual, "the image tower"
     else:  # ours, or a Hugging Face tower (open_clip's HFTextEncoder layout: text.transformer)
         hf = getattr(model, "text", None)
         root, name = (model.transformer, "the text tower") if hf is None else (hf.transformer, "the text tower")
     blocks = [found for module in root.modules()
-              if (found := _block_projections(module) or (_pool_projections(module) if tower == "image" else None))]
+              if (found := _block_projections(module) or (_pool_projections(module) if pools and tower == "image"
+                                                          else None))]
     if not blocks:
+        pool = " or set model.lora.pools: true (its attention pool)" if tower == "image" and not pools else ""
         raise ClipModuleError(f"model.lora: {name} ({type(root).__name__}) has no transformer blocks to adapt; "
-                              f"leave {tower!r} out of model.lora.towers")
+                              f"leave {tower!r} out of model.lora.towers{pool}")
     return blocks
 
 
@@ -188,7 +195,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> int:
     count = 0
     for tower in config.towers:
         adapted = 0
-        for block in _tower_blocks(model, tower):
+        for block in _tower_blocks(model, tower, config.pools):
             chosen = [(key, chunks, total) for key, chunks, total in (("qkv", parts, 3), ("kv", halves, 2))
                       if chunks and key in block] + [(target, [0], 1) for target in config.targets if target in block]
             for key, chunks, total in chosen:

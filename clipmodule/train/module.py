@@ -233,14 +233,16 @@ class ClipLitModule(L.LightningModule):
         return self.distill.contrastive_weight * contrastive + self.distill.weight * distill
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches arrive as uint8 pixels (a quarter of the bytes to move); normalised here, on the
-        device, in one operation for the batch, with the network's own mean/std. Evaluation batches arrive normalised
-        with OpenAI's: moved to the network's where they differ."""
+        """The batch contract: uint8 images are [0, 255] pixels (training; a quarter of the bytes to move),
+        normalised here, on the device, with the network's own mean/std. Float images are taken as normalised with
+        OpenAI's mean/std (every evaluation loader of this project), or with the batch's `image_norm` (mean, std)
+        where a data module says otherwise; moved to the network's where they differ (`PixelNorm.carried`)."""
         image = batch.get("image") if isinstance(batch, dict) else None
         if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
             batch = {**batch, "image": self.pixels.normalise(image)}
-        elif isinstance(image, torch.Tensor) and image.is_floating_point() and not self.pixels.is_openai:
-            batch = {**batch, "image": PixelNorm().to(image, self.pixels)}
+        elif isinstance(image, torch.Tensor) and image.is_floating_point():
+            carried = PixelNorm.carried(batch)
+            batch = batch if carried == self.pixels else {**batch, "image": carried.to(image, self.pixels)}
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -369,8 +371,8 @@ class ClipLitModule(L.LightningModule):
         if "FSDP" not in type(getattr(trainer, "strategy", None)).__name__:  # FSDP's own state dict is sharded
             check_state_fits(checkpoint.get("state_dict", {}), self.state_dict(), source)
         fitting = trainer is not None and trainer.state.fn == "fit"
-        # the checkpoint's weights were trained with its recorded mean/std (a module built without init_from)
-        self.pixels = PixelNorm.of_record(checkpoint.get("hyper_parameters", {}).get("preprocess")) or self.pixels
+        # the checkpoint's weights were trained with its recorded mean/std, else OpenAI's (`PixelNorm.of_checkpoint`)
+        self.pixels = PixelNorm.of_checkpoint(checkpoint, source, self.pixels)
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def train(self, mode: bool = True) -> ClipLitModule:

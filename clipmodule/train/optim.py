@@ -108,12 +108,41 @@ def _timm_optim() -> Any:
     return timm.optim
 
 
+# timm's create_optimizer_v2 arguments this project sets itself: refused in kwargs, naming the field to use instead
+_TIMM_OWN = {"lr": "model.optim.lr", "weight_decay": "model.optim.weight_decay",
+             "layer_decay": "model.optim.layer_decay", "param_group_fn": "model.optim.layer_decay (the groups are "
+             "this project's)", "opt": "model.optim.name (timm/<name>)", "filter_bias_and_bn": "nothing (weight "
+             "decay is on matrices only, always)", "foreach": "nothing (timm's default; model.optim.fused is AdamW's)"}
+# fields one schedule reads, refused (when set) under another
+_SCHEDULE_OWN = {"min_lr_ratio": "cosine", "cooldown_steps": "const-cooldown", "cooldown_power": "const-cooldown",
+                 "cooldown_end_ratio": "const-cooldown"}
+
+
+def check_name(optim: OptimConfig) -> None:
+    """`optim.name` is one of OPTIMIZERS or `timm/<one of timm's optimisers>`, `optim.schedule` one of SCHEDULES."""
+    name = optim.name.lower()
+    if name.startswith("timm/"):
+        if name[5:] not in _timm_optim().list_optimizers():
+            raise ClipModuleError(f"model.optim.name={optim.name!r}: timm has no optimiser {name[5:]!r} "
+                                  "(timm.optim.list_optimizers() lists them)")
+    elif name not in OPTIMIZERS:
+        raise ClipModuleError(f"model.optim.name={optim.name!r} is not one of {', '.join(OPTIMIZERS)} or timm/<name>")
+    if optim.schedule not in SCHEDULES:
+        raise ClipModuleError(f"model.optim.schedule={optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
+
+
 def check_options(optim: OptimConfig) -> None:
-    """Refuses, in one line, an option the named optimiser would ignore: `fused` is AdamW's only; Lion has no `eps`;
-    a `timm/<name>` optimiser takes its own options from `kwargs` only (betas/eps there, not beside `name`); `kwargs`
-    go to `timm/<name>` only."""
+    """Refuses, in one line, an unknown optimiser or schedule and an option the named optimiser or schedule would
+    ignore: `fused` is AdamW's only; Lion has no `eps`; a `timm/<name>` optimiser takes its own options from `kwargs`
+    only (betas/eps there, not beside `name`), and not those this project sets (`_TIMM_OWN`); `kwargs` go to
+    `timm/<name>` only; min_lr_ratio is cosine's, cooldown_* const-cooldown's."""
+    check_name(optim)
     name, default = optim.name.lower(), OptimConfig()
     where = f"model.optim (name {optim.name!r})"
+    for option, schedule in _SCHEDULE_OWN.items():
+        if optim.schedule != schedule and getattr(optim, option) != getattr(default, option):
+            raise ClipModuleError(f"{where}: {option} is read by the {schedule} schedule only, and this run's is "
+                                  f"{optim.schedule!r}; drop model.optim.{option} or set model.optim.schedule")
     if optim.fused and name != "adamw":
         raise ClipModuleError(f"{where}: fused is torch's AdamW only; drop model.optim.fused")
     if name.startswith("timm/"):
@@ -121,6 +150,8 @@ def check_options(optim: OptimConfig) -> None:
             if getattr(optim, option) != getattr(default, option):
                 raise ClipModuleError(f"{where}: {option} is not passed to a timm/<name> optimiser; give it in "
                                       f"model.optim.kwargs (e.g. {{{option}: ...}}) if it takes one")
+        for option in sorted(set(optim.kwargs) & set(_TIMM_OWN)):
+            raise ClipModuleError(f"{where}: kwargs.{option} is set by this project; use {_TIMM_OWN[option]}")
         return
     if optim.kwargs:
         raise ClipModuleError(f"{where}: kwargs go to timm/<name> optimisers only; {', '.join(optim.kwargs)} "
@@ -139,13 +170,7 @@ def make_optimizer(groups: list[dict[str, Any]], optim: OptimConfig, fused: bool
         return _timm_optim().Lamb(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps)
     if name == "lion":
         return _timm_optim().Lion(groups, lr=optim.lr, betas=optim.betas)
-    if name.startswith("timm/"):
-        timm_optim = _timm_optim()
-        if name[5:] not in timm_optim.list_optimizers():
-            raise ClipModuleError(f"model.optim.name={optim.name!r}: timm has no optimiser {name[5:]!r} "
-                                  "(timm.optim.list_optimizers() lists them)")
-        return timm_optim.create_optimizer_v2(groups, opt=name[5:], lr=optim.lr, **optim.kwargs)
-    raise ClipModuleError(f"model.optim.name={optim.name!r} is not one of {', '.join(OPTIMIZERS)} or timm/<name>")
+    return _timm_optim().create_optimizer_v2(groups, opt=name[5:], lr=optim.lr, **optim.kwargs)  # check_name: timm/
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, total_steps: int, matrices: frozenset[str] | None = None):

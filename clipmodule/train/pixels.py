@@ -11,12 +11,17 @@ per-channel affine, so it commutes with the bicubic resize to the teacher's size
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from clipmodule.errors import ClipModuleError
 from clipmodule.transforms import OPENAI_MEAN, OPENAI_STD, normalize_batch
+
+log = logging.getLogger(__name__)
+NORM_KEY = "image_norm"  # a batch's optional (mean, std) of its float images; absent: OpenAI's
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,50 @@ class PixelNorm:
         return cls(tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std))
 
     @classmethod
-    def of_record(cls, record: Any) -> PixelNorm | None:
-        """From a recorded preprocess ({"mean": [...], "std": [...]}, open_clip's `preprocess_cfg` form), or None."""
-        if not isinstance(record, dict) or "mean" not in record or "std" not in record:
+    def of_record(cls, record: Any, source: str = "checkpoint") -> PixelNorm | None:
+        """From a recorded preprocess (open_clip's `preprocess_cfg` form, its defaults where a key is absent), or
+        None where nothing is recorded; a malformed record is one error naming `source`."""
+        from clipmodule.checkpoints.open_clip import preprocess_from_open_clip
+
+        if record is None:
             return None
-        return cls(tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"]))
+        where = f"{source}: hyper_parameters.preprocess"
+        try:
+            preprocess = preprocess_from_open_clip(record, 224, where)
+        except (TypeError, ValueError) as error:
+            raise ClipModuleError(f"{where}: {error}") from None
+        return cls(preprocess.mean, preprocess.std)
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: dict[str, Any], source: str, current: PixelNorm) -> PixelNorm:
+        """The values a fit checkpoint's weights were trained with: its recorded preprocess, else OpenAI's (a run
+        from scratch, or one from before runs recorded it); `current` (the module's own) for a checkpoint that is no
+        fit checkpoint (no hyper_parameters). One log line where they differ from `current`."""
+        hyper = checkpoint.get("hyper_parameters")
+        if not isinstance(hyper, dict):
+            return current
+        pixels = cls.of_record(hyper.get("preprocess"), source) or cls()
+        if pixels != current:
+            log.info("%s: its weights were trained with pixel mean %s, std %s (not this module's %s, %s); using "
+                     "the checkpoint's", source, list(pixels.mean), list(pixels.std), list(current.mean),
+                     list(current.std))
+        return pixels
+
+    @classmethod
+    def carried(cls, batch: dict[str, Any]) -> PixelNorm:
+        """The mean/std a batch's float images were normalised with: its `image_norm` ((mean, std), set by a data
+        module that normalises otherwise), else OpenAI's (every loader of this project's)."""
+        tag = batch.get(NORM_KEY)
+        if tag is None:
+            return cls()
+        try:
+            mean, std = tag
+            norm = cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (TypeError, ValueError):
+            norm = None
+        if norm is None or len(norm.mean) != 3 or len(norm.std) != 3 or min(norm.std) <= 0:
+            raise ClipModuleError(f"batch {NORM_KEY} {tag!r}: not (mean, std) of 3 values each, std positive")
+        return norm
 
     @property
     def is_openai(self) -> bool:

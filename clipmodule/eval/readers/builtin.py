@@ -91,14 +91,29 @@ SWAP_BACKGROUNDS = {"red": (200, 40, 40), "green": (40, 160, 60), "blue": (40, 8
 SELECTION_SETS = ("shape-swaps", "shape-replace-shape", "shape-replace-colour")
 
 
+NAMES_WITHIN = 100  # RGB distance: a colour name this close to a colour in the image could name it
+
+
+def names_in_image(background: str) -> set[str]:
+    """The colour names that could describe a render on `background`: those within NAMES_WITHIN of the background
+    or of the shape, drawn in its complement (`render_shape_swaps`: blue's is yellow-orange, white's black)."""
+    colours = [np.array(SWAP_BACKGROUNDS[background]), np.array([255 - v for v in SWAP_BACKGROUNDS[background]])]
+    return {name for name, rgb in SWAP_BACKGROUNDS.items()
+            if min(float(np.linalg.norm(colour - np.array(rgb))) for colour in colours) <= NAMES_WITHIN}
+
+
 def _negative(kind: str, shape: str, colour: str) -> str:
-    """The negative caption of a render: the relation swapped, or the next shape / background colour in its list."""
+    """The negative caption of a render: the relation swapped, the next shape in its list, or the next background
+    colour in its list that names neither the background nor the shape's own colour (`names_in_image`)."""
     if kind == "shape-swaps":
         return f"a {colour} background on a {shape}"
     if kind == "shape-replace-shape":
         return f"a {SWAP_SHAPES[(SWAP_SHAPES.index(shape) + 1) % len(SWAP_SHAPES)]} on a {colour} background"
-    names = list(SWAP_BACKGROUNDS)
-    return f"a {shape} on a {names[(names.index(colour) + 1) % len(names)]} background"
+    names, taken = list(SWAP_BACKGROUNDS), names_in_image(colour)
+    start = names.index(colour)
+    other = next(names[(start + step) % len(names)] for step in range(1, len(names))
+                 if names[(start + step) % len(names)] not in taken)
+    return f"a {shape} on a {other} background"
 
 
 def render_shape_swaps(repeats: int = 4, seed: int = 0, size: int = 64,

@@ -106,6 +106,26 @@ def test_zero_shot_classifier_through_inference_model(model):
     assert torch.allclose(feats[0].norm(dim=-1), torch.ones(2))
 
 
+def test_a_zero_shot_classifier_preprocesses_as_its_clip_was_trained():
+    """A CLIP loaded with SigLIP-like stats (mean 0.5, std 0.5, squash): inference_model feeds it its own transform,
+    not OpenAI's."""
+    from clipmodule.checkpoints.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    clip = create_model("tiny-vit").eval()
+    clip.preprocess_cfg = own = Preprocess(32, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="squash")
+    classnames = ["cat", "rocket", "cup of coffee"]
+    zero_shot = build_zeroshot_model(clip, classnames, ["a photo of a {}."])
+    assert zero_shot.preprocess == own
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    result = inference_model(zero_shot, image, device="cpu")
+    with torch.no_grad():
+        expected = zero_shot(own.transform()(Image.fromarray(image))[None])[0].softmax(0)
+        openai = zero_shot(image_transform(32)(Image.fromarray(image))[None])[0].softmax(0)
+    np.testing.assert_allclose(result["pred_scores"], expected.numpy(), atol=1e-5)
+    assert not np.allclose(result["pred_scores"], openai.numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("classnames, named", [
     ("cat", "classnames must be a list of str, not one str 'cat'"),
     (["cat", None], r"classnames\[1\] is of type NoneType"),

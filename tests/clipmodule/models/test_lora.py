@@ -103,7 +103,9 @@ def test_a_broken_adapter_and_bad_options_are_one_line():
     with pytest.raises(ClipModuleError, match=r"model.lora.targets \['qkv'\]: choose from q, k, v"):
         apply_lora(create_model("tiny-vit"), LoRAConfig(targets=("qkv",)))
     with pytest.raises(ClipModuleError, match=r"the image tower has none of \['fc1', 'fc2'\] to adapt; choose other"):
-        apply_lora(create_model("tiny-rn"), LoRAConfig(targets=("fc1", "fc2")))  # its attention pool has no MLP
+        apply_lora(create_model("tiny-rn"), LoRAConfig(targets=("fc1", "fc2"), pools=True))  # the pool has no MLP
+    with pytest.raises(ClipModuleError, match="no transformer blocks to adapt; leave 'image' out .* model.lora.pools"):
+        apply_lora(create_model("tiny-rn"), LoRAConfig())  # the pool only with model.lora.pools
     apply_lora(create_model("tiny-rn"), LoRAConfig(towers=("text",)))  # the ResNet's text tower is a transformer
     with pytest.raises(ClipModuleError, match="model.lock locks the image tower that model.lora adapts"):
         ClipLitModule(create_model("tiny-vit"), lora=LoRAConfig(), lock=LockConfig(lock_image=True))
@@ -161,7 +163,7 @@ def test_a_hugging_face_text_tower_gets_adapters_on_its_separate_projections(tmp
 def test_a_resnet_towers_attention_pool_gets_adapters_and_merges():
     torch.manual_seed(0)
     model = create_model("tiny-rn").eval()
-    assert apply_lora(model, LoRAConfig(rank=2, towers=("image",))) == 4  # q, k, v, out of the attention pool
+    assert apply_lora(model, LoRAConfig(rank=2, towers=("image",), pools=True)) == 4  # q, k, v, out of the pool
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     assert {f"visual.attnpool.{name}.lora.a" for name in ("q_proj", "k_proj", "v_proj", "c_proj")} <= trainable
     _randomise_b(model)
@@ -184,7 +186,7 @@ def test_siglips_map_head_gets_adapters_its_packed_kv_in_halves_and_merges(targe
 
     model = create_model("tiny-vit", embed_dim=96, vision={"timm_model_name": TINY_SIGLIP, "timm_pool": "map",
                                                            "timm_proj": "none", "image_size": 224}).eval()
-    apply_lora(model, LoRAConfig(rank=2, towers=("image",), targets=targets))
+    apply_lora(model, LoRAConfig(rank=2, towers=("image",), targets=targets, pools=True))
     head = model.visual.trunk.attn_pool
     assert head.kv.lora.total_chunks == 2 and head.kv.lora.chunks.tolist() == [index for index, name in
                                                                               enumerate("kv") if name in targets]
@@ -200,3 +202,15 @@ def test_siglips_map_head_gets_adapters_its_packed_kv_in_halves_and_merges(targe
     width = packed.shape[0] // 2
     assert torch.equal(packed[:width], before[:width]) == ("k" not in targets)  # only the chosen half moved
     assert not torch.equal(packed[width:], before[width:])
+
+
+def test_pools_are_adapted_on_request_only():
+    """By default a MAP head stays frozen, without adapters (the state dict of a run from before `pools`)."""
+    torch.manual_seed(0)
+    from tests.clipmodule.models.open_clip_tiny import TINY_SIGLIP  # registers the tiny SigLIP trunk with timm
+
+    model = create_model("tiny-vit", embed_dim=96, vision={"timm_model_name": TINY_SIGLIP, "timm_pool": "map",
+                                                           "timm_proj": "none", "image_size": 224})
+    apply_lora(model, LoRAConfig(rank=2, towers=("image",)))
+    assert not any("attn_pool" in key and "lora" in key for key in model.state_dict())
+    assert not any(parameter.requires_grad for parameter in model.visual.trunk.attn_pool.parameters())

@@ -32,8 +32,9 @@ def _our_lrs(optim: OptimConfig, steps: int) -> list[float]:
 @pytest.mark.parametrize("schedule", ["cosine", "const", "const-cooldown"])
 def test_schedules_equal_open_clips(schedule):
     lr, warmup, steps = 1e-3, 5, 40
-    optim = OptimConfig(lr=lr, warmup_steps=warmup, schedule=schedule, cooldown_steps=12, cooldown_power=2.0,
-                        cooldown_end_ratio=0.1, weight_decay=0.0)
+    cooldown = {"cooldown_steps": 12, "cooldown_power": 2.0, "cooldown_end_ratio": 0.1}  # const-cooldown's only
+    optim = OptimConfig(lr=lr, warmup_steps=warmup, schedule=schedule, weight_decay=0.0,
+                        **(cooldown if schedule == "const-cooldown" else {}))
     holder = _Holder()
     peers = {"cosine": lambda: cosine_lr(holder, lr, warmup, steps),
              "const": lambda: const_lr(holder, lr, warmup, steps),
@@ -75,6 +76,17 @@ def test_unknown_optimisers_and_schedules_are_one_line_errors():
         build_optimizer(network, OptimConfig(schedule="step"), 10)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"name": "sgd", "kwargs": {"momentum": 0.9}}, "model.optim.name='sgd' is not one of adamw, lamb, lion or timm/"),
+    ({"name": "timm/nope", "kwargs": {"lr": 0.1}}, "timm has no optimiser 'nope'"),
+    ({"schedule": "step", "min_lr_ratio": 0.1}, "model.optim.schedule='step' is not one of cosine"),
+])
+def test_an_unknown_optimiser_or_schedule_is_named_when_the_module_is_built(options, message):
+    """Before the options the name would ignore: `name: sgd` with kwargs is an unknown name, not misplaced kwargs."""
+    with pytest.raises(ClipModuleError, match=message.replace("(", r"\(")):
+        ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(**options))
+
+
 def test_the_optimiser_and_schedule_are_recorded_with_the_run():
     module = ClipLitModule(build_network("tiny-vit"), optim=OptimConfig(name="lion", schedule="const"))
     assert module.hparams["optim"]["name"] == "lion" and module.hparams["optim"]["schedule"] == "const"
@@ -89,6 +101,18 @@ def test_the_optimiser_and_schedule_are_recorded_with_the_run():
     ({"name": "lion", "eps": 1e-8}, "Lion has no eps"),
     ({"name": "adamw", "kwargs": {"momentum": 0.9}}, "kwargs go to timm/<name> optimisers only; momentum"),
     ({"name": "lamb", "kwargs": {"trust_clip": True}}, "kwargs go to timm/<name> optimisers only"),
+    ({"name": "timm/sgd", "kwargs": {"lr": 0.1}}, "kwargs.lr is set by this project; use model.optim.lr"),
+    ({"name": "timm/sgd", "kwargs": {"weight_decay": 0}}, "use model.optim.weight_decay"),
+    ({"name": "timm/sgd", "kwargs": {"layer_decay": 0.7}}, "use model.optim.layer_decay"),
+    ({"name": "timm/sgd", "kwargs": {"param_group_fn": "x"}}, "kwargs.param_group_fn .*model.optim.layer_decay"),
+    ({"name": "timm/sgd", "kwargs": {"opt": "adamw"}}, "kwargs.opt .*model.optim.name"),
+    ({"name": "timm/sgd", "kwargs": {"filter_bias_and_bn": False}}, "kwargs.filter_bias_and_bn .*matrices only"),
+    ({"name": "timm/sgd", "kwargs": {"foreach": True}}, "kwargs.foreach is set by this project"),
+    ({"schedule": "const", "min_lr_ratio": 0.1}, "min_lr_ratio is read by the cosine schedule only"),
+    ({"schedule": "const-cooldown", "cooldown_steps": 2, "min_lr_ratio": 0.1}, "min_lr_ratio is read by the cos"),
+    ({"schedule": "cosine", "cooldown_steps": 5}, "cooldown_steps is read by the const-cooldown schedule only"),
+    ({"schedule": "const", "cooldown_power": 2.0}, "cooldown_power is read by the const-cooldown"),
+    ({"schedule": "cosine", "cooldown_end_ratio": 0.1}, "cooldown_end_ratio is read by the const-cooldown"),
 ])
 def test_an_option_the_optimiser_would_ignore_is_refused_at_config_time(options, message):
     """Refused when the module is built (before any data or step), and by build_optimizer itself."""

@@ -12,6 +12,7 @@ from PIL import Image
 import clipmodule
 from clipmodule.checkpoints.io import save_checkpoint
 from clipmodule.checkpoints.preprocess import Preprocess
+from clipmodule.errors import ClipModuleError
 from clipmodule.train.callbacks import AtomicCheckpointIO
 from clipmodule.train.distill import DistillConfig
 from clipmodule.train.module import ClipLitModule, build_network
@@ -97,3 +98,40 @@ def test_a_teacher_sees_the_batch_normalised_with_its_own_values(tmp_path, stude
     with torch.no_grad():
         expected = module.teacher.model.encode_image(normalize_batch(pixels, own.mean, own.std), normalize=True)
     torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+
+
+def test_a_fit_checkpoint_without_a_recorded_preprocess_was_trained_with_openais_values(tmp_path, caplog):
+    """A fit checkpoint from scratch (or from before runs recorded it) has no hyper_parameters.preprocess: its
+    weights saw OpenAI's values, whatever the restoring module was built from; one log line says so."""
+    module = ClipLitModule(init_from=str(_release(tmp_path, "release", 0)))
+    assert module.pixels == SIGLIP_LIKE
+    with caplog.at_level("INFO", logger="clipmodule.train.pixels"):
+        module.on_load_checkpoint({"state_dict": module.state_dict(), "hyper_parameters": {"preprocess": None}})
+    assert module.pixels.is_openai
+    assert len([r for r in caplog.records if "trained with pixel mean" in r.getMessage()]) == 1
+    caplog.clear()
+    module.on_load_checkpoint({"state_dict": module.state_dict()})  # no fit checkpoint: the module's own stay
+    assert module.pixels.is_openai and not caplog.records
+
+
+@pytest.mark.parametrize("record", [{"mean": [0.5], "std": [0.5]}, {"mean": [0.5] * 4, "std": [0.5] * 4},
+                                    {"mean": "abc", "std": [0.5] * 3}, {"mean": ["a", "b", "c"], "std": [0.5] * 3},
+                                    "0.5"])
+def test_a_malformed_recorded_preprocess_is_one_error_naming_the_checkpoint(record):
+    module = ClipLitModule(build_network("tiny-vit"))
+    with pytest.raises(ClipModuleError, match=r"given: hyper_parameters\.preprocess"):
+        module.on_load_checkpoint({"state_dict": module.state_dict(), "hyper_parameters": {"preprocess": record}})
+
+
+def test_float_batches_are_openais_unless_they_carry_their_norm(tmp_path):
+    """The batch contract (`on_after_batch_transfer`): float images are OpenAI-normalised, or as `image_norm` says."""
+    module = ClipLitModule(init_from=str(_release(tmp_path, "release", 0)))
+    pixels = _pixels().float() / 255
+    openai, half = normalize_batch(_pixels()), pixels * 2 - 1
+    torch.testing.assert_close(module.on_after_batch_transfer({"image": openai}, 0)["image"], half, atol=1e-5, rtol=0)
+    tagged = {"image": half, "image_norm": (HALF, HALF)}
+    assert module.on_after_batch_transfer(tagged, 0)["image"] is half  # already the network's: untouched
+    scratch = ClipLitModule(build_network("tiny-vit"))
+    torch.testing.assert_close(scratch.on_after_batch_transfer(tagged, 0)["image"], openai, atol=1e-5, rtol=0)
+    with pytest.raises(ClipModuleError, match="batch image_norm .*3 values each"):
+        scratch.on_after_batch_transfer({"image": half, "image_norm": ([0.5], [0.5])}, 0)

@@ -40,6 +40,19 @@ def test_the_replace_sets_have_the_same_renders_and_a_likely_negative():
         assert all(caption != other and len(caption.split()) == len(other.split()) for _, (caption, other) in items)
 
 
+def test_a_replaced_colour_names_neither_the_background_nor_the_shapes_own_colour():
+    """The shape is drawn in the background's complement (blue's is yellow-orange, white's black): the negative's
+    colour is far from both colours actually in the image, read from its pixels."""
+    from clipmodule.eval.readers.builtin import NAMES_WITHIN, SWAP_BACKGROUNDS
+
+    for image, (caption, negative) in render_shape_swaps(kind="shape-replace-colour"):
+        background, named = caption.split()[-2], negative.split()[-2]
+        colours = image.getcolors()
+        assert named != background and len(colours) == 2  # the background and the shape, nothing else
+        for _, rgb in colours:
+            assert sum((a - b) ** 2 for a, b in zip(rgb, SWAP_BACKGROUNDS[named])) ** 0.5 > NAMES_WITHIN
+
+
 def test_the_set_scores_as_clip_benchmark_scores_it_and_runs_from_the_command(tmp_path, capsys):
     from clip_benchmark.datasets.builder import image_captions_collate_fn
 
