@@ -120,7 +120,7 @@ def save_checkpoint(model: CLIP, path: str | Path, format: str = "openai") -> Pa
     path = Path(path)
     if format == "openai" and path.suffix != ".safetensors" and not model.config.quick_gelu:
         raise ClipModuleError(f"{path}: {_gelu_refusal(model.config)}")
-    if format == "openai" and path.suffix != ".safetensors":
+    if path.suffix != ".safetensors" and (format == "openai" or path.suffix in _FILE_SUFFIXES):  # a torch file
         _check_openai_preprocess(preprocess_of(model), path)
     _clear_stale_writes(path)
     try:
@@ -173,13 +173,14 @@ def _save(model: CLIP, path: Path, format: str) -> Path:
 
 
 def _check_openai_preprocess(preprocess: Preprocess, path: Path) -> None:
-    """An OpenAI torch file is a bare state dict: its readers assume OpenAI's mean/std and resize-and-crop."""
+    """A torch file (OpenAI's or open_clip's .pt/.pth/.bin) is a bare state dict: its readers assume OpenAI's mean/std
+    and resize-and-crop."""
     openai = Preprocess(preprocess.size)
     if (preprocess.mean, preprocess.std, preprocess.resize_mode) != (openai.mean, openai.std, openai.resize_mode):
         raise ClipModuleError(
             f"{path}: this model was trained with mean {list(preprocess.mean)}, std {list(preprocess.std)}, resize "
-            f"{preprocess.resize_mode!r}, which an OpenAI .pt file cannot record (its readers assume OpenAI's); write "
-            "a .safetensors file or --to open_clip / format='open_clip' (both record it)")
+            f"{preprocess.resize_mode!r}, which a torch state-dict file cannot record (its readers assume OpenAI's); "
+            "write a .safetensors file or an open_clip hub folder (--to open_clip with no file suffix): both record it")
 
 
 def _gelu_refusal(config: CLIPConfig) -> str:

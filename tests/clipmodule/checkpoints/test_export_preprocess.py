@@ -49,3 +49,13 @@ def test_an_openai_pt_file_refuses_stats_it_cannot_record(tmp_path):
     assert not (tmp_path / "model.pt").exists()
     assert load_checkpoint(save_checkpoint(model, tmp_path / "model.safetensors")).preprocess_cfg.mean == HALF
     assert save_checkpoint(_model(None), tmp_path / "plain.pt").is_file()  # OpenAI's stats: written as before
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.pt"])
+def test_an_open_clip_torch_file_refuses_stats_it_cannot_record(tmp_path, name):
+    model = _model(Preprocess(32, mean=HALF, std=HALF))
+    with pytest.raises(ClipModuleError, match=r"cannot record"):
+        save_checkpoint(model, tmp_path / name, format="open_clip")
+    assert not (tmp_path / name).exists()
+    folder = save_checkpoint(model, tmp_path / "hub", format="open_clip")  # a hub folder records it
+    assert load_checkpoint(folder).preprocess_cfg.mean == HALF
