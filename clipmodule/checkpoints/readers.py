@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from clipformats.model_files import snapshot
 from clipmodule.checkpoints import open_clip
 from clipmodule.checkpoints.hf import hf_to_openai
 from clipmodule.checkpoints.safe_torch import load_failure_reason, torch_file_problem
@@ -61,17 +62,12 @@ def _read_file(path: Path) -> tuple[StateDict, dict]:
 
 def hub_snapshot(path: Path) -> Path:
     """The snapshot folder of a Hugging Face hub cache entry (`models--org--name`), else `path` itself."""
-    snapshots = path / "snapshots"
-    if not snapshots.is_dir():
-        return path
-    ref = path / "refs" / "main"
-    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
-        return snapshots / ref.read_text().strip()
-    revisions = sorted(child for child in snapshots.iterdir() if child.is_dir())
-    if len(revisions) != 1:
-        raise ClipModuleError(f"{path}: hub cache holds {len(revisions)} snapshots and no refs/main; "
+    root = snapshot(path)
+    if root == path and (path / "snapshots").is_dir():
+        revisions = sum(child.is_dir() for child in (path / "snapshots").iterdir())
+        raise ClipModuleError(f"{path}: hub cache holds {revisions} snapshots and no refs/main; "
                               "pass one snapshots/<revision> folder")
-    return revisions[0]
+    return root
 
 
 def _read_json(path: Path) -> dict:
