@@ -168,13 +168,7 @@ class Stage:
     def running(self) -> Iterator[Stage]:
         """Lock `out`, `start()`, then the run; bad input in the run takes back what it wrote (see the module
         docstring). The lock is released however the run ends."""
-        try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.lock.acquire()
-        except OSError as error:
-            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
-        except OutputLocked as error:
-            raise CurationError(f"{self.out}: {error}") from None
+        self._take_lock()
         try:
             self.start()  # outside the inner try: a refusal must not remove what it refused to touch
             try:
@@ -193,6 +187,15 @@ class Stage:
         finally:
             self.lock.release()
 
+    def _take_lock(self) -> None:
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OutputLocked as error:
+            raise CurationError(f"{self.out}: {error}") from None
+        except OSError as error:
+            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
+
     def finish(self, results: dict[str, Any]) -> dict[str, Any]:
         stats = {"stage": self.name, "finished": True, "fingerprint": self.fingerprint, **_plain(results)}
         write_json(self.stats_file, stats)
@@ -202,12 +205,7 @@ class Stage:
         """Add `facts(stats)` to this finished output's stats (what later versions record, e.g. a row identity;
         `what` names it), holding the lock; one line when the lock, the outputs or the stats cannot be read or
         written."""
-        try:
-            self.lock.acquire()
-        except OutputLocked as error:
-            raise CurationError(f"{self.out}: {error}") from None
-        except OSError as error:
-            raise CurationError(f"{self.out}: cannot take its lock ({error.strerror or error})") from None
+        self._take_lock()
         try:
             current = self.finished()
             if current is None:
