@@ -96,16 +96,17 @@ def _open(spec: TaskSpec, preprocess: Callable) -> tuple:
 
 
 def _prompts(spec: TaskSpec, data: tuple) -> dict[str, Any]:
-    return prompt_record(list(data[0].prompt_names or data[0].classnames), _templates(spec))
+    """What the row's record stores under PROMPTS (and its resume key hashes): the prompts and the labels' source."""
+    dataset = data[0]
+    source = {"labels_source": dataset.labels_source} if dataset.labels_source else {}
+    return {**prompt_record(list(dataset.prompt_names or dataset.classnames), _templates(spec)), **source}
 
 
 def _run(model, spec: TaskSpec, data: tuple, context: TaskContext) -> dict[str, Any]:
     dataset, templates = data[0], _templates(spec)
     metrics = segmentation_eval(model, dataset, templates, spec.segmentation, str(context.loader.torch_device()),
                                 context.progress)
-    record = prompt_record(list(dataset.prompt_names or dataset.classnames), templates)
-    source = {"labels_source": dataset.labels_source} if dataset.labels_source else {}
-    return {**metrics, PROMPTS: {**record, **source}}
+    return {**metrics, PROMPTS: _prompts(spec, data)}
 
 
 def _preflight(spec: TaskSpec) -> None:

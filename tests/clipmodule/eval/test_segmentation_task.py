@@ -99,3 +99,23 @@ def test_segmentation_settings_name_the_vit_path():
     dataset = open_segmentation("builtin:shapes-seg")
     assert segment_options(dataset, SegmentationSettings(vit_path="released")).vit_path == "released"
     assert segment_options(dataset, SegmentationSettings()).vit_path == "value"
+
+
+def test_a_row_whose_labels_name_their_source_is_reused(tmp_path, monkeypatch):
+    """The record's prompts (with `labels_source`, e.g. Pascal Context's .mat release) are what the key hashes."""
+    import dataclasses
+
+    from clipmodule.eval.readers import seg_specs, segmentation
+    from clipmodule.eval.suite import run_suite
+
+    monkeypatch.setattr(segmentation, "SHAPES_SEG_COUNT", 2)
+    plain = seg_specs.shapes_seg
+    monkeypatch.setattr(seg_specs, "shapes_seg", lambda spec: dataclasses.replace(plain(spec), labels_source="x"))
+    torch.manual_seed(0)
+    model = create_model("tiny-vit").eval()
+    spec = TaskSpec(task="segmentation", dataset="builtin:shapes-seg", templates="simple")
+    config = SuiteConfig(tasks=[spec], output=str(tmp_path))
+    store = tmp_path / "records"
+    first = run_suite(model, None, config, model_id="m", store=store, say=lambda line: None)
+    assert first.rows[0]["labels_source"] == "x" and not first.reused
+    assert run_suite(model, None, config, model_id="m", store=store, say=lambda line: None).reused == [spec.label()]
