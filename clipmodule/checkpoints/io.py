@@ -176,11 +176,13 @@ def _check_openai_preprocess(preprocess: Preprocess, path: Path) -> None:
     """A torch file (OpenAI's or open_clip's .pt/.pth/.bin) is a bare state dict: its readers assume OpenAI's mean/std
     and resize-and-crop."""
     openai = Preprocess(preprocess.size)
-    if (preprocess.mean, preprocess.std, preprocess.resize_mode) != (openai.mean, openai.std, openai.resize_mode):
+    mine, theirs = ((p.mean, p.std, p.resize_mode, p.interpolation) for p in (preprocess, openai))
+    if mine != theirs:
         raise ClipModuleError(
             f"{path}: this model was trained with mean {list(preprocess.mean)}, std {list(preprocess.std)}, resize "
-            f"{preprocess.resize_mode!r}, which a torch state-dict file cannot record (its readers assume OpenAI's); "
-            "write a .safetensors file or an open_clip hub folder (--to open_clip with no file suffix): both record it")
+            f"{preprocess.resize_mode!r}, interpolation {preprocess.interpolation!r}, which a torch state-dict file "
+            "cannot record (its readers assume OpenAI's); write a .safetensors file or an open_clip hub folder "
+            "(--to open_clip with no file suffix): both record it")
 
 
 def _gelu_refusal(config: CLIPConfig) -> str:

@@ -23,7 +23,7 @@ from clipmodule.train.hard_negatives import HardNegativesConfig, NegativeCaption
 from clipmodule.train.init import start_from_weights
 from clipmodule.train.lock import LockConfig, apply_lock, keep_in_eval
 from clipmodule.train.optim import OptimConfig, build_optimizer, check_options, matrix_names
-from clipmodule.train.pixels import PixelNorm, preprocess_record
+from clipmodule.train.pixels import PixelNorm, preprocess_of_record, preprocess_record
 from clipmodule.train.resume import check_state_fits, restore_generators, store_rank_states, take_rank_state
 from clipmodule.train.validation import ValidationTrackers, build_trackers, check_sets
 
@@ -373,6 +373,10 @@ class ClipLitModule(L.LightningModule):
         fitting = trainer is not None and trainer.state.fn == "fit"
         # the checkpoint's weights were trained with its recorded mean/std, else OpenAI's (`PixelNorm.of_checkpoint`)
         self.pixels = PixelNorm.of_checkpoint(checkpoint, source, self.pixels)
+        hyper = checkpoint.get("hyper_parameters")
+        if isinstance(hyper, dict):  # and its later checkpoints, trackers and exports say so too
+            self.hparams["preprocess"] = hyper.get("preprocess")
+            self.model.preprocess_cfg = preprocess_of_record(hyper.get("preprocess"), self.model, source)
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def train(self, mode: bool = True) -> ClipLitModule:

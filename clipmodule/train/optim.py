@@ -112,7 +112,7 @@ def _timm_optim() -> Any:
 _TIMM_OWN = {"lr": "model.optim.lr", "weight_decay": "model.optim.weight_decay",
              "layer_decay": "model.optim.layer_decay", "param_group_fn": "model.optim.layer_decay (the groups are "
              "this project's)", "opt": "model.optim.name (timm/<name>)", "filter_bias_and_bn": "nothing (weight "
-             "decay is on matrices only, always)", "foreach": "nothing (timm's default; model.optim.fused is AdamW's)"}
+             "decay is on matrices only, always)"}
 # fields one schedule reads, refused (when set) under another
 _SCHEDULE_OWN = {"min_lr_ratio": "cosine", "cooldown_steps": "const-cooldown", "cooldown_power": "const-cooldown",
                  "cooldown_end_ratio": "const-cooldown"}

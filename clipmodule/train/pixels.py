@@ -79,7 +79,7 @@ class PixelNorm:
         try:
             mean, std = tag
             norm = cls(tuple(float(v) for v in mean), tuple(float(v) for v in std))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: a per-sample tag, collated into [B] tensors
             norm = None
         if norm is None or len(norm.mean) != 3 or len(norm.std) != 3 or min(norm.std) <= 0:
             raise ClipModuleError(f"batch {NORM_KEY} {tag!r}: not (mean, std) of 3 values each, std positive")
@@ -110,3 +110,16 @@ def preprocess_record(network: Any) -> dict[str, Any] | None:
 
     preprocess = getattr(network, "preprocess_cfg", None)
     return None if preprocess is None else preprocess_to_open_clip(preprocess)
+
+
+def preprocess_of_record(record: Any, network: Any, source: str) -> Any:
+    """The eval preprocessing a fit checkpoint recorded (`preprocess_record`) for `network`, or None (OpenAI's)."""
+    from clipmodule.checkpoints.open_clip import preprocess_from_open_clip
+
+    if record is None:
+        return None
+    where = f"{source}: hyper_parameters.preprocess"
+    try:
+        return preprocess_from_open_clip(record, network.config.vision.image_size, where)
+    except (TypeError, ValueError) as error:
+        raise ClipModuleError(f"{where}: {error}") from None

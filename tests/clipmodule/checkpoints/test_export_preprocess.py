@@ -59,3 +59,9 @@ def test_an_open_clip_torch_file_refuses_stats_it_cannot_record(tmp_path, name):
     assert not (tmp_path / name).exists()
     folder = save_checkpoint(model, tmp_path / "hub", format="open_clip")  # a hub folder records it
     assert load_checkpoint(folder).preprocess_cfg.mean == HALF
+
+
+def test_a_torch_file_refuses_another_interpolation(tmp_path):
+    model = _model(Preprocess(32, interpolation="bilinear"))  # OpenAI's mean/std, not its resize
+    with pytest.raises(ClipModuleError, match=r"interpolation 'bilinear'.*cannot record"):
+        save_checkpoint(model, tmp_path / "model.pt")

@@ -107,7 +107,6 @@ def test_the_optimiser_and_schedule_are_recorded_with_the_run():
     ({"name": "timm/sgd", "kwargs": {"param_group_fn": "x"}}, "kwargs.param_group_fn .*model.optim.layer_decay"),
     ({"name": "timm/sgd", "kwargs": {"opt": "adamw"}}, "kwargs.opt .*model.optim.name"),
     ({"name": "timm/sgd", "kwargs": {"filter_bias_and_bn": False}}, "kwargs.filter_bias_and_bn .*matrices only"),
-    ({"name": "timm/sgd", "kwargs": {"foreach": True}}, "kwargs.foreach is set by this project"),
     ({"schedule": "const", "min_lr_ratio": 0.1}, "min_lr_ratio is read by the cosine schedule only"),
     ({"schedule": "const-cooldown", "cooldown_steps": 2, "min_lr_ratio": 0.1}, "min_lr_ratio is read by the cos"),
     ({"schedule": "cosine", "cooldown_steps": 5}, "cooldown_steps is read by the const-cooldown schedule only"),

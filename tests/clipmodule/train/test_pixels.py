@@ -109,6 +109,8 @@ def test_a_fit_checkpoint_without_a_recorded_preprocess_was_trained_with_openais
         module.on_load_checkpoint({"state_dict": module.state_dict(), "hyper_parameters": {"preprocess": None}})
     assert module.pixels.is_openai
     assert len([r for r in caplog.records if "trained with pixel mean" in r.getMessage()]) == 1
+    # what the run records and evaluates with follows: its next checkpoints, exports and in-fit trackers
+    assert module.hparams["preprocess"] is None and module.model.preprocess_cfg is None
     caplog.clear()
     module.on_load_checkpoint({"state_dict": module.state_dict()})  # no fit checkpoint: the module's own stay
     assert module.pixels.is_openai and not caplog.records
