@@ -58,10 +58,12 @@ def count_buckets(counts: np.ndarray) -> dict[str, int]:
 
 def query_distribution(counts_file: Path, t: int) -> dict[str, Any]:
     """Head (most matched queries) and the shape of the tail, before and after balancing."""
-    table = pq.read_table(counts_file, columns=["term", "matched", "kept"])
+    languages = "lang" in pq.read_schema(counts_file).names  # worldwide: a term per language it is listed in
+    table = pq.read_table(counts_file, columns=["term", "matched", "kept", *(["lang"] if languages else [])])
     matched, kept = table["matched"].to_numpy(), table["kept"].to_numpy()
     order = np.argsort(-matched, kind="stable")[:HEAD]
-    head = [{"term": table["term"][int(i)].as_py(), "matched": int(matched[i]), "kept": int(kept[i])} for i in order]
+    head = [{"term": table["term"][int(i)].as_py(), "matched": int(matched[i]), "kept": int(kept[i]),
+             **({"lang": table["lang"][int(i)].as_py()} if languages else {})} for i in order]
     seen = matched[matched > 0]
     quantiles = {f"p{q}": float(np.percentile(seen, q)) if len(seen) else 0.0 for q in (50, 90, 99)}
     return {"head": head, "matched_rows_per_query": {**quantiles, "max": int(seen.max(initial=0))},
