@@ -58,6 +58,12 @@ def side_inputs(sieve: Sieve, settings: Any, sources: list[Path], out: Path) -> 
     return side
 
 
+def _deleted_side_input(settings: Any) -> bool:
+    """Whether a file or folder the settings name (other than the truth table) is gone altogether."""
+    return any(isinstance(value, Path) and not value.exists()
+               for key, value in vars(settings).items() if key != "truth")
+
+
 def _recorded_side_inputs(name: str, out: Path) -> dict[str, Any]:
     """The side inputs a finished output's fingerprint records (for one whose side inputs are gone since)."""
     from curation.stage import read_json, stats_path
@@ -80,8 +86,9 @@ def run_sieve(sieve: Sieve, settings: Any, shards: list[str], out: Path, overwri
     except CurationError:  # e.g. embeddings deleted after the stage finished: up to date as recorded, else refused
         gone = Stage(sieve.name, out, {**fingerprint, **_recorded_side_inputs(sieve.name, out)}, overwrite,
                      inputs=tuple(sources), made=("*.tar",))
-        if not _recorded_side_inputs(sieve.name, out) or (done := gone.finished()) is None:
-            raise
+        if not _deleted_side_input(settings) or not _recorded_side_inputs(sieve.name, out) \
+                or (done := gone.finished()) is None:
+            raise  # a side input there but incomplete (an interrupted re-embed) is never taken as the recorded one
         return _up_to_date(sieve.name, gone, done, sources, out)
     fingerprint.update({"side_inputs": side} if side else {})  # outputs made before side inputs stay valid
     stage = Stage(sieve.name, out, fingerprint, overwrite, inputs=tuple(sources), made=("*.tar",))

@@ -129,6 +129,12 @@ def test_an_up_to_date_run_reads_no_side_input_again_and_survives_their_deletion
     monkeypatch.setattr(curation.stage, "sha256_file", no_reading)
     assert run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe") == first
     monkeypatch.undo()
+    from curation.embedding_rows import embedding_files
+
+    part = embedding_files(embeddings, [shards / "00000.tar"])[0]
+    part.rename(part.with_name("moved"))  # an interrupted re-embed: the folder there, a part missing
+    with pytest.raises(CurationError, match="missing"):
+        run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")
     shutil.rmtree(embeddings)
     assert run_sieve(UnsafeSieve(config), config, [str(shards)], tmp_path / "safe")["rows_kept"] == first["rows_kept"]
     with pytest.raises(CurationError, match="missing; embed these shards first"):  # a new output needs them

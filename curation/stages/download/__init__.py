@@ -35,7 +35,8 @@ def build(step: BuildStep) -> None:
         from curation.errors import CurationError
 
         raise CurationError(f"download.from_matched: `curation build` downloads the balanced rows; download the "
-                            f"matched ones with `curation download --input {step.outputs['match']} --from_matched`")
+                            f"matched ones with `curation download --input {step.outputs['match']} --from_matched "
+                            f"--save_columns query_ids`")
     run_download(step.settings, step.outputs["balance"], step.out, step.overwrite)
 
 

@@ -157,7 +157,8 @@ def _fingerprint(config: QueriesConfig) -> dict[str, Any]:
                 if (k != "languages" or v) and (k != "title_language_column" or v != "lang")}
     if config.languages and config.corpus and config.bigrams:  # lists made before had no per-language bigrams
         settings["language_bigrams"] = True
-    if config.languages and config.corpus:  # nor English counts from English documents only
+    if config.languages and config.corpus and (_unigram_source(config) == "corpus" or config.bigrams):
+        # nor English counts from English documents only (the corpus is read only for these)
         settings["english_corpus_by_language"] = True
     if config.languages and config.titles:  # nor titles split by their language column
         settings["language_titles"] = True
