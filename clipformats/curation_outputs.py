@@ -29,6 +29,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from clipformats.files import sha256_file
+
 QUERIES = "queries.parquet"
 MATCHED = "matched"
 BALANCED = "balanced"
@@ -58,16 +60,9 @@ def rows_identity(files: list[Path], sha256: Callable[[Path], str] | None = None
     `sha256`: each file's digest (default: read it; a cache may answer instead)."""
     lines = []
     for path in sorted(files, key=lambda p: Path(p).name):
-        lines.append(f"{Path(path).name} {(sha256 or _sha256)(path)}\n")
+        lines.append(f"{Path(path).name} {(sha256 or sha256_file)(path)}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recorded_identity(folder: Path, stage: str | None = None) -> str | None:

@@ -107,13 +107,13 @@ def _fit_command(run_name: str, configs: list[str], plan: DemoPlan, paths: dict[
     ]
 
 
-def _training_runs(store: Path) -> dict[str, tuple[str, str]]:
+def training_runs(store: Path) -> dict[str, tuple[str, str]]:
     """run name -> (run id, run folder) of the demo's training runs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("demo")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"]) if experiment else []
     found: dict[str, tuple[str, str]] = {}
     for run in runs:
         name = run.data.tags.get("mlflow.runName")
@@ -144,7 +144,7 @@ def _evaluate(console: Console, plan: DemoPlan, paths: dict[str, Path]) -> dict[
     client = MlflowClient(tracking_uri=f"sqlite:///{paths['store']}")
     suite = _suite_config(plan, paths)
     results: dict[str, dict[str, float]] = {}
-    for run_name, (run_id, folder) in _training_runs(paths["store"]).items():
+    for run_name, (run_id, folder) in training_runs(paths["store"]).items():
         checkpoint = Path(folder) / "checkpoints" / "last.ckpt"
         _run(console, f"held-out zero-shot: {run_name}", [
             _bin("clipmodule"), "eval", "suite", "-c", str(suite), "--model", str(checkpoint), "--name", run_name,
@@ -225,7 +225,7 @@ def run_demo(plan: DemoPlan, console: Console | None = None) -> dict:
 
 def _search_index(console: Console, paths: dict[str, Path]) -> None:
     """The downloaded shards embedded by the CLIP run's model and indexed, for `clipmodule serve`."""
-    checkpoint = Path(_training_runs(paths["store"])["demo-clip"][1]) / "checkpoints" / "last.ckpt"
+    checkpoint = Path(training_runs(paths["store"])["demo-clip"][1]) / "checkpoints" / "last.ckpt"
     _run(console, "curation embed: the search index's embeddings", [
         _bin("curation"), "embed", "--model", str(checkpoint), "--shards", str(paths["curation"] / "shards"),
         "--out", str(paths["embeddings"])], paths["log"])

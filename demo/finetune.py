@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.rule import Rule
 
-from demo.app import REPO, _bin, _run, _training_runs
+from demo.app import REPO, _bin, _run, training_runs
 
 EXPERIMENT = "demo-finetune"
 # The demo's emoji (demo.source.EMOJI, named by unicodedata) in German: the new names the fine-tuning teaches.
@@ -138,7 +138,7 @@ def _forget_earlier_runs(store: Path) -> None:
 def run_finetune(demo_out: Path, steps: int | None = None, console: Console | None = None) -> dict:
     console = console or Console()
     start, store = time.time(), demo_out / "mlruns.db"
-    runs = _training_runs(store) if store.is_file() else {}
+    runs = training_runs(store) if store.is_file() else {}
     if "demo-clip" not in runs:
         raise SystemExit(f"demo.finetune: no demo-clip run in {store}; run `make demo` first")
     base = Path(runs["demo-clip"][1]) / "checkpoints" / "last.ckpt"

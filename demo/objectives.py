@@ -92,15 +92,13 @@ def base_command(verb: str, demo_out: Path, work: Path) -> list[str]:
 
 def demo_checkpoint(demo_out: Path) -> Path:
     """The demo-clip run's last checkpoint (the demo's MLflow store says where its run folder is)."""
-    from mlflow.tracking import MlflowClient
+    from demo.app import training_runs
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{demo_out / 'mlruns.db'}")
-    experiment = client.get_experiment_by_name("demo")
-    runs = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'demo-clip'",
-                              order_by=["attributes.start_time DESC"]) if experiment else []
-    if not runs:
-        raise SystemExit(f"demo.objectives: no demo-clip run in {demo_out / 'mlruns.db'}; run `make demo` first")
-    folder = Path(runs[0].data.tags["run_folder"])
+    store = demo_out / "mlruns.db"
+    found = training_runs(store).get("demo-clip") if store.is_file() else None
+    if found is None:
+        raise SystemExit(f"demo.objectives: no demo-clip run in {store}; run `make demo` first")
+    folder = Path(found[1])
     if not folder.is_absolute():  # the demo writes its folders relative to where it ran
         folder = demo_out.resolve().parent / folder
     checkpoint = folder / "checkpoints" / "last.ckpt"

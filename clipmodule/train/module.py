@@ -375,8 +375,8 @@ class ClipLitModule(L.LightningModule):
         self.pixels = PixelNorm.of_checkpoint(checkpoint, source, self.pixels)
         hyper = checkpoint.get("hyper_parameters")
         if isinstance(hyper, dict):  # and its later checkpoints, trackers and exports say so too
-            self.hparams["preprocess"] = hyper.get("preprocess")
-            self.model.preprocess_cfg = preprocess_of_record(hyper.get("preprocess"), self.model, source)
+            record = self.hparams["preprocess"] = hyper.get("preprocess")
+            self.model.preprocess_cfg = preprocess_of_record(record, self.model.config.vision.image_size, source)
         self._rng_state = take_rank_state(checkpoint, self.global_rank, self._world_size(), source, fitting)
 
     def train(self, mode: bool = True) -> ClipLitModule:

@@ -43,16 +43,8 @@ class PixelNorm:
     def of_record(cls, record: Any, source: str = "checkpoint") -> PixelNorm | None:
         """From a recorded preprocess (open_clip's `preprocess_cfg` form, its defaults where a key is absent), or
         None where nothing is recorded; a malformed record is one error naming `source`."""
-        from clipmodule.checkpoints.open_clip import preprocess_from_open_clip
-
-        if record is None:
-            return None
-        where = f"{source}: hyper_parameters.preprocess"
-        try:
-            preprocess = preprocess_from_open_clip(record, 224, where)
-        except (TypeError, ValueError) as error:
-            raise ClipModuleError(f"{where}: {error}") from None
-        return cls(preprocess.mean, preprocess.std)
+        preprocess = preprocess_of_record(record, 224, source)
+        return None if preprocess is None else cls(preprocess.mean, preprocess.std)
 
     @classmethod
     def of_checkpoint(cls, checkpoint: dict[str, Any], source: str, current: PixelNorm) -> PixelNorm:
@@ -112,14 +104,15 @@ def preprocess_record(network: Any) -> dict[str, Any] | None:
     return None if preprocess is None else preprocess_to_open_clip(preprocess)
 
 
-def preprocess_of_record(record: Any, network: Any, source: str) -> Any:
-    """The eval preprocessing a fit checkpoint recorded (`preprocess_record`) for `network`, or None (OpenAI's)."""
+def preprocess_of_record(record: Any, image_size: int, source: str) -> Any:
+    """The eval preprocessing a fit checkpoint recorded (`preprocess_record`) at `image_size`, or None (OpenAI's);
+    a malformed record is one error naming `source`."""
     from clipmodule.checkpoints.open_clip import preprocess_from_open_clip
 
     if record is None:
         return None
     where = f"{source}: hyper_parameters.preprocess"
     try:
-        return preprocess_from_open_clip(record, network.config.vision.image_size, where)
+        return preprocess_from_open_clip(record, image_size, where)
     except (TypeError, ValueError) as error:
         raise ClipModuleError(f"{where}: {error}") from None

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from curation.stages.match.columns import TermMatcher
+from curation.stages.match.columns import TermMatcher, list_column
 from curation.stages.match.languages import LanguageIdentifier
 
 
@@ -26,9 +26,6 @@ class WorldwideMatcher(TermMatcher):
             self._matchers[lang] = (make([terms[i] for i in ids]), ids)
         self._identifier = LanguageIdentifier()
 
-    def languages(self) -> list[str]:
-        return list(self._matchers)
-
     def find_in(self, text: str, lang: str) -> list[int]:
         if lang not in self._matchers:
             return []
@@ -43,5 +40,5 @@ class WorldwideMatcher(TermMatcher):
         captions = texts.to_pylist()
         langs, scores = self._identifier.identify(captions)
         found = [sorted(self.find_in(text, lang)) for text, lang in zip(captions, langs, strict=True)]
-        return (pa.array(found, pa.list_(pa.int32())),
+        return (list_column(found),
                 {"lang": pa.array(langs, pa.string()), "lang_score": pa.array(scores, pa.float32())})

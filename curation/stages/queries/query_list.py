@@ -42,7 +42,8 @@ def corpus_counts(config: QueriesConfig, unigram_source: str) -> dict[str, tuple
         return {}
     if not config.languages:
         return {"en": sources.count_corpus(corpus, config.corpus_field, config.bigrams)}
-    return sources.count_corpus_by_language(corpus, config.corpus_field, ["en", *other_languages(config)])
+    return sources.count_corpus_by_language(corpus, config.corpus_field, ["en", *other_languages(config)],
+                                            config.bigrams)
 
 
 def collect_sources(config: QueriesConfig, advance=lambda units: None,

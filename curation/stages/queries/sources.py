@@ -140,13 +140,13 @@ def count_corpus(paths: list[Path], text_field: str, bigrams: bool) -> tuple[pa.
     return counter.result()
 
 
-def count_corpus_by_language(paths: list[Path], text_field: str,
-                             languages: list[str]) -> dict[str, tuple[pa.Table, pa.Table, int]]:
+def count_corpus_by_language(paths: list[Path], text_field: str, languages: list[str],
+                             bigrams: bool = True) -> dict[str, tuple[pa.Table, pa.Table, int]]:
     """`count_corpus` of each language's documents (lines or rows) only, each identified with lid.176 as `match`
     identifies captions: the corpus's own bigrams per language (MetaCLIP 2's per-language lists)."""
     from curation.stages.match.languages import LanguageIdentifier
 
-    identifier, counters = LanguageIdentifier(), {lang: _Counter(True) for lang in languages}
+    identifier, counters = LanguageIdentifier(), {lang: _Counter(bigrams) for lang in languages}
     for path in paths:
         for chunk in _corpus_chunks(Path(path), text_field):
             found = pa.array(identifier.identify(chunk.to_pylist())[0], pa.string())
